@@ -1,0 +1,278 @@
+//! Content-defined chunking: how every device cuts a file into blocks.
+//!
+//! This is protocol, not policy: two devices only share blocks if they cut identically, so the
+//! parameters below may never change within `peerfold/1`. Files are cut with FastCDC (the 2020
+//! algorithm, normalisation level 1) and each block is hashed with BLAKE3.
+//!
+//! The average block size is [`BASE_AVG_SIZE`] for files up to
+//! `BASE_AVG_SIZE * TARGET_BLOCKS_PER_FILE` bytes and doubles with the file size beyond that, so
+//! a file has at most [`TARGET_BLOCKS_PER_FILE`] blocks on average until the average reaches
+//! FastCDC's ceiling of 4 MiB (files past 32 GiB). Minimum and maximum are a quarter and four
+//! times the average. ARCHITECTURE.md has the measurements behind these numbers.
+
+use std::io::{self, Read};
+
+use fastcdc::v2020::{Normalization, cut, select_masks};
+
+/// Average block size for files of up to `BASE_AVG_SIZE * TARGET_BLOCKS_PER_FILE` bytes.
+pub const BASE_AVG_SIZE: u32 = 64 * 1024;
+
+/// The number of blocks the average size is scaled to stay under, for large files.
+pub const TARGET_BLOCKS_PER_FILE: u64 = 8192;
+
+/// FastCDC's largest supported average block size.
+const MAX_AVG_SIZE: u32 = 4 * 1024 * 1024;
+
+/// The largest block any file can have.
+pub const MAX_BLOCK_SIZE: u32 = MAX_AVG_SIZE * 4;
+
+/// FastCDC parameters for one file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ChunkParams {
+    /// No block is shorter, except a file's last one.
+    pub min_size: u32,
+    /// The expected block size.
+    pub avg_size: u32,
+    /// No block is longer.
+    pub max_size: u32,
+}
+
+impl ChunkParams {
+    /// The parameters every device uses for a file of `file_size` bytes.
+    pub fn for_file_size(file_size: u64) -> Self {
+        let mut avg = BASE_AVG_SIZE;
+        while avg < MAX_AVG_SIZE && file_size > u64::from(avg) * TARGET_BLOCKS_PER_FILE {
+            avg *= 2;
+        }
+        Self::with_avg(avg)
+    }
+
+    /// Parameters around an average size, with min = avg/4 and max = avg*4.
+    pub const fn with_avg(avg_size: u32) -> Self {
+        Self {
+            min_size: avg_size / 4,
+            avg_size,
+            max_size: avg_size * 4,
+        }
+    }
+}
+
+/// One content-defined block of a file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Block {
+    /// Where the block starts in the file.
+    pub offset: u64,
+    /// Its length in bytes.
+    pub size: u32,
+    /// BLAKE3 digest of its bytes.
+    pub hash: blake3::Hash,
+}
+
+/// Bytes read from the source per refill, beyond the one maximum block kept in the buffer.
+const READ_SIZE: usize = 4 * 1024 * 1024;
+
+/// Cuts byte streams into blocks and hashes them in one streaming pass.
+///
+/// It keeps one buffer of at most `max_size + 4 MiB` bytes and reuses it from file to file, so
+/// a worker thread that chunks many files allocates once. The fastcdc crate's own `StreamCDC`
+/// copies every block into a fresh `Vec`; this loop hashes blocks where they lie.
+#[derive(Debug, Default)]
+pub struct Chunker {
+    buffer: Vec<u8>,
+}
+
+impl Chunker {
+    /// A chunker with an empty buffer.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Reads `source` to its end, calling `on_block` for each block in order. `size_hint` (the
+    /// file's size when it was opened) selects the parameters, so the caller must pass the
+    /// same size it will record. Returns the number of bytes read.
+    pub fn chunk(
+        &mut self,
+        mut source: impl Read,
+        size_hint: u64,
+        mut on_block: impl FnMut(Block),
+    ) -> io::Result<u64> {
+        let params = ChunkParams::for_file_size(size_hint);
+        let (min, avg, max) = (
+            params.min_size as usize,
+            params.avg_size as usize,
+            params.max_size as usize,
+        );
+        let (mask_s, mask_l) = select_masks(avg, Normalization::Level1);
+        let capacity = max + READ_SIZE.min(size_hint as usize);
+        if self.buffer.len() < capacity {
+            self.buffer.resize(capacity, 0);
+        }
+        let buffer = &mut self.buffer[..capacity];
+        let (mut start, mut filled, mut offset, mut eof) = (0usize, 0usize, 0u64, false);
+        loop {
+            while filled < buffer.len() && !eof {
+                match source.read(&mut buffer[filled..]) {
+                    Ok(0) => eof = true,
+                    Ok(n) => filled += n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            // A cut point only depends on the next `max` bytes, so we cut once that many are
+            // buffered (or the stream has ended): the result equals cutting the whole file.
+            while start < filled && (eof || filled - start >= max) {
+                let (_, len) = cut(
+                    &buffer[start..filled],
+                    min,
+                    avg,
+                    max,
+                    mask_s,
+                    mask_l,
+                    mask_s << 1,
+                    mask_l << 1,
+                );
+                on_block(Block {
+                    offset,
+                    // `len` is at most `max`, which fits in u32.
+                    size: len as u32,
+                    hash: blake3::hash(&buffer[start..start + len]),
+                });
+                start += len;
+                offset += len as u64;
+            }
+            if eof {
+                return Ok(offset);
+            }
+            buffer.copy_within(start..filled, 0);
+            filled -= start;
+            start = 0;
+        }
+    }
+
+    /// Convenience: all blocks of `source` as a vector.
+    pub fn blocks(&mut self, source: impl Read, size_hint: u64) -> io::Result<Vec<Block>> {
+        let mut blocks = Vec::new();
+        self.chunk(source, size_hint, |b| blocks.push(b))?;
+        Ok(blocks)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Deterministic pseudo-random bytes (BLAKE3 in XOF mode).
+    fn noise(seed: u64, len: usize) -> Vec<u8> {
+        let mut out = vec![0u8; len];
+        blake3::Hasher::new()
+            .update(&seed.to_le_bytes())
+            .finalize_xof()
+            .fill(&mut out);
+        out
+    }
+
+    /// A reader that hands out at most `step` bytes per call, like a slow pipe.
+    struct Trickle<'a> {
+        data: &'a [u8],
+        step: usize,
+    }
+
+    impl Read for Trickle<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let n = self.step.min(buf.len()).min(self.data.len());
+            buf[..n].copy_from_slice(&self.data[..n]);
+            self.data = &self.data[n..];
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn parameters_scale_with_file_size() {
+        assert_eq!(ChunkParams::for_file_size(0), ChunkParams::with_avg(64 * 1024));
+        assert_eq!(ChunkParams::for_file_size(512 << 20), ChunkParams::with_avg(64 * 1024));
+        assert_eq!(
+            ChunkParams::for_file_size((512 << 20) + 1),
+            ChunkParams::with_avg(128 * 1024)
+        );
+        assert_eq!(ChunkParams::for_file_size(1 << 30), ChunkParams::with_avg(128 * 1024));
+        assert_eq!(ChunkParams::for_file_size(1 << 40), ChunkParams::with_avg(MAX_AVG_SIZE));
+        assert_eq!(ChunkParams::for_file_size(u64::MAX).max_size, MAX_BLOCK_SIZE);
+    }
+
+    #[test]
+    fn empty_and_tiny_inputs() {
+        let mut chunker = Chunker::new();
+        assert!(chunker.blocks(&[][..], 0).unwrap().is_empty());
+        let blocks = chunker.blocks(&b"hello"[..], 5).unwrap();
+        assert_eq!(blocks.len(), 1);
+        assert_eq!(blocks[0].hash, blake3::hash(b"hello"));
+    }
+
+    #[test]
+    fn boundaries_are_stable_snapshot() {
+        // If this fails, the cut points changed: that breaks compatibility between devices.
+        let data = noise(7, 1 << 20);
+        let sizes: Vec<u32> = Chunker::new()
+            .blocks(&data[..], data.len() as u64)
+            .unwrap()
+            .iter()
+            .map(|b| b.size)
+            .collect();
+        assert_eq!(sizes.iter().map(|&s| u64::from(s)).sum::<u64>(), 1 << 20);
+        assert_eq!(
+            sizes,
+            include!("../tests/fixtures/chunk-sizes-noise7-1mib.txt"),
+            "chunk boundaries changed"
+        );
+    }
+
+    #[test]
+    fn an_insert_changes_only_nearby_blocks() {
+        let data = noise(1, 4 << 20);
+        let mut edited = data.clone();
+        edited.insert(100_000, 0x42);
+        let mut chunker = Chunker::new();
+        let before = chunker.blocks(&data[..], data.len() as u64).unwrap();
+        let after = chunker.blocks(&edited[..], edited.len() as u64).unwrap();
+        let old: std::collections::HashSet<_> = before.iter().map(|b| b.hash).collect();
+        let new_bytes: u64 = after
+            .iter()
+            .filter(|b| !old.contains(&b.hash))
+            .map(|b| u64::from(b.size))
+            .sum();
+        assert!(new_bytes <= 2 * u64::from(ChunkParams::with_avg(BASE_AVG_SIZE).max_size));
+        assert!(new_bytes > 0);
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(32))]
+        #[test]
+        fn streaming_matches_whole_buffer_chunking(
+            seed in any::<u64>(),
+            len in 0usize..600_000,
+            step in 1usize..70_000,
+        ) {
+            let data = noise(seed, len);
+            let params = ChunkParams::for_file_size(len as u64);
+            let expected: Vec<(u64, u32)> = fastcdc::v2020::FastCDC::new(
+                &data,
+                params.min_size as usize,
+                params.avg_size as usize,
+                params.max_size as usize,
+            )
+            .map(|c| (c.offset as u64, c.length as u32))
+            .collect();
+            let mut chunker = Chunker::new();
+            let blocks = chunker
+                .blocks(Trickle { data: &data, step }, len as u64)
+                .unwrap();
+            let got: Vec<(u64, u32)> = blocks.iter().map(|b| (b.offset, b.size)).collect();
+            prop_assert_eq!(got, expected);
+            for b in &blocks {
+                let range = b.offset as usize..b.offset as usize + b.size as usize;
+                prop_assert_eq!(b.hash, blake3::hash(&data[range]));
+            }
+        }
+    }
+}

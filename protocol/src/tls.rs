@@ -1,0 +1,332 @@
+//! rustls configurations that authenticate peers by device ID instead of by a CA.
+//!
+//! Both sides present their self-signed certificate. The handshake accepts any certificate
+//! whose key signs the handshake; the peer's [`DeviceId`] (the certificate's SHA-256) is then
+//! handed to a [`PeerPolicy`]:
+//! - [`PeerDecision::Accept`]: a known device, the connection proceeds;
+//! - [`PeerDecision::Pending`]: an unknown device; the handshake completes so the caller can
+//!   record it as pending and close the connection with a reason the peer can show;
+//! - [`PeerDecision::Reject`]: the handshake fails.
+//!
+//! Only TLS 1.3 is offered, with ring as the crypto provider.
+
+use std::fmt;
+use std::sync::Arc;
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::{
+    CertificateError, ClientConfig, DigitallySignedStruct, DistinguishedName, ServerConfig,
+    SignatureScheme,
+};
+
+use crate::identity::{CERT_COMMON_NAME, Identity};
+use crate::{ALPN, DeviceId};
+
+/// What to do with a peer, decided from its device ID alone.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PeerDecision {
+    /// A configured device: go on.
+    Accept,
+    /// Not configured (yet): finish the handshake so the caller can record and close.
+    Pending,
+    /// Fail the handshake.
+    Reject,
+}
+
+/// The callback that decides about a peer during the handshake.
+#[derive(Clone)]
+pub struct PeerPolicy(Arc<dyn Fn(DeviceId) -> PeerDecision + Send + Sync>);
+
+impl PeerPolicy {
+    /// A policy from a function of the peer's device ID.
+    pub fn new(decide: impl Fn(DeviceId) -> PeerDecision + Send + Sync + 'static) -> Self {
+        Self(Arc::new(decide))
+    }
+
+    /// Accept exactly one device (for dialing a known peer); reject every other.
+    pub fn only(expected: DeviceId) -> Self {
+        Self::new(move |peer| {
+            if peer == expected {
+                PeerDecision::Accept
+            } else {
+                PeerDecision::Reject
+            }
+        })
+    }
+
+    fn decide(&self, peer: DeviceId) -> PeerDecision {
+        (self.0)(peer)
+    }
+}
+
+impl fmt::Debug for PeerPolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("PeerPolicy(..)")
+    }
+}
+
+/// Why a TLS configuration could not be built.
+#[derive(Debug, thiserror::Error)]
+#[error("building the TLS configuration failed: {0}")]
+pub struct TlsConfigError(#[from] rustls::Error);
+
+/// A server configuration that requires a client certificate and asks `policy` about it.
+pub fn server_config(
+    identity: &Identity,
+    policy: PeerPolicy,
+) -> Result<ServerConfig, TlsConfigError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let verifier = Arc::new(DeviceIdVerifier::new(&provider, policy));
+    let mut config = ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(
+            vec![identity.certificate_der().clone()],
+            identity.private_key_der(),
+        )?;
+    config.alpn_protocols = vec![ALPN.to_vec()];
+    Ok(config)
+}
+
+/// A client configuration that presents our certificate and asks `policy` about the server's.
+pub fn client_config(
+    identity: &Identity,
+    policy: PeerPolicy,
+) -> Result<ClientConfig, TlsConfigError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let verifier = Arc::new(DeviceIdVerifier::new(&provider, policy));
+    let mut config = ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
+        .with_client_auth_cert(
+            vec![identity.certificate_der().clone()],
+            identity.private_key_der(),
+        )?;
+    config.alpn_protocols = vec![ALPN.to_vec()];
+    Ok(config)
+}
+
+/// The server name clients put in their handshake. Certificates are pinned by device ID, so
+/// the name carries no meaning; it only has to be a valid DNS name.
+pub fn server_name() -> ServerName<'static> {
+    ServerName::try_from(CERT_COMMON_NAME).expect("the common name is a valid DNS name")
+}
+
+/// The device ID of an authenticated peer, from the certificate chain it presented.
+pub fn peer_device_id(chain: &[CertificateDer<'_>]) -> Option<DeviceId> {
+    chain.first().map(|cert| DeviceId::from_certificate_der(cert))
+}
+
+/// Accepts any certificate that signs the handshake, then defers to the policy.
+#[derive(Debug)]
+struct DeviceIdVerifier {
+    algorithms: WebPkiSupportedAlgorithms,
+    policy: PeerPolicy,
+}
+
+impl DeviceIdVerifier {
+    fn new(provider: &CryptoProvider, policy: PeerPolicy) -> Self {
+        Self {
+            algorithms: provider.signature_verification_algorithms,
+            policy,
+        }
+    }
+
+    fn check(&self, cert: &CertificateDer<'_>) -> Result<(), rustls::Error> {
+        match self.policy.decide(DeviceId::from_certificate_der(cert)) {
+            PeerDecision::Accept | PeerDecision::Pending => Ok(()),
+            PeerDecision::Reject => Err(rustls::Error::InvalidCertificate(
+                CertificateError::ApplicationVerificationFailure,
+            )),
+        }
+    }
+}
+
+impl ClientCertVerifier for DeviceIdVerifier {
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        &[]
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        self.check(end_entity)?;
+        Ok(ClientCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.algorithms.supported_schemes()
+    }
+}
+
+impl ServerCertVerifier for DeviceIdVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        self.check(end_entity)?;
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.algorithms.supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rustls::{ClientConnection, ServerConnection};
+    use std::sync::Mutex;
+
+    /// Runs a TLS handshake between two in-memory connections.
+    fn handshake(
+        client: &mut ClientConnection,
+        server: &mut ServerConnection,
+    ) -> Result<(), rustls::Error> {
+        for _ in 0..10 {
+            let mut buf = Vec::new();
+            while client.wants_write() {
+                client.write_tls(&mut buf).unwrap();
+            }
+            server.read_tls(&mut buf.as_slice()).unwrap();
+            server.process_new_packets()?;
+            let mut buf = Vec::new();
+            while server.wants_write() {
+                server.write_tls(&mut buf).unwrap();
+            }
+            client.read_tls(&mut buf.as_slice()).unwrap();
+            client.process_new_packets()?;
+            if !client.is_handshaking() && !server.is_handshaking() {
+                return Ok(());
+            }
+        }
+        panic!("handshake did not finish");
+    }
+
+    fn connect(
+        client_id: &Identity,
+        client_policy: PeerPolicy,
+        server_id: &Identity,
+        server_policy: PeerPolicy,
+    ) -> (ClientConnection, ServerConnection, Result<(), rustls::Error>) {
+        let server_cfg = Arc::new(server_config(server_id, server_policy).unwrap());
+        let client_cfg = Arc::new(client_config(client_id, client_policy).unwrap());
+        let mut client = ClientConnection::new(client_cfg, server_name()).unwrap();
+        let mut server = ServerConnection::new(server_cfg).unwrap();
+        let result = handshake(&mut client, &mut server);
+        (client, server, result)
+    }
+
+    #[test]
+    fn both_sides_learn_each_others_device_id() {
+        let (a, b) = (Identity::generate().unwrap(), Identity::generate().unwrap());
+        let seen_by_server = Arc::new(Mutex::new(None));
+        let seen = seen_by_server.clone();
+        let server_policy = PeerPolicy::new(move |peer| {
+            *seen.lock().unwrap() = Some(peer);
+            PeerDecision::Accept
+        });
+        let (client, server, result) =
+            connect(&a, PeerPolicy::only(b.device_id()), &b, server_policy);
+        result.unwrap();
+        assert_eq!(*seen_by_server.lock().unwrap(), Some(a.device_id()));
+        assert_eq!(
+            peer_device_id(server.peer_certificates().unwrap()),
+            Some(a.device_id())
+        );
+        assert_eq!(
+            peer_device_id(client.peer_certificates().unwrap()),
+            Some(b.device_id())
+        );
+        assert_eq!(client.alpn_protocol(), Some(ALPN));
+    }
+
+    #[test]
+    fn pending_peers_complete_the_handshake() {
+        let (a, b) = (Identity::generate().unwrap(), Identity::generate().unwrap());
+        let (_, server, result) = connect(
+            &a,
+            PeerPolicy::only(b.device_id()),
+            &b,
+            PeerPolicy::new(|_| PeerDecision::Pending),
+        );
+        result.unwrap();
+        assert_eq!(
+            peer_device_id(server.peer_certificates().unwrap()),
+            Some(a.device_id())
+        );
+    }
+
+    #[test]
+    fn rejected_peers_fail_the_handshake_on_either_side() {
+        let (a, b, c) = (
+            Identity::generate().unwrap(),
+            Identity::generate().unwrap(),
+            Identity::generate().unwrap(),
+        );
+        // The server rejects the client.
+        let (_, _, result) = connect(
+            &a,
+            PeerPolicy::only(b.device_id()),
+            &b,
+            PeerPolicy::new(|_| PeerDecision::Reject),
+        );
+        assert!(result.is_err());
+        // The client expected another device than the one that answered.
+        let (_, _, result) = connect(
+            &a,
+            PeerPolicy::only(c.device_id()),
+            &b,
+            PeerPolicy::new(|_| PeerDecision::Accept),
+        );
+        assert!(result.is_err());
+    }
+}
