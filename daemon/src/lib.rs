@@ -1,1 +1,17 @@
+//! The peerfold daemon and command-line tool.
+//!
+//! # Layout
+//! - [`cli`]: argument definitions and the commands (thin: they call the modules below).
+//! - [`home`]: the home directory (identity, `config.toml`, `index.db`).
+//! - [`config`]: the configuration file.
+//! - [`store`]: the SQLite index; the only module with SQL.
+//! - [`scanner`]: turns a folder on disk into index entries.
+//! - [`index`]: the entry types the others share.
 
+pub mod cli;
+pub mod config;
+mod fsutil;
+pub mod home;
+pub mod index;
+pub mod scanner;
+pub mod store;

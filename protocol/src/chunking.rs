@@ -189,15 +189,30 @@ mod tests {
 
     #[test]
     fn parameters_scale_with_file_size() {
-        assert_eq!(ChunkParams::for_file_size(0), ChunkParams::with_avg(64 * 1024));
-        assert_eq!(ChunkParams::for_file_size(512 << 20), ChunkParams::with_avg(64 * 1024));
+        assert_eq!(
+            ChunkParams::for_file_size(0),
+            ChunkParams::with_avg(64 * 1024)
+        );
+        assert_eq!(
+            ChunkParams::for_file_size(512 << 20),
+            ChunkParams::with_avg(64 * 1024)
+        );
         assert_eq!(
             ChunkParams::for_file_size((512 << 20) + 1),
             ChunkParams::with_avg(128 * 1024)
         );
-        assert_eq!(ChunkParams::for_file_size(1 << 30), ChunkParams::with_avg(128 * 1024));
-        assert_eq!(ChunkParams::for_file_size(1 << 40), ChunkParams::with_avg(MAX_AVG_SIZE));
-        assert_eq!(ChunkParams::for_file_size(u64::MAX).max_size, MAX_BLOCK_SIZE);
+        assert_eq!(
+            ChunkParams::for_file_size(1 << 30),
+            ChunkParams::with_avg(128 * 1024)
+        );
+        assert_eq!(
+            ChunkParams::for_file_size(1 << 40),
+            ChunkParams::with_avg(MAX_AVG_SIZE)
+        );
+        assert_eq!(
+            ChunkParams::for_file_size(u64::MAX).max_size,
+            MAX_BLOCK_SIZE
+        );
     }
 
     #[test]

@@ -179,7 +179,10 @@ mod tests {
         let mut src = BytesMut::from(&[0xff, 0xff, 0xff, 0xff, 0][..]);
         assert!(matches!(
             codec.decode(&mut src),
-            Err(FrameError::Oversized { len: 0xffff_ffff, max: 8 })
+            Err(FrameError::Oversized {
+                len: 0xffff_ffff,
+                max: 8
+            })
         ));
     }
 
@@ -190,13 +193,22 @@ mod tests {
         assert!(codec.decode(&mut src).unwrap().is_none());
         assert!(matches!(
             codec.finish(&src),
-            Err(FrameError::Truncated { buffered: 6, needed: 13 })
+            Err(FrameError::Truncated {
+                buffered: 6,
+                needed: 13
+            })
         ));
         // Field 1 (hello) as a length-delimited field claiming 100 bytes it does not have.
         let mut bad = BytesMut::from(&[0, 0, 0, 2, 0x0a, 100][..]);
-        assert!(matches!(codec.decode(&mut bad), Err(FrameError::Undecodable(_))));
+        assert!(matches!(
+            codec.decode(&mut bad),
+            Err(FrameError::Undecodable(_))
+        ));
         let mut empty = BytesMut::from(&[0, 0, 0, 0][..]);
-        assert!(matches!(codec.decode(&mut empty), Err(FrameError::EmptyMessage)));
+        assert!(matches!(
+            codec.decode(&mut empty),
+            Err(FrameError::EmptyMessage)
+        ));
     }
 
     proptest! {

@@ -118,7 +118,9 @@ pub fn server_name() -> ServerName<'static> {
 
 /// The device ID of an authenticated peer, from the certificate chain it presented.
 pub fn peer_device_id(chain: &[CertificateDer<'_>]) -> Option<DeviceId> {
-    chain.first().map(|cert| DeviceId::from_certificate_der(cert))
+    chain
+        .first()
+        .map(|cert| DeviceId::from_certificate_der(cert))
 }
 
 /// Accepts any certificate that signs the handshake, then defers to the policy.
@@ -256,7 +258,11 @@ mod tests {
         client_policy: PeerPolicy,
         server_id: &Identity,
         server_policy: PeerPolicy,
-    ) -> (ClientConnection, ServerConnection, Result<(), rustls::Error>) {
+    ) -> (
+        ClientConnection,
+        ServerConnection,
+        Result<(), rustls::Error>,
+    ) {
         let server_cfg = Arc::new(server_config(server_id, server_policy).unwrap());
         let client_cfg = Arc::new(client_config(client_id, client_policy).unwrap());
         let mut client = ClientConnection::new(client_cfg, server_name()).unwrap();

@@ -58,7 +58,10 @@ impl VersionVector {
     #[must_use]
     pub fn merge(&self, other: &Self) -> Self {
         let mut counters = Vec::with_capacity(self.counters.len().max(other.counters.len()));
-        let (mut a, mut b) = (self.counters.iter().peekable(), other.counters.iter().peekable());
+        let (mut a, mut b) = (
+            self.counters.iter().peekable(),
+            other.counters.iter().peekable(),
+        );
         loop {
             let next = match (a.peek(), b.peek()) {
                 (None, None) => break,
@@ -85,7 +88,10 @@ impl VersionVector {
     /// How this vector relates to `other`.
     pub fn compare(&self, other: &Self) -> Ordering {
         let (mut newer, mut older) = (false, false);
-        let (mut a, mut b) = (self.counters.iter().peekable(), other.counters.iter().peekable());
+        let (mut a, mut b) = (
+            self.counters.iter().peekable(),
+            other.counters.iter().peekable(),
+        );
         loop {
             match (a.peek(), b.peek()) {
                 (None, None) => break,
@@ -153,7 +159,10 @@ impl FromIterator<(ShortId, u64)> for VersionVector {
 
 impl From<&wire::Vector> for VersionVector {
     fn from(v: &wire::Vector) -> Self {
-        v.counters.iter().map(|c| (ShortId(c.id), c.value)).collect()
+        v.counters
+            .iter()
+            .map(|c| (ShortId(c.id), c.value))
+            .collect()
     }
 }
 
@@ -177,8 +186,12 @@ mod tests {
     const B: ShortId = ShortId(2);
 
     fn vector() -> impl Strategy<Value = VersionVector> {
-        proptest::collection::vec((0u64..4, 0u64..4), 0..5)
-            .prop_map(|counters| counters.into_iter().map(|(id, v)| (ShortId(id), v)).collect())
+        proptest::collection::vec((0u64..4, 0u64..4), 0..5).prop_map(|counters| {
+            counters
+                .into_iter()
+                .map(|(id, v)| (ShortId(id), v))
+                .collect()
+        })
     }
 
     #[test]
@@ -195,7 +208,10 @@ mod tests {
         assert_eq!(a1b1.compare(&a1), Ordering::Newer);
         assert_eq!(a1.compare(&b1), Ordering::Concurrent);
         assert_eq!(a2.compare(&a1b1), Ordering::Concurrent);
-        assert_eq!(a2.merge(&a1b1).counters().collect::<Vec<_>>(), vec![(A, 2), (B, 1)]);
+        assert_eq!(
+            a2.merge(&a1b1).counters().collect::<Vec<_>>(),
+            vec![(A, 2), (B, 1)]
+        );
     }
 
     #[test]
@@ -209,7 +225,10 @@ mod tests {
             ],
         };
         let v = VersionVector::from(&wire);
-        assert_eq!(v.counters().collect::<Vec<_>>(), vec![(ShortId(2), 7), (ShortId(9), 4)]);
+        assert_eq!(
+            v.counters().collect::<Vec<_>>(),
+            vec![(ShortId(2), 7), (ShortId(9), 4)]
+        );
         assert_eq!(VersionVector::from(&wire::Vector::from(&v)), v);
     }
 

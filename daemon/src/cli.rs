@@ -1,0 +1,359 @@
+//! The command line: argument definitions and the commands that work on a home offline.
+
+mod output;
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Parser, Subcommand};
+use peerfold_protocol::DeviceId;
+
+use crate::config::{self, DeviceConfig, FolderConfig, FolderType};
+use crate::home::{HOME_ENV, Home};
+use crate::scanner::{self, ScanReport};
+
+/// peerfold: peer-to-peer folder sync.
+#[derive(Debug, Parser)]
+#[command(name = "peerfold", version, about, propagate_version = true)]
+pub struct Cli {
+    /// The device's home directory (identity, config, index).
+    #[arg(long, global = true, env = HOME_ENV, value_name = "DIR")]
+    home: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Create this device's identity, configuration and index; print its device ID.
+    Init {
+        /// The name peers see (default: the host name).
+        #[arg(long)]
+        name: Option<String>,
+        #[command(flatten)]
+        format: Format,
+    },
+    /// Print this device's ID.
+    Id {
+        /// Also draw it as a QR code to scan with a phone.
+        #[arg(long)]
+        qr: bool,
+        #[command(flatten)]
+        format: Format,
+    },
+    /// Add, list and share folders.
+    #[command(subcommand)]
+    Folder(FolderCommand),
+    /// Add and list devices.
+    #[command(subcommand)]
+    Device(DeviceCommand),
+    /// Scan folders (all, or one) into the index now.
+    Scan {
+        /// The folder to scan; all folders when omitted.
+        folder: Option<String>,
+        #[command(flatten)]
+        format: Format,
+    },
+    /// List a folder's index entries, tombstones included.
+    Ls {
+        /// The folder.
+        folder: String,
+        #[command(flatten)]
+        format: Format,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum FolderCommand {
+    /// Add a folder: its root gets a `.peerfold` marker directory.
+    Add {
+        /// The folder ID, the same on every device that shares it.
+        #[arg(long)]
+        id: String,
+        /// The folder's root on this device (must exist).
+        #[arg(long)]
+        path: PathBuf,
+        /// A human name.
+        #[arg(long)]
+        label: Option<String>,
+        /// How the folder syncs.
+        #[arg(long = "type", value_enum, default_value_t = FolderType::SendReceive)]
+        folder_type: FolderType,
+    },
+    /// List configured folders.
+    List {
+        #[command(flatten)]
+        format: Format,
+    },
+    /// Share a folder with a configured device.
+    Share {
+        /// The folder ID.
+        folder: String,
+        /// The device ID.
+        device: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum DeviceCommand {
+    /// Add a device by its ID.
+    Add {
+        /// The device ID (dashes and case do not matter).
+        id: String,
+        /// A human name.
+        #[arg(long)]
+        name: Option<String>,
+        /// Where to reach it: quic://HOST:PORT (repeatable); default: dynamic (discovery).
+        #[arg(long = "address", value_name = "ADDRESS")]
+        addresses: Vec<String>,
+    },
+    /// List configured devices.
+    List {
+        #[command(flatten)]
+        format: Format,
+    },
+}
+
+#[derive(Debug, Args)]
+struct Format {
+    /// Print JSON instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Runs one command. Errors come back with context, for `main` to print on one line.
+pub fn run(cli: Cli) -> Result<()> {
+    let home = Home::resolve(cli.home)?;
+    let mut out = std::io::stdout().lock();
+    match cli.command {
+        Command::Init { name, format } => init(&home, name, format.json, &mut out),
+        Command::Id { qr, format } => id(&home, qr, format.json, &mut out),
+        Command::Folder(command) => folder(&home, command, &mut out),
+        Command::Device(command) => device(&home, command, &mut out),
+        Command::Scan { folder, format } => scan(&home, folder, format.json, &mut out),
+        Command::Ls { folder, format } => ls(&home, &folder, format.json, &mut out),
+    }
+}
+
+fn init(home: &Home, name: Option<String>, json: bool, out: &mut impl Write) -> Result<()> {
+    let identity = home.init(|config| {
+        if let Some(name) = name {
+            config.device_name = name;
+        }
+    })?;
+    let id = identity.device_id();
+    if json {
+        output::json_line(
+            out,
+            &serde_json::json!({ "id": id.to_string(), "home": home.dir() }),
+        )?;
+    } else {
+        writeln!(out, "Initialised {}", home.dir().display())?;
+        writeln!(out, "Device ID: {id}")?;
+    }
+    Ok(())
+}
+
+fn id(home: &Home, qr: bool, json: bool, out: &mut impl Write) -> Result<()> {
+    let id = home.identity()?.device_id();
+    if json {
+        output::json_line(out, &serde_json::json!({ "id": id.to_string() }))?;
+        return Ok(());
+    }
+    if qr {
+        write!(out, "{}", output::qr_text(&id.to_string())?)?;
+    }
+    writeln!(out, "{id}")?;
+    Ok(())
+}
+
+fn folder(home: &Home, command: FolderCommand, out: &mut impl Write) -> Result<()> {
+    match command {
+        FolderCommand::Add {
+            id,
+            path,
+            label,
+            folder_type,
+        } => {
+            let mut config = home.config()?;
+            config::check_folder_id(&id).map_err(anyhow::Error::msg)?;
+            if config.folder(&id).is_some() {
+                bail!("folder {id:?} already exists");
+            }
+            let root = path
+                .canonicalize()
+                .with_context(|| format!("folder path {}", path.display()))?;
+            if !root.is_dir() {
+                bail!("folder path {} is not a directory", root.display());
+            }
+            if let Some(other) = config.folders.iter().find(|f| f.path == root) {
+                bail!(
+                    "{} is already the path of folder {:?}",
+                    root.display(),
+                    other.id
+                );
+            }
+            let marker = root.join(scanner::MARKER_DIR);
+            std::fs::create_dir_all(&marker)
+                .with_context(|| format!("creating the folder marker {}", marker.display()))?;
+            config.folders.push(FolderConfig {
+                id: id.clone(),
+                label: label.unwrap_or_default(),
+                path: root.clone(),
+                folder_type,
+                devices: Vec::new(),
+            });
+            home.save_config(&config)?;
+            writeln!(out, "Added folder {id:?} at {}", root.display())?;
+        }
+        FolderCommand::List { format } => {
+            let config = home.config()?;
+            if format.json {
+                output::json_line(out, &output::folders_json(&config.folders))?;
+            } else {
+                for f in &config.folders {
+                    writeln!(
+                        out,
+                        "{}\t{}\t{}\t{}\tshared with {}",
+                        f.id,
+                        f.folder_type.as_str(),
+                        f.path.display(),
+                        f.label,
+                        f.devices.len()
+                    )?;
+                }
+            }
+        }
+        FolderCommand::Share { folder, device } => {
+            let mut config = home.config()?;
+            let device: DeviceId = device
+                .parse()
+                .with_context(|| format!("device ID {device:?}"))?;
+            if !config.devices.iter().any(|d| d.id == device) {
+                bail!("device {device} is not configured: add it with `peerfold device add`");
+            }
+            let Some(entry) = config.folders.iter_mut().find(|f| f.id == folder) else {
+                bail!("no folder {folder:?}: see `peerfold folder list`");
+            };
+            if entry.devices.contains(&device) {
+                writeln!(out, "Folder {folder:?} is already shared with {device}")?;
+                return Ok(());
+            }
+            entry.devices.push(device);
+            home.save_config(&config)?;
+            writeln!(out, "Shared folder {folder:?} with {device}")?;
+        }
+    }
+    Ok(())
+}
+
+fn device(home: &Home, command: DeviceCommand, out: &mut impl Write) -> Result<()> {
+    match command {
+        DeviceCommand::Add {
+            id,
+            name,
+            addresses,
+        } => {
+            let mut config = home.config()?;
+            let id: DeviceId = id.parse().with_context(|| format!("device ID {id:?}"))?;
+            if id == home.identity()?.device_id() {
+                bail!("{id} is this device's own ID");
+            }
+            if config.devices.iter().any(|d| d.id == id) {
+                bail!("device {id} is already configured");
+            }
+            let addresses = if addresses.is_empty() {
+                vec![config::DYNAMIC_ADDRESS.to_owned()]
+            } else {
+                addresses
+            };
+            for address in &addresses {
+                config::check_address(address).map_err(anyhow::Error::msg)?;
+            }
+            config.devices.push(DeviceConfig {
+                id,
+                name: name.unwrap_or_default(),
+                addresses,
+            });
+            home.save_config(&config)?;
+            writeln!(out, "Added device {id}")?;
+        }
+        DeviceCommand::List { format } => {
+            let config = home.config()?;
+            if format.json {
+                output::json_line(out, &output::devices_json(&config.devices))?;
+            } else {
+                for d in &config.devices {
+                    writeln!(out, "{}\t{}\t{}", d.id, d.name, d.addresses.join(","))?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn scan(home: &Home, only: Option<String>, json: bool, out: &mut impl Write) -> Result<()> {
+    let config = home.config()?;
+    let local = home.identity()?.device_id().short();
+    let folders: Vec<&FolderConfig> = match &only {
+        Some(id) => vec![
+            config
+                .folder(id)
+                .with_context(|| format!("no folder {id:?}: see `peerfold folder list`"))?,
+        ],
+        None => config.folders.iter().collect(),
+    };
+    let mut store = home.store()?;
+    let mut reports = Vec::new();
+    let mut failures = Vec::new();
+    for folder in folders {
+        let bar = output::scan_progress_bar(&folder.id, std::io::stderr().is_terminal());
+        let result = scanner::scan_folder(&mut store, &folder.id, &folder.path, local, |p| {
+            output::update_scan_bar(&bar, p);
+        });
+        bar.finish_and_clear();
+        match result {
+            Ok(report) => {
+                for issue in &report.issues {
+                    eprintln!("warning: {}: {}: {}", folder.id, issue.name, issue.message);
+                }
+                if !json {
+                    writeln!(out, "{}", output::scan_summary(&folder.id, &report))?;
+                }
+                reports.push((folder.id.clone(), report));
+            }
+            Err(e) => failures.push(format!("folder {:?}: {e}", folder.id)),
+        }
+    }
+    if json {
+        let reports: Vec<_> = reports
+            .iter()
+            .map(|(id, r): &(String, ScanReport)| output::scan_json(id, r))
+            .collect();
+        output::json_line(out, &reports)?;
+    }
+    if !failures.is_empty() {
+        bail!("{}", failures.join("; "));
+    }
+    Ok(())
+}
+
+fn ls(home: &Home, folder_id: &str, json: bool, out: &mut impl Write) -> Result<()> {
+    let config = home.config()?;
+    if config.folder(folder_id).is_none() {
+        bail!("no folder {folder_id:?}: see `peerfold folder list`");
+    }
+    let store = home.store()?;
+    let Some(folder) = store.folder(folder_id)? else {
+        // Configured but never scanned: an empty index.
+        if json {
+            writeln!(out, "[]")?;
+        }
+        return Ok(());
+    };
+    let mut list = output::EntryList::new(out, json)?;
+    store.for_each_local_entry(folder, |entry| list.push(&entry))?;
+    list.finish()?;
+    Ok(())
+}

@@ -1,0 +1,391 @@
+//! `config.toml`: this device's settings, its folders and the devices it knows.
+//!
+//! The file is read whole and written atomically. Unknown keys are refused so a typo does not
+//! silently do nothing; syntax errors name the line and column.
+
+use std::path::{Path, PathBuf};
+
+use peerfold_protocol::DeviceId;
+use serde::{Deserialize, Serialize};
+
+use crate::fsutil;
+
+/// Where the REST API listens unless configured otherwise (not Syncthing's 8384, so both can
+/// run on one host).
+pub const DEFAULT_API_ADDRESS: &str = "127.0.0.1:8385";
+/// Where the QUIC listener binds unless configured otherwise (not Syncthing's 22000).
+pub const DEFAULT_LISTEN: [&str; 2] = ["quic://0.0.0.0:22100", "quic://[::]:22100"];
+/// A device address meaning "find it by discovery".
+pub const DYNAMIC_ADDRESS: &str = "dynamic";
+
+/// The whole configuration file.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// This device's name, as peers see it.
+    #[serde(default)]
+    pub device_name: String,
+    /// Addresses the QUIC listener binds, as `quic://HOST:PORT`.
+    #[serde(default = "default_listen")]
+    pub listen: Vec<String>,
+    /// The REST API.
+    #[serde(default)]
+    pub api: ApiConfig,
+    /// Shared folders.
+    #[serde(default, rename = "folder")]
+    pub folders: Vec<FolderConfig>,
+    /// Known devices.
+    #[serde(default, rename = "device")]
+    pub devices: Vec<DeviceConfig>,
+}
+
+/// The REST API settings.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiConfig {
+    /// `HOST:PORT` to listen on.
+    #[serde(default = "default_api_address")]
+    pub address: String,
+    /// The key clients must present.
+    #[serde(default)]
+    pub key: String,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self {
+            address: default_api_address(),
+            key: String::new(),
+        }
+    }
+}
+
+/// How a folder takes part in sync.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum FolderType {
+    /// Sends local changes and takes remote ones.
+    #[default]
+    #[value(name = "sendreceive")]
+    SendReceive,
+    /// Sends local changes, never takes remote ones.
+    #[value(name = "sendonly")]
+    SendOnly,
+    /// Takes remote changes, never sends local ones as the truth.
+    #[value(name = "receiveonly")]
+    ReceiveOnly,
+}
+
+impl FolderType {
+    /// Syncthing's name for the type.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::SendReceive => "sendreceive",
+            Self::SendOnly => "sendonly",
+            Self::ReceiveOnly => "receiveonly",
+        }
+    }
+}
+
+/// One shared folder.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FolderConfig {
+    /// The ID, the same on every device.
+    pub id: String,
+    /// A human name.
+    #[serde(default)]
+    pub label: String,
+    /// The folder's root on this device.
+    pub path: PathBuf,
+    /// Send-receive, send-only or receive-only.
+    #[serde(default, rename = "type")]
+    pub folder_type: FolderType,
+    /// Devices the folder is shared with.
+    #[serde(default, with = "device_ids")]
+    pub devices: Vec<DeviceId>,
+}
+
+/// One known device.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceConfig {
+    /// Its device ID.
+    #[serde(with = "device_id")]
+    pub id: DeviceId,
+    /// A human name.
+    #[serde(default)]
+    pub name: String,
+    /// Where to reach it: `quic://HOST:PORT`, or `dynamic` for discovery.
+    #[serde(default = "default_addresses")]
+    pub addresses: Vec<String>,
+}
+
+/// Problems reading or writing the configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// What failed.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or has wrong keys or values.
+    #[error("{path} line {line}, column {column}: {message}")]
+    Syntax {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line of the problem.
+        line: usize,
+        /// 1-based column.
+        column: usize,
+        /// What is wrong.
+        message: String,
+    },
+    /// A value that parses but makes no sense.
+    #[error("{path}: {message}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+impl Config {
+    /// A fresh configuration for a device named `device_name` with API key `api_key`.
+    pub fn new(device_name: String, api_key: String) -> Self {
+        Self {
+            device_name,
+            listen: default_listen(),
+            api: ApiConfig {
+                address: default_api_address(),
+                key: api_key,
+            },
+            folders: Vec::new(),
+            devices: Vec::new(),
+        }
+    }
+
+    /// Reads and checks the file at `path`.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+            path: path.to_owned(),
+            source,
+        })?;
+        let config: Self = toml::from_str(&text).map_err(|e| {
+            let (line, column) = e
+                .span()
+                .map_or((1, 1), |span| line_and_column(&text, span.start));
+            ConfigError::Syntax {
+                path: path.to_owned(),
+                line,
+                column,
+                message: e.message().trim().replace('\n', " "),
+            }
+        })?;
+        config.check().map_err(|message| ConfigError::Invalid {
+            path: path.to_owned(),
+            message,
+        })?;
+        Ok(config)
+    }
+
+    /// Writes the file atomically (temp file, fsync, rename, fsync of the directory).
+    pub fn save(&self, path: &Path) -> Result<(), ConfigError> {
+        let mut text = String::from(
+            "# peerfold configuration. Edit while the daemon is stopped, or use the CLI.\n\n",
+        );
+        // Serialising plain structs of strings and lists cannot fail.
+        text.push_str(
+            &toml::to_string_pretty(self).map_err(|e| ConfigError::Invalid {
+                path: path.to_owned(),
+                message: e.to_string(),
+            })?,
+        );
+        fsutil::write_atomic(path, text.as_bytes(), 0o600).map_err(|source| ConfigError::Io {
+            path: path.to_owned(),
+            source,
+        })
+    }
+
+    /// Cross-field rules the types alone do not express.
+    pub fn check(&self) -> Result<(), String> {
+        let mut seen = std::collections::HashSet::new();
+        for folder in &self.folders {
+            check_folder_id(&folder.id)?;
+            if !seen.insert(folder.id.as_str()) {
+                return Err(format!("folder {:?} is configured twice", folder.id));
+            }
+            for device in &folder.devices {
+                if !self.devices.iter().any(|d| d.id == *device) {
+                    return Err(format!(
+                        "folder {:?} is shared with {device}, which is not a configured device",
+                        folder.id
+                    ));
+                }
+            }
+        }
+        let mut seen = std::collections::HashSet::new();
+        for device in &self.devices {
+            if !seen.insert(device.id) {
+                return Err(format!("device {} is configured twice", device.id));
+            }
+            for address in &device.addresses {
+                check_address(address)?;
+            }
+        }
+        for address in &self.listen {
+            check_address(address)?;
+        }
+        Ok(())
+    }
+
+    /// The folder with this ID.
+    pub fn folder(&self, id: &str) -> Option<&FolderConfig> {
+        self.folders.iter().find(|f| f.id == id)
+    }
+}
+
+/// Folder IDs travel in protocol messages and file names: non-empty, at most 256 bytes, no
+/// control characters and no surrounding whitespace.
+pub fn check_folder_id(id: &str) -> Result<(), String> {
+    if id.is_empty() || id.len() > 256 {
+        return Err(format!("folder ID {id:?} must be 1 to 256 bytes long"));
+    }
+    if id.trim() != id || id.chars().any(char::is_control) {
+        return Err(format!(
+            "folder ID {id:?} must not contain control characters or surrounding spaces"
+        ));
+    }
+    Ok(())
+}
+
+/// An address is `dynamic` or `quic://HOST:PORT`.
+pub fn check_address(address: &str) -> Result<(), String> {
+    if address == DYNAMIC_ADDRESS {
+        return Ok(());
+    }
+    let Some(host_port) = address.strip_prefix("quic://") else {
+        return Err(format!(
+            "address {address:?} must look like quic://HOST:PORT or be \"dynamic\""
+        ));
+    };
+    let port_ok = host_port
+        .rsplit_once(':')
+        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+    if !port_ok {
+        return Err(format!(
+            "address {address:?} needs a host and a port (quic://HOST:PORT)"
+        ));
+    }
+    Ok(())
+}
+
+fn line_and_column(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, column)
+}
+
+fn default_listen() -> Vec<String> {
+    DEFAULT_LISTEN.iter().map(|s| (*s).to_owned()).collect()
+}
+
+fn default_api_address() -> String {
+    DEFAULT_API_ADDRESS.to_owned()
+}
+
+fn default_addresses() -> Vec<String> {
+    vec![DYNAMIC_ADDRESS.to_owned()]
+}
+
+/// Device IDs are written in their text form.
+mod device_id {
+    use peerfold_protocol::DeviceId;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(id: &DeviceId, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(id)
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<DeviceId, D::Error> {
+        let text = String::deserialize(d)?;
+        text.parse()
+            .map_err(|e| serde::de::Error::custom(format!("device ID {text:?}: {e}")))
+    }
+}
+
+mod device_ids {
+    use peerfold_protocol::DeviceId;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(ids: &[DeviceId], s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(ids.iter().map(ToString::to_string))
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<DeviceId>, D::Error> {
+        Vec::<String>::deserialize(d)?
+            .iter()
+            .map(|text| {
+                text.parse()
+                    .map_err(|e| serde::de::Error::custom(format!("device ID {text:?}: {e}")))
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn example_config_parses() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.toml");
+        std::fs::write(&path, include_str!("../config.example.toml")).unwrap();
+        let config = Config::load(&path).unwrap();
+        assert_eq!(config.folders[0].folder_type, FolderType::SendReceive);
+        assert_eq!(config.devices.len(), 1);
+        config.save(&path).unwrap();
+        assert_eq!(Config::load(&path).unwrap(), config);
+    }
+
+    #[test]
+    fn syntax_errors_name_line_and_column() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.toml");
+        std::fs::write(
+            &path,
+            "device_name = \"x\"\nlisten = [\n\"quic://a:1\"\n\n[api\n",
+        )
+        .unwrap();
+        let err = Config::load(&path).unwrap_err();
+        let ConfigError::Syntax { line, .. } = &err else {
+            panic!("{err}")
+        };
+        assert_eq!(*line, 5, "{err}");
+        assert!(!err.to_string().contains('\n'));
+
+        std::fs::write(&path, "device_nam = \"x\"\n").unwrap();
+        let err = Config::load(&path).unwrap_err();
+        assert!(err.to_string().contains("line 1"), "{err}");
+        assert!(err.to_string().contains("device_nam"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_are_explained() {
+        assert!(check_address("quic://host:22100").is_ok());
+        assert!(check_address("quic://[::1]:22100").is_ok());
+        assert!(check_address("dynamic").is_ok());
+        assert!(check_address("tcp://host:1").is_err());
+        assert!(check_address("quic://host").is_err());
+        assert!(check_folder_id("").is_err());
+        assert!(check_folder_id(" x").is_err());
+        assert!(check_folder_id("a\u{0}b").is_err());
+        assert!(check_folder_id("photos-2024").is_ok());
+    }
+}

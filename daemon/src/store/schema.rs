@@ -1,0 +1,74 @@
+//! The database schema, as numbered migrations applied in order.
+//!
+//! `PRAGMA user_version` holds how many migrations a database has had; `application_id` marks
+//! the file as peerfold's so a foreign SQLite file is never mistaken for an index.
+
+/// Marks a SQLite file as a peerfold index ("pfld").
+pub(super) const APPLICATION_ID: i32 = 0x7066_6c64;
+
+/// Migration `i` takes a database from version `i` to `i + 1`. Never edit a released one:
+/// append a new migration instead.
+pub(super) const MIGRATIONS: &[&str] = &[
+    // 1: folders, files (local and remote), the local block index, remote index state.
+    "
+    CREATE TABLE folders (
+        idx       INTEGER PRIMARY KEY,
+        id        TEXT NOT NULL UNIQUE,
+        -- Identifies this incarnation of our index for the folder; peers that saw another
+        -- value take the full index again.
+        index_id  INTEGER NOT NULL,
+        -- The last local sequence number handed out in this folder.
+        sequence  INTEGER NOT NULL DEFAULT 0
+    );
+
+    CREATE TABLE devices (
+        idx        INTEGER PRIMARY KEY CHECK (idx > 0),
+        device_id  BLOB NOT NULL UNIQUE
+    );
+
+    -- One row per (folder, device, name). device_idx 0 is this device.
+    CREATE TABLE files (
+        id              INTEGER PRIMARY KEY,
+        folder_idx      INTEGER NOT NULL REFERENCES folders (idx) ON DELETE CASCADE,
+        device_idx      INTEGER NOT NULL,
+        name            TEXT NOT NULL,
+        sequence        INTEGER NOT NULL,
+        kind            INTEGER NOT NULL,
+        size            INTEGER NOT NULL,
+        permissions     INTEGER NOT NULL,
+        modified_s      INTEGER NOT NULL,
+        modified_ns     INTEGER NOT NULL,
+        deleted         INTEGER NOT NULL,
+        invalid         INTEGER NOT NULL,
+        -- protobuf-encoded Vector
+        version         BLOB NOT NULL,
+        modified_by     INTEGER NOT NULL,
+        symlink_target  TEXT NOT NULL,
+        -- packed block list: per block, size (u32 little-endian) then the 32-byte BLAKE3 hash;
+        -- offsets are the running sum of sizes
+        blocks          BLOB NOT NULL,
+        -- local entries only: the inode seen at the last scan, for change detection
+        inode           INTEGER NOT NULL DEFAULT 0,
+        UNIQUE (folder_idx, device_idx, name)
+    );
+    CREATE INDEX files_by_sequence ON files (folder_idx, device_idx, sequence);
+
+    -- Which local files hold a block, by the first 8 bytes of its hash. Readers confirm the
+    -- full hash from the file's block list (and again when reading the data). Rows are added
+    -- and removed by exact key from the old and new block lists, so no index on file_id.
+    CREATE TABLE local_blocks (
+        hash_prefix  INTEGER NOT NULL,
+        file_id      INTEGER NOT NULL,
+        PRIMARY KEY (hash_prefix, file_id)
+    ) WITHOUT ROWID;
+
+    -- What we hold of each remote device's index per folder.
+    CREATE TABLE remote_indexes (
+        folder_idx    INTEGER NOT NULL REFERENCES folders (idx) ON DELETE CASCADE,
+        device_idx    INTEGER NOT NULL REFERENCES devices (idx) ON DELETE CASCADE,
+        index_id      INTEGER NOT NULL,
+        max_sequence  INTEGER NOT NULL,
+        PRIMARY KEY (folder_idx, device_idx)
+    );
+    ",
+];
