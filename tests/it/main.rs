@@ -1,1 +1,9 @@
+//! The workspace's integration tests: they drive the real `peerfold` binary (and, where a
+//! test needs to reach inside, the library) on temporary homes and folders.
+//!
+//! This binary is attached to the `peerfold` package (see daemon/Cargo.toml) so cargo builds
+//! the binary first and passes its path in `CARGO_BIN_EXE_peerfold`.
 
+mod cli;
+mod scan;
+mod support;

@@ -284,12 +284,9 @@ impl Iterator for Walker {
 
     fn next(&mut self) -> Option<WalkItem> {
         loop {
-            let pending = match self.stack.last_mut()?.next() {
-                Some(pending) => pending,
-                None => {
-                    self.stack.pop();
-                    continue;
-                }
+            let Some(pending) = self.stack.last_mut()?.next() else {
+                self.stack.pop();
+                continue;
             };
             if let Some(item) = self.step(pending) {
                 return Some(item);
