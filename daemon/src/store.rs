@@ -390,11 +390,8 @@ fn apply_one(
 ) -> Result<(), StoreError> {
     let previous: Option<(i64, Vec<u8>, Vec<u8>)> = match change.previous {
         Some(id) => tx
-            .query_row(
-                "SELECT id, version, blocks FROM files WHERE id = ?1",
-                [id],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-            )
+            .prepare_cached("SELECT id, version, blocks FROM files WHERE id = ?1")?
+            .query_row([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
             .optional()?,
         None => None,
     };
@@ -413,8 +410,9 @@ fn apply_one(
         (None, false) => old_blocks.as_slice(),
     };
     let blocks_blob = encode_blocks(blocks);
-    let file_id = tx.query_row(
-        "INSERT INTO files (folder_idx, device_idx, name, sequence, kind, size, permissions,
+    let file_id = tx
+        .prepare_cached(
+            "INSERT INTO files (folder_idx, device_idx, name, sequence, kind, size, permissions,
                             modified_s, modified_ns, deleted, invalid, version, modified_by,
                             symlink_target, blocks, inode)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)
@@ -426,26 +424,28 @@ fn apply_one(
             modified_by = excluded.modified_by, symlink_target = excluded.symlink_target,
             blocks = excluded.blocks, inode = excluded.inode
          RETURNING id",
-        params![
-            folder.0,
-            LOCAL_DEVICE,
-            change.name,
-            sequence,
-            change.kind.code(),
-            change.size as i64,
-            change.permissions,
-            change.modified.seconds,
-            change.modified.nanos,
-            change.deleted,
-            change.invalid,
-            version_blob,
-            local.0 as i64,
-            change.symlink_target,
-            blocks_blob,
-            change.inode as i64,
-        ],
-        |r| r.get::<_, i64>(0),
-    )?;
+        )?
+        .query_row(
+            params![
+                folder.0,
+                LOCAL_DEVICE,
+                change.name,
+                sequence,
+                change.kind.code(),
+                change.size as i64,
+                change.permissions,
+                change.modified.seconds,
+                change.modified.nanos,
+                change.deleted,
+                change.invalid,
+                version_blob,
+                local.0 as i64,
+                change.symlink_target,
+                blocks_blob,
+                change.inode as i64,
+            ],
+            |r| r.get::<_, i64>(0),
+        )?;
     // Keep the block index in step by touching only the hashes that came or went.
     let old: HashSet<i64> = old_blocks.iter().map(|b| hash_prefix(&b.hash)).collect();
     let new: HashSet<i64> = blocks.iter().map(|b| hash_prefix(&b.hash)).collect();

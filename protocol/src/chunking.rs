@@ -4,11 +4,14 @@
 //! parameters below may never change within `peerfold/1`. Files are cut with FastCDC (the 2020
 //! algorithm, normalisation level 1) and each block is hashed with BLAKE3.
 //!
-//! The average block size is [`BASE_AVG_SIZE`] for files up to
-//! `BASE_AVG_SIZE * TARGET_BLOCKS_PER_FILE` bytes and doubles with the file size beyond that, so
-//! a file has at most [`TARGET_BLOCKS_PER_FILE`] blocks on average until the average reaches
-//! FastCDC's ceiling of 4 MiB (files past 32 GiB). Minimum and maximum are a quarter and four
-//! times the average. ARCHITECTURE.md has the measurements behind these numbers.
+//! The average block size is [`BASE_AVG_SIZE`] for files up to 1.5 x `BASE_AVG_SIZE` x
+//! [`TARGET_BLOCKS_PER_FILE`] bytes (768 MiB) and doubles each time the file size passes
+//! 1.5 x avg x `TARGET_BLOCKS_PER_FILE`, so a file has 4096 to 12288 blocks on average until the
+//! average reaches FastCDC's ceiling of 4 MiB (files past 48 GiB). The class boundaries sit at
+//! 1.5 x a power of two on purpose: files of exactly 1, 2 or 4 GiB are common, and a boundary
+//! there would re-chunk such a file completely when one byte is appended or inserted.
+//! Minimum and maximum are a quarter and four times the average. ARCHITECTURE.md has the
+//! measurements behind these numbers.
 
 use std::io::{self, Read};
 
@@ -17,7 +20,7 @@ use fastcdc::v2020::{Normalization, cut, select_masks};
 /// Average block size for files of up to `BASE_AVG_SIZE * TARGET_BLOCKS_PER_FILE` bytes.
 pub const BASE_AVG_SIZE: u32 = 64 * 1024;
 
-/// The number of blocks the average size is scaled to stay under, for large files.
+/// Large files have 1.5 times this many blocks at most, on average (see the module doc).
 pub const TARGET_BLOCKS_PER_FILE: u64 = 8192;
 
 /// FastCDC's largest supported average block size.
@@ -41,7 +44,8 @@ impl ChunkParams {
     /// The parameters every device uses for a file of `file_size` bytes.
     pub fn for_file_size(file_size: u64) -> Self {
         let mut avg = BASE_AVG_SIZE;
-        while avg < MAX_AVG_SIZE && file_size > u64::from(avg) * TARGET_BLOCKS_PER_FILE {
+        // file_size > 1.5 * avg * TARGET, in integers.
+        while avg < MAX_AVG_SIZE && file_size / 3 > u64::from(avg) * TARGET_BLOCKS_PER_FILE / 2 {
             avg *= 2;
         }
         Self::with_avg(avg)
@@ -189,30 +193,22 @@ mod tests {
 
     #[test]
     fn parameters_scale_with_file_size() {
-        assert_eq!(
-            ChunkParams::for_file_size(0),
-            ChunkParams::with_avg(64 * 1024)
-        );
-        assert_eq!(
-            ChunkParams::for_file_size(512 << 20),
-            ChunkParams::with_avg(64 * 1024)
-        );
-        assert_eq!(
-            ChunkParams::for_file_size((512 << 20) + 1),
-            ChunkParams::with_avg(128 * 1024)
-        );
-        assert_eq!(
-            ChunkParams::for_file_size(1 << 30),
-            ChunkParams::with_avg(128 * 1024)
-        );
-        assert_eq!(
-            ChunkParams::for_file_size(1 << 40),
-            ChunkParams::with_avg(MAX_AVG_SIZE)
-        );
-        assert_eq!(
-            ChunkParams::for_file_size(u64::MAX).max_size,
-            MAX_BLOCK_SIZE
-        );
+        let kib = |n: u32| ChunkParams::with_avg(n * 1024);
+        assert_eq!(ChunkParams::for_file_size(0), kib(64));
+        assert_eq!(ChunkParams::for_file_size(768 << 20), kib(64));
+        assert_eq!(ChunkParams::for_file_size((768 << 20) + 3), kib(128));
+        // Powers of two sit in the middle of a class: a byte more or less changes nothing.
+        for gib in [1u64, 2, 4, 8] {
+            let size = gib << 30;
+            let class = ChunkParams::for_file_size(size);
+            assert_eq!(ChunkParams::for_file_size(size + 1), class);
+            assert_eq!(ChunkParams::for_file_size(size - 1), class);
+        }
+        assert_eq!(ChunkParams::for_file_size(1 << 30), kib(128));
+        assert_eq!(ChunkParams::for_file_size(3 << 30), kib(256));
+        assert_eq!(ChunkParams::for_file_size((3 << 30) + 3), kib(512));
+        assert_eq!(ChunkParams::for_file_size(1 << 40), kib(4096));
+        assert_eq!(ChunkParams::for_file_size(u64::MAX).max_size, MAX_BLOCK_SIZE);
     }
 
     #[test]
