@@ -38,6 +38,13 @@ use walk::{DiskEntry, IGNORE_FILE, SubtreeRule, WalkItem, Walker};
 
 /// Changes written per transaction, at most.
 const BATCH_CHANGES: usize = 2000;
+/// Files handed to a hashing thread at once: handing them over one by one costs more in
+/// thread wake-ups than hashing a small file does.
+const JOB_BATCH_FILES: usize = 128;
+/// ... unless they add up to this many bytes, so large files still spread over the threads.
+const JOB_BATCH_BYTES: u64 = 8 << 20;
+/// Direct changes (no hashing) sent to the writer at once.
+const WRITE_BATCH: usize = 256;
 /// How long a batch may wait for more changes before it is written.
 const BATCH_WAIT: Duration = Duration::from_millis(200);
 /// How often progress is reported.
@@ -168,9 +175,9 @@ pub fn scan_folder(
 
     let workers = thread::available_parallelism().map_or(2, |n| n.get());
     let counters = Counters::default();
-    let (hash_tx, hash_rx) = sync_channel::<HashJob>(workers * 64);
+    let (hash_tx, hash_rx) = sync_channel::<Vec<HashJob>>(workers * 4);
     let hash_rx = Arc::new(Mutex::new(hash_rx));
-    let (write_tx, write_rx) = sync_channel::<WriteMsg>(BATCH_CHANGES);
+    let (write_tx, write_rx) = sync_channel::<Vec<WriteMsg>>(16);
 
     let outcome = thread::scope(|scope| {
         for _ in 0..workers {
@@ -188,6 +195,9 @@ pub fn scan_folder(
                     write_tx,
                     counters,
                     subtree: None,
+                    jobs: Vec::new(),
+                    job_bytes: 0,
+                    writes: Vec::new(),
                     tombstones: Vec::new(),
                     totals: ScanReport::default(),
                 };
@@ -284,31 +294,29 @@ fn load_ignores(root: &Path) -> (Gitignore, Vec<ScanIssue>) {
 
 fn hash_worker(
     root: &Path,
-    jobs: &Mutex<Receiver<HashJob>>,
-    results: &SyncSender<WriteMsg>,
+    jobs: &Mutex<Receiver<Vec<HashJob>>>,
+    results: &SyncSender<Vec<WriteMsg>>,
     counters: &Counters,
 ) {
     let mut chunker = Chunker::new();
     loop {
-        // The lock is held only to take one job; a poisoned lock means another worker
+        // The lock is held only to take one batch; a poisoned lock means another worker
         // panicked, and the scope will propagate that panic.
-        let job = match jobs.lock() {
+        let batch = match jobs.lock() {
             Ok(rx) => rx.recv(),
             Err(_) => return,
         };
-        let Ok(job) = job else { return };
-        let (kind, size) = (job.kind, job.entry.size);
-        let msg = match hash_file(root, job, &mut chunker) {
-            Ok(change) => {
-                counters.hashed.fetch_add(change.size, Ordering::Relaxed);
-                WriteMsg::Change(change, kind)
-            }
-            Err(issue) => {
-                counters.hashed.fetch_add(size, Ordering::Relaxed);
-                WriteMsg::Issue(issue)
-            }
-        };
-        if results.send(msg).is_err() {
+        let Ok(batch) = batch else { return };
+        let mut out = Vec::with_capacity(batch.len());
+        for job in batch {
+            let (kind, size) = (job.kind, job.entry.size);
+            out.push(match hash_file(root, job, &mut chunker) {
+                Ok(change) => WriteMsg::Change(change, kind),
+                Err(issue) => WriteMsg::Issue(issue),
+            });
+            counters.hashed.fetch_add(size, Ordering::Relaxed);
+        }
+        if results.send(out).is_err() {
             return;
         }
     }
@@ -326,7 +334,7 @@ fn write_changes(
     store: &mut Store,
     folder: crate::store::FolderIdx,
     local: ShortId,
-    rx: Receiver<WriteMsg>,
+    rx: Receiver<Vec<WriteMsg>>,
     counters: &Counters,
     progress: &mut impl FnMut(ScanProgress),
 ) -> Result<Written, StoreError> {
@@ -342,18 +350,24 @@ fn write_changes(
     let mut open = true;
     while open {
         match rx.recv_timeout(PROGRESS_EVERY.min(BATCH_WAIT)) {
-            Ok(WriteMsg::Change(change, kind)) => {
-                if batch.is_empty() {
-                    batch_started = Instant::now();
-                }
-                batch.push(change);
-                match kind {
-                    ChangeKind::Added => written.added += 1,
-                    ChangeKind::Changed => written.changed += 1,
-                    ChangeKind::Ignored => written.ignored += 1,
+            Ok(messages) => {
+                for message in messages {
+                    match message {
+                        WriteMsg::Change(change, kind) => {
+                            if batch.is_empty() {
+                                batch_started = Instant::now();
+                            }
+                            batch.push(change);
+                            match kind {
+                                ChangeKind::Added => written.added += 1,
+                                ChangeKind::Changed => written.changed += 1,
+                                ChangeKind::Ignored => written.ignored += 1,
+                            }
+                        }
+                        WriteMsg::Issue(issue) => written.issues.push(issue),
+                    }
                 }
             }
-            Ok(WriteMsg::Issue(issue)) => written.issues.push(issue),
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => open = false,
         }
@@ -383,12 +397,17 @@ fn snapshot(counters: &Counters) -> ScanProgress {
 struct Merge<'a> {
     walker: Walker,
     peeked: Option<WalkItem>,
-    hash_tx: SyncSender<HashJob>,
-    write_tx: SyncSender<WriteMsg>,
+    hash_tx: SyncSender<Vec<HashJob>>,
+    write_tx: SyncSender<Vec<WriteMsg>>,
     counters: &'a Counters,
     /// The subtree (prefix with trailing `/`) the index rows are currently inside of, if
     /// the walk did not enter it.
     subtree: Option<(String, SubtreeRule)>,
+    /// Hash jobs not yet handed to the workers, and their bytes.
+    jobs: Vec<HashJob>,
+    job_bytes: u64,
+    /// Direct changes not yet handed to the writer.
+    writes: Vec<WriteMsg>,
     tombstones: Vec<LocalChange>,
     totals: ScanReport,
 }
@@ -513,12 +532,15 @@ impl Merge<'_> {
             self.counters
                 .to_hash
                 .fetch_add(entry.size, Ordering::Relaxed);
-            // A send fails only when the workers are gone, i.e. the scan is unwinding.
-            let _ = self.hash_tx.send(HashJob {
+            self.job_bytes += entry.size;
+            self.jobs.push(HashJob {
                 previous,
                 entry,
                 kind,
             });
+            if self.jobs.len() >= JOB_BATCH_FILES || self.job_bytes >= JOB_BATCH_BYTES {
+                self.flush_jobs();
+            }
         } else {
             let change = LocalChange {
                 previous,
@@ -558,11 +580,30 @@ impl Merge<'_> {
     }
 
     fn send_change(&mut self, change: LocalChange, kind: ChangeKind) {
-        // As above: fails only while unwinding.
-        let _ = self.write_tx.send(WriteMsg::Change(change, kind));
+        self.writes.push(WriteMsg::Change(change, kind));
+        if self.writes.len() >= WRITE_BATCH {
+            self.flush_writes();
+        }
     }
 
-    fn finish(self) -> (Vec<LocalChange>, Vec<ScanIssue>, ScanReport) {
+    fn flush_jobs(&mut self) {
+        if !self.jobs.is_empty() {
+            // A send fails only when the workers are gone, i.e. the scan is unwinding.
+            let _ = self.hash_tx.send(std::mem::take(&mut self.jobs));
+            self.job_bytes = 0;
+        }
+    }
+
+    fn flush_writes(&mut self) {
+        if !self.writes.is_empty() {
+            // As above: fails only when the writer gave up.
+            let _ = self.write_tx.send(std::mem::take(&mut self.writes));
+        }
+    }
+
+    fn finish(mut self) -> (Vec<LocalChange>, Vec<ScanIssue>, ScanReport) {
+        self.flush_jobs();
+        self.flush_writes();
         (self.tombstones, self.walker.issues, self.totals)
     }
 }

@@ -192,6 +192,9 @@ impl Store {
             .map_err(corrupt)?;
         conn.pragma_update(None, "foreign_keys", true)
             .map_err(corrupt)?;
+        // 8 MiB of page cache: enough to keep the hot index pages of a large folder.
+        conn.pragma_update(None, "cache_size", -8192)
+            .map_err(corrupt)?;
         let mut store = Self {
             conn,
             path: path.to_owned(),

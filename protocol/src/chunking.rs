@@ -208,7 +208,10 @@ mod tests {
         assert_eq!(ChunkParams::for_file_size(3 << 30), kib(256));
         assert_eq!(ChunkParams::for_file_size((3 << 30) + 3), kib(512));
         assert_eq!(ChunkParams::for_file_size(1 << 40), kib(4096));
-        assert_eq!(ChunkParams::for_file_size(u64::MAX).max_size, MAX_BLOCK_SIZE);
+        assert_eq!(
+            ChunkParams::for_file_size(u64::MAX).max_size,
+            MAX_BLOCK_SIZE
+        );
     }
 
     #[test]
