@@ -1,9 +1,14 @@
 //! Length-delimited frames: a 4-byte big-endian length, then one encoded [`wire::Message`].
 //!
 //! The decoder is a pure function over a byte buffer. "Incomplete" is a normal outcome
-//! (`Ok(None)`): the caller reads more bytes and tries again. The length is checked against the
-//! limit before anything is allocated for the frame, so a peer cannot make us buffer more than
-//! one maximum-size frame.
+//! (`Ok(None)`): the caller reads more bytes and tries again. Three bounds keep a hostile peer
+//! from making us allocate much:
+//! - the length is checked before anything is buffered for the frame: block responses may
+//!   be up to [`MAX_FRAME_LEN`], every other message up to [`MAX_CONTROL_FRAME_LEN`];
+//! - before decoding, a walk over the protobuf wire format estimates what the decoded structs
+//!   will take (an empty `FileInfo` is 2 bytes on the wire but a few hundred in memory) and
+//!   refuses frames that would take more than [`DECODE_BUDGET_FACTOR`] times their size;
+//! - the envelope must hold exactly one body.
 
 use bytes::{Buf, BufMut, BytesMut};
 use prost::Message as _;
@@ -14,9 +19,19 @@ use crate::wire;
 /// Bytes of the length prefix.
 pub const HEADER_LEN: usize = 4;
 
-/// The largest frame body anyone may send: one maximum-size block plus room for the rest of a
-/// response. Index batches are kept far below it by their senders.
+/// The largest frame body anyone may send: a block response carrying one maximum-size block,
+/// plus room for the rest of the response.
 pub const MAX_FRAME_LEN: usize = MAX_BLOCK_SIZE as usize + 64 * 1024;
+
+/// The largest frame body of any other message (index batches, cluster config...). A single
+/// file's entry with the most blocks (about 12,000) takes well under 1 MiB.
+pub const MAX_CONTROL_FRAME_LEN: usize = 4 << 20;
+
+/// A frame may decode into at most this many times its own size (plus 64 KiB).
+pub const DECODE_BUDGET_FACTOR: usize = 8;
+
+/// The envelope key of a `Response` body (field 6, length-delimited).
+const RESPONSE_KEY: u8 = (6 << 3) | 2;
 
 /// Why a frame could not be written or read.
 #[derive(Debug, thiserror::Error)]
@@ -40,9 +55,20 @@ pub enum FrameError {
     /// The frame body is not a valid protobuf message.
     #[error("undecodable frame: {0}")]
     Undecodable(#[from] prost::DecodeError),
-    /// A well-formed message with no body.
-    #[error("frame carries an empty message")]
-    EmptyMessage,
+    /// The protobuf wire format is broken.
+    #[error("malformed frame: {0}")]
+    Malformed(&'static str),
+    /// A well-formed message with no body, or with more than one.
+    #[error("frame carries {0} message bodies instead of one")]
+    BodyCount(usize),
+    /// The frame would take too much memory once decoded.
+    #[error("frame of {len} bytes would decode into about {estimate} bytes; refused")]
+    TooExpensive {
+        /// Frame length.
+        len: usize,
+        /// Estimated decoded size.
+        estimate: usize,
+    },
 }
 
 /// Encodes and decodes frames under a size limit.
@@ -63,14 +89,24 @@ impl FrameCodec {
         Self { max_frame_len }
     }
 
+    /// The limit for a frame whose body starts with `first_byte`.
+    fn limit_for(&self, first_byte: u8) -> usize {
+        if first_byte == RESPONSE_KEY {
+            self.max_frame_len
+        } else {
+            self.max_frame_len.min(MAX_CONTROL_FRAME_LEN)
+        }
+    }
+
     /// Appends one frame holding `message` to `dst`.
     pub fn encode(&self, message: &wire::Message, dst: &mut BytesMut) -> Result<(), FrameError> {
         let len = message.encoded_len();
-        if len > self.max_frame_len {
-            return Err(FrameError::Oversized {
-                len,
-                max: self.max_frame_len,
-            });
+        let max = match message.body {
+            Some(wire::message::Body::Response(_)) => self.max_frame_len,
+            _ => self.max_frame_len.min(MAX_CONTROL_FRAME_LEN),
+        };
+        if len > max {
+            return Err(FrameError::Oversized { len, max });
         }
         dst.reserve(HEADER_LEN + len);
         // The limit is far below u32::MAX, so the cast is lossless.
@@ -94,17 +130,28 @@ impl FrameCodec {
                 max: self.max_frame_len,
             });
         }
+        if len > MAX_CONTROL_FRAME_LEN.min(self.max_frame_len) {
+            // Only a block response may be this large; its first byte says which it is.
+            let Some(&first) = src.get(HEADER_LEN) else {
+                return Ok(None);
+            };
+            let max = self.limit_for(first);
+            if len > max {
+                return Err(FrameError::Oversized { len, max });
+            }
+        }
         if src.len() < HEADER_LEN + len {
             // Make room for the rest now: the length is within the limit.
             src.reserve(HEADER_LEN + len - src.len());
             return Ok(None);
         }
+        let estimate = decoded_size(&src[HEADER_LEN..HEADER_LEN + len])?;
+        if estimate > DECODE_BUDGET_FACTOR * len + 64 * 1024 {
+            return Err(FrameError::TooExpensive { len, estimate });
+        }
         src.advance(HEADER_LEN);
         let body = src.split_to(len).freeze();
         let message = wire::Message::decode(body)?;
-        if message.body.is_none() {
-            return Err(FrameError::EmptyMessage);
-        }
         Ok(Some(message))
     }
 
@@ -123,6 +170,125 @@ impl FrameCodec {
             needed,
         })
     }
+}
+
+/// The message types whose fields the cost walk descends into.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Shape {
+    Envelope,
+    ClusterConfig,
+    Folder,
+    Index,
+    FileInfo,
+    Vector,
+    DownloadProgress,
+    FileDownloadProgress,
+    /// Any message without repeated sub-messages of its own.
+    Leaf(usize),
+}
+
+impl Shape {
+    fn decoded_size(self) -> usize {
+        use std::mem::size_of;
+        match self {
+            Self::Envelope => size_of::<wire::Message>(),
+            Self::ClusterConfig => size_of::<wire::ClusterConfig>(),
+            Self::Folder => size_of::<wire::Folder>(),
+            Self::Index => size_of::<wire::Index>(),
+            Self::FileInfo => size_of::<wire::FileInfo>(),
+            Self::Vector => size_of::<wire::Vector>(),
+            Self::DownloadProgress => size_of::<wire::DownloadProgress>(),
+            Self::FileDownloadProgress => size_of::<wire::FileDownloadProgress>(),
+            Self::Leaf(size) => size,
+        }
+    }
+
+    /// The shape of a length-delimited field, when it is a sub-message.
+    fn child(self, field: u32) -> Option<Self> {
+        use std::mem::size_of;
+        Some(match (self, field) {
+            (Self::Envelope, 2) => Self::ClusterConfig,
+            (Self::Envelope, 3 | 4) => Self::Index,
+            (Self::Envelope, 7) => Self::DownloadProgress,
+            (Self::Envelope, 1 | 5 | 6 | 8 | 9) => Self::Leaf(size_of::<wire::Hello>()),
+            (Self::ClusterConfig, 1) => Self::Folder,
+            (Self::Folder, 5) => Self::Leaf(size_of::<wire::FolderDevice>()),
+            (Self::Index, 2) => Self::FileInfo,
+            (Self::FileInfo, 10) | (Self::FileDownloadProgress, 2) => Self::Vector,
+            (Self::FileInfo, 11) => Self::Leaf(size_of::<wire::BlockInfo>()),
+            (Self::Vector, 1) => Self::Leaf(size_of::<wire::Counter>()),
+            (Self::DownloadProgress, 2) => Self::FileDownloadProgress,
+            _ => return None,
+        })
+    }
+}
+
+/// Estimates the bytes `wire::Message::decode` would allocate for `body`, without allocating:
+/// each sub-message costs its struct size, each string, bytes or packed field its length (four
+/// times for packed integers, which widen) plus a `Vec` header, each scalar 8 bytes. Also
+/// checks the envelope holds exactly one body.
+fn decoded_size(body: &[u8]) -> Result<usize, FrameError> {
+    let mut bodies = 0;
+    let mut buf = body;
+    while buf.has_remaining() {
+        let (_, wire_type) = prost::encoding::decode_key(&mut buf)?;
+        skip_value(&mut buf, wire_type)?;
+        bodies += 1;
+    }
+    if bodies != 1 {
+        return Err(FrameError::BodyCount(bodies));
+    }
+    Ok(Shape::Envelope.decoded_size() + walk(body, Shape::Envelope)?)
+}
+
+fn walk(mut buf: &[u8], shape: Shape) -> Result<usize, FrameError> {
+    use prost::encoding::{WireType, decode_key, decode_varint};
+    let mut cost = 0usize;
+    while buf.has_remaining() {
+        let (field, wire_type) = decode_key(&mut buf)?;
+        if wire_type != WireType::LengthDelimited {
+            skip_value(&mut buf, wire_type)?;
+            cost += 8;
+            continue;
+        }
+        let len = decode_varint(&mut buf)?;
+        let len = usize::try_from(len)
+            .ok()
+            .filter(|&len| len <= buf.len())
+            .ok_or(FrameError::Malformed(
+                "length-delimited field overruns the frame",
+            ))?;
+        let (value, rest) = buf.split_at(len);
+        cost += match shape.child(field) {
+            Some(child) => child.decoded_size() + walk(value, child)?,
+            // FileDownloadProgress.block_indexes: packed u32, up to 4 bytes per wire byte.
+            None if shape == Shape::FileDownloadProgress && field == 3 => 4 * len + 24,
+            None => len + 24,
+        };
+        buf = rest;
+    }
+    Ok(cost)
+}
+
+fn skip_value(buf: &mut &[u8], wire_type: prost::encoding::WireType) -> Result<(), FrameError> {
+    use prost::encoding::{WireType, decode_varint};
+    let skip = match wire_type {
+        WireType::Varint => {
+            decode_varint(buf)?;
+            0
+        }
+        WireType::SixtyFourBit => 8,
+        WireType::ThirtyTwoBit => 4,
+        WireType::LengthDelimited => usize::try_from(decode_varint(buf)?).unwrap_or(usize::MAX),
+        WireType::StartGroup | WireType::EndGroup => {
+            return Err(FrameError::Malformed("groups are not used by peerfold/1"));
+        }
+    };
+    if skip > buf.len() {
+        return Err(FrameError::Malformed("field overruns the frame"));
+    }
+    buf.advance(skip);
+    Ok(())
 }
 
 #[cfg(test)]
@@ -202,12 +368,97 @@ mod tests {
         let mut bad = BytesMut::from(&[0, 0, 0, 2, 0x0a, 100][..]);
         assert!(matches!(
             codec.decode(&mut bad),
+            Err(FrameError::Malformed(_))
+        ));
+        // A well-formed frame whose Hello has a string field with invalid UTF-8.
+        let mut bad = BytesMut::from(&[0, 0, 0, 5, 0x0a, 3, 0x0a, 1, 0xff][..]);
+        assert!(matches!(
+            codec.decode(&mut bad),
             Err(FrameError::Undecodable(_))
         ));
         let mut empty = BytesMut::from(&[0, 0, 0, 0][..]);
         assert!(matches!(
             codec.decode(&mut empty),
-            Err(FrameError::EmptyMessage)
+            Err(FrameError::BodyCount(0))
+        ));
+        // Two bodies (a ping, then a close) in one envelope.
+        let mut two = BytesMut::from(&[0, 0, 0, 4, 0x42, 0, 0x4a, 0][..]);
+        assert!(matches!(
+            codec.decode(&mut two),
+            Err(FrameError::BodyCount(2))
+        ));
+    }
+
+    #[test]
+    fn frames_that_would_balloon_when_decoded_are_refused() {
+        // An index of thousands of empty FileInfos: 2 bytes each on the wire, hundreds of
+        // bytes each in memory.
+        let index = wire::Message {
+            body: Some(Body::Index(wire::Index {
+                folder: String::new(),
+                files: vec![wire::FileInfo::default(); 2000],
+            })),
+        };
+        let mut buf = BytesMut::new();
+        FrameCodec::default().encode(&index, &mut buf).unwrap();
+        assert!(matches!(
+            FrameCodec::default().decode(&mut buf),
+            Err(FrameError::TooExpensive { .. })
+        ));
+        // A realistic batch decodes fine.
+        let file = wire::FileInfo {
+            name: "photos/2024/IMG_0001.jpg".into(),
+            size: 3 << 20,
+            version: Some(wire::Vector {
+                counters: vec![wire::Counter { id: 1, value: 3 }],
+            }),
+            blocks: (0..48)
+                .map(|i| wire::BlockInfo {
+                    offset: i << 16,
+                    size: 1 << 16,
+                    hash: vec![7; 32],
+                })
+                .collect(),
+            ..Default::default()
+        };
+        let index = wire::Message {
+            body: Some(Body::Index(wire::Index {
+                folder: "photos".into(),
+                files: vec![file; 500],
+            })),
+        };
+        let mut buf = BytesMut::new();
+        FrameCodec::default().encode(&index, &mut buf).unwrap();
+        assert_eq!(FrameCodec::default().decode(&mut buf).unwrap(), Some(index));
+    }
+
+    #[test]
+    fn only_block_responses_may_be_large() {
+        let big_close = close(&"x".repeat(MAX_CONTROL_FRAME_LEN));
+        assert!(matches!(
+            FrameCodec::default().encode(&big_close, &mut BytesMut::new()),
+            Err(FrameError::Oversized { .. })
+        ));
+        let response = wire::Message {
+            body: Some(Body::Response(wire::Response {
+                id: 1,
+                data: vec![1; MAX_CONTROL_FRAME_LEN * 2],
+                code: 0,
+            })),
+        };
+        let mut buf = BytesMut::new();
+        FrameCodec::default().encode(&response, &mut buf).unwrap();
+        assert_eq!(
+            FrameCodec::default().decode(&mut buf).unwrap(),
+            Some(response)
+        );
+        // A header announcing a large non-response frame is refused from its first body byte.
+        let mut header = BytesMut::from(&(MAX_CONTROL_FRAME_LEN as u32 + 1).to_be_bytes()[..]);
+        assert!(FrameCodec::default().decode(&mut header).unwrap().is_none());
+        header.extend_from_slice(&[0x4a]);
+        assert!(matches!(
+            FrameCodec::default().decode(&mut header),
+            Err(FrameError::Oversized { .. })
         ));
     }
 
