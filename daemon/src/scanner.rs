@@ -1,10 +1,10 @@
 //! Turns a folder on disk into index entries.
 //!
-//! A scan walks the folder in name order (see [`walk`]) and merges it with the index, read in
+//! A scan walks the folder in name order (see `walk.rs`) and merges it with the index, read in
 //! the same order from a snapshot, so memory stays bounded however large the folder is. Each
 //! difference becomes a change:
 //! - new or modified files (size, modification time or inode differ) are hashed on worker
-//!   threads, one per core ([`hasher`]);
+//!   threads, one per core (`hasher.rs`);
 //! - metadata-only changes, directories and symlinks are recorded directly;
 //! - names gone from a directory that was read completely become tombstones; names below a
 //!   directory that could not be read are left alone; ignored names are marked invalid.
