@@ -6,6 +6,7 @@
 //! - [`config`]: the configuration file.
 //! - [`store`]: the SQLite index; the only module with SQL.
 //! - [`scanner`]: turns a folder on disk into index entries.
+//! - [`planner`]: pure sync decisions: the global version of a name and what to do about it.
 //! - [`index`]: the entry types the others share.
 
 pub mod cli;
@@ -13,5 +14,6 @@ pub mod config;
 mod fsutil;
 pub mod home;
 pub mod index;
+pub mod planner;
 pub mod scanner;
 pub mod store;

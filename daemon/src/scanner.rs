@@ -184,6 +184,9 @@ pub fn scan_folder(
             let (hash_rx, write_tx, counters) = (hash_rx.clone(), write_tx.clone(), &counters);
             scope.spawn(move || hash_worker(root, &hash_rx, &write_tx, counters));
         }
+        // Only the workers may hold the job receiver: when they stop (because the writer
+        // failed), the merger's sends must fail rather than block on a full channel.
+        drop(hash_rx);
         let merger = {
             let write_tx = write_tx.clone();
             let counters = &counters;
