@@ -7,6 +7,7 @@
 //! - [`store`]: the SQLite index; the only module with SQL.
 //! - [`scanner`]: turns a folder on disk into index entries.
 //! - [`planner`]: pure sync decisions: the global version of a name and what to do about it.
+//! - [`sync`]: what a folder needs, from the store through the planner.
 //! - [`index`]: the entry types the others share.
 
 pub mod cli;
@@ -17,3 +18,4 @@ pub mod index;
 pub mod planner;
 pub mod scanner;
 pub mod store;
+pub mod sync;

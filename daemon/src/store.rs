@@ -10,10 +10,10 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use peerfold_protocol::ShortId;
 use peerfold_protocol::chunking::Block;
 use peerfold_protocol::version::VersionVector;
 use peerfold_protocol::wire;
+use peerfold_protocol::{DeviceId, ShortId};
 use prost::Message as _;
 use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, Transaction, params};
 
@@ -310,6 +310,156 @@ impl Store {
         while let Some(row) = rows.next().map_err(StoreError::from)? {
             let entry = entry_from_row(row)?;
             visit(entry)?;
+        }
+        Ok(())
+    }
+
+    /// The row number of a remote device, created on first use.
+    fn ensure_device(tx: &Transaction<'_>, device: DeviceId) -> Result<i64, StoreError> {
+        tx.prepare_cached("INSERT OR IGNORE INTO devices (device_id) VALUES (?1)")?
+            .execute([device.as_bytes().as_slice()])?;
+        Ok(tx
+            .prepare_cached("SELECT idx FROM devices WHERE device_id = ?1")?
+            .query_row([device.as_bytes().as_slice()], |r| r.get(0))?)
+    }
+
+    /// What we hold of `device`'s index for the folder: its index ID and highest sequence.
+    pub fn remote_index_state(
+        &self,
+        folder: FolderIdx,
+        device: DeviceId,
+    ) -> Result<Option<(u64, u64)>, StoreError> {
+        Ok(self
+            .conn
+            .prepare_cached(
+                "SELECT r.index_id, r.max_sequence FROM remote_indexes r
+                 JOIN devices d ON d.idx = r.device_idx
+                 WHERE r.folder_idx = ?1 AND d.device_id = ?2",
+            )?
+            .query_row(params![folder.0, device.as_bytes().as_slice()], |r| {
+                Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64))
+            })
+            .optional()?)
+    }
+
+    /// Records a batch of `device`'s index for the folder, in one transaction. A new
+    /// `index_id` means the device's index was rebuilt: everything held from it before is
+    /// dropped first.
+    pub fn apply_remote_index(
+        &mut self,
+        folder: FolderIdx,
+        device: DeviceId,
+        index_id: u64,
+        entries: &[FileEntry],
+    ) -> Result<(), StoreError> {
+        let tx = self.conn.transaction()?;
+        let device_idx = Self::ensure_device(&tx, device)?;
+        let known: Option<i64> = tx
+            .prepare_cached(
+                "SELECT index_id FROM remote_indexes WHERE folder_idx = ?1 AND device_idx = ?2",
+            )?
+            .query_row(params![folder.0, device_idx], |r| r.get(0))
+            .optional()?;
+        if known != Some(index_id as i64) {
+            tx.execute(
+                "DELETE FROM files WHERE folder_idx = ?1 AND device_idx = ?2",
+                params![folder.0, device_idx],
+            )?;
+            tx.execute(
+                "INSERT OR REPLACE INTO remote_indexes (folder_idx, device_idx, index_id,
+                                                        max_sequence)
+                 VALUES (?1, ?2, ?3, 0)",
+                params![folder.0, device_idx, index_id as i64],
+            )?;
+        }
+        let mut upsert = tx.prepare_cached(
+            "INSERT INTO files (folder_idx, device_idx, name, sequence, kind, size, permissions,
+                                modified_s, modified_ns, deleted, invalid, version, modified_by,
+                                symlink_target, blocks)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)
+             ON CONFLICT (folder_idx, device_idx, name) DO UPDATE SET
+                sequence = excluded.sequence, kind = excluded.kind, size = excluded.size,
+                permissions = excluded.permissions, modified_s = excluded.modified_s,
+                modified_ns = excluded.modified_ns, deleted = excluded.deleted,
+                invalid = excluded.invalid, version = excluded.version,
+                modified_by = excluded.modified_by, symlink_target = excluded.symlink_target,
+                blocks = excluded.blocks",
+        )?;
+        let mut max_sequence = 0u64;
+        for e in entries {
+            upsert.execute(params![
+                folder.0,
+                device_idx,
+                e.name,
+                e.sequence as i64,
+                e.kind.code(),
+                e.size as i64,
+                e.permissions,
+                e.modified.seconds,
+                e.modified.nanos,
+                e.deleted,
+                e.invalid,
+                wire::Vector::from(&e.version).encode_to_vec(),
+                e.modified_by.0 as i64,
+                e.symlink_target,
+                encode_blocks(&e.blocks),
+            ])?;
+            max_sequence = max_sequence.max(e.sequence);
+        }
+        drop(upsert);
+        tx.execute(
+            "UPDATE remote_indexes SET max_sequence = max(max_sequence, ?3)
+             WHERE folder_idx = ?1 AND device_idx = ?2",
+            params![folder.0, device_idx, max_sequence as i64],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Calls `visit` once per name of the folder, in name order, with every device's entry
+    /// for it (this device's as `local`). Streams: memory holds one name's entries at a time.
+    pub fn for_each_name<E: From<StoreError>>(
+        &self,
+        folder: FolderIdx,
+        local: DeviceId,
+        mut visit: impl FnMut(Vec<(DeviceId, FileEntry)>) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT f.name, f.kind, f.size, f.permissions, f.modified_s, f.modified_ns,
+                        f.deleted, f.invalid, f.sequence, f.version, f.modified_by,
+                        f.symlink_target, f.blocks, d.device_id
+                 FROM files f LEFT JOIN devices d ON d.idx = f.device_idx
+                 WHERE f.folder_idx = ?1 ORDER BY f.name",
+            )
+            .map_err(StoreError::from)?;
+        let mut rows = stmt.query([folder.0]).map_err(StoreError::from)?;
+        let mut group: Vec<(DeviceId, FileEntry)> = Vec::new();
+        while let Some(row) = rows.next().map_err(StoreError::from)? {
+            let entry = entry_from_row(row)?;
+            let device = match row
+                .get::<_, Option<Vec<u8>>>(13)
+                .map_err(StoreError::from)?
+            {
+                None => local,
+                Some(raw) => {
+                    DeviceId::try_from(raw.as_slice()).map_err(|e| StoreError::Malformed {
+                        name: entry.name.clone(),
+                        detail: format!("device: {e}"),
+                    })?
+                }
+            };
+            if group
+                .first()
+                .is_some_and(|(_, first)| first.name != entry.name)
+            {
+                visit(std::mem::take(&mut group))?;
+            }
+            group.push((device, entry));
+        }
+        if !group.is_empty() {
+            visit(group)?;
         }
         Ok(())
     }

@@ -71,4 +71,8 @@ pub(super) const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (folder_idx, device_idx)
     );
     ",
+    // 2: walk every device's entry for a name together (global version, need).
+    "
+    CREATE INDEX files_by_name ON files (folder_idx, name);
+    ",
 ];

@@ -1,0 +1,206 @@
+//! Glue between the store and the planner: what a folder needs, from what the store holds.
+
+use peerfold_protocol::DeviceId;
+
+use crate::config::FolderType;
+use crate::planner::{self, Action, Announced};
+use crate::store::{FolderIdx, Store, StoreError};
+
+/// Every action this device needs to bring `folder` to the global version, in the order the
+/// puller must carry them out. Names on which every device agrees cost one comparison each.
+pub fn needed_actions(
+    store: &Store,
+    folder: FolderIdx,
+    folder_type: FolderType,
+    this_device: DeviceId,
+) -> Result<Vec<Action>, StoreError> {
+    let mut actions = Vec::new();
+    store.for_each_name(folder, this_device, |entries| {
+        let local = entries
+            .iter()
+            .find(|(device, _)| *device == this_device)
+            .map(|(_, entry)| entry);
+        let remote: Vec<Announced<'_>> = entries
+            .iter()
+            .filter(|(device, _)| *device != this_device)
+            .map(|(device, entry)| Announced {
+                device: *device,
+                entry,
+            })
+            .collect();
+        if let Some(local) = local
+            && remote.iter().all(|r| r.entry.version == local.version)
+        {
+            return Ok::<(), StoreError>(());
+        }
+        let action = planner::plan(folder_type, local, &remote, this_device);
+        if action != Action::Nothing {
+            actions.push(action);
+        }
+        Ok(())
+    })?;
+    planner::order(&mut actions);
+    Ok(actions)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::index::{FileEntry, FileKind, Timestamp};
+    use crate::store::LocalChange;
+    use peerfold_protocol::chunking::Block;
+    use peerfold_protocol::version::VersionVector;
+
+    const ME: DeviceId = DeviceId::from_bytes([1; 32]);
+    const PEER: DeviceId = DeviceId::from_bytes([2; 32]);
+
+    fn local_file(name: &str, content: &[u8]) -> LocalChange {
+        LocalChange {
+            previous: None,
+            name: name.into(),
+            kind: FileKind::File,
+            size: content.len() as u64,
+            permissions: 0o644,
+            modified: Timestamp::default(),
+            deleted: false,
+            invalid: false,
+            symlink_target: String::new(),
+            blocks: Some(vec![Block {
+                offset: 0,
+                size: content.len() as u32,
+                hash: blake3::hash(content),
+            }]),
+            inode: 1,
+        }
+    }
+
+    fn remote_file(name: &str, content: &[u8], version: VersionVector, seq: u64) -> FileEntry {
+        FileEntry {
+            name: name.into(),
+            kind: FileKind::File,
+            size: content.len() as u64,
+            permissions: 0o644,
+            modified: Timestamp::default(),
+            deleted: false,
+            invalid: false,
+            sequence: seq,
+            version,
+            modified_by: PEER.short(),
+            symlink_target: String::new(),
+            blocks: vec![Block {
+                offset: 0,
+                size: content.len() as u32,
+                hash: blake3::hash(content),
+            }],
+        }
+    }
+
+    fn local_entries(store: &Store, folder: FolderIdx) -> Vec<FileEntry> {
+        let mut out = Vec::new();
+        store
+            .for_each_local_entry(folder, |e| {
+                out.push(e);
+                Ok::<(), StoreError>(())
+            })
+            .unwrap();
+        out
+    }
+
+    #[test]
+    fn remote_index_drives_the_plan() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(&dir.path().join("index.db")).unwrap();
+        let folder = store.ensure_folder("f").unwrap();
+        store
+            .apply_local_changes(
+                folder,
+                ME.short(),
+                &[local_file("same", b"same"), local_file("old", b"old")],
+            )
+            .unwrap();
+        let mine = local_entries(&store, folder);
+        let same = mine.iter().find(|e| e.name == "same").unwrap().clone();
+        let old = mine.iter().find(|e| e.name == "old").unwrap().clone();
+
+        // The peer has: the same "same", a newer "old", and a "new" file.
+        let batch = vec![
+            FileEntry {
+                sequence: 1,
+                ..same.clone()
+            },
+            remote_file(
+                "old",
+                b"newer",
+                old.version.clone().incremented(PEER.short()),
+                2,
+            ),
+            remote_file(
+                "new",
+                b"new",
+                VersionVector::new().incremented(PEER.short()),
+                3,
+            ),
+        ];
+        store.apply_remote_index(folder, PEER, 77, &batch).unwrap();
+        assert_eq!(
+            store.remote_index_state(folder, PEER).unwrap(),
+            Some((77, 3))
+        );
+
+        let actions = needed_actions(&store, folder, FolderType::SendReceive, ME).unwrap();
+        let names: Vec<&str> = actions.iter().filter_map(Action::name).collect();
+        assert_eq!(names, vec!["new", "old"]);
+        assert!(
+            actions
+                .iter()
+                .all(|a| matches!(a, Action::Fetch { sources, .. } if sources == &[PEER]))
+        );
+        // Send-only: the same differences are only reported.
+        let actions = needed_actions(&store, folder, FolderType::SendOnly, ME).unwrap();
+        assert!(actions.iter().all(|a| *a == Action::OutOfSync));
+        assert_eq!(actions.len(), 2);
+
+        // A new index ID replaces what we held from the device.
+        store
+            .apply_remote_index(
+                folder,
+                PEER,
+                78,
+                &[FileEntry {
+                    sequence: 1,
+                    ..same
+                }],
+            )
+            .unwrap();
+        assert_eq!(
+            store.remote_index_state(folder, PEER).unwrap(),
+            Some((78, 1))
+        );
+        assert!(
+            needed_actions(&store, folder, FolderType::SendReceive, ME)
+                .unwrap()
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn updates_with_the_same_index_id_accumulate() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(&dir.path().join("index.db")).unwrap();
+        let folder = store.ensure_folder("f").unwrap();
+        let v = VersionVector::new().incremented(PEER.short());
+        store
+            .apply_remote_index(folder, PEER, 5, &[remote_file("a", b"a", v.clone(), 1)])
+            .unwrap();
+        store
+            .apply_remote_index(folder, PEER, 5, &[remote_file("b", b"b", v.clone(), 2)])
+            .unwrap();
+        assert_eq!(
+            store.remote_index_state(folder, PEER).unwrap(),
+            Some((5, 2))
+        );
+        let actions = needed_actions(&store, folder, FolderType::SendReceive, ME).unwrap();
+        assert_eq!(actions.len(), 2);
+        assert_eq!(store.remote_index_state(folder, ME).unwrap(), None);
+    }
+}
