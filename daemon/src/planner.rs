@@ -11,7 +11,8 @@
 //!   the entries arrived in).
 //! - A device **needs** the name when its own entry is older than the global one. When its
 //!   entry is concurrent with the global one and lost, the local version is kept as a
-//!   conflict copy before the global one replaces it.
+//!   conflict copy before the global one replaces it; the entry then recorded carries the
+//!   merge of both version vectors, since it has seen both lines of history.
 //! - Send-only folders never take remote changes: they report them as out of sync.
 //!   Receive-only folders never take their own changes as the truth: the global version is
 //!   chosen among the other devices only, and a local change is kept and reported until the
@@ -178,7 +179,11 @@ pub fn plan(
             // Returned above; kept so the match stays exhaustive.
             FolderType::SendOnly => Action::OutOfSync,
             FolderType::SendReceive => {
-                let then = reach(global.entry, Some(local), sources);
+                // The result has seen both versions: recording the merged vector keeps
+                // stale copies of the losing line from resurfacing as new conflicts.
+                let mut resolved = global.entry.clone();
+                resolved.version = global.entry.version.merge(&local.version);
+                let then = reach(&resolved, Some(local), sources);
                 if local.deleted || same_content(local, global.entry) {
                     // Nothing of the local version is lost by replacing it.
                     then
@@ -257,6 +262,16 @@ fn conflict_order(a: &FileEntry, b: &FileEntry) -> CmpOrdering {
                 .map(|(id, v)| (id.0, v))
                 .cmp(b.version.counters().map(|(id, v)| (id.0, v)))
         })
+        // Equal versions with different content break the protocol's rules, but the choice
+        // must still not depend on arrival order.
+        .then_with(|| {
+            a.blocks
+                .iter()
+                .map(|b| b.hash.as_bytes())
+                .cmp(b.blocks.iter().map(|b| b.hash.as_bytes()))
+        })
+        .then_with(|| a.kind.code().cmp(&b.kind.code()))
+        .then_with(|| a.symlink_target.cmp(&b.symlink_target))
 }
 
 /// `dir/NAME.sync-conflict-YYYYMMDD-HHMMSS-SHORTID.EXT`, from the losing version's own
@@ -559,24 +574,26 @@ mod tests {
         assert_eq!(names, vec!["a", "a/b", "a/b/c", "old/x", "old"]);
     }
 
+    /// Arbitrary entries for one name. A version identifies one state of the name on every
+    /// device (the protocol's rule), so the entry's content, time, modifier and deletion are
+    /// derived from its version vector.
     fn any_entry() -> impl Strategy<Value = FileEntry> {
         (
             proptest::collection::vec((1u64..4, 1u64..4), 0..3),
-            0u8..3,
-            0i64..3,
             any::<bool>(),
-            any::<bool>(),
-            1u64..4,
         )
-            .prop_map(|(counters, content, seconds, is_deleted, invalid, by)| {
-                let mut entry = file("x", &[], content, seconds);
-                entry.version = counters
+            .prop_map(|(counters, invalid)| {
+                let version: VersionVector = counters
                     .into_iter()
                     .map(|(id, v)| (ShortId(id), v))
                     .collect();
-                entry.modified_by = ShortId(by);
+                let digest = blake3::hash(format!("{version:?}").as_bytes());
+                let d = digest.as_bytes();
+                let mut entry = file("x", &[], d[0] % 3, i64::from(d[1] % 3));
+                entry.version = version;
+                entry.modified_by = ShortId(1 + u64::from(d[2] % 3));
                 entry.invalid = invalid;
-                if is_deleted { deleted(entry) } else { entry }
+                if d[3] % 4 == 0 { deleted(entry) } else { entry }
             })
     }
 
