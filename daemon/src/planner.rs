@@ -593,7 +593,11 @@ mod tests {
                 entry.version = version;
                 entry.modified_by = ShortId(1 + u64::from(d[2] % 3));
                 entry.invalid = invalid;
-                if d[3] % 4 == 0 { deleted(entry) } else { entry }
+                if d[3].is_multiple_of(4) {
+                    deleted(entry)
+                } else {
+                    entry
+                }
             })
     }
 
