@@ -55,6 +55,13 @@ enum Command {
         #[command(flatten)]
         format: Format,
     },
+    /// Run the daemon: scan, listen, connect to known devices and keep folders in sync.
+    /// Initialises the home first if needed. Stops on Ctrl-C or SIGTERM.
+    Serve {
+        /// Listen on quic://HOST:PORT instead of the configured addresses (repeatable).
+        #[arg(long = "listen", value_name = "ADDRESS")]
+        listen: Vec<String>,
+    },
     /// List a folder's index entries, tombstones included.
     Ls {
         /// The folder.
@@ -113,6 +120,11 @@ enum DeviceCommand {
         #[command(flatten)]
         format: Format,
     },
+    /// List devices that tried to connect but are not configured here.
+    Pending {
+        #[command(flatten)]
+        format: Format,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -133,6 +145,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Device(command) => device(&home, command, &mut out),
         Command::Scan { folder, format } => scan(&home, folder, format.json, &mut out),
         Command::Ls { folder, format } => ls(&home, &folder, format.json, &mut out),
+        Command::Serve { listen } => serve(&home, listen, &mut out),
     }
 }
 
@@ -203,6 +216,7 @@ fn folder(home: &Home, command: FolderCommand, out: &mut impl Write) -> Result<(
                 path: root.clone(),
                 folder_type,
                 devices: Vec::new(),
+                rescan_interval_s: 3600,
             });
             home.save_config(&config)?;
             writeln!(out, "Added folder {id:?} at {}", root.display())?;
@@ -278,6 +292,29 @@ fn device(home: &Home, command: DeviceCommand, out: &mut impl Write) -> Result<(
             });
             home.save_config(&config)?;
             writeln!(out, "Added device {id}")?;
+        }
+        DeviceCommand::Pending { format } => {
+            let pending = home.store()?.pending_devices()?;
+            if format.json {
+                let list: Vec<_> = pending
+                    .iter()
+                    .map(|p| {
+                        serde_json::json!({
+                            "id": p.device.to_string(),
+                            "name": p.name,
+                            "address": p.address,
+                            "time": jiff::Timestamp::from_second(p.last_seen)
+                                .map(|t| t.to_string())
+                                .unwrap_or_default(),
+                        })
+                    })
+                    .collect();
+                output::json_line(out, &list)?;
+            } else {
+                for p in &pending {
+                    writeln!(out, "{}\t{}\t{}", p.device, p.address, p.name)?;
+                }
+            }
         }
         DeviceCommand::List { format } => {
             let config = home.config()?;
@@ -355,5 +392,44 @@ fn ls(home: &Home, folder_id: &str, json: bool, out: &mut impl Write) -> Result<
     let mut list = output::EntryList::new(out, json)?;
     store.for_each_local_entry(folder, |entry| list.push(&entry))?;
     list.finish()?;
+    Ok(())
+}
+
+fn serve(home: &Home, listen: Vec<String>, out: &mut impl Write) -> Result<()> {
+    if !home.is_initialised() {
+        let id = home.init(|_| {})?.device_id();
+        writeln!(out, "Initialised {}", home.dir().display())?;
+        write!(out, "{}", output::qr_text(&id.to_string())?)?;
+    }
+    for address in &listen {
+        config::check_address(address).map_err(anyhow::Error::msg)?;
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async {
+        let daemon = crate::daemon::Daemon::start(home, listen).await?;
+        let addrs: Vec<String> = daemon
+            .local_addrs()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        writeln!(out, "Device ID: {}", daemon.device_id())?;
+        writeln!(out, "Listening on {} (QUIC)", addrs.join(", "))?;
+        out.flush()?;
+        wait_for_stop_signal().await?;
+        daemon.shutdown().await;
+        Ok(())
+    })
+}
+
+async fn wait_for_stop_signal() -> Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut terminate = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
+    tokio::select! {
+        result = tokio::signal::ctrl_c() => result.context("waiting for Ctrl-C")?,
+        _ = terminate.recv() => {}
+    }
     Ok(())
 }

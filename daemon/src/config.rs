@@ -104,6 +104,9 @@ pub struct FolderConfig {
     /// Devices the folder is shared with.
     #[serde(default, with = "device_ids")]
     pub devices: Vec<DeviceId>,
+    /// Seconds between full rescans while the daemon runs (Syncthing's rescanIntervalS).
+    #[serde(default = "default_rescan_interval")]
+    pub rescan_interval_s: u64,
 }
 
 /// One known device.
@@ -297,6 +300,10 @@ fn default_listen() -> Vec<String> {
 
 fn default_api_address() -> String {
     DEFAULT_API_ADDRESS.to_owned()
+}
+
+fn default_rescan_interval() -> u64 {
+    3600
 }
 
 fn default_addresses() -> Vec<String> {

@@ -1,8 +1,8 @@
 //! The in-memory form of index entries, shared by the scanner, the store and the CLI.
 
-use peerfold_protocol::ShortId;
-use peerfold_protocol::chunking::Block;
+use peerfold_protocol::chunking::{self, Block};
 use peerfold_protocol::version::VersionVector;
+use peerfold_protocol::{ShortId, wire};
 
 /// What a name is on disk.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -90,4 +90,169 @@ pub struct FileEntry {
     pub symlink_target: String,
     /// The file's content-defined blocks, in order.
     pub blocks: Vec<Block>,
+}
+
+/// Why an entry received from a peer was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum EntryError {
+    /// The name could escape the folder or is reserved.
+    #[error(transparent)]
+    Name(#[from] crate::names::NameError),
+    /// Anything else that does not add up.
+    #[error("entry {name:?}: {detail}")]
+    Invalid {
+        /// The name.
+        name: String,
+        /// What is wrong.
+        detail: &'static str,
+    },
+}
+
+impl FileEntry {
+    /// The entry as it travels in Index and IndexUpdate messages.
+    pub fn to_wire(&self) -> wire::FileInfo {
+        wire::FileInfo {
+            name: self.name.clone(),
+            kind: match self.kind {
+                FileKind::File => wire::FileKind::File,
+                FileKind::Directory => wire::FileKind::Directory,
+                FileKind::Symlink => wire::FileKind::Symlink,
+            } as i32,
+            size: self.size,
+            permissions: self.permissions,
+            modified_s: self.modified.seconds,
+            modified_ns: self.modified.nanos,
+            deleted: self.deleted,
+            invalid: self.invalid,
+            sequence: self.sequence,
+            version: Some(wire::Vector::from(&self.version)),
+            blocks: self
+                .blocks
+                .iter()
+                .map(|b| wire::BlockInfo {
+                    offset: b.offset,
+                    size: b.size,
+                    hash: b.hash.as_bytes().to_vec(),
+                })
+                .collect(),
+            symlink_target: self.symlink_target.clone(),
+            modified_by: self.modified_by.0,
+        }
+    }
+
+    /// An entry received from a peer, checked: a safe name, a known kind, blocks that tile
+    /// the file exactly with 32-byte hashes, sizes within the protocol's limits.
+    pub fn from_wire(info: wire::FileInfo) -> Result<Self, EntryError> {
+        crate::names::validate(&info.name)?;
+        let invalid = |detail| EntryError::Invalid {
+            name: info.name.clone(),
+            detail,
+        };
+        let kind = match wire::FileKind::try_from(info.kind) {
+            Ok(wire::FileKind::File) => FileKind::File,
+            Ok(wire::FileKind::Directory) => FileKind::Directory,
+            Ok(wire::FileKind::Symlink) => FileKind::Symlink,
+            Err(_) => return Err(invalid("unknown kind")),
+        };
+        if info.modified_ns > 999_999_999 {
+            return Err(invalid("nanoseconds out of range"));
+        }
+        let mut blocks = Vec::with_capacity(info.blocks.len());
+        let mut offset = 0u64;
+        for b in &info.blocks {
+            let hash: [u8; 32] = b
+                .hash
+                .as_slice()
+                .try_into()
+                .map_err(|_| invalid("block hash is not 32 bytes"))?;
+            if b.offset != offset || b.size == 0 || b.size > chunking::MAX_BLOCK_SIZE {
+                return Err(invalid("blocks do not tile the file"));
+            }
+            blocks.push(Block {
+                offset,
+                size: b.size,
+                hash: blake3::Hash::from_bytes(hash),
+            });
+            offset += u64::from(b.size);
+        }
+        let is_live_file = kind == FileKind::File && !info.deleted;
+        if (is_live_file && offset != info.size) || (!is_live_file && !blocks.is_empty()) {
+            return Err(invalid("block list does not match the size"));
+        }
+        if kind == FileKind::Symlink && !info.deleted && info.symlink_target.is_empty() {
+            return Err(invalid("symlink without a target"));
+        }
+        Ok(Self {
+            kind,
+            size: if is_live_file { info.size } else { 0 },
+            permissions: info.permissions & 0o7777,
+            modified: Timestamp {
+                seconds: info.modified_s,
+                nanos: info.modified_ns,
+            },
+            deleted: info.deleted,
+            invalid: info.invalid,
+            sequence: info.sequence,
+            version: info
+                .version
+                .as_ref()
+                .map(VersionVector::from)
+                .unwrap_or_default(),
+            modified_by: ShortId(info.modified_by),
+            symlink_target: if kind == FileKind::Symlink {
+                info.symlink_target
+            } else {
+                String::new()
+            },
+            blocks,
+            name: info.name,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entries_round_trip_and_bad_ones_are_refused() {
+        let entry = FileEntry {
+            name: "dir/a.txt".into(),
+            kind: FileKind::File,
+            size: 5,
+            permissions: 0o640,
+            modified: Timestamp {
+                seconds: 1_700_000_000,
+                nanos: 5,
+            },
+            deleted: false,
+            invalid: false,
+            sequence: 9,
+            version: VersionVector::new().incremented(ShortId(3)),
+            modified_by: ShortId(3),
+            symlink_target: String::new(),
+            blocks: vec![Block {
+                offset: 0,
+                size: 5,
+                hash: blake3::hash(b"hello"),
+            }],
+        };
+        assert_eq!(FileEntry::from_wire(entry.to_wire()).unwrap(), entry);
+
+        let mut bad = entry.to_wire();
+        bad.name = "../escape".into();
+        assert!(matches!(
+            FileEntry::from_wire(bad),
+            Err(EntryError::Name(_))
+        ));
+        let mut bad = entry.to_wire();
+        bad.size = 6;
+        assert!(FileEntry::from_wire(bad).is_err());
+        let mut bad = entry.to_wire();
+        bad.blocks[0].hash.pop();
+        assert!(FileEntry::from_wire(bad).is_err());
+        let mut bad = entry.to_wire();
+        bad.kind = 9;
+        assert!(FileEntry::from_wire(bad).is_err());
+    }
 }

@@ -12,10 +12,14 @@
 
 pub mod cli;
 pub mod config;
+pub mod daemon;
 mod fsutil;
 pub mod home;
 pub mod index;
+pub mod names;
+mod net;
 pub mod planner;
+mod puller;
 pub mod scanner;
 pub mod store;
 pub mod sync;

@@ -139,6 +139,19 @@ pub struct LocalChange {
     pub inode: u64,
 }
 
+/// A device that tried to connect without being configured here.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PendingDevice {
+    /// Its ID.
+    pub device: DeviceId,
+    /// The name it gave in its Hello (empty if it never got that far).
+    pub name: String,
+    /// The address it came from.
+    pub address: String,
+    /// When, in Unix seconds.
+    pub last_seen: i64,
+}
+
 /// The writing connection.
 #[derive(Debug)]
 pub struct Store {
@@ -280,7 +293,7 @@ impl Store {
         )?;
         for change in changes {
             sequence += 1;
-            apply_one(&tx, folder, local, change, sequence)?;
+            apply_one(&tx, folder, Versioning::Bump(local), change, sequence)?;
         }
         tx.execute(
             "UPDATE folders SET sequence = ?1 WHERE idx = ?2",
@@ -464,6 +477,150 @@ impl Store {
         Ok(())
     }
 
+    /// Records a version pulled from a peer as the local entry, under the next sequence
+    /// number, keeping the peer's version vector and modifier.
+    pub fn record_pulled(
+        &mut self,
+        folder: FolderIdx,
+        change: &LocalChange,
+        version: &VersionVector,
+        modified_by: ShortId,
+    ) -> Result<u64, StoreError> {
+        let tx = self.conn.transaction()?;
+        let sequence = tx.query_row(
+            "SELECT sequence FROM folders WHERE idx = ?1",
+            [folder.0],
+            |r| r.get::<_, i64>(0),
+        )? + 1;
+        apply_one(
+            &tx,
+            folder,
+            Versioning::Exact(version, modified_by),
+            change,
+            sequence,
+        )?;
+        tx.execute(
+            "UPDATE folders SET sequence = ?1 WHERE idx = ?2",
+            params![sequence, folder.0],
+        )?;
+        tx.commit()?;
+        Ok(sequence as u64)
+    }
+
+    /// The folder's index ID (announced to peers; a new one makes them take our full index).
+    pub fn index_id(&self, folder: FolderIdx) -> Result<u64, StoreError> {
+        let id: i64 = self.conn.query_row(
+            "SELECT index_id FROM folders WHERE idx = ?1",
+            [folder.0],
+            |r| r.get(0),
+        )?;
+        Ok(id as u64)
+    }
+
+    /// Local entries changed after sequence `after`, in sequence order, at most `limit`.
+    pub fn local_entries_since(
+        &self,
+        folder: FolderIdx,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<FileEntry>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT name, kind, size, permissions, modified_s, modified_ns, deleted, invalid,
+                    sequence, version, modified_by, symlink_target, blocks
+             FROM files WHERE folder_idx = ?1 AND device_idx = ?2 AND sequence > ?3
+             ORDER BY sequence LIMIT ?4",
+        )?;
+        let mut rows = stmt.query(params![folder.0, LOCAL_DEVICE, after as i64, limit as i64])?;
+        let mut out = Vec::new();
+        while let Some(row) = rows.next()? {
+            out.push(entry_from_row(row)?);
+        }
+        Ok(out)
+    }
+
+    /// This device's entry for `name`, if any.
+    pub fn local_entry(
+        &self,
+        folder: FolderIdx,
+        name: &str,
+    ) -> Result<Option<FileEntry>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT name, kind, size, permissions, modified_s, modified_ns, deleted, invalid,
+                    sequence, version, modified_by, symlink_target, blocks
+             FROM files WHERE folder_idx = ?1 AND device_idx = ?2 AND name = ?3",
+        )?;
+        let mut rows = stmt.query(params![folder.0, LOCAL_DEVICE, name])?;
+        match rows.next()? {
+            Some(row) => Ok(Some(entry_from_row(row)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Local files (folder ID, name, block) that hold a block with this hash, per the index.
+    /// The caller reads the data and checks its hash before using it.
+    pub fn local_block_sources(
+        &self,
+        hash: &blake3::Hash,
+    ) -> Result<Vec<(String, String, Block)>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT fo.id, f.name, f.blocks FROM local_blocks lb
+             JOIN files f ON f.id = lb.file_id
+             JOIN folders fo ON fo.idx = f.folder_idx
+             WHERE lb.hash_prefix = ?1 AND f.device_idx = ?2 AND f.deleted = 0 LIMIT 8",
+        )?;
+        let mut rows = stmt.query(params![hash_prefix(hash), LOCAL_DEVICE])?;
+        let mut out = Vec::new();
+        while let Some(row) = rows.next()? {
+            let (folder, name): (String, String) = (row.get(0)?, row.get(1)?);
+            let blocks = decode_blocks(&name, &row.get::<_, Vec<u8>>(2)?)?;
+            if let Some(block) = blocks.into_iter().find(|b| b.hash == *hash) {
+                out.push((folder, name, block));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Remembers a device that tried to connect without being configured.
+    pub fn record_pending_device(
+        &self,
+        device: DeviceId,
+        name: &str,
+        address: &str,
+        unix_seconds: i64,
+    ) -> Result<(), StoreError> {
+        self.conn.execute(
+            "INSERT INTO pending_devices (device_id, name, address, last_seen)
+             VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (device_id) DO UPDATE SET
+                name = excluded.name, address = excluded.address, last_seen = excluded.last_seen",
+            params![device.as_bytes().as_slice(), name, address, unix_seconds],
+        )?;
+        Ok(())
+    }
+
+    /// Devices that tried to connect without being configured, most recent first.
+    pub fn pending_devices(&self) -> Result<Vec<PendingDevice>, StoreError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT device_id, name, address, last_seen FROM pending_devices
+             ORDER BY last_seen DESC",
+        )?;
+        let mut rows = stmt.query([])?;
+        let mut out = Vec::new();
+        while let Some(row) = rows.next()? {
+            let raw: Vec<u8> = row.get(0)?;
+            let Ok(device) = DeviceId::try_from(raw.as_slice()) else {
+                continue;
+            };
+            out.push(PendingDevice {
+                device,
+                name: row.get(1)?,
+                address: row.get(2)?,
+                last_seen: row.get(3)?,
+            });
+        }
+        Ok(out)
+    }
+
     /// How many local files hold a block with this hash (for tests and diagnostics).
     pub fn local_files_with_block(&self, hash: &blake3::Hash) -> Result<u64, StoreError> {
         let n: i64 = self.conn.query_row(
@@ -534,19 +691,37 @@ fn entry_from_row(row: &rusqlite::Row<'_>) -> Result<FileEntry, StoreError> {
     })
 }
 
+/// Which version a recorded change gets.
+#[derive(Clone, Copy, Debug)]
+enum Versioning<'a> {
+    /// A change made here: the previous version plus one change by this device.
+    Bump(ShortId),
+    /// A version pulled from a peer: recorded as it is, with its modifier.
+    Exact(&'a VersionVector, ShortId),
+}
+
 fn apply_one(
     tx: &Transaction<'_>,
     folder: FolderIdx,
-    local: ShortId,
+    versioning: Versioning<'_>,
     change: &LocalChange,
     sequence: i64,
 ) -> Result<(), StoreError> {
-    let previous: Option<(i64, Vec<u8>, Vec<u8>)> = match change.previous {
-        Some(id) => tx
+    let previous: Option<(i64, Vec<u8>, Vec<u8>)> = match (change.previous, versioning) {
+        (Some(id), _) => tx
             .prepare_cached("SELECT id, version, blocks FROM files WHERE id = ?1")?
             .query_row([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
             .optional()?,
-        None => None,
+        (None, Versioning::Exact(..)) => tx
+            .prepare_cached(
+                "SELECT id, version, blocks FROM files
+                 WHERE folder_idx = ?1 AND device_idx = ?2 AND name = ?3",
+            )?
+            .query_row(params![folder.0, LOCAL_DEVICE, change.name], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })
+            .optional()?,
+        (None, Versioning::Bump(_)) => None,
     };
     let (old_version, old_blocks) = match &previous {
         Some((_, v, b)) => (
@@ -555,7 +730,10 @@ fn apply_one(
         ),
         None => (VersionVector::new(), Vec::new()),
     };
-    let version = old_version.incremented(local);
+    let (version, modified_by) = match versioning {
+        Versioning::Bump(local) => (old_version.incremented(local), local),
+        Versioning::Exact(version, by) => (version.clone(), by),
+    };
     let version_blob = wire::Vector::from(&version).encode_to_vec();
     let blocks = match (&change.blocks, change.deleted) {
         (_, true) => &[][..],
@@ -592,7 +770,7 @@ fn apply_one(
                 change.deleted,
                 change.invalid,
                 version_blob,
-                local.0 as i64,
+                modified_by.0 as i64,
                 change.symlink_target,
                 blocks_blob,
                 change.inode as i64,

@@ -75,4 +75,13 @@ pub(super) const MIGRATIONS: &[&str] = &[
     "
     CREATE INDEX files_by_name ON files (folder_idx, name);
     ",
+    // 3: devices that knocked without being configured.
+    "
+    CREATE TABLE pending_devices (
+        device_id  BLOB PRIMARY KEY,
+        name       TEXT NOT NULL,
+        address    TEXT NOT NULL,
+        last_seen  INTEGER NOT NULL
+    );
+    ",
 ];

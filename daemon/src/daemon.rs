@@ -1,0 +1,252 @@
+//! The running daemon: owns the store, the folders' tasks and the network, and stops them
+//! together.
+//!
+//! Every task belongs to one `TaskTracker` and watches one `CancellationToken`; `shutdown`
+//! cancels, closes the QUIC endpoints with a reason, and waits for the tasks to finish the
+//! step they are in (a pulled file is either renamed into place or left as a temp file).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use peerfold_protocol::DeviceId;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
+
+use crate::config::{Config, FolderConfig};
+use crate::home::{Home, HomeError};
+use crate::net;
+use crate::puller;
+use crate::scanner;
+use crate::store::{FolderIdx, Store};
+
+/// Why the daemon could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    /// The home is unusable.
+    #[error(transparent)]
+    Home(#[from] HomeError),
+    /// A listen address is malformed or cannot be bound.
+    #[error("cannot listen on {address}: {reason}")]
+    Listen {
+        /// The address.
+        address: String,
+        /// Why.
+        reason: String,
+    },
+    /// The TLS configuration could not be built.
+    #[error(transparent)]
+    Tls(#[from] peerfold_protocol::tls::TlsConfigError),
+}
+
+/// One folder at run time.
+pub(crate) struct Folder {
+    pub(crate) config: FolderConfig,
+    pub(crate) idx: FolderIdx,
+    /// Woken when the folder's remote state changed and the puller should look again.
+    pub(crate) pull: Notify,
+    /// Woken when the folder should be rescanned.
+    pub(crate) rescan: Notify,
+}
+
+/// State shared by the daemon's tasks.
+pub(crate) struct Shared {
+    pub(crate) config: Config,
+    pub(crate) me: DeviceId,
+    pub(crate) device_name: String,
+    store: Mutex<Store>,
+    pub(crate) folders: HashMap<String, Folder>,
+    pub(crate) peers: Mutex<HashMap<DeviceId, quinn::Connection>>,
+    pub(crate) cancel: CancellationToken,
+    pub(crate) tasks: TaskTracker,
+}
+
+impl Shared {
+    /// The store, for a short critical section that never spans an `.await`.
+    pub(crate) fn store(&self) -> MutexGuard<'_, Store> {
+        // A panic while holding the lock leaves SQLite consistent (transactions roll back),
+        // so a poisoned lock is still usable.
+        self.store.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The configured device, if `id` is one.
+    pub(crate) fn is_known(&self, id: DeviceId) -> bool {
+        self.config.devices.iter().any(|d| d.id == id)
+    }
+
+    /// Folders shared with `device`.
+    pub(crate) fn folders_shared_with(&self, device: DeviceId) -> impl Iterator<Item = &Folder> {
+        self.folders
+            .values()
+            .filter(move |f| f.config.devices.contains(&device))
+    }
+
+    /// The connection to `device`, if there is one.
+    pub(crate) fn connection(&self, device: DeviceId) -> Option<quinn::Connection> {
+        self.peers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&device)
+            .cloned()
+    }
+}
+
+/// A running daemon.
+pub struct Daemon {
+    shared: Arc<Shared>,
+    endpoints: Vec<quinn::Endpoint>,
+}
+
+impl std::fmt::Debug for Daemon {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Daemon")
+            .field("device", &self.shared.me)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Daemon {
+    /// Starts the daemon of `home`: scans every folder, listens, dials known devices.
+    /// `listen` overrides the configured listen addresses when not empty.
+    pub async fn start(home: &Home, listen: Vec<String>) -> Result<Self, DaemonError> {
+        let mut config = home.config()?;
+        if !listen.is_empty() {
+            config.listen = listen;
+        }
+        let identity = home.identity()?;
+        let mut store = home.store()?;
+        let mut folders = HashMap::new();
+        for folder in &config.folders {
+            let idx = store
+                .ensure_folder(&folder.id)
+                .map_err(|e| DaemonError::Home(HomeError::Store(e)))?;
+            folders.insert(
+                folder.id.clone(),
+                Folder {
+                    config: folder.clone(),
+                    idx,
+                    pull: Notify::new(),
+                    rescan: Notify::new(),
+                },
+            );
+        }
+        let shared = Arc::new(Shared {
+            me: identity.device_id(),
+            device_name: config.device_name.clone(),
+            config: config.clone(),
+            store: Mutex::new(store),
+            folders,
+            peers: Mutex::new(HashMap::new()),
+            cancel: CancellationToken::new(),
+            tasks: TaskTracker::new(),
+        });
+        let endpoints = net::bind(&shared, &identity, &config.listen)?;
+        for folder in shared.folders.values() {
+            let id = folder.config.id.clone();
+            shared.tasks.spawn(scan_loop(shared.clone(), id.clone()));
+            shared.tasks.spawn(puller::run(shared.clone(), id));
+        }
+        for endpoint in &endpoints {
+            shared
+                .tasks
+                .spawn(net::accept_loop(shared.clone(), endpoint.clone()));
+        }
+        if let Some(endpoint) = endpoints.first() {
+            for device in &config.devices {
+                shared.tasks.spawn(net::dial_loop(
+                    shared.clone(),
+                    endpoint.clone(),
+                    identity.device_id(),
+                    device.clone(),
+                    net::client_identity(&identity),
+                ));
+            }
+        }
+        Ok(Self { shared, endpoints })
+    }
+
+    /// The addresses the QUIC listeners are bound to.
+    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        self.endpoints
+            .iter()
+            .filter_map(|e| e.local_addr().ok())
+            .collect()
+    }
+
+    /// This device's ID.
+    pub fn device_id(&self) -> DeviceId {
+        self.shared.me
+    }
+
+    /// Stops every task and closes connections with a reason.
+    pub async fn shutdown(self) {
+        self.shared.cancel.cancel();
+        for endpoint in &self.endpoints {
+            endpoint.close(0u32.into(), b"peerfold is shutting down");
+        }
+        self.shared.tasks.close();
+        if tokio::time::timeout(Duration::from_secs(10), self.shared.tasks.wait())
+            .await
+            .is_err()
+        {
+            warn!("some tasks did not stop within 10 s");
+        }
+        for endpoint in &self.endpoints {
+            let _ = tokio::time::timeout(Duration::from_secs(2), endpoint.wait_idle()).await;
+        }
+    }
+}
+
+/// Scans a folder at start, when woken, and every `rescan_interval_s`.
+async fn scan_loop(shared: Arc<Shared>, folder_id: String) {
+    let Some(folder) = shared.folders.get(&folder_id) else {
+        return;
+    };
+    let interval = Duration::from_secs(folder.config.rescan_interval_s.max(1));
+    loop {
+        let (shared2, id) = (shared.clone(), folder_id.clone());
+        let result = tokio::task::spawn_blocking(move || scan_now(&shared2, &id)).await;
+        match result {
+            Ok(Ok(changed)) if changed => {
+                // New local entries: the index senders pick them up by sequence.
+            }
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => warn!(folder = %folder_id, error = %e, "scan failed"),
+            Err(e) => warn!(folder = %folder_id, error = %e, "scan task failed"),
+        }
+        tokio::select! {
+            biased;
+            () = shared.cancel.cancelled() => return,
+            () = folder.rescan.notified() => {}
+            () = tokio::time::sleep(interval) => {}
+        }
+    }
+}
+
+/// Runs one scan; returns whether anything changed.
+pub(crate) fn scan_now(shared: &Shared, folder_id: &str) -> Result<bool, scanner::ScanError> {
+    let Some(folder) = shared.folders.get(folder_id) else {
+        return Ok(false);
+    };
+    let root: PathBuf = folder.config.path.clone();
+    let mut store = shared.store();
+    let report = scanner::scan_folder(&mut store, folder_id, &root, shared.me.short(), |_| {})?;
+    for issue in &report.issues {
+        warn!(folder = %folder_id, name = %issue.name, problem = %issue.message, "scan");
+    }
+    let changed = report.added + report.changed + report.deleted + report.ignored > 0;
+    if changed {
+        info!(
+            folder = %folder_id,
+            added = report.added,
+            changed = report.changed,
+            deleted = report.deleted,
+            "scanned"
+        );
+    }
+    Ok(changed)
+}

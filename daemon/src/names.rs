@@ -1,0 +1,136 @@
+//! Validation of names received from peers (DESIGN 4.6): a name must stay inside the folder.
+
+use std::path::{Component, Path, PathBuf};
+
+/// Why a received name was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NameError {
+    /// Empty, or longer than any file system takes.
+    #[error("name is empty or longer than 4096 bytes")]
+    Length,
+    /// Starts with `/` or a drive letter.
+    #[error("name {0:?} is absolute")]
+    Absolute(String),
+    /// Has an empty, `.` or `..` component.
+    #[error("name {0:?} has an empty, '.' or '..' component")]
+    Component(String),
+    /// Holds a NUL or a backslash (a Windows separator).
+    #[error("name {0:?} holds a NUL or a backslash")]
+    Character(String),
+    /// Peerfold's own metadata or temp files.
+    #[error("name {0:?} is reserved for peerfold")]
+    Reserved(String),
+}
+
+/// Checks that `name` is a relative, `/`-separated path that cannot leave the folder root.
+pub fn validate(name: &str) -> Result<(), NameError> {
+    if name.is_empty() || name.len() > 4096 {
+        return Err(NameError::Length);
+    }
+    if name.starts_with('/') || (name.len() >= 2 && name.as_bytes()[1] == b':') {
+        return Err(NameError::Absolute(name.to_owned()));
+    }
+    if name.contains('\0') || name.contains('\\') {
+        return Err(NameError::Character(name.to_owned()));
+    }
+    let mut first = true;
+    for part in name.split('/') {
+        if part.is_empty() || part == "." || part == ".." {
+            return Err(NameError::Component(name.to_owned()));
+        }
+        if (first && (part == ".peerfold" || part == ".peerfoldignore"))
+            || (part.starts_with(".peerfold.") && part.ends_with(".tmp"))
+        {
+            return Err(NameError::Reserved(name.to_owned()));
+        }
+        first = false;
+    }
+    Ok(())
+}
+
+/// `root/name` for a validated name. The result has only normal components below `root`.
+pub(crate) fn join(root: &Path, name: &str) -> Result<PathBuf, NameError> {
+    validate(name)?;
+    let relative = Path::new(name);
+    if !relative
+        .components()
+        .all(|c| matches!(c, Component::Normal(_)))
+    {
+        return Err(NameError::Component(name.to_owned()));
+    }
+    Ok(root.join(relative))
+}
+
+/// True if a parent directory of `name` under `root` is a symlink (or not a directory):
+/// writing there could escape the folder, so it must be refused.
+pub(crate) fn parent_escapes(root: &Path, name: &str) -> bool {
+    let mut path = root.to_path_buf();
+    let parts: Vec<&str> = name.split('/').collect();
+    for part in &parts[..parts.len().saturating_sub(1)] {
+        path.push(part);
+        match std::fs::symlink_metadata(&path) {
+            Ok(meta) if meta.is_dir() => {}
+            Ok(_) => return true,
+            // Missing parents are created by the puller as real directories.
+            Err(_) => return false,
+        }
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn hostile_names_are_refused() {
+        for bad in [
+            "",
+            "/etc/passwd",
+            "../x",
+            "a/../../x",
+            "a/./b",
+            "a//b",
+            "a/",
+            "x\0y",
+            "a\\..\\b",
+            "C:/x",
+            ".peerfold/x",
+            "dir/.peerfold.f.tmp",
+            "..",
+        ] {
+            assert!(validate(bad).is_err(), "{bad:?} was accepted");
+        }
+        for good in [
+            "a",
+            "a/b/c.txt",
+            ".hidden",
+            "dir/.peerfold",
+            "x..y",
+            "a b/c",
+        ] {
+            assert!(validate(good).is_ok(), "{good:?} was refused");
+        }
+    }
+
+    #[test]
+    fn symlinked_parents_are_detected() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("real")).unwrap();
+        std::os::unix::fs::symlink("/tmp", dir.path().join("link")).unwrap();
+        assert!(parent_escapes(dir.path(), "link/x"));
+        assert!(!parent_escapes(dir.path(), "real/x"));
+        assert!(!parent_escapes(dir.path(), "new/x"));
+    }
+
+    proptest! {
+        #[test]
+        fn accepted_names_stay_inside_the_root(name in "[a-z./\\\\\0]{0,12}") {
+            if let Ok(path) = join(Path::new("/root"), &name) {
+                prop_assert!(path.starts_with("/root/"));
+                prop_assert!(!path.components().any(|c| matches!(c, Component::ParentDir)));
+            }
+        }
+    }
+}

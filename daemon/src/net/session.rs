@@ -1,0 +1,434 @@
+//! One authenticated connection: Hello and ClusterConfig on a control stream, index batches
+//! both ways on it, and one QUIC stream per block request.
+
+use std::collections::HashMap;
+use std::os::unix::fs::FileExt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use peerfold_protocol::DeviceId;
+use peerfold_protocol::chunking::{Block, MAX_BLOCK_SIZE};
+use peerfold_protocol::wire::{self, message::Body};
+use prost::Message as _;
+use tokio::sync::{Semaphore, mpsc};
+use tracing::{debug, warn};
+
+use super::{FrameReader, StreamError, send};
+use crate::config::FolderType;
+use crate::daemon::{Folder, Shared};
+use crate::index::FileEntry;
+use crate::names;
+
+/// Entries per index batch, at most.
+const BATCH_ENTRIES: usize = 1000;
+/// Encoded bytes per index batch, at most (far below the control frame limit).
+const BATCH_BYTES: usize = 1 << 20;
+/// How often an index sender looks for new local entries when nothing woke it.
+const INDEX_POLL: Duration = Duration::from_secs(1);
+/// Block requests served at once per connection.
+const SERVING_CONCURRENCY: usize = 64;
+/// How long the peer has for its Hello and ClusterConfig.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why a session ended badly.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum SessionError {
+    #[error(transparent)]
+    Stream(#[from] StreamError),
+    #[error("connection: {0}")]
+    Connection(#[from] quinn::ConnectionError),
+    #[error("protocol violation: {0}")]
+    Protocol(String),
+    #[error("peer did not complete the handshake in time")]
+    Timeout,
+}
+
+/// Runs the session until the connection closes or the daemon stops.
+pub(super) async fn run(
+    shared: &Arc<Shared>,
+    peer: DeviceId,
+    connection: &quinn::Connection,
+    dialed: bool,
+) -> Result<(), SessionError> {
+    let (mut control_send, control_recv) = if dialed {
+        connection.open_bi().await?
+    } else {
+        tokio::time::timeout(HANDSHAKE_TIMEOUT, connection.accept_bi())
+            .await
+            .map_err(|_| SessionError::Timeout)??
+    };
+    send(&mut control_send, &hello(shared)).await?;
+    send(&mut control_send, &cluster_config(shared, peer)).await?;
+
+    let mut reader = FrameReader::new(control_recv);
+    let (their_hello, their_config) = tokio::time::timeout(HANDSHAKE_TIMEOUT, async {
+        let hello = match reader.next().await? {
+            Some(wire::Message {
+                body: Some(Body::Hello(h)),
+            }) => h,
+            other => {
+                return Err(SessionError::Protocol(format!(
+                    "expected Hello, got {other:?}"
+                )));
+            }
+        };
+        let config = match reader.next().await? {
+            Some(wire::Message {
+                body: Some(Body::ClusterConfig(c)),
+            }) => c,
+            other => {
+                return Err(SessionError::Protocol(format!(
+                    "expected ClusterConfig, got {other:?}"
+                )));
+            }
+        };
+        Ok((hello, config))
+    })
+    .await
+    .map_err(|_| SessionError::Timeout)??;
+    debug!(device = %peer.short(), name = %their_hello.device_name, client = %their_hello.client_name, "hello");
+
+    // Outgoing control messages go through one writer.
+    let (outbox, mut outgoing) = mpsc::channel::<wire::Message>(16);
+    let writer = async move {
+        while let Some(message) = outgoing.recv().await {
+            send(&mut control_send, &message).await?;
+        }
+        let _ = control_send.finish();
+        Ok::<(), SessionError>(())
+    };
+
+    // Where each shared folder's index stands on the peer, and the peer's own index IDs.
+    let mut their_index_ids = HashMap::new();
+    for offered in &their_config.folders {
+        let Some(folder) = shared.folders.get(&offered.id) else {
+            warn!(device = %peer.short(), folder = %offered.id, "peer offers a folder not configured here");
+            continue;
+        };
+        if !folder.config.devices.contains(&peer) {
+            warn!(device = %peer.short(), folder = %offered.id, "peer offers a folder not shared with it");
+            continue;
+        }
+        let mut start = 0;
+        for device in &offered.devices {
+            let Ok(id) = DeviceId::try_from(device.id.as_slice()) else {
+                continue;
+            };
+            if id == shared.me {
+                let ours = shared.store().index_id(folder.idx).unwrap_or(0);
+                if device.index_id == ours {
+                    start = device.max_sequence;
+                }
+            } else if id == peer {
+                their_index_ids.insert(offered.id.clone(), device.index_id);
+            }
+        }
+        // Each sender ends when the writer is gone, i.e. when this session ends.
+        shared.tasks.spawn(send_index(
+            shared.clone(),
+            folder.config.id.clone(),
+            start,
+            outbox.clone(),
+        ));
+    }
+    drop(outbox);
+
+    let serving = serve_requests(shared.clone(), peer, connection.clone());
+    let receiving = receive(shared, peer, &mut reader, &their_index_ids);
+
+    tokio::select! {
+        biased;
+        () = shared.cancel.cancelled() => Ok(()),
+        result = receiving => result,
+        result = writer => result,
+        result = serving => result,
+    }
+}
+
+fn hello(shared: &Shared) -> wire::Message {
+    wire::Message {
+        body: Some(Body::Hello(wire::Hello {
+            device_name: shared.device_name.clone(),
+            client_name: "peerfold".into(),
+            client_version: env!("CARGO_PKG_VERSION").into(),
+        })),
+    }
+}
+
+/// The folders shared with `peer`, with what we hold of each device's index.
+fn cluster_config(shared: &Shared, peer: DeviceId) -> wire::Message {
+    let store = shared.store();
+    let folders = shared
+        .folders_shared_with(peer)
+        .map(|folder| {
+            let mut devices = vec![wire::FolderDevice {
+                id: shared.me.as_bytes().to_vec(),
+                name: shared.device_name.clone(),
+                addresses: Vec::new(),
+                index_id: store.index_id(folder.idx).unwrap_or(0),
+                max_sequence: store.sequence(folder.idx).unwrap_or(0),
+            }];
+            for device in &folder.config.devices {
+                let (index_id, max_sequence) = store
+                    .remote_index_state(folder.idx, *device)
+                    .ok()
+                    .flatten()
+                    .unwrap_or((0, 0));
+                devices.push(wire::FolderDevice {
+                    id: device.as_bytes().to_vec(),
+                    name: String::new(),
+                    addresses: Vec::new(),
+                    index_id,
+                    max_sequence,
+                });
+            }
+            wire::Folder {
+                id: folder.config.id.clone(),
+                label: folder.config.label.clone(),
+                r#type: match folder.config.folder_type {
+                    FolderType::SendReceive => wire::FolderType::SendReceive,
+                    FolderType::SendOnly => wire::FolderType::SendOnly,
+                    FolderType::ReceiveOnly => wire::FolderType::ReceiveOnly,
+                } as i32,
+                paused: false,
+                devices,
+            }
+        })
+        .collect();
+    wire::Message {
+        body: Some(Body::ClusterConfig(wire::ClusterConfig { folders })),
+    }
+}
+
+/// Sends the folder's local entries with sequence numbers after `start`, then keeps sending
+/// new ones as they appear.
+async fn send_index(
+    shared: Arc<Shared>,
+    folder_id: String,
+    start: u64,
+    outbox: mpsc::Sender<wire::Message>,
+) {
+    let Some(folder) = shared.folders.get(&folder_id) else {
+        return;
+    };
+    let mut after = start;
+    let mut first = true;
+    loop {
+        let batch = match shared
+            .store()
+            .local_entries_since(folder.idx, after, BATCH_ENTRIES)
+        {
+            Ok(batch) => batch,
+            Err(e) => {
+                warn!(folder = %folder_id, error = %e, "cannot read the index");
+                Vec::new()
+            }
+        };
+        let mut files = Vec::new();
+        let mut bytes = 0;
+        for entry in &batch {
+            let info = entry.to_wire();
+            bytes += info.encoded_len();
+            if bytes > BATCH_BYTES && !files.is_empty() {
+                break;
+            }
+            after = entry.sequence;
+            files.push(info);
+        }
+        if files.is_empty() {
+            tokio::select! {
+                biased;
+                () = outbox.closed() => return,
+                () = tokio::time::sleep(INDEX_POLL) => continue,
+            }
+        }
+        let body = if first && start == 0 {
+            Body::Index(wire::Index {
+                folder: folder_id.clone(),
+                files,
+            })
+        } else {
+            Body::IndexUpdate(wire::IndexUpdate {
+                folder: folder_id.clone(),
+                files,
+            })
+        };
+        first = false;
+        if outbox
+            .send(wire::Message { body: Some(body) })
+            .await
+            .is_err()
+        {
+            return;
+        }
+    }
+}
+
+/// Reads the peer's control messages: index batches go to the store.
+async fn receive(
+    shared: &Arc<Shared>,
+    peer: DeviceId,
+    reader: &mut FrameReader,
+    their_index_ids: &HashMap<String, u64>,
+) -> Result<(), SessionError> {
+    while let Some(message) = reader.next().await? {
+        let (folder_id, files) = match message.body {
+            Some(Body::Index(index)) => (index.folder, index.files),
+            Some(Body::IndexUpdate(update)) => (update.folder, update.files),
+            Some(Body::Close(close)) => {
+                debug!(device = %peer.short(), reason = %close.reason, "peer closed");
+                return Ok(());
+            }
+            _ => continue,
+        };
+        let Some(folder) = shared.folders.get(&folder_id) else {
+            return Err(SessionError::Protocol(format!(
+                "index for folder {folder_id:?}, which is not configured here"
+            )));
+        };
+        if !folder.config.devices.contains(&peer) {
+            return Err(SessionError::Protocol(format!(
+                "index for folder {folder_id:?}, which is not shared with this device"
+            )));
+        }
+        let mut entries = Vec::with_capacity(files.len());
+        for info in files {
+            match FileEntry::from_wire(info) {
+                Ok(entry) => entries.push(entry),
+                Err(e) => {
+                    warn!(device = %peer.short(), folder = %folder_id, error = %e, "refused an index entry")
+                }
+            }
+        }
+        let index_id = their_index_ids.get(&folder_id).copied().unwrap_or(0);
+        if let Err(e) = shared
+            .store()
+            .apply_remote_index(folder.idx, peer, index_id, &entries)
+        {
+            warn!(folder = %folder_id, error = %e, "cannot store the peer's index");
+        }
+        folder.pull.notify_one();
+    }
+    Ok(())
+}
+
+/// Answers block requests, each on its own stream.
+async fn serve_requests(
+    shared: Arc<Shared>,
+    peer: DeviceId,
+    connection: quinn::Connection,
+) -> Result<(), SessionError> {
+    let limit = Arc::new(Semaphore::new(SERVING_CONCURRENCY));
+    loop {
+        let (mut send_stream, recv_stream) = connection.accept_bi().await?;
+        let Ok(permit) = limit.clone().acquire_owned().await else {
+            return Ok(());
+        };
+        let shared = shared.clone();
+        let tasks = shared.tasks.clone();
+        tasks.spawn(async move {
+            let _permit = permit;
+            let mut reader = FrameReader::new(recv_stream);
+            let Ok(Some(wire::Message {
+                body: Some(Body::Request(request)),
+            })) = reader.next().await
+            else {
+                return;
+            };
+            let response = answer(&shared, peer, request).await;
+            if send(&mut send_stream, &response).await.is_ok() {
+                let _ = send_stream.finish();
+            }
+        });
+    }
+}
+
+async fn answer(shared: &Arc<Shared>, peer: DeviceId, request: wire::Request) -> wire::Message {
+    let id = request.id;
+    let refuse = |code: wire::ErrorCode| wire::Message {
+        body: Some(Body::Response(wire::Response {
+            id,
+            data: Vec::new(),
+            code: code as i32,
+        })),
+    };
+    let Some(folder) = shared.folders.get(&request.folder) else {
+        return refuse(wire::ErrorCode::Generic);
+    };
+    if !folder.config.devices.contains(&peer)
+        || names::validate(&request.name).is_err()
+        || request.size == 0
+        || request.size > MAX_BLOCK_SIZE
+    {
+        return refuse(wire::ErrorCode::InvalidFile);
+    }
+    // Serve only what the index says the file holds at that place.
+    let block = match shared.store().local_entry(folder.idx, &request.name) {
+        Ok(Some(entry)) if !entry.deleted && !entry.invalid => entry
+            .blocks
+            .into_iter()
+            .find(|b| b.offset == request.offset && b.size == request.size),
+        _ => None,
+    };
+    let Some(block) = block else {
+        return refuse(wire::ErrorCode::NoSuchFile);
+    };
+    match read_block(folder, &request.name, block).await {
+        Some(data) => wire::Message {
+            body: Some(Body::Response(wire::Response {
+                id,
+                data,
+                code: wire::ErrorCode::None as i32,
+            })),
+        },
+        None => refuse(wire::ErrorCode::NoSuchFile),
+    }
+}
+
+/// Reads one block of a local file (the requester verifies its hash).
+pub(crate) async fn read_block(folder: &Folder, name: &str, block: Block) -> Option<Vec<u8>> {
+    let path = names::join(&folder.config.path, name).ok()?;
+    tokio::task::spawn_blocking(move || {
+        let file = std::fs::File::open(path).ok()?;
+        let mut data = vec![0u8; block.size as usize];
+        file.read_exact_at(&mut data, block.offset).ok()?;
+        Some(data)
+    })
+    .await
+    .ok()
+    .flatten()
+}
+
+/// Asks `connection`'s peer for one block of `name`.
+pub(crate) async fn request_block(
+    connection: &quinn::Connection,
+    folder: &str,
+    name: &str,
+    block: Block,
+) -> Result<Vec<u8>, String> {
+    let (mut send_stream, recv_stream) = connection.open_bi().await.map_err(|e| e.to_string())?;
+    let request = wire::Message {
+        body: Some(Body::Request(wire::Request {
+            id: 0,
+            folder: folder.into(),
+            name: name.into(),
+            offset: block.offset,
+            size: block.size,
+            hash: block.hash.as_bytes().to_vec(),
+        })),
+    };
+    send(&mut send_stream, &request)
+        .await
+        .map_err(|e| e.to_string())?;
+    let _ = send_stream.finish();
+    match FrameReader::new(recv_stream).next().await {
+        Ok(Some(wire::Message {
+            body: Some(Body::Response(response)),
+        })) if response.code == wire::ErrorCode::None as i32 => Ok(response.data),
+        Ok(Some(wire::Message {
+            body: Some(Body::Response(response)),
+        })) => Err(format!("peer answered with error code {}", response.code)),
+        Ok(other) => Err(format!("unexpected answer {other:?}")),
+        Err(e) => Err(e.to_string()),
+    }
+}

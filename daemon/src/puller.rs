@@ -1,0 +1,331 @@
+//! Carries out the planner's actions against disk and network for one folder.
+//!
+//! A fetched file is assembled in `.peerfold.NAME.tmp` beside its target: blocks come from
+//! local files that hold them (any folder) before peers are asked, every block is checked
+//! against its BLAKE3 hash, the temp file is fsynced, the local file is checked to still be
+//! what the index says (else the change waits for the next scan), then renamed over it and
+//! the directory fsynced. Names are validated and parents that are symlinks are refused, so
+//! nothing is written outside the folder root.
+
+use std::fs::{self, File, OpenOptions};
+use std::os::unix::fs::{FileExt, MetadataExt, PermissionsExt};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use peerfold_protocol::DeviceId;
+use peerfold_protocol::chunking::Block;
+use tracing::{debug, info, warn};
+
+use crate::daemon::{Folder, Shared};
+use crate::index::{FileEntry, FileKind};
+use crate::names;
+use crate::net::session::{read_block, request_block};
+use crate::planner::Action;
+use crate::scanner::walk_timestamp;
+use crate::store::LocalChange;
+use crate::sync::needed_actions;
+
+/// How often the puller looks again on its own (peers that came and went, failed blocks).
+const RETRY_EVERY: Duration = Duration::from_secs(10);
+
+/// Why one action failed; the puller goes on with the others and retries later.
+#[derive(Debug, thiserror::Error)]
+enum PullError {
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Name(#[from] names::NameError),
+    #[error("a parent directory of {0:?} is a symlink or a file")]
+    Escapes(String),
+    #[error("no peer could provide block at offset {0}")]
+    Unavailable(u64),
+    #[error("{0:?} changed locally since it was indexed; it will be rescanned first")]
+    ChangedLocally(String),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+}
+
+/// Pulls whenever the folder's remote state changes, and now and then.
+pub(crate) async fn run(shared: Arc<Shared>, folder_id: String) {
+    let Some(folder) = shared.folders.get(&folder_id) else {
+        return;
+    };
+    loop {
+        tokio::select! {
+            biased;
+            () = shared.cancel.cancelled() => return,
+            () = folder.pull.notified() => {}
+            () = tokio::time::sleep(RETRY_EVERY) => {}
+        }
+        let actions = {
+            let store = shared.store();
+            needed_actions(&store, folder.idx, folder.config.folder_type, shared.me)
+        };
+        let actions = match actions {
+            Ok(actions) => actions,
+            Err(e) => {
+                warn!(folder = %folder_id, error = %e, "cannot plan");
+                continue;
+            }
+        };
+        let mut rescan = false;
+        for action in actions {
+            if shared.cancel.is_cancelled() {
+                return;
+            }
+            if matches!(action, Action::Conflict { .. }) {
+                rescan = true;
+            }
+            let name = action.name().unwrap_or_default().to_owned();
+            match execute(&shared, folder, action).await {
+                Ok(()) => {}
+                Err(PullError::ChangedLocally(_)) => rescan = true,
+                Err(e) => warn!(folder = %folder_id, %name, error = %e, "pull failed"),
+            }
+        }
+        if rescan {
+            folder.rescan.notify_one();
+        }
+    }
+}
+
+async fn execute(shared: &Arc<Shared>, folder: &Folder, action: Action) -> Result<(), PullError> {
+    let root = folder.config.path.as_path();
+    // The folder must still be there: a missing root or marker is never written into.
+    if !root.join(crate::scanner::MARKER_DIR).is_dir() {
+        return Err(PullError::Io(std::io::Error::other(
+            "folder root or marker missing; not pulling",
+        )));
+    }
+    match action {
+        Action::Nothing | Action::OutOfSync | Action::LocallyChanged => Ok(()),
+        Action::Conflict { copy_name, then } => {
+            let from = names::join(root, action_name(&then))?;
+            let to = names::join(root, &copy_name)?;
+            if names::parent_escapes(root, &copy_name) {
+                return Err(PullError::Escapes(copy_name));
+            }
+            if fs::symlink_metadata(&from).is_ok() && fs::symlink_metadata(&to).is_err() {
+                fs::rename(&from, &to)?;
+                info!(folder = %folder.config.id, copy = %copy_name, "kept the losing version as a conflict copy");
+            }
+            Box::pin(execute_target(shared, folder, *then, true)).await
+        }
+        other => execute_target(shared, folder, other, false).await,
+    }
+}
+
+fn action_name(action: &Action) -> &str {
+    action.name().unwrap_or_default()
+}
+
+async fn execute_target(
+    shared: &Arc<Shared>,
+    folder: &Folder,
+    action: Action,
+    after_conflict: bool,
+) -> Result<(), PullError> {
+    let root = folder.config.path.clone();
+    let (target, sources) = match action {
+        Action::Fetch { target, sources } => (target, Some(sources)),
+        Action::UpdateMetadata { target }
+        | Action::CreateDirectory { target }
+        | Action::CreateSymlink { target }
+        | Action::Delete { target } => (target, None),
+        _ => return Ok(()),
+    };
+    let path = names::join(&root, &target.name)?;
+    if names::parent_escapes(&root, &target.name) {
+        return Err(PullError::Escapes(target.name));
+    }
+    // Replacing or deleting: the local file must still be what the index says.
+    if !after_conflict {
+        let local = shared.store().local_entry(folder.idx, &target.name)?;
+        check_unchanged(&path, local.as_ref())?;
+    }
+    if let Some(parent) = path.parent() {
+        fs::create_dir_all(parent)?;
+    }
+    let inode = if target.deleted {
+        remove(&path)?;
+        0
+    } else {
+        match target.kind {
+            FileKind::Directory => {
+                if fs::symlink_metadata(&path).is_ok_and(|m| !m.is_dir()) {
+                    remove(&path)?;
+                }
+                if !path.is_dir() {
+                    fs::create_dir(&path)?;
+                }
+                fs::set_permissions(&path, fs::Permissions::from_mode(target.permissions))?;
+                fs::symlink_metadata(&path)?.ino()
+            }
+            FileKind::Symlink => {
+                if fs::symlink_metadata(&path).is_ok() {
+                    remove(&path)?;
+                }
+                std::os::unix::fs::symlink(&target.symlink_target, &path)?;
+                fs::symlink_metadata(&path)?.ino()
+            }
+            FileKind::File => match sources {
+                Some(sources) => fetch(shared, folder, &target, &sources, &path).await?,
+                None => {
+                    let file = File::options().write(true).open(&path)?;
+                    finish_metadata(&file, &target)?;
+                    file.metadata()?.ino()
+                }
+            },
+        }
+    };
+    let meta = fs::symlink_metadata(&path).ok();
+    let change = LocalChange {
+        previous: None,
+        name: target.name.clone(),
+        kind: target.kind,
+        size: target.size,
+        permissions: target.permissions,
+        modified: meta
+            .as_ref()
+            .filter(|_| target.kind == FileKind::File)
+            .map_or(target.modified, walk_timestamp),
+        deleted: target.deleted,
+        invalid: false,
+        symlink_target: target.symlink_target.clone(),
+        blocks: Some(target.blocks.clone()),
+        inode,
+    };
+    shared
+        .store()
+        .record_pulled(folder.idx, &change, &target.version, target.modified_by)?;
+    debug!(folder = %folder.config.id, name = %target.name, "pulled");
+    Ok(())
+}
+
+/// Errors unless the file at `path` is still what `local` recorded (or both are absent).
+fn check_unchanged(path: &Path, local: Option<&FileEntry>) -> Result<(), PullError> {
+    let meta = fs::symlink_metadata(path).ok();
+    let recorded = local.filter(|l| !l.deleted);
+    let same = match (&meta, recorded) {
+        (None, None) => true,
+        (Some(meta), Some(l)) => match l.kind {
+            FileKind::File => {
+                meta.is_file() && meta.size() == l.size && walk_timestamp(meta) == l.modified
+            }
+            FileKind::Directory => meta.is_dir(),
+            FileKind::Symlink => meta.file_type().is_symlink(),
+        },
+        // Something appeared that the index does not know yet: scan it first.
+        (Some(_), None) => false,
+        // Gone since the last scan: nothing local to lose.
+        (None, Some(_)) => true,
+    };
+    if same {
+        Ok(())
+    } else {
+        Err(PullError::ChangedLocally(path.display().to_string()))
+    }
+}
+
+fn remove(path: &Path) -> std::io::Result<()> {
+    match fs::symlink_metadata(path) {
+        Ok(meta) if meta.is_dir() => fs::remove_dir(path),
+        Ok(_) => fs::remove_file(path),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Assembles the file in its temp file, then renames it into place. Returns the inode.
+async fn fetch(
+    shared: &Arc<Shared>,
+    folder: &Folder,
+    target: &FileEntry,
+    sources: &[DeviceId],
+    path: &Path,
+) -> Result<u64, PullError> {
+    let file_name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let temp = path.with_file_name(format!(".peerfold.{file_name}.tmp"));
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&temp)?;
+    for block in &target.blocks {
+        // Blocks already in the temp file (an interrupted earlier attempt) are kept.
+        let mut existing = vec![0u8; block.size as usize];
+        if file.read_exact_at(&mut existing, block.offset).is_ok()
+            && blake3::hash(&existing) == block.hash
+        {
+            continue;
+        }
+        let data = match local_copy(shared, block).await {
+            Some(data) => data,
+            None => from_peers(shared, folder, target, sources, *block).await?,
+        };
+        file.write_all_at(&data, block.offset)?;
+    }
+    file.set_len(target.size)?;
+    file.sync_all()?;
+    finish_metadata(&file, target)?;
+    drop(file);
+    fs::rename(&temp, path)?;
+    if let Some(dir) = path.parent() {
+        File::open(dir)?.sync_all()?;
+    }
+    Ok(fs::symlink_metadata(path)?.ino())
+}
+
+/// A block from any local file the index says holds it, checked against its hash.
+async fn local_copy(shared: &Arc<Shared>, block: &Block) -> Option<Vec<u8>> {
+    let candidates = shared.store().local_block_sources(&block.hash).ok()?;
+    for (folder_id, name, found) in candidates {
+        let Some(folder) = shared.folders.get(&folder_id) else {
+            continue;
+        };
+        if let Some(data) = read_block(folder, &name, found).await
+            && blake3::hash(&data) == block.hash
+        {
+            return Some(data);
+        }
+    }
+    None
+}
+
+/// A block from the connected peers that have this version, checked against its hash; a
+/// peer whose data fails the check is not asked again for it.
+async fn from_peers(
+    shared: &Arc<Shared>,
+    folder: &Folder,
+    target: &FileEntry,
+    sources: &[DeviceId],
+    block: Block,
+) -> Result<Vec<u8>, PullError> {
+    for device in sources {
+        let Some(connection) = shared.connection(*device) else {
+            continue;
+        };
+        match request_block(&connection, &folder.config.id, &target.name, block).await {
+            Ok(data) if blake3::hash(&data) == block.hash => return Ok(data),
+            Ok(_) => {
+                warn!(device = %device.short(), name = %target.name, offset = block.offset, "block failed its hash; discarded")
+            }
+            Err(e) => debug!(device = %device.short(), error = %e, "block request failed"),
+        }
+    }
+    Err(PullError::Unavailable(block.offset))
+}
+
+fn finish_metadata(file: &File, target: &FileEntry) -> std::io::Result<()> {
+    file.set_permissions(fs::Permissions::from_mode(target.permissions))?;
+    if let Ok(seconds) = u64::try_from(target.modified.seconds) {
+        let time = SystemTime::UNIX_EPOCH + Duration::new(seconds, target.modified.nanos);
+        file.set_modified(time)?;
+    }
+    Ok(())
+}
