@@ -7,3 +7,4 @@
 mod cli;
 mod scan;
 mod support;
+mod sync;

@@ -170,3 +170,157 @@ pub(crate) fn noise(seed: u64, len: usize) -> Vec<u8> {
         .fill(&mut out);
     out
 }
+
+/// A `peerfold serve` process; stopped with SIGTERM when dropped.
+pub(crate) struct Running {
+    child: std::process::Child,
+    /// The UDP port its QUIC listener got.
+    pub(crate) port: u16,
+}
+
+impl Device {
+    /// Starts `peerfold serve` on a free loopback port and waits until it listens.
+    pub(crate) fn serve(&self) -> Running {
+        use std::io::BufRead;
+        let mut child = Command::new(env!("CARGO_BIN_EXE_peerfold"))
+            .args(["serve", "--listen", "quic://127.0.0.1:0"])
+            .env("PEERFOLD_HOME", self.home())
+            .env("RUST_LOG", "peerfold=debug")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::fs::File::create(self.path("serve.log")).unwrap())
+            .spawn()
+            .expect("starting peerfold serve");
+        let stdout = child.stdout.take().unwrap();
+        let mut lines = std::io::BufReader::new(stdout).lines();
+        let port = loop {
+            let line = lines
+                .next()
+                .unwrap_or_else(|| panic!("serve exited: {}", self.log()))
+                .unwrap();
+            if let Some(addrs) = line.strip_prefix("Listening on ") {
+                let addr = addrs.split([',', ' ']).next().unwrap();
+                break addr.rsplit(':').next().unwrap().parse().unwrap();
+            }
+        };
+        Running { child, port }
+    }
+
+    /// What the running daemon logged so far.
+    pub(crate) fn log(&self) -> String {
+        std::fs::read_to_string(self.path("serve.log")).unwrap_or_default()
+    }
+
+    /// Sets how often the daemon rescans its folders (seconds).
+    pub(crate) fn set_rescan_interval(&self, seconds: u64) {
+        let path = self.home().join("config.toml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let text = text.replace(
+            "rescan_interval_s = 3600",
+            &format!("rescan_interval_s = {seconds}"),
+        );
+        std::fs::write(path, text).unwrap();
+    }
+
+    pub(crate) fn id(&self) -> String {
+        self.ok(["id"]).trim().to_owned()
+    }
+}
+
+impl Running {
+    /// Stops the daemon with SIGTERM and waits for it.
+    pub(crate) fn stop(mut self) -> std::process::ExitStatus {
+        self.terminate()
+    }
+
+    fn terminate(&mut self) -> std::process::ExitStatus {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        for _ in 0..200 {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        self.child.wait().unwrap()
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            self.terminate();
+        }
+    }
+}
+
+/// Polls `condition` until it holds; fails the test with `what` after `seconds`. This bounds
+/// a wait for something that must happen, it measures nothing.
+pub(crate) fn wait_until(what: &str, seconds: u64, mut condition: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(seconds);
+    while std::time::Instant::now() < deadline {
+        if condition() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    panic!("timed out waiting for: {what}");
+}
+
+/// A folder's contents as (relative path -> description), `.peerfold` excluded: kind,
+/// permission bits, and content hash or symlink target.
+pub(crate) fn tree(root: &Path) -> std::collections::BTreeMap<String, String> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut out = std::collections::BTreeMap::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let name = path
+                .strip_prefix(root)
+                .unwrap()
+                .to_string_lossy()
+                .into_owned();
+            if name == ".peerfold" {
+                continue;
+            }
+            let meta = std::fs::symlink_metadata(&path).unwrap();
+            let mode = meta.permissions().mode() & 0o777;
+            let what = if meta.file_type().is_symlink() {
+                format!(
+                    "symlink -> {}",
+                    std::fs::read_link(&path).unwrap().display()
+                )
+            } else if meta.is_dir() {
+                stack.push(path.clone());
+                format!("dir {mode:o}")
+            } else {
+                let data = std::fs::read(&path).unwrap_or_default();
+                format!("file {mode:o} {}", blake3::hash(&data).to_hex())
+            };
+            out.insert(name, what);
+        }
+    }
+    out
+}
+
+/// Makes `a` and `b` known to each other and shares folder `id` (at `name` in each) between
+/// them. `b_port`, when given, is where `a` dials `b`.
+pub(crate) fn pair(a: &Device, b: &Device, b_port: Option<u16>) {
+    let (ia, ib) = (a.id(), b.id());
+    match b_port {
+        Some(port) => a.ok([
+            "device",
+            "add",
+            &ib,
+            "--address",
+            &format!("quic://127.0.0.1:{port}"),
+        ]),
+        None => a.ok(["device", "add", &ib]),
+    };
+    b.ok(["device", "add", &ia]);
+}

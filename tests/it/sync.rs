@@ -1,0 +1,167 @@
+//! Real daemons on loopback keep a folder identical.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+
+use crate::support::{Device, noise, pair, tree, wait_until};
+
+/// Two initialised devices with folder "docs" shared between them; `a` dials `b`.
+fn two_devices() -> (Device, Device, std::path::PathBuf, std::path::PathBuf) {
+    let (a, b) = (Device::init(), Device::init());
+    let root_a = a.add_folder("docs", "docs");
+    let root_b = b.add_folder("docs", "docs");
+    (a, b, root_a, root_b)
+}
+
+fn share(device: &Device, other: &Device) {
+    device.ok(["folder", "share", "docs", &other.id()]);
+    device.set_rescan_interval(1);
+}
+
+#[test]
+fn two_devices_sync_a_tree_and_every_kind_of_change() {
+    let (a, b, root_a, root_b) = two_devices();
+    fs::create_dir_all(root_a.join("dir/nested")).unwrap();
+    fs::write(root_a.join("dir/nested/file.txt"), b"nested").unwrap();
+    fs::write(root_a.join("empty"), b"").unwrap();
+    fs::write(root_a.join("big.bin"), noise(1, 3 << 20)).unwrap();
+    fs::write(root_a.join("private.txt"), b"secret").unwrap();
+    fs::set_permissions(
+        root_a.join("private.txt"),
+        fs::Permissions::from_mode(0o600),
+    )
+    .unwrap();
+    std::os::unix::fs::symlink("dir/nested/file.txt", root_a.join("link")).unwrap();
+
+    let running_b = b.serve();
+    pair(&a, &b, Some(running_b.port));
+    share(&a, &b);
+    share(&b, &a);
+    // b's configuration changed after it started: restart it to load it.
+    drop(running_b);
+    let running_b = b.serve();
+    pair_address(&a, &b, running_b.port);
+    let running_a = a.serve();
+
+    wait_until("b has a's tree", 30, || tree(&root_b) == tree(&root_a));
+    assert_eq!(tree(&root_b).len(), 7, "{:?}", tree(&root_b));
+
+    // Changes on b: edit, append, delete, rename, new directory, permission change.
+    fs::write(root_b.join("dir/nested/file.txt"), b"edited on b").unwrap();
+    let mut big = fs::read(root_b.join("big.bin")).unwrap();
+    big.extend_from_slice(&noise(2, 100_000));
+    fs::write(root_b.join("big.bin"), &big).unwrap();
+    fs::remove_file(root_b.join("empty")).unwrap();
+    fs::rename(root_b.join("private.txt"), root_b.join("renamed.txt")).unwrap();
+    fs::create_dir(root_b.join("newdir")).unwrap();
+    fs::write(root_b.join("newdir/x"), b"x").unwrap();
+    fs::set_permissions(root_b.join("dir"), fs::Permissions::from_mode(0o700)).unwrap();
+    wait_until("a has b's changes", 30, || tree(&root_a) == tree(&root_b));
+    assert!(!root_a.join("empty").exists());
+    assert_eq!(fs::read(root_a.join("big.bin")).unwrap(), big);
+
+    // A directory deleted on a disappears on b, contents first.
+    fs::remove_dir_all(root_a.join("dir")).unwrap();
+    wait_until("b deletes the directory", 30, || {
+        !root_b.join("dir").exists()
+    });
+    wait_until("trees equal again", 30, || tree(&root_a) == tree(&root_b));
+
+    // No temp files are left behind.
+    for (name, _) in tree(&root_b) {
+        assert!(!name.contains(".peerfold."), "temp file left: {name}");
+    }
+    assert!(running_a.stop().success());
+    assert!(running_b.stop().success(), "{}", b.log());
+}
+
+/// Points `a`'s entry for `b` at `b`'s current port.
+fn pair_address(a: &Device, b: &Device, port: u16) {
+    let path = a.home().join("config.toml");
+    let text = fs::read_to_string(&path).unwrap();
+    let id = b.id();
+    let mut out = String::new();
+    let mut in_b = false;
+    for line in text.lines() {
+        if line.starts_with("id = ") {
+            in_b = line.contains(&id);
+        }
+        if in_b && line.starts_with("addresses = ") {
+            out.push_str(&format!("addresses = [\"quic://127.0.0.1:{port}\"]\n"));
+            continue;
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    fs::write(path, out).unwrap();
+}
+
+#[test]
+fn an_unknown_device_is_recorded_as_pending_and_gets_nothing() {
+    let (a, c) = (Device::init(), Device::init());
+    let root_a = a.add_folder("docs", "docs");
+    fs::write(root_a.join("secret.txt"), b"not for c").unwrap();
+    let root_c = c.add_folder("docs", "docs");
+    let running_a = a.serve();
+    // c knows a; a does not know c.
+    c.ok([
+        "device",
+        "add",
+        &a.id(),
+        "--address",
+        &format!("quic://127.0.0.1:{}", running_a.port),
+    ]);
+    c.ok(["folder", "share", "docs", &a.id()]);
+    let _running_c = c.serve();
+    let c_id = c.id();
+    wait_until("a lists c as pending", 30, || {
+        a.ok(["device", "pending", "--json"]).contains(&c_id)
+    });
+    let pending: serde_json::Value =
+        serde_json::from_str(&a.ok(["device", "pending", "--json"])).unwrap();
+    assert_eq!(pending[0]["id"], c_id.as_str());
+    assert!(
+        pending[0]["address"]
+            .as_str()
+            .unwrap()
+            .starts_with("127.0.0.1:")
+    );
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    assert!(!root_c.join("secret.txt").exists(), "nothing is exchanged");
+    assert!(a.log().contains("unknown device"), "{}", a.log());
+}
+
+#[test]
+fn a_chain_of_three_carries_changes_end_to_end() {
+    // a <-> b <-> c: a and c only know b.
+    let (a, b, c) = (Device::init(), Device::init(), Device::init());
+    let roots: Vec<_> = [&a, &b, &c]
+        .iter()
+        .map(|d| d.add_folder("docs", "docs"))
+        .collect();
+    let running_b = {
+        pair(&a, &b, None);
+        pair(&c, &b, None);
+        for (x, y) in [(&a, &b), (&b, &a), (&b, &c), (&c, &b)] {
+            x.ok(["folder", "share", "docs", &y.id()]);
+            x.set_rescan_interval(1);
+        }
+        b.serve()
+    };
+    pair_address(&a, &b, running_b.port);
+    pair_address(&c, &b, running_b.port);
+    let _running_a = a.serve();
+    let _running_c = c.serve();
+    fs::write(roots[0].join("from-a.txt"), b"hello from a").unwrap();
+    fs::write(roots[2].join("from-c.txt"), b"hello from c").unwrap();
+    wait_until("c has a's file", 30, || {
+        roots[2].join("from-a.txt").exists()
+    });
+    wait_until("a has c's file", 30, || {
+        roots[0].join("from-c.txt").exists()
+    });
+    wait_until("all three equal", 30, || {
+        tree(&roots[0]) == tree(&roots[1]) && tree(&roots[1]) == tree(&roots[2])
+    });
+    drop(running_b);
+}
