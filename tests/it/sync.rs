@@ -165,3 +165,48 @@ fn a_chain_of_three_carries_changes_end_to_end() {
     });
     drop(running_b);
 }
+
+#[test]
+fn concurrent_edits_converge_with_a_conflict_copy_everywhere() {
+    let (a, b, root_a, root_b) = two_devices();
+    fs::write(root_a.join("notes.txt"), b"original").unwrap();
+    let running_b = b.serve();
+    pair(&a, &b, Some(running_b.port));
+    share(&a, &b);
+    share(&b, &a);
+    drop(running_b);
+    let running_b = b.serve();
+    pair_address(&a, &b, running_b.port);
+    let running_a = a.serve();
+    wait_until("b has notes.txt", 30, || tree(&root_b) == tree(&root_a));
+    assert!(running_a.stop().success());
+    assert!(running_b.stop().success());
+
+    // Both edit while apart; b's edit is the later one and wins.
+    fs::write(root_a.join("notes.txt"), b"edited on a").unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    fs::write(root_b.join("notes.txt"), b"edited on b, later").unwrap();
+
+    let running_b = b.serve();
+    pair_address(&a, &b, running_b.port);
+    let _running_a = a.serve();
+    wait_until("both converge with a conflict copy", 40, || {
+        let (ta, tb) = (tree(&root_a), tree(&root_b));
+        ta == tb && ta.keys().any(|k| k.contains(".sync-conflict-"))
+    });
+    let names: Vec<String> = tree(&root_a).into_keys().collect();
+    assert_eq!(names.len(), 2, "{names:?}");
+    assert_eq!(
+        fs::read(root_a.join("notes.txt")).unwrap(),
+        b"edited on b, later"
+    );
+    let copy = names
+        .iter()
+        .find(|n| n.contains(".sync-conflict-"))
+        .unwrap();
+    assert!(
+        copy.starts_with("notes.sync-conflict-") && copy.ends_with(".txt"),
+        "{copy}"
+    );
+    assert_eq!(fs::read(root_b.join(copy)).unwrap(), b"edited on a");
+}

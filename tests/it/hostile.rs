@@ -1,0 +1,210 @@
+//! A hostile peer, written with the protocol crate and quinn, against a real daemon.
+
+use std::fs;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use bytes::BytesMut;
+use peerfold_protocol::DeviceId;
+use peerfold_protocol::framing::FrameCodec;
+use peerfold_protocol::identity::Identity;
+use peerfold_protocol::tls::{self, PeerPolicy};
+use peerfold_protocol::wire::{self, message::Body};
+
+use crate::support::{Device, wait_until};
+
+async fn send(stream: &mut quinn::SendStream, body: Body) {
+    let mut buf = BytesMut::new();
+    FrameCodec::default()
+        .encode(&wire::Message { body: Some(body) }, &mut buf)
+        .unwrap();
+    stream.write_all(&buf).await.unwrap();
+}
+
+async fn next(stream: &mut quinn::RecvStream, buf: &mut BytesMut) -> Option<wire::Message> {
+    let codec = FrameCodec::default();
+    loop {
+        if let Some(message) = codec.decode(buf).unwrap() {
+            return Some(message);
+        }
+        let mut chunk = vec![0u8; 64 * 1024];
+        match stream.read(&mut chunk).await.ok()? {
+            Some(n) => buf.extend_from_slice(&chunk[..n]),
+            None => return None,
+        }
+    }
+}
+
+fn file(name: &str, data: &[u8]) -> wire::FileInfo {
+    wire::FileInfo {
+        name: name.into(),
+        kind: wire::FileKind::File as i32,
+        size: data.len() as u64,
+        permissions: 0o644,
+        modified_s: 1_700_000_000,
+        sequence: 1,
+        version: Some(wire::Vector {
+            counters: vec![wire::Counter { id: 99, value: 1 }],
+        }),
+        blocks: if data.is_empty() {
+            vec![]
+        } else {
+            vec![wire::BlockInfo {
+                offset: 0,
+                size: data.len() as u32,
+                hash: blake3::hash(data).as_bytes().to_vec(),
+            }]
+        },
+        modified_by: 99,
+        ..Default::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_names_are_refused_and_a_bad_block_is_fetched_again() {
+    let evil = Identity::generate().unwrap();
+    let evil_id = evil.device_id();
+    let a = Device::init();
+    let root = a.add_folder("docs", "docs");
+    let outside = a.path("outside");
+    fs::create_dir(&outside).unwrap();
+    a.ok(["device", "add", &evil_id.to_string()]);
+    a.ok(["folder", "share", "docs", &evil_id.to_string()]);
+    let running = a.serve();
+    let a_id: DeviceId = a.id().parse().unwrap();
+
+    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(Arc::new(
+        tls::client_config(&evil, PeerPolicy::only(a_id)).unwrap(),
+    ))
+    .unwrap();
+    let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(crypto)));
+    let connection = endpoint
+        .connect(
+            format!("127.0.0.1:{}", running.port).parse().unwrap(),
+            "peerfold",
+        )
+        .unwrap()
+        .await
+        .unwrap();
+    let (mut tx, mut rx) = connection.open_bi().await.unwrap();
+    send(
+        &mut tx,
+        Body::Hello(wire::Hello {
+            device_name: "evil".into(),
+            client_name: "test".into(),
+            client_version: "0".into(),
+        }),
+    )
+    .await;
+    send(
+        &mut tx,
+        Body::ClusterConfig(wire::ClusterConfig {
+            folders: vec![wire::Folder {
+                id: "docs".into(),
+                devices: vec![wire::FolderDevice {
+                    id: evil_id.as_bytes().to_vec(),
+                    index_id: 1,
+                    max_sequence: 9,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        }),
+    )
+    .await;
+    let mut buf = BytesMut::new();
+    assert!(matches!(
+        next(&mut rx, &mut buf).await.unwrap().body,
+        Some(Body::Hello(_))
+    ));
+
+    // Serve blocks: the first answer for ok.txt is garbage, later ones are right.
+    let good = b"the right content".to_vec();
+    let asked = Arc::new(AtomicUsize::new(0));
+    let server = {
+        let (connection, good, asked) = (connection.clone(), good.clone(), asked.clone());
+        tokio::spawn(async move {
+            while let Ok((mut tx, mut rx)) = connection.accept_bi().await {
+                let mut buf = BytesMut::new();
+                let Some(wire::Message {
+                    body: Some(Body::Request(request)),
+                }) = next(&mut rx, &mut buf).await
+                else {
+                    continue;
+                };
+                let n = asked.fetch_add(1, Ordering::SeqCst);
+                let data = if n == 0 {
+                    b"THE WRONG CONTENT".to_vec()
+                } else {
+                    good.clone()
+                };
+                send(
+                    &mut tx,
+                    Body::Response(wire::Response {
+                        id: request.id,
+                        data,
+                        code: 0,
+                    }),
+                )
+                .await;
+                let _ = tx.finish();
+            }
+        })
+    };
+
+    let mut link = file("link", b"");
+    link.kind = wire::FileKind::Symlink as i32;
+    link.symlink_target = outside.to_string_lossy().into_owned();
+    let files = vec![
+        file("../escape", b"x"),
+        file("/etc/escape", b"x"),
+        file("a/../../escape", b"x"),
+        file("nul\0name", b"x"),
+        file(".peerfold/evil", b"x"),
+        link,
+        file("link/through-symlink", b"x"),
+        file("ok.txt", &good),
+    ];
+    send(
+        &mut tx,
+        Body::Index(wire::Index {
+            folder: "docs".into(),
+            files,
+        }),
+    )
+    .await;
+
+    let ok = root.join("ok.txt");
+    let got = tokio::task::spawn_blocking(move || {
+        wait_until("ok.txt arrives with the right content", 40, || {
+            fs::read(&ok).is_ok_and(|data| data == b"the right content")
+        });
+    })
+    .await;
+    got.unwrap();
+    assert!(
+        asked.load(Ordering::SeqCst) >= 2,
+        "the bad block was fetched again"
+    );
+    assert_eq!(
+        fs::read_dir(&outside).unwrap().count(),
+        0,
+        "nothing written outside"
+    );
+    assert!(!a.path("escape").exists());
+    assert!(!root.join(".peerfold/evil").exists());
+    assert!(
+        fs::symlink_metadata(root.join("link"))
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+    let log = a.log();
+    assert!(log.contains("refused an index entry"), "{log}");
+    assert!(log.contains("failed its hash"), "{log}");
+    assert!(log.contains("symlink"), "{log}");
+    server.abort();
+    connection.close(0u32.into(), b"done");
+    drop(running);
+}
