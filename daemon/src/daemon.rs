@@ -148,6 +148,9 @@ impl Daemon {
         for folder in shared.folders.values() {
             let id = folder.config.id.clone();
             shared.tasks.spawn(scan_loop(shared.clone(), id.clone()));
+            shared
+                .tasks
+                .spawn(crate::watch::run(shared.clone(), id.clone()));
             shared.tasks.spawn(puller::run(shared.clone(), id));
         }
         for endpoint in &endpoints {

@@ -23,3 +23,4 @@ mod puller;
 pub mod scanner;
 pub mod store;
 pub mod sync;
+mod watch;

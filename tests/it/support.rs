@@ -210,17 +210,6 @@ impl Device {
         std::fs::read_to_string(self.path("serve.log")).unwrap_or_default()
     }
 
-    /// Sets how often the daemon rescans its folders (seconds).
-    pub(crate) fn set_rescan_interval(&self, seconds: u64) {
-        let path = self.home().join("config.toml");
-        let text = std::fs::read_to_string(&path).unwrap();
-        let text = text.replace(
-            "rescan_interval_s = 3600",
-            &format!("rescan_interval_s = {seconds}"),
-        );
-        std::fs::write(path, text).unwrap();
-    }
-
     pub(crate) fn id(&self) -> String {
         self.ok(["id"]).trim().to_owned()
     }
@@ -323,4 +312,28 @@ pub(crate) fn pair(a: &Device, b: &Device, b_port: Option<u16>) {
         None => a.ok(["device", "add", &ib]),
     };
     b.ok(["device", "add", &ia]);
+}
+
+/// Waits until the two folders hold the same tree; on timeout the failure shows both trees
+/// and the daemons' logs.
+pub(crate) fn wait_for_same_tree(
+    what: &str,
+    seconds: u64,
+    a: (&Path, &Device),
+    b: (&Path, &Device),
+) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(seconds);
+    while std::time::Instant::now() < deadline {
+        if tree(a.0) == tree(b.0) {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    panic!(
+        "timed out waiting for: {what}\n--- a: {:#?}\n--- b: {:#?}\n--- a's log:\n{}\n--- b's log:\n{}",
+        tree(a.0),
+        tree(b.0),
+        a.1.log(),
+        b.1.log()
+    );
 }

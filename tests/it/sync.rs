@@ -3,7 +3,7 @@
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 
-use crate::support::{Device, noise, pair, tree, wait_until};
+use crate::support::{Device, noise, pair, tree, wait_for_same_tree, wait_until};
 
 /// Two initialised devices with folder "docs" shared between them; `a` dials `b`.
 fn two_devices() -> (Device, Device, std::path::PathBuf, std::path::PathBuf) {
@@ -13,9 +13,10 @@ fn two_devices() -> (Device, Device, std::path::PathBuf, std::path::PathBuf) {
     (a, b, root_a, root_b)
 }
 
+/// Shares "docs" with `other`. Rescans stay at the default hour: changes must arrive through
+/// file-system notifications.
 fn share(device: &Device, other: &Device) {
     device.ok(["folder", "share", "docs", &other.id()]);
-    device.set_rescan_interval(1);
 }
 
 #[test]
@@ -43,7 +44,7 @@ fn two_devices_sync_a_tree_and_every_kind_of_change() {
     pair_address(&a, &b, running_b.port);
     let running_a = a.serve();
 
-    wait_until("b has a's tree", 30, || tree(&root_b) == tree(&root_a));
+    wait_for_same_tree("b has a's tree", 30, (&root_a, &a), (&root_b, &b));
     assert_eq!(tree(&root_b).len(), 7, "{:?}", tree(&root_b));
 
     // Changes on b: edit, append, delete, rename, new directory, permission change.
@@ -56,7 +57,7 @@ fn two_devices_sync_a_tree_and_every_kind_of_change() {
     fs::create_dir(root_b.join("newdir")).unwrap();
     fs::write(root_b.join("newdir/x"), b"x").unwrap();
     fs::set_permissions(root_b.join("dir"), fs::Permissions::from_mode(0o700)).unwrap();
-    wait_until("a has b's changes", 30, || tree(&root_a) == tree(&root_b));
+    wait_for_same_tree("a has b's changes", 30, (&root_a, &a), (&root_b, &b));
     assert!(!root_a.join("empty").exists());
     assert_eq!(fs::read(root_a.join("big.bin")).unwrap(), big);
 
@@ -65,7 +66,7 @@ fn two_devices_sync_a_tree_and_every_kind_of_change() {
     wait_until("b deletes the directory", 30, || {
         !root_b.join("dir").exists()
     });
-    wait_until("trees equal again", 30, || tree(&root_a) == tree(&root_b));
+    wait_for_same_tree("trees equal again", 30, (&root_a, &a), (&root_b, &b));
 
     // No temp files are left behind.
     for (name, _) in tree(&root_b) {
@@ -144,7 +145,6 @@ fn a_chain_of_three_carries_changes_end_to_end() {
         pair(&c, &b, None);
         for (x, y) in [(&a, &b), (&b, &a), (&b, &c), (&c, &b)] {
             x.ok(["folder", "share", "docs", &y.id()]);
-            x.set_rescan_interval(1);
         }
         b.serve()
     };
