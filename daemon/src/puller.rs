@@ -28,6 +28,8 @@ use crate::sync::needed_actions;
 
 /// How often the puller looks again on its own (peers that came and went, failed blocks).
 const RETRY_EVERY: Duration = Duration::from_secs(10);
+/// Block requests in flight per file being pulled.
+const REQUESTS_IN_FLIGHT: usize = 32;
 
 /// Why one action failed; the puller goes on with the others and retries later.
 #[derive(Debug, thiserror::Error)]
@@ -256,19 +258,36 @@ async fn fetch(
         .create(true)
         .truncate(false)
         .open(&temp)?;
-    for block in &target.blocks {
-        // Blocks already in the temp file (an interrupted earlier attempt) are kept.
+    // Blocks already in the temp file (an interrupted earlier attempt) are kept; blocks
+    // held by local files are copied; the rest are requested from peers, many at a time,
+    // spread over the peers that have this version.
+    let sources = Arc::new(sources.to_vec());
+    let mut requests = tokio::task::JoinSet::new();
+    for (index, block) in target.blocks.iter().enumerate() {
         let mut existing = vec![0u8; block.size as usize];
         if file.read_exact_at(&mut existing, block.offset).is_ok()
             && blake3::hash(&existing) == block.hash
         {
             continue;
         }
-        let data = match local_copy(shared, block).await {
-            Some(data) => data,
-            None => from_peers(shared, folder, target, sources, *block).await?,
-        };
-        file.write_all_at(&data, block.offset)?;
+        if let Some(data) = local_copy(shared, block).await {
+            file.write_all_at(&data, block.offset)?;
+            continue;
+        }
+        while requests.len() >= REQUESTS_IN_FLIGHT {
+            write_fetched(&file, requests.join_next().await)?;
+        }
+        requests.spawn(from_peers(
+            shared.clone(),
+            folder.config.id.clone(),
+            target.name.clone(),
+            sources.clone(),
+            index,
+            *block,
+        ));
+    }
+    while let Some(result) = requests.join_next().await {
+        write_fetched(&file, Some(result))?;
     }
     file.set_len(target.size)?;
     file.sync_all()?;
@@ -297,23 +316,44 @@ async fn local_copy(shared: &Arc<Shared>, block: &Block) -> Option<Vec<u8>> {
     None
 }
 
+/// What a block request task ends with.
+type Fetched = Result<Result<(Block, Vec<u8>), PullError>, tokio::task::JoinError>;
+
+/// Writes a fetched block where it belongs.
+fn write_fetched(file: &File, result: Option<Fetched>) -> Result<(), PullError> {
+    match result {
+        Some(Ok(Ok((block, data)))) => Ok(file.write_all_at(&data, block.offset)?),
+        Some(Ok(Err(e))) => Err(e),
+        Some(Err(e)) => Err(PullError::Io(std::io::Error::other(e))),
+        None => Ok(()),
+    }
+}
+
 /// A block from the connected peers that have this version, checked against its hash; a
-/// peer whose data fails the check is not asked again for it.
+/// peer whose data fails the check is not asked again for it. Block `index` picks the peer
+/// to ask first, so requests spread over all sources.
 async fn from_peers(
-    shared: &Arc<Shared>,
-    folder: &Folder,
-    target: &FileEntry,
-    sources: &[DeviceId],
+    shared: Arc<Shared>,
+    folder_id: String,
+    name: String,
+    sources: Arc<Vec<DeviceId>>,
+    index: usize,
     block: Block,
-) -> Result<Vec<u8>, PullError> {
-    for device in sources {
+) -> Result<(Block, Vec<u8>), PullError> {
+    let count = sources.len().max(1);
+    for device in sources
+        .iter()
+        .cycle()
+        .skip(index % count)
+        .take(sources.len())
+    {
         let Some(connection) = shared.connection(*device) else {
             continue;
         };
-        match request_block(&connection, &folder.config.id, &target.name, block).await {
-            Ok(data) if blake3::hash(&data) == block.hash => return Ok(data),
+        match request_block(&connection, &folder_id, &name, block).await {
+            Ok(data) if blake3::hash(&data) == block.hash => return Ok((block, data)),
             Ok(_) => {
-                warn!(device = %device.short(), name = %target.name, offset = block.offset, "block failed its hash; discarded")
+                warn!(device = %device.short(), %name, offset = block.offset, "block failed its hash; discarded")
             }
             Err(e) => debug!(device = %device.short(), error = %e, "block request failed"),
         }
