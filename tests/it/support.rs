@@ -216,6 +216,12 @@ impl Device {
 }
 
 impl Running {
+    /// Kills the daemon with SIGKILL: no cleanup of any kind.
+    pub(crate) fn kill(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
     /// Stops the daemon with SIGTERM and waits for it.
     pub(crate) fn stop(mut self) -> std::process::ExitStatus {
         self.terminate()

@@ -374,13 +374,16 @@ async fn answer(shared: &Arc<Shared>, peer: DeviceId, request: wire::Request) ->
         return refuse(wire::ErrorCode::NoSuchFile);
     };
     match read_block(folder, &request.name, block).await {
-        Some(data) => wire::Message {
-            body: Some(Body::Response(wire::Response {
-                id,
-                data,
-                code: wire::ErrorCode::None as i32,
-            })),
-        },
+        Some(data) => {
+            debug!(device = %peer.short(), name = %request.name, offset = block.offset, "served block");
+            wire::Message {
+                body: Some(Body::Response(wire::Response {
+                    id,
+                    data,
+                    code: wire::ErrorCode::None as i32,
+                })),
+            }
+        }
         None => refuse(wire::ErrorCode::NoSuchFile),
     }
 }
