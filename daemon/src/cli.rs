@@ -62,6 +62,11 @@ enum Command {
         #[arg(long = "listen", value_name = "ADDRESS")]
         listen: Vec<String>,
     },
+    /// Show what the running daemon is doing: folders and devices.
+    Status {
+        #[command(flatten)]
+        format: Format,
+    },
     /// List a folder's index entries, tombstones included.
     Ls {
         /// The folder.
@@ -146,6 +151,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Scan { folder, format } => scan(&home, folder, format.json, &mut out),
         Command::Ls { folder, format } => ls(&home, &folder, format.json, &mut out),
         Command::Serve { listen } => serve(&home, listen, &mut out),
+        Command::Status { format } => status(&home, format.json, &mut out),
     }
 }
 
@@ -430,6 +436,62 @@ async fn wait_for_stop_signal() -> Result<()> {
     tokio::select! {
         result = tokio::signal::ctrl_c() => result.context("waiting for Ctrl-C")?,
         _ = terminate.recv() => {}
+    }
+    Ok(())
+}
+
+fn status(home: &Home, json: bool, out: &mut impl Write) -> Result<()> {
+    use std::io::Read;
+    let path = crate::status::socket_path(home);
+    let mut stream = std::os::unix::net::UnixStream::connect(&path).with_context(|| {
+        format!(
+            "the daemon is not running (cannot connect to {})",
+            path.display()
+        )
+    })?;
+    let mut text = String::new();
+    stream
+        .read_to_string(&mut text)
+        .context("reading the daemon's status")?;
+    let report: serde_json::Value = serde_json::from_str(&text).context("the daemon's status")?;
+    if json {
+        output::json_line(out, &report)?;
+        return Ok(());
+    }
+    writeln!(out, "Device {}", report["id"].as_str().unwrap_or_default())?;
+    for f in report["folders"].as_array().into_iter().flatten() {
+        writeln!(
+            out,
+            "folder {:<16} {:<9} local {} files / {} B, global {} files / {} B, need {} files / {} B{}",
+            f["id"].as_str().unwrap_or_default(),
+            f["state"].as_str().unwrap_or_default(),
+            f["local"]["files"],
+            f["local"]["bytes"],
+            f["global"]["files"],
+            f["global"]["bytes"],
+            f["need"]["files"],
+            f["need"]["bytes"],
+            match f["error"].as_str() {
+                Some(e) if !e.is_empty() => format!(" ({e})"),
+                _ => String::new(),
+            }
+        )?;
+    }
+    for d in report["devices"].as_array().into_iter().flatten() {
+        writeln!(
+            out,
+            "device {} {:<12} {} {} in {} B, out {} B",
+            d["id"].as_str().unwrap_or_default(),
+            d["name"].as_str().unwrap_or_default(),
+            if d["connected"] == true {
+                "connected   "
+            } else {
+                "disconnected"
+            },
+            d["address"].as_str().unwrap_or("-"),
+            d["inBytes"],
+            d["outBytes"],
+        )?;
     }
     Ok(())
 }

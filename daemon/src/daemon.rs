@@ -51,6 +51,29 @@ pub(crate) struct Folder {
     pub(crate) pull: Notify,
     /// Woken when the folder should be rescanned.
     pub(crate) rescan: Notify,
+    /// What the folder is doing, for `peerfold status`.
+    pub(crate) state: Mutex<FolderState>,
+}
+
+/// What a folder is doing.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) enum FolderState {
+    #[default]
+    Idle,
+    Scanning,
+    Syncing,
+    /// The last scan or pull failed as a whole (for example, the root is missing).
+    Error(String),
+}
+
+impl Folder {
+    pub(crate) fn set_state(&self, state: FolderState) {
+        *self.state.lock().unwrap_or_else(|p| p.into_inner()) = state;
+    }
+
+    pub(crate) fn state(&self) -> FolderState {
+        self.state.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
 }
 
 /// State shared by the daemon's tasks.
@@ -131,6 +154,7 @@ impl Daemon {
                     idx,
                     pull: Notify::new(),
                     rescan: Notify::new(),
+                    state: Mutex::new(FolderState::Idle),
                 },
             );
         }
@@ -157,6 +181,16 @@ impl Daemon {
             shared
                 .tasks
                 .spawn(net::accept_loop(shared.clone(), endpoint.clone()));
+        }
+        match crate::status::bind(home) {
+            Ok(listener) => {
+                shared.tasks.spawn(crate::status::serve(
+                    shared.clone(),
+                    listener,
+                    crate::status::socket_path(home),
+                ));
+            }
+            Err(e) => warn!(error = %e, "no status socket; `peerfold status` will not work"),
         }
         if let Some(endpoint) = endpoints.first() {
             for device in &config.devices {
@@ -236,8 +270,20 @@ pub(crate) fn scan_now(shared: &Shared, folder_id: &str) -> Result<bool, scanner
         return Ok(false);
     };
     let root: PathBuf = folder.config.path.clone();
+    folder.set_state(FolderState::Scanning);
     let mut store = shared.store();
-    let report = scanner::scan_folder(&mut store, folder_id, &root, shared.me.short(), |_| {})?;
+    let report = scanner::scan_folder(&mut store, folder_id, &root, shared.me.short(), |_| {});
+    drop(store);
+    let report = match report {
+        Ok(report) => {
+            folder.set_state(FolderState::Idle);
+            report
+        }
+        Err(e) => {
+            folder.set_state(FolderState::Error(e.to_string()));
+            return Err(e);
+        }
+    };
     for issue in &report.issues {
         warn!(folder = %folder_id, name = %issue.name, problem = %issue.message, "scan");
     }

@@ -21,6 +21,7 @@ mod net;
 pub mod planner;
 mod puller;
 pub mod scanner;
+mod status;
 pub mod store;
 pub mod sync;
 mod watch;

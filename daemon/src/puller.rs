@@ -17,7 +17,7 @@ use peerfold_protocol::DeviceId;
 use peerfold_protocol::chunking::Block;
 use tracing::{debug, info, warn};
 
-use crate::daemon::{Folder, Shared};
+use crate::daemon::{Folder, FolderState, Shared};
 use crate::index::{FileEntry, FileKind};
 use crate::names;
 use crate::net::session::{read_block, request_block};
@@ -72,6 +72,9 @@ pub(crate) async fn run(shared: Arc<Shared>, folder_id: String) {
             }
         };
         let mut rescan = false;
+        if !actions.is_empty() {
+            folder.set_state(FolderState::Syncing);
+        }
         for action in actions {
             if shared.cancel.is_cancelled() {
                 return;
@@ -85,6 +88,9 @@ pub(crate) async fn run(shared: Arc<Shared>, folder_id: String) {
                 Err(PullError::ChangedLocally(_)) => rescan = true,
                 Err(e) => warn!(folder = %folder_id, %name, error = %e, "pull failed"),
             }
+        }
+        if folder.state() == FolderState::Syncing {
+            folder.set_state(FolderState::Idle);
         }
         if rescan {
             folder.rescan.notify_one();

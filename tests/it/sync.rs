@@ -46,6 +46,20 @@ fn two_devices_sync_a_tree_and_every_kind_of_change() {
 
     wait_for_same_tree("b has a's tree", 30, (&root_a, &a), (&root_b, &b));
     assert_eq!(tree(&root_b).len(), 7, "{:?}", tree(&root_b));
+    wait_until("b reports the folder in sync", 30, || {
+        let status: serde_json::Value = serde_json::from_str(&b.ok(["status", "--json"])).unwrap();
+        status["folders"][0]["need"]["files"] == 0 && status["folders"][0]["state"] == "idle"
+    });
+    let status: serde_json::Value = serde_json::from_str(&b.ok(["status", "--json"])).unwrap();
+    let folder = &status["folders"][0];
+    assert_eq!(folder["id"], "docs");
+    assert_eq!(folder["local"]["files"], 7, "{status}");
+    assert_eq!(folder["global"], folder["local"], "{status}");
+    let device = &status["devices"][0];
+    assert_eq!(device["id"], a.id().as_str());
+    assert_eq!(device["connected"], true);
+    assert!(device["inBytes"].as_u64().unwrap() > 3 << 20, "{status}");
+    assert!(b.ok(["status"]).contains("connected"));
 
     // Changes on b: edit, append, delete, rename, new directory, permission change.
     fs::write(root_b.join("dir/nested/file.txt"), b"edited on b").unwrap();
@@ -74,6 +88,8 @@ fn two_devices_sync_a_tree_and_every_kind_of_change() {
     }
     assert!(running_a.stop().success());
     assert!(running_b.stop().success(), "{}", b.log());
+    let stderr = b.fails(1, ["status"]);
+    assert!(stderr.contains("not running"), "{stderr}");
 }
 
 /// Points `a`'s entry for `b` at `b`'s current port.
