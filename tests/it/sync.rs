@@ -284,3 +284,82 @@ fn a_daemon_killed_mid_transfer_resumes_and_leaves_nothing_behind() {
         "{served} requests for {blocks} blocks"
     );
 }
+
+/// Two devices with "docs" of the given types, synced once (a's file reached b).
+fn typed_pair(
+    type_a: &str,
+    type_b: &str,
+) -> (
+    Device,
+    Device,
+    std::path::PathBuf,
+    std::path::PathBuf,
+    [crate::support::Running; 2],
+) {
+    let (a, b, root_a, root_b) = two_devices();
+    for (device, folder_type) in [(&a, type_a), (&b, type_b)] {
+        let path = device.home().join("config.toml");
+        let text = fs::read_to_string(&path).unwrap();
+        fs::write(
+            &path,
+            text.replace(
+                "type = \"sendreceive\"",
+                &format!("type = \"{folder_type}\""),
+            ),
+        )
+        .unwrap();
+    }
+    fs::write(root_a.join("from-a.txt"), b"a's version").unwrap();
+    let running_b = b.serve();
+    pair(&a, &b, Some(running_b.port));
+    share(&a, &b);
+    share(&b, &a);
+    drop(running_b);
+    let running_b = b.serve();
+    pair_address(&a, &b, running_b.port);
+    let running_a = a.serve();
+    wait_for_same_tree("b receives a's file", 30, (&root_a, &a), (&root_b, &b));
+    (a, b, root_a, root_b, [running_a, running_b])
+}
+
+/// Edits on `device` that must be noticed there (two local files afterwards).
+fn edit_locally(device: &Device, root: &std::path::Path) {
+    fs::write(root.join("from-a.txt"), b"local edit").unwrap();
+    fs::write(root.join("only-here.txt"), b"new here").unwrap();
+    wait_until("the local change is indexed", 30, || {
+        let status: serde_json::Value =
+            serde_json::from_str(&device.ok(["status", "--json"])).unwrap();
+        status["folders"][0]["local"]["files"] == 2
+    });
+    // Give a wrongly propagating change time to show up before checking it did not.
+    std::thread::sleep(std::time::Duration::from_secs(3));
+}
+
+#[test]
+fn a_receive_only_folder_keeps_its_local_changes_to_itself() {
+    let (a, b, root_a, root_b, _running) = typed_pair("sendreceive", "receiveonly");
+    edit_locally(&b, &root_b);
+    assert_eq!(fs::read(root_a.join("from-a.txt")).unwrap(), b"a's version");
+    assert!(!root_a.join("only-here.txt").exists());
+    assert_eq!(fs::read(root_b.join("from-a.txt")).unwrap(), b"local edit");
+    // a's new changes still reach b.
+    fs::write(root_a.join("second.txt"), b"more from a").unwrap();
+    wait_until("b receives a's second file", 30, || {
+        root_b.join("second.txt").exists()
+    });
+    drop(a);
+}
+
+#[test]
+fn a_send_only_folder_never_takes_remote_changes() {
+    let (a, b, root_a, root_b, _running) = typed_pair("sendonly", "sendreceive");
+    edit_locally(&b, &root_b);
+    assert_eq!(fs::read(root_a.join("from-a.txt")).unwrap(), b"a's version");
+    assert!(!root_a.join("only-here.txt").exists());
+    // a's own changes still go out.
+    fs::write(root_a.join("second.txt"), b"more from a").unwrap();
+    wait_until("b receives a's second file", 30, || {
+        root_b.join("second.txt").exists()
+    });
+    drop((a, b));
+}

@@ -226,8 +226,14 @@ async fn send_index(
         };
         let mut files = Vec::new();
         let mut bytes = 0;
+        let receive_only = folder.config.folder_type == FolderType::ReceiveOnly;
         for entry in &batch {
-            let info = entry.to_wire();
+            let mut info = entry.to_wire();
+            // A receive-only folder's own changes are announced as invalid: peers never take
+            // them as the truth (Syncthing's "local receive-only" flag does the same).
+            if receive_only && entry.modified_by == shared.me.short() {
+                info.invalid = true;
+            }
             bytes += info.encoded_len();
             if bytes > BATCH_BYTES && !files.is_empty() {
                 break;
