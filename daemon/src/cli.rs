@@ -223,6 +223,8 @@ fn folder(home: &Home, command: FolderCommand, out: &mut impl Write) -> Result<(
                 folder_type,
                 devices: Vec::new(),
                 rescan_interval_s: 3600,
+                versioning: true,
+                versions_max_age_days: 30,
             });
             home.save_config(&config)?;
             writeln!(out, "Added folder {id:?} at {}", root.display())?;

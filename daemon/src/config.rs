@@ -107,6 +107,12 @@ pub struct FolderConfig {
     /// Seconds between full rescans while the daemon runs (Syncthing's rescanIntervalS).
     #[serde(default = "default_rescan_interval")]
     pub rescan_interval_s: u64,
+    /// Keep files that sync replaces or deletes in `.peerfold/versions/` (trash-can style).
+    #[serde(default = "default_true")]
+    pub versioning: bool,
+    /// Days a kept version stays before it is cleaned out (0: forever).
+    #[serde(default = "default_versions_max_age")]
+    pub versions_max_age_days: u64,
 }
 
 /// One known device.
@@ -300,6 +306,14 @@ fn default_listen() -> Vec<String> {
 
 fn default_api_address() -> String {
     DEFAULT_API_ADDRESS.to_owned()
+}
+
+fn default_true() -> bool {
+    true
+}
+
+fn default_versions_max_age() -> u64 {
+    30
 }
 
 fn default_rescan_interval() -> u64 {

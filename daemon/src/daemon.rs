@@ -245,6 +245,11 @@ async fn scan_loop(shared: Arc<Shared>, folder_id: String) {
     };
     let interval = Duration::from_secs(folder.config.rescan_interval_s.max(1));
     loop {
+        match puller::clean_versions(folder) {
+            Ok(0) => {}
+            Ok(n) => info!(folder = %folder_id, removed = n, "cleaned out old versions"),
+            Err(e) => warn!(folder = %folder_id, error = %e, "cleaning versions"),
+        }
         let (shared2, id) = (shared.clone(), folder_id.clone());
         let result = tokio::task::spawn_blocking(move || scan_now(&shared2, &id)).await;
         match result {

@@ -30,6 +30,8 @@ use crate::sync::needed_actions;
 const RETRY_EVERY: Duration = Duration::from_secs(10);
 /// Block requests in flight per file being pulled.
 const REQUESTS_IN_FLIGHT: usize = 32;
+/// Where replaced and deleted files are kept, inside the folder's marker directory.
+pub(crate) const VERSIONS_DIR: &str = "versions";
 
 /// Why one action failed; the puller goes on with the others and retries later.
 #[derive(Debug, thiserror::Error)]
@@ -156,6 +158,7 @@ async fn execute_target(
         fs::create_dir_all(parent)?;
     }
     let inode = if target.deleted {
+        keep_version(folder, &target.name, &path)?;
         remove(&path)?;
         0
     } else {
@@ -236,6 +239,58 @@ fn check_unchanged(path: &Path, local: Option<&FileEntry>) -> Result<(), PullErr
     }
 }
 
+/// Moves a file that sync is about to replace or delete to `.peerfold/versions/NAME`
+/// (trash-can style: the newest replaced version of each name), when the folder keeps
+/// versions. Directories and symlinks are not kept.
+fn keep_version(folder: &Folder, name: &str, path: &Path) -> Result<(), PullError> {
+    if !folder.config.versioning || !fs::symlink_metadata(path).is_ok_and(|m| m.is_file()) {
+        return Ok(());
+    }
+    let versions = folder
+        .config
+        .path
+        .join(crate::scanner::MARKER_DIR)
+        .join(VERSIONS_DIR);
+    let kept = names::join(&versions, name)?;
+    if let Some(parent) = kept.parent() {
+        fs::create_dir_all(parent)?;
+    }
+    fs::rename(path, &kept)?;
+    debug!(folder = %folder.config.id, %name, "kept the replaced version");
+    Ok(())
+}
+
+/// Deletes kept versions older than the folder's maximum age.
+pub(crate) fn clean_versions(folder: &Folder) -> std::io::Result<u64> {
+    let max_age = folder.config.versions_max_age_days;
+    if max_age == 0 {
+        return Ok(0);
+    }
+    let cutoff = SystemTime::now() - Duration::from_secs(max_age * 86_400);
+    let root = folder
+        .config
+        .path
+        .join(crate::scanner::MARKER_DIR)
+        .join(VERSIONS_DIR);
+    let mut removed = 0;
+    let mut stack = vec![root];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let meta = entry.metadata()?;
+            if meta.is_dir() {
+                stack.push(entry.path());
+            } else if meta.modified().is_ok_and(|m| m < cutoff) {
+                fs::remove_file(entry.path())?;
+                removed += 1;
+            }
+        }
+    }
+    Ok(removed)
+}
+
 fn remove(path: &Path) -> std::io::Result<()> {
     match fs::symlink_metadata(path) {
         Ok(meta) if meta.is_dir() => fs::remove_dir(path),
@@ -299,6 +354,7 @@ async fn fetch(
     file.sync_all()?;
     finish_metadata(&file, target)?;
     drop(file);
+    keep_version(folder, &target.name, path)?;
     fs::rename(&temp, path)?;
     if let Some(dir) = path.parent() {
         File::open(dir)?.sync_all()?;

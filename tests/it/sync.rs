@@ -74,6 +74,17 @@ fn two_devices_sync_a_tree_and_every_kind_of_change() {
     wait_for_same_tree("a has b's changes", 30, (&root_a, &a), (&root_b, &b));
     assert!(!root_a.join("empty").exists());
     assert_eq!(fs::read(root_a.join("big.bin")).unwrap(), big);
+    // What sync replaced or deleted on a is kept in a's versions directory.
+    let versions = root_a.join(".peerfold/versions");
+    assert_eq!(
+        fs::read(versions.join("dir/nested/file.txt")).unwrap(),
+        b"nested"
+    );
+    assert!(versions.join("empty").exists());
+    assert!(
+        versions.join("private.txt").exists(),
+        "renamed away = deleted here"
+    );
 
     // A directory deleted on a disappears on b, contents first.
     fs::remove_dir_all(root_a.join("dir")).unwrap();
