@@ -7,6 +7,7 @@
 //! the directory fsynced. Names are validated and parents that are symlinks are refused, so
 //! nothing is written outside the folder root.
 
+use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::os::unix::fs::{FileExt, MetadataExt, PermissionsExt};
 use std::path::Path;
@@ -323,6 +324,7 @@ async fn fetch(
     // held by local files are copied; the rest are requested from peers, many at a time,
     // spread over the peers that have this version.
     let sources = Arc::new(sources.to_vec());
+    let mut block_maps = BlockMaps::new();
     let mut requests = tokio::task::JoinSet::new();
     for (index, block) in target.blocks.iter().enumerate() {
         let mut existing = vec![0u8; block.size as usize];
@@ -331,7 +333,7 @@ async fn fetch(
         {
             continue;
         }
-        if let Some(data) = local_copy(shared, block).await {
+        if let Some(data) = local_copy(shared, block, &mut block_maps).await {
             file.write_all_at(&data, block.offset)?;
             continue;
         }
@@ -362,11 +364,25 @@ async fn fetch(
     Ok(fs::symlink_metadata(path)?.ino())
 }
 
+/// The blocks of local files, by hash, loaded once per file while one file is pulled.
+type BlockMaps = HashMap<(String, String), HashMap<blake3::Hash, Block>>;
+
 /// A block from any local file the index says holds it, checked against its hash.
-async fn local_copy(shared: &Arc<Shared>, block: &Block) -> Option<Vec<u8>> {
-    let candidates = shared.store().local_block_sources(&block.hash).ok()?;
-    for (folder_id, name, found) in candidates {
+async fn local_copy(shared: &Arc<Shared>, block: &Block, maps: &mut BlockMaps) -> Option<Vec<u8>> {
+    let holders = shared.store().local_block_holders(&block.hash).ok()?;
+    for (folder_id, name) in holders {
         let Some(folder) = shared.folders.get(&folder_id) else {
+            continue;
+        };
+        let key = (folder_id.clone(), name.clone());
+        if !maps.contains_key(&key) {
+            let entry = shared.store().local_entry(folder.idx, &name).ok().flatten();
+            let map = entry
+                .map(|e| e.blocks.into_iter().map(|b| (b.hash, b)).collect())
+                .unwrap_or_default();
+            maps.insert(key.clone(), map);
+        }
+        let Some(found) = maps.get(&key).and_then(|m| m.get(&block.hash)).copied() else {
             continue;
         };
         if let Some(data) = read_block(folder, &name, found).await

@@ -556,28 +556,34 @@ impl Store {
         }
     }
 
-    /// Local files (folder ID, name, block) that hold a block with this hash, per the index.
-    /// The caller reads the data and checks its hash before using it.
-    pub fn local_block_sources(
+    /// Local files (folder ID, name) that hold a block whose hash starts like `hash`, per
+    /// the index. The caller finds the block in the file's entry and checks the data's hash
+    /// before using it.
+    pub fn local_block_holders(
         &self,
         hash: &blake3::Hash,
-    ) -> Result<Vec<(String, String, Block)>, StoreError> {
+    ) -> Result<Vec<(String, String)>, StoreError> {
         let mut stmt = self.conn.prepare_cached(
-            "SELECT fo.id, f.name, f.blocks FROM local_blocks lb
+            "SELECT fo.id, f.name FROM local_blocks lb
              JOIN files f ON f.id = lb.file_id
              JOIN folders fo ON fo.idx = f.folder_idx
              WHERE lb.hash_prefix = ?1 AND f.device_idx = ?2 AND f.deleted = 0 LIMIT 8",
         )?;
-        let mut rows = stmt.query(params![hash_prefix(hash), LOCAL_DEVICE])?;
-        let mut out = Vec::new();
-        while let Some(row) = rows.next()? {
-            let (folder, name): (String, String) = (row.get(0)?, row.get(1)?);
-            let blocks = decode_blocks(&name, &row.get::<_, Vec<u8>>(2)?)?;
-            if let Some(block) = blocks.into_iter().find(|b| b.hash == *hash) {
-                out.push((folder, name, block));
-            }
-        }
-        Ok(out)
+        let rows = stmt.query_map(params![hash_prefix(hash), LOCAL_DEVICE], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// True if the folder's index has a live, synced regular file of this name.
+    pub fn has_local_file(&self, folder: FolderIdx, name: &str) -> Result<bool, StoreError> {
+        Ok(self
+            .conn
+            .prepare_cached(
+                "SELECT 1 FROM files WHERE folder_idx = ?1 AND device_idx = ?2 AND name = ?3
+                 AND deleted = 0 AND invalid = 0 AND kind = ?4",
+            )?
+            .exists(params![folder.0, LOCAL_DEVICE, name, FileKind::File.code()])?)
     }
 
     /// Remembers a device that tried to connect without being configured.

@@ -368,18 +368,27 @@ async fn answer(shared: &Arc<Shared>, peer: DeviceId, request: wire::Request) ->
     {
         return refuse(wire::ErrorCode::InvalidFile);
     }
-    // Serve only what the index says the file holds at that place.
-    let block = match shared.store().local_entry(folder.idx, &request.name) {
-        Ok(Some(entry)) if !entry.deleted && !entry.invalid => entry
-            .blocks
-            .into_iter()
-            .find(|b| b.offset == request.offset && b.size == request.size),
-        _ => None,
-    };
-    let Some(block) = block else {
+    // Serve only files in the index (never ignored or unindexed ones), and only data that
+    // hashes to what was asked: a peer cannot read what it does not already know the hash of.
+    if !shared
+        .store()
+        .has_local_file(folder.idx, &request.name)
+        .unwrap_or(false)
+    {
         return refuse(wire::ErrorCode::NoSuchFile);
+    }
+    let Ok(hash) = <[u8; 32]>::try_from(request.hash.as_slice()) else {
+        return refuse(wire::ErrorCode::InvalidFile);
     };
-    match read_block(folder, &request.name, block).await {
+    let block = Block {
+        offset: request.offset,
+        size: request.size,
+        hash: blake3::Hash::from_bytes(hash),
+    };
+    match read_block(folder, &request.name, block)
+        .await
+        .filter(|data| blake3::hash(data) == block.hash)
+    {
         Some(data) => {
             debug!(device = %peer.short(), name = %request.name, offset = block.offset, "served block");
             wire::Message {
