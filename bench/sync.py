@@ -98,12 +98,12 @@ class Pair:
                 return
             time.sleep(0.05)
 
-    def wait_b(self, done, timeout=3600):
+    def wait_b(self, done, timeout=3600, poll=0.02):
         start = time.time()
         while time.time() - start < timeout:
             if done():
                 return time.time() - start
-            time.sleep(0.02)
+            time.sleep(poll)
         raise RuntimeError("timed out")
 
     def b_in_bytes(self):
@@ -139,7 +139,8 @@ def transfer(name, make, count_files, total_bytes):
         folder = status(pair.b_home)["folders"][0]
         return folder["local"]["files"] >= count_files and folder["need"]["files"] == 0
 
-    seconds = pair.wait_b(complete)
+    # Status walks the index: poll it gently so the measurement does not slow the daemon.
+    seconds = pair.wait_b(complete, poll=0.25)
     peak = rss_kib(b_pid, "VmHWM")
     time.sleep(3)
     steady = rss_kib(b_pid, "VmRSS")

@@ -266,6 +266,16 @@ async fn scan_loop(shared: Arc<Shared>, folder_id: String) {
             () = folder.rescan.notified() => {}
             () = tokio::time::sleep(interval) => {}
         }
+        // The puller's own writes wake the watcher; scanning while it works would only
+        // re-read what it is recording. Its changes are recorded as it goes, and one scan
+        // after it finishes catches anything else.
+        while folder.state() == FolderState::Syncing {
+            tokio::select! {
+                biased;
+                () = shared.cancel.cancelled() => return,
+                () = tokio::time::sleep(Duration::from_millis(200)) => {}
+            }
+        }
     }
 }
 

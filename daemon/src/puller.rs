@@ -8,6 +8,8 @@
 //! nothing is written outside the folder root.
 
 use std::collections::HashMap;
+
+use futures_util::StreamExt;
 use std::fs::{self, File, OpenOptions};
 use std::os::unix::fs::{FileExt, MetadataExt, PermissionsExt};
 use std::path::Path;
@@ -31,6 +33,8 @@ use crate::sync::needed_actions;
 const RETRY_EVERY: Duration = Duration::from_secs(10);
 /// Block requests in flight per file being pulled.
 const REQUESTS_IN_FLIGHT: usize = 32;
+/// Files pulled at once.
+const FILES_IN_FLIGHT: usize = 8;
 /// Where replaced and deleted files are kept, inside the folder's marker directory.
 pub(crate) const VERSIONS_DIR: &str = "versions";
 
@@ -78,19 +82,52 @@ pub(crate) async fn run(shared: Arc<Shared>, folder_id: String) {
         if !actions.is_empty() {
             folder.set_state(FolderState::Syncing);
         }
-        for action in actions {
+        // Three phases keep the planner's order where it matters: directories, symlinks,
+        // metadata and conflicts in order; then file contents, several files at once
+        // (distinct names, parents created as needed); then deletions, children first.
+        let (deletes, rest): (Vec<Action>, Vec<Action>) = actions
+            .into_iter()
+            .partition(|a| matches!(a, Action::Delete { .. }));
+        let (fetches, ordered): (Vec<Action>, Vec<Action>) = rest
+            .into_iter()
+            .partition(|a| matches!(a, Action::Fetch { .. }));
+        rescan |= ordered.iter().any(|a| matches!(a, Action::Conflict { .. }));
+        let report = |name: String, result: Result<(), PullError>| match result {
+            Ok(()) => false,
+            Err(PullError::ChangedLocally(_)) => true,
+            Err(e) => {
+                warn!(folder = %folder_id, %name, error = %e, "pull failed");
+                false
+            }
+        };
+        for action in ordered {
             if shared.cancel.is_cancelled() {
                 return;
             }
-            if matches!(action, Action::Conflict { .. }) {
-                rescan = true;
+            let name = action.name().unwrap_or_default().to_owned();
+            rescan |= report(name, execute(&shared, folder, action).await);
+        }
+        let mut concurrent = futures_util::stream::iter(fetches.into_iter().map(|action| {
+            let shared = &shared;
+            async move {
+                let name = action.name().unwrap_or_default().to_owned();
+                (name, execute(shared, folder, action).await)
+            }
+        }))
+        .buffer_unordered(FILES_IN_FLIGHT);
+        while let Some((name, result)) = concurrent.next().await {
+            rescan |= report(name, result);
+            if shared.cancel.is_cancelled() {
+                return;
+            }
+        }
+        drop(concurrent);
+        for action in deletes {
+            if shared.cancel.is_cancelled() {
+                return;
             }
             let name = action.name().unwrap_or_default().to_owned();
-            match execute(&shared, folder, action).await {
-                Ok(()) => {}
-                Err(PullError::ChangedLocally(_)) => rescan = true,
-                Err(e) => warn!(folder = %folder_id, %name, error = %e, "pull failed"),
-            }
+            rescan |= report(name, execute(&shared, folder, action).await);
         }
         if folder.state() == FolderState::Syncing {
             folder.set_state(FolderState::Idle);

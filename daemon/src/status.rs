@@ -66,34 +66,36 @@ fn report(shared: &Shared) -> Value {
     let mut folders = Vec::new();
     for folder in shared.folders.values() {
         let (mut local, mut global, mut need) = ([0u64; 2], [0u64; 2], [0u64; 2]);
-        let store = shared.store();
-        let walked = store.for_each_name(folder.idx, shared.me, |entries| {
-            let mine = entries
-                .iter()
-                .find(|(d, _)| *d == shared.me)
-                .map(|(_, e)| e);
-            if let Some(e) = mine.filter(|e| !e.deleted && !e.invalid) {
-                local[0] += 1;
-                local[1] += e.size;
-            }
-            let candidates: Vec<Announced<'_>> = entries
-                .iter()
-                .map(|(device, entry)| Announced {
-                    device: *device,
-                    entry,
-                })
-                .collect();
-            if let Some(g) = planner::global(&candidates).filter(|g| !g.entry.deleted) {
-                global[0] += 1;
-                global[1] += g.entry.size;
-                if mine.is_none_or(|m| m.version != g.entry.version) {
-                    need[0] += 1;
-                    need[1] += g.entry.size;
+        // A read-only connection of its own: the walk must not hold up the writer.
+        let reader = shared.store().reader();
+        let walked = reader.and_then(|reader| {
+            reader.for_each_name(folder.idx, shared.me, |entries| {
+                let mine = entries
+                    .iter()
+                    .find(|(d, _)| *d == shared.me)
+                    .map(|(_, e)| e);
+                if let Some(e) = mine.filter(|e| !e.deleted && !e.invalid) {
+                    local[0] += 1;
+                    local[1] += e.size;
                 }
-            }
-            Ok::<(), crate::store::StoreError>(())
+                let candidates: Vec<Announced<'_>> = entries
+                    .iter()
+                    .map(|(device, entry)| Announced {
+                        device: *device,
+                        entry,
+                    })
+                    .collect();
+                if let Some(g) = planner::global(&candidates).filter(|g| !g.entry.deleted) {
+                    global[0] += 1;
+                    global[1] += g.entry.size;
+                    if mine.is_none_or(|m| m.version != g.entry.version) {
+                        need[0] += 1;
+                        need[1] += g.entry.size;
+                    }
+                }
+                Ok::<(), crate::store::StoreError>(())
+            })
         });
-        drop(store);
         let (state, error) = match (folder.state(), walked) {
             (_, Err(e)) => ("error", e.to_string()),
             (FolderState::Idle, _) if need[0] > 0 => ("syncing", String::new()),

@@ -435,46 +435,9 @@ impl Store {
         &self,
         folder: FolderIdx,
         local: DeviceId,
-        mut visit: impl FnMut(Vec<(DeviceId, FileEntry)>) -> Result<(), E>,
+        visit: impl FnMut(Vec<(DeviceId, FileEntry)>) -> Result<(), E>,
     ) -> Result<(), E> {
-        let mut stmt = self
-            .conn
-            .prepare(
-                "SELECT f.name, f.kind, f.size, f.permissions, f.modified_s, f.modified_ns,
-                        f.deleted, f.invalid, f.sequence, f.version, f.modified_by,
-                        f.symlink_target, f.blocks, d.device_id
-                 FROM files f LEFT JOIN devices d ON d.idx = f.device_idx
-                 WHERE f.folder_idx = ?1 ORDER BY f.name",
-            )
-            .map_err(StoreError::from)?;
-        let mut rows = stmt.query([folder.0]).map_err(StoreError::from)?;
-        let mut group: Vec<(DeviceId, FileEntry)> = Vec::new();
-        while let Some(row) = rows.next().map_err(StoreError::from)? {
-            let entry = entry_from_row(row)?;
-            let device = match row
-                .get::<_, Option<Vec<u8>>>(13)
-                .map_err(StoreError::from)?
-            {
-                None => local,
-                Some(raw) => {
-                    DeviceId::try_from(raw.as_slice()).map_err(|e| StoreError::Malformed {
-                        name: entry.name.clone(),
-                        detail: format!("device: {e}"),
-                    })?
-                }
-            };
-            if group
-                .first()
-                .is_some_and(|(_, first)| first.name != entry.name)
-            {
-                visit(std::mem::take(&mut group))?;
-            }
-            group.push((device, entry));
-        }
-        if !group.is_empty() {
-            visit(group)?;
-        }
-        Ok(())
+        for_each_name(&self.conn, folder, local, visit)
     }
 
     /// Records a version pulled from a peer as the local entry, under the next sequence
@@ -639,6 +602,17 @@ impl Store {
 }
 
 impl StoreReader {
+    /// [`Store::for_each_name`] on this read-only connection: long walks here do not hold up
+    /// the writer.
+    pub fn for_each_name<E: From<StoreError>>(
+        &self,
+        folder: FolderIdx,
+        local: DeviceId,
+        visit: impl FnMut(Vec<(DeviceId, FileEntry)>) -> Result<(), E>,
+    ) -> Result<(), E> {
+        for_each_name(&self.conn, folder, local, visit)
+    }
+
     /// Calls `visit` for every local entry of the folder in name (byte) order, as one
     /// consistent snapshot.
     pub fn for_each_local_row(
@@ -672,6 +646,49 @@ impl StoreReader {
         }
         Ok(())
     }
+}
+
+fn for_each_name<E: From<StoreError>>(
+    conn: &Connection,
+    folder: FolderIdx,
+    local: DeviceId,
+    mut visit: impl FnMut(Vec<(DeviceId, FileEntry)>) -> Result<(), E>,
+) -> Result<(), E> {
+    let mut stmt = conn
+        .prepare(
+            "SELECT f.name, f.kind, f.size, f.permissions, f.modified_s, f.modified_ns,
+                        f.deleted, f.invalid, f.sequence, f.version, f.modified_by,
+                        f.symlink_target, f.blocks, d.device_id
+                 FROM files f LEFT JOIN devices d ON d.idx = f.device_idx
+                 WHERE f.folder_idx = ?1 ORDER BY f.name",
+        )
+        .map_err(StoreError::from)?;
+    let mut rows = stmt.query([folder.0]).map_err(StoreError::from)?;
+    let mut group: Vec<(DeviceId, FileEntry)> = Vec::new();
+    while let Some(row) = rows.next().map_err(StoreError::from)? {
+        let entry = entry_from_row(row)?;
+        let device = match row
+            .get::<_, Option<Vec<u8>>>(13)
+            .map_err(StoreError::from)?
+        {
+            None => local,
+            Some(raw) => DeviceId::try_from(raw.as_slice()).map_err(|e| StoreError::Malformed {
+                name: entry.name.clone(),
+                detail: format!("device: {e}"),
+            })?,
+        };
+        if group
+            .first()
+            .is_some_and(|(_, first)| first.name != entry.name)
+        {
+            visit(std::mem::take(&mut group))?;
+        }
+        group.push((device, entry));
+    }
+    if !group.is_empty() {
+        visit(group)?;
+    }
+    Ok(())
 }
 
 fn entry_from_row(row: &rusqlite::Row<'_>) -> Result<FileEntry, StoreError> {
