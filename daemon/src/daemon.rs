@@ -51,6 +51,8 @@ pub(crate) struct Folder {
     pub(crate) pull: Notify,
     /// Woken when the folder should be rescanned.
     pub(crate) rescan: Notify,
+    /// Wakes the index senders when a scan recorded local changes.
+    pub(crate) local_changed: Notify,
     /// What the folder is doing, for `peerfold status`.
     pub(crate) state: Mutex<FolderState>,
 }
@@ -154,6 +156,7 @@ impl Daemon {
                     idx,
                     pull: Notify::new(),
                     rescan: Notify::new(),
+                    local_changed: Notify::new(),
                     state: Mutex::new(FolderState::Idle),
                 },
             );
@@ -253,9 +256,7 @@ async fn scan_loop(shared: Arc<Shared>, folder_id: String) {
         let (shared2, id) = (shared.clone(), folder_id.clone());
         let result = tokio::task::spawn_blocking(move || scan_now(&shared2, &id)).await;
         match result {
-            Ok(Ok(changed)) if changed => {
-                // New local entries: the index senders pick them up by sequence.
-            }
+            Ok(Ok(changed)) if changed => folder.local_changed.notify_waiters(),
             Ok(Ok(_)) => {}
             Ok(Err(e)) => warn!(folder = %folder_id, error = %e, "scan failed"),
             Err(e) => warn!(folder = %folder_id, error = %e, "scan task failed"),

@@ -22,6 +22,9 @@ pub(crate) enum StreamError {
     Closed(#[from] quinn::ClosedStream),
 }
 
+/// The most bytes taken from the stream per read.
+const MAX_CHUNK: usize = 256 * 1024;
+
 /// Reads whole messages from a receive stream.
 pub(crate) struct FrameReader {
     stream: RecvStream,
@@ -44,23 +47,13 @@ impl FrameReader {
             if let Some(message) = self.codec.decode(&mut self.buffer)? {
                 return Ok(Some(message));
             }
-            // Read into the spare capacity the decoder reserved (at most one frame).
-            if self.buffer.capacity() - self.buffer.len() < 16 * 1024 {
-                self.buffer.reserve(64 * 1024);
-            }
-            let start = self.buffer.len();
-            let spare = self.buffer.capacity() - start;
-            self.buffer.resize(start + spare, 0);
-            match self.stream.read(&mut self.buffer[start..]).await {
-                Ok(Some(n)) => self.buffer.truncate(start + n),
-                Ok(None) => {
-                    self.buffer.truncate(start);
+            // Take whatever arrived (often one packet) and append it: the decoder already
+            // reserved room for the frame it is waiting for.
+            match self.stream.read_chunk(MAX_CHUNK, true).await? {
+                Some(chunk) => self.buffer.extend_from_slice(&chunk.bytes),
+                None => {
                     self.codec.finish(&self.buffer)?;
                     return Ok(None);
-                }
-                Err(e) => {
-                    self.buffer.truncate(start);
-                    return Err(e.into());
                 }
             }
         }

@@ -242,9 +242,12 @@ async fn send_index(
             files.push(info);
         }
         if files.is_empty() {
+            // Woken by this daemon's scans; the poll also catches entries recorded by
+            // `peerfold scan` run beside the daemon.
             tokio::select! {
                 biased;
                 () = outbox.closed() => return,
+                () = folder.local_changed.notified() => continue,
                 () = tokio::time::sleep(INDEX_POLL) => continue,
             }
         }
