@@ -458,22 +458,34 @@ async fn from_peers(
     block: Block,
 ) -> Result<(Block, Vec<u8>), PullError> {
     let count = sources.len().max(1);
-    for device in sources
-        .iter()
-        .cycle()
-        .skip(index % count)
-        .take(sources.len())
-    {
-        let Some(connection) = shared.connection(*device) else {
-            continue;
-        };
-        match request_block(&connection, &folder_id, &name, block).await {
-            Ok(data) if blake3::hash(&data) == block.hash => return Ok((block, data)),
-            Ok(_) => {
-                warn!(device = %device.short(), %name, offset = block.offset, "block failed its hash; discarded")
+    let mut bad = Vec::new();
+    // A request that fails in transit is tried again (a few times, briefly) before the file
+    // is given up until the next pull.
+    for attempt in 0..3u64 {
+        for device in sources
+            .iter()
+            .cycle()
+            .skip(index % count)
+            .take(sources.len())
+        {
+            let Some(connection) = shared.connection(*device) else {
+                continue;
+            };
+            if bad.contains(device) {
+                continue;
             }
-            Err(e) => debug!(device = %device.short(), error = %e, "block request failed"),
+            match request_block(&connection, &folder_id, &name, block).await {
+                Ok(data) if blake3::hash(&data) == block.hash => return Ok((block, data)),
+                Ok(_) => {
+                    warn!(device = %device.short(), %name, offset = block.offset, "block failed its hash; discarded");
+                    bad.push(*device);
+                }
+                Err(e) => {
+                    warn!(device = %device.short(), %name, offset = block.offset, attempt, error = %e, "block request failed");
+                }
+            }
         }
+        tokio::time::sleep(Duration::from_millis(50 * (attempt + 1))).await;
     }
     Err(PullError::Unavailable(block.offset))
 }
