@@ -248,8 +248,6 @@ async fn execute_target(
     shared
         .store()
         .record_pulled(folder.idx, &change, &target.version, target.modified_by)?;
-    // Other peers of this folder learn of it right away (a chain relays changes).
-    folder.local_changed.notify_waiters();
     debug!(folder = %folder.config.id, name = %target.name, "pulled");
     Ok(())
 }
