@@ -34,15 +34,7 @@ fn two_devices_sync_a_tree_and_every_kind_of_change() {
     .unwrap();
     std::os::unix::fs::symlink("dir/nested/file.txt", root_a.join("link")).unwrap();
 
-    let running_b = b.serve();
-    pair(&a, &b, Some(running_b.port));
-    share(&a, &b);
-    share(&b, &a);
-    // b's configuration changed after it started: restart it to load it.
-    drop(running_b);
-    let running_b = b.serve();
-    pair_address(&a, &b, running_b.port);
-    let running_a = a.serve();
+    let [running_a, running_b] = connect(&a, &b);
 
     wait_for_same_tree("b has a's tree", 30, (&root_a, &a), (&root_b, &b));
     assert_eq!(tree(&root_b).len(), 7, "{:?}", tree(&root_b));
@@ -101,6 +93,17 @@ fn two_devices_sync_a_tree_and_every_kind_of_change() {
     assert!(running_b.stop().success(), "{}", b.log());
     let stderr = b.fails(1, ["status"]);
     assert!(stderr.contains("not running"), "{stderr}");
+}
+
+/// Pairs `a` and `b`, shares "docs" both ways, and starts both daemons (b first, so a can
+/// dial b's port).
+fn connect(a: &Device, b: &Device) -> [crate::support::Running; 2] {
+    pair(a, b, None);
+    share(a, b);
+    share(b, a);
+    let running_b = b.serve();
+    pair_address(a, b, running_b.port);
+    [a.serve(), running_b]
 }
 
 /// Points `a`'s entry for `b` at `b`'s current port.
@@ -197,14 +200,7 @@ fn a_chain_of_three_carries_changes_end_to_end() {
 fn concurrent_edits_converge_with_a_conflict_copy_everywhere() {
     let (a, b, root_a, root_b) = two_devices();
     fs::write(root_a.join("notes.txt"), b"original").unwrap();
-    let running_b = b.serve();
-    pair(&a, &b, Some(running_b.port));
-    share(&a, &b);
-    share(&b, &a);
-    drop(running_b);
-    let running_b = b.serve();
-    pair_address(&a, &b, running_b.port);
-    let running_a = a.serve();
+    let [running_a, running_b] = connect(&a, &b);
     wait_until("b has notes.txt", 30, || tree(&root_b) == tree(&root_a));
     assert!(running_a.stop().success());
     assert!(running_b.stop().success());
@@ -244,14 +240,7 @@ fn a_daemon_killed_mid_transfer_resumes_and_leaves_nothing_behind() {
     let big = noise(9, 256 << 20);
     fs::write(root_a.join("big.bin"), &big).unwrap();
     fs::write(root_b.join("mine.txt"), b"b's own file").unwrap();
-    let running_b = b.serve();
-    pair(&a, &b, Some(running_b.port));
-    share(&a, &b);
-    share(&b, &a);
-    drop(running_b);
-    let running_b = b.serve();
-    pair_address(&a, &b, running_b.port);
-    let running_a = a.serve();
+    let [running_a, running_b] = connect(&a, &b);
     // The restarted b gets a new port that a does not know: b dials a instead.
     pair_address(&b, &a, running_a.port);
 
@@ -321,14 +310,7 @@ fn typed_pair(
         .unwrap();
     }
     fs::write(root_a.join("from-a.txt"), b"a's version").unwrap();
-    let running_b = b.serve();
-    pair(&a, &b, Some(running_b.port));
-    share(&a, &b);
-    share(&b, &a);
-    drop(running_b);
-    let running_b = b.serve();
-    pair_address(&a, &b, running_b.port);
-    let running_a = a.serve();
+    let [running_a, running_b] = connect(&a, &b);
     wait_for_same_tree("b receives a's file", 30, (&root_a, &a), (&root_b, &b));
     (a, b, root_a, root_b, [running_a, running_b])
 }
