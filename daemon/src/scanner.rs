@@ -31,7 +31,7 @@ use peerfold_protocol::ShortId;
 use peerfold_protocol::chunking::Chunker;
 
 use crate::index::FileKind;
-use crate::store::{LocalChange, LocalRow, Store, StoreError};
+use crate::store::{LocalChange, LocalRow, Store, StoreError, StoreReader};
 use hasher::{HashJob, hash_file};
 use walk::{DiskEntry, IGNORE_FILE, SubtreeRule, WalkItem, Walker};
 pub(crate) use walk::{MARKER_DIR, timestamp as walk_timestamp};
@@ -45,6 +45,9 @@ const JOB_BATCH_FILES: usize = 128;
 const JOB_BATCH_BYTES: u64 = 8 << 20;
 /// Direct changes (no hashing) sent to the writer at once.
 const WRITE_BATCH: usize = 256;
+/// Changed files at least this large are re-cut from their earlier blocks (below it a fresh
+/// pass costs a few milliseconds at most).
+const REUSE_BLOCKS_FROM: u64 = 4 << 20;
 /// How long a batch may wait for more changes before it is written.
 const BATCH_WAIT: Duration = Duration::from_millis(200);
 /// How often progress is reported.
@@ -193,6 +196,7 @@ pub fn scan_folder(
             scope.spawn(move || {
                 let mut merge = Merge {
                     walker,
+                    reader: &reader,
                     peeked: None,
                     hash_tx,
                     write_tx,
@@ -399,6 +403,8 @@ fn snapshot(counters: &Counters) -> ScanProgress {
 /// The merging pass over the walk and the index, both in name order.
 struct Merge<'a> {
     walker: Walker,
+    /// For the earlier blocks of large changed files.
+    reader: &'a StoreReader,
     peeked: Option<WalkItem>,
     hash_tx: SyncSender<Vec<HashJob>>,
     write_tx: SyncSender<Vec<WriteMsg>>,
@@ -536,10 +542,17 @@ impl Merge<'_> {
                 .to_hash
                 .fetch_add(entry.size, Ordering::Relaxed);
             self.job_bytes += entry.size;
+            let earlier_blocks = match previous {
+                Some(id) if entry.size >= REUSE_BLOCKS_FROM => {
+                    self.reader.local_blocks(id).unwrap_or_default()
+                }
+                _ => Vec::new(),
+            };
             self.jobs.push(HashJob {
                 previous,
                 entry,
                 kind,
+                earlier_blocks,
             });
             if self.jobs.len() >= JOB_BATCH_FILES || self.job_bytes >= JOB_BATCH_BYTES {
                 self.flush_jobs();

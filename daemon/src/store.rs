@@ -613,6 +613,18 @@ impl StoreReader {
         for_each_name(&self.conn, folder, local, visit)
     }
 
+    /// The recorded blocks of the local file with row id `id` (empty if there is none).
+    pub fn local_blocks(&self, id: i64) -> Result<Vec<Block>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT name, blocks FROM files WHERE id = ?1")?;
+        let mut rows = stmt.query([id])?;
+        match rows.next()? {
+            Some(row) => decode_blocks(&row.get::<_, String>(0)?, &row.get::<_, Vec<u8>>(1)?),
+            None => Ok(Vec::new()),
+        }
+    }
+
     /// Calls `visit` for every local entry of the folder in name (byte) order, as one
     /// consistent snapshot.
     pub fn for_each_local_row(

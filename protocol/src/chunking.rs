@@ -72,6 +72,66 @@ pub struct Block {
     pub hash: blake3::Hash,
 }
 
+/// Positional reads, so a file can be read at any offset without moving a cursor.
+pub trait ReadAt {
+    /// Reads into `buf` from `offset`; returns how many bytes were read (0 at the end).
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize>;
+}
+
+#[cfg(unix)]
+impl ReadAt for std::fs::File {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        std::os::unix::fs::FileExt::read_at(self, buf, offset)
+    }
+}
+
+impl ReadAt for [u8] {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        let start = usize::try_from(offset).unwrap_or(usize::MAX).min(self.len());
+        let n = buf.len().min(self.len() - start);
+        buf[..n].copy_from_slice(&self[start..start + n]);
+        Ok(n)
+    }
+}
+
+/// Reads as much of `buf` as the source holds from `offset`.
+fn read_full_at(source: &(impl ReadAt + ?Sized), buf: &mut [u8], offset: u64) -> io::Result<usize> {
+    let mut done = 0;
+    while done < buf.len() {
+        match source.read_at(&mut buf[done..], offset + done as u64) {
+            Ok(0) => break,
+            Ok(n) => done += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(done)
+}
+
+/// A [`Read`] over a [`ReadAt`] from some offset on.
+struct ReadAtReader<'a, S: ?Sized> {
+    source: &'a S,
+    offset: u64,
+}
+
+impl<S: ReadAt + ?Sized> Read for ReadAtReader<'_, S> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.source.read_at(buf, self.offset)?;
+        self.offset += n as u64;
+        Ok(n)
+    }
+}
+
+/// Whether `blocks` follow each other from offset 0 without gaps, as a file's blocks do.
+fn is_contiguous(blocks: &[Block]) -> bool {
+    let mut offset = 0;
+    blocks.iter().all(|b| {
+        let ok = b.offset == offset && b.size > 0;
+        offset += u64::from(b.size);
+        ok
+    })
+}
+
 /// Bytes read from the source per refill, beyond the one maximum block kept in the buffer.
 const READ_SIZE: usize = 4 * 1024 * 1024;
 
@@ -96,23 +156,40 @@ impl Chunker {
     /// same size it will record. Returns the number of bytes read.
     pub fn chunk(
         &mut self,
-        mut source: impl Read,
+        source: impl Read,
         size_hint: u64,
         mut on_block: impl FnMut(Block),
     ) -> io::Result<u64> {
         let params = ChunkParams::for_file_size(size_hint);
+        self.chunk_from(source, params, 0, size_hint, |block| {
+            on_block(block);
+            true
+        })
+    }
+
+    /// Cuts `source`, whose first byte lies at `offset` in the file, with `params`, until it
+    /// ends or `on_block` returns false. `offset` must be a block boundary of the whole file.
+    /// Returns the file offset reached.
+    fn chunk_from(
+        &mut self,
+        mut source: impl Read,
+        params: ChunkParams,
+        mut offset: u64,
+        size_hint: u64,
+        mut on_block: impl FnMut(Block) -> bool,
+    ) -> io::Result<u64> {
         let (min, avg, max) = (
             params.min_size as usize,
             params.avg_size as usize,
             params.max_size as usize,
         );
         let (mask_s, mask_l) = select_masks(avg, Normalization::Level1);
-        let capacity = max + READ_SIZE.min(size_hint as usize);
+        let capacity = max + READ_SIZE.min(size_hint.saturating_sub(offset) as usize);
         if self.buffer.len() < capacity {
             self.buffer.resize(capacity, 0);
         }
         let buffer = &mut self.buffer[..capacity];
-        let (mut start, mut filled, mut offset, mut eof) = (0usize, 0usize, 0u64, false);
+        let (mut start, mut filled, mut eof) = (0usize, 0usize, false);
         loop {
             while filled < buffer.len() && !eof {
                 match source.read(&mut buffer[filled..]) {
@@ -135,7 +212,7 @@ impl Chunker {
                     mask_s << 1,
                     mask_l << 1,
                 );
-                on_block(Block {
+                let go_on = on_block(Block {
                     offset,
                     // `len` is at most `max`, which fits in u32.
                     size: len as u32,
@@ -143,6 +220,9 @@ impl Chunker {
                 });
                 start += len;
                 offset += len as u64;
+                if !go_on {
+                    return Ok(offset);
+                }
             }
             if eof {
                 return Ok(offset);
@@ -151,6 +231,61 @@ impl Chunker {
             filled -= start;
             start = 0;
         }
+    }
+
+    /// The blocks of `source` (`size` bytes), given the blocks of an earlier version of the
+    /// same file: the same as [`Chunker::blocks`], but much faster when little changed.
+    ///
+    /// A cut point depends only on the bytes from its block's start, so an earlier block that
+    /// starts on a boundary of the new content and hashes the same is again a block of the new
+    /// content (unless it was cut short by the earlier end of file). Such blocks are only
+    /// read and hashed; the chunker runs from where one differs until one of its cuts lands
+    /// on an earlier block's start again.
+    pub fn blocks_reusing(
+        &mut self,
+        source: &(impl ReadAt + ?Sized),
+        size: u64,
+        previous: &[Block],
+    ) -> io::Result<Vec<Block>> {
+        let params = ChunkParams::for_file_size(size);
+        let previous_size = previous.last().map_or(0, |b| b.offset + u64::from(b.size));
+        if !is_contiguous(previous) || ChunkParams::for_file_size(previous_size) != params {
+            return self.blocks(ReadAtReader { source, offset: 0 }, size);
+        }
+        let starts_block = |offset: u64| previous.binary_search_by_key(&offset, |b| b.offset);
+        let mut blocks = Vec::new();
+        let mut data = Vec::new();
+        let mut offset = 0;
+        while offset < size {
+            if let Ok(i) = starts_block(offset) {
+                let old = previous[i];
+                let end = offset + u64::from(old.size);
+                // The earlier last block was cut by the earlier end of file.
+                let cut_by_content = i + 1 < previous.len() || end == size;
+                if end <= size && cut_by_content {
+                    data.resize(old.size as usize, 0);
+                    if read_full_at(source, &mut data, offset)? == data.len()
+                        && blake3::hash(&data) == old.hash
+                    {
+                        blocks.push(old);
+                        offset = end;
+                        continue;
+                    }
+                }
+            }
+            let reader = ReadAtReader { source, offset };
+            let reached = self.chunk_from(reader, params, offset, size, |block| {
+                let end = block.offset + u64::from(block.size);
+                blocks.push(block);
+                starts_block(end).is_err()
+            })?;
+            if reached == offset {
+                // The file ended early (it shrank while we read): the caller sees the short sum.
+                break;
+            }
+            offset = reached;
+        }
+        Ok(blocks)
     }
 
     /// Convenience: all blocks of `source` as a vector.
@@ -259,6 +394,60 @@ mod tests {
         assert!(new_bytes > 0);
     }
 
+    /// An edit for the reuse property: overwrite, insert, delete, truncate or append.
+    fn edit(data: &[u8], kind: u8, at: usize, len: usize, seed: u64) -> Vec<u8> {
+        let at = at.min(data.len());
+        let patch = noise(seed, len);
+        let mut out = data.to_vec();
+        match kind % 5 {
+            0 => {
+                let end = (at + len).min(out.len());
+                out[at..end].copy_from_slice(&patch[..end - at]);
+            }
+            1 => {
+                out.splice(at..at, patch);
+            }
+            2 => {
+                out.drain(at..(at + len).min(data.len()));
+            }
+            3 => out.truncate(at),
+            _ => out.extend_from_slice(&patch),
+        }
+        out
+    }
+
+    #[test]
+    fn reuse_after_a_one_byte_overwrite_rehashes_one_block() {
+        let data = noise(3, 3 << 20);
+        let mut chunker = Chunker::new();
+        let before = chunker.blocks(&data[..], data.len() as u64).unwrap();
+        let mut edited = data.clone();
+        edited[1_500_000] ^= 1;
+        let after = chunker
+            .blocks_reusing(&edited[..], edited.len() as u64, &before)
+            .unwrap();
+        assert_eq!(
+            after,
+            chunker.blocks(&edited[..], edited.len() as u64).unwrap()
+        );
+        let changed = after.iter().filter(|b| !before.contains(b)).count();
+        assert_eq!(changed, 1);
+    }
+
+    #[test]
+    fn reuse_ignores_a_block_list_that_is_not_a_file() {
+        let data = noise(4, 300_000);
+        let mut chunker = Chunker::new();
+        let mut bogus = chunker.blocks(&data[..], data.len() as u64).unwrap();
+        bogus[1].offset += 1;
+        assert_eq!(
+            chunker
+                .blocks_reusing(&data[..], data.len() as u64, &bogus)
+                .unwrap(),
+            chunker.blocks(&data[..], data.len() as u64).unwrap()
+        );
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(32))]
         #[test]
@@ -287,6 +476,27 @@ mod tests {
                 let range = b.offset as usize..b.offset as usize + b.size as usize;
                 prop_assert_eq!(b.hash, blake3::hash(&data[range]));
             }
+        }
+
+        #[test]
+        fn reusing_an_earlier_block_list_cuts_like_a_fresh_pass(
+            seed in any::<u64>(),
+            len in 0usize..1_200_000,
+            edits in proptest::collection::vec((any::<u8>(), any::<usize>(), 1usize..200_000, any::<u64>()), 1..4),
+        ) {
+            let data = noise(seed, len);
+            let mut chunker = Chunker::new();
+            let before = chunker.blocks(&data[..], len as u64).unwrap();
+            let mut edited = data;
+            for (kind, at, n, patch_seed) in edits {
+                let at = if edited.is_empty() { 0 } else { at % edited.len() };
+                edited = edit(&edited, kind, at, n, patch_seed);
+            }
+            let fresh = chunker.blocks(&edited[..], edited.len() as u64).unwrap();
+            let reused = chunker
+                .blocks_reusing(&edited[..], edited.len() as u64, &before)
+                .unwrap();
+            prop_assert_eq!(reused, fresh);
         }
     }
 }

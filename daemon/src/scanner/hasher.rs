@@ -4,7 +4,7 @@ use std::fs::{File, Metadata};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::Path;
 
-use peerfold_protocol::chunking::Chunker;
+use peerfold_protocol::chunking::{Block, Chunker};
 
 use super::walk::{DiskEntry, timestamp};
 use super::{ChangeKind, ScanIssue};
@@ -21,6 +21,9 @@ pub(crate) struct HashJob {
     pub(crate) previous: Option<i64>,
     pub(crate) entry: DiskEntry,
     pub(crate) kind: ChangeKind,
+    /// The blocks recorded for the file's earlier content, for large files: unchanged
+    /// stretches are then only read and hashed, not chunked again.
+    pub(crate) earlier_blocks: Vec<Block>,
 }
 
 /// Hashes one file. The file is opened without following symlinks, and its metadata is read
@@ -48,9 +51,12 @@ pub(crate) fn hash_file(
         if !before.is_file() {
             return Err(issue("no longer a regular file".into()));
         }
-        let blocks = chunker
-            .blocks(&file, before.size())
-            .map_err(|e| issue(format!("read failed: {e}")))?;
+        let blocks = if job.earlier_blocks.is_empty() {
+            chunker.blocks(&file, before.size())
+        } else {
+            chunker.blocks_reusing(&file, before.size(), &job.earlier_blocks)
+        }
+        .map_err(|e| issue(format!("read failed: {e}")))?;
         let after = file
             .metadata()
             .map_err(|e| issue(format!("cannot read metadata: {e}")))?;
