@@ -55,6 +55,9 @@ pub(crate) struct Folder {
     pub(crate) local_changed: Notify,
     /// What the folder is doing, for `peerfold status`.
     pub(crate) state: Mutex<FolderState>,
+    /// Held by a scan and by a pull round (planning included): a scan that ran beside the
+    /// puller would index a file between its rename and its record as a local change.
+    pub(crate) busy: tokio::sync::Mutex<()>,
 }
 
 /// What a folder is doing.
@@ -158,6 +161,7 @@ impl Daemon {
                     rescan: Notify::new(),
                     local_changed: Notify::new(),
                     state: Mutex::new(FolderState::Idle),
+                    busy: tokio::sync::Mutex::new(()),
                 },
             );
         }
@@ -254,9 +258,15 @@ async fn scan_loop(shared: Arc<Shared>, folder_id: String) {
             Err(e) => warn!(folder = %folder_id, error = %e, "cleaning versions"),
         }
         let (shared2, id) = (shared.clone(), folder_id.clone());
+        let busy = folder.busy.lock().await;
         let result = tokio::task::spawn_blocking(move || scan_now(&shared2, &id)).await;
+        drop(busy);
         match result {
-            Ok(Ok(changed)) if changed => folder.local_changed.notify_waiters(),
+            Ok(Ok(changed)) if changed => {
+                folder.local_changed.notify_waiters();
+                // Local changes can settle or create needs.
+                folder.pull.notify_one();
+            }
             Ok(Ok(_)) => {}
             Ok(Err(e)) => warn!(folder = %folder_id, error = %e, "scan failed"),
             Err(e) => warn!(folder = %folder_id, error = %e, "scan task failed"),
@@ -266,16 +276,6 @@ async fn scan_loop(shared: Arc<Shared>, folder_id: String) {
             () = shared.cancel.cancelled() => return,
             () = folder.rescan.notified() => {}
             () = tokio::time::sleep(interval) => {}
-        }
-        // The puller's own writes wake the watcher; scanning while it works would only
-        // re-read what it is recording. Its changes are recorded as it goes, and one scan
-        // after it finishes catches anything else.
-        while folder.state() == FolderState::Syncing {
-            tokio::select! {
-                biased;
-                () = shared.cancel.cancelled() => return,
-                () = tokio::time::sleep(Duration::from_millis(200)) => {}
-            }
         }
     }
 }

@@ -35,13 +35,15 @@ const KEEP_ALIVE: Duration = Duration::from_secs(10);
 /// Reconnect backoff bounds.
 const RETRY_MIN: Duration = Duration::from_millis(500);
 const RETRY_MAX: Duration = Duration::from_secs(60);
+/// How long the device with the higher ID waits before its first dial (see `dial_loop`).
+const HIGHER_ID_DIAL_DELAY: Duration = Duration::from_secs(1);
 
 fn transport() -> Arc<quinn::TransportConfig> {
     let mut transport = quinn::TransportConfig::default();
     transport.keep_alive_interval(Some(KEEP_ALIVE));
     transport.max_idle_timeout(IDLE_TIMEOUT.try_into().ok());
     // One stream per block request: allow many in flight.
-    transport.max_concurrent_bidi_streams(256u32.into());
+    transport.max_concurrent_bidi_streams(1024u32.into());
     Arc::new(transport)
 }
 
@@ -90,7 +92,7 @@ pub(crate) fn bind(
             address: address.clone(),
             reason,
         })?;
-        match quinn::Endpoint::server(server.clone(), addr) {
+        match endpoint(server.clone(), addr) {
             Ok(endpoint) => endpoints.push(endpoint),
             // `[::]` often covers IPv4 too and then collides with `0.0.0.0`: fine as long as
             // some listener is up.
@@ -109,6 +111,41 @@ pub(crate) fn bind(
 }
 
 /// `quic://HOST:PORT` to a socket address.
+/// Bytes the kernel may queue on a QUIC socket before it drops datagrams. The default
+/// (about 200 KiB) drops thousands of packets per GiB on loopback, and every drop halves
+/// the congestion window; the kernel caps the request at `net.core.rmem_max`.
+const SOCKET_BUFFER: usize = 8 << 20;
+
+/// A QUIC endpoint on a UDP socket with large buffers.
+fn endpoint(server: quinn::ServerConfig, addr: SocketAddr) -> std::io::Result<quinn::Endpoint> {
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::DGRAM,
+        Some(socket2::Protocol::UDP),
+    )?;
+    if addr.is_ipv6() {
+        // `[::]` listens on IPv6 only; IPv4 gets its own socket from `0.0.0.0`.
+        socket.set_only_v6(true)?;
+    }
+    for (what, result) in [
+        ("receive", socket.set_recv_buffer_size(SOCKET_BUFFER)),
+        ("send", socket.set_send_buffer_size(SOCKET_BUFFER)),
+    ] {
+        if let Err(e) = result {
+            debug!(%addr, error = %e, "cannot enlarge the {what} buffer");
+        }
+    }
+    socket.bind(&addr.into())?;
+    let runtime = quinn::default_runtime()
+        .ok_or_else(|| std::io::Error::other("no async runtime for QUIC"))?;
+    quinn::Endpoint::new(
+        quinn::EndpointConfig::default(),
+        Some(server),
+        socket.into(),
+        runtime,
+    )
+}
+
 fn resolve(address: &str) -> Result<SocketAddr, String> {
     let host_port = address
         .strip_prefix("quic://")
@@ -158,6 +195,16 @@ pub(crate) async fn dial_loop(
         .collect();
     if addresses.is_empty() {
         return;
+    }
+    // When both sides dial at once, the connection dialed by the lower ID wins and the other
+    // is closed, taking its in-flight requests with it. The higher ID dials a moment later,
+    // so at start-up the lower one usually gets there first.
+    if me > device.id {
+        tokio::select! {
+            biased;
+            () = shared.cancel.cancelled() => return,
+            () = tokio::time::sleep(HIGHER_ID_DIAL_DELAY) => {}
+        }
     }
     let mut backoff = RETRY_MIN;
     loop {
@@ -246,6 +293,10 @@ async fn run_connection(shared: Arc<Shared>, connection: quinn::Connection, dial
         return;
     }
     info!(device = %peer.short(), %remote, dialed, "connected");
+    // Pulls that failed for want of this peer can go on now.
+    for folder in shared.folders_shared_with(peer) {
+        folder.pull.notify_one();
+    }
     let result = session::run(&shared, peer, &connection, dialed).await;
     match (&result, connection.close_reason()) {
         (_, Some(reason)) => info!(device = %peer.short(), %reason, "disconnected"),

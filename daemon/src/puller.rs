@@ -7,8 +7,6 @@
 //! the directory fsynced. Names are validated and parents that are symlinks are refused, so
 //! nothing is written outside the folder root.
 
-use std::collections::HashMap;
-
 use futures_util::StreamExt;
 use std::fs::{self, File, OpenOptions};
 use std::os::unix::fs::{FileExt, MetadataExt, PermissionsExt};
@@ -23,18 +21,20 @@ use tracing::{debug, info, warn};
 use crate::daemon::{Folder, FolderState, Shared};
 use crate::index::{FileEntry, FileKind};
 use crate::names;
-use crate::net::session::{read_block, request_block};
+use crate::net::session::request_block;
 use crate::planner::Action;
 use crate::scanner::walk_timestamp;
 use crate::store::LocalChange;
 use crate::sync::needed_actions;
 
+mod reuse;
+
 /// How often the puller looks again on its own (peers that came and went, failed blocks).
 const RETRY_EVERY: Duration = Duration::from_secs(10);
 /// Block requests in flight per file being pulled.
-const REQUESTS_IN_FLIGHT: usize = 32;
+const REQUESTS_IN_FLIGHT: usize = 128;
 /// Files pulled at once.
-const FILES_IN_FLIGHT: usize = 8;
+const FILES_IN_FLIGHT: usize = 32;
 /// Where replaced and deleted files are kept, inside the folder's marker directory.
 pub(crate) const VERSIONS_DIR: &str = "versions";
 
@@ -67,6 +67,7 @@ pub(crate) async fn run(shared: Arc<Shared>, folder_id: String) {
             () = folder.pull.notified() => {}
             () = tokio::time::sleep(RETRY_EVERY) => {}
         }
+        let _busy = folder.busy.lock().await;
         let actions = {
             let store = shared.store();
             needed_actions(&store, folder.idx, folder.config.folder_type, shared.me)
@@ -360,20 +361,22 @@ async fn fetch(
     // Blocks already in the temp file (an interrupted earlier attempt) are kept; blocks
     // held by local files are copied; the rest are requested from peers, many at a time,
     // spread over the peers that have this version.
+    let missing = {
+        let (shared, folder_id, target, temp_file) = (
+            shared.clone(),
+            folder.config.id.clone(),
+            target.clone(),
+            file.try_clone()?,
+        );
+        tokio::task::spawn_blocking(move || {
+            reuse::fill_from_disk(&shared, &folder_id, &target, &temp_file)
+        })
+        .await
+        .map_err(std::io::Error::other)??
+    };
     let sources = Arc::new(sources.to_vec());
-    let mut block_maps = BlockMaps::new();
     let mut requests = tokio::task::JoinSet::new();
-    for (index, block) in target.blocks.iter().enumerate() {
-        let mut existing = vec![0u8; block.size as usize];
-        if file.read_exact_at(&mut existing, block.offset).is_ok()
-            && blake3::hash(&existing) == block.hash
-        {
-            continue;
-        }
-        if let Some(data) = local_copy(shared, block, &mut block_maps).await {
-            file.write_all_at(&data, block.offset)?;
-            continue;
-        }
+    for (index, block) in missing {
         while requests.len() >= REQUESTS_IN_FLIGHT {
             write_fetched(&file, requests.join_next().await)?;
         }
@@ -383,56 +386,42 @@ async fn fetch(
             target.name.clone(),
             sources.clone(),
             index,
-            *block,
+            block,
         ));
     }
     while let Some(result) = requests.join_next().await {
         write_fetched(&file, Some(result))?;
     }
-    file.set_len(target.size)?;
-    file.sync_all()?;
-    finish_metadata(&file, target)?;
-    drop(file);
-    keep_version(folder, &target.name, path)?;
-    fs::rename(&temp, path)?;
-    if let Some(dir) = path.parent() {
-        File::open(dir)?.sync_all()?;
-    }
-    Ok(fs::symlink_metadata(path)?.ino())
-}
-
-/// The blocks of local files, by hash, loaded once per file while one file is pulled.
-type BlockMaps = HashMap<(String, String), HashMap<blake3::Hash, Block>>;
-
-/// A block from any local file the index says holds it, checked against its hash.
-async fn local_copy(shared: &Arc<Shared>, block: &Block, maps: &mut BlockMaps) -> Option<Vec<u8>> {
-    let holders = shared.store().local_block_holders(&block.hash).ok()?;
-    for (folder_id, name) in holders {
-        let Some(folder) = shared.folders.get(&folder_id) else {
-            continue;
-        };
-        let key = (folder_id.clone(), name.clone());
-        if !maps.contains_key(&key) {
-            let entry = shared.store().local_entry(folder.idx, &name).ok().flatten();
-            let map = entry
-                .map(|e| e.blocks.into_iter().map(|b| (b.hash, b)).collect())
-                .unwrap_or_default();
-            maps.insert(key.clone(), map);
+    // fsync blocks for milliseconds: on a blocking thread, so the network goes on and the
+    // fsyncs of files pulled side by side share journal commits.
+    let (shared, folder_id, target, path) = (
+        shared.clone(),
+        folder.config.id.clone(),
+        target.clone(),
+        path.to_owned(),
+    );
+    tokio::task::spawn_blocking(move || {
+        let folder = shared
+            .folders
+            .get(&folder_id)
+            .ok_or_else(|| std::io::Error::other("folder removed"))?;
+        file.set_len(target.size)?;
+        file.sync_all()?;
+        finish_metadata(&file, &target)?;
+        drop(file);
+        keep_version(folder, &target.name, &path)?;
+        fs::rename(&temp, &path)?;
+        if let Some(dir) = path.parent() {
+            File::open(dir)?.sync_all()?;
         }
-        let Some(found) = maps.get(&key).and_then(|m| m.get(&block.hash)).copied() else {
-            continue;
-        };
-        if let Some(data) = read_block(folder, &name, found).await
-            && blake3::hash(&data) == block.hash
-        {
-            return Some(data);
-        }
-    }
-    None
+        Ok(fs::symlink_metadata(&path)?.ino())
+    })
+    .await
+    .map_err(std::io::Error::other)?
 }
 
 /// What a block request task ends with.
-type Fetched = Result<Result<(Block, Vec<u8>), PullError>, tokio::task::JoinError>;
+type Fetched = Result<Result<(Block, bytes::Bytes), PullError>, tokio::task::JoinError>;
 
 /// Writes a fetched block where it belongs.
 fn write_fetched(file: &File, result: Option<Fetched>) -> Result<(), PullError> {
@@ -454,7 +443,7 @@ async fn from_peers(
     sources: Arc<Vec<DeviceId>>,
     index: usize,
     block: Block,
-) -> Result<(Block, Vec<u8>), PullError> {
+) -> Result<(Block, bytes::Bytes), PullError> {
     let count = sources.len().max(1);
     let mut bad = Vec::new();
     // A request that fails in transit is tried again (a few times, briefly) before the file

@@ -442,7 +442,7 @@ mod tests {
         let response = wire::Message {
             body: Some(Body::Response(wire::Response {
                 id: 1,
-                data: vec![1; MAX_CONTROL_FRAME_LEN * 2],
+                data: vec![1; MAX_CONTROL_FRAME_LEN * 2].into(),
                 code: 0,
             })),
         };

@@ -143,7 +143,7 @@ async fn hostile_names_are_refused_and_a_bad_block_is_fetched_again() {
                     &mut tx,
                     Body::Response(wire::Response {
                         id: request.id,
-                        data,
+                        data: data.into(),
                         code: 0,
                     }),
                 )

@@ -266,7 +266,8 @@ fn a_daemon_killed_mid_transfer_resumes_and_leaves_nothing_behind() {
     wait_for_same_tree("both agree", 30, (&root_a, &a), (&root_b, &b));
 
     // Blocks written before the kill were not requested again: the requests served overall
-    // stay close to the number of blocks (the kill can lose the ones in flight).
+    // stay close to the number of blocks (the kill can lose the ones in flight, at most
+    // 128 per file).
     let blocks = serde_json::from_str::<serde_json::Value>(&a.ok(["ls", "docs", "--json"]))
         .unwrap()
         .as_array()
@@ -280,7 +281,7 @@ fn a_daemon_killed_mid_transfer_resumes_and_leaves_nothing_behind() {
     let served = a.log().matches("served block").count();
     assert!(served_before > 64, "{served_before} blocks before the kill");
     assert!(
-        served <= blocks + 64,
+        served <= blocks + 128,
         "{served} requests for {blocks} blocks"
     );
 }

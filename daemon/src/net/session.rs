@@ -26,7 +26,7 @@ const BATCH_BYTES: usize = 1 << 20;
 /// How often an index sender looks for new local entries when nothing woke it.
 const INDEX_POLL: Duration = Duration::from_secs(1);
 /// Block requests served at once per connection.
-const SERVING_CONCURRENCY: usize = 64;
+const SERVING_CONCURRENCY: usize = 256;
 /// How long the peer has for its Hello and ClusterConfig.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -357,7 +357,7 @@ async fn answer(shared: &Arc<Shared>, peer: DeviceId, request: wire::Request) ->
     let refuse = |code: wire::ErrorCode| wire::Message {
         body: Some(Body::Response(wire::Response {
             id,
-            data: Vec::new(),
+            data: Default::default(),
             code: code as i32,
         })),
     };
@@ -397,7 +397,7 @@ async fn answer(shared: &Arc<Shared>, peer: DeviceId, request: wire::Request) ->
             wire::Message {
                 body: Some(Body::Response(wire::Response {
                     id,
-                    data,
+                    data: data.into(),
                     code: wire::ErrorCode::None as i32,
                 })),
             }
@@ -426,7 +426,7 @@ pub(crate) async fn request_block(
     folder: &str,
     name: &str,
     block: Block,
-) -> Result<Vec<u8>, String> {
+) -> Result<bytes::Bytes, String> {
     let (mut send_stream, recv_stream) = connection.open_bi().await.map_err(|e| e.to_string())?;
     let request = wire::Message {
         body: Some(Body::Request(wire::Request {
