@@ -98,6 +98,12 @@ enum FolderCommand {
         #[command(flatten)]
         format: Format,
     },
+    /// List folders that configured devices offer but that are not shared with them here
+    /// (accept one with `folder add` and `folder share`).
+    Pending {
+        #[command(flatten)]
+        format: Format,
+    },
     /// Share a folder with a configured device.
     Share {
         /// The folder ID.
@@ -264,7 +270,29 @@ fn folder(home: &Home, command: FolderCommand, out: &mut impl Write) -> Result<(
             }
             entry.devices.push(device);
             home.save_config(&config)?;
+            home.store()?.forget_pending_folder(&folder, Some(device))?;
             writeln!(out, "Shared folder {folder:?} with {device}")?;
+        }
+        FolderCommand::Pending { format } => {
+            let pending = home.store()?.pending_folders()?;
+            if format.json {
+                let list: Vec<_> = pending
+                    .iter()
+                    .map(|p| {
+                        serde_json::json!({
+                            "id": p.folder,
+                            "label": p.label,
+                            "device": p.device.to_string(),
+                            "time": output::unix_time(p.last_seen),
+                        })
+                    })
+                    .collect();
+                output::json_line(out, &list)?;
+            } else {
+                for p in &pending {
+                    writeln!(out, "{}\t{}\t{}", p.folder, p.device, p.label)?;
+                }
+            }
         }
     }
     Ok(())
@@ -311,9 +339,7 @@ fn device(home: &Home, command: DeviceCommand, out: &mut impl Write) -> Result<(
                             "id": p.device.to_string(),
                             "name": p.name,
                             "address": p.address,
-                            "time": jiff::Timestamp::from_second(p.last_seen)
-                                .map(|t| t.to_string())
-                                .unwrap_or_default(),
+                            "time": output::unix_time(p.last_seen),
                         })
                     })
                     .collect();

@@ -152,6 +152,19 @@ pub struct PendingDevice {
     pub last_seen: i64,
 }
 
+/// A folder a configured device offered that is not shared with it here.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PendingFolder {
+    /// The folder ID.
+    pub folder: String,
+    /// The device that offered it.
+    pub device: DeviceId,
+    /// The label it gave.
+    pub label: String,
+    /// When, in Unix seconds.
+    pub last_seen: i64,
+}
+
 /// The writing connection.
 #[derive(Debug)]
 pub struct Store {
@@ -584,6 +597,65 @@ impl Store {
                 device,
                 name: row.get(1)?,
                 address: row.get(2)?,
+                last_seen: row.get(3)?,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Remembers a folder `device` offered that is not shared with it here.
+    pub fn record_pending_folder(&self, pending: &PendingFolder) -> Result<(), StoreError> {
+        self.conn.execute(
+            "INSERT INTO pending_folders (folder_id, device_id, label, last_seen)
+             VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (folder_id, device_id) DO UPDATE SET
+                label = excluded.label, last_seen = excluded.last_seen",
+            params![
+                pending.folder,
+                pending.device.as_bytes().as_slice(),
+                pending.label,
+                pending.last_seen
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// Forgets offers of `folder` (by `device`, or by every device for `None`): it is now
+    /// shared, or the user declined it.
+    pub fn forget_pending_folder(
+        &self,
+        folder: &str,
+        device: Option<DeviceId>,
+    ) -> Result<(), StoreError> {
+        match device {
+            Some(device) => self.conn.execute(
+                "DELETE FROM pending_folders WHERE folder_id = ?1 AND device_id = ?2",
+                params![folder, device.as_bytes().as_slice()],
+            )?,
+            None => self
+                .conn
+                .execute("DELETE FROM pending_folders WHERE folder_id = ?1", [folder])?,
+        };
+        Ok(())
+    }
+
+    /// Folders offered by configured devices and not shared with them, most recent first.
+    pub fn pending_folders(&self) -> Result<Vec<PendingFolder>, StoreError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT folder_id, device_id, label, last_seen FROM pending_folders
+             ORDER BY last_seen DESC, folder_id",
+        )?;
+        let mut rows = stmt.query([])?;
+        let mut out = Vec::new();
+        while let Some(row) = rows.next()? {
+            let raw: Vec<u8> = row.get(1)?;
+            let Ok(device) = DeviceId::try_from(raw.as_slice()) else {
+                continue;
+            };
+            out.push(PendingFolder {
+                folder: row.get(0)?,
+                device,
+                label: row.get(2)?,
                 last_seen: row.get(3)?,
             });
         }

@@ -163,6 +163,57 @@ fn an_unknown_device_is_recorded_as_pending_and_gets_nothing() {
 }
 
 #[test]
+fn a_folder_offered_but_not_shared_waits_as_pending_until_accepted() {
+    let (a, b, root_a, root_b) = two_devices();
+    let photos_a = a.path("photos");
+    fs::create_dir(&photos_a).unwrap();
+    a.ok([
+        "folder",
+        "add",
+        "--id",
+        "photos",
+        "--label",
+        "Holiday photos",
+        "--path",
+        photos_a.to_str().unwrap(),
+    ]);
+    fs::write(photos_a.join("cat.jpg"), b"meow").unwrap();
+    pair(&a, &b, None);
+    share(&a, &b);
+    share(&b, &a);
+    a.ok(["folder", "share", "photos", &b.id()]);
+    let running_b = b.serve();
+    pair_address(&a, &b, running_b.port);
+    let running_a = a.serve();
+    let a_id = a.id();
+    wait_until("b lists photos as pending", 30, || {
+        b.ok(["folder", "pending", "--json"]).contains("photos")
+    });
+    let pending: serde_json::Value =
+        serde_json::from_str(&b.ok(["folder", "pending", "--json"])).unwrap();
+    assert_eq!(pending.as_array().unwrap().len(), 1, "{pending}");
+    assert_eq!(pending[0]["id"], "photos");
+    assert_eq!(pending[0]["label"], "Holiday photos");
+    assert_eq!(pending[0]["device"], a_id.as_str());
+    // "docs", shared both ways, is not pending and syncs; nothing of photos is created.
+    fs::write(root_a.join("doc.txt"), b"doc").unwrap();
+    wait_until("docs syncs", 30, || root_b.join("doc.txt").exists());
+    assert!(!b.path("photos").exists());
+
+    // Accepting: add the folder with a local path and share it back.
+    running_b.stop();
+    let photos_b = b.add_folder("photos", "photos");
+    b.ok(["folder", "share", "photos", &a_id]);
+    assert_eq!(b.ok(["folder", "pending", "--json"]).trim(), "[]");
+    // The restarted b gets a new port that a does not know: b dials a instead.
+    pair_address(&b, &a, running_a.port);
+    let _running_b = b.serve();
+    wait_until("photos arrive", 30, || photos_b.join("cat.jpg").exists());
+    assert_eq!(fs::read(photos_b.join("cat.jpg")).unwrap(), b"meow");
+    drop(running_a);
+}
+
+#[test]
 fn a_chain_of_three_carries_changes_end_to_end() {
     // a <-> b <-> c: a and c only know b.
     let (a, b, c) = (Device::init(), Device::init(), Device::init());

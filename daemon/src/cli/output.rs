@@ -217,3 +217,10 @@ fn entry_json(entry: &FileEntry) -> Value {
             .collect::<Vec<_>>(),
     })
 }
+
+/// Unix seconds as an RFC 3339 time (empty if out of range).
+pub(super) fn unix_time(seconds: i64) -> String {
+    jiff::Timestamp::from_second(seconds)
+        .map(|t| t.to_string())
+        .unwrap_or_default()
+}

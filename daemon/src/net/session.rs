@@ -11,13 +11,14 @@ use peerfold_protocol::chunking::{Block, MAX_BLOCK_SIZE};
 use peerfold_protocol::wire::{self, message::Body};
 use prost::Message as _;
 use tokio::sync::{Semaphore, mpsc};
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use super::{FrameReader, StreamError, send};
-use crate::config::FolderType;
+use crate::config::{self, FolderType};
 use crate::daemon::{Folder, Shared};
 use crate::index::FileEntry;
 use crate::names;
+use crate::store::PendingFolder;
 
 /// Entries per index batch, at most.
 const BATCH_ENTRIES: usize = 1000;
@@ -27,6 +28,8 @@ const BATCH_BYTES: usize = 1 << 20;
 const INDEX_POLL: Duration = Duration::from_secs(1);
 /// Block requests served at once per connection.
 const SERVING_CONCURRENCY: usize = 256;
+/// Folder offers recorded as pending per ClusterConfig, at most.
+const MAX_PENDING_OFFERS: usize = 256;
 /// How long the peer has for its Hello and ClusterConfig.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -100,15 +103,23 @@ pub(super) async fn run(
 
     // Where each shared folder's index stands on the peer, and the peer's own index IDs.
     let mut their_index_ids = HashMap::new();
+    let mut offers_recorded = 0;
     for offered in &their_config.folders {
-        let Some(folder) = shared.folders.get(&offered.id) else {
-            warn!(device = %peer.short(), folder = %offered.id, "peer offers a folder not configured here");
+        let shared_here = shared
+            .folders
+            .get(&offered.id)
+            .filter(|folder| folder.config.devices.contains(&peer));
+        let Some(folder) = shared_here else {
+            // A peer cannot fill the database with offers: a few hundred is plenty.
+            if offers_recorded < MAX_PENDING_OFFERS && config::check_folder_id(&offered.id).is_ok()
+            {
+                record_pending_folder(shared, peer, offered);
+                offers_recorded += 1;
+            }
             continue;
         };
-        if !folder.config.devices.contains(&peer) {
-            warn!(device = %peer.short(), folder = %offered.id, "peer offers a folder not shared with it");
-            continue;
-        }
+        // Shared now: an earlier offer is settled.
+        let _ = shared.store().forget_pending_folder(&offered.id, Some(peer));
         let mut start = 0;
         for device in &offered.devices {
             let Ok(id) = DeviceId::try_from(device.id.as_slice()) else {
@@ -142,6 +153,21 @@ pub(super) async fn run(
         result = receiving => result,
         result = writer => result,
         result = serving => result,
+    }
+}
+
+/// A folder the peer offers that is not shared with it here waits for the user: it is
+/// never created on its own.
+fn record_pending_folder(shared: &Shared, peer: DeviceId, offered: &wire::Folder) {
+    info!(device = %peer.short(), folder = %offered.id, label = %offered.label, "peer offers a folder not shared with it here; recorded as pending");
+    let pending = PendingFolder {
+        folder: offered.id.clone(),
+        device: peer,
+        label: offered.label.clone(),
+        last_seen: jiff::Timestamp::now().as_second(),
+    };
+    if let Err(e) = shared.store().record_pending_folder(&pending) {
+        warn!(error = %e, "cannot record a pending folder");
     }
 }
 

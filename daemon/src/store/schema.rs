@@ -84,4 +84,14 @@ pub(super) const MIGRATIONS: &[&str] = &[
         last_seen  INTEGER NOT NULL
     );
     ",
+    // 4: folders a configured device offered that are not shared with it here.
+    "
+    CREATE TABLE pending_folders (
+        folder_id  TEXT NOT NULL,
+        device_id  BLOB NOT NULL,
+        label      TEXT NOT NULL,
+        last_seen  INTEGER NOT NULL,
+        PRIMARY KEY (folder_id, device_id)
+    );
+    ",
 ];
