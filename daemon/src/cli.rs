@@ -504,6 +504,14 @@ fn status(home: &Home, json: bool, out: &mut impl Write) -> Result<()> {
                 _ => String::new(),
             }
         )?;
+        for e in f["errors"].as_array().into_iter().flatten() {
+            writeln!(
+                out,
+                "  cannot sync {}: {}",
+                e["path"].as_str().unwrap_or_default(),
+                e["error"].as_str().unwrap_or_default()
+            )?;
+        }
     }
     for d in report["devices"].as_array().into_iter().flatten() {
         writeln!(

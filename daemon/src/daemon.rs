@@ -5,7 +5,7 @@
 //! cancels, closes the QUIC endpoints with a reason, and waits for the tasks to finish the
 //! step they are in (a pulled file is either renamed into place or left as a temp file).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -58,6 +58,8 @@ pub(crate) struct Folder {
     /// Held by a scan and by a pull round (planning included): a scan that ran beside the
     /// puller would index a file between its rename and its record as a local change.
     pub(crate) busy: tokio::sync::Mutex<()>,
+    /// Names the last pull round could not bring up to date, with why.
+    pub(crate) pull_errors: Mutex<BTreeMap<String, String>>,
 }
 
 /// What a folder is doing.
@@ -78,6 +80,18 @@ impl Folder {
 
     pub(crate) fn state(&self) -> FolderState {
         self.state.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Replaces the pull errors with those of the round that just ended.
+    pub(crate) fn set_pull_errors(&self, errors: BTreeMap<String, String>) {
+        *self.pull_errors.lock().unwrap_or_else(|p| p.into_inner()) = errors;
+    }
+
+    pub(crate) fn pull_errors(&self) -> BTreeMap<String, String> {
+        self.pull_errors
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 }
 
@@ -162,6 +176,7 @@ impl Daemon {
                     local_changed: Notify::new(),
                     state: Mutex::new(FolderState::Idle),
                     busy: tokio::sync::Mutex::new(()),
+                    pull_errors: Mutex::new(BTreeMap::new()),
                 },
             );
         }

@@ -93,11 +93,16 @@ pub(crate) async fn run(shared: Arc<Shared>, folder_id: String) {
             .into_iter()
             .partition(|a| matches!(a, Action::Fetch { .. }));
         rescan |= ordered.iter().any(|a| matches!(a, Action::Conflict { .. }));
+        let errors = std::sync::Mutex::new(std::collections::BTreeMap::new());
         let report = |name: String, result: Result<(), PullError>| match result {
             Ok(()) => false,
             Err(PullError::ChangedLocally(_)) => true,
             Err(e) => {
                 warn!(folder = %folder_id, %name, error = %e, "pull failed");
+                errors
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(name, e.to_string());
                 false
             }
         };
@@ -130,6 +135,7 @@ pub(crate) async fn run(shared: Arc<Shared>, folder_id: String) {
             let name = action.name().unwrap_or_default().to_owned();
             rescan |= report(name, execute(&shared, folder, action).await);
         }
+        folder.set_pull_errors(errors.into_inner().unwrap_or_else(|p| p.into_inner()));
         if folder.state() == FolderState::Syncing {
             folder.set_state(FolderState::Idle);
         }
@@ -340,6 +346,8 @@ fn remove(path: &Path) -> std::io::Result<()> {
 }
 
 /// Assembles the file in its temp file, then renames it into place. Returns the inode.
+/// On a full disk the temp file is removed, so the space it took serves other files; any
+/// other failure keeps it for the next attempt to resume from.
 async fn fetch(
     shared: &Arc<Shared>,
     folder: &Folder,
@@ -347,17 +355,39 @@ async fn fetch(
     sources: &[DeviceId],
     path: &Path,
 ) -> Result<u64, PullError> {
+    let temp = temp_path(path);
+    let result = assemble(shared, folder, target, sources, path, &temp).await;
+    if let Err(PullError::Io(e)) = &result
+        && e.kind() == std::io::ErrorKind::StorageFull
+    {
+        let _ = fs::remove_file(&temp);
+    }
+    result
+}
+
+/// `.peerfold.NAME.tmp` beside `path`.
+fn temp_path(path: &Path) -> std::path::PathBuf {
     let file_name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let temp = path.with_file_name(format!(".peerfold.{file_name}.tmp"));
+    path.with_file_name(format!(".peerfold.{file_name}.tmp"))
+}
+
+async fn assemble(
+    shared: &Arc<Shared>,
+    folder: &Folder,
+    target: &FileEntry,
+    sources: &[DeviceId],
+    path: &Path,
+    temp: &Path,
+) -> Result<u64, PullError> {
     let file = OpenOptions::new()
         .read(true)
         .write(true)
         .create(true)
         .truncate(false)
-        .open(&temp)?;
+        .open(temp)?;
     // Blocks already in the temp file (an interrupted earlier attempt) are kept; blocks
     // held by local files are copied; the rest are requested from peers, many at a time,
     // spread over the peers that have this version.
@@ -394,11 +424,12 @@ async fn fetch(
     }
     // fsync blocks for milliseconds: on a blocking thread, so the network goes on and the
     // fsyncs of files pulled side by side share journal commits.
-    let (shared, folder_id, target, path) = (
+    let (shared, folder_id, target, path, temp) = (
         shared.clone(),
         folder.config.id.clone(),
         target.clone(),
         path.to_owned(),
+        temp.to_owned(),
     );
     tokio::task::spawn_blocking(move || {
         let folder = shared

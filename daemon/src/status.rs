@@ -113,6 +113,12 @@ fn report(shared: &Shared) -> Value {
             "local": { "files": local[0], "bytes": local[1] },
             "global": { "files": global[0], "bytes": global[1] },
             "need": { "files": need[0], "bytes": need[1] },
+            // Syncthing's folder-error shape (`/rest/folder/errors`).
+            "errors": folder
+                .pull_errors()
+                .into_iter()
+                .map(|(path, error)| json!({ "path": path, "error": error }))
+                .collect::<Vec<_>>(),
         }));
     }
     folders.sort_by(|a, b| a["id"].as_str().cmp(&b["id"].as_str()));

@@ -5,6 +5,7 @@
 //! the binary first and passes its path in `CARGO_BIN_EXE_peerfold`.
 
 mod cli;
+mod disk_full;
 mod hostile;
 mod scan;
 mod support;

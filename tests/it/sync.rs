@@ -95,6 +95,16 @@ fn two_devices_sync_a_tree_and_every_kind_of_change() {
     assert!(stderr.contains("not running"), "{stderr}");
 }
 
+/// [`connect`] for other test modules.
+pub(crate) fn connect_devices(a: &Device, b: &Device) -> [crate::support::Running; 2] {
+    connect(a, b)
+}
+
+/// `peerfold status --json` of a running device.
+pub(crate) fn status_of(device: &Device) -> serde_json::Value {
+    serde_json::from_str(&device.ok(["status", "--json"])).unwrap()
+}
+
 /// Pairs `a` and `b`, shares "docs" both ways, and starts both daemons (b first, so a can
 /// dial b's port).
 fn connect(a: &Device, b: &Device) -> [crate::support::Running; 2] {

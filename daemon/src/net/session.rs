@@ -119,7 +119,9 @@ pub(super) async fn run(
             continue;
         };
         // Shared now: an earlier offer is settled.
-        let _ = shared.store().forget_pending_folder(&offered.id, Some(peer));
+        let _ = shared
+            .store()
+            .forget_pending_folder(&offered.id, Some(peer));
         let mut start = 0;
         for device in &offered.devices {
             let Ok(id) = DeviceId::try_from(device.id.as_slice()) else {

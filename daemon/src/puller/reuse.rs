@@ -104,8 +104,7 @@ pub(super) fn fill_from_disk(
     let mut buf = Vec::new();
     for (index, block) in target.blocks.iter().enumerate() {
         buf.resize(block.size as usize, 0);
-        if temp.read_exact_at(&mut buf, block.offset).is_ok() && blake3::hash(&buf) == block.hash
-        {
+        if temp.read_exact_at(&mut buf, block.offset).is_ok() && blake3::hash(&buf) == block.hash {
             continue;
         }
         if holders.read(block, &mut buf) {
