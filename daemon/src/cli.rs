@@ -104,6 +104,18 @@ enum FolderCommand {
         #[command(flatten)]
         format: Format,
     },
+    /// Send-only folder: make this device's state the newest everywhere, replacing
+    /// remote changes (asks the running daemon).
+    Override {
+        /// The folder ID.
+        folder: String,
+    },
+    /// Receive-only folder: drop local changes and restore the global state; files that
+    /// exist only here move to .peerfold/versions (asks the running daemon).
+    Revert {
+        /// The folder ID.
+        folder: String,
+    },
     /// Share a folder with a configured device.
     Share {
         /// The folder ID.
@@ -272,6 +284,22 @@ fn folder(home: &Home, command: FolderCommand, out: &mut impl Write) -> Result<(
             home.save_config(&config)?;
             home.store()?.forget_pending_folder(&folder, Some(device))?;
             writeln!(out, "Shared folder {folder:?} with {device}")?;
+        }
+        FolderCommand::Override { folder } => {
+            let answer = ask_daemon(home, &format!("override {folder}"))?;
+            writeln!(
+                out,
+                "Overrode {} out-of-sync names in {folder:?}: peers take this device's version",
+                answer["changed"]
+            )?;
+        }
+        FolderCommand::Revert { folder } => {
+            let answer = ask_daemon(home, &format!("revert {folder}"))?;
+            writeln!(
+                out,
+                "Reverted {} locally changed names in {folder:?} to the global version",
+                answer["changed"]
+            )?;
         }
         FolderCommand::Pending { format } => {
             let pending = home.store()?.pending_folders()?;
@@ -468,20 +496,33 @@ async fn wait_for_stop_signal() -> Result<()> {
     Ok(())
 }
 
-fn status(home: &Home, json: bool, out: &mut impl Write) -> Result<()> {
+/// Sends one request line to the running daemon's control socket; returns its answer.
+fn ask_daemon(home: &Home, request: &str) -> Result<serde_json::Value> {
     use std::io::Read;
-    let path = crate::status::socket_path(home);
+    let path = crate::control::socket_path(home);
     let mut stream = std::os::unix::net::UnixStream::connect(&path).with_context(|| {
         format!(
             "the daemon is not running (cannot connect to {})",
             path.display()
         )
     })?;
+    writeln!(stream, "{request}").context("talking to the daemon")?;
+    stream
+        .shutdown(std::net::Shutdown::Write)
+        .context("talking to the daemon")?;
     let mut text = String::new();
     stream
         .read_to_string(&mut text)
-        .context("reading the daemon's status")?;
-    let report: serde_json::Value = serde_json::from_str(&text).context("the daemon's status")?;
+        .context("reading the daemon's answer")?;
+    let answer: serde_json::Value = serde_json::from_str(&text).context("the daemon's answer")?;
+    if let Some(error) = answer["error"].as_str() {
+        bail!("{error}");
+    }
+    Ok(answer)
+}
+
+fn status(home: &Home, json: bool, out: &mut impl Write) -> Result<()> {
+    let report = ask_daemon(home, "status")?;
     if json {
         output::json_line(out, &report)?;
         return Ok(());

@@ -204,12 +204,12 @@ impl Daemon {
                 .tasks
                 .spawn(net::accept_loop(shared.clone(), endpoint.clone()));
         }
-        match crate::status::bind(home) {
+        match crate::control::bind(home) {
             Ok(listener) => {
-                shared.tasks.spawn(crate::status::serve(
+                shared.tasks.spawn(crate::control::serve(
                     shared.clone(),
                     listener,
-                    crate::status::socket_path(home),
+                    crate::control::socket_path(home),
                 ));
             }
             Err(e) => warn!(error = %e, "no status socket; `peerfold status` will not work"),

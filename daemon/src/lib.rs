@@ -9,10 +9,14 @@
 //! - [`planner`]: pure sync decisions: the global version of a name and what to do about it.
 //! - [`sync`]: what a folder needs, from the store through the planner.
 //! - [`index`]: the entry types the others share.
+//! - `control`: the local control socket (`peerfold status`, override, revert).
+//! - `folder_actions`: override (send-only) and revert (receive-only).
 
 pub mod cli;
 pub mod config;
+mod control;
 pub mod daemon;
+mod folder_actions;
 mod fsutil;
 pub mod home;
 pub mod index;
@@ -21,7 +25,6 @@ mod net;
 pub mod planner;
 mod puller;
 pub mod scanner;
-mod status;
 pub mod store;
 pub mod sync;
 mod watch;

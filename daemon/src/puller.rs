@@ -305,6 +305,16 @@ fn keep_version(folder: &Folder, name: &str, path: &Path) -> Result<(), PullErro
     Ok(())
 }
 
+/// Moves a local file or symlink out of the way (into the versions directory when the
+/// folder keeps versions), or removes an empty directory.
+pub(crate) fn put_aside(folder: &Folder, name: &str, path: &Path) -> std::io::Result<()> {
+    match keep_version(folder, name, path) {
+        Ok(()) => remove(path),
+        Err(PullError::Io(e)) => Err(e),
+        Err(e) => Err(std::io::Error::other(e.to_string())),
+    }
+}
+
 /// Deletes kept versions older than the folder's maximum age.
 pub(crate) fn clean_versions(folder: &Folder) -> std::io::Result<u64> {
     let max_age = folder.config.versions_max_age_days;

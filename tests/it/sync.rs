@@ -402,7 +402,29 @@ fn a_receive_only_folder_keeps_its_local_changes_to_itself() {
     wait_until("b receives a's second file", 30, || {
         root_b.join("second.txt").exists()
     });
-    drop(a);
+
+    // Revert: b gives up its changes; they stay in its versions directory.
+    let said = b.ok(["folder", "revert", "docs"]);
+    assert!(said.contains("Reverted 2 "), "{said}");
+    wait_for_same_tree(
+        "b is back to the global state",
+        30,
+        (&root_a, &a),
+        (&root_b, &b),
+    );
+    assert_eq!(fs::read(root_b.join("from-a.txt")).unwrap(), b"a's version");
+    let versions = root_b.join(".peerfold/versions");
+    assert_eq!(
+        fs::read(versions.join("from-a.txt")).unwrap(),
+        b"local edit"
+    );
+    assert_eq!(
+        fs::read(versions.join("only-here.txt")).unwrap(),
+        b"new here"
+    );
+    // Only receive-only folders revert.
+    let refused = a.fails(1, ["folder", "revert", "docs"]);
+    assert!(refused.contains("receiveonly"), "{refused}");
 }
 
 #[test]
@@ -416,5 +438,18 @@ fn a_send_only_folder_never_takes_remote_changes() {
     wait_until("b receives a's second file", 30, || {
         root_b.join("second.txt").exists()
     });
-    drop((a, b));
+
+    // Override: a's state wins everywhere; b keeps what it loses as versions.
+    let said = a.ok(["folder", "override", "docs"]);
+    assert!(said.contains("Overrode 2 "), "{said}");
+    wait_for_same_tree("b has a's state again", 30, (&root_a, &a), (&root_b, &b));
+    assert_eq!(fs::read(root_b.join("from-a.txt")).unwrap(), b"a's version");
+    assert!(!root_b.join("only-here.txt").exists());
+    let versions = root_b.join(".peerfold/versions");
+    assert_eq!(
+        fs::read(versions.join("only-here.txt")).unwrap(),
+        b"new here"
+    );
+    let refused = b.fails(1, ["folder", "override", "nope"]);
+    assert!(refused.contains("no folder"), "{refused}");
 }

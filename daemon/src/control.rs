@@ -1,16 +1,19 @@
-//! `peerfold status` without the REST API: the daemon answers on a Unix socket in its home
-//! (`HOME/daemon.sock`, mode 0600) with one JSON document per connection.
+//! The local control socket, `HOME/daemon.sock` (mode 0600): a client writes one request
+//! line and reads one JSON document back. Requests: `status` (also what an empty request
+//! means), `override FOLDER` and `revert FOLDER`.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use serde_json::{Value, json};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixListener;
-use tracing::debug;
+use tracing::{debug, info};
 
+use crate::config::FolderType;
 use crate::daemon::{FolderState, Shared};
+use crate::folder_actions;
 use crate::home::Home;
 use crate::planner::{self, Announced};
 
@@ -51,13 +54,77 @@ pub(crate) async fn serve(shared: Arc<Shared>, listener: UnixListener, path: Pat
                 }
             },
         };
-        let shared2 = shared.clone();
-        let report = tokio::task::spawn_blocking(move || report(&shared2)).await;
-        let mut stream = stream;
-        if let Ok(report) = report {
-            let _ = stream.write_all(report.to_string().as_bytes()).await;
+        shared.tasks.spawn(answer(shared.clone(), stream));
+    }
+}
+
+/// How long a client has to send its request line.
+const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+async fn answer(shared: Arc<Shared>, stream: tokio::net::UnixStream) {
+    let (read, mut write) = stream.into_split();
+    let mut line = String::new();
+    let mut reader = BufReader::new(read).take(4096);
+    let _ = tokio::time::timeout(REQUEST_TIMEOUT, reader.read_line(&mut line)).await;
+    // Folder IDs may hold spaces: the verb ends at the first one.
+    let request = line.trim_end_matches(['\r', '\n']);
+    let (verb, argument) = request.split_once(' ').unwrap_or((request, ""));
+    let response = match (verb, argument) {
+        ("" | "status", "") => {
+            let shared = shared.clone();
+            tokio::task::spawn_blocking(move || report(&shared))
+                .await
+                .unwrap_or_else(|e| json!({ "error": e.to_string() }))
         }
-        let _ = stream.shutdown().await;
+        (action @ ("override" | "revert"), folder_id) if !folder_id.is_empty() => {
+            folder_action(&shared, action, folder_id).await
+        }
+        _ => json!({ "error": format!("unknown request {:?}", line.trim()) }),
+    };
+    let _ = write.write_all(response.to_string().as_bytes()).await;
+    let _ = write.shutdown().await;
+}
+
+/// Runs an override or revert on a folder, between its scans and pulls.
+async fn folder_action(shared: &Arc<Shared>, action: &str, folder_id: &str) -> Value {
+    let Some(folder) = shared.folders.get(folder_id) else {
+        return json!({ "error": format!("no folder {folder_id:?}") });
+    };
+    let wanted = if action == "override" {
+        FolderType::SendOnly
+    } else {
+        FolderType::ReceiveOnly
+    };
+    if folder.config.folder_type != wanted {
+        return json!({
+            "error": format!(
+                "{action} applies to {} folders; {folder_id:?} is {}",
+                wanted.as_str(),
+                folder.config.folder_type.as_str()
+            )
+        });
+    }
+    let _busy = folder.busy.lock().await;
+    let (shared2, id, is_override) = (shared.clone(), folder_id.to_owned(), action == "override");
+    let result = tokio::task::spawn_blocking(move || {
+        let folder = &shared2.folders[&id];
+        let mut store = shared2.store();
+        if is_override {
+            folder_actions::override_changes(&mut store, folder, shared2.me)
+        } else {
+            folder_actions::revert_changes(&mut store, folder, shared2.me)
+        }
+    })
+    .await;
+    match result {
+        Ok(Ok(changed)) => {
+            info!(folder = %folder_id, action, changed, "folder action");
+            folder.local_changed.notify_waiters();
+            folder.pull.notify_one();
+            json!({ "folder": folder_id, "action": action, "changed": changed })
+        }
+        Ok(Err(e)) => json!({ "error": e.to_string() }),
+        Err(e) => json!({ "error": e.to_string() }),
     }
 }
 

@@ -1,0 +1,198 @@
+//! The user's two ways out of a one-way folder's differences (Syncthing's "Override
+//! Changes" and "Revert Local Changes").
+//!
+//! - **Override** (send-only): what is on disk here becomes the newest version everywhere.
+//!   Every local entry that is out of sync is re-recorded with a version that has seen the
+//!   global one plus one change by this device; a name only others have gets a tombstone of
+//!   the same kind, so peers delete it.
+//! - **Revert** (receive-only): local changes give way to the global version. Changed local
+//!   entries get an empty version, so the puller replaces them (keeping the local file as a
+//!   version); files that exist only here are moved to the versions directory.
+
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+
+use peerfold_protocol::DeviceId;
+use peerfold_protocol::version::{Ordering, VersionVector};
+
+use crate::daemon::Folder;
+use crate::index::FileEntry;
+use crate::planner::{self, Announced};
+use crate::store::{LocalChange, Store, StoreError};
+
+/// What happened to one name.
+#[derive(Debug)]
+struct Rewrite {
+    entry: FileEntry,
+    version: VersionVector,
+    /// The file leaves the disk (to the versions directory) before the entry is recorded.
+    remove_from_disk: bool,
+}
+
+/// Why an override or revert failed.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum FolderActionError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{name}: {source}")]
+    Io {
+        name: String,
+        source: std::io::Error,
+    },
+}
+
+/// Makes this device's state of a send-only folder the global one. Returns the names
+/// re-recorded.
+pub(crate) fn override_changes(
+    store: &mut Store,
+    folder: &Folder,
+    me: DeviceId,
+) -> Result<usize, FolderActionError> {
+    let mut rewrites = Vec::new();
+    store.for_each_name(folder.idx, me, |entries| {
+        let (local, remote) = split(&entries, me);
+        let Some(global) = planner::global(&remote) else {
+            return Ok::<(), StoreError>(());
+        };
+        match local {
+            Some(local)
+                if !local.invalid
+                    && !matches!(
+                        local.version.compare(&global.entry.version),
+                        Ordering::Equal | Ordering::Newer
+                    ) =>
+            {
+                rewrites.push(Rewrite {
+                    entry: local.clone(),
+                    version: local
+                        .version
+                        .merge(&global.entry.version)
+                        .incremented(me.short()),
+                    remove_from_disk: false,
+                });
+            }
+            None if !global.entry.deleted => {
+                // Only others have it: it goes, everywhere.
+                let mut tombstone = global.entry.clone();
+                tombstone.deleted = true;
+                tombstone.size = 0;
+                tombstone.blocks.clear();
+                rewrites.push(Rewrite {
+                    version: global.entry.version.clone().incremented(me.short()),
+                    entry: tombstone,
+                    remove_from_disk: false,
+                });
+            }
+            _ => {}
+        }
+        Ok(())
+    })?;
+    apply(store, folder, me, rewrites)
+}
+
+/// Gives up this device's local changes in a receive-only folder. Returns the names
+/// affected.
+pub(crate) fn revert_changes(
+    store: &mut Store,
+    folder: &Folder,
+    me: DeviceId,
+) -> Result<usize, FolderActionError> {
+    let mut rewrites = Vec::new();
+    store.for_each_name(folder.idx, me, |entries| {
+        let (local, remote) = split(&entries, me);
+        let Some(local) = local.filter(|l| !l.invalid) else {
+            return Ok::<(), StoreError>(());
+        };
+        match planner::global(&remote) {
+            Some(global)
+                if !matches!(
+                    local.version.compare(&global.entry.version),
+                    Ordering::Equal | Ordering::Older
+                ) =>
+            {
+                rewrites.push(Rewrite {
+                    entry: local.clone(),
+                    version: VersionVector::new(),
+                    remove_from_disk: false,
+                });
+            }
+            Some(_) => {}
+            None if !local.deleted => {
+                let mut tombstone = local.clone();
+                tombstone.deleted = true;
+                tombstone.size = 0;
+                tombstone.blocks.clear();
+                rewrites.push(Rewrite {
+                    entry: tombstone,
+                    version: VersionVector::new(),
+                    remove_from_disk: true,
+                });
+            }
+            None => {}
+        }
+        Ok(())
+    })?;
+    apply(store, folder, me, rewrites)
+}
+
+fn split<'a>(
+    entries: &'a [(DeviceId, FileEntry)],
+    me: DeviceId,
+) -> (Option<&'a FileEntry>, Vec<Announced<'a>>) {
+    let local = entries.iter().find(|(d, _)| *d == me).map(|(_, e)| e);
+    let remote = entries
+        .iter()
+        .filter(|(d, _)| *d != me)
+        .map(|(device, entry)| Announced {
+            device: *device,
+            entry,
+        })
+        .collect();
+    (local, remote)
+}
+
+fn apply(
+    store: &mut Store,
+    folder: &Folder,
+    me: DeviceId,
+    rewrites: Vec<Rewrite>,
+) -> Result<usize, FolderActionError> {
+    let count = rewrites.len();
+    // Names come in order, so a directory precedes its contents: removals go in reverse.
+    let (removals, records): (Vec<_>, Vec<_>) =
+        rewrites.into_iter().partition(|r| r.remove_from_disk);
+    for rewrite in records.into_iter().chain(removals.into_iter().rev()) {
+        let name = rewrite.entry.name.clone();
+        let io = |source| FolderActionError::Io {
+            name: name.clone(),
+            source,
+        };
+        let path = crate::names::join(&folder.config.path, &name).map_err(|e| {
+            io(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                e.to_string(),
+            ))
+        })?;
+        if rewrite.remove_from_disk {
+            crate::puller::put_aside(folder, &name, &path).map_err(io)?;
+        }
+        // The inode lets the next scan see the file as unchanged.
+        let inode = fs::symlink_metadata(&path).map_or(0, |m| m.ino());
+        let entry = rewrite.entry;
+        let change = LocalChange {
+            previous: None,
+            name: entry.name,
+            kind: entry.kind,
+            size: entry.size,
+            permissions: entry.permissions,
+            modified: entry.modified,
+            deleted: entry.deleted,
+            invalid: false,
+            symlink_target: entry.symlink_target,
+            blocks: Some(entry.blocks),
+            inode,
+        };
+        store.record_pulled(folder.idx, &change, &rewrite.version, me.short())?;
+    }
+    Ok(count)
+}
