@@ -60,30 +60,22 @@ fn file(name: &str, data: &[u8]) -> wire::FileInfo {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn hostile_names_are_refused_and_a_bad_block_is_fetched_again() {
-    let evil = Identity::generate().unwrap();
+/// Connects to the daemon at `port` as `evil`, offering "docs", and completes the
+/// Hello/ClusterConfig exchange.
+async fn handshake(
+    evil: &Identity,
+    a_id: DeviceId,
+    port: u16,
+) -> (quinn::Connection, quinn::SendStream, quinn::RecvStream) {
     let evil_id = evil.device_id();
-    let a = Device::init();
-    let root = a.add_folder("docs", "docs");
-    let outside = a.path("outside");
-    fs::create_dir(&outside).unwrap();
-    a.ok(["device", "add", &evil_id.to_string()]);
-    a.ok(["folder", "share", "docs", &evil_id.to_string()]);
-    let running = a.serve();
-    let a_id: DeviceId = a.id().parse().unwrap();
-
     let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(Arc::new(
-        tls::client_config(&evil, PeerPolicy::only(a_id)).unwrap(),
+        tls::client_config(evil, PeerPolicy::only(a_id)).unwrap(),
     ))
     .unwrap();
     let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
     endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(crypto)));
     let connection = endpoint
-        .connect(
-            format!("127.0.0.1:{}", running.port).parse().unwrap(),
-            "peerfold",
-        )
+        .connect(format!("127.0.0.1:{port}").parse().unwrap(), "peerfold")
         .unwrap()
         .await
         .unwrap();
@@ -118,7 +110,82 @@ async fn hostile_names_are_refused_and_a_bad_block_is_fetched_again() {
         next(&mut rx, &mut buf).await.unwrap().body,
         Some(Body::Hello(_))
     ));
+    (connection, tx, rx)
+}
 
+/// A configured device sharing "docs" with an evil identity; returns the running daemon.
+fn target_for(evil: &Identity) -> (Device, crate::support::Running, DeviceId) {
+    let a = Device::init();
+    a.add_folder("docs", "docs");
+    let evil_id = evil.device_id().to_string();
+    a.ok(["device", "add", &evil_id]);
+    a.ok(["folder", "share", "docs", &evil_id]);
+    let running = a.serve();
+    let a_id = a.id().parse().unwrap();
+    (a, running, a_id)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_keeps_sending_invalid_requests_is_disconnected() {
+    let evil = Identity::generate().unwrap();
+    let (a, running, a_id) = target_for(&evil);
+    let (connection, _tx, _rx) = handshake(&evil, a_id, running.port).await;
+    let mut refused = 0;
+    for i in 0..150u64 {
+        let Ok((mut tx, mut rx)) = connection.open_bi().await else {
+            break;
+        };
+        send(
+            &mut tx,
+            Body::Request(wire::Request {
+                id: i,
+                folder: "docs".into(),
+                name: "../outside".into(),
+                offset: 0,
+                size: 10,
+                hash: vec![0; 32],
+            }),
+        )
+        .await;
+        let _ = tx.finish();
+        match next(&mut rx, &mut BytesMut::new()).await {
+            Some(wire::Message {
+                body: Some(Body::Response(r)),
+            }) => {
+                assert_eq!(r.code, wire::ErrorCode::InvalidFile as i32);
+                refused += 1;
+            }
+            _ => break,
+        }
+    }
+    let reason = tokio::time::timeout(std::time::Duration::from_secs(10), connection.closed())
+        .await
+        .expect("the daemon closes the connection");
+    assert!(
+        reason
+            .to_string()
+            .contains("too many invalid block requests"),
+        "{reason}"
+    );
+    assert!((90..=110).contains(&refused), "{refused} refusals first");
+    assert!(a.log().contains("too many invalid block requests"));
+    drop(running);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_names_are_refused_and_a_bad_block_is_fetched_again() {
+    let evil = Identity::generate().unwrap();
+    let evil_id = evil.device_id();
+    let a = Device::init();
+    let root = a.add_folder("docs", "docs");
+    let outside = a.path("outside");
+    fs::create_dir(&outside).unwrap();
+    a.ok(["device", "add", &evil_id.to_string()]);
+    a.ok(["folder", "share", "docs", &evil_id.to_string()]);
+    let running = a.serve();
+    let a_id: DeviceId = a.id().parse().unwrap();
+
+    let (connection, mut tx, _rx) = handshake(&evil, a_id, running.port).await;
     // Serve blocks: the first answer for ok.txt is garbage, later ones are right.
     let good = b"the right content".to_vec();
     let asked = Arc::new(AtomicUsize::new(0));

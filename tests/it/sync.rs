@@ -224,6 +224,20 @@ fn a_folder_offered_but_not_shared_waits_as_pending_until_accepted() {
 }
 
 #[test]
+fn a_case_only_rename_leaves_one_file_with_the_new_name() {
+    let (a, b, root_a, root_b) = two_devices();
+    fs::write(root_a.join("Readme.txt"), b"read me").unwrap();
+    let _running = connect(&a, &b);
+    wait_until("b has Readme.txt", 30, || {
+        root_b.join("Readme.txt").exists()
+    });
+    fs::rename(root_a.join("Readme.txt"), root_a.join("README.txt")).unwrap();
+    wait_for_same_tree("the rename reaches b", 30, (&root_a, &a), (&root_b, &b));
+    assert_eq!(fs::read(root_b.join("README.txt")).unwrap(), b"read me");
+    assert!(!root_b.join("Readme.txt").exists());
+}
+
+#[test]
 fn a_chain_of_three_carries_changes_end_to_end() {
     // a <-> b <-> c: a and c only know b.
     let (a, b, c) = (Device::init(), Device::init(), Device::init());

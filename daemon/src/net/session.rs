@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use peerfold_protocol::DeviceId;
@@ -28,6 +29,8 @@ const BATCH_BYTES: usize = 1 << 20;
 const INDEX_POLL: Duration = Duration::from_secs(1);
 /// Block requests served at once per connection.
 const SERVING_CONCURRENCY: usize = 256;
+/// Invalid block requests (see `is_invalid_request`) a peer may make per connection.
+const MAX_INVALID_REQUESTS: usize = 100;
 /// Folder offers recorded as pending per ClusterConfig, at most.
 const MAX_PENDING_OFFERS: usize = 256;
 /// How long the peer has for its Hello and ClusterConfig.
@@ -356,12 +359,13 @@ async fn serve_requests(
     connection: quinn::Connection,
 ) -> Result<(), SessionError> {
     let limit = Arc::new(Semaphore::new(SERVING_CONCURRENCY));
+    let invalid = Arc::new(AtomicUsize::new(0));
     loop {
         let (mut send_stream, recv_stream) = connection.accept_bi().await?;
         let Ok(permit) = limit.clone().acquire_owned().await else {
             return Ok(());
         };
-        let shared = shared.clone();
+        let (shared, invalid, connection) = (shared.clone(), invalid.clone(), connection.clone());
         let tasks = shared.tasks.clone();
         tasks.spawn(async move {
             let _permit = permit;
@@ -373,11 +377,31 @@ async fn serve_requests(
                 return;
             };
             let response = answer(&shared, peer, request).await;
+            if is_invalid_request(&response)
+                && invalid.fetch_add(1, Ordering::Relaxed) + 1 > MAX_INVALID_REQUESTS
+            {
+                warn!(device = %peer.short(), "too many invalid block requests; disconnecting");
+                connection.close(
+                    super::close::PROTOCOL.into(),
+                    b"too many invalid block requests",
+                );
+                return;
+            }
             if send(&mut send_stream, &response).await.is_ok() {
                 let _ = send_stream.finish();
             }
         });
     }
+}
+
+/// A refusal no well-behaved peer provokes: an unknown or unshared folder, a malformed
+/// name, size or hash. (Missing files are not counted: a file can change under a pull.)
+fn is_invalid_request(response: &wire::Message) -> bool {
+    matches!(
+        &response.body,
+        Some(Body::Response(r)) if r.code == wire::ErrorCode::InvalidFile as i32
+            || r.code == wire::ErrorCode::Generic as i32
+    )
 }
 
 async fn answer(shared: &Arc<Shared>, peer: DeviceId, request: wire::Request) -> wire::Message {
