@@ -120,6 +120,7 @@ async fn folder_action(shared: &Arc<Shared>, action: &str, folder_id: &str) -> V
         Ok(Ok(changed)) => {
             info!(folder = %folder_id, action, changed, "folder action");
             folder.local_changed.notify_waiters();
+            folder.replan_everything();
             folder.pull.notify_one();
             json!({ "folder": folder_id, "action": action, "changed": changed })
         }

@@ -5,7 +5,7 @@
 //! cancels, closes the QUIC endpoints with a reason, and waits for the tasks to finish the
 //! step they are in (a pulled file is either renamed into place or left as a temp file).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -60,7 +60,21 @@ pub(crate) struct Folder {
     pub(crate) busy: tokio::sync::Mutex<()>,
     /// Names the last pull round could not bring up to date, with why.
     pub(crate) pull_errors: Mutex<BTreeMap<String, String>>,
+    /// What the next pull round must plan again.
+    replan: Mutex<Replan>,
 }
+
+/// What changed since the puller last planned a folder.
+#[derive(Debug)]
+pub(crate) enum Replan {
+    /// Everything (start-up, local scans, new connections, folder actions).
+    Everything,
+    /// Only these names (index updates from peers, names that failed).
+    Names(BTreeSet<String>),
+}
+
+/// Past this many names, planning the whole folder is cheaper than name by name.
+const REPLAN_NAMES_MAX: usize = 20_000;
 
 /// What a folder is doing.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -80,6 +94,30 @@ impl Folder {
 
     pub(crate) fn state(&self) -> FolderState {
         self.state.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The next pull round plans the whole folder.
+    pub(crate) fn replan_everything(&self) {
+        *self.replan.lock().unwrap_or_else(|p| p.into_inner()) = Replan::Everything;
+    }
+
+    /// The next pull round plans these names (too).
+    pub(crate) fn replan_names<'a>(&self, names: impl IntoIterator<Item = &'a str>) {
+        let mut replan = self.replan.lock().unwrap_or_else(|p| p.into_inner());
+        if let Replan::Names(set) = &mut *replan {
+            set.extend(names.into_iter().map(str::to_owned));
+            if set.len() > REPLAN_NAMES_MAX {
+                *replan = Replan::Everything;
+            }
+        }
+    }
+
+    /// What to plan now; resets to nothing.
+    pub(crate) fn take_replan(&self) -> Replan {
+        std::mem::replace(
+            &mut *self.replan.lock().unwrap_or_else(|p| p.into_inner()),
+            Replan::Names(BTreeSet::new()),
+        )
     }
 
     /// Replaces the pull errors with those of the round that just ended.
@@ -177,6 +215,7 @@ impl Daemon {
                     state: Mutex::new(FolderState::Idle),
                     busy: tokio::sync::Mutex::new(()),
                     pull_errors: Mutex::new(BTreeMap::new()),
+                    replan: Mutex::new(Replan::Everything),
                 },
             );
         }
@@ -280,6 +319,7 @@ async fn scan_loop(shared: Arc<Shared>, folder_id: String) {
             Ok(Ok(changed)) if changed => {
                 folder.local_changed.notify_waiters();
                 // Local changes can settle or create needs.
+                folder.replan_everything();
                 folder.pull.notify_one();
             }
             Ok(Ok(_)) => {}

@@ -295,6 +295,7 @@ async fn run_connection(shared: Arc<Shared>, connection: quinn::Connection, dial
     info!(device = %peer.short(), %remote, dialed, "connected");
     // Pulls that failed for want of this peer can go on now.
     for folder in shared.folders_shared_with(peer) {
+        folder.replan_everything();
         folder.pull.notify_one();
     }
     let result = session::run(&shared, peer, &connection, dialed).await;

@@ -18,19 +18,21 @@ use peerfold_protocol::DeviceId;
 use peerfold_protocol::chunking::Block;
 use tracing::{debug, info, warn};
 
-use crate::daemon::{Folder, FolderState, Shared};
+use crate::daemon::{Folder, FolderState, Replan, Shared};
 use crate::index::{FileEntry, FileKind};
 use crate::names;
 use crate::net::session::request_block;
 use crate::planner::Action;
 use crate::scanner::walk_timestamp;
 use crate::store::LocalChange;
-use crate::sync::needed_actions;
+use crate::sync::{needed_actions, needed_actions_for};
 
 mod reuse;
 
 /// How often the puller looks again on its own (peers that came and went, failed blocks).
 const RETRY_EVERY: Duration = Duration::from_secs(10);
+/// How often the whole folder is planned again although nothing asked for it.
+const FULL_PLAN_EVERY: Duration = Duration::from_secs(600);
 /// Block requests in flight per file being pulled.
 const REQUESTS_IN_FLIGHT: usize = 128;
 /// Files pulled at once.
@@ -60,22 +62,42 @@ pub(crate) async fn run(shared: Arc<Shared>, folder_id: String) {
     let Some(folder) = shared.folders.get(&folder_id) else {
         return;
     };
+    let mut last_full_plan = std::time::Instant::now();
     loop {
         tokio::select! {
             biased;
             () = shared.cancel.cancelled() => return,
             () = folder.pull.notified() => {}
-            () = tokio::time::sleep(RETRY_EVERY) => {}
+            () = tokio::time::sleep(RETRY_EVERY) => {
+                // Retry what failed; now and then look at everything, as a safety net.
+                if !folder.pull_errors().is_empty() || last_full_plan.elapsed() > FULL_PLAN_EVERY {
+                    folder.replan_everything();
+                }
+            }
         }
         let _busy = folder.busy.lock().await;
+        let replan = folder.take_replan();
         let actions = {
             let store = shared.store();
-            needed_actions(&store, folder.idx, folder.config.folder_type, shared.me)
+            match &replan {
+                Replan::Everything => {
+                    last_full_plan = std::time::Instant::now();
+                    needed_actions(&store, folder.idx, folder.config.folder_type, shared.me)
+                }
+                Replan::Names(names) => needed_actions_for(
+                    &store,
+                    folder.idx,
+                    names.iter().map(String::as_str),
+                    folder.config.folder_type,
+                    shared.me,
+                ),
+            }
         };
         let actions = match actions {
             Ok(actions) => actions,
             Err(e) => {
                 warn!(folder = %folder_id, error = %e, "cannot plan");
+                folder.replan_everything();
                 continue;
             }
         };
@@ -96,7 +118,10 @@ pub(crate) async fn run(shared: Arc<Shared>, folder_id: String) {
         let errors = std::sync::Mutex::new(std::collections::BTreeMap::new());
         let report = |name: String, result: Result<(), PullError>| match result {
             Ok(()) => false,
-            Err(PullError::ChangedLocally(_)) => true,
+            Err(PullError::ChangedLocally(_)) => {
+                folder.replan_names([name.as_str()]);
+                true
+            }
             Err(e) => {
                 warn!(folder = %folder_id, %name, error = %e, "pull failed");
                 errors
@@ -135,7 +160,10 @@ pub(crate) async fn run(shared: Arc<Shared>, folder_id: String) {
             let name = action.name().unwrap_or_default().to_owned();
             rescan |= report(name, execute(&shared, folder, action).await);
         }
-        folder.set_pull_errors(errors.into_inner().unwrap_or_else(|p| p.into_inner()));
+        let errors = errors.into_inner().unwrap_or_else(|p| p.into_inner());
+        // Failed names are planned again with the next round.
+        folder.replan_names(errors.keys().map(String::as_str));
+        folder.set_pull_errors(errors);
         if folder.state() == FolderState::Syncing {
             folder.set_state(FolderState::Idle);
         }

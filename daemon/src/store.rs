@@ -453,6 +453,27 @@ impl Store {
         for_each_name(&self.conn, folder, local, visit)
     }
 
+    /// [`Store::for_each_name`] for the given names only (those the folder has), in order.
+    pub fn for_names<'n, E: From<StoreError>>(
+        &self,
+        folder: FolderIdx,
+        names: impl IntoIterator<Item = &'n str>,
+        local: DeviceId,
+        mut visit: impl FnMut(Vec<(DeviceId, FileEntry)>) -> Result<(), E>,
+    ) -> Result<(), E> {
+        for name in names {
+            let mut group = Vec::new();
+            for_each_row(&self.conn, folder, Some(name), local, |device, entry| {
+                group.push((device, entry));
+                Ok::<(), E>(())
+            })?;
+            if !group.is_empty() {
+                visit(group)?;
+            }
+        }
+        Ok(())
+    }
+
     /// Records a version pulled from a peer as the local entry, under the next sequence
     /// number, keeping the peer's version vector and modifier.
     pub fn record_pulled(
@@ -738,17 +759,53 @@ fn for_each_name<E: From<StoreError>>(
     local: DeviceId,
     mut visit: impl FnMut(Vec<(DeviceId, FileEntry)>) -> Result<(), E>,
 ) -> Result<(), E> {
-    let mut stmt = conn
-        .prepare(
-            "SELECT f.name, f.kind, f.size, f.permissions, f.modified_s, f.modified_ns,
-                        f.deleted, f.invalid, f.sequence, f.version, f.modified_by,
-                        f.symlink_target, f.blocks, d.device_id
-                 FROM files f LEFT JOIN devices d ON d.idx = f.device_idx
-                 WHERE f.folder_idx = ?1 ORDER BY f.name",
-        )
-        .map_err(StoreError::from)?;
-    let mut rows = stmt.query([folder.0]).map_err(StoreError::from)?;
     let mut group: Vec<(DeviceId, FileEntry)> = Vec::new();
+    for_each_row(conn, folder, None, local, |device, entry| {
+        if group
+            .first()
+            .is_some_and(|(_, first)| first.name != entry.name)
+        {
+            visit(std::mem::take(&mut group))?;
+        }
+        group.push((device, entry));
+        Ok::<(), E>(())
+    })?;
+    if !group.is_empty() {
+        visit(group)?;
+    }
+    Ok(())
+}
+
+/// Every device's entry of the folder in name order (of one name, when given), this
+/// device's reported as `local`.
+fn for_each_row<E: From<StoreError>>(
+    conn: &Connection,
+    folder: FolderIdx,
+    name: Option<&str>,
+    local: DeviceId,
+    mut visit: impl FnMut(DeviceId, FileEntry) -> Result<(), E>,
+) -> Result<(), E> {
+    const SELECT: &str = "SELECT f.name, f.kind, f.size, f.permissions, f.modified_s,
+                f.modified_ns, f.deleted, f.invalid, f.sequence, f.version, f.modified_by,
+                f.symlink_target, f.blocks, d.device_id
+         FROM files f LEFT JOIN devices d ON d.idx = f.device_idx";
+    let (mut stmt, mut rows);
+    match name {
+        Some(name) => {
+            stmt = conn
+                .prepare_cached(&format!("{SELECT} WHERE f.folder_idx = ?1 AND f.name = ?2"))
+                .map_err(StoreError::from)?;
+            rows = stmt
+                .query(params![folder.0, name])
+                .map_err(StoreError::from)?;
+        }
+        None => {
+            stmt = conn
+                .prepare_cached(&format!("{SELECT} WHERE f.folder_idx = ?1 ORDER BY f.name"))
+                .map_err(StoreError::from)?;
+            rows = stmt.query([folder.0]).map_err(StoreError::from)?;
+        }
+    }
     while let Some(row) = rows.next().map_err(StoreError::from)? {
         let entry = entry_from_row(row)?;
         let device = match row
@@ -761,16 +818,7 @@ fn for_each_name<E: From<StoreError>>(
                 detail: format!("device: {e}"),
             })?,
         };
-        if group
-            .first()
-            .is_some_and(|(_, first)| first.name != entry.name)
-        {
-            visit(std::mem::take(&mut group))?;
-        }
-        group.push((device, entry));
-    }
-    if !group.is_empty() {
-        visit(group)?;
+        visit(device, entry)?;
     }
     Ok(())
 }

@@ -3,6 +3,7 @@
 use peerfold_protocol::DeviceId;
 
 use crate::config::FolderType;
+use crate::index::FileEntry;
 use crate::planner::{self, Action, Announced};
 use crate::store::{FolderIdx, Store, StoreError};
 
@@ -16,31 +17,54 @@ pub fn needed_actions(
 ) -> Result<Vec<Action>, StoreError> {
     let mut actions = Vec::new();
     store.for_each_name(folder, this_device, |entries| {
-        let local = entries
-            .iter()
-            .find(|(device, _)| *device == this_device)
-            .map(|(_, entry)| entry);
-        let remote: Vec<Announced<'_>> = entries
-            .iter()
-            .filter(|(device, _)| *device != this_device)
-            .map(|(device, entry)| Announced {
-                device: *device,
-                entry,
-            })
-            .collect();
-        if let Some(local) = local
-            && remote.iter().all(|r| r.entry.version == local.version)
-        {
-            return Ok::<(), StoreError>(());
-        }
-        let action = planner::plan(folder_type, local, &remote, this_device);
-        if action != Action::Nothing {
-            actions.push(action);
-        }
-        Ok(())
+        actions.extend(action_for(&entries, folder_type, this_device));
+        Ok::<(), StoreError>(())
     })?;
     planner::order(&mut actions);
     Ok(actions)
+}
+
+/// [`needed_actions`] for the given names only: what changed since the last plan.
+pub fn needed_actions_for<'n>(
+    store: &Store,
+    folder: FolderIdx,
+    names: impl IntoIterator<Item = &'n str>,
+    folder_type: FolderType,
+    this_device: DeviceId,
+) -> Result<Vec<Action>, StoreError> {
+    let mut actions = Vec::new();
+    store.for_names(folder, names, this_device, |entries| {
+        actions.extend(action_for(&entries, folder_type, this_device));
+        Ok::<(), StoreError>(())
+    })?;
+    planner::order(&mut actions);
+    Ok(actions)
+}
+
+/// The action for one name, given every device's entry for it.
+fn action_for(
+    entries: &[(DeviceId, FileEntry)],
+    folder_type: FolderType,
+    this_device: DeviceId,
+) -> Option<Action> {
+    let local = entries
+        .iter()
+        .find(|(device, _)| *device == this_device)
+        .map(|(_, entry)| entry);
+    let remote: Vec<Announced<'_>> = entries
+        .iter()
+        .filter(|(device, _)| *device != this_device)
+        .map(|(device, entry)| Announced {
+            device: *device,
+            entry,
+        })
+        .collect();
+    if let Some(local) = local
+        && remote.iter().all(|r| r.entry.version == local.version)
+    {
+        return None;
+    }
+    Some(planner::plan(folder_type, local, &remote, this_device)).filter(|a| *a != Action::Nothing)
 }
 
 #[cfg(test)]
@@ -155,6 +179,17 @@ mod tests {
                 .iter()
                 .all(|a| matches!(a, Action::Fetch { sources, .. } if sources == &[PEER]))
         );
+        // Planning some names only: the others are not looked at.
+        let some = needed_actions_for(
+            &store,
+            folder,
+            ["new", "same", "unknown"],
+            FolderType::SendReceive,
+            ME,
+        )
+        .unwrap();
+        let names: Vec<&str> = some.iter().filter_map(Action::name).collect();
+        assert_eq!(names, vec!["new"]);
         // Send-only: the same differences are only reported.
         let actions = needed_actions(&store, folder, FolderType::SendOnly, ME).unwrap();
         assert!(actions.iter().all(|a| *a == Action::OutOfSync));

@@ -312,9 +312,10 @@ async fn receive(
     their_index_ids: &HashMap<String, u64>,
 ) -> Result<(), SessionError> {
     while let Some(message) = reader.next().await? {
-        let (folder_id, files) = match message.body {
-            Some(Body::Index(index)) => (index.folder, index.files),
-            Some(Body::IndexUpdate(update)) => (update.folder, update.files),
+        // A full index may replace what we held of the device: every name can change.
+        let (folder_id, files, full) = match message.body {
+            Some(Body::Index(index)) => (index.folder, index.files, true),
+            Some(Body::IndexUpdate(update)) => (update.folder, update.files, false),
             Some(Body::Close(close)) => {
                 debug!(device = %peer.short(), reason = %close.reason, "peer closed");
                 return Ok(());
@@ -346,6 +347,11 @@ async fn receive(
             .apply_remote_index(folder.idx, peer, index_id, &entries)
         {
             warn!(folder = %folder_id, error = %e, "cannot store the peer's index");
+        }
+        if full {
+            folder.replan_everything();
+        } else {
+            folder.replan_names(entries.iter().map(|e| e.name.as_str()));
         }
         folder.pull.notify_one();
     }
