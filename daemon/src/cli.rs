@@ -61,7 +61,12 @@ enum Command {
         /// Listen on quic://HOST:PORT instead of the configured addresses (repeatable).
         #[arg(long = "listen", value_name = "ADDRESS")]
         listen: Vec<String>,
+        /// Serve the REST API on HOST:PORT instead of the configured address.
+        #[arg(long = "api", value_name = "HOST:PORT")]
+        api: Option<String>,
     },
+    /// Print the REST API's key (clients send it as `X-API-Key`).
+    ApiKey,
     /// Show what the running daemon is doing: folders and devices.
     Status {
         #[command(flatten)]
@@ -168,7 +173,13 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Device(command) => device(&home, command, &mut out),
         Command::Scan { folder, format } => scan(&home, folder, format.json, &mut out),
         Command::Ls { folder, format } => ls(&home, &folder, format.json, &mut out),
-        Command::Serve { listen } => serve(&home, listen, &mut out),
+        Command::Serve { listen, api } => {
+            serve(&home, crate::daemon::StartOptions { listen, api }, &mut out)
+        }
+        Command::ApiKey => {
+            writeln!(out, "{}", home.config()?.api.key)?;
+            Ok(())
+        }
         Command::Status { format } => status(&home, format.json, &mut out),
     }
 }
@@ -457,13 +468,13 @@ fn ls(home: &Home, folder_id: &str, json: bool, out: &mut impl Write) -> Result<
     Ok(())
 }
 
-fn serve(home: &Home, listen: Vec<String>, out: &mut impl Write) -> Result<()> {
+fn serve(home: &Home, options: crate::daemon::StartOptions, out: &mut impl Write) -> Result<()> {
     if !home.is_initialised() {
         let id = home.init(|_| {})?.device_id();
         writeln!(out, "Initialised {}", home.dir().display())?;
         write!(out, "{}", output::qr_text(&id.to_string())?)?;
     }
-    for address in &listen {
+    for address in &options.listen {
         config::check_address(address).map_err(anyhow::Error::msg)?;
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -471,7 +482,7 @@ fn serve(home: &Home, listen: Vec<String>, out: &mut impl Write) -> Result<()> {
         .build()
         .context("starting the async runtime")?;
     runtime.block_on(async {
-        let daemon = crate::daemon::Daemon::start(home, listen).await?;
+        let daemon = crate::daemon::Daemon::start(home, options).await?;
         let addrs: Vec<String> = daemon
             .local_addrs()
             .iter()
@@ -479,8 +490,14 @@ fn serve(home: &Home, listen: Vec<String>, out: &mut impl Write) -> Result<()> {
             .collect();
         writeln!(out, "Device ID: {}", daemon.device_id())?;
         writeln!(out, "Listening on {} (QUIC)", addrs.join(", "))?;
+        if let Some(api) = daemon.api_address() {
+            writeln!(out, "REST API on http://{api} (key: `peerfold api-key`)")?;
+        }
         out.flush()?;
-        wait_for_stop_signal().await?;
+        tokio::select! {
+            signal = wait_for_stop_signal() => signal?,
+            () = daemon.stop_requested() => {}
+        }
         daemon.shutdown().await;
         Ok(())
     })

@@ -9,13 +9,12 @@ use std::sync::Arc;
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixListener;
-use tracing::{debug, info};
+use tracing::debug;
 
-use crate::config::FolderType;
 use crate::daemon::{FolderState, Shared};
-use crate::folder_actions;
+use crate::folder_actions::{self, FolderAction};
 use crate::home::Home;
-use crate::planner::{self, Announced};
+use crate::summary;
 
 /// The socket's path in a home.
 pub(crate) fn socket_path(home: &Home) -> PathBuf {
@@ -85,47 +84,15 @@ async fn answer(shared: Arc<Shared>, stream: tokio::net::UnixStream) {
     let _ = write.shutdown().await;
 }
 
-/// Runs an override or revert on a folder, between its scans and pulls.
 async fn folder_action(shared: &Arc<Shared>, action: &str, folder_id: &str) -> Value {
-    let Some(folder) = shared.folders.get(folder_id) else {
-        return json!({ "error": format!("no folder {folder_id:?}") });
-    };
-    let wanted = if action == "override" {
-        FolderType::SendOnly
+    let action = if action == "override" {
+        FolderAction::Override
     } else {
-        FolderType::ReceiveOnly
+        FolderAction::Revert
     };
-    if folder.config.folder_type != wanted {
-        return json!({
-            "error": format!(
-                "{action} applies to {} folders; {folder_id:?} is {}",
-                wanted.as_str(),
-                folder.config.folder_type.as_str()
-            )
-        });
-    }
-    let _busy = folder.busy.lock().await;
-    let (shared2, id, is_override) = (shared.clone(), folder_id.to_owned(), action == "override");
-    let result = tokio::task::spawn_blocking(move || {
-        let folder = &shared2.folders[&id];
-        let mut store = shared2.store();
-        if is_override {
-            folder_actions::override_changes(&mut store, folder, shared2.me)
-        } else {
-            folder_actions::revert_changes(&mut store, folder, shared2.me)
-        }
-    })
-    .await;
-    match result {
-        Ok(Ok(changed)) => {
-            info!(folder = %folder_id, action, changed, "folder action");
-            folder.local_changed.notify_waiters();
-            folder.replan_everything();
-            folder.pull.notify_one();
-            json!({ "folder": folder_id, "action": action, "changed": changed })
-        }
-        Ok(Err(e)) => json!({ "error": e.to_string() }),
-        Err(e) => json!({ "error": e.to_string() }),
+    match folder_actions::run(shared, folder_id, action).await {
+        Ok(changed) => json!({ "folder": folder_id, "changed": changed }),
+        Err(e) => json!({ "error": e }),
     }
 }
 
@@ -133,40 +100,11 @@ async fn folder_action(shared: &Arc<Shared>, action: &str, folder_id: &str) -> V
 fn report(shared: &Shared) -> Value {
     let mut folders = Vec::new();
     for folder in shared.folders.values() {
-        let (mut local, mut global, mut need) = ([0u64; 2], [0u64; 2], [0u64; 2]);
-        // A read-only connection of its own: the walk must not hold up the writer.
-        let reader = shared.store().reader();
-        let walked = reader.and_then(|reader| {
-            reader.for_each_name(folder.idx, shared.me, |entries| {
-                let mine = entries
-                    .iter()
-                    .find(|(d, _)| *d == shared.me)
-                    .map(|(_, e)| e);
-                if let Some(e) = mine.filter(|e| !e.deleted && !e.invalid) {
-                    local[0] += 1;
-                    local[1] += e.size;
-                }
-                let candidates: Vec<Announced<'_>> = entries
-                    .iter()
-                    .map(|(device, entry)| Announced {
-                        device: *device,
-                        entry,
-                    })
-                    .collect();
-                if let Some(g) = planner::global(&candidates).filter(|g| !g.entry.deleted) {
-                    global[0] += 1;
-                    global[1] += g.entry.size;
-                    if mine.is_none_or(|m| m.version != g.entry.version) {
-                        need[0] += 1;
-                        need[1] += g.entry.size;
-                    }
-                }
-                Ok::<(), crate::store::StoreError>(())
-            })
-        });
+        let walked = summary::folder_summary(shared, folder);
+        let counts = walked.as_ref().copied().unwrap_or_default();
         let (state, error) = match (folder.state(), walked) {
             (_, Err(e)) => ("error", e.to_string()),
-            (FolderState::Idle, _) if need[0] > 0 => ("syncing", String::new()),
+            (FolderState::Idle, _) if counts.need.items() > 0 => ("syncing", String::new()),
             (FolderState::Idle, _) => ("idle", String::new()),
             (FolderState::Scanning, _) => ("scanning", String::new()),
             (FolderState::Syncing, _) => ("syncing", String::new()),
@@ -178,9 +116,9 @@ fn report(shared: &Shared) -> Value {
             "path": folder.config.path,
             "state": state,
             "error": error,
-            "local": { "files": local[0], "bytes": local[1] },
-            "global": { "files": global[0], "bytes": global[1] },
-            "need": { "files": need[0], "bytes": need[1] },
+            "local": { "files": counts.local.items(), "bytes": counts.local.bytes },
+            "global": { "files": counts.global.items(), "bytes": counts.global.bytes },
+            "need": { "files": counts.need.items(), "bytes": counts.need.bytes },
             // Syncthing's folder-error shape (`/rest/folder/errors`).
             "errors": folder
                 .pull_errors()

@@ -18,6 +18,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
 use crate::config::{Config, FolderConfig};
+use crate::events::EventLog;
 use crate::home::{Home, HomeError};
 use crate::net;
 use crate::puller;
@@ -62,6 +63,8 @@ pub(crate) struct Folder {
     pub(crate) pull_errors: Mutex<BTreeMap<String, String>>,
     /// What the next pull round must plan again.
     replan: Mutex<Replan>,
+    /// Where state changes are announced.
+    events: Arc<EventLog>,
 }
 
 /// What changed since the puller last planned a folder.
@@ -87,9 +90,32 @@ pub(crate) enum FolderState {
     Error(String),
 }
 
+impl FolderState {
+    /// Syncthing's name for the state.
+    pub(crate) fn name(&self) -> &'static str {
+        match self {
+            Self::Idle => "idle",
+            Self::Scanning => "scanning",
+            Self::Syncing => "syncing",
+            Self::Error(_) => "error",
+        }
+    }
+}
+
 impl Folder {
     pub(crate) fn set_state(&self, state: FolderState) {
-        *self.state.lock().unwrap_or_else(|p| p.into_inner()) = state;
+        let mut current = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if *current == state {
+            return;
+        }
+        let from = current.name();
+        *current = state;
+        let to = current.name();
+        drop(current);
+        self.events.emit(
+            "StateChanged",
+            serde_json::json!({ "folder": self.config.id, "from": from, "to": to }),
+        );
     }
 
     pub(crate) fn state(&self) -> FolderState {
@@ -143,6 +169,27 @@ pub(crate) struct Shared {
     pub(crate) peers: Mutex<HashMap<DeviceId, quinn::Connection>>,
     pub(crate) cancel: CancellationToken,
     pub(crate) tasks: TaskTracker,
+    pub(crate) events: Arc<EventLog>,
+    pub(crate) started: jiff::Timestamp,
+    /// Where the QUIC listeners and the REST API are bound (known once bound).
+    bound: Mutex<Bound>,
+    /// What each connected peer said about itself.
+    peers_info: Mutex<HashMap<DeviceId, PeerInfo>>,
+}
+
+#[derive(Debug, Default)]
+struct Bound {
+    quic: Vec<SocketAddr>,
+    api: Option<SocketAddr>,
+}
+
+/// A connected peer, as `/rest/system/connections` shows it.
+#[derive(Clone, Debug)]
+pub(crate) struct PeerInfo {
+    pub(crate) started_at: jiff::Timestamp,
+    /// We dialed it (a client connection) rather than it us.
+    pub(crate) dialed: bool,
+    pub(crate) client_version: String,
 }
 
 impl Shared {
@@ -165,6 +212,38 @@ impl Shared {
             .filter(move |f| f.config.devices.contains(&device))
     }
 
+    /// Where the QUIC listeners are bound.
+    pub(crate) fn listening(&self) -> Vec<SocketAddr> {
+        self.bound
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .quic
+            .clone()
+    }
+
+    /// Where the REST API is bound.
+    pub(crate) fn api_address(&self) -> Option<SocketAddr> {
+        self.bound.lock().unwrap_or_else(|p| p.into_inner()).api
+    }
+
+    /// What `device` said about itself, while it is connected.
+    pub(crate) fn peer_info(&self, device: DeviceId) -> Option<PeerInfo> {
+        self.peers_info
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&device)
+            .cloned()
+    }
+
+    /// Records (or with `None`, forgets) what `device` said about itself.
+    pub(crate) fn set_peer_info(&self, device: DeviceId, info: Option<PeerInfo>) {
+        let mut all = self.peers_info.lock().unwrap_or_else(|p| p.into_inner());
+        match info {
+            Some(info) => all.insert(device, info),
+            None => all.remove(&device),
+        };
+    }
+
     /// The connection to `device`, if there is one.
     pub(crate) fn connection(&self, device: DeviceId) -> Option<quinn::Connection> {
         self.peers
@@ -173,6 +252,15 @@ impl Shared {
             .get(&device)
             .cloned()
     }
+}
+
+/// What `peerfold serve` overrides for one run.
+#[derive(Clone, Debug, Default)]
+pub struct StartOptions {
+    /// QUIC listen addresses instead of the configured ones (when not empty).
+    pub listen: Vec<String>,
+    /// The REST API's address instead of the configured one.
+    pub api: Option<String>,
 }
 
 /// A running daemon.
@@ -192,13 +280,14 @@ impl std::fmt::Debug for Daemon {
 impl Daemon {
     /// Starts the daemon of `home`: scans every folder, listens, dials known devices.
     /// `listen` overrides the configured listen addresses when not empty.
-    pub async fn start(home: &Home, listen: Vec<String>) -> Result<Self, DaemonError> {
+    pub async fn start(home: &Home, options: StartOptions) -> Result<Self, DaemonError> {
         let mut config = home.config()?;
-        if !listen.is_empty() {
-            config.listen = listen;
+        if !options.listen.is_empty() {
+            config.listen = options.listen.clone();
         }
         let identity = home.identity()?;
         let mut store = home.store()?;
+        let events = Arc::new(EventLog::default());
         let mut folders = HashMap::new();
         for folder in &config.folders {
             let idx = store
@@ -216,6 +305,7 @@ impl Daemon {
                     busy: tokio::sync::Mutex::new(()),
                     pull_errors: Mutex::new(BTreeMap::new()),
                     replan: Mutex::new(Replan::Everything),
+                    events: events.clone(),
                 },
             );
         }
@@ -228,8 +318,33 @@ impl Daemon {
             peers: Mutex::new(HashMap::new()),
             cancel: CancellationToken::new(),
             tasks: TaskTracker::new(),
+            events,
+            started: jiff::Timestamp::now(),
+            bound: Mutex::new(Bound::default()),
+            peers_info: Mutex::new(HashMap::new()),
         });
         let endpoints = net::bind(&shared, &identity, &config.listen)?;
+        let api_address = options.api.unwrap_or_else(|| config.api.address.clone());
+        let api_listener =
+            crate::api::bind(&api_address)
+                .await
+                .map_err(|e| DaemonError::Listen {
+                    address: api_address.clone(),
+                    reason: format!(
+                        "{e} (the REST API; choose another with --api or [api] address)"
+                    ),
+                })?;
+        {
+            let mut bound = shared.bound.lock().unwrap_or_else(|p| p.into_inner());
+            bound.quic = endpoints
+                .iter()
+                .filter_map(|e| e.local_addr().ok())
+                .collect();
+            bound.api = api_listener.local_addr().ok();
+        }
+        shared
+            .tasks
+            .spawn(crate::api::serve(shared.clone(), api_listener));
         for folder in shared.folders.values() {
             let id = folder.config.id.clone();
             shared.tasks.spawn(scan_loop(shared.clone(), id.clone()));
@@ -264,6 +379,10 @@ impl Daemon {
                 ));
             }
         }
+        shared.events.emit(
+            "StartupComplete",
+            serde_json::json!({ "myID": shared.me.to_string() }),
+        );
         Ok(Self { shared, endpoints })
     }
 
@@ -278,6 +397,16 @@ impl Daemon {
     /// This device's ID.
     pub fn device_id(&self) -> DeviceId {
         self.shared.me
+    }
+
+    /// Where the REST API listens.
+    pub fn api_address(&self) -> Option<SocketAddr> {
+        self.shared.api_address()
+    }
+
+    /// Resolves when something asked the daemon to stop (`POST /rest/system/shutdown`).
+    pub async fn stop_requested(&self) {
+        self.shared.cancel.cancelled().await;
     }
 
     /// Stops every task and closes connections with a reason.
@@ -311,20 +440,8 @@ async fn scan_loop(shared: Arc<Shared>, folder_id: String) {
             Ok(n) => info!(folder = %folder_id, removed = n, "cleaned out old versions"),
             Err(e) => warn!(folder = %folder_id, error = %e, "cleaning versions"),
         }
-        let (shared2, id) = (shared.clone(), folder_id.clone());
-        let busy = folder.busy.lock().await;
-        let result = tokio::task::spawn_blocking(move || scan_now(&shared2, &id)).await;
-        drop(busy);
-        match result {
-            Ok(Ok(changed)) if changed => {
-                folder.local_changed.notify_waiters();
-                // Local changes can settle or create needs.
-                folder.replan_everything();
-                folder.pull.notify_one();
-            }
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => warn!(folder = %folder_id, error = %e, "scan failed"),
-            Err(e) => warn!(folder = %folder_id, error = %e, "scan task failed"),
+        if let Err(e) = scan(&shared, &folder_id).await {
+            warn!(folder = %folder_id, error = %e, "scan failed");
         }
         tokio::select! {
             biased;
@@ -333,6 +450,33 @@ async fn scan_loop(shared: Arc<Shared>, folder_id: String) {
             () = tokio::time::sleep(interval) => {}
         }
     }
+}
+
+/// Scans a folder between pull rounds and tells the index senders and the puller when
+/// something changed. Returns whether it did.
+pub(crate) async fn scan(shared: &Arc<Shared>, folder_id: &str) -> Result<bool, String> {
+    let folder = shared
+        .folders
+        .get(folder_id)
+        .ok_or_else(|| format!("no folder {folder_id:?}"))?;
+    let (shared2, id) = (shared.clone(), folder_id.to_owned());
+    let busy = folder.busy.lock().await;
+    let result = tokio::task::spawn_blocking(move || scan_now(&shared2, &id)).await;
+    drop(busy);
+    let changed = result
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
+    if changed {
+        folder.local_changed.notify_waiters();
+        // Local changes can settle or create needs.
+        folder.replan_everything();
+        folder.pull.notify_one();
+        folder.events.emit(
+            "LocalIndexUpdated",
+            serde_json::json!({ "folder": folder_id }),
+        );
+    }
+    Ok(changed)
 }
 
 /// Runs one scan; returns whether anything changed.

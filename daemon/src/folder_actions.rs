@@ -11,14 +11,67 @@
 
 use std::fs;
 use std::os::unix::fs::MetadataExt;
+use std::sync::Arc;
 
 use peerfold_protocol::DeviceId;
 use peerfold_protocol::version::{Ordering, VersionVector};
+use tracing::info;
 
-use crate::daemon::Folder;
+use crate::config::FolderType;
+use crate::daemon::{Folder, Shared};
 use crate::index::FileEntry;
 use crate::planner::{self, Announced};
 use crate::store::{LocalChange, Store, StoreError};
+
+/// Which of the two.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum FolderAction {
+    Override,
+    Revert,
+}
+
+/// Runs an override or revert on a folder, between its scans and pull rounds, then wakes
+/// the index senders and the puller. Returns how many names it rewrote; errors are meant
+/// for the user.
+pub(crate) async fn run(
+    shared: &Arc<Shared>,
+    folder_id: &str,
+    action: FolderAction,
+) -> Result<usize, String> {
+    let folder = shared
+        .folders
+        .get(folder_id)
+        .ok_or_else(|| format!("no folder {folder_id:?}"))?;
+    let (name, wanted) = match action {
+        FolderAction::Override => ("override", FolderType::SendOnly),
+        FolderAction::Revert => ("revert", FolderType::ReceiveOnly),
+    };
+    if folder.config.folder_type != wanted {
+        return Err(format!(
+            "{name} applies to {} folders; {folder_id:?} is {}",
+            wanted.as_str(),
+            folder.config.folder_type.as_str()
+        ));
+    }
+    let _busy = folder.busy.lock().await;
+    let (shared2, id) = (shared.clone(), folder_id.to_owned());
+    let changed = tokio::task::spawn_blocking(move || {
+        let folder = &shared2.folders[&id];
+        let mut store = shared2.store();
+        match action {
+            FolderAction::Override => override_changes(&mut store, folder, shared2.me),
+            FolderAction::Revert => revert_changes(&mut store, folder, shared2.me),
+        }
+    })
+    .await
+    .map_err(|e| e.to_string())?
+    .map_err(|e| e.to_string())?;
+    info!(folder = %folder_id, action = name, changed, "folder action");
+    folder.local_changed.notify_waiters();
+    folder.replan_everything();
+    folder.pull.notify_one();
+    Ok(changed)
+}
 
 /// What happened to one name.
 #[derive(Debug)]
@@ -43,7 +96,7 @@ pub(crate) enum FolderActionError {
 
 /// Makes this device's state of a send-only folder the global one. Returns the names
 /// re-recorded.
-pub(crate) fn override_changes(
+fn override_changes(
     store: &mut Store,
     folder: &Folder,
     me: DeviceId,
@@ -92,7 +145,7 @@ pub(crate) fn override_changes(
 
 /// Gives up this device's local changes in a receive-only folder. Returns the names
 /// affected.
-pub(crate) fn revert_changes(
+fn revert_changes(
     store: &mut Store,
     folder: &Folder,
     me: DeviceId,

@@ -1,6 +1,8 @@
+#![recursion_limit = "256"]
 //! The peerfold daemon and command-line tool.
 //!
 //! # Layout
+//! - `api`: the REST API (Syncthing's paths and JSON shapes).
 //! - [`cli`]: argument definitions and the commands (thin: they call the modules below).
 //! - [`home`]: the home directory (identity, `config.toml`, `index.db`).
 //! - [`config`]: the configuration file.
@@ -12,10 +14,12 @@
 //! - `control`: the local control socket (`peerfold status`, override, revert).
 //! - `folder_actions`: override (send-only) and revert (receive-only).
 
+mod api;
 pub mod cli;
 pub mod config;
 mod control;
 pub mod daemon;
+mod events;
 mod folder_actions;
 mod fsutil;
 pub mod home;
@@ -26,5 +30,6 @@ pub mod planner;
 mod puller;
 pub mod scanner;
 pub mod store;
+mod summary;
 pub mod sync;
 mod watch;

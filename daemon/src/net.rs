@@ -282,6 +282,14 @@ async fn run_connection(shared: Arc<Shared>, connection: quinn::Connection, dial
         {
             warn!(error = %e, "cannot record pending device");
         }
+        shared.events.emit(
+            "PendingDevicesChanged",
+            serde_json::json!({ "added": [{
+                "deviceID": peer.to_string(),
+                "name": "",
+                "address": remote.to_string(),
+            }] }),
+        );
         connection.close(
             close::UNKNOWN_DEVICE.into(),
             b"this device is not accepted here: ask its owner to add your device ID",
@@ -313,6 +321,15 @@ async fn run_connection(shared: Arc<Shared>, connection: quinn::Connection, dial
         .is_some_and(|c| c.stable_id() == connection.stable_id())
     {
         peers.remove(&peer);
+        drop(peers);
+        shared.set_peer_info(peer, None);
+        shared.events.emit(
+            "DeviceDisconnected",
+            serde_json::json!({
+                "id": peer.to_string(),
+                "error": connection.close_reason().map(|r| r.to_string()).unwrap_or_default(),
+            }),
+        );
     }
 }
 

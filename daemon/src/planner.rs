@@ -95,6 +95,19 @@ impl Action {
         }
     }
 
+    /// The version the action reaches, if it changes anything.
+    pub fn target(&self) -> Option<&FileEntry> {
+        match self {
+            Self::Fetch { target, .. }
+            | Self::UpdateMetadata { target }
+            | Self::CreateDirectory { target }
+            | Self::CreateSymlink { target }
+            | Self::Delete { target } => Some(target),
+            Self::Conflict { then, .. } => then.target(),
+            Self::Nothing | Self::OutOfSync | Self::LocallyChanged => None,
+        }
+    }
+
     fn is_delete(&self) -> bool {
         match self {
             Self::Delete { .. } => true,

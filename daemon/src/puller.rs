@@ -116,7 +116,7 @@ pub(crate) async fn run(shared: Arc<Shared>, folder_id: String) {
             .partition(|a| matches!(a, Action::Fetch { .. }));
         rescan |= ordered.iter().any(|a| matches!(a, Action::Conflict { .. }));
         let errors = std::sync::Mutex::new(std::collections::BTreeMap::new());
-        let report = |name: String, result: Result<(), PullError>| match result {
+        let report_result = |name: String, result: Result<(), PullError>| match result {
             Ok(()) => false,
             Err(PullError::ChangedLocally(_)) => {
                 folder.replan_names([name.as_str()]);
@@ -130,6 +130,14 @@ pub(crate) async fn run(shared: Arc<Shared>, folder_id: String) {
                     .insert(name, e.to_string());
                 false
             }
+        };
+        let report = |name: String, result: Result<(), PullError>| {
+            let error = result.as_ref().err().map(ToString::to_string);
+            shared.events.emit(
+                "ItemFinished",
+                serde_json::json!({ "folder": folder_id, "item": name, "error": error, "type": "file" }),
+            );
+            report_result(name, result)
         };
         for action in ordered {
             if shared.cancel.is_cancelled() {
@@ -161,6 +169,18 @@ pub(crate) async fn run(shared: Arc<Shared>, folder_id: String) {
             rescan |= report(name, execute(&shared, folder, action).await);
         }
         let errors = errors.into_inner().unwrap_or_else(|p| p.into_inner());
+        if !errors.is_empty() {
+            shared.events.emit(
+                "FolderErrors",
+                serde_json::json!({
+                    "folder": folder_id,
+                    "errors": errors
+                        .iter()
+                        .map(|(path, error)| serde_json::json!({ "path": path, "error": error }))
+                        .collect::<Vec<_>>(),
+                }),
+            );
+        }
         // Failed names are planned again with the next round.
         folder.replan_names(errors.keys().map(String::as_str));
         folder.set_pull_errors(errors);

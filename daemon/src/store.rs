@@ -601,6 +601,15 @@ impl Store {
         Ok(())
     }
 
+    /// Forgets a device that knocked (it was accepted, or the user declined it).
+    pub fn forget_pending_device(&self, device: DeviceId) -> Result<(), StoreError> {
+        self.conn.execute(
+            "DELETE FROM pending_devices WHERE device_id = ?1",
+            [device.as_bytes().as_slice()],
+        )?;
+        Ok(())
+    }
+
     /// Devices that tried to connect without being configured, most recent first.
     pub fn pending_devices(&self) -> Result<Vec<PendingDevice>, StoreError> {
         let mut stmt = self.conn.prepare(

@@ -4,6 +4,7 @@
 //! This binary is attached to the `peerfold` package (see daemon/Cargo.toml) so cargo builds
 //! the binary first and passes its path in `CARGO_BIN_EXE_peerfold`.
 
+mod api;
 mod cli;
 mod disk_full;
 mod hostile;

@@ -176,6 +176,8 @@ pub(crate) struct Running {
     child: std::process::Child,
     /// The UDP port its QUIC listener got.
     pub(crate) port: u16,
+    /// The TCP port its REST API got.
+    pub(crate) api_port: u16,
 }
 
 impl Device {
@@ -183,7 +185,13 @@ impl Device {
     pub(crate) fn serve(&self) -> Running {
         use std::io::BufRead;
         let mut child = Command::new(env!("CARGO_BIN_EXE_peerfold"))
-            .args(["serve", "--listen", "quic://127.0.0.1:0"])
+            .args([
+                "serve",
+                "--listen",
+                "quic://127.0.0.1:0",
+                "--api",
+                "127.0.0.1:0",
+            ])
             .env("PEERFOLD_HOME", self.home())
             .env("RUST_LOG", "peerfold=debug")
             .stdout(std::process::Stdio::piped())
@@ -192,17 +200,31 @@ impl Device {
             .expect("starting peerfold serve");
         let stdout = child.stdout.take().unwrap();
         let mut lines = std::io::BufReader::new(stdout).lines();
-        let port = loop {
-            let line = lines
+        let mut next_line = || {
+            lines
                 .next()
                 .unwrap_or_else(|| panic!("serve exited: {}", self.log()))
-                .unwrap();
+                .unwrap()
+        };
+        let port = loop {
+            let line = next_line();
             if let Some(addrs) = line.strip_prefix("Listening on ") {
                 let addr = addrs.split([',', ' ']).next().unwrap();
                 break addr.rsplit(':').next().unwrap().parse().unwrap();
             }
         };
-        Running { child, port }
+        let api_port = loop {
+            let line = next_line();
+            if let Some(rest) = line.strip_prefix("REST API on http://") {
+                let addr = rest.split(' ').next().unwrap();
+                break addr.rsplit(':').next().unwrap().parse().unwrap();
+            }
+        };
+        Running {
+            child,
+            port,
+            api_port,
+        }
     }
 
     /// What the running daemon logged so far.

@@ -11,12 +11,13 @@ use peerfold_protocol::DeviceId;
 use peerfold_protocol::chunking::{Block, MAX_BLOCK_SIZE};
 use peerfold_protocol::wire::{self, message::Body};
 use prost::Message as _;
+use serde_json::json;
 use tokio::sync::{Semaphore, mpsc};
 use tracing::{debug, info, warn};
 
 use super::{FrameReader, StreamError, send};
 use crate::config::{self, FolderType};
-use crate::daemon::{Folder, Shared};
+use crate::daemon::{Folder, PeerInfo, Shared};
 use crate::index::FileEntry;
 use crate::names;
 use crate::store::PendingFolder;
@@ -93,6 +94,25 @@ pub(super) async fn run(
     .await
     .map_err(|_| SessionError::Timeout)??;
     debug!(device = %peer.short(), name = %their_hello.device_name, client = %their_hello.client_name, "hello");
+    shared.set_peer_info(
+        peer,
+        Some(PeerInfo {
+            started_at: jiff::Timestamp::now(),
+            dialed,
+            client_version: their_hello.client_version.clone(),
+        }),
+    );
+    shared.events.emit(
+        "DeviceConnected",
+        json!({
+            "id": peer.to_string(),
+            "deviceName": their_hello.device_name,
+            "addr": connection.remote_address().to_string(),
+            "clientName": their_hello.client_name,
+            "clientVersion": their_hello.client_version,
+            "type": if dialed { "quic-client" } else { "quic-server" },
+        }),
+    );
 
     // Outgoing control messages go through one writer.
     let (outbox, mut outgoing) = mpsc::channel::<wire::Message>(16);
@@ -174,6 +194,14 @@ fn record_pending_folder(shared: &Shared, peer: DeviceId, offered: &wire::Folder
     if let Err(e) = shared.store().record_pending_folder(&pending) {
         warn!(error = %e, "cannot record a pending folder");
     }
+    shared.events.emit(
+        "PendingFoldersChanged",
+        json!({ "added": [{
+            "deviceID": peer.to_string(),
+            "folderID": offered.id,
+            "folderLabel": offered.label,
+        }] }),
+    );
 }
 
 fn hello(shared: &Shared) -> wire::Message {
@@ -348,6 +376,10 @@ async fn receive(
         {
             warn!(folder = %folder_id, error = %e, "cannot store the peer's index");
         }
+        shared.events.emit(
+            "RemoteIndexUpdated",
+            json!({ "device": peer.to_string(), "folder": folder_id, "items": entries.len() }),
+        );
         if full {
             folder.replan_everything();
         } else {

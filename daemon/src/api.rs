@@ -1,0 +1,277 @@
+//! The REST API, on Syncthing's paths and JSON field names, so scripts and GUIs written for
+//! Syncthing (and `syncthing cli`) drive peerfold unchanged.
+//!
+//! Every request must name a local host in its `Host` header (against DNS rebinding) and,
+//! except under `/rest/noauth/`, carry the API key as `X-API-Key: KEY` or
+//! `Authorization: Bearer KEY`. Errors are JSON `{"error": "..."}` with a 4xx status.
+
+mod cluster;
+mod config_json;
+mod db;
+mod system;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use tracing::debug;
+
+use crate::daemon::{Folder, Shared};
+
+/// A request that cannot be answered, as JSON.
+#[derive(Debug)]
+pub(crate) struct ApiError {
+    status: StatusCode,
+    message: String,
+}
+
+impl ApiError {
+    pub(crate) fn bad_request(message: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::BAD_REQUEST,
+            message: message.into(),
+        }
+    }
+
+    pub(crate) fn not_found(message: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::NOT_FOUND,
+            message: message.into(),
+        }
+    }
+
+    pub(crate) fn internal(message: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            message: message.into(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, axum::Json(json!({ "error": self.message }))).into_response()
+    }
+}
+
+/// What handlers return.
+pub(crate) type ApiResult = Result<axum::Json<Value>, ApiError>;
+
+/// The query string as a map; handlers name what they miss.
+pub(crate) type Params = axum::extract::Query<HashMap<String, String>>;
+
+/// A required query parameter.
+pub(crate) fn required<'a>(params: &'a Params, name: &str) -> Result<&'a str, ApiError> {
+    params
+        .get(name)
+        .map(String::as_str)
+        .filter(|v| !v.is_empty())
+        .ok_or_else(|| ApiError::bad_request(format!("missing query parameter {name:?}")))
+}
+
+/// An optional numeric query parameter.
+pub(crate) fn number(params: &Params, name: &str, default: u64) -> Result<u64, ApiError> {
+    match params.get(name).filter(|v| !v.is_empty()) {
+        None => Ok(default),
+        Some(v) => v.parse().map_err(|_| {
+            ApiError::bad_request(format!(
+                "query parameter {name:?} must be a number, not {v:?}"
+            ))
+        }),
+    }
+}
+
+/// The folder a `folder=` parameter names.
+pub(crate) fn folder<'a>(shared: &'a Shared, params: &Params) -> Result<&'a Folder, ApiError> {
+    let id = required(params, "folder")?;
+    shared
+        .folders
+        .get(id)
+        .ok_or_else(|| ApiError::not_found(format!("no folder {id:?}")))
+}
+
+/// Binds the API's listener.
+pub(crate) async fn bind(address: &str) -> std::io::Result<TcpListener> {
+    TcpListener::bind(address).await
+}
+
+/// Serves the API until the daemon stops.
+pub(crate) async fn serve(shared: Arc<Shared>, listener: TcpListener) {
+    let local = listener.local_addr().ok();
+    let app = router(shared.clone(), local);
+    let cancel = shared.cancel.clone();
+    if let Err(e) = axum::serve(listener, app)
+        .with_graceful_shutdown(async move { cancel.cancelled().await })
+        .await
+    {
+        debug!(error = %e, "REST API stopped");
+    }
+}
+
+fn router(shared: Arc<Shared>, local: Option<SocketAddr>) -> Router {
+    let api = Router::new()
+        .route("/rest/system/status", get(system::status))
+        .route("/rest/system/version", get(system::version))
+        .route("/rest/system/ping", get(system::ping).post(system::ping))
+        .route("/rest/system/connections", get(system::connections))
+        .route("/rest/system/discovery", get(system::discovery))
+        .route("/rest/system/error", get(system::errors))
+        .route("/rest/system/shutdown", post(system::shutdown))
+        .route("/rest/system/config", get(config_json::whole))
+        .route("/rest/config", get(config_json::whole))
+        .route("/rest/config/devices", get(config_json::devices))
+        .route("/rest/config/devices/{id}", get(config_json::device))
+        .route("/rest/config/folders", get(config_json::folders))
+        .route("/rest/config/folders/{id}", get(config_json::folder))
+        .route("/rest/config/options", get(config_json::options))
+        .route("/rest/config/gui", get(config_json::gui))
+        .route(
+            "/rest/config/restart-required",
+            get(config_json::restart_required),
+        )
+        .route("/rest/db/status", get(db::status))
+        .route("/rest/db/completion", get(db::completion))
+        .route("/rest/db/scan", post(db::scan))
+        .route("/rest/db/override", post(db::override_changes))
+        .route("/rest/db/revert", post(db::revert_changes))
+        .route("/rest/db/file", get(db::file))
+        .route("/rest/db/need", get(db::need))
+        .route("/rest/folder/errors", get(db::errors))
+        .route("/rest/events", get(system::events))
+        .route(
+            "/rest/cluster/pending/devices",
+            get(cluster::pending_devices).delete(cluster::forget_pending_device),
+        )
+        .route(
+            "/rest/cluster/pending/folders",
+            get(cluster::pending_folders).delete(cluster::forget_pending_folder),
+        )
+        .route("/rest/svc/deviceid", get(cluster::device_id))
+        .route("/qr/", get(cluster::qr))
+        .route("/metrics", get(system::metrics))
+        .route_layer(axum::middleware::from_fn_with_state(
+            shared.clone(),
+            require_key,
+        ));
+    Router::new()
+        .route(
+            "/rest/noauth/health",
+            get(|| async { axum::Json(json!({ "status": "OK" })) }),
+        )
+        .merge(api)
+        .fallback(|| async { ApiError::not_found("no such endpoint") })
+        .layer(axum::middleware::from_fn_with_state(local, check_host))
+        .with_state(shared)
+}
+
+/// Refuses requests whose `Host` is not this machine (DNS rebinding).
+async fn check_host(
+    State(local): State<Option<SocketAddr>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let host = request
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or_default();
+    if is_local_host(host, local) {
+        next.run(request).await
+    } else {
+        (
+            StatusCode::FORBIDDEN,
+            axum::Json(json!({ "error": format!("host {host:?} is not allowed: use localhost or the API address") })),
+        )
+            .into_response()
+    }
+}
+
+/// `localhost`, a loopback address or the listen address, with any port.
+fn is_local_host(host: &str, local: Option<SocketAddr>) -> bool {
+    let name = match host.rsplit_once(':') {
+        // `[::1]:8385`, `127.0.0.1:8385`, `localhost:8385`; a bare `::1` has colons too.
+        Some((name, port)) if port.chars().all(|c| c.is_ascii_digit()) && !name.is_empty() => name,
+        _ => host,
+    };
+    let name = name.trim_start_matches('[').trim_end_matches(']');
+    if name.eq_ignore_ascii_case("localhost") {
+        return true;
+    }
+    match name.parse::<std::net::IpAddr>() {
+        Ok(ip) => ip.is_loopback() || local.is_some_and(|l| l.ip() == ip),
+        Err(_) => false,
+    }
+}
+
+/// Lets a request through only with the API key.
+async fn require_key(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    request: Request,
+    next: Next,
+) -> Response {
+    let presented = headers
+        .get("x-api-key")
+        .and_then(|v| v.to_str().ok())
+        .or_else(|| {
+            headers
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "))
+        });
+    let expected = shared.config.api.key.as_str();
+    match presented {
+        Some(key) if !expected.is_empty() && constant_time_eq(key.as_bytes(), expected.as_bytes()) => {
+            next.run(request).await
+        }
+        _ => (
+            StatusCode::UNAUTHORIZED,
+            axum::Json(json!({ "error": "missing or wrong API key (X-API-Key or Authorization: Bearer; see `peerfold api-key`)" })),
+        )
+            .into_response(),
+    }
+}
+
+/// Compares without leaking where the first difference is (BLAKE3 digests compare in
+/// constant time).
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    blake3::hash(a) == blake3::hash(b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn local_hosts() {
+        let local: SocketAddr = "192.0.2.7:8385".parse().unwrap();
+        for host in [
+            "localhost",
+            "LOCALHOST:8385",
+            "127.0.0.1:8385",
+            "127.0.0.1",
+            "[::1]:8385",
+            "::1",
+            "192.0.2.7:8385",
+        ] {
+            assert!(is_local_host(host, Some(local)), "{host}");
+        }
+        for host in [
+            "evil.example",
+            "evil.example:8385",
+            "192.0.2.8:8385",
+            "",
+            "localhost.evil",
+        ] {
+            assert!(!is_local_host(host, Some(local)), "{host}");
+        }
+    }
+}

@@ -1,0 +1,449 @@
+//! The REST API over real HTTP against real daemons: auth, the Host check, Syncthing's
+//! shapes and field names, bad input, long polls, and Syncthing's own `syncthing cli`.
+
+use std::fs;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::support::{Device, Running, wait_until};
+use crate::sync::connect_devices;
+
+/// A client for one daemon's API.
+struct Api {
+    base: String,
+    key: String,
+    agent: ureq::Agent,
+}
+
+impl Api {
+    fn of(device: &Device, running: &Running) -> Self {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(30)))
+            .build()
+            .into();
+        Self {
+            base: format!("http://127.0.0.1:{}", running.api_port),
+            key: device.ok(["api-key"]).trim().to_owned(),
+            agent,
+        }
+    }
+
+    /// Sends a request with the key (unless `key` says otherwise); returns status and body.
+    fn send(&self, method: &str, path: &str, headers: &[(&str, &str)]) -> (u16, String) {
+        let url = format!("{}{path}", self.base);
+        let mut request = ureq::http::Request::builder().method(method).uri(&url);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let mut response = self
+            .agent
+            .run(request.body(()).unwrap())
+            .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+        let status = response.status().as_u16();
+        let body = response.body_mut().read_to_string().unwrap_or_default();
+        (status, body)
+    }
+
+    fn call(&self, method: &str, path: &str) -> (u16, Value) {
+        let (status, body) = self.send(method, path, &[("X-API-Key", &self.key)]);
+        let json = serde_json::from_str(&body)
+            .unwrap_or_else(|e| panic!("{method} {path} ({status}): {e}: {body:?}"));
+        (status, json)
+    }
+
+    /// A GET that must succeed.
+    fn get(&self, path: &str) -> Value {
+        let (status, json) = self.call("GET", path);
+        assert_eq!(status, 200, "GET {path}: {json}");
+        json
+    }
+
+    /// A request that must fail with `status` and name the problem.
+    fn refused(&self, method: &str, path: &str, status: u16, mentions: &str) {
+        let (got, json) = self.call(method, path);
+        assert_eq!(got, status, "{method} {path}: {json}");
+        let error = json["error"].as_str().unwrap_or_default();
+        assert!(error.contains(mentions), "{method} {path}: {error:?}");
+    }
+}
+
+#[test]
+fn the_key_and_the_host_header_guard_every_endpoint_but_health() {
+    let device = Device::init();
+    device.add_folder("docs", "docs");
+    let running = device.serve();
+    let api = Api::of(&device, &running);
+
+    let (status, body) = api.send("GET", "/rest/noauth/health", &[]);
+    assert_eq!((status, body.as_str()), (200, r#"{"status":"OK"}"#));
+    for (headers, expected) in [
+        (vec![], 401),
+        (vec![("X-API-Key", "wrong")], 401),
+        (vec![("Authorization", "Bearer wrong")], 401),
+        (vec![("X-API-Key", api.key.as_str())], 200),
+        (
+            vec![("Authorization", &*format!("Bearer {}", api.key))],
+            200,
+        ),
+    ] {
+        let (status, body) = api.send("GET", "/rest/system/status", &headers);
+        assert_eq!(status, expected, "{headers:?}: {body}");
+        if status == 401 {
+            assert!(body.contains("API key"), "{body}");
+        }
+    }
+    // DNS rebinding: a page on evil.example that resolves to 127.0.0.1 is refused.
+    for host in ["evil.example", "evil.example:8385", "127.0.0.2.nip.io"] {
+        let (status, body) = api.send(
+            "GET",
+            "/rest/system/ping",
+            &[("X-API-Key", &api.key), ("Host", host)],
+        );
+        assert_eq!(status, 403, "{host}: {body}");
+    }
+    for host in ["localhost", "127.0.0.1:1", "[::1]:8385"] {
+        let (status, _) = api.send(
+            "GET",
+            "/rest/system/ping",
+            &[("X-API-Key", &api.key), ("Host", host)],
+        );
+        assert_eq!(status, 200, "{host}");
+    }
+    let (status, body) = api.send("GET", "/rest/no/such", &[("X-API-Key", &api.key)]);
+    assert_eq!(status, 404, "{body}");
+}
+
+#[test]
+fn syncthing_shapes_with_two_synced_devices() {
+    let (a, b) = (Device::init(), Device::init());
+    let root_a = a.add_folder("docs", "docs");
+    let root_b = b.add_folder("docs", "docs");
+    fs::create_dir(root_a.join("sub")).unwrap();
+    fs::write(root_a.join("sub/hello.txt"), b"hello").unwrap();
+    let [running_a, running_b] = connect_devices(&a, &b);
+    let (api_a, api_b) = (Api::of(&a, &running_a), Api::of(&b, &running_b));
+    let (id_a, id_b) = (a.id(), b.id());
+    wait_until("b has the file", 30, || {
+        root_b.join("sub/hello.txt").exists()
+    });
+
+    let status = api_a.get("/rest/system/status");
+    assert_eq!(status["myID"], id_a.as_str());
+    assert!(status["uptime"].as_i64().is_some());
+    assert!(status["startTime"].as_str().unwrap().contains('T'));
+    assert!(
+        status["connectionServiceStatus"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .any(|k| k.starts_with("quic://127.0.0.1:"))
+    );
+    let version = api_a.get("/rest/system/version");
+    assert!(version["version"].as_str().unwrap().starts_with('v'));
+    assert_eq!(version["os"], "linux");
+    assert_eq!(api_a.get("/rest/system/ping")["ping"], "pong");
+    assert_eq!(api_a.call("POST", "/rest/system/ping").1["ping"], "pong");
+
+    let connections = api_a.get("/rest/system/connections");
+    let to_b = &connections["connections"][&id_b];
+    assert_eq!(to_b["connected"], true, "{connections}");
+    assert!(
+        ["quic-client", "quic-server"].contains(&to_b["type"].as_str().unwrap()),
+        "{to_b}"
+    );
+    assert!(to_b["address"].as_str().unwrap().starts_with("127.0.0.1:"));
+    assert!(to_b["inBytesTotal"].as_u64().unwrap() > 0);
+    assert!(connections["total"]["outBytesTotal"].as_u64().unwrap() > 0);
+
+    // Configuration in Syncthing's shape; the device lists itself too.
+    let config = api_a.get("/rest/config");
+    assert_eq!(config, api_a.get("/rest/system/config"));
+    assert!(config["version"].as_u64().unwrap() >= 35);
+    assert_eq!(config["folders"][0]["id"], "docs");
+    assert_eq!(config["folders"][0]["type"], "sendreceive");
+    let device_ids: Vec<&str> = config["devices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["deviceID"].as_str().unwrap())
+        .collect();
+    assert!(device_ids.contains(&id_a.as_str()) && device_ids.contains(&id_b.as_str()));
+    assert_eq!(config["gui"]["apiKey"], api_a.key.as_str());
+    assert!(config["options"]["listenAddresses"].is_array());
+    assert_eq!(api_a.get("/rest/config/folders/docs")["id"], "docs");
+    assert_eq!(
+        api_a.get(&format!("/rest/config/devices/{id_b}"))["deviceID"],
+        id_b.as_str()
+    );
+    assert_eq!(
+        api_a.get("/rest/config/folders").as_array().unwrap().len(),
+        1
+    );
+    assert!(api_a.get("/rest/config/options")["globalAnnounceServers"].is_array());
+    assert_eq!(
+        api_a.get("/rest/config/restart-required")["requiresRestart"],
+        false
+    );
+    api_a.refused("GET", "/rest/config/folders/nope", 404, "nope");
+    api_a.refused("GET", "/rest/config/devices/NOT-AN-ID", 400, "NOT-AN-ID");
+
+    // Folder state and completion, from both sides.
+    wait_until("both sides in sync", 30, || {
+        api_b.get("/rest/db/status?folder=docs")["needTotalItems"] == 0
+            && api_a.get(&format!("/rest/db/completion?folder=docs&device={id_b}"))["completion"]
+                == 100.0
+    });
+    let db = api_b.get("/rest/db/status?folder=docs");
+    assert_eq!(db["globalFiles"], 1, "{db}");
+    assert_eq!(db["globalDirectories"], 1, "{db}");
+    assert_eq!(db["localBytes"], 5, "{db}");
+    assert_eq!(db["state"], "idle");
+    let completion = api_a.get(&format!("/rest/db/completion?folder=docs&device={id_b}"));
+    assert_eq!(completion["remoteState"], "valid");
+    assert_eq!(completion["globalItems"], 2);
+    api_a.refused("GET", "/rest/db/status", 400, "folder");
+    api_a.refused("GET", "/rest/db/status?folder=nope", 404, "nope");
+    api_a.refused(
+        "GET",
+        "/rest/db/completion?folder=docs&device=xyz",
+        400,
+        "xyz",
+    );
+
+    let file = api_b.get("/rest/db/file?folder=docs&file=sub/hello.txt");
+    assert_eq!(file["local"]["size"], 5);
+    assert_eq!(file["global"]["name"], "sub/hello.txt");
+    assert_eq!(file["availability"][0]["id"], id_a.as_str());
+    api_b.refused(
+        "GET",
+        "/rest/db/file?folder=docs&file=missing",
+        404,
+        "missing",
+    );
+    api_b.refused("GET", "/rest/db/file?folder=docs", 400, "file");
+
+    // A scan that finds a change; the change shows up as b's need, in pages.
+    let (_, since) = {
+        let events = api_b.get("/rest/events?since=0&timeout=0");
+        (
+            events.clone(),
+            events.as_array().unwrap().last().unwrap()["id"]
+                .as_u64()
+                .unwrap(),
+        )
+    };
+    for i in 0..3 {
+        fs::write(root_a.join(format!("new{i}.txt")), b"new").unwrap();
+    }
+    let scanned = api_a.call("POST", "/rest/db/scan?folder=docs");
+    assert_eq!(scanned.0, 200, "{}", scanned.1);
+    api_a.refused("POST", "/rest/db/scan?folder=nope", 404, "nope");
+    api_a.refused("GET", "/rest/db/need?folder=docs&page=x", 400, "page");
+    let page = api_a.get("/rest/db/need?folder=docs&page=1&perpage=2");
+    assert_eq!(page["perpage"], 2);
+    assert!(page["rest"].is_array());
+
+    // Long poll: waits for b's index update, returns only the asked-for kind.
+    let started = Instant::now();
+    let events = api_b.get(&format!(
+        "/rest/events?since={since}&timeout=20&events=RemoteIndexUpdated"
+    ));
+    assert!(started.elapsed() < Duration::from_secs(20));
+    let events = events.as_array().unwrap();
+    assert!(!events.is_empty());
+    assert!(events.iter().all(|e| e["type"] == "RemoteIndexUpdated"
+        && e["id"].as_u64().unwrap() > since
+        && e["data"]["device"] == id_a.as_str()));
+    // Nothing new: the poll times out empty, after the timeout.
+    let last = api_b.get("/rest/events?since=0&timeout=0");
+    let last_id = last.as_array().unwrap().last().unwrap()["id"]
+        .as_u64()
+        .unwrap();
+    let started = Instant::now();
+    let empty = api_b.get(&format!(
+        "/rest/events?since={}&timeout=1&events=NoSuchEvent",
+        last_id
+    ));
+    assert_eq!(empty, Value::Array(vec![]));
+    assert!(started.elapsed() >= Duration::from_millis(900));
+    api_b.refused("GET", "/rest/events?since=abc", 400, "since");
+    let limited = api_b.get("/rest/events?since=0&limit=2&timeout=0");
+    assert_eq!(limited.as_array().unwrap().len(), 2);
+    // The newest two.
+    let ids: Vec<u64> = limited
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["id"].as_u64().unwrap())
+        .collect();
+    assert!(ids[1] >= last_id && ids[0] + 1 == ids[1], "{ids:?}");
+
+    assert!(api_a.get("/rest/folder/errors?folder=docs")["errors"].is_array());
+
+    // Device IDs: normalised, or an error naming the problem.
+    let lower = id_b.to_lowercase().replace('-', "");
+    assert_eq!(
+        api_a.get(&format!("/rest/svc/deviceid?id={lower}"))["id"],
+        id_b.as_str()
+    );
+    assert!(api_a.get("/rest/svc/deviceid?id=ABC")["error"].is_string());
+    api_a.refused("GET", "/rest/svc/deviceid", 400, "id");
+
+    // Prometheus text.
+    let (status, metrics) = api_a.send("GET", "/metrics", &[("X-API-Key", &api_a.key)]);
+    assert_eq!(status, 200);
+    assert!(metrics.contains("peerfold_connections 1"), "{metrics}");
+    assert!(metrics.contains("peerfold_folder_files{folder=\"docs\",scope=\"global\"}"));
+}
+
+#[test]
+fn pending_devices_and_folders_and_the_qr_code() {
+    let (a, c) = (Device::init(), Device::init());
+    a.add_folder("docs", "docs");
+    let running_a = a.serve();
+    let api = Api::of(&a, &running_a);
+    assert_eq!(
+        api.get("/rest/cluster/pending/devices"),
+        serde_json::json!({})
+    );
+    // c knows a; a does not know c.
+    c.add_folder("docs", "docs");
+    c.ok([
+        "device",
+        "add",
+        &a.id(),
+        "--address",
+        &format!("quic://127.0.0.1:{}", running_a.port),
+    ]);
+    c.ok(["folder", "share", "docs", &a.id()]);
+    let _running_c = c.serve();
+    let c_id = c.id();
+    wait_until("c is pending on a", 30, || {
+        api.get("/rest/cluster/pending/devices")
+            .get(&c_id)
+            .is_some()
+    });
+    let pending = api.get("/rest/cluster/pending/devices");
+    assert!(
+        pending[&c_id]["address"]
+            .as_str()
+            .unwrap()
+            .starts_with("127.0.0.1:")
+    );
+    assert!(pending[&c_id]["time"].as_str().unwrap().contains('T'));
+    let events = api.get("/rest/events?since=0&timeout=0&events=PendingDevicesChanged");
+    assert_eq!(events[0]["data"]["added"][0]["deviceID"], c_id.as_str());
+    api.refused("DELETE", "/rest/cluster/pending/devices", 400, "device");
+    let (status, _) = api.call(
+        "DELETE",
+        &format!("/rest/cluster/pending/devices?device={c_id}"),
+    );
+    assert_eq!(status, 200);
+    assert!(
+        api.get("/rest/cluster/pending/devices")
+            .get(&c_id)
+            .is_none()
+    );
+    assert_eq!(
+        api.get("/rest/cluster/pending/folders"),
+        serde_json::json!({})
+    );
+
+    // The QR code is a PNG an independent decoder reads back.
+    let url = format!("{}/qr/?text={}", api.base, a.id());
+    let mut response = api
+        .agent
+        .get(&url)
+        .header("X-API-Key", &api.key)
+        .call()
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    assert_eq!(
+        response.headers()["content-type"].to_str().unwrap(),
+        "image/png"
+    );
+    let png = response.body_mut().read_to_vec().unwrap();
+    let decoder = png::Decoder::new(std::io::Cursor::new(png));
+    let mut reader = decoder.read_info().unwrap();
+    let mut pixels = vec![0; reader.output_buffer_size().unwrap()];
+    let info = reader.next_frame(&mut pixels).unwrap();
+    let (w, h) = (info.width as usize, info.height as usize);
+    let mut image = rqrr::PreparedImage::prepare_from_greyscale(w, h, |x, y| pixels[y * w + x]);
+    let grids = image.detect_grids();
+    assert_eq!(grids.len(), 1);
+    assert_eq!(grids[0].decode().unwrap().1, a.id());
+    api.refused("GET", "/qr/", 400, "text");
+}
+
+#[test]
+fn syncthing_cli_reads_through_our_api() {
+    let syncthing = "/usr/bin/syncthing";
+    assert!(
+        std::path::Path::new(syncthing).exists(),
+        "this test runs Debian's syncthing package (`apt-get install syncthing`; CI does)"
+    );
+    let (a, b) = (Device::init(), Device::init());
+    let root_a = a.add_folder("docs", "docs");
+    b.add_folder("docs", "docs");
+    fs::write(root_a.join("x.txt"), b"x").unwrap();
+    let [running_a, _running_b] = connect_devices(&a, &b);
+    let api = Api::of(&a, &running_a);
+    let b_id = b.id();
+    wait_until("a is connected to b", 30, || {
+        api.get("/rest/system/connections")["connections"][&b_id]["connected"] == true
+    });
+    let cli_home = a.path("syncthing-cli-home");
+    fs::create_dir_all(&cli_home).unwrap();
+    let cli = |args: &[&str]| -> String {
+        let output = Command::new(syncthing)
+            .arg("cli")
+            .arg(format!("--gui-address=127.0.0.1:{}", running_a.api_port))
+            .arg(format!("--gui-apikey={}", api.key))
+            .args(args)
+            .env("HOME", &cli_home)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&output.stdout).into_owned();
+        assert!(
+            output.status.success(),
+            "syncthing cli {args:?}: {text}{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        text
+    };
+    let system: Value = serde_json::from_str(&cli(&["show", "system"])).unwrap();
+    assert_eq!(system["myID"], a.id().as_str());
+    let connections: Value = serde_json::from_str(&cli(&["show", "connections"])).unwrap();
+    assert_eq!(connections["connections"][&b_id]["connected"], true);
+    let version: Value = serde_json::from_str(&cli(&["show", "version"])).unwrap();
+    assert_eq!(version["os"], "linux");
+    let pending: Value = serde_json::from_str(&cli(&["show", "pending", "devices"])).unwrap();
+    assert_eq!(pending, serde_json::json!({}));
+    let devices = cli(&["config", "devices", "list"]);
+    assert!(
+        devices.contains(&a.id()) && devices.contains(&b_id),
+        "{devices}"
+    );
+    assert_eq!(cli(&["config", "folders", "list"]).trim(), "docs");
+    assert_eq!(
+        cli(&["config", "folders", "docs", "path", "get"]).trim(),
+        root_a.to_str().unwrap()
+    );
+    assert_eq!(
+        cli(&["config", "folders", "docs", "type", "get"]).trim(),
+        "sendreceive"
+    );
+    let errors: Value = serde_json::from_str(&cli(&["errors", "show"])).unwrap();
+    assert_eq!(errors["errors"], Value::Null);
+    // The one operation: shutdown stops the daemon.
+    cli(&["operations", "shutdown"]);
+    wait_until("a stopped", 15, || {
+        api.agent
+            .get(&format!("{}/rest/noauth/health", api.base))
+            .call()
+            .is_err()
+    });
+}
