@@ -26,6 +26,9 @@ use tracing::debug;
 
 use crate::daemon::{Folder, Shared};
 
+/// Syncthing's configuration version whose shape `/rest/config` follows.
+pub(crate) const CONFIG_VERSION: u32 = 35;
+
 /// A request that cannot be answered, as JSON.
 #[derive(Debug)]
 pub(crate) struct ApiError {
@@ -90,11 +93,10 @@ pub(crate) fn number(params: &Params, name: &str, default: u64) -> Result<u64, A
 }
 
 /// The folder a `folder=` parameter names.
-pub(crate) fn folder<'a>(shared: &'a Shared, params: &Params) -> Result<&'a Folder, ApiError> {
+pub(crate) fn folder(shared: &Shared, params: &Params) -> Result<Arc<Folder>, ApiError> {
     let id = required(params, "folder")?;
     shared
-        .folders
-        .get(id)
+        .folder(id)
         .ok_or_else(|| ApiError::not_found(format!("no folder {id:?}")))
 }
 
@@ -125,13 +127,46 @@ fn router(shared: Arc<Shared>, local: Option<SocketAddr>) -> Router {
         .route("/rest/system/discovery", get(system::discovery))
         .route("/rest/system/error", get(system::errors))
         .route("/rest/system/shutdown", post(system::shutdown))
-        .route("/rest/system/config", get(config_json::whole))
-        .route("/rest/config", get(config_json::whole))
-        .route("/rest/config/devices", get(config_json::devices))
-        .route("/rest/config/devices/{id}", get(config_json::device))
-        .route("/rest/config/folders", get(config_json::folders))
-        .route("/rest/config/folders/{id}", get(config_json::folder))
-        .route("/rest/config/options", get(config_json::options))
+        .route(
+            "/rest/system/config",
+            get(config_json::whole).post(config_json::put_whole),
+        )
+        .route(
+            "/rest/config",
+            get(config_json::whole).put(config_json::put_whole),
+        )
+        .route(
+            "/rest/config/devices",
+            get(config_json::devices)
+                .post(config_json::post_device)
+                .put(config_json::put_devices),
+        )
+        .route(
+            "/rest/config/devices/{id}",
+            get(config_json::device)
+                .put(config_json::put_device)
+                .patch(config_json::patch_device)
+                .delete(config_json::delete_device),
+        )
+        .route(
+            "/rest/config/folders",
+            get(config_json::folders)
+                .post(config_json::post_folder)
+                .put(config_json::put_folders),
+        )
+        .route(
+            "/rest/config/folders/{id}",
+            get(config_json::folder)
+                .put(config_json::put_folder)
+                .patch(config_json::patch_folder)
+                .delete(config_json::delete_folder),
+        )
+        .route(
+            "/rest/config/options",
+            get(config_json::options)
+                .put(config_json::put_options)
+                .patch(config_json::put_options),
+        )
         .route("/rest/config/gui", get(config_json::gui))
         .route(
             "/rest/config/restart-required",
@@ -196,7 +231,9 @@ async fn check_host(
 
 /// `localhost`, a loopback address or the listen address, with any port.
 fn is_local_host(host: &str, local: Option<SocketAddr>) -> bool {
+    // A bare IPv6 address (`::1`) has colons but no port.
     let name = match host.rsplit_once(':') {
+        _ if host.parse::<std::net::Ipv6Addr>().is_ok() => host,
         // `[::1]:8385`, `127.0.0.1:8385`, `localhost:8385`; a bare `::1` has colons too.
         Some((name, port)) if port.chars().all(|c| c.is_ascii_digit()) && !name.is_empty() => name,
         _ => host,
@@ -227,9 +264,11 @@ async fn require_key(
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.strip_prefix("Bearer "))
         });
-    let expected = shared.config.api.key.as_str();
+    let expected = shared.api_key();
     match presented {
-        Some(key) if !expected.is_empty() && constant_time_eq(key.as_bytes(), expected.as_bytes()) => {
+        Some(key)
+            if !expected.is_empty() && constant_time_eq(key.as_bytes(), expected.as_bytes()) =>
+        {
             next.run(request).await
         }
         _ => (

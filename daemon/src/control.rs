@@ -99,8 +99,8 @@ async fn folder_action(shared: &Arc<Shared>, action: &str, folder_id: &str) -> V
 /// The daemon's state: folders (state, local/global/need counts) and devices.
 fn report(shared: &Shared) -> Value {
     let mut folders = Vec::new();
-    for folder in shared.folders.values() {
-        let walked = summary::folder_summary(shared, folder);
+    for folder in shared.folders() {
+        let walked = summary::folder_summary(shared, &folder);
         let counts = walked.as_ref().copied().unwrap_or_default();
         let (state, error) = match (folder.state(), walked) {
             (_, Err(e)) => ("error", e.to_string()),
@@ -111,9 +111,9 @@ fn report(shared: &Shared) -> Value {
             (FolderState::Error(e), _) => ("error", e),
         };
         folders.push(json!({
-            "id": folder.config.id,
-            "label": folder.config.label,
-            "path": folder.config.path,
+            "id": folder.id,
+            "label": folder.config().label,
+            "path": folder.path(),
             "state": state,
             "error": error,
             "local": { "files": counts.local.items(), "bytes": counts.local.bytes },
@@ -129,7 +129,7 @@ fn report(shared: &Shared) -> Value {
     }
     folders.sort_by(|a, b| a["id"].as_str().cmp(&b["id"].as_str()));
     let devices: Vec<Value> = shared
-        .config
+        .config()
         .devices
         .iter()
         .map(|device| {

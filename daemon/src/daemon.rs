@@ -8,7 +8,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Duration;
 
 use peerfold_protocol::DeviceId;
@@ -23,7 +23,7 @@ use crate::home::{Home, HomeError};
 use crate::net;
 use crate::puller;
 use crate::scanner;
-use crate::store::{FolderIdx, Store};
+use crate::store::{FolderIdx, Store, StoreError};
 
 /// Why the daemon could not start.
 #[derive(Debug, thiserror::Error)]
@@ -46,8 +46,12 @@ pub enum DaemonError {
 
 /// One folder at run time.
 pub(crate) struct Folder {
-    pub(crate) config: FolderConfig,
+    pub(crate) id: String,
+    /// Its settings; they change when the configuration does (devices shared with, ...).
+    config: RwLock<FolderConfig>,
     pub(crate) idx: FolderIdx,
+    /// Stops this folder's tasks (when it is removed, or the daemon stops).
+    pub(crate) stop: CancellationToken,
     /// Woken when the folder's remote state changed and the puller should look again.
     pub(crate) pull: Notify,
     /// Woken when the folder should be rescanned.
@@ -103,6 +107,64 @@ impl FolderState {
 }
 
 impl Folder {
+    fn new(
+        config: FolderConfig,
+        idx: FolderIdx,
+        events: Arc<EventLog>,
+        stop: CancellationToken,
+    ) -> Self {
+        Self {
+            id: config.id.clone(),
+            config: RwLock::new(config),
+            idx,
+            stop,
+            pull: Notify::new(),
+            rescan: Notify::new(),
+            local_changed: Notify::new(),
+            state: Mutex::new(FolderState::Idle),
+            busy: tokio::sync::Mutex::new(()),
+            pull_errors: Mutex::new(BTreeMap::new()),
+            replan: Mutex::new(Replan::Everything),
+            events,
+        }
+    }
+
+    /// A copy of the folder's current settings.
+    pub(crate) fn config(&self) -> FolderConfig {
+        self.config
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    pub(crate) fn set_config(&self, config: FolderConfig) {
+        *self.config.write().unwrap_or_else(|p| p.into_inner()) = config;
+    }
+
+    pub(crate) fn path(&self) -> PathBuf {
+        self.config
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .path
+            .clone()
+    }
+
+    pub(crate) fn folder_type(&self) -> crate::config::FolderType {
+        self.config
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .folder_type
+    }
+
+    /// Whether the folder is shared with `device`.
+    pub(crate) fn shares_with(&self, device: DeviceId) -> bool {
+        self.config
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .devices
+            .contains(&device)
+    }
+
     pub(crate) fn set_state(&self, state: FolderState) {
         let mut current = self.state.lock().unwrap_or_else(|p| p.into_inner());
         if *current == state {
@@ -114,7 +176,7 @@ impl Folder {
         drop(current);
         self.events.emit(
             "StateChanged",
-            serde_json::json!({ "folder": self.config.id, "from": from, "to": to }),
+            serde_json::json!({ "folder": self.id, "from": from, "to": to }),
         );
     }
 
@@ -161,11 +223,19 @@ impl Folder {
 
 /// State shared by the daemon's tasks.
 pub(crate) struct Shared {
-    pub(crate) config: Config,
+    /// The configuration as it stands (changed live through the REST API).
+    config: RwLock<Config>,
+    pub(crate) home: Home,
     pub(crate) me: DeviceId,
     pub(crate) device_name: String,
     store: Mutex<Store>,
-    pub(crate) folders: HashMap<String, Folder>,
+    folders: RwLock<HashMap<String, Arc<Folder>>>,
+    /// What dialing a newly added device needs.
+    dialer: Mutex<Option<Dialer>>,
+    /// Serialises configuration changes, so none is lost.
+    pub(crate) config_change: tokio::sync::Mutex<()>,
+    /// A change that only takes effect after a restart (listen or API address) was saved.
+    pub(crate) restart_required: std::sync::atomic::AtomicBool,
     pub(crate) peers: Mutex<HashMap<DeviceId, quinn::Connection>>,
     pub(crate) cancel: CancellationToken,
     pub(crate) tasks: TaskTracker,
@@ -175,6 +245,13 @@ pub(crate) struct Shared {
     bound: Mutex<Bound>,
     /// What each connected peer said about itself.
     peers_info: Mutex<HashMap<DeviceId, PeerInfo>>,
+}
+
+/// The endpoint and identity devices are dialed with.
+#[derive(Clone)]
+pub(crate) struct Dialer {
+    pub(crate) endpoint: quinn::Endpoint,
+    pub(crate) identity: net::ClientIdentity,
 }
 
 #[derive(Debug, Default)]
@@ -200,16 +277,115 @@ impl Shared {
         self.store.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// A copy of the configuration as it stands.
+    pub(crate) fn config(&self) -> Config {
+        self.config
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    pub(crate) fn set_config(&self, config: Config) {
+        *self.config.write().unwrap_or_else(|p| p.into_inner()) = config;
+    }
+
+    /// The REST API's key as configured now.
+    pub(crate) fn api_key(&self) -> String {
+        self.config
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .api
+            .key
+            .clone()
+    }
+
     /// The configured device, if `id` is one.
     pub(crate) fn is_known(&self, id: DeviceId) -> bool {
-        self.config.devices.iter().any(|d| d.id == id)
+        self.config
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .devices
+            .iter()
+            .any(|d| d.id == id)
+    }
+
+    /// The running folder `id`.
+    pub(crate) fn folder(&self, id: &str) -> Option<Arc<Folder>> {
+        self.folders
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)
+            .cloned()
+    }
+
+    /// Every running folder, in ID order.
+    pub(crate) fn folders(&self) -> Vec<Arc<Folder>> {
+        let mut all: Vec<Arc<Folder>> = self
+            .folders
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        all.sort_by(|a, b| a.id.cmp(&b.id));
+        all
     }
 
     /// Folders shared with `device`.
-    pub(crate) fn folders_shared_with(&self, device: DeviceId) -> impl Iterator<Item = &Folder> {
+    pub(crate) fn folders_shared_with(&self, device: DeviceId) -> Vec<Arc<Folder>> {
+        self.folders()
+            .into_iter()
+            .filter(|f| f.shares_with(device))
+            .collect()
+    }
+
+    /// Starts a folder: registers it and spawns its scan loop, watcher and puller.
+    pub(crate) fn start_folder(self: &Arc<Self>, config: FolderConfig) -> Result<(), StoreError> {
+        let idx = self.store().ensure_folder(&config.id)?;
+        let folder = Arc::new(Folder::new(
+            config,
+            idx,
+            self.events.clone(),
+            self.cancel.child_token(),
+        ));
         self.folders
-            .values()
-            .filter(move |f| f.config.devices.contains(&device))
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(folder.id.clone(), folder.clone());
+        self.tasks.spawn(scan_loop(self.clone(), folder.clone()));
+        self.tasks.spawn(crate::watch::run(folder.clone()));
+        self.tasks.spawn(puller::run(self.clone(), folder));
+        Ok(())
+    }
+
+    /// Stops a folder's tasks and forgets it; its files and index stay.
+    pub(crate) fn stop_folder(&self, id: &str) {
+        let removed = self
+            .folders
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(id);
+        if let Some(folder) = removed {
+            folder.stop.cancel();
+        }
+    }
+
+    /// Starts dialing a device (it must be in the configuration).
+    pub(crate) fn dial(self: &Arc<Self>, device: crate::config::DeviceConfig) {
+        let dialer = self
+            .dialer
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        if let Some(dialer) = dialer {
+            self.tasks.spawn(net::dial_loop(
+                self.clone(),
+                dialer.endpoint,
+                self.me,
+                device,
+                dialer.identity,
+            ));
+        }
     }
 
     /// Where the QUIC listeners are bound.
@@ -286,35 +462,18 @@ impl Daemon {
             config.listen = options.listen.clone();
         }
         let identity = home.identity()?;
-        let mut store = home.store()?;
+        let store = home.store()?;
         let events = Arc::new(EventLog::default());
-        let mut folders = HashMap::new();
-        for folder in &config.folders {
-            let idx = store
-                .ensure_folder(&folder.id)
-                .map_err(|e| DaemonError::Home(HomeError::Store(e)))?;
-            folders.insert(
-                folder.id.clone(),
-                Folder {
-                    config: folder.clone(),
-                    idx,
-                    pull: Notify::new(),
-                    rescan: Notify::new(),
-                    local_changed: Notify::new(),
-                    state: Mutex::new(FolderState::Idle),
-                    busy: tokio::sync::Mutex::new(()),
-                    pull_errors: Mutex::new(BTreeMap::new()),
-                    replan: Mutex::new(Replan::Everything),
-                    events: events.clone(),
-                },
-            );
-        }
         let shared = Arc::new(Shared {
             me: identity.device_id(),
             device_name: config.device_name.clone(),
-            config: config.clone(),
+            config: RwLock::new(config.clone()),
+            home: home.clone(),
             store: Mutex::new(store),
-            folders,
+            folders: RwLock::new(HashMap::new()),
+            dialer: Mutex::new(None),
+            config_change: tokio::sync::Mutex::new(()),
+            restart_required: std::sync::atomic::AtomicBool::new(false),
             peers: Mutex::new(HashMap::new()),
             cancel: CancellationToken::new(),
             tasks: TaskTracker::new(),
@@ -345,13 +504,10 @@ impl Daemon {
         shared
             .tasks
             .spawn(crate::api::serve(shared.clone(), api_listener));
-        for folder in shared.folders.values() {
-            let id = folder.config.id.clone();
-            shared.tasks.spawn(scan_loop(shared.clone(), id.clone()));
+        for folder in &config.folders {
             shared
-                .tasks
-                .spawn(crate::watch::run(shared.clone(), id.clone()));
-            shared.tasks.spawn(puller::run(shared.clone(), id));
+                .start_folder(folder.clone())
+                .map_err(|e| DaemonError::Home(HomeError::Store(e)))?;
         }
         for endpoint in &endpoints {
             shared
@@ -369,14 +525,12 @@ impl Daemon {
             Err(e) => warn!(error = %e, "no status socket; `peerfold status` will not work"),
         }
         if let Some(endpoint) = endpoints.first() {
+            *shared.dialer.lock().unwrap_or_else(|p| p.into_inner()) = Some(Dialer {
+                endpoint: endpoint.clone(),
+                identity: net::client_identity(&identity),
+            });
             for device in &config.devices {
-                shared.tasks.spawn(net::dial_loop(
-                    shared.clone(),
-                    endpoint.clone(),
-                    identity.device_id(),
-                    device.clone(),
-                    net::client_identity(&identity),
-                ));
+                shared.dial(device.clone());
             }
         }
         shared.events.emit(
@@ -429,13 +583,11 @@ impl Daemon {
 }
 
 /// Scans a folder at start, when woken, and every `rescan_interval_s`.
-async fn scan_loop(shared: Arc<Shared>, folder_id: String) {
-    let Some(folder) = shared.folders.get(&folder_id) else {
-        return;
-    };
-    let interval = Duration::from_secs(folder.config.rescan_interval_s.max(1));
+async fn scan_loop(shared: Arc<Shared>, folder: Arc<Folder>) {
+    let folder_id = folder.id.clone();
     loop {
-        match puller::clean_versions(folder) {
+        let interval = Duration::from_secs(folder.config().rescan_interval_s.max(1));
+        match puller::clean_versions(&folder) {
             Ok(0) => {}
             Ok(n) => info!(folder = %folder_id, removed = n, "cleaned out old versions"),
             Err(e) => warn!(folder = %folder_id, error = %e, "cleaning versions"),
@@ -445,7 +597,7 @@ async fn scan_loop(shared: Arc<Shared>, folder_id: String) {
         }
         tokio::select! {
             biased;
-            () = shared.cancel.cancelled() => return,
+            () = folder.stop.cancelled() => return,
             () = folder.rescan.notified() => {}
             () = tokio::time::sleep(interval) => {}
         }
@@ -456,8 +608,7 @@ async fn scan_loop(shared: Arc<Shared>, folder_id: String) {
 /// something changed. Returns whether it did.
 pub(crate) async fn scan(shared: &Arc<Shared>, folder_id: &str) -> Result<bool, String> {
     let folder = shared
-        .folders
-        .get(folder_id)
+        .folder(folder_id)
         .ok_or_else(|| format!("no folder {folder_id:?}"))?;
     let (shared2, id) = (shared.clone(), folder_id.to_owned());
     let busy = folder.busy.lock().await;
@@ -481,10 +632,10 @@ pub(crate) async fn scan(shared: &Arc<Shared>, folder_id: &str) -> Result<bool, 
 
 /// Runs one scan; returns whether anything changed.
 pub(crate) fn scan_now(shared: &Shared, folder_id: &str) -> Result<bool, scanner::ScanError> {
-    let Some(folder) = shared.folders.get(folder_id) else {
+    let Some(folder) = shared.folder(folder_id) else {
         return Ok(false);
     };
-    let root: PathBuf = folder.config.path.clone();
+    let root: PathBuf = folder.path();
     folder.set_state(FolderState::Scanning);
     let mut store = shared.store();
     let report = scanner::scan_folder(&mut store, folder_id, &root, shared.me.short(), |_| {});

@@ -39,28 +39,26 @@ pub(crate) async fn run(
     action: FolderAction,
 ) -> Result<usize, String> {
     let folder = shared
-        .folders
-        .get(folder_id)
+        .folder(folder_id)
         .ok_or_else(|| format!("no folder {folder_id:?}"))?;
     let (name, wanted) = match action {
         FolderAction::Override => ("override", FolderType::SendOnly),
         FolderAction::Revert => ("revert", FolderType::ReceiveOnly),
     };
-    if folder.config.folder_type != wanted {
+    if folder.folder_type() != wanted {
         return Err(format!(
             "{name} applies to {} folders; {folder_id:?} is {}",
             wanted.as_str(),
-            folder.config.folder_type.as_str()
+            folder.folder_type().as_str()
         ));
     }
     let _busy = folder.busy.lock().await;
-    let (shared2, id) = (shared.clone(), folder_id.to_owned());
+    let (shared2, folder2) = (shared.clone(), folder.clone());
     let changed = tokio::task::spawn_blocking(move || {
-        let folder = &shared2.folders[&id];
         let mut store = shared2.store();
         match action {
-            FolderAction::Override => override_changes(&mut store, folder, shared2.me),
-            FolderAction::Revert => revert_changes(&mut store, folder, shared2.me),
+            FolderAction::Override => override_changes(&mut store, &folder2, shared2.me),
+            FolderAction::Revert => revert_changes(&mut store, &folder2, shared2.me),
         }
     })
     .await
@@ -220,7 +218,7 @@ fn apply(
             name: name.clone(),
             source,
         };
-        let path = crate::names::join(&folder.config.path, &name).map_err(|e| {
+        let path = crate::names::join(&folder.path(), &name).map_err(|e| {
             io(std::io::Error::new(
                 std::io::ErrorKind::InvalidInput,
                 e.to_string(),

@@ -24,6 +24,7 @@ mod folder_actions;
 mod fsutil;
 pub mod home;
 pub mod index;
+mod live_config;
 pub mod names;
 mod net;
 pub mod planner;

@@ -69,9 +69,10 @@ pub(crate) fn bind(
 ) -> Result<Vec<quinn::Endpoint>, DaemonError> {
     // Known devices are accepted; unknown ones finish the handshake so they can be recorded
     // as pending and told why they are closed.
-    let known: Vec<DeviceId> = shared.config.devices.iter().map(|d| d.id).collect();
+    // Asks the live configuration, so a device accepted through the API gets in.
+    let weak = Arc::downgrade(shared);
     let policy = PeerPolicy::new(move |peer| {
-        if known.contains(&peer) {
+        if weak.upgrade().is_some_and(|shared| shared.is_known(peer)) {
             PeerDecision::Accept
         } else {
             PeerDecision::Pending
@@ -187,15 +188,6 @@ pub(crate) async fn dial_loop(
     device: DeviceConfig,
     identity: ClientIdentity,
 ) {
-    let addresses: Vec<String> = device
-        .addresses
-        .iter()
-        .filter(|a| a.starts_with("quic://"))
-        .cloned()
-        .collect();
-    if addresses.is_empty() {
-        return;
-    }
     // When both sides dial at once, the connection dialed by the lower ID wins and the other
     // is closed, taking its in-flight requests with it. The higher ID dials a moment later,
     // so at start-up the lower one usually gets there first.
@@ -208,6 +200,21 @@ pub(crate) async fn dial_loop(
     }
     let mut backoff = RETRY_MIN;
     loop {
+        // The configuration may have changed: a removed device is no longer dialed, and
+        // changed addresses apply from the next attempt.
+        let Some(current) = shared
+            .config()
+            .devices
+            .into_iter()
+            .find(|d| d.id == device.id)
+        else {
+            return;
+        };
+        let addresses: Vec<String> = current
+            .addresses
+            .into_iter()
+            .filter(|a| a.starts_with("quic://"))
+            .collect();
         if shared.connection(device.id).is_none() {
             for address in &addresses {
                 match dial(&endpoint, address, device.id, &identity).await {

@@ -58,15 +58,14 @@ enum PullError {
 }
 
 /// Pulls whenever the folder's remote state changes, and now and then.
-pub(crate) async fn run(shared: Arc<Shared>, folder_id: String) {
-    let Some(folder) = shared.folders.get(&folder_id) else {
-        return;
-    };
+pub(crate) async fn run(shared: Arc<Shared>, folder: Arc<Folder>) {
+    let folder_id = folder.id.clone();
+    let folder = &*folder;
     let mut last_full_plan = std::time::Instant::now();
     loop {
         tokio::select! {
             biased;
-            () = shared.cancel.cancelled() => return,
+            () = folder.stop.cancelled() => return,
             () = folder.pull.notified() => {}
             () = tokio::time::sleep(RETRY_EVERY) => {
                 // Retry what failed; now and then look at everything, as a safety net.
@@ -82,13 +81,13 @@ pub(crate) async fn run(shared: Arc<Shared>, folder_id: String) {
             match &replan {
                 Replan::Everything => {
                     last_full_plan = std::time::Instant::now();
-                    needed_actions(&store, folder.idx, folder.config.folder_type, shared.me)
+                    needed_actions(&store, folder.idx, folder.folder_type(), shared.me)
                 }
                 Replan::Names(names) => needed_actions_for(
                     &store,
                     folder.idx,
                     names.iter().map(String::as_str),
-                    folder.config.folder_type,
+                    folder.folder_type(),
                     shared.me,
                 ),
             }
@@ -140,7 +139,7 @@ pub(crate) async fn run(shared: Arc<Shared>, folder_id: String) {
             report_result(name, result)
         };
         for action in ordered {
-            if shared.cancel.is_cancelled() {
+            if folder.stop.is_cancelled() {
                 return;
             }
             let name = action.name().unwrap_or_default().to_owned();
@@ -156,13 +155,13 @@ pub(crate) async fn run(shared: Arc<Shared>, folder_id: String) {
         .buffer_unordered(FILES_IN_FLIGHT);
         while let Some((name, result)) = concurrent.next().await {
             rescan |= report(name, result);
-            if shared.cancel.is_cancelled() {
+            if folder.stop.is_cancelled() {
                 return;
             }
         }
         drop(concurrent);
         for action in deletes {
-            if shared.cancel.is_cancelled() {
+            if folder.stop.is_cancelled() {
                 return;
             }
             let name = action.name().unwrap_or_default().to_owned();
@@ -194,7 +193,8 @@ pub(crate) async fn run(shared: Arc<Shared>, folder_id: String) {
 }
 
 async fn execute(shared: &Arc<Shared>, folder: &Folder, action: Action) -> Result<(), PullError> {
-    let root = folder.config.path.as_path();
+    let root = folder.path();
+    let root = root.as_path();
     // The folder must still be there: a missing root or marker is never written into.
     if !root.join(crate::scanner::MARKER_DIR).is_dir() {
         return Err(PullError::Io(std::io::Error::other(
@@ -211,7 +211,7 @@ async fn execute(shared: &Arc<Shared>, folder: &Folder, action: Action) -> Resul
             }
             if fs::symlink_metadata(&from).is_ok() && fs::symlink_metadata(&to).is_err() {
                 fs::rename(&from, &to)?;
-                info!(folder = %folder.config.id, copy = %copy_name, "kept the losing version as a conflict copy");
+                info!(folder = %folder.id, copy = %copy_name, "kept the losing version as a conflict copy");
             }
             Box::pin(execute_target(shared, folder, *then, true)).await
         }
@@ -229,7 +229,7 @@ async fn execute_target(
     action: Action,
     after_conflict: bool,
 ) -> Result<(), PullError> {
-    let root = folder.config.path.clone();
+    let root = folder.path();
     let (target, sources) = match action {
         Action::Fetch { target, sources } => (target, Some(sources)),
         Action::UpdateMetadata { target }
@@ -303,7 +303,7 @@ async fn execute_target(
     shared
         .store()
         .record_pulled(folder.idx, &change, &target.version, target.modified_by)?;
-    debug!(folder = %folder.config.id, name = %target.name, "pulled");
+    debug!(folder = %folder.id, name = %target.name, "pulled");
     Ok(())
 }
 
@@ -336,12 +336,11 @@ fn check_unchanged(path: &Path, local: Option<&FileEntry>) -> Result<(), PullErr
 /// (trash-can style: the newest replaced version of each name), when the folder keeps
 /// versions. Directories and symlinks are not kept.
 fn keep_version(folder: &Folder, name: &str, path: &Path) -> Result<(), PullError> {
-    if !folder.config.versioning || !fs::symlink_metadata(path).is_ok_and(|m| m.is_file()) {
+    if !folder.config().versioning || !fs::symlink_metadata(path).is_ok_and(|m| m.is_file()) {
         return Ok(());
     }
     let versions = folder
-        .config
-        .path
+        .path()
         .join(crate::scanner::MARKER_DIR)
         .join(VERSIONS_DIR);
     let kept = names::join(&versions, name)?;
@@ -349,7 +348,7 @@ fn keep_version(folder: &Folder, name: &str, path: &Path) -> Result<(), PullErro
         fs::create_dir_all(parent)?;
     }
     fs::rename(path, &kept)?;
-    debug!(folder = %folder.config.id, %name, "kept the replaced version");
+    debug!(folder = %folder.id, %name, "kept the replaced version");
     Ok(())
 }
 
@@ -365,14 +364,13 @@ pub(crate) fn put_aside(folder: &Folder, name: &str, path: &Path) -> std::io::Re
 
 /// Deletes kept versions older than the folder's maximum age.
 pub(crate) fn clean_versions(folder: &Folder) -> std::io::Result<u64> {
-    let max_age = folder.config.versions_max_age_days;
+    let max_age = folder.config().versions_max_age_days;
     if max_age == 0 {
         return Ok(0);
     }
     let cutoff = SystemTime::now() - Duration::from_secs(max_age * 86_400);
     let root = folder
-        .config
-        .path
+        .path()
         .join(crate::scanner::MARKER_DIR)
         .join(VERSIONS_DIR);
     let mut removed = 0;
@@ -452,7 +450,7 @@ async fn assemble(
     let missing = {
         let (shared, folder_id, target, temp_file) = (
             shared.clone(),
-            folder.config.id.clone(),
+            folder.id.clone(),
             target.clone(),
             file.try_clone()?,
         );
@@ -470,7 +468,7 @@ async fn assemble(
         }
         requests.spawn(from_peers(
             shared.clone(),
-            folder.config.id.clone(),
+            folder.id.clone(),
             target.name.clone(),
             sources.clone(),
             index,
@@ -484,21 +482,20 @@ async fn assemble(
     // fsyncs of files pulled side by side share journal commits.
     let (shared, folder_id, target, path, temp) = (
         shared.clone(),
-        folder.config.id.clone(),
+        folder.id.clone(),
         target.clone(),
         path.to_owned(),
         temp.to_owned(),
     );
     tokio::task::spawn_blocking(move || {
         let folder = shared
-            .folders
-            .get(&folder_id)
+            .folder(&folder_id)
             .ok_or_else(|| std::io::Error::other("folder removed"))?;
         file.set_len(target.size)?;
         file.sync_all()?;
         finish_metadata(&file, &target)?;
         drop(file);
-        keep_version(folder, &target.name, &path)?;
+        keep_version(&folder, &target.name, &path)?;
         fs::rename(&temp, &path)?;
         if let Some(dir) = path.parent() {
             File::open(dir)?.sync_all()?;

@@ -13,17 +13,13 @@ use notify::{RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
-use crate::daemon::Shared;
-
 /// How long the folder must be quiet before a rescan starts.
 const DEBOUNCE: Duration = Duration::from_millis(250);
 
 /// Watches one folder until the daemon stops.
-pub(crate) async fn run(shared: Arc<Shared>, folder_id: String) {
-    let Some(folder) = shared.folders.get(&folder_id) else {
-        return;
-    };
-    let root = folder.config.path.clone();
+pub(crate) async fn run(folder: Arc<crate::daemon::Folder>) {
+    let folder_id = folder.id.clone();
+    let root = folder.path();
     // A trigger channel: one pending wake-up is all that matters.
     let (tx, mut rx) = mpsc::channel::<()>(1);
     let filter_root = root.clone();
@@ -51,14 +47,14 @@ pub(crate) async fn run(shared: Arc<Shared>, folder_id: String) {
     loop {
         tokio::select! {
             biased;
-            () = shared.cancel.cancelled() => return,
+            () = folder.stop.cancelled() => return,
             event = rx.recv() => if event.is_none() { return },
         }
         // Wait for a quiet moment so a burst of writes costs one scan.
         loop {
             tokio::select! {
                 biased;
-                () = shared.cancel.cancelled() => return,
+                () = folder.stop.cancelled() => return,
                 event = rx.recv() => if event.is_none() { return },
                 () = tokio::time::sleep(DEBOUNCE) => break,
             }

@@ -47,6 +47,34 @@ impl Api {
         (status, body)
     }
 
+    /// Sends JSON with the key; returns status and the JSON answer.
+    fn send_json(&self, method: &str, path: &str, body: &Value) -> (u16, Value) {
+        let url = format!("{}{path}", self.base);
+        let request = ureq::http::Request::builder()
+            .method(method)
+            .uri(&url)
+            .header("X-API-Key", &self.key)
+            .header("Content-Type", "application/json")
+            .body(body.to_string())
+            .unwrap();
+        let mut response = self
+            .agent
+            .run(request)
+            .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+        let status = response.status().as_u16();
+        let text = response.body_mut().read_to_string().unwrap_or_default();
+        let json = serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("{method} {path} ({status}): {e}: {text:?}"));
+        (status, json)
+    }
+
+    /// A JSON request that must succeed.
+    fn ok_json(&self, method: &str, path: &str, body: Value) -> Value {
+        let (status, json) = self.send_json(method, path, &body);
+        assert_eq!(status, 200, "{method} {path} {body}: {json}");
+        json
+    }
+
     fn call(&self, method: &str, path: &str) -> (u16, Value) {
         let (status, body) = self.send(method, path, &[("X-API-Key", &self.key)]);
         let json = serde_json::from_str(&body)
@@ -446,4 +474,202 @@ fn syncthing_cli_reads_through_our_api() {
             .call()
             .is_err()
     });
+}
+
+/// Pairing and sharing the way a GUI does it: two fresh daemons, driven only over HTTP.
+#[test]
+fn pairing_and_sharing_through_the_api_alone() {
+    let (a, b) = (Device::init(), Device::init());
+    let root_a = a.add_folder("docs", "docs");
+    fs::write(root_a.join("paired.txt"), b"hello b").unwrap();
+    let (running_a, running_b) = (a.serve(), b.serve());
+    let (api_a, api_b) = (Api::of(&a, &running_a), Api::of(&b, &running_b));
+    let id_a = api_a.get("/rest/system/status")["myID"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let id_b = api_b.get("/rest/system/status")["myID"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    // a adds b by ID; b has not accepted a, so a's connection lands in b's pending list.
+    api_a.ok_json(
+        "POST",
+        "/rest/config/devices",
+        serde_json::json!({
+            "deviceID": id_b,
+            "name": "b",
+            "addresses": [format!("quic://127.0.0.1:{}", running_b.port)],
+        }),
+    );
+    wait_until("b sees a as pending", 30, || {
+        api_b
+            .get("/rest/cluster/pending/devices")
+            .get(&id_a)
+            .is_some()
+    });
+    // b accepts.
+    api_b.ok_json(
+        "POST",
+        "/rest/config/devices",
+        serde_json::json!({
+            "deviceID": id_a,
+            "addresses": [format!("quic://127.0.0.1:{}", running_a.port)],
+        }),
+    );
+    assert!(
+        api_b
+            .get("/rest/cluster/pending/devices")
+            .get(&id_a)
+            .is_none()
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while api_a.get("/rest/system/connections")["connections"][&id_b]["connected"] != true {
+        assert!(
+            Instant::now() < deadline,
+            "a and b do not connect\n--- a:\n{}\n--- b:\n{}",
+            a.log(),
+            b.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // a shares docs with b; b sees the offer.
+    api_a.ok_json(
+        "PATCH",
+        "/rest/config/folders/docs",
+        serde_json::json!({ "devices": [{ "deviceID": id_a }, { "deviceID": id_b }] }),
+    );
+    wait_until("b sees docs offered", 30, || {
+        api_b.get("/rest/cluster/pending/folders")["docs"]["offeredBy"]
+            .get(&id_a)
+            .is_some()
+    });
+    // b accepts with a path of its own.
+    let root_b = b.path("docs-from-a");
+    api_b.ok_json(
+        "POST",
+        "/rest/config/folders",
+        serde_json::json!({
+            "id": "docs",
+            "path": root_b.to_str().unwrap(),
+            "devices": [{ "deviceID": id_a }],
+        }),
+    );
+    wait_until("the file arrives", 30, || {
+        fs::read(root_b.join("paired.txt")).is_ok_and(|d| d == b"hello b")
+    });
+    assert_eq!(
+        api_b.get("/rest/cluster/pending/folders"),
+        serde_json::json!({})
+    );
+    // Both saved their configuration.
+    let config_b = fs::read_to_string(b.home().join("config.toml")).unwrap();
+    assert!(
+        config_b.contains(&id_a) && config_b.contains("docs-from-a"),
+        "{config_b}"
+    );
+    let saved = api_b.get("/rest/events?since=0&timeout=0&events=ConfigSaved");
+    assert!(saved.as_array().unwrap().len() >= 2);
+
+    // Bad input is refused with the reason, and changes nothing.
+    let (status, json) = api_b.send_json(
+        "POST",
+        "/rest/config/devices",
+        &serde_json::json!({ "deviceID": "nope" }),
+    );
+    assert_eq!(status, 400, "{json}");
+    assert!(json["error"].as_str().unwrap().contains("nope"));
+    let (status, json) = api_b.send_json(
+        "POST",
+        "/rest/config/devices",
+        &serde_json::json!({ "deviceID": id_a, "addresses": ["tcp://1.2.3.4:22000"] }),
+    );
+    assert_eq!(status, 400, "{json}");
+    assert!(
+        json["error"].as_str().unwrap().contains("quic://"),
+        "{json}"
+    );
+    let (status, json) = api_b.send_json(
+        "PATCH",
+        "/rest/config/folders/docs",
+        &serde_json::json!({ "type": "receiveencrypted" }),
+    );
+    assert_eq!(status, 400, "{json}");
+    let (status, body) = api_b.send(
+        "PUT",
+        "/rest/config/folders/docs",
+        &[
+            ("X-API-Key", &api_b.key),
+            ("Content-Type", "application/json"),
+        ],
+    );
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("invalid JSON"), "{body}");
+    let (status, _) = api_b.send_json(
+        "PATCH",
+        "/rest/config/folders/nope",
+        &serde_json::json!({ "label": "x" }),
+    );
+    assert_eq!(status, 404);
+    assert_eq!(
+        api_b.get("/rest/config/folders/docs")["type"],
+        "sendreceive"
+    );
+
+    // Unsharing stops the flow to b; removing the folder leaves its files alone.
+    api_a.ok_json(
+        "PATCH",
+        "/rest/config/folders/docs",
+        serde_json::json!({ "devices": [] }),
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    fs::write(root_a.join("after-unshare.txt"), b"not for b").unwrap();
+    api_a.ok_json("POST", "/rest/db/scan?folder=docs", Value::Null);
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(!root_b.join("after-unshare.txt").exists());
+    let (status, _) = api_b.call("DELETE", "/rest/config/folders/docs");
+    assert_eq!(status, 200);
+    assert!(root_b.join("paired.txt").exists(), "files stay");
+    api_b.refused("GET", "/rest/db/status?folder=docs", 404, "docs");
+}
+
+/// Many changes at once: none is lost, in the daemon or in config.toml.
+#[test]
+fn concurrent_config_changes_all_land() {
+    let device = Device::init();
+    device.add_folder("docs", "docs");
+    let running = device.serve();
+    let api = std::sync::Arc::new(Api::of(&device, &running));
+    let ids: Vec<String> = (0..12).map(|_| Device::init().id()).collect();
+    let threads: Vec<_> = ids
+        .iter()
+        .cloned()
+        .map(|id| {
+            let api = api.clone();
+            std::thread::spawn(move || {
+                api.ok_json(
+                    "POST",
+                    "/rest/config/devices",
+                    serde_json::json!({ "deviceID": id, "addresses": ["dynamic"] }),
+                );
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let listed: Vec<String> = api
+        .get("/rest/config/devices")
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["deviceID"].as_str().unwrap().to_owned())
+        .collect();
+    let saved = fs::read_to_string(device.home().join("config.toml")).unwrap();
+    for id in &ids {
+        assert!(listed.contains(id), "{id} missing from {listed:?}");
+        assert!(saved.contains(id.as_str()), "{id} missing from config.toml");
+    }
 }

@@ -8,26 +8,26 @@ use axum::extract::{Path, State};
 use serde_json::{Value, json};
 
 use super::{ApiError, ApiResult};
-use crate::config::{Config, DeviceConfig, FolderConfig};
+use crate::config::{Config, DEFAULT_LISTEN, DeviceConfig, FolderConfig, FolderType};
 use crate::daemon::Shared;
+use crate::live_config::{self, ConfigChangeError};
 use crate::scanner::MARKER_DIR;
 
-/// Syncthing's configuration version whose shape this follows.
-const CONFIG_VERSION: u32 = 35;
+use super::CONFIG_VERSION;
 
 pub(super) async fn whole(State(shared): State<Arc<Shared>>) -> ApiResult {
-    Ok(axum::Json(config_json(&shared.config, shared.me)))
+    Ok(axum::Json(config_json(&shared.config(), shared.me)))
 }
 
 pub(super) async fn devices(State(shared): State<Arc<Shared>>) -> ApiResult {
-    Ok(axum::Json(devices_json(&shared.config, shared.me)))
+    Ok(axum::Json(devices_json(&shared.config(), shared.me)))
 }
 
 pub(super) async fn device(State(shared): State<Arc<Shared>>, Path(id): Path<String>) -> ApiResult {
     let wanted: peerfold_protocol::DeviceId = id
         .parse()
         .map_err(|e| ApiError::bad_request(format!("device ID {id:?}: {e}")))?;
-    devices_json(&shared.config, shared.me)
+    devices_json(&shared.config(), shared.me)
         .as_array()
         .and_then(|all| {
             all.iter()
@@ -41,7 +41,7 @@ pub(super) async fn device(State(shared): State<Arc<Shared>>, Path(id): Path<Str
 pub(super) async fn folders(State(shared): State<Arc<Shared>>) -> ApiResult {
     Ok(axum::Json(Value::Array(
         shared
-            .config
+            .config()
             .folders
             .iter()
             .map(|f| folder_json(f, shared.me))
@@ -51,22 +51,25 @@ pub(super) async fn folders(State(shared): State<Arc<Shared>>) -> ApiResult {
 
 pub(super) async fn folder(State(shared): State<Arc<Shared>>, Path(id): Path<String>) -> ApiResult {
     shared
-        .config
+        .config()
         .folder(&id)
         .map(|f| axum::Json(folder_json(f, shared.me)))
         .ok_or_else(|| ApiError::not_found(format!("no folder {id:?}")))
 }
 
 pub(super) async fn options(State(shared): State<Arc<Shared>>) -> ApiResult {
-    Ok(axum::Json(options_json(&shared.config)))
+    Ok(axum::Json(options_json(&shared.config())))
 }
 
 pub(super) async fn gui(State(shared): State<Arc<Shared>>) -> ApiResult {
-    Ok(axum::Json(gui_json(&shared.config)))
+    Ok(axum::Json(gui_json(&shared.config())))
 }
 
-pub(super) async fn restart_required() -> ApiResult {
-    Ok(axum::Json(json!({ "requiresRestart": false })))
+pub(super) async fn restart_required(State(shared): State<Arc<Shared>>) -> ApiResult {
+    let required = shared
+        .restart_required
+        .load(std::sync::atomic::Ordering::Relaxed);
+    Ok(axum::Json(json!({ "requiresRestart": required })))
 }
 
 fn config_json(config: &Config, me: peerfold_protocol::DeviceId) -> Value {
@@ -244,4 +247,479 @@ fn options_json(config: &Config) -> Value {
         "connectionLimitMax": 0,
         "insecureAllowOldTLSVersions": false,
     })
+}
+
+// ---- Changes: Syncthing's JSON in, our configuration out. Unknown fields are ignored. ----
+
+impl From<ConfigChangeError> for ApiError {
+    fn from(e: ConfigChangeError) -> Self {
+        match e {
+            ConfigChangeError::Invalid(m) => ApiError::bad_request(m),
+            ConfigChangeError::Failed(m) => ApiError::internal(m),
+        }
+    }
+}
+
+/// The request body as JSON (axum's own rejection would answer in plain text).
+fn body_json(body: &axum::body::Bytes) -> Result<Value, ApiError> {
+    serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("invalid JSON: {e}")))
+}
+
+fn string_field(value: &Value, name: &str) -> Result<Option<String>, String> {
+    match value.get(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(other) => Err(format!("{name:?} must be a string, not {other}")),
+    }
+}
+
+fn device_id_field(value: &Value) -> Result<peerfold_protocol::DeviceId, String> {
+    let text = string_field(value, "deviceID")?.ok_or("\"deviceID\" is missing")?;
+    text.parse().map_err(|e| format!("deviceID {text:?}: {e}"))
+}
+
+/// A device object; fields it lacks keep `base`'s values (or the defaults).
+fn device_from_json(value: &Value, base: Option<&DeviceConfig>) -> Result<DeviceConfig, String> {
+    if !value.is_object() {
+        return Err(format!("a device must be a JSON object, not {value}"));
+    }
+    let id = device_id_field(value)?;
+    let name = string_field(value, "name")?
+        .or_else(|| base.map(|b| b.name.clone()))
+        .unwrap_or_default();
+    let addresses = match value.get("addresses") {
+        None | Some(Value::Null) => {
+            base.map_or_else(|| vec!["dynamic".to_owned()], |b| b.addresses.clone())
+        }
+        Some(Value::Array(list)) => list
+            .iter()
+            .map(|a| {
+                a.as_str()
+                    .map(str::to_owned)
+                    .ok_or_else(|| format!("addresses must be strings, not {a}"))
+            })
+            .collect::<Result<_, _>>()?,
+        Some(other) => return Err(format!("\"addresses\" must be a list, not {other}")),
+    };
+    for address in &addresses {
+        crate::config::check_address(address)
+            .map_err(|e| format!("{e} (peerfold speaks QUIC: quic://HOST:PORT or dynamic)"))?;
+    }
+    if value.get("paused") == Some(&Value::Bool(true)) {
+        return Err("pausing devices is not supported yet".into());
+    }
+    Ok(DeviceConfig {
+        id,
+        name,
+        addresses,
+    })
+}
+
+/// A folder object; fields it lacks keep `base`'s values (or the defaults).
+fn folder_from_json(
+    value: &Value,
+    base: Option<&FolderConfig>,
+    me: peerfold_protocol::DeviceId,
+) -> Result<FolderConfig, String> {
+    if !value.is_object() {
+        return Err(format!("a folder must be a JSON object, not {value}"));
+    }
+    let id = string_field(value, "id")?
+        .or_else(|| base.map(|b| b.id.clone()))
+        .ok_or("\"id\" is missing")?;
+    crate::config::check_folder_id(&id)?;
+    let path = match string_field(value, "path")? {
+        Some(p) if p.starts_with("~/") => dirs::home_dir()
+            .ok_or("no home directory to expand ~ in")?
+            .join(&p[2..]),
+        Some(p) => std::path::PathBuf::from(p),
+        None => base.map(|b| b.path.clone()).ok_or("\"path\" is missing")?,
+    };
+    let folder_type = match string_field(value, "type")?.as_deref() {
+        None => base.map_or(FolderType::SendReceive, |b| b.folder_type),
+        Some("sendreceive") => FolderType::SendReceive,
+        Some("sendonly") => FolderType::SendOnly,
+        Some("receiveonly") => FolderType::ReceiveOnly,
+        Some(other) => {
+            return Err(format!(
+                "folder type {other:?} is not supported (sendreceive, sendonly, receiveonly)"
+            ));
+        }
+    };
+    let devices = match value.get("devices") {
+        None | Some(Value::Null) => base.map(|b| b.devices.clone()).unwrap_or_default(),
+        Some(Value::Array(list)) => {
+            let mut devices = Vec::new();
+            for entry in list {
+                let device = device_id_field(entry)?;
+                // Syncthing lists the device itself among a folder's devices.
+                if device != me && !devices.contains(&device) {
+                    devices.push(device);
+                }
+            }
+            devices
+        }
+        Some(other) => return Err(format!("\"devices\" must be a list, not {other}")),
+    };
+    let rescan_interval_s = match value.get("rescanIntervalS") {
+        None | Some(Value::Null) => base.map_or(3600, |b| b.rescan_interval_s),
+        Some(v) => v
+            .as_u64()
+            .ok_or_else(|| format!("rescanIntervalS must be a whole number, not {v}"))?,
+    };
+    let (versioning, versions_max_age_days) = match value.get("versioning") {
+        None | Some(Value::Null) => {
+            base.map_or((true, 30), |b| (b.versioning, b.versions_max_age_days))
+        }
+        Some(v) => match v.get("type").and_then(Value::as_str).unwrap_or("") {
+            "" | "none" => (false, base.map_or(30, |b| b.versions_max_age_days)),
+            "trashcan" => {
+                let days = v
+                    .get("params")
+                    .and_then(|p| p.get("cleanoutDays"))
+                    .and_then(|d| {
+                        d.as_str()
+                            .map(str::to_owned)
+                            .or_else(|| d.as_u64().map(|n| n.to_string()))
+                    })
+                    .map(|d| {
+                        d.parse::<u64>()
+                            .map_err(|_| format!("cleanoutDays must be a number, not {d:?}"))
+                    })
+                    .transpose()?
+                    .unwrap_or(30);
+                (true, days)
+            }
+            other => {
+                return Err(format!(
+                    "versioning type {other:?} is not supported (trashcan, or none)"
+                ));
+            }
+        },
+    };
+    if value.get("paused") == Some(&Value::Bool(true)) {
+        return Err("pausing folders is not supported yet".into());
+    }
+    Ok(FolderConfig {
+        id,
+        label: string_field(value, "label")?
+            .or_else(|| base.map(|b| b.label.clone()))
+            .unwrap_or_default(),
+        path,
+        folder_type,
+        devices,
+        rescan_interval_s,
+        versioning,
+        versions_max_age_days,
+    })
+}
+
+/// Listen addresses: `default` stands for peerfold's defaults.
+fn listen_from_json(value: &Value) -> Result<Vec<String>, String> {
+    let list = value
+        .as_array()
+        .ok_or_else(|| format!("listenAddresses must be a list, not {value}"))?;
+    let mut out = Vec::new();
+    for entry in list {
+        let address = entry
+            .as_str()
+            .ok_or_else(|| format!("listen addresses must be strings, not {entry}"))?;
+        if address == "default" {
+            out.extend(DEFAULT_LISTEN.iter().map(|s| (*s).to_owned()));
+        } else {
+            crate::config::check_address(address)
+                .map_err(|e| format!("{e} (peerfold listens on quic://HOST:PORT)"))?;
+            out.push(address.to_owned());
+        }
+    }
+    Ok(out)
+}
+
+/// Applies the options object's fields peerfold knows to `config`.
+fn apply_options(config: &mut Config, options: &Value) -> Result<(), String> {
+    if !options.is_object() {
+        return Err(format!("options must be a JSON object, not {options}"));
+    }
+    if let Some(listen) = options.get("listenAddresses") {
+        config.listen = listen_from_json(listen)?;
+    }
+    Ok(())
+}
+
+/// A whole configuration in Syncthing's shape.
+fn config_from_json(
+    value: &Value,
+    current: &Config,
+    me: peerfold_protocol::DeviceId,
+) -> Result<Config, String> {
+    let mut config = current.clone();
+    if let Some(devices) = value.get("devices") {
+        let list = devices.as_array().ok_or("\"devices\" must be a list")?;
+        config.devices = list
+            .iter()
+            .map(|d| {
+                let id = device_id_field(d)?;
+                device_from_json(d, current.devices.iter().find(|c| c.id == id))
+            })
+            .filter(|d| d.as_ref().map_or(true, |d| d.id != me))
+            .collect::<Result<_, _>>()?;
+    }
+    if let Some(folders) = value.get("folders") {
+        let list = folders.as_array().ok_or("\"folders\" must be a list")?;
+        config.folders = list
+            .iter()
+            .map(|f| {
+                let id = f.get("id").and_then(Value::as_str).unwrap_or_default();
+                folder_from_json(f, current.folder(id), me)
+            })
+            .collect::<Result<_, _>>()?;
+    }
+    if let Some(options) = value.get("options") {
+        apply_options(&mut config, options)?;
+    }
+    if let Some(gui) = value.get("gui") {
+        if let Some(address) = string_field(gui, "address")? {
+            config.api.address = address;
+        }
+        if let Some(key) = string_field(gui, "apiKey")?.filter(|k| !k.is_empty()) {
+            config.api.key = key;
+        }
+    }
+    Ok(config)
+}
+
+/// Shallow merge of a PATCH body over the current object.
+fn merged(mut current: Value, patch: &Value) -> Result<Value, ApiError> {
+    let (Some(target), Some(fields)) = (current.as_object_mut(), patch.as_object()) else {
+        return Err(ApiError::bad_request("the body must be a JSON object"));
+    };
+    for (key, value) in fields {
+        target.insert(key.clone(), value.clone());
+    }
+    Ok(current)
+}
+
+pub(super) async fn put_whole(
+    State(shared): State<Arc<Shared>>,
+    body: axum::body::Bytes,
+) -> ApiResult {
+    let value = body_json(&body)?;
+    let me = shared.me;
+    let new = live_config::change(&shared, |config| {
+        *config = config_from_json(&value, config, me)?;
+        Ok(())
+    })
+    .await?;
+    Ok(axum::Json(config_json(&new, me)))
+}
+
+pub(super) async fn post_device(
+    State(shared): State<Arc<Shared>>,
+    body: axum::body::Bytes,
+) -> ApiResult {
+    let value = body_json(&body)?;
+    let items: Vec<Value> = match value {
+        Value::Array(list) => list,
+        single => vec![single],
+    };
+    let me = shared.me;
+    live_config::change(&shared, |config| {
+        for item in &items {
+            let id = device_id_field(item)?;
+            if id == me {
+                return Err("that is this device's own ID".into());
+            }
+            let device = device_from_json(item, config.devices.iter().find(|d| d.id == id))?;
+            match config.devices.iter_mut().find(|d| d.id == id) {
+                Some(existing) => *existing = device,
+                None => config.devices.push(device),
+            }
+        }
+        Ok(())
+    })
+    .await?;
+    Ok(axum::Json(json!({})))
+}
+
+pub(super) async fn put_devices(
+    State(shared): State<Arc<Shared>>,
+    body: axum::body::Bytes,
+) -> ApiResult {
+    let value = body_json(&body)?;
+    let me = shared.me;
+    live_config::change(&shared, |config| {
+        *config = config_from_json(&json!({ "devices": value }), config, me)?;
+        Ok(())
+    })
+    .await?;
+    Ok(axum::Json(json!({})))
+}
+
+pub(super) async fn put_device(
+    State(shared): State<Arc<Shared>>,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> ApiResult {
+    edit_device(&shared, &id, body_json(&body)?, false).await
+}
+
+pub(super) async fn patch_device(
+    State(shared): State<Arc<Shared>>,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> ApiResult {
+    edit_device(&shared, &id, body_json(&body)?, true).await
+}
+
+async fn edit_device(shared: &Arc<Shared>, id: &str, mut value: Value, patch: bool) -> ApiResult {
+    let wanted: peerfold_protocol::DeviceId = id
+        .parse()
+        .map_err(|e| ApiError::bad_request(format!("device ID {id:?}: {e}")))?;
+    if wanted == shared.me {
+        return Err(ApiError::bad_request("that is this device's own ID"));
+    }
+    let current = shared.config();
+    let existing = current.devices.iter().find(|d| d.id == wanted);
+    if patch {
+        let existing =
+            existing.ok_or_else(|| ApiError::not_found(format!("no device {wanted}")))?;
+        value = merged(device_json(existing), &value)?;
+    }
+    value["deviceID"] = json!(wanted.to_string());
+    live_config::change(shared, |config| {
+        let base = config.devices.iter().find(|d| d.id == wanted);
+        let device = device_from_json(&value, base)?;
+        match config.devices.iter_mut().find(|d| d.id == wanted) {
+            Some(slot) => *slot = device,
+            None => config.devices.push(device),
+        }
+        Ok(())
+    })
+    .await?;
+    Ok(axum::Json(json!({})))
+}
+
+pub(super) async fn delete_device(
+    State(shared): State<Arc<Shared>>,
+    Path(id): Path<String>,
+) -> ApiResult {
+    let wanted: peerfold_protocol::DeviceId = id
+        .parse()
+        .map_err(|e| ApiError::bad_request(format!("device ID {id:?}: {e}")))?;
+    if !shared.is_known(wanted) {
+        return Err(ApiError::not_found(format!("no device {wanted}")));
+    }
+    live_config::change(&shared, |config| {
+        config.devices.retain(|d| d.id != wanted);
+        // A removed device no longer shares anything.
+        for folder in &mut config.folders {
+            folder.devices.retain(|d| *d != wanted);
+        }
+        Ok(())
+    })
+    .await?;
+    Ok(axum::Json(json!({})))
+}
+
+pub(super) async fn post_folder(
+    State(shared): State<Arc<Shared>>,
+    body: axum::body::Bytes,
+) -> ApiResult {
+    let value = body_json(&body)?;
+    let items: Vec<Value> = match value {
+        Value::Array(list) => list,
+        single => vec![single],
+    };
+    let me = shared.me;
+    live_config::change(&shared, |config| {
+        for item in &items {
+            let id = item.get("id").and_then(Value::as_str).unwrap_or_default();
+            let folder = folder_from_json(item, config.folder(id), me)?;
+            match config.folders.iter_mut().find(|f| f.id == folder.id) {
+                Some(existing) => *existing = folder,
+                None => config.folders.push(folder),
+            }
+        }
+        Ok(())
+    })
+    .await?;
+    Ok(axum::Json(json!({})))
+}
+
+pub(super) async fn put_folders(
+    State(shared): State<Arc<Shared>>,
+    body: axum::body::Bytes,
+) -> ApiResult {
+    let value = body_json(&body)?;
+    let me = shared.me;
+    live_config::change(&shared, |config| {
+        *config = config_from_json(&json!({ "folders": value }), config, me)?;
+        Ok(())
+    })
+    .await?;
+    Ok(axum::Json(json!({})))
+}
+
+pub(super) async fn put_folder(
+    State(shared): State<Arc<Shared>>,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> ApiResult {
+    edit_folder(&shared, &id, body_json(&body)?, false).await
+}
+
+pub(super) async fn patch_folder(
+    State(shared): State<Arc<Shared>>,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> ApiResult {
+    edit_folder(&shared, &id, body_json(&body)?, true).await
+}
+
+async fn edit_folder(shared: &Arc<Shared>, id: &str, mut value: Value, patch: bool) -> ApiResult {
+    let current = shared.config();
+    let existing = current.folder(id);
+    if patch {
+        let existing = existing.ok_or_else(|| ApiError::not_found(format!("no folder {id:?}")))?;
+        value = merged(folder_json(existing, shared.me), &value)?;
+    }
+    if !value.is_object() {
+        return Err(ApiError::bad_request("the body must be a JSON object"));
+    }
+    value["id"] = json!(id);
+    let me = shared.me;
+    live_config::change(shared, |config| {
+        let folder = folder_from_json(&value, config.folder(id), me)?;
+        match config.folders.iter_mut().find(|f| f.id == id) {
+            Some(slot) => *slot = folder,
+            None => config.folders.push(folder),
+        }
+        Ok(())
+    })
+    .await?;
+    Ok(axum::Json(json!({})))
+}
+
+pub(super) async fn delete_folder(
+    State(shared): State<Arc<Shared>>,
+    Path(id): Path<String>,
+) -> ApiResult {
+    if shared.config().folder(&id).is_none() {
+        return Err(ApiError::not_found(format!("no folder {id:?}")));
+    }
+    live_config::change(&shared, |config| {
+        config.folders.retain(|f| f.id != id);
+        Ok(())
+    })
+    .await?;
+    Ok(axum::Json(json!({})))
+}
+
+pub(super) async fn put_options(
+    State(shared): State<Arc<Shared>>,
+    body: axum::body::Bytes,
+) -> ApiResult {
+    let value = body_json(&body)?;
+    let new = live_config::change(&shared, |config| apply_options(config, &value)).await?;
+    Ok(axum::Json(options_json(&new)))
 }

@@ -38,11 +38,9 @@ fn counts_json(prefix: &str, counts: &Counts, out: &mut serde_json::Map<String, 
 }
 
 pub(super) async fn status(State(shared): State<Arc<Shared>>, params: Params) -> ApiResult {
-    let id = folder(&shared, &params)?.config.id.clone();
-    let shared2 = shared.clone();
-    let summary =
-        blocking(move || summary::folder_summary(&shared2, &shared2.folders[&id])).await?;
     let folder = folder(&shared, &params)?;
+    let (shared2, folder2) = (shared.clone(), folder.clone());
+    let summary = blocking(move || summary::folder_summary(&shared2, &folder2)).await?;
     let sequence = shared.store().sequence(folder.idx).unwrap_or(0);
     let errors = folder.pull_errors();
     let state = folder.state();
@@ -86,28 +84,24 @@ pub(super) async fn status(State(shared): State<Arc<Shared>>, params: Params) ->
 }
 
 pub(super) async fn completion(State(shared): State<Arc<Shared>>, params: Params) -> ApiResult {
-    let id = folder(&shared, &params)?.config.id.clone();
+    let folder = folder(&shared, &params)?;
     let device = match params.get("device").filter(|d| !d.is_empty()) {
         None => shared.me,
         Some(text) => text
             .parse::<DeviceId>()
             .map_err(|e| ApiError::bad_request(format!("device ID {text:?}: {e}")))?,
     };
-    let folder_config = &folder(&shared, &params)?.config;
-    let remote_state = if device == shared.me || folder_config.devices.contains(&device) {
+    let remote_state = if device == shared.me || folder.shares_with(device) {
         "valid"
     } else if shared.is_known(device) {
         "notSharing"
     } else {
         "unknown"
     };
-    let shared2 = shared.clone();
+    let (shared2, folder2) = (shared.clone(), folder.clone());
     let summary: FolderSummary =
-        blocking(move || summary::device_summary(&shared2, &shared2.folders[&id], device)).await?;
-    let sequence = shared
-        .store()
-        .sequence(folder(&shared, &params)?.idx)
-        .unwrap_or(0);
+        blocking(move || summary::device_summary(&shared2, &folder2, device)).await?;
+    let sequence = shared.store().sequence(folder.idx).unwrap_or(0);
     Ok(axum::Json(json!({
         "completion": summary.completion(),
         "globalBytes": summary.global.bytes,
@@ -121,7 +115,7 @@ pub(super) async fn completion(State(shared): State<Arc<Shared>>, params: Params
 }
 
 pub(super) async fn scan(State(shared): State<Arc<Shared>>, params: Params) -> ApiResult {
-    let id = folder(&shared, &params)?.config.id.clone();
+    let id = folder(&shared, &params)?.id.clone();
     // Like Syncthing, the call returns when the scan is done.
     let changed = crate::daemon::scan(&shared, &id)
         .await
@@ -141,7 +135,7 @@ pub(super) async fn revert_changes(State(shared): State<Arc<Shared>>, params: Pa
 }
 
 async fn folder_action(shared: &Arc<Shared>, params: &Params, action: FolderAction) -> ApiResult {
-    let id = folder(shared, params)?.config.id.clone();
+    let id = folder(shared, params)?.id.clone();
     let changed = folder_actions::run(shared, &id, action)
         .await
         .map_err(ApiError::bad_request)?;
@@ -229,7 +223,7 @@ pub(super) async fn need(State(shared): State<Arc<Shared>>, params: Params) -> A
     let folder = folder(&shared, &params)?;
     let page = number(&params, "page", 1)?.max(1);
     let per_page = number(&params, "perpage", DEFAULT_PER_PAGE)?.max(1);
-    let (idx, me, folder_type) = (folder.idx, shared.me, folder.config.folder_type);
+    let (idx, me, folder_type) = (folder.idx, shared.me, folder.folder_type());
     let shared2 = shared.clone();
     let actions = blocking(move || {
         let store = shared2.store();
@@ -264,7 +258,7 @@ pub(super) async fn errors(State(shared): State<Arc<Shared>>, params: Params) ->
         .map(|(path, error)| json!({ "path": path, "error": error }))
         .collect();
     Ok(axum::Json(json!({
-        "folder": folder.config.id,
+        "folder": folder.id,
         "errors": errors,
         "page": page,
         "perpage": per_page,

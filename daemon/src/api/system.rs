@@ -88,7 +88,7 @@ pub(super) async fn connections(State(shared): State<Arc<Shared>>) -> ApiResult 
     let now = jiff::Timestamp::now().to_string();
     let (mut total_in, mut total_out) = (0u64, 0u64);
     let mut connections = Map::new();
-    for device in &shared.config.devices {
+    for device in &shared.config().devices {
         let connection = shared.connection(device.id);
         let info = shared.peer_info(device.id);
         let stats = connection.as_ref().map(quinn::Connection::stats);
@@ -196,11 +196,11 @@ pub(super) async fn metrics(State(shared): State<Arc<Shared>>) -> impl IntoRespo
     let shared2 = shared.clone();
     let summaries = tokio::task::spawn_blocking(move || {
         shared2
-            .folders
-            .values()
+            .folders()
+            .iter()
             .map(|f| {
                 (
-                    f.config.id.clone(),
+                    f.id.clone(),
                     f.state().name(),
                     summary::folder_summary(&shared2, f),
                 )
@@ -211,7 +211,7 @@ pub(super) async fn metrics(State(shared): State<Arc<Shared>>) -> impl IntoRespo
     .unwrap_or_default();
     let mut out = String::new();
     let (mut connected, mut rx, mut tx) = (0u64, 0u64, 0u64);
-    for device in &shared.config.devices {
+    for device in &shared.config().devices {
         if let Some(c) = shared.connection(device.id) {
             connected += 1;
             let stats = c.stats();

@@ -129,9 +129,8 @@ pub(super) async fn run(
     let mut offers_recorded = 0;
     for offered in &their_config.folders {
         let shared_here = shared
-            .folders
-            .get(&offered.id)
-            .filter(|folder| folder.config.devices.contains(&peer));
+            .folder(&offered.id)
+            .filter(|folder| folder.shares_with(peer));
         let Some(folder) = shared_here else {
             // A peer cannot fill the database with offers: a few hundred is plenty.
             if offers_recorded < MAX_PENDING_OFFERS && config::check_folder_id(&offered.id).is_ok()
@@ -162,12 +161,14 @@ pub(super) async fn run(
         // Each sender ends when the writer is gone, i.e. when this session ends.
         shared.tasks.spawn(send_index(
             shared.clone(),
-            folder.config.id.clone(),
+            folder.id.clone(),
             start,
             outbox.clone(),
         ));
     }
-    drop(outbox);
+    // The session keeps one sender itself: with no folder shared (yet), the writer must
+    // not see its channel close and end a session that pairing just established.
+    let _keep_writer_open = outbox;
 
     let serving = serve_requests(shared.clone(), peer, connection.clone());
     let receiving = receive(shared, peer, &mut reader, &their_index_ids);
@@ -219,6 +220,7 @@ fn cluster_config(shared: &Shared, peer: DeviceId) -> wire::Message {
     let store = shared.store();
     let folders = shared
         .folders_shared_with(peer)
+        .into_iter()
         .map(|folder| {
             let mut devices = vec![wire::FolderDevice {
                 id: shared.me.as_bytes().to_vec(),
@@ -227,7 +229,7 @@ fn cluster_config(shared: &Shared, peer: DeviceId) -> wire::Message {
                 index_id: store.index_id(folder.idx).unwrap_or(0),
                 max_sequence: store.sequence(folder.idx).unwrap_or(0),
             }];
-            for device in &folder.config.devices {
+            for device in &folder.config().devices {
                 let (index_id, max_sequence) = store
                     .remote_index_state(folder.idx, *device)
                     .ok()
@@ -242,9 +244,9 @@ fn cluster_config(shared: &Shared, peer: DeviceId) -> wire::Message {
                 });
             }
             wire::Folder {
-                id: folder.config.id.clone(),
-                label: folder.config.label.clone(),
-                r#type: match folder.config.folder_type {
+                id: folder.id.clone(),
+                label: folder.config().label,
+                r#type: match folder.folder_type() {
                     FolderType::SendReceive => wire::FolderType::SendReceive,
                     FolderType::SendOnly => wire::FolderType::SendOnly,
                     FolderType::ReceiveOnly => wire::FolderType::ReceiveOnly,
@@ -267,7 +269,7 @@ async fn send_index(
     start: u64,
     outbox: mpsc::Sender<wire::Message>,
 ) {
-    let Some(folder) = shared.folders.get(&folder_id) else {
+    let Some(folder) = shared.folder(&folder_id) else {
         return;
     };
     let mut after = start;
@@ -285,7 +287,7 @@ async fn send_index(
         };
         let mut files = Vec::new();
         let mut bytes = 0;
-        let receive_only = folder.config.folder_type == FolderType::ReceiveOnly;
+        let receive_only = folder.folder_type() == FolderType::ReceiveOnly;
         for entry in &batch {
             let mut info = entry.to_wire();
             // A receive-only folder's own changes are announced as invalid: peers never take
@@ -350,12 +352,12 @@ async fn receive(
             }
             _ => continue,
         };
-        let Some(folder) = shared.folders.get(&folder_id) else {
+        let Some(folder) = shared.folder(&folder_id) else {
             return Err(SessionError::Protocol(format!(
                 "index for folder {folder_id:?}, which is not configured here"
             )));
         };
-        if !folder.config.devices.contains(&peer) {
+        if !folder.shares_with(peer) {
             return Err(SessionError::Protocol(format!(
                 "index for folder {folder_id:?}, which is not shared with this device"
             )));
@@ -451,10 +453,10 @@ async fn answer(shared: &Arc<Shared>, peer: DeviceId, request: wire::Request) ->
             code: code as i32,
         })),
     };
-    let Some(folder) = shared.folders.get(&request.folder) else {
+    let Some(folder) = shared.folder(&request.folder) else {
         return refuse(wire::ErrorCode::Generic);
     };
-    if !folder.config.devices.contains(&peer)
+    if !folder.shares_with(peer)
         || names::validate(&request.name).is_err()
         || request.size == 0
         || request.size > MAX_BLOCK_SIZE
@@ -478,7 +480,7 @@ async fn answer(shared: &Arc<Shared>, peer: DeviceId, request: wire::Request) ->
         size: request.size,
         hash: blake3::Hash::from_bytes(hash),
     };
-    match read_block(folder, &request.name, block)
+    match read_block(&folder, &request.name, block)
         .await
         .filter(|data| blake3::hash(data) == block.hash)
     {
@@ -498,7 +500,7 @@ async fn answer(shared: &Arc<Shared>, peer: DeviceId, request: wire::Request) ->
 
 /// Reads one block of a local file (the requester verifies its hash).
 pub(crate) async fn read_block(folder: &Folder, name: &str, block: Block) -> Option<Vec<u8>> {
-    let path = names::join(&folder.config.path, name).ok()?;
+    let path = names::join(&folder.path(), name).ok()?;
     tokio::task::spawn_blocking(move || {
         let file = std::fs::File::open(path).ok()?;
         let mut data = vec![0u8; block.size as usize];

@@ -39,7 +39,7 @@ impl<'a> Holders<'a> {
         if self.known.contains_key(&key) {
             return;
         }
-        let entry = self.shared.folders.get(folder_id).and_then(|folder| {
+        let entry = self.shared.folder(folder_id).and_then(|folder| {
             self.shared
                 .store()
                 .local_entry(folder.idx, name)
@@ -52,9 +52,8 @@ impl<'a> Holders<'a> {
             .unwrap_or_default();
         let file = self
             .shared
-            .folders
-            .get(folder_id)
-            .and_then(|folder| names::join(&folder.config.path, name).ok())
+            .folder(folder_id)
+            .and_then(|folder| names::join(&folder.path(), name).ok())
             .and_then(|path| File::open(path).ok());
         self.known.insert(key, Holder { file, blocks });
     }
