@@ -1,5 +1,6 @@
 //! The command line: argument definitions and the commands that work on a home offline.
 
+mod client;
 mod output;
 
 use std::io::{IsTerminal, Write};
@@ -12,6 +13,7 @@ use peerfold_protocol::DeviceId;
 use crate::config::{self, DeviceConfig, FolderConfig, FolderType};
 use crate::home::{HOME_ENV, Home};
 use crate::scanner::{self, ScanReport};
+use client::DaemonApi;
 
 /// peerfold: peer-to-peer folder sync.
 #[derive(Debug, Parser)]
@@ -67,6 +69,34 @@ enum Command {
     },
     /// Print the REST API's key (clients send it as `X-API-Key`).
     ApiKey,
+    /// List devices and folders waiting to be accepted.
+    Pending {
+        #[command(flatten)]
+        format: Format,
+    },
+    /// Accept a pending device (by its ID) or folder (by its ID, with --path).
+    Accept {
+        /// A device ID, or the ID of a folder a device offered.
+        id: String,
+        /// Where an accepted folder goes on this device.
+        #[arg(long)]
+        path: Option<PathBuf>,
+        /// A name for an accepted device.
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Follow the running daemon's events, one JSON object per line.
+    Events {
+        /// Start after this event ID (0: everything still kept).
+        #[arg(long, default_value_t = 0)]
+        since: u64,
+        /// Only these event types (comma-separated, e.g. ItemFinished,StateChanged).
+        #[arg(long)]
+        types: Option<String>,
+    },
+    /// Read or change an option, by its Syncthing name (e.g. listenAddresses).
+    #[command(subcommand)]
+    Config(ConfigCommand),
     /// Show what the running daemon is doing: folders and devices.
     Status {
         #[command(flatten)]
@@ -155,6 +185,23 @@ enum DeviceCommand {
     },
 }
 
+#[derive(Debug, Subcommand)]
+enum ConfigCommand {
+    /// Print an option's value.
+    Get {
+        /// The option's Syncthing name.
+        key: String,
+    },
+    /// Set an option: KEY=VALUE (lists take comma-separated values).
+    Set {
+        /// KEY=VALUE.
+        assignment: String,
+    },
+}
+
+/// Options `peerfold config` knows, by their Syncthing names.
+const CONFIG_KEYS: [&str; 1] = ["listenAddresses"];
+
 #[derive(Debug, Args)]
 struct Format {
     /// Print JSON instead of text.
@@ -181,7 +228,219 @@ pub fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Status { format } => status(&home, format.json, &mut out),
+        Command::Pending { format } => pending(&home, format.json, &mut out),
+        Command::Accept { id, path, name } => accept(&home, &id, path, name, &mut out),
+        Command::Events { since, types } => events(&home, since, types, &mut out),
+        Command::Config(command) => config_command(&home, command, &mut out),
     }
+}
+
+fn pending(home: &Home, json: bool, out: &mut impl Write) -> Result<()> {
+    let store = home.store()?;
+    let config = home.config()?;
+    let devices: Vec<_> = store
+        .pending_devices()?
+        .into_iter()
+        .filter(|p| !config.devices.iter().any(|d| d.id == p.device))
+        .collect();
+    let folders: Vec<_> = store
+        .pending_folders()?
+        .into_iter()
+        .filter(|p| {
+            config
+                .folder(&p.folder)
+                .is_none_or(|f| !f.devices.contains(&p.device))
+        })
+        .collect();
+    if json {
+        let devices: Vec<_> = devices
+            .iter()
+            .map(|p| serde_json::json!({ "id": p.device.to_string(), "name": p.name, "address": p.address, "time": output::unix_time(p.last_seen) }))
+            .collect();
+        let folders: Vec<_> = folders
+            .iter()
+            .map(|p| serde_json::json!({ "id": p.folder, "label": p.label, "device": p.device.to_string(), "time": output::unix_time(p.last_seen) }))
+            .collect();
+        output::json_line(
+            out,
+            &serde_json::json!({ "devices": devices, "folders": folders }),
+        )?;
+        return Ok(());
+    }
+    for p in &devices {
+        writeln!(out, "device {}\t{}\t{}", p.device, p.address, p.name)?;
+    }
+    for p in &folders {
+        writeln!(
+            out,
+            "folder {}\toffered by {}\t{}",
+            p.folder, p.device, p.label
+        )?;
+    }
+    if devices.is_empty() && folders.is_empty() {
+        writeln!(out, "Nothing is pending")?;
+    }
+    Ok(())
+}
+
+fn accept(
+    home: &Home,
+    id: &str,
+    path: Option<PathBuf>,
+    name: Option<String>,
+    out: &mut impl Write,
+) -> Result<()> {
+    if let Ok(device_id) = id.parse::<DeviceId>() {
+        return device(
+            home,
+            DeviceCommand::Add {
+                id: device_id.to_string(),
+                name,
+                addresses: Vec::new(),
+            },
+            out,
+        );
+    }
+    let offers: Vec<_> = home
+        .store()?
+        .pending_folders()?
+        .into_iter()
+        .filter(|p| p.folder == id)
+        .collect();
+    let Some(first) = offers.first() else {
+        bail!("{id:?} is neither a device ID nor a pending folder: see `peerfold pending`");
+    };
+    let path = path.with_context(|| format!("accepting folder {id:?} needs --path DIR"))?;
+    std::fs::create_dir_all(&path).with_context(|| format!("creating {}", path.display()))?;
+    if home.config()?.folder(id).is_none() {
+        folder(
+            home,
+            FolderCommand::Add {
+                id: id.to_owned(),
+                path,
+                label: Some(first.label.clone()).filter(|l| !l.is_empty()),
+                folder_type: FolderType::SendReceive,
+            },
+            out,
+        )?;
+    }
+    for offer in &offers {
+        folder(
+            home,
+            FolderCommand::Share {
+                folder: id.to_owned(),
+                device: offer.device.to_string(),
+            },
+            out,
+        )?;
+    }
+    Ok(())
+}
+
+fn events(home: &Home, since: u64, types: Option<String>, out: &mut impl Write) -> Result<()> {
+    let api = DaemonApi::find(home)?
+        .context("the daemon is not running: start it with `peerfold serve`")?;
+    let filter = types
+        .map(|t| format!("&events={}", encode(&t)))
+        .unwrap_or_default();
+    let mut since = since;
+    loop {
+        let batch = api.call(
+            "GET",
+            &format!("/rest/events?since={since}&timeout=60{filter}"),
+            None,
+        )?;
+        for event in batch.as_array().into_iter().flatten() {
+            since = since.max(event["id"].as_u64().unwrap_or(since));
+            output::json_line(out, event)?;
+        }
+        out.flush()?;
+    }
+}
+
+fn config_command(home: &Home, command: ConfigCommand, out: &mut impl Write) -> Result<()> {
+    let check = |key: &str| -> Result<()> {
+        if CONFIG_KEYS.contains(&key) {
+            Ok(())
+        } else {
+            bail!(
+                "peerfold has no option {key:?} (yet); it knows: {}",
+                CONFIG_KEYS.join(", ")
+            )
+        }
+    };
+    match command {
+        ConfigCommand::Get { key } => {
+            check(&key)?;
+            let value = match DaemonApi::find(home)? {
+                Some(api) => api.call("GET", "/rest/config/options", None)?[&key].clone(),
+                None => serde_json::json!(home.config()?.listen),
+            };
+            match value {
+                serde_json::Value::Array(list) => {
+                    let items: Vec<String> = list
+                        .iter()
+                        .map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_owned))
+                        .collect();
+                    writeln!(out, "{}", items.join(","))?;
+                }
+                other => writeln!(out, "{other}")?,
+            }
+        }
+        ConfigCommand::Set { assignment } => {
+            let (key, value) = assignment
+                .split_once('=')
+                .context("write KEY=VALUE, e.g. listenAddresses=quic://0.0.0.0:22100")?;
+            check(key)?;
+            let list: Vec<String> = value
+                .split(',')
+                .map(str::trim)
+                .filter(|v| !v.is_empty())
+                .map(str::to_owned)
+                .collect();
+            for address in &list {
+                if address != "default" {
+                    config::check_address(address).map_err(anyhow::Error::msg)?;
+                }
+            }
+            match DaemonApi::find(home)? {
+                Some(api) => {
+                    api.call(
+                        "PATCH",
+                        "/rest/config/options",
+                        Some(&serde_json::json!({ key: list })),
+                    )?;
+                    writeln!(
+                        out,
+                        "Set {key} (saved by the running daemon; listen addresses apply at its next start)"
+                    )?;
+                }
+                None => {
+                    let mut config = home.config()?;
+                    config.listen = list
+                        .iter()
+                        .flat_map(|a| {
+                            if a == "default" {
+                                config::DEFAULT_LISTEN
+                                    .iter()
+                                    .map(|s| (*s).to_owned())
+                                    .collect()
+                            } else {
+                                vec![a.clone()]
+                            }
+                        })
+                        .collect();
+                    home.save_config(&config)?;
+                    writeln!(
+                        out,
+                        "Set {key} in {} (the daemon is not running)",
+                        home.config_path().display()
+                    )?;
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 fn init(home: &Home, name: Option<String>, json: bool, out: &mut impl Write) -> Result<()> {
@@ -242,6 +501,24 @@ fn folder(home: &Home, command: FolderCommand, out: &mut impl Write) -> Result<(
                     other.id
                 );
             }
+            if let Some(api) = DaemonApi::find(home)? {
+                api.call(
+                    "POST",
+                    "/rest/config/folders",
+                    Some(&serde_json::json!({
+                        "id": id,
+                        "label": label.unwrap_or_default(),
+                        "path": root,
+                        "type": folder_type.as_str(),
+                    })),
+                )?;
+                writeln!(
+                    out,
+                    "Added folder {id:?} at {} (applied by the running daemon)",
+                    root.display()
+                )?;
+                return Ok(());
+            }
             let marker = root.join(scanner::MARKER_DIR);
             std::fs::create_dir_all(&marker)
                 .with_context(|| format!("creating the folder marker {}", marker.display()))?;
@@ -292,6 +569,23 @@ fn folder(home: &Home, command: FolderCommand, out: &mut impl Write) -> Result<(
                 return Ok(());
             }
             entry.devices.push(device);
+            if let Some(api) = DaemonApi::find(home)? {
+                let devices: Vec<_> = entry
+                    .devices
+                    .iter()
+                    .map(|d| serde_json::json!({ "deviceID": d.to_string() }))
+                    .collect();
+                api.call(
+                    "PATCH",
+                    &format!("/rest/config/folders/{}", encode(&folder)),
+                    Some(&serde_json::json!({ "devices": devices })),
+                )?;
+                writeln!(
+                    out,
+                    "Shared folder {folder:?} with {device} (applied by the running daemon)"
+                )?;
+                return Ok(());
+            }
             home.save_config(&config)?;
             home.store()?.forget_pending_folder(&folder, Some(device))?;
             writeln!(out, "Shared folder {folder:?} with {device}")?;
@@ -360,11 +654,25 @@ fn device(home: &Home, command: DeviceCommand, out: &mut impl Write) -> Result<(
             for address in &addresses {
                 config::check_address(address).map_err(anyhow::Error::msg)?;
             }
-            config.devices.push(DeviceConfig {
+            let device = DeviceConfig {
                 id,
                 name: name.unwrap_or_default(),
                 addresses,
-            });
+            };
+            if let Some(api) = DaemonApi::find(home)? {
+                api.call(
+                    "POST",
+                    "/rest/config/devices",
+                    Some(&serde_json::json!({
+                        "deviceID": device.id.to_string(),
+                        "name": device.name,
+                        "addresses": device.addresses,
+                    })),
+                )?;
+                writeln!(out, "Added device {id} (applied by the running daemon)")?;
+                return Ok(());
+            }
+            config.devices.push(device);
             home.save_config(&config)?;
             writeln!(out, "Added device {id}")?;
         }
@@ -403,8 +711,41 @@ fn device(home: &Home, command: DeviceCommand, out: &mut impl Write) -> Result<(
     Ok(())
 }
 
+/// Text for a URL path segment or query value.
+fn encode(text: &str) -> String {
+    percent_encoding::utf8_percent_encode(text, percent_encoding::NON_ALPHANUMERIC).to_string()
+}
+
 fn scan(home: &Home, only: Option<String>, json: bool, out: &mut impl Write) -> Result<()> {
     let config = home.config()?;
+    if let Some(api) = DaemonApi::find(home)? {
+        // The running daemon scans (and its watcher usually already has).
+        let ids: Vec<String> = match &only {
+            Some(id) => vec![id.clone()],
+            None => config.folders.iter().map(|f| f.id.clone()).collect(),
+        };
+        let mut answers = Vec::new();
+        for id in ids {
+            let answer = api.call(
+                "POST",
+                &format!("/rest/db/scan?folder={}", encode(&id)),
+                None,
+            )?;
+            if !json {
+                let changed = if answer["changed"] == true {
+                    "changes recorded"
+                } else {
+                    "no changes"
+                };
+                writeln!(out, "{id}: scanned by the running daemon, {changed}")?;
+            }
+            answers.push(answer);
+        }
+        if json {
+            output::json_line(out, &serde_json::Value::Array(answers))?;
+        }
+        return Ok(());
+    }
     let local = home.identity()?.device_id().short();
     let folders: Vec<&FolderConfig> = match &only {
         Some(id) => vec![

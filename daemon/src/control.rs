@@ -1,6 +1,6 @@
 //! The local control socket, `HOME/daemon.sock` (mode 0600): a client writes one request
 //! line and reads one JSON document back. Requests: `status` (also what an empty request
-//! means), `override FOLDER` and `revert FOLDER`.
+//! means), `api` (where the REST API listens), `override FOLDER` and `revert FOLDER`.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
@@ -75,6 +75,7 @@ async fn answer(shared: Arc<Shared>, stream: tokio::net::UnixStream) {
                 .await
                 .unwrap_or_else(|e| json!({ "error": e.to_string() }))
         }
+        ("api", "") => json!({ "address": shared.api_address().map(|a| a.to_string()) }),
         (action @ ("override" | "revert"), folder_id) if !folder_id.is_empty() => {
             folder_action(&shared, action, folder_id).await
         }

@@ -457,10 +457,14 @@ impl Daemon {
     /// Starts the daemon of `home`: scans every folder, listens, dials known devices.
     /// `listen` overrides the configured listen addresses when not empty.
     pub async fn start(home: &Home, options: StartOptions) -> Result<Self, DaemonError> {
-        let mut config = home.config()?;
-        if !options.listen.is_empty() {
-            config.listen = options.listen.clone();
-        }
+        // The overrides hold for this run only: the configuration (saved again by live
+        // changes) keeps what the file says.
+        let config = home.config()?;
+        let listen = if options.listen.is_empty() {
+            config.listen.clone()
+        } else {
+            options.listen.clone()
+        };
         let identity = home.identity()?;
         let store = home.store()?;
         let events = Arc::new(EventLog::default());
@@ -482,7 +486,7 @@ impl Daemon {
             bound: Mutex::new(Bound::default()),
             peers_info: Mutex::new(HashMap::new()),
         });
-        let endpoints = net::bind(&shared, &identity, &config.listen)?;
+        let endpoints = net::bind(&shared, &identity, &listen)?;
         let api_address = options.api.unwrap_or_else(|| config.api.address.clone());
         let api_listener =
             crate::api::bind(&api_address)

@@ -673,3 +673,63 @@ fn concurrent_config_changes_all_land() {
         assert!(saved.contains(id.as_str()), "{id} missing from config.toml");
     }
 }
+
+/// The CLI goes through the running daemon's API, so its changes apply at once and are not
+/// lost to the daemon's own saves; `serve --listen` stays an override for that run.
+#[test]
+fn the_cli_changes_a_running_daemon_through_its_api() {
+    let (a, b) = (Device::init(), Device::init());
+    a.add_folder("docs", "docs");
+    let running = a.serve();
+    let api = Api::of(&a, &running);
+    let id_b = b.id();
+    let said = a.ok(["device", "add", &id_b, "--name", "bee"]);
+    assert!(said.contains("applied by the running daemon"), "{said}");
+    let said = a.ok(["folder", "share", "docs", &id_b]);
+    assert!(said.contains("applied by the running daemon"), "{said}");
+    assert_eq!(
+        api.get(&format!("/rest/config/devices/{id_b}"))["name"],
+        "bee"
+    );
+    let shared_with: Vec<String> = api.get("/rest/config/folders/docs")["devices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["deviceID"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(shared_with.contains(&id_b), "{shared_with:?}");
+    let said = a.ok(["scan", "docs"]);
+    assert!(said.contains("scanned by the running daemon"), "{said}");
+
+    a.ok([
+        "config",
+        "set",
+        "listenAddresses=quic://0.0.0.0:22999,quic://[::]:22999",
+    ]);
+    assert_eq!(
+        a.ok(["config", "get", "listenAddresses"]).trim(),
+        "quic://0.0.0.0:22999,quic://[::]:22999"
+    );
+    assert_eq!(
+        api.get("/rest/config/restart-required")["requiresRestart"],
+        true
+    );
+    let refused = a.fails(1, ["config", "set", "noSuchOption=1"]);
+    assert!(refused.contains("listenAddresses"), "{refused}");
+    let saved = fs::read_to_string(a.home().join("config.toml")).unwrap();
+    assert!(saved.contains("22999") && saved.contains(&id_b), "{saved}");
+    assert!(
+        !saved.contains("127.0.0.1:0"),
+        "the --listen override was saved: {saved}"
+    );
+
+    // Stopped: the same commands edit config.toml and say so.
+    running.stop();
+    let said = a.ok(["config", "set", "listenAddresses=default"]);
+    assert!(said.contains("not running"), "{said}");
+    assert_eq!(
+        a.ok(["config", "get", "listenAddresses"]).trim(),
+        "quic://0.0.0.0:22100,quic://[::]:22100"
+    );
+    assert!(a.ok(["pending"]).contains("Nothing is pending"));
+}
