@@ -466,6 +466,35 @@ fn syncthing_cli_reads_through_our_api() {
     );
     let errors: Value = serde_json::from_str(&cli(&["errors", "show"])).unwrap();
     assert_eq!(errors["errors"], Value::Null);
+    // Writes: it POSTs the whole configuration back, and peerfold applies it live.
+    cli(&[
+        "config",
+        "folders",
+        "docs",
+        "label",
+        "set",
+        "From syncthing cli",
+    ]);
+    assert_eq!(
+        api.get("/rest/config/folders/docs")["label"],
+        "From syncthing cli"
+    );
+    let c = Device::init().id();
+    cli(&[
+        "config",
+        "devices",
+        "add",
+        "--device-id",
+        &c,
+        "--name",
+        "cee",
+    ]);
+    assert_eq!(api.get(&format!("/rest/config/devices/{c}"))["name"], "cee");
+    let saved = fs::read_to_string(a.home().join("config.toml")).unwrap();
+    assert!(
+        saved.contains("From syncthing cli") && saved.contains(&c),
+        "{saved}"
+    );
     // The one operation: shutdown stops the daemon.
     cli(&["operations", "shutdown"]);
     wait_until("a stopped", 15, || {
