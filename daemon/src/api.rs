@@ -8,6 +8,7 @@
 mod cluster;
 mod config_json;
 mod db;
+mod folder_files;
 mod system;
 
 use std::collections::HashMap;
@@ -180,6 +181,12 @@ fn router(shared: Arc<Shared>, local: Option<SocketAddr>) -> Router {
         .route("/rest/db/file", get(db::file))
         .route("/rest/db/need", get(db::need))
         .route("/rest/folder/errors", get(db::errors))
+        .route("/rest/folder/versions", get(folder_files::versions))
+        .route(
+            "/rest/db/ignores",
+            get(folder_files::get_ignores).post(folder_files::set_ignores),
+        )
+        .route("/rest/db/conflicts", get(folder_files::conflicts))
         .route("/rest/events", get(system::events))
         .route(
             "/rest/cluster/pending/devices",

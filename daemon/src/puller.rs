@@ -185,6 +185,7 @@ pub(crate) async fn run(shared: Arc<Shared>, folder: Arc<Folder>) {
         folder.set_pull_errors(errors);
         if folder.state() == FolderState::Syncing {
             folder.set_state(FolderState::Idle);
+            emit_summary(&shared, folder).await;
         }
         if rescan {
             folder.rescan.notify_one();
@@ -192,7 +193,51 @@ pub(crate) async fn run(shared: Arc<Shared>, folder: Arc<Folder>) {
     }
 }
 
+/// Announces the folder's counts after a round that changed something (Syncthing's
+/// FolderSummary, with the fields `/rest/db/status` has for them).
+async fn emit_summary(shared: &Arc<Shared>, folder: &Folder) {
+    let Some(running) = shared.folder(&folder.id) else {
+        return;
+    };
+    let shared2 = shared.clone();
+    let summary =
+        tokio::task::spawn_blocking(move || crate::summary::folder_summary(&shared2, &running))
+            .await;
+    if let Ok(Ok(s)) = summary {
+        shared.events.emit(
+            "FolderSummary",
+            serde_json::json!({
+                "folder": folder.id,
+                "summary": {
+                    "globalFiles": s.global.files,
+                    "globalDirectories": s.global.directories,
+                    "globalBytes": s.global.bytes,
+                    "localFiles": s.local.files,
+                    "localDirectories": s.local.directories,
+                    "localBytes": s.local.bytes,
+                    "needFiles": s.need.files,
+                    "needDirectories": s.need.directories,
+                    "needDeletes": s.need.deleted,
+                    "needBytes": s.need.bytes,
+                    "state": folder.state().name(),
+                },
+            }),
+        );
+    }
+}
+
 async fn execute(shared: &Arc<Shared>, folder: &Folder, action: Action) -> Result<(), PullError> {
+    if let Some(target) = action.target() {
+        shared.events.emit(
+            "ItemStarted",
+            serde_json::json!({
+                "folder": folder.id,
+                "item": target.name,
+                "type": "file",
+                "action": if target.deleted { "delete" } else { "update" },
+            }),
+        );
+    }
     let root = folder.path();
     let root = root.as_path();
     // The folder must still be there: a missing root or marker is never written into.

@@ -33,8 +33,8 @@ use peerfold_protocol::chunking::Chunker;
 use crate::index::FileKind;
 use crate::store::{LocalChange, LocalRow, Store, StoreError, StoreReader};
 use hasher::{HashJob, hash_file};
-use walk::{DiskEntry, IGNORE_FILE, SubtreeRule, WalkItem, Walker};
-pub(crate) use walk::{MARKER_DIR, timestamp as walk_timestamp};
+use walk::{DiskEntry, SubtreeRule, WalkItem, Walker};
+pub(crate) use walk::{IGNORE_FILE, MARKER_DIR, timestamp as walk_timestamp};
 
 /// Changes written per transaction, at most.
 const BATCH_CHANGES: usize = 2000;

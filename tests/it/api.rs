@@ -762,3 +762,97 @@ fn the_cli_changes_a_running_daemon_through_its_api() {
     );
     assert!(a.ok(["pending"]).contains("Nothing is pending"));
 }
+
+/// Ignore patterns, kept versions, conflict copies, and the per-item events.
+#[test]
+fn ignores_versions_conflicts_and_item_events() {
+    let (a, b) = (Device::init(), Device::init());
+    let root_a = a.add_folder("docs", "docs");
+    let root_b = b.add_folder("docs", "docs");
+    fs::write(root_a.join("note.txt"), b"first").unwrap();
+    fs::write(
+        root_a.join("note.sync-conflict-20261130-101010-ABCDEFG.txt"),
+        b"the other side's",
+    )
+    .unwrap();
+    let [running_a, running_b] = connect_devices(&a, &b);
+    let (api_a, api_b) = (Api::of(&a, &running_a), Api::of(&b, &running_b));
+    wait_until("b has note.txt", 30, || root_b.join("note.txt").exists());
+
+    // Ignores: set on a, read back, and obeyed.
+    assert_eq!(
+        api_a.get("/rest/db/ignores?folder=docs")["ignore"],
+        serde_json::json!([])
+    );
+    api_a.ok_json(
+        "POST",
+        "/rest/db/ignores?folder=docs",
+        serde_json::json!({ "ignore": ["*.secret"] }),
+    );
+    assert_eq!(
+        api_a.get("/rest/db/ignores?folder=docs")["ignore"],
+        serde_json::json!(["*.secret"])
+    );
+    assert_eq!(
+        fs::read_to_string(root_a.join(".peerfoldignore")).unwrap(),
+        "*.secret\n"
+    );
+    let (status, json) = api_a.send_json(
+        "POST",
+        "/rest/db/ignores?folder=docs",
+        &serde_json::json!({ "ignore": "x" }),
+    );
+    assert_eq!(status, 400, "{json}");
+
+    // Versions: b keeps what a's edit replaced.
+    fs::write(root_a.join("note.txt"), b"second").unwrap();
+    fs::write(root_a.join("hidden.secret"), b"never leaves a").unwrap();
+    wait_until("b has the edit", 30, || {
+        fs::read(root_b.join("note.txt")).is_ok_and(|d| d == b"second")
+    });
+    let versions = api_b.get("/rest/folder/versions?folder=docs");
+    assert_eq!(versions["note.txt"][0]["size"], 5, "{versions}");
+    assert!(!root_b.join("hidden.secret").exists());
+    // a indexed it as ignored (invalid), so no peer ever gets it.
+    let (status, file) = api_a.call("GET", "/rest/db/file?folder=docs&file=hidden.secret");
+    assert!(
+        status == 404 || file["local"]["ignored"] == true,
+        "{status} {file}"
+    );
+
+    // Conflict copies, with the name they belong to.
+    let conflicts = api_b.get("/rest/db/conflicts?folder=docs");
+    assert_eq!(
+        conflicts["conflicts"][0]["name"],
+        "note.sync-conflict-20261130-101010-ABCDEFG.txt"
+    );
+    assert_eq!(conflicts["conflicts"][0]["original"], "note.txt");
+
+    // What b's puller did, as events.
+    let started = api_b.get("/rest/events?since=0&timeout=0&events=ItemStarted");
+    assert!(
+        started
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["data"]["item"] == "note.txt" && e["data"]["action"] == "update"),
+        "{started}"
+    );
+    let finished = api_b.get("/rest/events?since=0&timeout=0&events=ItemFinished");
+    assert!(
+        finished
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["data"]["item"] == "note.txt" && e["data"]["error"].is_null())
+    );
+    let summary = api_b.get("/rest/events?since=0&timeout=0&events=FolderSummary");
+    assert!(
+        summary
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["data"]["folder"] == "docs" && e["data"]["summary"]["globalFiles"].is_u64()),
+        "{summary}"
+    );
+}
