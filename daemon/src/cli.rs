@@ -99,6 +99,9 @@ enum Command {
     Config(ConfigCommand),
     /// Show what the running daemon is doing: folders and devices.
     Status {
+        /// Keep showing live progress per folder and device (Ctrl-C to stop).
+        #[arg(long, conflicts_with = "json")]
+        watch: bool,
         #[command(flatten)]
         format: Format,
     },
@@ -227,7 +230,8 @@ pub fn run(cli: Cli) -> Result<()> {
             writeln!(out, "{}", home.config()?.api.key)?;
             Ok(())
         }
-        Command::Status { format } => status(&home, format.json, &mut out),
+        Command::Status { watch: true, .. } => watch_status(&home),
+        Command::Status { format, .. } => status(&home, format.json, &mut out),
         Command::Pending { format } => pending(&home, format.json, &mut out),
         Command::Accept { id, path, name } => accept(&home, &id, path, name, &mut out),
         Command::Events { since, types } => events(&home, since, types, &mut out),
@@ -877,6 +881,59 @@ fn ask_daemon(home: &Home, request: &str) -> Result<serde_json::Value> {
         bail!("{error}");
     }
     Ok(answer)
+}
+
+/// Live bars: per folder, the bytes it has of the global version and its state; per
+/// device, whether it is connected and its traffic.
+fn watch_status(home: &Home) -> Result<()> {
+    let bars = indicatif::MultiProgress::new();
+    let mut folders: std::collections::BTreeMap<String, indicatif::ProgressBar> =
+        std::collections::BTreeMap::new();
+    let mut devices: std::collections::BTreeMap<String, indicatif::ProgressBar> =
+        std::collections::BTreeMap::new();
+    loop {
+        let report = ask_daemon(home, "status")?;
+        for f in report["folders"].as_array().into_iter().flatten() {
+            let id = f["id"].as_str().unwrap_or_default().to_owned();
+            let bar = folders
+                .entry(id.clone())
+                .or_insert_with(|| bars.add(output::folder_watch_bar(&id)));
+            let global = f["global"]["bytes"].as_u64().unwrap_or(0);
+            let need = f["need"]["bytes"].as_u64().unwrap_or(0);
+            bar.set_length(global.max(1));
+            bar.set_position(global.saturating_sub(need));
+            let errors = f["errors"].as_array().map_or(0, Vec::len);
+            bar.set_message(format!(
+                "{} need {} items{}",
+                f["state"].as_str().unwrap_or_default(),
+                f["need"]["files"],
+                if errors > 0 {
+                    format!(", {errors} cannot sync")
+                } else {
+                    String::new()
+                }
+            ));
+        }
+        for d in report["devices"].as_array().into_iter().flatten() {
+            let id = d["id"].as_str().unwrap_or_default().to_owned();
+            let bar = devices
+                .entry(id.clone())
+                .or_insert_with(|| bars.add(output::device_watch_line(&id)));
+            bar.set_message(format!(
+                "{} {} in {} out {}",
+                if d["connected"] == true {
+                    "connected"
+                } else {
+                    "disconnected"
+                },
+                d["address"].as_str().unwrap_or("-"),
+                indicatif::HumanBytes(d["inBytes"].as_u64().unwrap_or(0)),
+                indicatif::HumanBytes(d["outBytes"].as_u64().unwrap_or(0)),
+            ));
+            bar.tick();
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
 }
 
 fn status(home: &Home, json: bool, out: &mut impl Write) -> Result<()> {

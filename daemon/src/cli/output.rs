@@ -224,3 +224,25 @@ pub(super) fn unix_time(seconds: i64) -> String {
         .map(|t| t.to_string())
         .unwrap_or_default()
 }
+
+/// A folder's line in `peerfold status --watch`.
+pub(super) fn folder_watch_bar(folder: &str) -> ProgressBar {
+    let bar = ProgressBar::new(1);
+    bar.set_style(
+        ProgressStyle::with_template("folder {prefix:16} {wide_bar} {bytes}/{total_bytes} {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar.set_prefix(folder.to_owned());
+    bar
+}
+
+/// A device's line in `peerfold status --watch`.
+pub(super) fn device_watch_line(device: &str) -> ProgressBar {
+    let bar = ProgressBar::new_spinner();
+    bar.set_style(
+        ProgressStyle::with_template("device {prefix} {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+    );
+    bar.set_prefix(device.chars().take(7).collect::<String>());
+    bar
+}
