@@ -124,13 +124,9 @@ fn override_changes(
             }
             None if !global.entry.deleted => {
                 // Only others have it: it goes, everywhere.
-                let mut tombstone = global.entry.clone();
-                tombstone.deleted = true;
-                tombstone.size = 0;
-                tombstone.blocks.clear();
                 rewrites.push(Rewrite {
                     version: global.entry.version.clone().incremented(me.short()),
-                    entry: tombstone,
+                    entry: tombstone_of(global.entry),
                     remove_from_disk: false,
                 });
             }
@@ -169,12 +165,8 @@ fn revert_changes(
             }
             Some(_) => {}
             None if !local.deleted => {
-                let mut tombstone = local.clone();
-                tombstone.deleted = true;
-                tombstone.size = 0;
-                tombstone.blocks.clear();
                 rewrites.push(Rewrite {
-                    entry: tombstone,
+                    entry: tombstone_of(local),
                     version: VersionVector::new(),
                     remove_from_disk: true,
                 });
@@ -184,6 +176,16 @@ fn revert_changes(
         Ok(())
     })?;
     apply(store, folder, me, rewrites)
+}
+
+/// The deletion of `entry`'s name.
+fn tombstone_of(entry: &FileEntry) -> FileEntry {
+    FileEntry {
+        deleted: true,
+        size: 0,
+        blocks: Vec::new(),
+        ..entry.clone()
+    }
 }
 
 fn split<'a>(

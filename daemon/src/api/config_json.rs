@@ -488,6 +488,38 @@ fn config_from_json(
     Ok(config)
 }
 
+/// Replaces the item `same` picks out, or appends `item`.
+fn upsert<T>(list: &mut Vec<T>, item: T, same: impl Fn(&T) -> bool) {
+    match list.iter_mut().find(|x| same(x)) {
+        Some(slot) => *slot = item,
+        None => list.push(item),
+    }
+}
+
+/// A body of one object or a list of them.
+fn one_or_many(value: Value) -> Vec<Value> {
+    match value {
+        Value::Array(list) => list,
+        single => vec![single],
+    }
+}
+
+/// Replaces a whole section (`devices` or `folders`) with the body's list.
+async fn replace_section(
+    shared: &Arc<Shared>,
+    body: &axum::body::Bytes,
+    section: &str,
+) -> ApiResult {
+    let value = body_json(body)?;
+    let me = shared.me;
+    live_config::change(shared, |config| {
+        *config = config_from_json(&json!({ section: value }), config, me)?;
+        Ok(())
+    })
+    .await?;
+    Ok(axum::Json(json!({})))
+}
+
 /// Shallow merge of a PATCH body over the current object.
 fn merged(mut current: Value, patch: &Value) -> Result<Value, ApiError> {
     let (Some(target), Some(fields)) = (current.as_object_mut(), patch.as_object()) else {
@@ -517,11 +549,7 @@ pub(super) async fn post_device(
     State(shared): State<Arc<Shared>>,
     body: axum::body::Bytes,
 ) -> ApiResult {
-    let value = body_json(&body)?;
-    let items: Vec<Value> = match value {
-        Value::Array(list) => list,
-        single => vec![single],
-    };
+    let items = one_or_many(body_json(&body)?);
     let me = shared.me;
     live_config::change(&shared, |config| {
         for item in &items {
@@ -530,10 +558,7 @@ pub(super) async fn post_device(
                 return Err("that is this device's own ID".into());
             }
             let device = device_from_json(item, config.devices.iter().find(|d| d.id == id))?;
-            match config.devices.iter_mut().find(|d| d.id == id) {
-                Some(existing) => *existing = device,
-                None => config.devices.push(device),
-            }
+            upsert(&mut config.devices, device, |d| d.id == id);
         }
         Ok(())
     })
@@ -545,14 +570,7 @@ pub(super) async fn put_devices(
     State(shared): State<Arc<Shared>>,
     body: axum::body::Bytes,
 ) -> ApiResult {
-    let value = body_json(&body)?;
-    let me = shared.me;
-    live_config::change(&shared, |config| {
-        *config = config_from_json(&json!({ "devices": value }), config, me)?;
-        Ok(())
-    })
-    .await?;
-    Ok(axum::Json(json!({})))
+    replace_section(&shared, &body, "devices").await
 }
 
 pub(super) async fn put_device(
@@ -589,10 +607,7 @@ async fn edit_device(shared: &Arc<Shared>, id: &str, mut value: Value, patch: bo
     live_config::change(shared, |config| {
         let base = config.devices.iter().find(|d| d.id == wanted);
         let device = device_from_json(&value, base)?;
-        match config.devices.iter_mut().find(|d| d.id == wanted) {
-            Some(slot) => *slot = device,
-            None => config.devices.push(device),
-        }
+        upsert(&mut config.devices, device, |d| d.id == wanted);
         Ok(())
     })
     .await?;
@@ -625,20 +640,14 @@ pub(super) async fn post_folder(
     State(shared): State<Arc<Shared>>,
     body: axum::body::Bytes,
 ) -> ApiResult {
-    let value = body_json(&body)?;
-    let items: Vec<Value> = match value {
-        Value::Array(list) => list,
-        single => vec![single],
-    };
+    let items = one_or_many(body_json(&body)?);
     let me = shared.me;
     live_config::change(&shared, |config| {
         for item in &items {
             let id = item.get("id").and_then(Value::as_str).unwrap_or_default();
             let folder = folder_from_json(item, config.folder(id), me)?;
-            match config.folders.iter_mut().find(|f| f.id == folder.id) {
-                Some(existing) => *existing = folder,
-                None => config.folders.push(folder),
-            }
+            let id = folder.id.clone();
+            upsert(&mut config.folders, folder, |f| f.id == id);
         }
         Ok(())
     })
@@ -650,14 +659,7 @@ pub(super) async fn put_folders(
     State(shared): State<Arc<Shared>>,
     body: axum::body::Bytes,
 ) -> ApiResult {
-    let value = body_json(&body)?;
-    let me = shared.me;
-    live_config::change(&shared, |config| {
-        *config = config_from_json(&json!({ "folders": value }), config, me)?;
-        Ok(())
-    })
-    .await?;
-    Ok(axum::Json(json!({})))
+    replace_section(&shared, &body, "folders").await
 }
 
 pub(super) async fn put_folder(
@@ -690,10 +692,7 @@ async fn edit_folder(shared: &Arc<Shared>, id: &str, mut value: Value, patch: bo
     let me = shared.me;
     live_config::change(shared, |config| {
         let folder = folder_from_json(&value, config.folder(id), me)?;
-        match config.folders.iter_mut().find(|f| f.id == id) {
-            Some(slot) => *slot = folder,
-            None => config.folders.push(folder),
-        }
+        upsert(&mut config.folders, folder, |f| f.id == id);
         Ok(())
     })
     .await?;
