@@ -76,22 +76,22 @@ pub(crate) async fn run(shared: Arc<Shared>, folder: Arc<Folder>) {
         }
         let _busy = folder.busy.lock().await;
         let replan = folder.take_replan();
-        let actions = {
-            let store = shared.store();
-            match &replan {
-                Replan::Everything => {
-                    last_full_plan = std::time::Instant::now();
-                    needed_actions(&store, folder.idx, folder.folder_type(), shared.me)
-                }
-                Replan::Names(names) => needed_actions_for(
-                    &store,
-                    folder.idx,
-                    names.iter().map(String::as_str),
-                    folder.folder_type(),
-                    shared.me,
-                ),
+        // On a read-only connection of its own: a whole-folder plan takes seconds at 200,000
+        // names, and the writer (records, block serving) must not wait for it.
+        let reader = shared.store().reader();
+        let actions = reader.and_then(|store| match &replan {
+            Replan::Everything => {
+                last_full_plan = std::time::Instant::now();
+                needed_actions(&store, folder.idx, folder.folder_type(), shared.me)
             }
-        };
+            Replan::Names(names) => needed_actions_for(
+                &store,
+                folder.idx,
+                names.iter().map(String::as_str),
+                folder.folder_type(),
+                shared.me,
+            ),
+        });
         let actions = match actions {
             Ok(actions) => actions,
             Err(e) => {

@@ -459,19 +459,9 @@ impl Store {
         folder: FolderIdx,
         names: impl IntoIterator<Item = &'n str>,
         local: DeviceId,
-        mut visit: impl FnMut(Vec<(DeviceId, FileEntry)>) -> Result<(), E>,
+        visit: impl FnMut(Vec<(DeviceId, FileEntry)>) -> Result<(), E>,
     ) -> Result<(), E> {
-        for name in names {
-            let mut group = Vec::new();
-            for_each_row(&self.conn, folder, Some(name), local, |device, entry| {
-                group.push((device, entry));
-                Ok::<(), E>(())
-            })?;
-            if !group.is_empty() {
-                visit(group)?;
-            }
-        }
-        Ok(())
+        for_names(&self.conn, folder, names, local, visit)
     }
 
     /// Records a version pulled from a peer as the local entry, under the next sequence
@@ -727,6 +717,17 @@ impl StoreReader {
         }
     }
 
+    /// [`Store::for_names`] on this read-only connection.
+    pub fn for_names<'n, E: From<StoreError>>(
+        &self,
+        folder: FolderIdx,
+        names: impl IntoIterator<Item = &'n str>,
+        local: DeviceId,
+        visit: impl FnMut(Vec<(DeviceId, FileEntry)>) -> Result<(), E>,
+    ) -> Result<(), E> {
+        for_names(&self.conn, folder, names, local, visit)
+    }
+
     /// Calls `visit` for every local entry of the folder in name (byte) order, as one
     /// consistent snapshot.
     pub fn for_each_local_row(
@@ -760,6 +761,26 @@ impl StoreReader {
         }
         Ok(())
     }
+}
+
+fn for_names<'n, E: From<StoreError>>(
+    conn: &Connection,
+    folder: FolderIdx,
+    names: impl IntoIterator<Item = &'n str>,
+    local: DeviceId,
+    mut visit: impl FnMut(Vec<(DeviceId, FileEntry)>) -> Result<(), E>,
+) -> Result<(), E> {
+    for name in names {
+        let mut group = Vec::new();
+        for_each_row(conn, folder, Some(name), local, |device, entry| {
+            group.push((device, entry));
+            Ok::<(), E>(())
+        })?;
+        if !group.is_empty() {
+            visit(group)?;
+        }
+    }
+    Ok(())
 }
 
 fn for_each_name<E: From<StoreError>>(

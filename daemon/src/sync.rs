@@ -5,12 +5,12 @@ use peerfold_protocol::DeviceId;
 use crate::config::FolderType;
 use crate::index::FileEntry;
 use crate::planner::{self, Action, Announced};
-use crate::store::{FolderIdx, Store, StoreError};
+use crate::store::{FolderIdx, StoreError, StoreReader};
 
 /// Every action this device needs to bring `folder` to the global version, in the order the
 /// puller must carry them out. Names on which every device agrees cost one comparison each.
 pub fn needed_actions(
-    store: &Store,
+    store: &StoreReader,
     folder: FolderIdx,
     folder_type: FolderType,
     this_device: DeviceId,
@@ -26,7 +26,7 @@ pub fn needed_actions(
 
 /// [`needed_actions`] for the given names only: what changed since the last plan.
 pub fn needed_actions_for<'n>(
-    store: &Store,
+    store: &StoreReader,
     folder: FolderIdx,
     names: impl IntoIterator<Item = &'n str>,
     folder_type: FolderType,
@@ -71,7 +71,7 @@ fn action_for(
 mod tests {
     use super::*;
     use crate::index::{FileEntry, FileKind, Timestamp};
-    use crate::store::LocalChange;
+    use crate::store::{LocalChange, Store};
     use peerfold_protocol::chunking::Block;
     use peerfold_protocol::version::VersionVector;
 
@@ -171,7 +171,13 @@ mod tests {
             Some((77, 3))
         );
 
-        let actions = needed_actions(&store, folder, FolderType::SendReceive, ME).unwrap();
+        let actions = needed_actions(
+            &store.reader().unwrap(),
+            folder,
+            FolderType::SendReceive,
+            ME,
+        )
+        .unwrap();
         let names: Vec<&str> = actions.iter().filter_map(Action::name).collect();
         assert_eq!(names, vec!["new", "old"]);
         assert!(
@@ -181,7 +187,7 @@ mod tests {
         );
         // Planning some names only: the others are not looked at.
         let some = needed_actions_for(
-            &store,
+            &store.reader().unwrap(),
             folder,
             ["new", "same", "unknown"],
             FolderType::SendReceive,
@@ -191,7 +197,8 @@ mod tests {
         let names: Vec<&str> = some.iter().filter_map(Action::name).collect();
         assert_eq!(names, vec!["new"]);
         // Send-only: the same differences are only reported.
-        let actions = needed_actions(&store, folder, FolderType::SendOnly, ME).unwrap();
+        let actions =
+            needed_actions(&store.reader().unwrap(), folder, FolderType::SendOnly, ME).unwrap();
         assert!(actions.iter().all(|a| *a == Action::OutOfSync));
         assert_eq!(actions.len(), 2);
 
@@ -212,9 +219,14 @@ mod tests {
             Some((78, 1))
         );
         assert!(
-            needed_actions(&store, folder, FolderType::SendReceive, ME)
-                .unwrap()
-                .is_empty()
+            needed_actions(
+                &store.reader().unwrap(),
+                folder,
+                FolderType::SendReceive,
+                ME
+            )
+            .unwrap()
+            .is_empty()
         );
     }
 
@@ -234,7 +246,13 @@ mod tests {
             store.remote_index_state(folder, PEER).unwrap(),
             Some((5, 2))
         );
-        let actions = needed_actions(&store, folder, FolderType::SendReceive, ME).unwrap();
+        let actions = needed_actions(
+            &store.reader().unwrap(),
+            folder,
+            FolderType::SendReceive,
+            ME,
+        )
+        .unwrap();
         assert_eq!(actions.len(), 2);
         assert_eq!(store.remote_index_state(folder, ME).unwrap(), None);
     }

@@ -305,13 +305,14 @@ pub(crate) fn tree(root: &Path) -> std::collections::BTreeMap<String, String> {
             if name == ".peerfold" {
                 continue;
             }
-            let meta = std::fs::symlink_metadata(&path).unwrap();
+            // A daemon may rename or delete it while we look (a temp file, say).
+            let Ok(meta) = std::fs::symlink_metadata(&path) else {
+                continue;
+            };
             let mode = meta.permissions().mode() & 0o777;
             let what = if meta.file_type().is_symlink() {
-                format!(
-                    "symlink -> {}",
-                    std::fs::read_link(&path).unwrap().display()
-                )
+                let target = std::fs::read_link(&path).unwrap_or_default();
+                format!("symlink -> {}", target.display())
             } else if meta.is_dir() {
                 stack.push(path.clone());
                 format!("dir {mode:o}")

@@ -226,8 +226,8 @@ pub(super) async fn need(State(shared): State<Arc<Shared>>, params: Params) -> A
     let (idx, me, folder_type) = (folder.idx, shared.me, folder.folder_type());
     let shared2 = shared.clone();
     let actions = blocking(move || {
-        let store = shared2.store();
-        crate::sync::needed_actions(&store, idx, folder_type, me)
+        let reader = shared2.store().reader()?;
+        crate::sync::needed_actions(&reader, idx, folder_type, me)
     })
     .await?;
     let needed: Vec<Value> = actions
