@@ -238,11 +238,12 @@ impl Chunker {
     /// The blocks of `source` (`size` bytes), given the blocks of an earlier version of the
     /// same file: the same as [`Chunker::blocks`], but much faster when little changed.
     ///
-    /// A cut point depends only on the bytes from its block's start, so an earlier block that
-    /// starts on a boundary of the new content and hashes the same is again a block of the new
-    /// content (unless it was cut short by the earlier end of file). Such blocks are only
-    /// read and hashed; the chunker runs from where one differs until one of its cuts lands
-    /// on an earlier block's start again.
+    /// A cut point depends only on the bytes from its block's start. So once a block of the
+    /// new content equals an earlier block, the block after it in the earlier version, tried
+    /// where the new block ends, is again a block if it still hashes the same (unless the
+    /// earlier end of file cut it) - wherever inserts or deletions have shifted it. Such
+    /// blocks are only read and hashed; the chunker runs from where one differs until it
+    /// cuts a block equal to an earlier one.
     pub fn blocks_reusing(
         &mut self,
         source: &(impl ReadAt + ?Sized),
@@ -254,12 +255,18 @@ impl Chunker {
         if !is_contiguous(previous) || ChunkParams::for_file_size(previous_size) != params {
             return self.blocks(ReadAtReader { source, offset: 0 }, size);
         }
-        let starts_block = |offset: u64| previous.binary_search_by_key(&offset, |b| b.offset);
+        let index_of: std::collections::HashMap<blake3::Hash, usize> = previous
+            .iter()
+            .enumerate()
+            .map(|(i, b)| (b.hash, i))
+            .collect();
         let mut blocks = Vec::new();
         let mut data = Vec::new();
         let mut offset = 0;
+        // The earlier block to try next, where the last block ended.
+        let mut candidate = Some(0);
         while offset < size {
-            if let Ok(i) = starts_block(offset) {
+            if let Some(i) = candidate.filter(|&i| i < previous.len()) {
                 let old = previous[i];
                 let end = offset + u64::from(old.size);
                 // The earlier last block was cut by the earlier end of file.
@@ -269,17 +276,19 @@ impl Chunker {
                     if read_full_at(source, &mut data, offset)? == data.len()
                         && blake3::hash(&data) == old.hash
                     {
-                        blocks.push(old);
+                        blocks.push(Block { offset, ..old });
                         offset = end;
+                        candidate = Some(i + 1);
                         continue;
                     }
                 }
             }
+            candidate = None;
             let reader = ReadAtReader { source, offset };
             let reached = self.chunk_from(reader, params, offset, size, |block| {
-                let end = block.offset + u64::from(block.size);
                 blocks.push(block);
-                starts_block(end).is_err()
+                candidate = index_of.get(&block.hash).map(|i| i + 1);
+                candidate.is_none()
             })?;
             if reached == offset {
                 // The file ended early (it shrank while we read): the caller sees the short sum.
@@ -434,6 +443,24 @@ mod tests {
         );
         let changed = after.iter().filter(|b| !before.contains(b)).count();
         assert_eq!(changed, 1);
+    }
+
+    #[test]
+    fn reuse_after_an_insert_rehashes_only_nearby_blocks() {
+        let data = noise(5, 3 << 20);
+        let mut chunker = Chunker::new();
+        let before = chunker.blocks(&data[..], data.len() as u64).unwrap();
+        let mut edited = data.clone();
+        edited.insert(1000, 0x42);
+        let after = chunker
+            .blocks_reusing(&edited[..], edited.len() as u64, &before)
+            .unwrap();
+        assert_eq!(
+            after,
+            chunker.blocks(&edited[..], edited.len() as u64).unwrap()
+        );
+        let old: std::collections::HashSet<_> = before.iter().map(|b| b.hash).collect();
+        assert!(after.iter().filter(|b| !old.contains(&b.hash)).count() <= 2);
     }
 
     #[test]
