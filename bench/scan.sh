@@ -88,6 +88,8 @@ timed_scan >/dev/null
 PEERFOLD_HOME=$HOME_DIR "$PF" ls bench --json >"$WORK/before.json"
 cp "$WORK/one/big.bin" "$WORK/big.orig"
 "$PB" insert "$WORK/one/big.bin" 4096 1
+# The insert rewrote the whole file: let its writeback finish so the rescan is timed alone.
+sync
 read -r t _ < <(timed_scan)
 PEERFOLD_HOME=$HOME_DIR "$PF" ls bench --json >"$WORK/after.json"
 mv "$WORK/big.orig" "$WORK/one/big.bin"
