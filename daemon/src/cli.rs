@@ -33,6 +33,12 @@ enum Command {
         /// The name peers see (default: the host name).
         #[arg(long)]
         name: Option<String>,
+        /// Listen on quic://HOST:PORT (repeatable) instead of the defaults.
+        #[arg(long = "listen", value_name = "ADDRESS")]
+        listen: Vec<String>,
+        /// The REST API's address (default 127.0.0.1:8385).
+        #[arg(long = "api", value_name = "HOST:PORT")]
+        api: Option<String>,
         #[command(flatten)]
         format: Format,
     },
@@ -217,7 +223,32 @@ pub fn run(cli: Cli) -> Result<()> {
     let home = Home::resolve(cli.home)?;
     let mut out = std::io::stdout().lock();
     match cli.command {
-        Command::Init { name, format } => init(&home, name, format.json, &mut out),
+        Command::Init {
+            name,
+            listen,
+            api,
+            format,
+        } => {
+            for address in &listen {
+                config::check_address(address).map_err(anyhow::Error::msg)?;
+            }
+            init(
+                &home,
+                |config| {
+                    if let Some(name) = name {
+                        config.device_name = name;
+                    }
+                    if !listen.is_empty() {
+                        config.listen = listen;
+                    }
+                    if let Some(api) = api {
+                        config.api.address = api;
+                    }
+                },
+                format.json,
+                &mut out,
+            )
+        }
         Command::Id { qr, format } => id(&home, qr, format.json, &mut out),
         Command::Folder(command) => folder(&home, command, &mut out),
         Command::Device(command) => device(&home, command, &mut out),
@@ -447,12 +478,13 @@ fn config_command(home: &Home, command: ConfigCommand, out: &mut impl Write) -> 
     Ok(())
 }
 
-fn init(home: &Home, name: Option<String>, json: bool, out: &mut impl Write) -> Result<()> {
-    let identity = home.init(|config| {
-        if let Some(name) = name {
-            config.device_name = name;
-        }
-    })?;
+fn init(
+    home: &Home,
+    configure: impl FnOnce(&mut config::Config),
+    json: bool,
+    out: &mut impl Write,
+) -> Result<()> {
+    let identity = home.init(configure)?;
     let id = identity.device_id();
     if json {
         output::json_line(

@@ -58,6 +58,28 @@ fn data_encoding_free_base64(text: &str) -> Vec<u8> {
 }
 
 #[test]
+fn init_stores_listen_and_api_addresses() {
+    let device = Device::new();
+    let refused = device.fails(1, ["init", "--listen", "tcp://0.0.0.0:22000"]);
+    assert!(refused.contains("quic://"), "{refused}");
+    device.ok([
+        "init",
+        "--listen",
+        "quic://127.0.0.1:22555",
+        "--listen",
+        "quic://[::1]:22555",
+        "--api",
+        "127.0.0.1:18555",
+    ]);
+    assert_eq!(
+        device.ok(["config", "get", "listenAddresses"]).trim(),
+        "quic://127.0.0.1:22555,quic://[::1]:22555"
+    );
+    let config = std::fs::read_to_string(device.home().join("config.toml")).unwrap();
+    assert!(config.contains("address = \"127.0.0.1:18555\""), "{config}");
+}
+
+#[test]
 fn init_twice_keeps_the_identity() {
     let device = Device::init();
     let id_before = device.ok(["id"]);
