@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::support::{Device, Running, wait_until};
+use crate::support::{Device, Running, knock_on, wait_until};
 use crate::sync::connect_devices;
 
 /// A client for one daemon's API.
@@ -339,15 +339,7 @@ fn pending_devices_and_folders_and_the_qr_code() {
     );
     // c knows a; a does not know c.
     c.add_folder("docs", "docs");
-    c.ok([
-        "device",
-        "add",
-        &a.id(),
-        "--address",
-        &format!("quic://127.0.0.1:{}", running_a.port),
-    ]);
-    c.ok(["folder", "share", "docs", &a.id()]);
-    let _running_c = c.serve();
+    let _running_c = knock_on(&c, &a, running_a.port);
     let c_id = c.id();
     wait_until("c is pending on a", 30, || {
         api.get("/rest/cluster/pending/devices")

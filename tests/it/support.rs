@@ -326,6 +326,21 @@ pub(crate) fn tree(root: &Path) -> std::collections::BTreeMap<String, String> {
     out
 }
 
+/// `stranger` learns `host`'s ID and port, shares "docs" with it and starts; `host` does not
+/// know `stranger`, so the connection lands in its pending devices.
+pub(crate) fn knock_on(stranger: &Device, host: &Device, host_port: u16) -> Running {
+    let host_id = host.id();
+    stranger.ok([
+        "device",
+        "add",
+        &host_id,
+        "--address",
+        &format!("quic://127.0.0.1:{host_port}"),
+    ]);
+    stranger.ok(["folder", "share", "docs", &host_id]);
+    stranger.serve()
+}
+
 /// Makes `a` and `b` known to each other and shares folder `id` (at `name` in each) between
 /// them. `b_port`, when given, is where `a` dials `b`.
 pub(crate) fn pair(a: &Device, b: &Device, b_port: Option<u16>) {

@@ -3,7 +3,7 @@
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 
-use crate::support::{Device, noise, pair, tree, wait_for_same_tree, wait_until};
+use crate::support::{Device, knock_on, noise, pair, tree, wait_for_same_tree, wait_until};
 
 /// Two initialised devices with folder "docs" shared between them; `a` dials `b`.
 fn two_devices() -> (Device, Device, std::path::PathBuf, std::path::PathBuf) {
@@ -145,15 +145,7 @@ fn an_unknown_device_is_recorded_as_pending_and_gets_nothing() {
     let root_c = c.add_folder("docs", "docs");
     let running_a = a.serve();
     // c knows a; a does not know c.
-    c.ok([
-        "device",
-        "add",
-        &a.id(),
-        "--address",
-        &format!("quic://127.0.0.1:{}", running_a.port),
-    ]);
-    c.ok(["folder", "share", "docs", &a.id()]);
-    let _running_c = c.serve();
+    let _running_c = knock_on(&c, &a, running_a.port);
     let c_id = c.id();
     wait_until("a lists c as pending", 30, || {
         a.ok(["device", "pending", "--json"]).contains(&c_id)
