@@ -128,6 +128,9 @@ fn router(shared: Arc<Shared>, local: Option<SocketAddr>) -> Router {
         .route("/rest/system/discovery", get(system::discovery))
         .route("/rest/system/error", get(system::errors))
         .route("/rest/system/shutdown", post(system::shutdown))
+        .route("/rest/system/restart", post(system::restart))
+        .route("/rest/system/pause", post(system::pause))
+        .route("/rest/system/resume", post(system::resume))
         .route(
             "/rest/system/config",
             get(config_json::whole).post(config_json::put_whole),
@@ -170,6 +173,16 @@ fn router(shared: Arc<Shared>, local: Option<SocketAddr>) -> Router {
         )
         .route("/rest/config/gui", get(config_json::gui))
         .route(
+            "/rest/config/defaults/folder",
+            get(config_json::default_folder)
+                .put(config_json::put_default_folder)
+                .patch(config_json::put_default_folder),
+        )
+        .route(
+            "/rest/config/defaults/device",
+            get(config_json::default_device),
+        )
+        .route(
             "/rest/config/restart-required",
             get(config_json::restart_required),
         )
@@ -211,7 +224,45 @@ fn router(shared: Arc<Shared>, local: Option<SocketAddr>) -> Router {
         .merge(api)
         .fallback(|| async { ApiError::not_found("no such endpoint") })
         .layer(axum::middleware::from_fn_with_state(local, check_host))
+        .layer(axum::middleware::from_fn(json_errors))
         .with_state(shared)
+}
+
+/// Puts axum's own refusals (a wrong method, a path parameter that is not UTF-8, a body
+/// over the size limit), which come as plain text or nothing, in the API's JSON shape.
+async fn json_errors(request: Request, next: Next) -> Response {
+    let (method, path) = (request.method().clone(), request.uri().path().to_owned());
+    let response = next.run(request).await;
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|t| t.as_bytes().starts_with(b"application/json"));
+    if is_json || !(status.is_client_error() || status.is_server_error()) {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let allow = parts.headers.get(header::ALLOW).cloned();
+    let text = axum::body::to_bytes(body, 64 * 1024)
+        .await
+        .unwrap_or_default();
+    let text = String::from_utf8_lossy(&text);
+    let message = if status == StatusCode::METHOD_NOT_ALLOWED {
+        let allowed = allow
+            .as_ref()
+            .and_then(|a| a.to_str().ok())
+            .unwrap_or_default();
+        format!("method {method} is not allowed on {path} (allowed: {allowed})")
+    } else if text.trim().is_empty() {
+        status.canonical_reason().unwrap_or("error").to_owned()
+    } else {
+        text.trim().to_owned()
+    };
+    let mut out = ApiError { status, message }.into_response();
+    if let Some(allow) = allow {
+        out.headers_mut().insert(header::ALLOW, allow);
+    }
+    out
 }
 
 /// Refuses requests whose `Host` is not this machine (DNS rebinding).

@@ -1,6 +1,7 @@
 //! The command line: argument definitions and the commands that work on a home offline.
 
 mod client;
+mod config_cmd;
 mod output;
 
 use std::io::{IsTerminal, Write};
@@ -181,6 +182,20 @@ enum DeviceCommand {
         /// Where to reach it: quic://HOST:PORT (repeatable); default: dynamic (discovery).
         #[arg(long = "address", value_name = "ADDRESS")]
         addresses: Vec<String>,
+        /// Add the folders it offers without asking, under the default folder path
+        /// (`peerfold config` defaults; `~` unless changed).
+        #[arg(long)]
+        auto_accept_folders: bool,
+    },
+    /// Pause a device (all devices when none is named): it is disconnected and not let in.
+    Pause {
+        /// The device ID.
+        id: Option<String>,
+    },
+    /// Resume a paused device (all devices when none is named).
+    Resume {
+        /// The device ID.
+        id: Option<String>,
     },
     /// List configured devices.
     List {
@@ -196,20 +211,19 @@ enum DeviceCommand {
 
 #[derive(Debug, Subcommand)]
 enum ConfigCommand {
-    /// Print an option's value.
+    /// Print an option's value, or every option as KEY=VALUE.
     Get {
-        /// The option's Syncthing name.
-        key: String,
+        /// The option's Syncthing name (e.g. globalAnnounceServers).
+        key: Option<String>,
+        #[command(flatten)]
+        format: Format,
     },
     /// Set an option: KEY=VALUE (lists take comma-separated values).
     Set {
-        /// KEY=VALUE.
+        /// KEY=VALUE, e.g. globalAnnounceServers=https://host:8443/?id=ID.
         assignment: String,
     },
 }
-
-/// Options `peerfold config` knows, by their Syncthing names.
-const CONFIG_KEYS: [&str; 1] = ["listenAddresses"];
 
 #[derive(Debug, Args)]
 struct Format {
@@ -266,7 +280,12 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Pending { format } => pending(&home, format.json, &mut out),
         Command::Accept { id, path, name } => accept(&home, &id, path, name, &mut out),
         Command::Events { since, types } => events(&home, since, types, &mut out),
-        Command::Config(command) => config_command(&home, command, &mut out),
+        Command::Config(ConfigCommand::Get { key, format }) => {
+            config_cmd::get(&home, key.as_deref(), format.json, &mut out)
+        }
+        Command::Config(ConfigCommand::Set { assignment }) => {
+            config_cmd::set(&home, &assignment, &mut out)
+        }
     }
 }
 
@@ -332,6 +351,7 @@ fn accept(
                 id: device_id.to_string(),
                 name,
                 addresses: Vec::new(),
+                auto_accept_folders: false,
             },
             out,
         );
@@ -391,91 +411,6 @@ fn events(home: &Home, since: u64, types: Option<String>, out: &mut impl Write) 
         }
         out.flush()?;
     }
-}
-
-fn config_command(home: &Home, command: ConfigCommand, out: &mut impl Write) -> Result<()> {
-    let check = |key: &str| -> Result<()> {
-        if CONFIG_KEYS.contains(&key) {
-            Ok(())
-        } else {
-            bail!(
-                "peerfold has no option {key:?} (yet); it knows: {}",
-                CONFIG_KEYS.join(", ")
-            )
-        }
-    };
-    match command {
-        ConfigCommand::Get { key } => {
-            check(&key)?;
-            let value = match DaemonApi::find(home)? {
-                Some(api) => api.call("GET", "/rest/config/options", None)?[&key].clone(),
-                None => serde_json::json!(home.config()?.listen),
-            };
-            match value {
-                serde_json::Value::Array(list) => {
-                    let items: Vec<String> = list
-                        .iter()
-                        .map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_owned))
-                        .collect();
-                    writeln!(out, "{}", items.join(","))?;
-                }
-                other => writeln!(out, "{other}")?,
-            }
-        }
-        ConfigCommand::Set { assignment } => {
-            let (key, value) = assignment
-                .split_once('=')
-                .context("write KEY=VALUE, e.g. listenAddresses=quic://0.0.0.0:22100")?;
-            check(key)?;
-            let list: Vec<String> = value
-                .split(',')
-                .map(str::trim)
-                .filter(|v| !v.is_empty())
-                .map(str::to_owned)
-                .collect();
-            for address in &list {
-                if address != "default" {
-                    config::check_address(address).map_err(anyhow::Error::msg)?;
-                }
-            }
-            match DaemonApi::find(home)? {
-                Some(api) => {
-                    api.call(
-                        "PATCH",
-                        "/rest/config/options",
-                        Some(&serde_json::json!({ key: list })),
-                    )?;
-                    writeln!(
-                        out,
-                        "Set {key} (saved by the running daemon; listen addresses apply at its next start)"
-                    )?;
-                }
-                None => {
-                    let mut config = home.config()?;
-                    config.listen = list
-                        .iter()
-                        .flat_map(|a| {
-                            if a == "default" {
-                                config::DEFAULT_LISTEN
-                                    .iter()
-                                    .map(|s| (*s).to_owned())
-                                    .collect()
-                            } else {
-                                vec![a.clone()]
-                            }
-                        })
-                        .collect();
-                    home.save_config(&config)?;
-                    writeln!(
-                        out,
-                        "Set {key} in {} (the daemon is not running)",
-                        home.config_path().display()
-                    )?;
-                }
-            }
-        }
-    }
-    Ok(())
 }
 
 fn init(
@@ -673,6 +608,7 @@ fn device(home: &Home, command: DeviceCommand, out: &mut impl Write) -> Result<(
             id,
             name,
             addresses,
+            auto_accept_folders,
         } => {
             let mut config = home.config()?;
             let id: DeviceId = id.parse().with_context(|| format!("device ID {id:?}"))?;
@@ -690,11 +626,8 @@ fn device(home: &Home, command: DeviceCommand, out: &mut impl Write) -> Result<(
             for address in &addresses {
                 config::check_address(address).map_err(anyhow::Error::msg)?;
             }
-            let device = DeviceConfig {
-                id,
-                name: name.unwrap_or_default(),
-                addresses,
-            };
+            let mut device = DeviceConfig::new(id, name.unwrap_or_default(), addresses);
+            device.auto_accept_folders = auto_accept_folders;
             if let Some(api) = DaemonApi::find(home)? {
                 api.call(
                     "POST",
@@ -703,6 +636,7 @@ fn device(home: &Home, command: DeviceCommand, out: &mut impl Write) -> Result<(
                         "deviceID": device.id.to_string(),
                         "name": device.name,
                         "addresses": device.addresses,
+                        "autoAcceptFolders": device.auto_accept_folders,
                     })),
                 )?;
                 writeln!(out, "Added device {id} (applied by the running daemon)")?;
@@ -733,6 +667,8 @@ fn device(home: &Home, command: DeviceCommand, out: &mut impl Write) -> Result<(
                 }
             }
         }
+        DeviceCommand::Pause { id } => pause_devices(home, id.as_deref(), true, out)?,
+        DeviceCommand::Resume { id } => pause_devices(home, id.as_deref(), false, out)?,
         DeviceCommand::List { format } => {
             let config = home.config()?;
             if format.json {
@@ -744,6 +680,41 @@ fn device(home: &Home, command: DeviceCommand, out: &mut impl Write) -> Result<(
             }
         }
     }
+    Ok(())
+}
+
+/// Pauses or resumes one device or all of them: through the running daemon (which
+/// disconnects or dials at once), or in config.toml when none runs.
+fn pause_devices(home: &Home, id: Option<&str>, pause: bool, out: &mut impl Write) -> Result<()> {
+    let mut config = home.config()?;
+    let wanted: Option<DeviceId> = id
+        .map(|id| id.parse().with_context(|| format!("device ID {id:?}")))
+        .transpose()?;
+    if let Some(device) = wanted
+        && !config.devices.iter().any(|d| d.id == device)
+    {
+        bail!("device {device} is not configured: see `peerfold device list`");
+    }
+    let verb = if pause { "Paused" } else { "Resumed" };
+    let which = wanted.map_or_else(|| "every device".to_owned(), |d| d.to_string());
+    if let Some(api) = DaemonApi::find(home)? {
+        let query = wanted.map(|d| format!("?device={d}")).unwrap_or_default();
+        let action = if pause { "pause" } else { "resume" };
+        api.call("POST", &format!("/rest/system/{action}{query}"), None)?;
+        writeln!(out, "{verb} {which} (applied by the running daemon)")?;
+        return Ok(());
+    }
+    for device in &mut config.devices {
+        if wanted.is_none_or(|w| w == device.id) {
+            device.paused = pause;
+        }
+    }
+    home.save_config(&config)?;
+    writeln!(
+        out,
+        "{verb} {which} in {} (the daemon is not running)",
+        home.config_path().display()
+    )?;
     Ok(())
 }
 
@@ -859,25 +830,64 @@ fn serve(home: &Home, options: crate::daemon::StartOptions, out: &mut impl Write
         .build()
         .context("starting the async runtime")?;
     runtime.block_on(async {
-        let daemon = crate::daemon::Daemon::start(home, options).await?;
-        let addrs: Vec<String> = daemon
-            .local_addrs()
-            .iter()
-            .map(ToString::to_string)
-            .collect();
-        writeln!(out, "Device ID: {}", daemon.device_id())?;
-        writeln!(out, "Listening on {} (QUIC)", addrs.join(", "))?;
-        if let Some(api) = daemon.api_address() {
-            writeln!(out, "REST API on http://{api} (key: `peerfold api-key`)")?;
+        // `POST /rest/system/restart` stops the daemon and asks for another round; the
+        // process (and its PID) stays.
+        for round in 0.. {
+            let daemon = if round == 0 {
+                crate::daemon::Daemon::start(home, options.clone()).await?
+            } else {
+                restart(home, &options).await?
+            };
+            let addrs: Vec<String> = daemon
+                .local_addrs()
+                .iter()
+                .map(ToString::to_string)
+                .collect();
+            let mut banner = format!(
+                "Device ID: {}\nListening on {} (QUIC)\n",
+                daemon.device_id(),
+                addrs.join(", ")
+            );
+            if let Some(api) = daemon.api_address() {
+                banner += &format!("REST API on http://{api} (key: `peerfold api-key`)\n");
+            }
+            // After a restart nobody may read stdout any more: that must not stop the daemon.
+            let printed = out.write_all(banner.as_bytes()).and_then(|()| out.flush());
+            if round == 0 {
+                printed?;
+            }
+            tokio::select! {
+                signal = wait_for_stop_signal() => signal?,
+                () = daemon.stop_requested() => {}
+            }
+            let restart = daemon.restart_requested();
+            daemon.shutdown().await;
+            if !restart {
+                return Ok(());
+            }
+            let _ = writeln!(out, "Restarting");
         }
-        out.flush()?;
-        tokio::select! {
-            signal = wait_for_stop_signal() => signal?,
-            () = daemon.stop_requested() => {}
-        }
-        daemon.shutdown().await;
         Ok(())
     })
+}
+
+/// Starts the daemon again after a restart request. The sockets of the previous run close
+/// as their last users finish, which can take a moment: binding is retried for a while.
+async fn restart(
+    home: &Home,
+    options: &crate::daemon::StartOptions,
+) -> Result<crate::daemon::Daemon> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match crate::daemon::Daemon::start(home, options.clone()).await {
+            Err(crate::daemon::DaemonError::Listen { .. })
+                if std::time::Instant::now() < deadline =>
+            {
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            other => return Ok(other?),
+        }
+    }
 }
 
 async fn wait_for_stop_signal() -> Result<()> {
@@ -892,14 +902,44 @@ async fn wait_for_stop_signal() -> Result<()> {
 
 /// Sends one request line to the running daemon's control socket; returns its answer.
 fn ask_daemon(home: &Home, request: &str) -> Result<serde_json::Value> {
+    let path = crate::control::socket_path(home);
+    match ask_daemon_if_running(home, request)? {
+        Some(answer) => Ok(answer),
+        None => bail!(
+            "the daemon is not running (nothing listens on {}): start it with `peerfold serve`",
+            path.display()
+        ),
+    }
+}
+
+/// Like `ask_daemon`, but `None` when no daemon runs on the home (no socket, or one a dead
+/// daemon left). Any other failure (permissions, a hung daemon) is an error: commands must
+/// not fall back to editing config.toml under a daemon that runs.
+fn ask_daemon_if_running(home: &Home, request: &str) -> Result<Option<serde_json::Value>> {
     use std::io::Read;
     let path = crate::control::socket_path(home);
-    let mut stream = std::os::unix::net::UnixStream::connect(&path).with_context(|| {
-        format!(
-            "the daemon is not running (cannot connect to {})",
-            path.display()
-        )
-    })?;
+    let mut stream = match std::os::unix::net::UnixStream::connect(&path) {
+        Ok(stream) => stream,
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
+            ) =>
+        {
+            return Ok(None);
+        }
+        Err(e) => {
+            return Err(e).with_context(|| {
+                format!(
+                    "cannot reach the daemon's control socket {}",
+                    path.display()
+                )
+            });
+        }
+    };
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(300)))
+        .context("talking to the daemon")?;
     writeln!(stream, "{request}").context("talking to the daemon")?;
     stream
         .shutdown(std::net::Shutdown::Write)
@@ -912,11 +952,12 @@ fn ask_daemon(home: &Home, request: &str) -> Result<serde_json::Value> {
     if let Some(error) = answer["error"].as_str() {
         bail!("{error}");
     }
-    Ok(answer)
+    Ok(Some(answer))
 }
 
-/// Live bars: per folder, the bytes it has of the global version and its state; per
-/// device, whether it is connected and its traffic.
+/// Live bars: per folder, the bytes it has of the global version (or, while it scans, the
+/// bytes hashed of those found changed); per device, how much of the shared folders it
+/// has, whether it is connected, and its traffic.
 fn watch_status(home: &Home) -> Result<()> {
     let bars = indicatif::MultiProgress::new();
     let mut folders: std::collections::BTreeMap<String, indicatif::ProgressBar> =
@@ -930,39 +971,52 @@ fn watch_status(home: &Home) -> Result<()> {
             let bar = folders
                 .entry(id.clone())
                 .or_insert_with(|| bars.add(output::folder_watch_bar(&id)));
-            let global = f["global"]["bytes"].as_u64().unwrap_or(0);
-            let need = f["need"]["bytes"].as_u64().unwrap_or(0);
-            bar.set_length(global.max(1));
-            bar.set_position(global.saturating_sub(need));
             let errors = f["errors"].as_array().map_or(0, Vec::len);
-            bar.set_message(format!(
-                "{} need {} items{}",
-                f["state"].as_str().unwrap_or_default(),
-                f["need"]["files"],
-                if errors > 0 {
-                    format!(", {errors} cannot sync")
-                } else {
-                    String::new()
-                }
-            ));
+            let errors = if errors > 0 {
+                format!(", {errors} cannot sync")
+            } else {
+                String::new()
+            };
+            if f["scan"].is_object() {
+                let to_hash = f["scan"]["toHash"].as_u64().unwrap_or(0);
+                bar.set_length(to_hash.max(1));
+                bar.set_position(f["scan"]["hashed"].as_u64().unwrap_or(0));
+                bar.set_message(format!(
+                    "scanning, {} names walked{errors}",
+                    f["scan"]["walked"]
+                ));
+            } else {
+                let global = f["global"]["bytes"].as_u64().unwrap_or(0);
+                let need = f["need"]["bytes"].as_u64().unwrap_or(0);
+                bar.set_length(global.max(1));
+                bar.set_position(global.saturating_sub(need));
+                bar.set_message(format!(
+                    "{} need {} items{errors}",
+                    f["state"].as_str().unwrap_or_default(),
+                    f["need"]["files"],
+                ));
+            }
         }
         for d in report["devices"].as_array().into_iter().flatten() {
             let id = d["id"].as_str().unwrap_or_default().to_owned();
             let bar = devices
                 .entry(id.clone())
-                .or_insert_with(|| bars.add(output::device_watch_line(&id)));
+                .or_insert_with(|| bars.add(output::device_watch_bar(&id)));
+            let global = d["globalBytes"].as_u64().unwrap_or(0);
+            let need = d["needBytes"].as_u64().unwrap_or(0);
+            bar.set_length(global.max(1));
+            bar.set_position(global.saturating_sub(need));
+            let state = match (d["paused"] == true, d["connected"] == true) {
+                (true, _) => "paused",
+                (false, true) => "connected",
+                (false, false) => "disconnected",
+            };
             bar.set_message(format!(
-                "{} {} in {} out {}",
-                if d["connected"] == true {
-                    "connected"
-                } else {
-                    "disconnected"
-                },
+                "{state} {} in {} out {}",
                 d["address"].as_str().unwrap_or("-"),
                 indicatif::HumanBytes(d["inBytes"].as_u64().unwrap_or(0)),
                 indicatif::HumanBytes(d["outBytes"].as_u64().unwrap_or(0)),
             ));
-            bar.tick();
         }
         std::thread::sleep(std::time::Duration::from_millis(500));
     }
@@ -1002,15 +1056,22 @@ fn status(home: &Home, json: bool, out: &mut impl Write) -> Result<()> {
         }
     }
     for d in report["devices"].as_array().into_iter().flatten() {
+        let global = d["globalBytes"].as_u64().unwrap_or(0);
+        let need = d["needBytes"].as_u64().unwrap_or(0);
+        let complete = if global == 0 {
+            100.0
+        } else {
+            100.0 * global.saturating_sub(need) as f64 / global as f64
+        };
         writeln!(
             out,
-            "device {} {:<12} {} {} in {} B, out {} B",
+            "device {} {:<12} {} {} in {} B, out {} B, has {complete:.0}% of shared folders",
             d["id"].as_str().unwrap_or_default(),
             d["name"].as_str().unwrap_or_default(),
-            if d["connected"] == true {
-                "connected   "
-            } else {
-                "disconnected"
+            match (d["paused"] == true, d["connected"] == true) {
+                (true, _) => "paused      ",
+                (false, true) => "connected   ",
+                (false, false) => "disconnected",
             },
             d["address"].as_str().unwrap_or("-"),
             d["inBytes"],

@@ -31,6 +31,12 @@ pub struct Config {
     /// The REST API.
     #[serde(default)]
     pub api: ApiConfig,
+    /// Discovery, relays and reconnection (Syncthing's options of the same names).
+    #[serde(default)]
+    pub options: Options,
+    /// What new folders get (auto-accepted ones, in particular).
+    #[serde(default)]
+    pub defaults: Defaults,
     /// Shared folders.
     #[serde(default, rename = "folder")]
     pub folders: Vec<FolderConfig>,
@@ -57,6 +63,76 @@ impl Default for ApiConfig {
             address: default_api_address(),
             key: String::new(),
         }
+    }
+}
+
+/// Options with a Syncthing counterpart (`/rest/config/options`, `peerfold config`).
+/// Discovery and relays use the announce and relay settings once they run.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Options {
+    /// Announce this device to the global discovery servers and look peers up there.
+    #[serde(default = "default_true")]
+    pub global_announce_enabled: bool,
+    /// Global discovery servers, as `https://HOST:PORT/?id=DEVICE-ID` (or `default`).
+    #[serde(default = "default_announce_servers")]
+    pub global_announce_servers: Vec<String>,
+    /// Announce and find devices on the LAN (mDNS).
+    #[serde(default = "default_true")]
+    pub local_announce_enabled: bool,
+    /// Meet devices through relays when no direct path works.
+    #[serde(default = "default_true")]
+    pub relays_enabled: bool,
+    /// Longest wait between two attempts to reach a disconnected device.
+    #[serde(default = "default_reconnection_interval")]
+    pub reconnection_interval_s: u64,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            global_announce_enabled: true,
+            global_announce_servers: default_announce_servers(),
+            local_announce_enabled: true,
+            relays_enabled: true,
+            reconnection_interval_s: default_reconnection_interval(),
+        }
+    }
+}
+
+/// Defaults for new items (Syncthing's `defaults` section).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Defaults {
+    /// Where auto-accepted folders go: each one in a directory named after its label (or
+    /// ID) under this path. `~` is the user's home directory.
+    #[serde(default = "default_folder_path")]
+    pub folder_path: String,
+}
+
+impl Default for Defaults {
+    fn default() -> Self {
+        Self {
+            folder_path: default_folder_path(),
+        }
+    }
+}
+
+impl Defaults {
+    /// The folder path with `~` expanded.
+    pub fn folder_root(&self) -> Option<PathBuf> {
+        expand_tilde(&self.folder_path)
+    }
+}
+
+/// `~` and `~/...` name the user's home directory; other paths are taken as they are.
+pub fn expand_tilde(path: &str) -> Option<PathBuf> {
+    match path.strip_prefix('~') {
+        Some("") => dirs::home_dir(),
+        Some(rest) if rest.starts_with('/') => {
+            dirs::home_dir().map(|home| home.join(rest.trim_start_matches('/')))
+        }
+        _ => Some(PathBuf::from(path)),
     }
 }
 
@@ -128,6 +204,26 @@ pub struct DeviceConfig {
     /// Where to reach it: `quic://HOST:PORT`, or `dynamic` for discovery.
     #[serde(default = "default_addresses")]
     pub addresses: Vec<String>,
+    /// Paused: not dialed, and its connections are refused.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub paused: bool,
+    /// Folders it offers are added (under `defaults.folder_path`) and shared with it
+    /// without asking.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub auto_accept_folders: bool,
+}
+
+impl DeviceConfig {
+    /// A device with default settings.
+    pub fn new(id: DeviceId, name: String, addresses: Vec<String>) -> Self {
+        Self {
+            id,
+            name,
+            addresses,
+            paused: false,
+            auto_accept_folders: false,
+        }
+    }
 }
 
 /// Problems reading or writing the configuration.
@@ -173,6 +269,8 @@ impl Config {
                 address: default_api_address(),
                 key: api_key,
             },
+            options: Options::default(),
+            defaults: Defaults::default(),
             folders: Vec::new(),
             devices: Vec::new(),
         }
@@ -249,6 +347,16 @@ impl Config {
         for address in &self.listen {
             check_address(address)?;
         }
+        for server in &self.options.global_announce_servers {
+            check_announce_server(server)?;
+        }
+        let default_path = &self.defaults.folder_path;
+        if !(default_path == "~" || default_path.starts_with("~/") || default_path.starts_with('/'))
+        {
+            return Err(format!(
+                "the default folder path {default_path:?} must be absolute (or start with ~)"
+            ));
+        }
         Ok(())
     }
 
@@ -293,6 +401,20 @@ pub fn check_address(address: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// A global discovery server is `default` or an `https://` URL.
+pub fn check_announce_server(server: &str) -> Result<(), String> {
+    let host = server
+        .strip_prefix("https://")
+        .map(|rest| rest.split(['/', '?']).next().unwrap_or_default().to_owned());
+    match host {
+        _ if server == "default" => Ok(()),
+        Some(host) if !host.is_empty() && !host.contains(char::is_whitespace) => Ok(()),
+        _ => Err(format!(
+            "discovery server {server:?} must be an https:// URL (https://HOST:PORT/?id=DEVICE-ID) or \"default\""
+        )),
+    }
+}
+
 fn line_and_column(text: &str, offset: usize) -> (usize, usize) {
     let before = &text[..offset.min(text.len())];
     let line = before.matches('\n').count() + 1;
@@ -310,6 +432,22 @@ fn default_api_address() -> String {
 
 fn default_true() -> bool {
     true
+}
+
+fn is_false(value: &bool) -> bool {
+    !*value
+}
+
+fn default_announce_servers() -> Vec<String> {
+    vec!["default".to_owned()]
+}
+
+fn default_reconnection_interval() -> u64 {
+    60
+}
+
+fn default_folder_path() -> String {
+    "~".to_owned()
 }
 
 fn default_versions_max_age() -> u64 {
@@ -408,5 +546,21 @@ mod tests {
         assert!(check_folder_id(" x").is_err());
         assert!(check_folder_id("a\u{0}b").is_err());
         assert!(check_folder_id("photos-2024").is_ok());
+        assert!(check_announce_server("default").is_ok());
+        assert!(check_announce_server("https://disco.example:8443/?id=ABC").is_ok());
+        assert!(check_announce_server("http://disco.example").is_err());
+        assert!(check_announce_server("https://").is_err());
+    }
+
+    #[test]
+    fn tilde_is_the_home_directory() {
+        let home = dirs::home_dir().unwrap();
+        assert_eq!(expand_tilde("~").unwrap(), home);
+        assert_eq!(expand_tilde("~/Sync").unwrap(), home.join("Sync"));
+        assert_eq!(
+            expand_tilde("/srv/sync").unwrap(),
+            PathBuf::from("/srv/sync")
+        );
+        assert_eq!(expand_tilde("~bob").unwrap(), PathBuf::from("~bob"));
     }
 }

@@ -2,10 +2,12 @@
 //! line and reads one JSON document back. Requests: `status` (also what an empty request
 //! means), `api` (where the REST API listens), `override FOLDER` and `revert FOLDER`.
 
+use std::collections::HashMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use peerfold_protocol::DeviceId;
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixListener;
@@ -97,12 +99,24 @@ async fn folder_action(shared: &Arc<Shared>, action: &str, folder_id: &str) -> V
     }
 }
 
-/// The daemon's state: folders (state, local/global/need counts) and devices.
+/// The daemon's state: folders (state, local/global/need counts, scan progress) and
+/// devices (connection, traffic, and how complete their copy of the shared folders is).
 fn report(shared: &Shared) -> Value {
     let mut folders = Vec::new();
+    // Per device: global and needed bytes over the folders shared with it.
+    let mut device_bytes: HashMap<DeviceId, (u64, u64)> = HashMap::new();
     for folder in shared.folders() {
-        let walked = summary::folder_summary(shared, &folder);
-        let counts = walked.as_ref().copied().unwrap_or_default();
+        let mut devices = vec![shared.me];
+        devices.extend(folder.config().devices);
+        let walked = summary::device_summaries(shared, &folder, &devices);
+        let counts = walked.as_ref().map(|all| all[0]).unwrap_or_default();
+        if let Ok(all) = &walked {
+            for (device, s) in devices.iter().zip(all).skip(1) {
+                let entry = device_bytes.entry(*device).or_default();
+                entry.0 += s.global.bytes;
+                entry.1 += s.need.bytes;
+            }
+        }
         let (state, error) = match (folder.state(), walked) {
             (_, Err(e)) => ("error", e.to_string()),
             (FolderState::Idle, _) if counts.need.items() > 0 => ("syncing", String::new()),
@@ -111,12 +125,16 @@ fn report(shared: &Shared) -> Value {
             (FolderState::Syncing, _) => ("syncing", String::new()),
             (FolderState::Error(e), _) => ("error", e),
         };
+        let scan = folder
+            .scan_progress()
+            .map(|p| json!({ "walked": p.walked, "toHash": p.to_hash, "hashed": p.hashed }));
         folders.push(json!({
             "id": folder.id,
             "label": folder.config().label,
             "path": folder.path(),
             "state": state,
             "error": error,
+            "scan": scan,
             "local": { "files": counts.local.items(), "bytes": counts.local.bytes },
             "global": { "files": counts.global.items(), "bytes": counts.global.bytes },
             "need": { "files": counts.need.items(), "bytes": counts.need.bytes },
@@ -136,15 +154,25 @@ fn report(shared: &Shared) -> Value {
         .map(|device| {
             let connection = shared.connection(device.id);
             let stats = connection.as_ref().map(quinn::Connection::stats);
+            let (global, need) = device_bytes.get(&device.id).copied().unwrap_or_default();
             json!({
                 "id": device.id.to_string(),
                 "name": device.name,
                 "connected": connection.is_some(),
+                "paused": device.paused,
                 "address": connection.as_ref().map(|c| c.remote_address().to_string()),
                 "inBytes": stats.as_ref().map_or(0, |s| s.udp_rx.bytes),
                 "outBytes": stats.as_ref().map_or(0, |s| s.udp_tx.bytes),
+                "globalBytes": global,
+                "needBytes": need,
             })
         })
         .collect();
-    json!({ "id": shared.me.to_string(), "folders": folders, "devices": devices })
+    json!({
+        "id": shared.me.to_string(),
+        "apiAddress": shared.api_address().map(|a| a.to_string()),
+        "startTime": shared.started.to_string(),
+        "folders": folders,
+        "devices": devices,
+    })
 }

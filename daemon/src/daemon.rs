@@ -5,7 +5,7 @@
 //! cancels, closes the QUIC endpoints with a reason, and waits for the tasks to finish the
 //! step they are in (a pulled file is either renamed into place or left as a temp file).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
@@ -65,6 +65,11 @@ pub(crate) struct Folder {
     pub(crate) busy: tokio::sync::Mutex<()>,
     /// Names the last pull round could not bring up to date, with why.
     pub(crate) pull_errors: Mutex<BTreeMap<String, String>>,
+    /// How far the running scan has come (`None` when none runs).
+    scan_progress: Mutex<Option<scanner::ScanProgress>>,
+    /// Woken when counts may have changed, for the summary task (FolderSummary and
+    /// FolderCompletion events).
+    pub(crate) counts_changed: Notify,
     /// What the next pull round must plan again.
     replan: Mutex<Replan>,
     /// Where state changes are announced.
@@ -124,6 +129,8 @@ impl Folder {
             state: Mutex::new(FolderState::Idle),
             busy: tokio::sync::Mutex::new(()),
             pull_errors: Mutex::new(BTreeMap::new()),
+            scan_progress: Mutex::new(None),
+            counts_changed: Notify::new(),
             replan: Mutex::new(Replan::Everything),
             events,
         }
@@ -213,6 +220,14 @@ impl Folder {
         *self.pull_errors.lock().unwrap_or_else(|p| p.into_inner()) = errors;
     }
 
+    pub(crate) fn scan_progress(&self) -> Option<scanner::ScanProgress> {
+        *self.scan_progress.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn set_scan_progress(&self, progress: Option<scanner::ScanProgress>) {
+        *self.scan_progress.lock().unwrap_or_else(|p| p.into_inner()) = progress;
+    }
+
     pub(crate) fn pull_errors(&self) -> BTreeMap<String, String> {
         self.pull_errors
             .lock()
@@ -234,6 +249,13 @@ pub(crate) struct Shared {
     dialer: Mutex<Option<Dialer>>,
     /// Serialises configuration changes, so none is lost.
     pub(crate) config_change: tokio::sync::Mutex<()>,
+    /// Woken (all waiters) after each configuration change, so dial loops look again.
+    pub(crate) config_changed: Notify,
+    /// Devices a dial loop runs for (at most one each).
+    dialing: Mutex<HashSet<DeviceId>>,
+    /// `POST /rest/system/restart` asked for a restart (the daemon stops, then `serve`
+    /// starts it again).
+    restart: std::sync::atomic::AtomicBool,
     /// A change that only takes effect after a restart (listen or API address) was saved.
     pub(crate) restart_required: std::sync::atomic::AtomicBool,
     pub(crate) peers: Mutex<HashMap<DeviceId, quinn::Connection>>,
@@ -309,6 +331,16 @@ impl Shared {
             .any(|d| d.id == id)
     }
 
+    /// Whether `id` is a configured device that is paused.
+    pub(crate) fn is_paused(&self, id: DeviceId) -> bool {
+        self.config
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .devices
+            .iter()
+            .any(|d| d.id == id && d.paused)
+    }
+
     /// The running folder `id`.
     pub(crate) fn folder(&self, id: &str) -> Option<Arc<Folder>> {
         self.folders
@@ -354,6 +386,8 @@ impl Shared {
             .insert(folder.id.clone(), folder.clone());
         self.tasks.spawn(scan_loop(self.clone(), folder.clone()));
         self.tasks.spawn(crate::watch::run(folder.clone()));
+        self.tasks
+            .spawn(crate::summary::announce(self.clone(), folder.clone()));
         self.tasks.spawn(puller::run(self.clone(), folder));
         Ok(())
     }
@@ -370,22 +404,62 @@ impl Shared {
         }
     }
 
-    /// Starts dialing a device (it must be in the configuration).
-    pub(crate) fn dial(self: &Arc<Self>, device: crate::config::DeviceConfig) {
+    /// Starts dialing a device, unless a dial loop already runs for it (that one picks up
+    /// the change).
+    pub(crate) fn dial(self: &Arc<Self>, device: DeviceId) {
         let dialer = self
             .dialer
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone();
-        if let Some(dialer) = dialer {
-            self.tasks.spawn(net::dial_loop(
-                self.clone(),
-                dialer.endpoint,
-                self.me,
-                device,
-                dialer.identity,
-            ));
+        let Some(dialer) = dialer else { return };
+        if self.dialable(device).is_none()
+            || !self
+                .dialing
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(device)
+        {
+            return;
         }
+        self.tasks.spawn(net::dial_loop(
+            self.clone(),
+            dialer.endpoint,
+            self.me,
+            device,
+            dialer.identity,
+        ));
+    }
+
+    /// The device's settings while its dial loop should go on; `None` (and the loop
+    /// unregistered) once it is removed or paused. Checked under the `dialing` lock, so a
+    /// `dial` for a device resumed just now either sees the loop or starts a new one.
+    pub(crate) fn dialable(&self, device: DeviceId) -> Option<crate::config::DeviceConfig> {
+        let mut dialing = self.dialing.lock().unwrap_or_else(|p| p.into_inner());
+        let current = self
+            .config()
+            .devices
+            .into_iter()
+            .find(|d| d.id == device && !d.paused);
+        if current.is_none() {
+            dialing.remove(&device);
+        }
+        current
+    }
+
+    /// Unregisters a dial loop that ends because the daemon stops.
+    pub(crate) fn stop_dialing(&self, device: DeviceId) {
+        self.dialing
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&device);
+    }
+
+    /// Stops the daemon so that `serve` starts it again.
+    pub(crate) fn request_restart(&self) {
+        self.restart
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        self.cancel.cancel();
     }
 
     /// Where the QUIC listeners are bound.
@@ -477,6 +551,9 @@ impl Daemon {
             folders: RwLock::new(HashMap::new()),
             dialer: Mutex::new(None),
             config_change: tokio::sync::Mutex::new(()),
+            config_changed: Notify::new(),
+            dialing: Mutex::new(HashSet::new()),
+            restart: std::sync::atomic::AtomicBool::new(false),
             restart_required: std::sync::atomic::AtomicBool::new(false),
             peers: Mutex::new(HashMap::new()),
             cancel: CancellationToken::new(),
@@ -534,7 +611,7 @@ impl Daemon {
                 identity: net::client_identity(&identity),
             });
             for device in &config.devices {
-                shared.dial(device.clone());
+                shared.dial(device.id);
             }
         }
         shared.events.emit(
@@ -562,9 +639,17 @@ impl Daemon {
         self.shared.api_address()
     }
 
-    /// Resolves when something asked the daemon to stop (`POST /rest/system/shutdown`).
+    /// Resolves when something asked the daemon to stop (`POST /rest/system/shutdown` or
+    /// `/rest/system/restart`).
     pub async fn stop_requested(&self) {
         self.shared.cancel.cancelled().await;
+    }
+
+    /// Whether the stop was a request to restart.
+    pub fn restart_requested(&self) -> bool {
+        self.shared
+            .restart
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Stops every task and closes connections with a reason.
@@ -583,6 +668,19 @@ impl Daemon {
         for endpoint in &self.endpoints {
             let _ = tokio::time::timeout(Duration::from_secs(2), endpoint.wait_idle()).await;
         }
+        // Drop what keeps the sockets open, so a restart in this process can bind the
+        // same addresses.
+        *self.shared.dialer.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        self.shared
+            .peers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+        self.shared
+            .folders
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
     }
 }
 
@@ -626,12 +724,30 @@ pub(crate) async fn scan(shared: &Arc<Shared>, folder_id: &str) -> Result<bool, 
         // Local changes can settle or create needs.
         folder.replan_everything();
         folder.pull.notify_one();
+        folder.counts_changed.notify_one();
         folder.events.emit(
             "LocalIndexUpdated",
             serde_json::json!({ "folder": folder_id }),
         );
     }
     Ok(changed)
+}
+
+/// How often a running scan announces its progress (Syncthing's scanProgressIntervalS).
+const SCAN_PROGRESS_EVERY: Duration = Duration::from_secs(2);
+
+/// Syncthing's FolderScanProgress: bytes hashed of those found changed, and the rate.
+fn emit_scan_progress(folder: &Folder, progress: scanner::ScanProgress, elapsed: Duration) {
+    let rate = progress.hashed as f64 / elapsed.as_secs_f64().max(0.001);
+    folder.events.emit(
+        "FolderScanProgress",
+        serde_json::json!({
+            "folder": folder.id,
+            "current": progress.hashed,
+            "total": progress.to_hash,
+            "rate": rate.round(),
+        }),
+    );
 }
 
 /// Runs one scan; returns whether anything changed.
@@ -642,8 +758,18 @@ pub(crate) fn scan_now(shared: &Shared, folder_id: &str) -> Result<bool, scanner
     let root: PathBuf = folder.path();
     folder.set_state(FolderState::Scanning);
     let mut store = shared.store();
-    let report = scanner::scan_folder(&mut store, folder_id, &root, shared.me.short(), |_| {});
+    let started = std::time::Instant::now();
+    let mut last_event: Option<std::time::Instant> = None;
+    let report = scanner::scan_folder(&mut store, folder_id, &root, shared.me.short(), |p| {
+        folder.set_scan_progress(Some(p));
+        // Announced once there is something to hash, then every couple of seconds.
+        if p.to_hash > 0 && last_event.is_none_or(|t| t.elapsed() >= SCAN_PROGRESS_EVERY) {
+            last_event = Some(std::time::Instant::now());
+            emit_scan_progress(&folder, p, started.elapsed());
+        }
+    });
     drop(store);
+    folder.set_scan_progress(None);
     let report = match report {
         Ok(report) => {
             folder.set_state(FolderState::Idle);

@@ -15,6 +15,7 @@
 //! - `folder_actions`: override (send-only) and revert (receive-only).
 
 mod api;
+mod auto_accept;
 pub mod cli;
 pub mod config;
 mod control;
@@ -27,6 +28,7 @@ pub mod index;
 mod live_config;
 pub mod names;
 mod net;
+mod options;
 pub mod planner;
 mod puller;
 pub mod scanner;

@@ -41,9 +41,21 @@ pub(crate) async fn change(
     let mut new = old.clone();
     edit(&mut new).map_err(ConfigChangeError::Invalid)?;
     new.check().map_err(ConfigChangeError::Invalid)?;
+    // Every new root is checked before any is made: a refused change leaves nothing behind.
+    for folder in &new.folders {
+        if old.folder(&folder.id).is_none_or(|o| o.path != folder.path) {
+            check_root(folder).map_err(ConfigChangeError::Invalid)?;
+        }
+    }
     for folder in &new.folders {
         if old.folder(&folder.id).is_none_or(|o| o.path != folder.path) {
             prepare_root(folder).map_err(ConfigChangeError::Invalid)?;
+            // The folder's index must open before the change is saved: a folder that
+            // cannot start is refused rather than saved and left dead.
+            shared
+                .store()
+                .ensure_folder(&folder.id)
+                .map_err(|e| ConfigChangeError::Failed(format!("folder {:?}: {e}", folder.id)))?;
         }
     }
     shared
@@ -52,6 +64,7 @@ pub(crate) async fn change(
         .map_err(|e| ConfigChangeError::Failed(e.to_string()))?;
     shared.set_config(new.clone());
     apply(shared, &old, &new);
+    shared.config_changed.notify_waiters();
     shared.events.emit(
         "ConfigSaved",
         serde_json::json!({ "version": crate::api::CONFIG_VERSION }),
@@ -60,8 +73,8 @@ pub(crate) async fn change(
     Ok(new)
 }
 
-/// A new folder's root must exist (it is created if its parent does) and gets the marker.
-fn prepare_root(folder: &FolderConfig) -> Result<(), String> {
+/// A new folder's root must be absolute, and without `..` (which could lead anywhere).
+fn check_root(folder: &FolderConfig) -> Result<(), String> {
     if !folder.path.is_absolute() {
         return Err(format!(
             "folder {:?}: path {} must be absolute",
@@ -69,6 +82,22 @@ fn prepare_root(folder: &FolderConfig) -> Result<(), String> {
             folder.path.display()
         ));
     }
+    if folder
+        .path
+        .components()
+        .any(|c| c == std::path::Component::ParentDir)
+    {
+        return Err(format!(
+            "folder {:?}: path {} must not contain \"..\"",
+            folder.id,
+            folder.path.display()
+        ));
+    }
+    Ok(())
+}
+
+/// A new folder's root must exist (it is created if its parent does) and gets the marker.
+fn prepare_root(folder: &FolderConfig) -> Result<(), String> {
     std::fs::create_dir_all(folder.path.join(MARKER_DIR)).map_err(|e| {
         format!(
             "folder {:?}: cannot create {}: {e}",
@@ -87,11 +116,21 @@ fn apply(shared: &Arc<Shared>, old: &Config, new: &Config) {
     let old_devices: BTreeSet<DeviceId> = old.devices.iter().map(|d| d.id).collect();
     let new_devices: BTreeSet<DeviceId> = new.devices.iter().map(|d| d.id).collect();
     let mut reconnect = BTreeSet::new();
-    for device in new.devices.iter().filter(|d| !old_devices.contains(&d.id)) {
-        if let Err(e) = shared.store().forget_pending_device(device.id) {
+    for device in &new.devices {
+        let before = old.devices.iter().find(|d| d.id == device.id);
+        if before.is_none()
+            && let Err(e) = shared.store().forget_pending_device(device.id)
+        {
             warn!(error = %e, "cannot forget a pending device");
         }
-        shared.dial(device.clone());
+        if device.paused {
+            if before.is_some_and(|b| !b.paused) {
+                disconnect(shared, device.id, "paused");
+            }
+        } else {
+            // New or resumed (a running dial loop takes any other change itself).
+            shared.dial(device.id);
+        }
     }
     for removed in old_devices.difference(&new_devices) {
         disconnect(shared, *removed, "removed from the configuration");

@@ -13,7 +13,6 @@ use peerfold_protocol::identity::Identity;
 use peerfold_protocol::tls::{self, PeerDecision, PeerPolicy};
 use tracing::{debug, info, warn};
 
-use crate::config::DeviceConfig;
 use crate::daemon::{DaemonError, Shared};
 
 pub(crate) use framed::{FrameReader, StreamError, send};
@@ -26,15 +25,16 @@ pub(crate) mod close {
     pub(crate) const UNKNOWN_DEVICE: u32 = 1;
     /// The peer broke the protocol.
     pub(crate) const PROTOCOL: u32 = 2;
+    /// The peer is paused here.
+    pub(crate) const PAUSED: u32 = 3;
 }
 
 /// How long a QUIC connection may stay silent before it is dropped; keep-alives every 10 s
 /// keep healthy ones open.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 const KEEP_ALIVE: Duration = Duration::from_secs(10);
-/// Reconnect backoff bounds.
+/// The first reconnect backoff; it doubles up to the `reconnectionIntervalS` option.
 const RETRY_MIN: Duration = Duration::from_millis(500);
-const RETRY_MAX: Duration = Duration::from_secs(60);
 /// How long the device with the higher ID waits before its first dial (see `dial_loop`).
 const HIGHER_ID_DIAL_DELAY: Duration = Duration::from_secs(1);
 
@@ -180,44 +180,41 @@ pub(crate) async fn accept_loop(shared: Arc<Shared>, endpoint: quinn::Endpoint) 
     }
 }
 
-/// Keeps a connection to one configured device, redialing with backoff and jitter.
+/// Keeps a connection to one configured device, redialing with backoff and jitter, until
+/// the device is removed or paused (`Shared::dial` starts it again on resume).
 pub(crate) async fn dial_loop(
     shared: Arc<Shared>,
     endpoint: quinn::Endpoint,
     me: DeviceId,
-    device: DeviceConfig,
+    device: DeviceId,
     identity: ClientIdentity,
 ) {
     // When both sides dial at once, the connection dialed by the lower ID wins and the other
     // is closed, taking its in-flight requests with it. The higher ID dials a moment later,
     // so at start-up the lower one usually gets there first.
-    if me > device.id {
+    if me > device {
         tokio::select! {
             biased;
-            () = shared.cancel.cancelled() => return,
+            () = shared.cancel.cancelled() => return shared.stop_dialing(device),
             () = tokio::time::sleep(HIGHER_ID_DIAL_DELAY) => {}
         }
     }
     let mut backoff = RETRY_MIN;
     loop {
-        // The configuration may have changed: a removed device is no longer dialed, and
-        // changed addresses apply from the next attempt.
-        let Some(current) = shared
-            .config()
-            .devices
-            .into_iter()
-            .find(|d| d.id == device.id)
-        else {
+        // The configuration may have changed: a removed or paused device is no longer
+        // dialed, and changed addresses apply from the next attempt.
+        let Some(current) = shared.dialable(device) else {
             return;
         };
+        let retry_max = Duration::from_secs(shared.config().options.reconnection_interval_s);
         let addresses: Vec<String> = current
             .addresses
             .into_iter()
             .filter(|a| a.starts_with("quic://"))
             .collect();
-        if shared.connection(device.id).is_none() {
+        if shared.connection(device).is_none() {
             for address in &addresses {
-                match dial(&endpoint, address, device.id, &identity).await {
+                match dial(&endpoint, address, device, &identity).await {
                     Ok(connection) => {
                         let started = std::time::Instant::now();
                         run_connection(shared.clone(), connection, true).await;
@@ -229,20 +226,21 @@ pub(crate) async fn dial_loop(
                         break;
                     }
                     Err(e) => {
-                        debug!(device = %device.id.short(), %address, error = %e, "dial failed")
+                        debug!(device = %device.short(), %address, error = %e, "dial failed")
                     }
                 }
             }
         }
         // Jitter from the device IDs and the attempt, so two devices do not dial in lockstep.
-        let jitter =
-            Duration::from_millis(u64::from(me.as_bytes()[0] ^ device.id.as_bytes()[0]) * 2);
+        let jitter = Duration::from_millis(u64::from(me.as_bytes()[0] ^ device.as_bytes()[0]) * 2);
+        // A configuration change (new addresses, a pause) is looked at right away.
         tokio::select! {
             biased;
-            () = shared.cancel.cancelled() => return,
-            () = tokio::time::sleep(backoff + jitter) => {}
+            () = shared.cancel.cancelled() => return shared.stop_dialing(device),
+            () = shared.config_changed.notified() => {}
+            () = tokio::time::sleep(backoff.min(retry_max) + jitter) => {}
         }
-        backoff = (backoff * 2).min(RETRY_MAX);
+        backoff = (backoff * 2).min(retry_max.max(RETRY_MIN));
     }
 }
 
@@ -301,6 +299,11 @@ async fn run_connection(shared: Arc<Shared>, connection: quinn::Connection, dial
             close::UNKNOWN_DEVICE.into(),
             b"this device is not accepted here: ask its owner to add your device ID",
         );
+        return;
+    }
+    if shared.is_paused(peer) {
+        debug!(device = %peer.short(), %remote, "paused device; connection refused");
+        connection.close(close::PAUSED.into(), b"this device is paused here");
         return;
     }
     if !keep_one(&shared, peer, &connection, dialed) {

@@ -185,44 +185,11 @@ pub(crate) async fn run(shared: Arc<Shared>, folder: Arc<Folder>) {
         folder.set_pull_errors(errors);
         if folder.state() == FolderState::Syncing {
             folder.set_state(FolderState::Idle);
-            emit_summary(&shared, folder).await;
+            folder.counts_changed.notify_one();
         }
         if rescan {
             folder.rescan.notify_one();
         }
-    }
-}
-
-/// Announces the folder's counts after a round that changed something (Syncthing's
-/// FolderSummary, with the fields `/rest/db/status` has for them).
-async fn emit_summary(shared: &Arc<Shared>, folder: &Folder) {
-    let Some(running) = shared.folder(&folder.id) else {
-        return;
-    };
-    let shared2 = shared.clone();
-    let summary =
-        tokio::task::spawn_blocking(move || crate::summary::folder_summary(&shared2, &running))
-            .await;
-    if let Ok(Ok(s)) = summary {
-        shared.events.emit(
-            "FolderSummary",
-            serde_json::json!({
-                "folder": folder.id,
-                "summary": {
-                    "globalFiles": s.global.files,
-                    "globalDirectories": s.global.directories,
-                    "globalBytes": s.global.bytes,
-                    "localFiles": s.local.files,
-                    "localDirectories": s.local.directories,
-                    "localBytes": s.local.bytes,
-                    "needFiles": s.need.files,
-                    "needDirectories": s.need.directories,
-                    "needDeletes": s.need.deleted,
-                    "needBytes": s.need.bytes,
-                    "state": folder.state().name(),
-                },
-            }),
-        );
     }
 }
 

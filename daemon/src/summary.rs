@@ -1,7 +1,11 @@
 //! A folder's counts as `peerfold status` and the REST API show them: what one device has,
 //! what the global version holds, and what that device still needs.
 
+use std::sync::Arc;
+use std::time::Duration;
+
 use peerfold_protocol::DeviceId;
+use serde_json::json;
 
 use crate::daemon::{Folder, Shared};
 use crate::index::{FileEntry, FileKind};
@@ -74,20 +78,25 @@ pub(crate) fn folder_summary(
 }
 
 /// `device`'s view of the folder, from what it announced (this device's own entries for
-/// `shared.me`). Walks the index on a read-only connection of its own, so the walk does
-/// not hold up the writer.
+/// `shared.me`).
 pub(crate) fn device_summary(
     shared: &Shared,
     folder: &Folder,
     device: DeviceId,
 ) -> Result<FolderSummary, StoreError> {
-    let mut summary = FolderSummary::default();
+    Ok(device_summaries(shared, folder, &[device])?.remove(0))
+}
+
+/// Several devices' views of the folder from one walk of the index. Walks on a read-only
+/// connection of its own, so the walk does not hold up the writer.
+pub(crate) fn device_summaries(
+    shared: &Shared,
+    folder: &Folder,
+    devices: &[DeviceId],
+) -> Result<Vec<FolderSummary>, StoreError> {
+    let mut summaries = vec![FolderSummary::default(); devices.len()];
     let reader = shared.store().reader()?;
     reader.for_each_name(folder.idx, shared.me, |entries| {
-        let theirs = entries.iter().find(|(d, _)| *d == device).map(|(_, e)| e);
-        if let Some(e) = theirs.filter(|e| !e.invalid) {
-            summary.local.add(e);
-        }
         let candidates: Vec<Announced<'_>> = entries
             .iter()
             .map(|(device, entry)| Announced {
@@ -95,7 +104,13 @@ pub(crate) fn device_summary(
                 entry,
             })
             .collect();
-        if let Some(g) = planner::global(&candidates) {
+        let global = planner::global(&candidates);
+        for (device, summary) in devices.iter().zip(&mut summaries) {
+            let theirs = entries.iter().find(|(d, _)| d == device).map(|(_, e)| e);
+            if let Some(e) = theirs.filter(|e| !e.invalid) {
+                summary.local.add(e);
+            }
+            let Some(g) = &global else { continue };
             summary.global.add(g.entry);
             let has_it = theirs.is_some_and(|t| t.version == g.entry.version);
             if g.entry.deleted {
@@ -108,5 +123,120 @@ pub(crate) fn device_summary(
         }
         Ok::<(), StoreError>(())
     })?;
-    Ok(summary)
+    Ok(summaries)
+}
+
+/// The least time between two announcements of a folder's counts.
+const ANNOUNCE_EVERY: Duration = Duration::from_secs(1);
+/// Announcing may take at most about a tenth of the time (the walk is costly on large
+/// folders).
+const ANNOUNCE_COST_FACTOR: u32 = 10;
+
+/// Announces a folder's counts when they may have changed (`Folder::counts_changed`):
+/// Syncthing's FolderSummary for this device and FolderCompletion for each device the
+/// folder is shared with. One walk serves them all, and walks are spaced out so that a
+/// large folder in heavy sync spends little time on them.
+pub(crate) async fn announce(shared: Arc<Shared>, folder: Arc<Folder>) {
+    loop {
+        tokio::select! {
+            biased;
+            () = folder.stop.cancelled() => return,
+            () = folder.counts_changed.notified() => {}
+        }
+        // Let a burst of changes settle into one walk.
+        tokio::select! {
+            biased;
+            () = folder.stop.cancelled() => return,
+            () = tokio::time::sleep(ANNOUNCE_EVERY) => {}
+        }
+        let started = std::time::Instant::now();
+        let mut devices = vec![shared.me];
+        devices.extend(folder.config().devices);
+        let (shared2, folder2, devices2) = (shared.clone(), folder.clone(), devices.clone());
+        let walked =
+            tokio::task::spawn_blocking(move || device_summaries(&shared2, &folder2, &devices2))
+                .await;
+        let Ok(Ok(summaries)) = walked else { continue };
+        let sequence = shared.store().sequence(folder.idx).unwrap_or(0);
+        emit_summary(&shared, &folder, &summaries[0], sequence);
+        for (device, summary) in devices.iter().zip(&summaries).skip(1) {
+            emit_completion(&shared, &folder, *device, summary, sequence);
+        }
+        let cost = started.elapsed() * ANNOUNCE_COST_FACTOR;
+        tokio::select! {
+            biased;
+            () = folder.stop.cancelled() => return,
+            () = tokio::time::sleep(cost.saturating_sub(ANNOUNCE_EVERY)) => {}
+        }
+    }
+}
+
+/// Syncthing's FolderSummary, with the fields `/rest/db/status` has for them.
+fn emit_summary(shared: &Shared, folder: &Folder, s: &FolderSummary, sequence: u64) {
+    shared.events.emit(
+        "FolderSummary",
+        json!({
+            "folder": folder.id,
+            "summary": {
+                "globalFiles": s.global.files,
+                "globalDirectories": s.global.directories,
+                "globalSymlinks": s.global.symlinks,
+                "globalDeleted": s.global.deleted,
+                "globalBytes": s.global.bytes,
+                "globalTotalItems": s.global.items() + s.global.deleted,
+                "localFiles": s.local.files,
+                "localDirectories": s.local.directories,
+                "localSymlinks": s.local.symlinks,
+                "localDeleted": s.local.deleted,
+                "localBytes": s.local.bytes,
+                "localTotalItems": s.local.items() + s.local.deleted,
+                "needFiles": s.need.files,
+                "needDirectories": s.need.directories,
+                "needSymlinks": s.need.symlinks,
+                "needDeletes": s.need.deleted,
+                "needBytes": s.need.bytes,
+                "needTotalItems": s.need.items() + s.need.deleted,
+                "inSyncFiles": s.global.files.saturating_sub(s.need.files),
+                "inSyncBytes": s.global.bytes.saturating_sub(s.need.bytes),
+                "state": folder.state().name(),
+                "sequence": sequence,
+            },
+        }),
+    );
+}
+
+/// Syncthing's FolderCompletion: how far `device` has come, from what it announced.
+fn emit_completion(
+    shared: &Shared,
+    folder: &Folder,
+    device: DeviceId,
+    s: &FolderSummary,
+    sequence: u64,
+) {
+    shared.events.emit(
+        "FolderCompletion",
+        json!({
+            "folder": folder.id,
+            "device": device.to_string(),
+            "completion": s.completion(),
+            "globalBytes": s.global.bytes,
+            "globalItems": s.global.items(),
+            "needBytes": s.need.bytes,
+            "needItems": s.need.items(),
+            "needDeletes": s.need.deleted,
+            "remoteState": remote_state(shared, device),
+            "sequence": sequence,
+        }),
+    );
+}
+
+/// Syncthing's remoteState: `valid` while connected, `paused`, or `unknown`.
+pub(crate) fn remote_state(shared: &Shared, device: DeviceId) -> &'static str {
+    if shared.is_paused(device) {
+        "paused"
+    } else if shared.connection(device).is_some() {
+        "valid"
+    } else {
+        "unknown"
+    }
 }

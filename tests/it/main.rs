@@ -5,7 +5,9 @@
 //! the binary first and passes its path in `CARGO_BIN_EXE_peerfold`.
 
 mod api;
+mod api_inputs;
 mod cli;
+mod control;
 mod disk_full;
 mod hostile;
 mod scan;

@@ -69,6 +69,40 @@ impl Device {
         root
     }
 
+    /// Like [`Device::add_folder`], with a label.
+    pub(crate) fn add_labeled_folder(&self, id: &str, name: &str, label: &str) -> PathBuf {
+        let root = self.path(name);
+        std::fs::create_dir_all(&root).unwrap();
+        self.ok([
+            "folder",
+            "add",
+            "--id",
+            id,
+            "--label",
+            label,
+            "--path",
+            root.to_str().unwrap(),
+        ]);
+        root
+    }
+
+    /// The running daemon's `peerfold status --json`, once it answers, and the port its
+    /// REST API is on now (a restart with `--api 127.0.0.1:0` picks a new one).
+    pub(crate) fn running_status(&self) -> Option<(Value, u16)> {
+        let out = self.run(["status", "--json"]);
+        if !out.status.success() {
+            return None;
+        }
+        let status: Value = serde_json::from_slice(&out.stdout).ok()?;
+        let port = status["apiAddress"]
+            .as_str()?
+            .rsplit(':')
+            .next()?
+            .parse()
+            .ok()?;
+        Some((status, port))
+    }
+
     /// Runs `peerfold ARGS` with this device's home.
     pub(crate) fn run<I, S>(&self, args: I) -> Output
     where

@@ -167,18 +167,7 @@ fn an_unknown_device_is_recorded_as_pending_and_gets_nothing() {
 #[test]
 fn a_folder_offered_but_not_shared_waits_as_pending_until_accepted() {
     let (a, b, root_a, root_b) = two_devices();
-    let photos_a = a.path("photos");
-    fs::create_dir(&photos_a).unwrap();
-    a.ok([
-        "folder",
-        "add",
-        "--id",
-        "photos",
-        "--label",
-        "Holiday photos",
-        "--path",
-        photos_a.to_str().unwrap(),
-    ]);
+    let photos_a = a.add_labeled_folder("photos", "photos", "Holiday photos");
     fs::write(photos_a.join("cat.jpg"), b"meow").unwrap();
     pair(&a, &b, None);
     share(&a, &b);

@@ -8,9 +8,10 @@ use axum::extract::{Path, State};
 use serde_json::{Value, json};
 
 use super::{ApiError, ApiResult};
-use crate::config::{Config, DEFAULT_LISTEN, DeviceConfig, FolderConfig, FolderType};
+use crate::config::{Config, DeviceConfig, FolderConfig, FolderType};
 use crate::daemon::Shared;
 use crate::live_config::{self, ConfigChangeError};
+use crate::options;
 use crate::scanner::MARKER_DIR;
 
 use super::CONFIG_VERSION;
@@ -61,6 +62,34 @@ pub(super) async fn options(State(shared): State<Arc<Shared>>) -> ApiResult {
     Ok(axum::Json(options_json(&shared.config())))
 }
 
+pub(super) async fn default_folder(State(shared): State<Arc<Shared>>) -> ApiResult {
+    Ok(axum::Json(
+        defaults_json(&shared.config(), shared.me)["folder"].clone(),
+    ))
+}
+
+pub(super) async fn default_device(State(shared): State<Arc<Shared>>) -> ApiResult {
+    Ok(axum::Json(
+        defaults_json(&shared.config(), shared.me)["device"].clone(),
+    ))
+}
+
+/// PUT or PATCH of the default folder: peerfold keeps its `path`.
+pub(super) async fn put_default_folder(
+    State(shared): State<Arc<Shared>>,
+    body: axum::body::Bytes,
+) -> ApiResult {
+    let value = body_json(&body)?;
+    if !value.is_object() {
+        return Err(ApiError::bad_request("the body must be a JSON object"));
+    }
+    let new = live_config::change(&shared, |config| {
+        apply_defaults(config, &json!({ "folder": value }))
+    })
+    .await?;
+    Ok(axum::Json(defaults_json(&new, shared.me)["folder"].clone()))
+}
+
 pub(super) async fn gui(State(shared): State<Arc<Shared>>) -> ApiResult {
     Ok(axum::Json(gui_json(&shared.config())))
 }
@@ -81,17 +110,32 @@ fn config_json(config: &Config, me: peerfold_protocol::DeviceId) -> Value {
         "ldap": {},
         "options": options_json(config),
         "remoteIgnoredDevices": [],
-        "defaults": {},
+        "defaults": defaults_json(config, me),
+    })
+}
+
+/// Syncthing's `defaults`: what a new folder and a new device get.
+fn defaults_json(config: &Config, me: peerfold_protocol::DeviceId) -> Value {
+    let folder = FolderConfig {
+        id: String::new(),
+        label: String::new(),
+        path: std::path::PathBuf::from(&config.defaults.folder_path),
+        folder_type: FolderType::SendReceive,
+        devices: Vec::new(),
+        rescan_interval_s: 3600,
+        versioning: true,
+        versions_max_age_days: 30,
+    };
+    json!({
+        "folder": folder_json(&folder, me),
+        "device": device_json(&DeviceConfig::new(me, String::new(), vec!["dynamic".into()])),
+        "ignores": { "lines": [] },
     })
 }
 
 /// Every device, this one first (Syncthing lists itself among the devices).
 fn devices_json(config: &Config, me: peerfold_protocol::DeviceId) -> Value {
-    let this = DeviceConfig {
-        id: me,
-        name: config.device_name.clone(),
-        addresses: vec!["dynamic".into()],
-    };
+    let this = DeviceConfig::new(me, config.device_name.clone(), vec!["dynamic".into()]);
     Value::Array(
         std::iter::once(&this)
             .chain(config.devices.iter())
@@ -110,9 +154,9 @@ fn device_json(device: &DeviceConfig) -> Value {
         "introducer": false,
         "skipIntroductionRemovals": false,
         "introducedBy": "",
-        "paused": false,
+        "paused": device.paused,
         "allowedNetworks": [],
-        "autoAcceptFolders": false,
+        "autoAcceptFolders": device.auto_accept_folders,
         "maxSendKbps": 0,
         "maxRecvKbps": 0,
         "ignoredFolders": [],
@@ -194,18 +238,23 @@ fn gui_json(config: &Config) -> Value {
     })
 }
 
+/// Syncthing's options object: the ones peerfold keeps (see `options`), and Syncthing's
+/// defaults for the rest.
 fn options_json(config: &Config) -> Value {
+    let mut all = fixed_options_json();
+    for setting in options::SETTINGS {
+        all[setting.name] = options::get(config, setting);
+    }
+    all
+}
+
+/// Options peerfold does not use, as Syncthing's defaults (clients expect every field).
+fn fixed_options_json() -> Value {
     json!({
-        "listenAddresses": config.listen,
-        "globalAnnounceServers": [],
-        "globalAnnounceEnabled": false,
-        "localAnnounceEnabled": false,
         "localAnnouncePort": 21027,
         "localAnnounceMCAddr": "[ff12::8384]:21027",
         "maxSendKbps": 0,
         "maxRecvKbps": 0,
-        "reconnectionIntervalS": 60,
-        "relaysEnabled": false,
         "relayReconnectIntervalM": 10,
         "startBrowser": false,
         "natEnabled": false,
@@ -273,6 +322,14 @@ fn string_field(value: &Value, name: &str) -> Result<Option<String>, String> {
     }
 }
 
+fn bool_field(value: &Value, name: &str) -> Result<Option<bool>, String> {
+    match value.get(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Bool(b)) => Ok(Some(*b)),
+        Some(other) => Err(format!("{name:?} must be true or false, not {other}")),
+    }
+}
+
 fn device_id_field(value: &Value) -> Result<peerfold_protocol::DeviceId, String> {
     let text = string_field(value, "deviceID")?.ok_or("\"deviceID\" is missing")?;
     text.parse().map_err(|e| format!("deviceID {text:?}: {e}"))
@@ -305,13 +362,13 @@ fn device_from_json(value: &Value, base: Option<&DeviceConfig>) -> Result<Device
         crate::config::check_address(address)
             .map_err(|e| format!("{e} (peerfold speaks QUIC: quic://HOST:PORT or dynamic)"))?;
     }
-    if value.get("paused") == Some(&Value::Bool(true)) {
-        return Err("pausing devices is not supported yet".into());
-    }
     Ok(DeviceConfig {
         id,
         name,
         addresses,
+        paused: bool_field(value, "paused")?.unwrap_or(base.is_some_and(|b| b.paused)),
+        auto_accept_folders: bool_field(value, "autoAcceptFolders")?
+            .unwrap_or(base.is_some_and(|b| b.auto_accept_folders)),
     })
 }
 
@@ -371,6 +428,9 @@ fn folder_from_json(
         None | Some(Value::Null) => {
             base.map_or((true, 30), |b| (b.versioning, b.versions_max_age_days))
         }
+        Some(v) if !v.is_object() => {
+            return Err(format!("\"versioning\" must be a JSON object, not {v}"));
+        }
         Some(v) => match v.get("type").and_then(Value::as_str).unwrap_or("") {
             "" | "none" => (false, base.map_or(30, |b| b.versions_max_age_days)),
             "trashcan" => {
@@ -414,34 +474,47 @@ fn folder_from_json(
     })
 }
 
-/// Listen addresses: `default` stands for peerfold's defaults.
-fn listen_from_json(value: &Value) -> Result<Vec<String>, String> {
-    let list = value
-        .as_array()
-        .ok_or_else(|| format!("listenAddresses must be a list, not {value}"))?;
-    let mut out = Vec::new();
-    for entry in list {
-        let address = entry
-            .as_str()
-            .ok_or_else(|| format!("listen addresses must be strings, not {entry}"))?;
-        if address == "default" {
-            out.extend(DEFAULT_LISTEN.iter().map(|s| (*s).to_owned()));
-        } else {
-            crate::config::check_address(address)
-                .map_err(|e| format!("{e} (peerfold listens on quic://HOST:PORT)"))?;
-            out.push(address.to_owned());
+/// Applies an options object to `config`. Options peerfold keeps are checked and set;
+/// the others may only repeat the value peerfold reports (clients send the whole object
+/// back), so a setting peerfold would ignore is refused rather than dropped in silence.
+fn apply_options(config: &mut Config, options: &Value) -> Result<(), String> {
+    let Some(fields) = options.as_object() else {
+        return Err(format!("options must be a JSON object, not {options}"));
+    };
+    let fixed = fixed_options_json();
+    for (name, value) in fields {
+        match options::setting(name) {
+            Ok(setting) => options::set(config, setting, value)?,
+            Err(_) if fixed.get(name).is_none_or(|ours| ours == value) => {}
+            Err(_) => {
+                return Err(format!(
+                    "option {name:?} is not supported by peerfold (it keeps: {})",
+                    options::SETTINGS
+                        .iter()
+                        .map(|s| s.name)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ));
+            }
         }
     }
-    Ok(out)
+    Ok(())
 }
 
-/// Applies the options object's fields peerfold knows to `config`.
-fn apply_options(config: &mut Config, options: &Value) -> Result<(), String> {
-    if !options.is_object() {
-        return Err(format!("options must be a JSON object, not {options}"));
+/// Applies the `defaults` object's fields peerfold keeps.
+fn apply_defaults(config: &mut Config, defaults: &Value) -> Result<(), String> {
+    if !defaults.is_object() {
+        return Err(format!("defaults must be a JSON object, not {defaults}"));
     }
-    if let Some(listen) = options.get("listenAddresses") {
-        config.listen = listen_from_json(listen)?;
+    if let Some(folder) = defaults.get("folder").filter(|f| !f.is_object()) {
+        return Err(format!(
+            "defaults.folder must be a JSON object, not {folder}"
+        ));
+    }
+    if let Some(folder) = defaults.get("folder")
+        && let Some(path) = string_field(folder, "path")?
+    {
+        config.defaults.folder_path = path;
     }
     Ok(())
 }
@@ -452,6 +525,9 @@ fn config_from_json(
     current: &Config,
     me: peerfold_protocol::DeviceId,
 ) -> Result<Config, String> {
+    if !value.is_object() {
+        return Err("the configuration must be a JSON object".into());
+    }
     let mut config = current.clone();
     if let Some(devices) = value.get("devices") {
         let list = devices.as_array().ok_or("\"devices\" must be a list")?;
@@ -477,7 +553,13 @@ fn config_from_json(
     if let Some(options) = value.get("options") {
         apply_options(&mut config, options)?;
     }
+    if let Some(defaults) = value.get("defaults") {
+        apply_defaults(&mut config, defaults)?;
+    }
     if let Some(gui) = value.get("gui") {
+        if !gui.is_object() {
+            return Err(format!("\"gui\" must be a JSON object, not {gui}"));
+        }
         if let Some(address) = string_field(gui, "address")? {
             config.api.address = address;
         }
@@ -602,6 +684,9 @@ async fn edit_device(shared: &Arc<Shared>, id: &str, mut value: Value, patch: bo
         let existing =
             existing.ok_or_else(|| ApiError::not_found(format!("no device {wanted}")))?;
         value = merged(device_json(existing), &value)?;
+    }
+    if !value.is_object() {
+        return Err(ApiError::bad_request("the body must be a JSON object"));
     }
     value["deviceID"] = json!(wanted.to_string());
     live_config::change(shared, |config| {

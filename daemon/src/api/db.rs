@@ -91,8 +91,10 @@ pub(super) async fn completion(State(shared): State<Arc<Shared>>, params: Params
             .parse::<DeviceId>()
             .map_err(|e| ApiError::bad_request(format!("device ID {text:?}: {e}")))?,
     };
-    let remote_state = if device == shared.me || folder.shares_with(device) {
+    let remote_state = if device == shared.me {
         "valid"
+    } else if folder.shares_with(device) {
+        summary::remote_state(&shared, device)
     } else if shared.is_known(device) {
         "notSharing"
     } else {
@@ -116,6 +118,11 @@ pub(super) async fn completion(State(shared): State<Arc<Shared>>, params: Params
 
 pub(super) async fn scan(State(shared): State<Arc<Shared>>, params: Params) -> ApiResult {
     let id = folder(&shared, &params)?.id.clone();
+    // The whole folder is scanned, but a `sub` that could not be inside it is refused.
+    if let Some(sub) = params.get("sub").filter(|s| !s.is_empty()) {
+        crate::names::validate(sub.trim_end_matches('/'))
+            .map_err(|e| ApiError::bad_request(format!("query parameter \"sub\": {e}")))?;
+    }
     // Like Syncthing, the call returns when the scan is done.
     let changed = crate::daemon::scan(&shared, &id)
         .await
@@ -219,10 +226,21 @@ pub(super) async fn file(State(shared): State<Arc<Shared>>, params: Params) -> A
     })))
 }
 
+/// How many entries come before page `page` (from 1) of `per_page`.
+fn page_start(page: u64, per_page: u64) -> Result<usize, ApiError> {
+    let start = (page - 1).checked_mul(per_page).ok_or_else(|| {
+        ApiError::bad_request(format!(
+            "query parameters \"page\" ({page}) and \"perpage\" ({per_page}) are out of range"
+        ))
+    })?;
+    Ok(usize::try_from(start).unwrap_or(usize::MAX))
+}
+
 pub(super) async fn need(State(shared): State<Arc<Shared>>, params: Params) -> ApiResult {
     let folder = folder(&shared, &params)?;
     let page = number(&params, "page", 1)?.max(1);
     let per_page = number(&params, "perpage", DEFAULT_PER_PAGE)?.max(1);
+    let start = page_start(page, per_page)?;
     let (idx, me, folder_type) = (folder.idx, shared.me, folder.folder_type());
     let shared2 = shared.clone();
     let actions = blocking(move || {
@@ -233,7 +251,7 @@ pub(super) async fn need(State(shared): State<Arc<Shared>>, params: Params) -> A
     let needed: Vec<Value> = actions
         .iter()
         .filter_map(|a| a.target())
-        .skip(usize::try_from((page - 1) * per_page).unwrap_or(usize::MAX))
+        .skip(start)
         .take(usize::try_from(per_page).unwrap_or(usize::MAX))
         .map(entry_json)
         .collect();
@@ -250,10 +268,11 @@ pub(super) async fn errors(State(shared): State<Arc<Shared>>, params: Params) ->
     let folder = folder(&shared, &params)?;
     let page = number(&params, "page", 1)?.max(1);
     let per_page = number(&params, "perpage", DEFAULT_PER_PAGE)?.max(1);
+    let start = page_start(page, per_page)?;
     let errors: Vec<Value> = folder
         .pull_errors()
         .into_iter()
-        .skip(usize::try_from((page - 1) * per_page).unwrap_or(usize::MAX))
+        .skip(start)
         .take(usize::try_from(per_page).unwrap_or(usize::MAX))
         .map(|(path, error)| json!({ "path": path, "error": error }))
         .collect();

@@ -10,7 +10,9 @@ use serde_json::{Map, Value, json};
 
 use super::{ApiError, ApiResult, Params, number};
 use crate::daemon::Shared;
+use crate::live_config;
 use crate::summary;
+use peerfold_protocol::DeviceId;
 
 pub(super) async fn status(State(shared): State<Arc<Shared>>) -> ApiResult {
     let listening = shared.listening();
@@ -117,7 +119,7 @@ pub(super) async fn connections(State(shared): State<Arc<Shared>>) -> ApiResult 
         let entry = json!({
             "at": now,
             "connected": connection.is_some(),
-            "paused": false,
+            "paused": device.paused,
             "clientVersion": client_version,
             "address": address,
             "type": kind,
@@ -153,6 +155,49 @@ pub(super) async fn shutdown(State(shared): State<Arc<Shared>>) -> ApiResult {
         cancel.cancel();
     });
     Ok(axum::Json(json!({ "ok": "shutting down" })))
+}
+
+pub(super) async fn restart(State(shared): State<Arc<Shared>>) -> ApiResult {
+    // Answer first; `serve` then starts the daemon again with the saved configuration.
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        shared.request_restart();
+    });
+    Ok(axum::Json(json!({ "ok": "restarting" })))
+}
+
+pub(super) async fn pause(State(shared): State<Arc<Shared>>, params: Params) -> ApiResult {
+    set_paused(&shared, &params, true).await
+}
+
+pub(super) async fn resume(State(shared): State<Arc<Shared>>, params: Params) -> ApiResult {
+    set_paused(&shared, &params, false).await
+}
+
+/// Pauses or resumes `device=` (every device without it), as a saved configuration change.
+async fn set_paused(shared: &Arc<Shared>, params: &Params, paused: bool) -> ApiResult {
+    let wanted: Option<DeviceId> = match params.get("device").filter(|d| !d.is_empty()) {
+        None => None,
+        Some(text) => {
+            let id: DeviceId = text
+                .parse()
+                .map_err(|e| ApiError::bad_request(format!("device ID {text:?}: {e}")))?;
+            if !shared.is_known(id) {
+                return Err(ApiError::not_found(format!("no device {id}")));
+            }
+            Some(id)
+        }
+    };
+    live_config::change(shared, |config| {
+        for device in &mut config.devices {
+            if wanted.is_none_or(|w| w == device.id) {
+                device.paused = paused;
+            }
+        }
+        Ok(())
+    })
+    .await?;
+    Ok(axum::Json(json!({})))
 }
 
 /// The longest a poll may wait.

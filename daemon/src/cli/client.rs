@@ -21,7 +21,7 @@ impl DaemonApi {
     /// comes from the daemon itself (over the home's control socket), so a `serve --api`
     /// override is found and another daemon on the default port never is.
     pub(super) fn find(home: &Home) -> Result<Option<Self>> {
-        let Ok(answer) = super::ask_daemon(home, "api") else {
+        let Some(answer) = super::ask_daemon_if_running(home, "api")? else {
             return Ok(None);
         };
         let Some(address) = answer["address"].as_str() else {

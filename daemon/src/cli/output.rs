@@ -236,12 +236,12 @@ pub(super) fn folder_watch_bar(folder: &str) -> ProgressBar {
     bar
 }
 
-/// A device's line in `peerfold status --watch`.
-pub(super) fn device_watch_line(device: &str) -> ProgressBar {
-    let bar = ProgressBar::new_spinner();
+/// A device's bar in `peerfold status --watch`: how much of the shared folders it has.
+pub(super) fn device_watch_bar(device: &str) -> ProgressBar {
+    let bar = ProgressBar::new(1);
     bar.set_style(
-        ProgressStyle::with_template("device {prefix} {msg}")
-            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+        ProgressStyle::with_template("device {prefix:16} {wide_bar} {percent:>3}% {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     bar.set_prefix(device.chars().take(7).collect::<String>());
     bar

@@ -16,6 +16,7 @@ use tokio::sync::{Semaphore, mpsc};
 use tracing::{debug, info, warn};
 
 use super::{FrameReader, StreamError, send};
+use crate::auto_accept;
 use crate::config::{self, FolderType};
 use crate::daemon::{Folder, PeerInfo, Shared};
 use crate::index::FileEntry;
@@ -126,17 +127,30 @@ pub(super) async fn run(
 
     // Where each shared folder's index stands on the peer, and the peer's own index IDs.
     let mut their_index_ids = HashMap::new();
-    let mut offers_recorded = 0;
+    let mut offers_taken = 0;
+    let auto_accept = shared
+        .config()
+        .devices
+        .iter()
+        .any(|d| d.id == peer && d.auto_accept_folders);
+    let mut to_accept = Vec::new();
     for offered in &their_config.folders {
         let shared_here = shared
             .folder(&offered.id)
             .filter(|folder| folder.shares_with(peer));
         let Some(folder) = shared_here else {
-            // A peer cannot fill the database with offers: a few hundred is plenty.
-            if offers_recorded < MAX_PENDING_OFFERS && config::check_folder_id(&offered.id).is_ok()
-            {
-                record_pending_folder(shared, peer, offered);
-                offers_recorded += 1;
+            // A peer cannot fill the database (or the configuration) with offers: a few
+            // hundred is plenty.
+            if offers_taken < MAX_PENDING_OFFERS && config::check_folder_id(&offered.id).is_ok() {
+                offers_taken += 1;
+                if auto_accept {
+                    to_accept.push(auto_accept::Offer {
+                        id: offered.id.clone(),
+                        label: offered.label.clone(),
+                    });
+                } else {
+                    record_pending_folder(shared, peer, offered);
+                }
             }
             continue;
         };
@@ -165,6 +179,13 @@ pub(super) async fn run(
             start,
             outbox.clone(),
         ));
+    }
+    if !to_accept.is_empty() {
+        // Accepting changes the configuration, which reconnects this peer: the next
+        // session shares the new folders.
+        shared
+            .tasks
+            .spawn(auto_accept::accept(shared.clone(), peer, to_accept));
     }
     // The session keeps one sender itself: with no folder shared (yet), the writer must
     // not see its channel close and end a session that pairing just established.
@@ -382,6 +403,7 @@ async fn receive(
             "RemoteIndexUpdated",
             json!({ "device": peer.to_string(), "folder": folder_id, "items": entries.len() }),
         );
+        folder.counts_changed.notify_one();
         if full {
             folder.replan_everything();
         } else {

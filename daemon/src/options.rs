@@ -1,0 +1,254 @@
+//! The options peerfold keeps, by their Syncthing names: one table for the REST API
+//! (`/rest/config/options`) and the CLI (`peerfold config get|set`), so both read, check and
+//! write them the same way.
+
+use serde_json::{Value, json};
+
+use crate::config::{self, Config, DEFAULT_LISTEN};
+
+/// The shape of an option's value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Kind {
+    Bool,
+    Number,
+    /// A list of strings; on the command line, comma-separated.
+    List,
+}
+
+/// One option.
+#[derive(Debug)]
+pub(crate) struct Setting {
+    /// Syncthing's name.
+    pub(crate) name: &'static str,
+    pub(crate) kind: Kind,
+    /// Whether a change waits for the next start.
+    pub(crate) needs_restart: bool,
+}
+
+/// Every option peerfold keeps.
+pub(crate) const SETTINGS: &[Setting] = &[
+    Setting {
+        name: "listenAddresses",
+        kind: Kind::List,
+        needs_restart: true,
+    },
+    Setting {
+        name: "globalAnnounceEnabled",
+        kind: Kind::Bool,
+        needs_restart: false,
+    },
+    Setting {
+        name: "globalAnnounceServers",
+        kind: Kind::List,
+        needs_restart: false,
+    },
+    Setting {
+        name: "localAnnounceEnabled",
+        kind: Kind::Bool,
+        needs_restart: false,
+    },
+    Setting {
+        name: "relaysEnabled",
+        kind: Kind::Bool,
+        needs_restart: false,
+    },
+    Setting {
+        name: "reconnectionIntervalS",
+        kind: Kind::Number,
+        needs_restart: false,
+    },
+];
+
+/// The option called `name`, or an error listing the ones there are.
+pub(crate) fn setting(name: &str) -> Result<&'static Setting, String> {
+    SETTINGS.iter().find(|s| s.name == name).ok_or_else(|| {
+        let known: Vec<&str> = SETTINGS.iter().map(|s| s.name).collect();
+        format!(
+            "peerfold has no option {name:?}; it keeps: {}",
+            known.join(", ")
+        )
+    })
+}
+
+/// An option's value as JSON.
+pub(crate) fn get(config: &Config, setting: &Setting) -> Value {
+    let o = &config.options;
+    match setting.name {
+        "listenAddresses" => json!(config.listen),
+        "globalAnnounceEnabled" => json!(o.global_announce_enabled),
+        "globalAnnounceServers" => json!(o.global_announce_servers),
+        "localAnnounceEnabled" => json!(o.local_announce_enabled),
+        "relaysEnabled" => json!(o.relays_enabled),
+        "reconnectionIntervalS" => json!(o.reconnection_interval_s),
+        other => unreachable!("option {other} is in SETTINGS but has no field"),
+    }
+}
+
+/// Sets an option from JSON, checking its type and content.
+pub(crate) fn set(config: &mut Config, setting: &Setting, value: &Value) -> Result<(), String> {
+    let name = setting.name;
+    let o = &mut config.options;
+    match setting.kind {
+        Kind::Bool => {
+            let flag = value
+                .as_bool()
+                .ok_or_else(|| format!("{name} must be true or false, not {value}"))?;
+            match name {
+                "globalAnnounceEnabled" => o.global_announce_enabled = flag,
+                "localAnnounceEnabled" => o.local_announce_enabled = flag,
+                "relaysEnabled" => o.relays_enabled = flag,
+                other => unreachable!("bool option {other} has no field"),
+            }
+        }
+        Kind::Number => {
+            let number = value
+                .as_u64()
+                .ok_or_else(|| format!("{name} must be a whole number, not {value}"))?;
+            match name {
+                "reconnectionIntervalS" => {
+                    if number == 0 || number > 86_400 {
+                        return Err(format!("{name} must be 1 to 86400 seconds, not {number}"));
+                    }
+                    o.reconnection_interval_s = number;
+                }
+                other => unreachable!("number option {other} has no field"),
+            }
+        }
+        Kind::List => {
+            let list = string_list(name, value)?;
+            match name {
+                "listenAddresses" => config.listen = listen_addresses(&list)?,
+                "globalAnnounceServers" => {
+                    for server in &list {
+                        config::check_announce_server(server)?;
+                    }
+                    o.global_announce_servers = list;
+                }
+                other => unreachable!("list option {other} has no field"),
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A value typed on the command line, as the JSON `set` takes.
+pub(crate) fn from_text(setting: &Setting, text: &str) -> Result<Value, String> {
+    let name = setting.name;
+    match setting.kind {
+        Kind::Bool => match text.trim() {
+            "true" | "yes" | "on" => Ok(json!(true)),
+            "false" | "no" | "off" => Ok(json!(false)),
+            other => Err(format!("{name} must be true or false, not {other:?}")),
+        },
+        Kind::Number => text
+            .trim()
+            .parse::<u64>()
+            .map(|n| json!(n))
+            .map_err(|_| format!("{name} must be a whole number, not {text:?}")),
+        Kind::List => Ok(json!(
+            text.split(',')
+                .map(str::trim)
+                .filter(|v| !v.is_empty())
+                .collect::<Vec<_>>()
+        )),
+    }
+}
+
+/// A value as the CLI prints it: lists comma-separated, strings bare.
+pub(crate) fn to_text(value: &Value) -> String {
+    match value {
+        Value::Array(list) => list.iter().map(to_text).collect::<Vec<_>>().join(","),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+fn string_list(name: &str, value: &Value) -> Result<Vec<String>, String> {
+    value
+        .as_array()
+        .ok_or_else(|| format!("{name} must be a list of strings, not {value}"))?
+        .iter()
+        .map(|entry| {
+            entry
+                .as_str()
+                .map(str::to_owned)
+                .ok_or_else(|| format!("{name} must hold strings, not {entry}"))
+        })
+        .collect()
+}
+
+/// Listen addresses: `default` stands for peerfold's defaults.
+fn listen_addresses(list: &[String]) -> Result<Vec<String>, String> {
+    let mut out = Vec::new();
+    for address in list {
+        if address == "default" {
+            out.extend(DEFAULT_LISTEN.iter().map(|s| (*s).to_owned()));
+        } else {
+            config::check_address(address)
+                .map_err(|e| format!("{e} (peerfold listens on quic://HOST:PORT)"))?;
+            out.push(address.clone());
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_option_reads_back_what_was_set() {
+        let mut config = Config::new("x".into(), "k".into());
+        let cases = [
+            ("listenAddresses", "quic://127.0.0.1:1,quic://[::1]:2"),
+            ("globalAnnounceEnabled", "false"),
+            (
+                "globalAnnounceServers",
+                "https://disco.example:8443/?id=ABC,default",
+            ),
+            ("localAnnounceEnabled", "no"),
+            ("relaysEnabled", "off"),
+            ("reconnectionIntervalS", "15"),
+        ];
+        assert_eq!(cases.len(), SETTINGS.len(), "every option has a case");
+        for (name, text) in cases {
+            let s = setting(name).unwrap();
+            let value = from_text(s, text).unwrap();
+            set(&mut config, s, &value).unwrap();
+            assert_eq!(get(&config, s), value, "{name}");
+        }
+        config.check().unwrap();
+    }
+
+    #[test]
+    fn bad_values_name_the_option() {
+        let mut config = Config::new("x".into(), "k".into());
+        for (name, value) in [
+            ("listenAddresses", json!("quic://a:1")),
+            ("listenAddresses", json!(["tcp://a:1"])),
+            ("globalAnnounceEnabled", json!("yes")),
+            ("globalAnnounceServers", json!(["http://plain.example"])),
+            ("reconnectionIntervalS", json!(0)),
+            ("reconnectionIntervalS", json!(-5)),
+        ] {
+            let s = setting(name).unwrap();
+            let before = config.clone();
+            let err = set(&mut config, s, &value).unwrap_err();
+            assert!(
+                err.contains(name) || err.contains("address") || err.contains("discovery server"),
+                "{err}"
+            );
+            assert_eq!(config, before, "a refused value changes nothing");
+        }
+        assert!(
+            setting("maxSendKbps")
+                .unwrap_err()
+                .contains("listenAddresses")
+        );
+        assert!(from_text(setting("relaysEnabled").unwrap(), "maybe").is_err());
+        assert_eq!(
+            get(&config, setting("listenAddresses").unwrap()),
+            json!(DEFAULT_LISTEN)
+        );
+    }
+}
