@@ -93,12 +93,16 @@ pub(crate) fn number(params: &Params, name: &str, default: u64) -> Result<u64, A
     }
 }
 
-/// The folder a `folder=` parameter names.
+/// The folder a `folder=` parameter names (a paused folder is not running: 404 that says so).
 pub(crate) fn folder(shared: &Shared, params: &Params) -> Result<Arc<Folder>, ApiError> {
     let id = required(params, "folder")?;
-    shared
-        .folder(id)
-        .ok_or_else(|| ApiError::not_found(format!("no folder {id:?}")))
+    shared.folder(id).ok_or_else(|| {
+        if shared.config().folder(id).is_some_and(|f| f.paused) {
+            ApiError::not_found(format!("folder {id:?} is paused"))
+        } else {
+            ApiError::not_found(format!("no folder {id:?}"))
+        }
+    })
 }
 
 /// Binds the API's listener.

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use peerfold_protocol::DeviceId;
 use tracing::{info, warn};
 
-use crate::config::{Config, FolderConfig, FolderType};
+use crate::config::{Config, FolderConfig};
 use crate::daemon::Shared;
 use crate::live_config;
 use crate::store::PendingFolder;
@@ -84,16 +84,9 @@ fn place(config: &mut Config, peer: DeviceId, offers: &[Offer]) -> Result<Vec<Of
 }
 
 fn new_folder(offer: &Offer, path: PathBuf, peer: DeviceId) -> FolderConfig {
-    FolderConfig {
-        id: offer.id.clone(),
-        label: offer.label.clone(),
-        path,
-        folder_type: FolderType::SendReceive,
-        devices: vec![peer],
-        rescan_interval_s: 3600,
-        versioning: true,
-        versions_max_age_days: 30,
-    }
+    let mut folder = FolderConfig::new(offer.id.clone(), offer.label.clone(), path);
+    folder.devices.push(peer);
+    folder
 }
 
 /// One directory name a peer may choose: no separators, no `.`/`..`, no control

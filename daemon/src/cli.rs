@@ -161,6 +161,16 @@ enum FolderCommand {
         /// The folder ID.
         folder: String,
     },
+    /// Pause a folder: it is not scanned, watched or synced, and not offered to peers.
+    Pause {
+        /// The folder ID.
+        folder: String,
+    },
+    /// Resume a paused folder.
+    Resume {
+        /// The folder ID.
+        folder: String,
+    },
     /// Share a folder with a configured device.
     Share {
         /// The folder ID.
@@ -493,16 +503,9 @@ fn folder(home: &Home, command: FolderCommand, out: &mut impl Write) -> Result<(
             let marker = root.join(scanner::MARKER_DIR);
             std::fs::create_dir_all(&marker)
                 .with_context(|| format!("creating the folder marker {}", marker.display()))?;
-            config.folders.push(FolderConfig {
-                id: id.clone(),
-                label: label.unwrap_or_default(),
-                path: root.clone(),
-                folder_type,
-                devices: Vec::new(),
-                rescan_interval_s: 3600,
-                versioning: true,
-                versions_max_age_days: 30,
-            });
+            let mut folder = FolderConfig::new(id.clone(), label.unwrap_or_default(), root.clone());
+            folder.folder_type = folder_type;
+            config.folders.push(folder);
             home.save_config(&config)?;
             writeln!(out, "Added folder {id:?} at {}", root.display())?;
         }
@@ -514,12 +517,13 @@ fn folder(home: &Home, command: FolderCommand, out: &mut impl Write) -> Result<(
                 for f in &config.folders {
                     writeln!(
                         out,
-                        "{}\t{}\t{}\t{}\tshared with {}",
+                        "{}\t{}\t{}\t{}\tshared with {}{}",
                         f.id,
                         f.folder_type.as_str(),
                         f.path.display(),
                         f.label,
-                        f.devices.len()
+                        f.devices.len(),
+                        if f.paused { "\tpaused" } else { "" }
                     )?;
                 }
             }
@@ -561,6 +565,8 @@ fn folder(home: &Home, command: FolderCommand, out: &mut impl Write) -> Result<(
             home.store()?.forget_pending_folder(&folder, Some(device))?;
             writeln!(out, "Shared folder {folder:?} with {device}")?;
         }
+        FolderCommand::Pause { folder } => pause_folder(home, &folder, true, out)?,
+        FolderCommand::Resume { folder } => pause_folder(home, &folder, false, out)?,
         FolderCommand::Override { folder } => {
             let answer = ask_daemon(home, &format!("override {folder}"))?;
             writeln!(
@@ -680,6 +686,32 @@ fn device(home: &Home, command: DeviceCommand, out: &mut impl Write) -> Result<(
             }
         }
     }
+    Ok(())
+}
+
+/// Pauses or resumes a folder: through the running daemon, or in config.toml.
+fn pause_folder(home: &Home, id: &str, pause: bool, out: &mut impl Write) -> Result<()> {
+    let mut config = home.config()?;
+    let Some(folder) = config.folders.iter_mut().find(|f| f.id == id) else {
+        bail!("no folder {id:?}: see `peerfold folder list`");
+    };
+    let verb = if pause { "Paused" } else { "Resumed" };
+    if let Some(api) = DaemonApi::find(home)? {
+        api.call(
+            "PATCH",
+            &format!("/rest/config/folders/{}", encode(id)),
+            Some(&serde_json::json!({ "paused": pause })),
+        )?;
+        writeln!(out, "{verb} folder {id:?} (applied by the running daemon)")?;
+        return Ok(());
+    }
+    folder.paused = pause;
+    home.save_config(&config)?;
+    writeln!(
+        out,
+        "{verb} folder {id:?} in {} (the daemon is not running)",
+        home.config_path().display()
+    )?;
     Ok(())
 }
 
@@ -977,7 +1009,9 @@ fn watch_status(home: &Home) -> Result<()> {
             } else {
                 String::new()
             };
-            if f["scan"].is_object() {
+            if f["state"] == "paused" {
+                bar.set_message("paused");
+            } else if f["scan"].is_object() {
                 let to_hash = f["scan"]["toHash"].as_u64().unwrap_or(0);
                 bar.set_length(to_hash.max(1));
                 bar.set_position(f["scan"]["hashed"].as_u64().unwrap_or(0));
@@ -1030,6 +1064,14 @@ fn status(home: &Home, json: bool, out: &mut impl Write) -> Result<()> {
     }
     writeln!(out, "Device {}", report["id"].as_str().unwrap_or_default())?;
     for f in report["folders"].as_array().into_iter().flatten() {
+        if f["state"] == "paused" {
+            writeln!(
+                out,
+                "folder {:<16} paused",
+                f["id"].as_str().unwrap_or_default()
+            )?;
+            continue;
+        }
         writeln!(
             out,
             "folder {:<16} {:<9} local {} files / {} B, global {} files / {} B, need {} files / {} B{}",

@@ -189,6 +189,26 @@ pub struct FolderConfig {
     /// Days a kept version stays before it is cleaned out (0: forever).
     #[serde(default = "default_versions_max_age")]
     pub versions_max_age_days: u64,
+    /// Paused: not scanned, watched or synced, and not offered to peers, until resumed.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub paused: bool,
+}
+
+impl FolderConfig {
+    /// A send-receive folder with default settings, shared with nobody yet.
+    pub fn new(id: String, label: String, path: PathBuf) -> Self {
+        Self {
+            id,
+            label,
+            path,
+            folder_type: FolderType::SendReceive,
+            devices: Vec::new(),
+            rescan_interval_s: default_rescan_interval(),
+            versioning: true,
+            versions_max_age_days: default_versions_max_age(),
+            paused: false,
+        }
+    }
 }
 
 /// One known device.

@@ -146,6 +146,18 @@ fn report(shared: &Shared) -> Value {
                 .collect::<Vec<_>>(),
         }));
     }
+    // Paused folders do not run: no counts are claimed for them.
+    for paused in shared.config().folders.iter().filter(|f| f.paused) {
+        folders.push(json!({
+            "id": paused.id,
+            "label": paused.label,
+            "path": paused.path,
+            "state": "paused",
+            "error": "",
+            "scan": null,
+            "errors": [],
+        }));
+    }
     folders.sort_by(|a, b| a["id"].as_str().cmp(&b["id"].as_str()));
     let devices: Vec<Value> = shared
         .config()

@@ -585,7 +585,7 @@ impl Daemon {
         shared
             .tasks
             .spawn(crate::api::serve(shared.clone(), api_listener));
-        for folder in &config.folders {
+        for folder in config.folders.iter().filter(|f| !f.paused) {
             shared
                 .start_folder(folder.clone())
                 .map_err(|e| DaemonError::Home(HomeError::Store(e)))?;

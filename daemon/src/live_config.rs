@@ -6,7 +6,7 @@
 //! - a device added is dialed, and its pending entry dropped; a device removed is
 //!   disconnected and no longer dialed or accepted;
 //! - a folder added starts (its root and `.peerfold` marker are created); a folder removed
-//!   stops, leaving its files and index alone;
+//!   or paused stops, leaving its files and index alone; a folder resumed starts again;
 //! - a folder whose sharing or type changed gets its new settings, and the connections to
 //!   the devices concerned are closed, so they reconnect with a fresh ClusterConfig.
 
@@ -142,33 +142,32 @@ fn apply(shared: &Arc<Shared>, old: &Config, new: &Config) {
         }
     }
     for folder in &new.folders {
-        match old.folder(&folder.id) {
-            None => {
+        let before = old.folder(&folder.id);
+        if before != Some(folder) {
+            let was_running = before.is_some_and(|b| !b.paused);
+            if folder.paused {
+                shared.stop_folder(&folder.id);
+            } else if !was_running || before.is_some_and(|b| b.path != folder.path) {
+                // New, resumed, or at a new root (a different folder on disk): start over.
+                shared.stop_folder(&folder.id);
                 if let Err(e) = shared.start_folder(folder.clone()) {
-                    warn!(folder = %folder.id, error = %e, "cannot start the new folder");
+                    warn!(folder = %folder.id, error = %e, "cannot start the folder");
                 }
+            } else if let Some(running) = shared.folder(&folder.id) {
+                running.set_config(folder.clone());
+                running.rescan.notify_one();
+            }
+            // What peers are told about the folder changed: they get a new ClusterConfig.
+            let announced_changed = before.is_none_or(|b| {
+                b.devices != folder.devices
+                    || b.folder_type != folder.folder_type
+                    || b.path != folder.path
+                    || b.paused != folder.paused
+            });
+            if announced_changed {
+                reconnect.extend(before.iter().flat_map(|b| b.devices.iter().copied()));
                 reconnect.extend(folder.devices.iter().copied());
             }
-            Some(before) if before != folder => {
-                let changed_sharing = before.devices != folder.devices
-                    || before.folder_type != folder.folder_type
-                    || before.path != folder.path;
-                if before.path != folder.path {
-                    // A new root is a different folder on disk: start over.
-                    shared.stop_folder(&folder.id);
-                    if let Err(e) = shared.start_folder(folder.clone()) {
-                        warn!(folder = %folder.id, error = %e, "cannot restart the folder");
-                    }
-                } else if let Some(running) = shared.folder(&folder.id) {
-                    running.set_config(folder.clone());
-                    running.rescan.notify_one();
-                }
-                if changed_sharing {
-                    reconnect.extend(before.devices.iter().copied());
-                    reconnect.extend(folder.devices.iter().copied());
-                }
-            }
-            Some(_) => {}
         }
         for device in &folder.devices {
             if let Err(e) = shared

@@ -444,6 +444,15 @@ fn rows(device: &Device, me: &str) -> Vec<Row> {
         b(one, "PATCH", &known_path, "{", 400, "invalid JSON"),
         b(one, "PATCH", &known_path, "[]", 400, "object"),
         b(one, "PATCH", &known_path, r#"{"name": 5}"#, 400, "name"),
+        b(one, "PATCH", &known_path, r#"{"paused": 1}"#, 400, "paused"),
+        b(
+            one,
+            "PATCH",
+            &known_path,
+            r#"{"autoAcceptFolders": "yes"}"#,
+            400,
+            "autoAcceptFolders",
+        ),
         b(
             one,
             "PATCH",
@@ -675,6 +684,7 @@ fn rows(device: &Device, me: &str) -> Vec<Row> {
             400,
             "versioning",
         ),
+        b(one, "PATCH", docs, r#"{"paused": "yes"}"#, 400, "paused"),
         at(one, "DELETE", "/rest/config/folders/nope", 404, "nope"),
     ]);
 

@@ -428,3 +428,49 @@ fn configuration_changes_while_files_sync() {
         "no restart"
     );
 }
+
+/// A paused folder stops (no scans, no sync, not offered) and its files stay; resumed, it
+/// catches up. Peers that still offer it do not make it pending.
+#[test]
+fn a_paused_folder_stops_and_resumes() {
+    let (a, b) = (Device::init(), Device::init());
+    let root_a = a.add_folder("docs", "docs");
+    let root_b = b.add_folder("docs", "docs");
+    fs::write(root_a.join("before.txt"), b"before").unwrap();
+    let [running_a, _running_b] = connect_devices(&a, &b);
+    let api = Api::of(&a, &running_a);
+    wait_until("the first file arrives", 30, || {
+        root_b.join("before.txt").exists()
+    });
+
+    let out = a.ok(["folder", "pause", "docs"]);
+    assert!(out.contains("applied by the running daemon"), "{out}");
+    assert_eq!(api.get("/rest/config/folders/docs")["paused"], true);
+    assert_eq!(api.get("/rest/db/status?folder=docs")["state"], "paused");
+    api.refused("GET", "/rest/db/need?folder=docs", 404, "paused");
+    assert_eq!(status_of(&a)["folders"][0]["state"], "paused");
+    fs::write(root_a.join("while-paused.txt"), b"waits").unwrap();
+    // b reconnects and offers "docs" again; a neither syncs it nor lists it as pending.
+    wait_until("a and b reconnect", 30, || connected(&api, &b.id()));
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(!root_b.join("while-paused.txt").exists());
+    assert_eq!(api.get("/rest/cluster/pending/folders"), json!({}));
+    assert!(root_a.join("before.txt").exists(), "files stay");
+
+    let out = a.ok(["folder", "resume", "docs"]);
+    assert!(out.contains("Resumed"), "{out}");
+    wait_until("the file written while paused arrives", 30, || {
+        root_b.join("while-paused.txt").exists()
+    });
+
+    // With the daemon stopped, pausing edits config.toml, and the next start leaves the
+    // folder alone.
+    running_a.stop();
+    let out = a.ok(["folder", "pause", "docs"]);
+    assert!(out.contains("not running"), "{out}");
+    let running_a = a.serve();
+    let api = Api::of(&a, &running_a);
+    assert_eq!(api.get("/rest/db/status?folder=docs")["state"], "paused");
+    let listed: Value = serde_json::from_str(&a.ok(["folder", "list", "--json"])).unwrap();
+    assert_eq!(listed[0]["paused"], true);
+}

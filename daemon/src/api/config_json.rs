@@ -116,16 +116,11 @@ fn config_json(config: &Config, me: peerfold_protocol::DeviceId) -> Value {
 
 /// Syncthing's `defaults`: what a new folder and a new device get.
 fn defaults_json(config: &Config, me: peerfold_protocol::DeviceId) -> Value {
-    let folder = FolderConfig {
-        id: String::new(),
-        label: String::new(),
-        path: std::path::PathBuf::from(&config.defaults.folder_path),
-        folder_type: FolderType::SendReceive,
-        devices: Vec::new(),
-        rescan_interval_s: 3600,
-        versioning: true,
-        versions_max_age_days: 30,
-    };
+    let folder = FolderConfig::new(
+        String::new(),
+        String::new(),
+        std::path::PathBuf::from(&config.defaults.folder_path),
+    );
     json!({
         "folder": folder_json(&folder, me),
         "device": device_json(&DeviceConfig::new(me, String::new(), vec!["dynamic".into()])),
@@ -206,7 +201,7 @@ fn folder_json(folder: &FolderConfig, me: peerfold_protocol::DeviceId) -> Value 
         "maxConflicts": -1,
         "disableSparseFiles": false,
         "disableTempIndexes": false,
-        "paused": false,
+        "paused": folder.paused,
         "weakHashThresholdPct": 25,
         "markerName": MARKER_DIR,
         "copyOwnershipFromParent": false,
@@ -457,9 +452,6 @@ fn folder_from_json(
             }
         },
     };
-    if value.get("paused") == Some(&Value::Bool(true)) {
-        return Err("pausing folders is not supported yet".into());
-    }
     Ok(FolderConfig {
         id,
         label: string_field(value, "label")?
@@ -471,6 +463,7 @@ fn folder_from_json(
         rescan_interval_s,
         versioning,
         versions_max_age_days,
+        paused: bool_field(value, "paused")?.unwrap_or(base.is_some_and(|b| b.paused)),
     })
 }
 

@@ -38,6 +38,13 @@ fn counts_json(prefix: &str, counts: &Counts, out: &mut serde_json::Map<String, 
 }
 
 pub(super) async fn status(State(shared): State<Arc<Shared>>, params: Params) -> ApiResult {
+    let id = super::required(&params, "folder")?;
+    if shared.config().folder(id).is_some_and(|f| f.paused) {
+        // Not running: its counts are not kept up to date, so none are claimed.
+        return Ok(axum::Json(
+            json!({ "state": "paused", "error": "", "pullErrors": 0 }),
+        ));
+    }
     let folder = folder(&shared, &params)?;
     let (shared2, folder2) = (shared.clone(), folder.clone());
     let summary = blocking(move || summary::folder_summary(&shared2, &folder2)).await?;

@@ -40,6 +40,7 @@ pub(super) fn folders_json(folders: &[FolderConfig]) -> Value {
                 "path": f.path,
                 "type": f.folder_type.as_str(),
                 "devices": f.devices.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                "paused": f.paused,
             })
         })
         .collect()
@@ -48,7 +49,15 @@ pub(super) fn folders_json(folders: &[FolderConfig]) -> Value {
 pub(super) fn devices_json(devices: &[DeviceConfig]) -> Value {
     devices
         .iter()
-        .map(|d| json!({ "id": d.id.to_string(), "name": d.name, "addresses": d.addresses }))
+        .map(|d| {
+            json!({
+                "id": d.id.to_string(),
+                "name": d.name,
+                "addresses": d.addresses,
+                "paused": d.paused,
+                "autoAcceptFolders": d.auto_accept_folders,
+            })
+        })
         .collect()
 }
 

@@ -138,7 +138,16 @@ pub(super) async fn run(
         let shared_here = shared
             .folder(&offered.id)
             .filter(|folder| folder.shares_with(peer));
+        let paused_here = || {
+            shared
+                .config()
+                .folder(&offered.id)
+                .is_some_and(|f| f.paused && f.devices.contains(&peer))
+        };
         let Some(folder) = shared_here else {
+            if paused_here() {
+                continue;
+            }
             // A peer cannot fill the database (or the configuration) with offers: a few
             // hundred is plenty.
             if offers_taken < MAX_PENDING_OFFERS && config::check_folder_id(&offered.id).is_ok() {
