@@ -205,6 +205,8 @@ fn router(shared: Arc<Shared>, local: Option<SocketAddr>) -> Router {
         )
         .route("/rest/db/conflicts", get(folder_files::conflicts))
         .route("/rest/events", get(system::events))
+        .route("/rest/stats/device", get(system::device_stats))
+        .route("/rest/stats/folder", get(system::folder_stats))
         .route(
             "/rest/cluster/pending/devices",
             get(cluster::pending_devices).delete(cluster::forget_pending_device),

@@ -65,6 +65,8 @@ pub(crate) struct Folder {
     pub(crate) busy: tokio::sync::Mutex<()>,
     /// Names the last pull round could not bring up to date, with why.
     pub(crate) pull_errors: Mutex<BTreeMap<String, String>>,
+    /// The last scan and the last file synced (`/rest/stats/folder`), since the start.
+    stats: Mutex<FolderStats>,
     /// How far the running scan has come (`None` when none runs).
     scan_progress: Mutex<Option<scanner::ScanProgress>>,
     /// Woken when counts may have changed, for the summary task (FolderSummary and
@@ -83,6 +85,15 @@ pub(crate) enum Replan {
     Everything,
     /// Only these names (index updates from peers, names that failed).
     Names(BTreeSet<String>),
+}
+
+/// A folder's recent activity, as `/rest/stats/folder` shows it.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct FolderStats {
+    /// When the last scan finished.
+    pub(crate) last_scan: Option<jiff::Timestamp>,
+    /// The last name synced: when, which, and whether it was a deletion.
+    pub(crate) last_file: Option<(jiff::Timestamp, String, bool)>,
 }
 
 /// Past this many names, planning the whole folder is cheaper than name by name.
@@ -130,6 +141,7 @@ impl Folder {
             busy: tokio::sync::Mutex::new(()),
             pull_errors: Mutex::new(BTreeMap::new()),
             scan_progress: Mutex::new(None),
+            stats: Mutex::new(FolderStats::default()),
             counts_changed: Notify::new(),
             replan: Mutex::new(Replan::Everything),
             events,
@@ -220,6 +232,18 @@ impl Folder {
         *self.pull_errors.lock().unwrap_or_else(|p| p.into_inner()) = errors;
     }
 
+    /// Records a name the puller brought up to date.
+    pub(crate) fn note_synced(&self, name: &str, deleted: bool) {
+        self.stats
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .last_file = Some((jiff::Timestamp::now(), name.to_owned(), deleted));
+    }
+
+    pub(crate) fn stats(&self) -> FolderStats {
+        self.stats.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
     pub(crate) fn scan_progress(&self) -> Option<scanner::ScanProgress> {
         *self.scan_progress.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -267,6 +291,8 @@ pub(crate) struct Shared {
     bound: Mutex<Bound>,
     /// What each connected peer said about itself.
     peers_info: Mutex<HashMap<DeviceId, PeerInfo>>,
+    /// When each device was last connected, and for how long (since the start).
+    last_seen: Mutex<HashMap<DeviceId, (jiff::Timestamp, f64)>>,
 }
 
 /// The endpoint and identity devices are dialed with.
@@ -485,13 +511,38 @@ impl Shared {
             .cloned()
     }
 
-    /// Records (or with `None`, forgets) what `device` said about itself.
+    /// Records (or with `None`, forgets) what `device` said about itself. Forgetting it
+    /// (the device disconnected) records when it was last seen and for how long.
     pub(crate) fn set_peer_info(&self, device: DeviceId, info: Option<PeerInfo>) {
         let mut all = self.peers_info.lock().unwrap_or_else(|p| p.into_inner());
         match info {
-            Some(info) => all.insert(device, info),
-            None => all.remove(&device),
-        };
+            Some(info) => {
+                all.insert(device, info);
+            }
+            None => {
+                if let Some(gone) = all.remove(&device) {
+                    let now = jiff::Timestamp::now();
+                    let seconds = now.duration_since(gone.started_at).as_secs_f64();
+                    self.last_seen
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert(device, (now, seconds));
+                }
+            }
+        }
+    }
+
+    /// When `device` was last connected (now, while it is) and how long that lasted.
+    pub(crate) fn last_seen(&self, device: DeviceId) -> Option<(jiff::Timestamp, f64)> {
+        if let Some(info) = self.peer_info(device) {
+            let now = jiff::Timestamp::now();
+            return Some((now, now.duration_since(info.started_at).as_secs_f64()));
+        }
+        self.last_seen
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&device)
+            .copied()
     }
 
     /// The connection to `device`, if there is one.
@@ -562,6 +613,7 @@ impl Daemon {
             started: jiff::Timestamp::now(),
             bound: Mutex::new(Bound::default()),
             peers_info: Mutex::new(HashMap::new()),
+            last_seen: Mutex::new(HashMap::new()),
         });
         let endpoints = net::bind(&shared, &identity, &listen)?;
         let api_address = options.api.unwrap_or_else(|| config.api.address.clone());
@@ -773,6 +825,11 @@ pub(crate) fn scan_now(shared: &Shared, folder_id: &str) -> Result<bool, scanner
     let report = match report {
         Ok(report) => {
             folder.set_state(FolderState::Idle);
+            folder
+                .stats
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .last_scan = Some(jiff::Timestamp::now());
             report
         }
         Err(e) => {

@@ -130,8 +130,11 @@ pub(crate) async fn run(shared: Arc<Shared>, folder: Arc<Folder>) {
                 false
             }
         };
-        let report = |name: String, result: Result<(), PullError>| {
+        let report = |name: String, deleted: bool, result: Result<(), PullError>| {
             let error = result.as_ref().err().map(ToString::to_string);
+            if result.is_ok() {
+                folder.note_synced(&name, deleted);
+            }
             shared.events.emit(
                 "ItemFinished",
                 serde_json::json!({ "folder": folder_id, "item": name, "error": error, "type": "file" }),
@@ -143,7 +146,7 @@ pub(crate) async fn run(shared: Arc<Shared>, folder: Arc<Folder>) {
                 return;
             }
             let name = action.name().unwrap_or_default().to_owned();
-            rescan |= report(name, execute(&shared, folder, action).await);
+            rescan |= report(name, false, execute(&shared, folder, action).await);
         }
         let mut concurrent = futures_util::stream::iter(fetches.into_iter().map(|action| {
             let shared = &shared;
@@ -154,7 +157,7 @@ pub(crate) async fn run(shared: Arc<Shared>, folder: Arc<Folder>) {
         }))
         .buffer_unordered(FILES_IN_FLIGHT);
         while let Some((name, result)) = concurrent.next().await {
-            rescan |= report(name, result);
+            rescan |= report(name, false, result);
             if folder.stop.is_cancelled() {
                 return;
             }
@@ -165,7 +168,7 @@ pub(crate) async fn run(shared: Arc<Shared>, folder: Arc<Folder>) {
                 return;
             }
             let name = action.name().unwrap_or_default().to_owned();
-            rescan |= report(name, execute(&shared, folder, action).await);
+            rescan |= report(name, true, execute(&shared, folder, action).await);
         }
         let errors = errors.into_inner().unwrap_or_else(|p| p.into_inner());
         if !errors.is_empty() {

@@ -38,6 +38,8 @@ const NO_INPUT: &[(&str, &str)] = &[
     ("GET", "/rest/config/defaults/device"),
     ("GET", "/rest/config/restart-required"),
     ("GET", "/rest/cluster/pending/devices"),
+    ("GET", "/rest/stats/device"),
+    ("GET", "/rest/stats/folder"),
     ("GET", "/metrics"),
 ];
 
@@ -104,7 +106,10 @@ fn send(api: &Api, method: &str, path: &str, body: Option<&[u8]>) -> Result<(u16
     let request = ureq::http::Request::builder()
         .method(method)
         .uri(format!("{}{path}", api.base))
-        .header("X-API-Key", &api.key);
+        .header("X-API-Key", &api.key)
+        // A fresh connection each time: some refusals (an oversized body) end the
+        // connection, and a pooled one that the server closed would look like a panic.
+        .header("Connection", "close");
     let result = match body {
         Some(body) => api.agent.run(
             request
@@ -198,6 +203,8 @@ fn rows(device: &Device, me: &str) -> Vec<Row> {
         ("/rest/config/defaults/folder", "DELETE"),
         ("/rest/config/defaults/device", "DELETE"),
         ("/rest/config/restart-required", "POST"),
+        ("/rest/stats/device", "POST"),
+        ("/rest/stats/folder", "DELETE"),
         ("/rest/db/status", "POST"),
         ("/rest/db/completion", "POST"),
         ("/rest/db/scan", "GET"),

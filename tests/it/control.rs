@@ -55,6 +55,12 @@ fn pause_resume_and_restart_through_the_api() {
         let c = &api.get("/rest/system/connections")["connections"][&id_b];
         c["connected"] == false && c["paused"] == true
     });
+    let seen = &api.get("/rest/stats/device")[&id_b];
+    assert_ne!(seen["lastSeen"], "1970-01-01T00:00:00Z", "{seen}");
+    assert!(
+        seen["lastConnectionDurationS"].as_f64().unwrap() > 0.0,
+        "{seen}"
+    );
     let saved = fs::read_to_string(a.home().join("config.toml")).unwrap();
     assert!(saved.contains("paused = true"), "{saved}");
     let devices = api.get("/rest/config/devices");
@@ -88,6 +94,10 @@ fn pause_resume_and_restart_through_the_api() {
     });
     let saved = fs::read_to_string(a.home().join("config.toml")).unwrap();
     assert!(!saved.contains("paused = true"), "{saved}");
+    let stats = &api_b.get("/rest/stats/folder")["docs"];
+    assert_eq!(stats["lastFile"]["filename"], "while-paused.txt", "{stats}");
+    assert_eq!(stats["lastFile"]["deleted"], false);
+    assert_ne!(stats["lastScan"], "1970-01-01T00:00:00Z", "{stats}");
 
     // Restart: same process, new start time, configuration read again, sync goes on.
     let before = status_of(&a);

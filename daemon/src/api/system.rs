@@ -200,6 +200,54 @@ async fn set_paused(shared: &Arc<Shared>, params: &Params, paused: bool) -> ApiR
     Ok(axum::Json(json!({})))
 }
 
+/// Syncthing's "never": the zero time its GUI shows as such.
+const NEVER: &str = "1970-01-01T00:00:00Z";
+
+/// `/rest/stats/device`: when each device was last connected and for how long (kept
+/// since this run started).
+pub(super) async fn device_stats(State(shared): State<Arc<Shared>>) -> ApiResult {
+    let stats: Map<String, Value> = shared
+        .config()
+        .devices
+        .iter()
+        .map(|device| {
+            let (seen, seconds) = shared
+                .last_seen(device.id)
+                .map_or((NEVER.to_owned(), 0.0), |(t, s)| (t.to_string(), s));
+            (
+                device.id.to_string(),
+                json!({ "lastSeen": seen, "lastConnectionDurationS": seconds }),
+            )
+        })
+        .collect();
+    Ok(axum::Json(Value::Object(stats)))
+}
+
+/// `/rest/stats/folder`: each running folder's last scan and last synced file.
+pub(super) async fn folder_stats(State(shared): State<Arc<Shared>>) -> ApiResult {
+    let stats: Map<String, Value> = shared
+        .folders()
+        .iter()
+        .map(|folder| {
+            let s = folder.stats();
+            let last_file = s.last_file.map_or_else(
+                || json!({ "at": NEVER, "filename": "", "deleted": false }),
+                |(at, name, deleted)| {
+                    json!({ "at": at.to_string(), "filename": name, "deleted": deleted })
+                },
+            );
+            let last_scan = s
+                .last_scan
+                .map_or_else(|| NEVER.to_owned(), |t| t.to_string());
+            (
+                folder.id.clone(),
+                json!({ "lastFile": last_file, "lastScan": last_scan }),
+            )
+        })
+        .collect();
+    Ok(axum::Json(Value::Object(stats)))
+}
+
 /// The longest a poll may wait.
 const MAX_EVENT_TIMEOUT_S: u64 = 3600;
 
