@@ -94,6 +94,12 @@ pub(crate) struct FolderStats {
     pub(crate) last_scan: Option<jiff::Timestamp>,
     /// The last name synced: when, which, and whether it was a deletion.
     pub(crate) last_file: Option<(jiff::Timestamp, String, bool)>,
+    /// Scans done, and the time they took (`/metrics`).
+    pub(crate) scans: u64,
+    pub(crate) scan_seconds: f64,
+    /// Pull rounds that had something to do, and the time they took.
+    pub(crate) pulls: u64,
+    pub(crate) pull_seconds: f64,
 }
 
 /// Past this many names, planning the whole folder is cheaper than name by name.
@@ -238,6 +244,13 @@ impl Folder {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .last_file = Some((jiff::Timestamp::now(), name.to_owned(), deleted));
+    }
+
+    /// Records a pull round that had something to do.
+    pub(crate) fn note_pull_round(&self, took: Duration) {
+        let mut stats = self.stats.lock().unwrap_or_else(|p| p.into_inner());
+        stats.pulls += 1;
+        stats.pull_seconds += took.as_secs_f64();
     }
 
     pub(crate) fn stats(&self) -> FolderStats {
@@ -825,11 +838,11 @@ pub(crate) fn scan_now(shared: &Shared, folder_id: &str) -> Result<bool, scanner
     let report = match report {
         Ok(report) => {
             folder.set_state(FolderState::Idle);
-            folder
-                .stats
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .last_scan = Some(jiff::Timestamp::now());
+            let mut stats = folder.stats.lock().unwrap_or_else(|p| p.into_inner());
+            stats.last_scan = Some(jiff::Timestamp::now());
+            stats.scans += 1;
+            stats.scan_seconds += started.elapsed().as_secs_f64();
+            drop(stats);
             report
         }
         Err(e) => {

@@ -101,6 +101,7 @@ pub(crate) async fn run(shared: Arc<Shared>, folder: Arc<Folder>) {
             }
         };
         let mut rescan = false;
+        let round_started = std::time::Instant::now();
         if !actions.is_empty() {
             folder.set_state(FolderState::Syncing);
         }
@@ -187,6 +188,7 @@ pub(crate) async fn run(shared: Arc<Shared>, folder: Arc<Folder>) {
         folder.replan_names(errors.keys().map(String::as_str));
         folder.set_pull_errors(errors);
         if folder.state() == FolderState::Syncing {
+            folder.note_pull_round(round_started.elapsed());
             folder.set_state(FolderState::Idle);
             folder.counts_changed.notify_one();
         }

@@ -325,6 +325,21 @@ fn syncthing_shapes_with_two_synced_devices() {
     assert_eq!(status, 200);
     assert!(metrics.contains("peerfold_connections 1"), "{metrics}");
     assert!(metrics.contains("peerfold_folder_files{folder=\"docs\",scope=\"global\"}"));
+    // Scan and pull durations: a scanned, b pulled.
+    let count = |text: &str, metric: &str| -> u64 {
+        let line = text
+            .lines()
+            .find(|l| l.starts_with(&format!("{metric}{{folder=\"docs\"}} ")))
+            .unwrap_or_else(|| panic!("no {metric}: {text}"));
+        line.rsplit(' ').next().unwrap().parse().unwrap()
+    };
+    assert!(count(&metrics, "peerfold_folder_scan_seconds_count") >= 1);
+    assert!(metrics.contains("# TYPE peerfold_folder_scan_seconds summary"));
+    let (_, metrics_b) = api_b.send("GET", "/metrics", &[("X-API-Key", &api_b.key)]);
+    assert!(
+        count(&metrics_b, "peerfold_folder_pull_seconds_count") >= 1,
+        "{metrics_b}"
+    );
 }
 
 #[test]

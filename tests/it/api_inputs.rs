@@ -1174,3 +1174,67 @@ fn bad_input_to_every_endpoint_is_refused_and_changes_nothing() {
         registered.len()
     );
 }
+
+/// Every endpoint the router registers (read from api.rs), with every method: no key or a
+/// wrong key gets 401, a foreign `Host` gets 403, and neither reaches the handler (the
+/// daemon still runs and its configuration is unchanged, though the list includes
+/// shutdown, restart and deletions).
+#[test]
+fn every_endpoint_but_health_needs_the_key_and_a_local_host() {
+    let device = Device::init();
+    device.add_folder("docs", "docs");
+    let running = device.serve();
+    let api = Api::of(&device, &running);
+    let before = api.get("/rest/config");
+    let me = device.id();
+    let mut checked = 0;
+    for (method, route) in registered() {
+        let path = route.replace(
+            "{id}",
+            if route.contains("devices") {
+                &me
+            } else {
+                "docs"
+            },
+        );
+        let bearer_wrong = "Bearer wrong".to_owned();
+        let cases: [(&[(&str, &str)], u16); 4] = [
+            (&[], 401),
+            (&[("X-API-Key", "wrong")], 401),
+            (&[("Authorization", bearer_wrong.as_str())], 401),
+            (
+                &[("X-API-Key", api.key.as_str()), ("Host", "evil.example")],
+                403,
+            ),
+        ];
+        for (headers, expected) in cases {
+            let mut request = ureq::http::Request::builder()
+                .method(method.as_str())
+                .uri(format!("{}{path}", api.base))
+                .header("Connection", "close");
+            for (name, value) in headers {
+                request = request.header(*name, *value);
+            }
+            let mut response = api
+                .agent
+                .run(request.body(()).unwrap())
+                .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+            let status = response.status().as_u16();
+            let body = response.body_mut().read_to_string().unwrap_or_default();
+            let expected = if route == "/rest/noauth/health" && expected == 401 {
+                200
+            } else {
+                expected
+            };
+            assert_eq!(status, expected, "{method} {path} {headers:?}: {body}");
+            if status != 200 {
+                let error: Value = serde_json::from_str(&body).unwrap();
+                assert!(error["error"].is_string(), "{method} {path}: {body}");
+            }
+            checked += 1;
+        }
+    }
+    assert!(checked > 200, "{checked} requests");
+    assert_eq!(api.get("/rest/system/ping")["ping"], "pong");
+    assert_eq!(api.get("/rest/config"), before);
+}

@@ -296,6 +296,7 @@ pub(super) async fn metrics(State(shared): State<Arc<Shared>>) -> impl IntoRespo
                     f.id.clone(),
                     f.state().name(),
                     summary::folder_summary(&shared2, f),
+                    f.stats(),
                 )
             })
             .collect::<Vec<_>>()
@@ -334,8 +335,23 @@ pub(super) async fn metrics(State(shared): State<Arc<Shared>>) -> impl IntoRespo
     let mut states = String::from(
         "# HELP peerfold_folder_state 1 for the state the folder is in.\n# TYPE peerfold_folder_state gauge\n",
     );
-    for (id, state, summary) in summaries {
+    let mut scans = String::from(
+        "# HELP peerfold_folder_scan_seconds Time spent scanning, and scans done.\n# TYPE peerfold_folder_scan_seconds summary\n",
+    );
+    let mut pulls = String::from(
+        "# HELP peerfold_folder_pull_seconds Time spent in pull rounds that had work, and those rounds.\n# TYPE peerfold_folder_pull_seconds summary\n",
+    );
+    for (id, state, summary, stats) in summaries {
         let id = id.replace('\\', "\\\\").replace('"', "\\\"");
+        for (out, name, seconds, count) in [
+            (&mut scans, "scan", stats.scan_seconds, stats.scans),
+            (&mut pulls, "pull", stats.pull_seconds, stats.pulls),
+        ] {
+            let _ = writeln!(
+                out,
+                "peerfold_folder_{name}_seconds_sum{{folder=\"{id}\"}} {seconds:.3}\npeerfold_folder_{name}_seconds_count{{folder=\"{id}\"}} {count}"
+            );
+        }
         let _ = writeln!(
             states,
             "peerfold_folder_state{{folder=\"{id}\",state=\"{state}\"}} 1"
@@ -356,6 +372,8 @@ pub(super) async fn metrics(State(shared): State<Arc<Shared>>) -> impl IntoRespo
     }
     out.push_str(&bytes);
     out.push_str(&states);
+    out.push_str(&scans);
+    out.push_str(&pulls);
     (
         [(
             axum::http::header::CONTENT_TYPE,
