@@ -8,7 +8,7 @@ use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
-use clap::{Args, Parser, Subcommand};
+use clap::{Parser, Subcommand};
 use peerfold_protocol::DeviceId;
 
 use crate::config::{self, DeviceConfig, FolderConfig, FolderType};
@@ -23,6 +23,10 @@ pub struct Cli {
     /// The device's home directory (identity, config, index).
     #[arg(long, global = true, env = HOME_ENV, value_name = "DIR")]
     home: Option<PathBuf>,
+    /// Print JSON instead of text (commands that only confirm print
+    /// {"ok": true, "message": ...}).
+    #[arg(long, global = true)]
+    json: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -40,16 +44,12 @@ enum Command {
         /// The REST API's address (default 127.0.0.1:8385).
         #[arg(long = "api", value_name = "HOST:PORT")]
         api: Option<String>,
-        #[command(flatten)]
-        format: Format,
     },
     /// Print this device's ID.
     Id {
         /// Also draw it as a QR code to scan with a phone.
         #[arg(long)]
         qr: bool,
-        #[command(flatten)]
-        format: Format,
     },
     /// Add, list and share folders.
     #[command(subcommand)]
@@ -61,8 +61,6 @@ enum Command {
     Scan {
         /// The folder to scan; all folders when omitted.
         folder: Option<String>,
-        #[command(flatten)]
-        format: Format,
     },
     /// Run the daemon: scan, listen, connect to known devices and keep folders in sync.
     /// Initialises the home first if needed. Stops on Ctrl-C or SIGTERM.
@@ -77,10 +75,7 @@ enum Command {
     /// Print the REST API's key (clients send it as `X-API-Key`).
     ApiKey,
     /// List devices and folders waiting to be accepted.
-    Pending {
-        #[command(flatten)]
-        format: Format,
-    },
+    Pending,
     /// Accept a pending device (by its ID) or folder (by its ID, with --path).
     Accept {
         /// A device ID, or the ID of a folder a device offered.
@@ -109,15 +104,11 @@ enum Command {
         /// Keep showing live progress per folder and device (Ctrl-C to stop).
         #[arg(long, conflicts_with = "json")]
         watch: bool,
-        #[command(flatten)]
-        format: Format,
     },
     /// List a folder's index entries, tombstones included.
     Ls {
         /// The folder.
         folder: String,
-        #[command(flatten)]
-        format: Format,
     },
 }
 
@@ -139,16 +130,10 @@ enum FolderCommand {
         folder_type: FolderType,
     },
     /// List configured folders.
-    List {
-        #[command(flatten)]
-        format: Format,
-    },
+    List,
     /// List folders that configured devices offer but that are not shared with them here
     /// (accept one with `folder add` and `folder share`).
-    Pending {
-        #[command(flatten)]
-        format: Format,
-    },
+    Pending,
     /// Send-only folder: make this device's state the newest everywhere, replacing
     /// remote changes (asks the running daemon).
     Override {
@@ -208,15 +193,9 @@ enum DeviceCommand {
         id: Option<String>,
     },
     /// List configured devices.
-    List {
-        #[command(flatten)]
-        format: Format,
-    },
+    List,
     /// List devices that tried to connect but are not configured here.
-    Pending {
-        #[command(flatten)]
-        format: Format,
-    },
+    Pending,
 }
 
 #[derive(Debug, Subcommand)]
@@ -225,8 +204,6 @@ enum ConfigCommand {
     Get {
         /// The option's Syncthing name (e.g. globalAnnounceServers).
         key: Option<String>,
-        #[command(flatten)]
-        format: Format,
     },
     /// Set an option: KEY=VALUE (lists take comma-separated values).
     Set {
@@ -235,29 +212,54 @@ enum ConfigCommand {
     },
 }
 
-#[derive(Debug, Args)]
-struct Format {
-    /// Print JSON instead of text.
-    #[arg(long)]
-    json: bool,
-}
-
 /// Runs one command. Errors come back with context, for `main` to print on one line.
 pub fn run(cli: Cli) -> Result<()> {
     let home = Home::resolve(cli.home)?;
     let mut out = std::io::stdout().lock();
-    match cli.command {
-        Command::Init {
-            name,
-            listen,
-            api,
-            format,
-        } => {
+    let json = cli.json;
+    if json && !speaks_json(&cli.command) {
+        // A command that only confirms what it did: its message, as JSON.
+        let mut message = Vec::new();
+        dispatch(&home, cli.command, false, &mut message)?;
+        output::json_line(
+            &mut out,
+            &serde_json::json!({
+                "ok": true,
+                "message": String::from_utf8_lossy(&message).trim(),
+            }),
+        )?;
+        return Ok(());
+    }
+    dispatch(&home, cli.command, json, &mut out)
+}
+
+/// Commands whose output has a JSON form of its own (or that run until stopped).
+fn speaks_json(command: &Command) -> bool {
+    match command {
+        Command::Init { .. }
+        | Command::Id { .. }
+        | Command::Scan { .. }
+        | Command::Ls { .. }
+        | Command::Serve { .. }
+        | Command::Status { .. }
+        | Command::Pending
+        | Command::Events { .. }
+        | Command::ApiKey
+        | Command::Config(ConfigCommand::Get { .. }) => true,
+        Command::Folder(f) => matches!(f, FolderCommand::List | FolderCommand::Pending),
+        Command::Device(d) => matches!(d, DeviceCommand::List | DeviceCommand::Pending),
+        Command::Accept { .. } | Command::Config(ConfigCommand::Set { .. }) => false,
+    }
+}
+
+fn dispatch(home: &Home, command: Command, json: bool, out: &mut impl Write) -> Result<()> {
+    match command {
+        Command::Init { name, listen, api } => {
             for address in &listen {
                 config::check_address(address).map_err(anyhow::Error::msg)?;
             }
             init(
-                &home,
+                home,
                 |config| {
                     if let Some(name) = name {
                         config.device_name = name;
@@ -269,32 +271,37 @@ pub fn run(cli: Cli) -> Result<()> {
                         config.api.address = api;
                     }
                 },
-                format.json,
-                &mut out,
+                json,
+                out,
             )
         }
-        Command::Id { qr, format } => id(&home, qr, format.json, &mut out),
-        Command::Folder(command) => folder(&home, command, &mut out),
-        Command::Device(command) => device(&home, command, &mut out),
-        Command::Scan { folder, format } => scan(&home, folder, format.json, &mut out),
-        Command::Ls { folder, format } => ls(&home, &folder, format.json, &mut out),
+        Command::Id { qr } => id(home, qr, json, out),
+        Command::Folder(command) => folder(home, command, json, out),
+        Command::Device(command) => device(home, command, json, out),
+        Command::Scan { folder } => scan(home, folder, json, out),
+        Command::Ls { folder } => ls(home, &folder, json, out),
         Command::Serve { listen, api } => {
-            serve(&home, crate::daemon::StartOptions { listen, api }, &mut out)
+            serve(home, crate::daemon::StartOptions { listen, api }, out)
         }
         Command::ApiKey => {
-            writeln!(out, "{}", home.config()?.api.key)?;
+            let key = home.config()?.api.key;
+            if json {
+                output::json_line(out, &serde_json::json!({ "apiKey": key }))?;
+            } else {
+                writeln!(out, "{key}")?;
+            }
             Ok(())
         }
-        Command::Status { watch: true, .. } => watch_status(&home),
-        Command::Status { format, .. } => status(&home, format.json, &mut out),
-        Command::Pending { format } => pending(&home, format.json, &mut out),
-        Command::Accept { id, path, name } => accept(&home, &id, path, name, &mut out),
-        Command::Events { since, types } => events(&home, since, types, &mut out),
-        Command::Config(ConfigCommand::Get { key, format }) => {
-            config_cmd::get(&home, key.as_deref(), format.json, &mut out)
+        Command::Status { watch: true } => watch_status(home),
+        Command::Status { watch: false } => status(home, json, out),
+        Command::Pending => pending(home, json, out),
+        Command::Accept { id, path, name } => accept(home, &id, path, name, out),
+        Command::Events { since, types } => events(home, since, types, out),
+        Command::Config(ConfigCommand::Get { key }) => {
+            config_cmd::get(home, key.as_deref(), json, out)
         }
         Command::Config(ConfigCommand::Set { assignment }) => {
-            config_cmd::set(&home, &assignment, &mut out)
+            config_cmd::set(home, &assignment, out)
         }
     }
 }
@@ -363,6 +370,7 @@ fn accept(
                 addresses: Vec::new(),
                 auto_accept_folders: false,
             },
+            false,
             out,
         );
     }
@@ -386,6 +394,7 @@ fn accept(
                 label: Some(first.label.clone()).filter(|l| !l.is_empty()),
                 folder_type: FolderType::SendReceive,
             },
+            false,
             out,
         )?;
     }
@@ -396,6 +405,7 @@ fn accept(
                 folder: id.to_owned(),
                 device: offer.device.to_string(),
             },
+            false,
             out,
         )?;
     }
@@ -456,7 +466,7 @@ fn id(home: &Home, qr: bool, json: bool, out: &mut impl Write) -> Result<()> {
     Ok(())
 }
 
-fn folder(home: &Home, command: FolderCommand, out: &mut impl Write) -> Result<()> {
+fn folder(home: &Home, command: FolderCommand, json: bool, out: &mut impl Write) -> Result<()> {
     match command {
         FolderCommand::Add {
             id,
@@ -509,9 +519,9 @@ fn folder(home: &Home, command: FolderCommand, out: &mut impl Write) -> Result<(
             home.save_config(&config)?;
             writeln!(out, "Added folder {id:?} at {}", root.display())?;
         }
-        FolderCommand::List { format } => {
+        FolderCommand::List => {
             let config = home.config()?;
-            if format.json {
+            if json {
                 output::json_line(out, &output::folders_json(&config.folders))?;
             } else {
                 for f in &config.folders {
@@ -583,9 +593,9 @@ fn folder(home: &Home, command: FolderCommand, out: &mut impl Write) -> Result<(
                 answer["changed"]
             )?;
         }
-        FolderCommand::Pending { format } => {
+        FolderCommand::Pending => {
             let pending = home.store()?.pending_folders()?;
-            if format.json {
+            if json {
                 let list: Vec<_> = pending
                     .iter()
                     .map(|p| {
@@ -608,7 +618,7 @@ fn folder(home: &Home, command: FolderCommand, out: &mut impl Write) -> Result<(
     Ok(())
 }
 
-fn device(home: &Home, command: DeviceCommand, out: &mut impl Write) -> Result<()> {
+fn device(home: &Home, command: DeviceCommand, json: bool, out: &mut impl Write) -> Result<()> {
     match command {
         DeviceCommand::Add {
             id,
@@ -652,9 +662,9 @@ fn device(home: &Home, command: DeviceCommand, out: &mut impl Write) -> Result<(
             home.save_config(&config)?;
             writeln!(out, "Added device {id}")?;
         }
-        DeviceCommand::Pending { format } => {
+        DeviceCommand::Pending => {
             let pending = home.store()?.pending_devices()?;
-            if format.json {
+            if json {
                 let list: Vec<_> = pending
                     .iter()
                     .map(|p| {
@@ -675,9 +685,9 @@ fn device(home: &Home, command: DeviceCommand, out: &mut impl Write) -> Result<(
         }
         DeviceCommand::Pause { id } => pause_devices(home, id.as_deref(), true, out)?,
         DeviceCommand::Resume { id } => pause_devices(home, id.as_deref(), false, out)?,
-        DeviceCommand::List { format } => {
+        DeviceCommand::List => {
             let config = home.config()?;
-            if format.json {
+            if json {
                 output::json_line(out, &output::devices_json(&config.devices))?;
             } else {
                 for d in &config.devices {

@@ -234,6 +234,19 @@ fn options_and_defaults_through_the_api_and_the_cli() {
     let all: Value = serde_json::from_str(&device.ok(["config", "get", "--json"])).unwrap();
     assert_eq!(all["relaysEnabled"], false);
     assert_eq!(all["reconnectionIntervalS"], 5);
+    let confirmed: Value =
+        serde_json::from_str(&device.ok(["config", "set", "relaysEnabled=false", "--json"]))
+            .unwrap();
+    assert_eq!(confirmed["ok"], true);
+    assert!(
+        confirmed["message"]
+            .as_str()
+            .unwrap()
+            .contains("relaysEnabled"),
+        "{confirmed}"
+    );
+    let key: Value = serde_json::from_str(&device.ok(["--json", "api-key"])).unwrap();
+    assert_eq!(key["apiKey"].as_str(), Some(api.key.as_str()));
     let err = device.fails(1, ["config", "set", "relaysEnabled=maybe"]);
     assert!(err.contains("true or false"), "{err}");
     let err = device.fails(1, ["config", "set", "maxSendKbps=1"]);
