@@ -699,62 +699,84 @@ fn device(home: &Home, command: DeviceCommand, json: bool, out: &mut impl Write)
     Ok(())
 }
 
-/// Pauses or resumes a folder: through the running daemon, or in config.toml.
+/// Pauses or resumes a folder.
 fn pause_folder(home: &Home, id: &str, pause: bool, out: &mut impl Write) -> Result<()> {
-    let mut config = home.config()?;
-    let Some(folder) = config.folders.iter_mut().find(|f| f.id == id) else {
+    if home.config()?.folder(id).is_none() {
         bail!("no folder {id:?}: see `peerfold folder list`");
-    };
-    let verb = if pause { "Paused" } else { "Resumed" };
-    if let Some(api) = DaemonApi::find(home)? {
-        api.call(
-            "PATCH",
-            &format!("/rest/config/folders/{}", encode(id)),
-            Some(&serde_json::json!({ "paused": pause })),
-        )?;
-        writeln!(out, "{verb} folder {id:?} (applied by the running daemon)")?;
-        return Ok(());
     }
-    folder.paused = pause;
-    home.save_config(&config)?;
-    writeln!(
+    let verb = if pause { "Paused" } else { "Resumed" };
+    change_config(
+        home,
         out,
-        "{verb} folder {id:?} in {} (the daemon is not running)",
-        home.config_path().display()
-    )?;
-    Ok(())
+        &format!("{verb} folder {id:?}"),
+        |api| {
+            api.call(
+                "PATCH",
+                &format!("/rest/config/folders/{}", encode(id)),
+                Some(&serde_json::json!({ "paused": pause })),
+            )
+            .map(drop)
+        },
+        |config| {
+            for folder in config.folders.iter_mut().filter(|f| f.id == id) {
+                folder.paused = pause;
+            }
+        },
+    )
 }
 
-/// Pauses or resumes one device or all of them: through the running daemon (which
-/// disconnects or dials at once), or in config.toml when none runs.
+/// Pauses or resumes one device or all of them (the daemon disconnects or dials at once).
 fn pause_devices(home: &Home, id: Option<&str>, pause: bool, out: &mut impl Write) -> Result<()> {
-    let mut config = home.config()?;
     let wanted: Option<DeviceId> = id
         .map(|id| id.parse().with_context(|| format!("device ID {id:?}")))
         .transpose()?;
     if let Some(device) = wanted
-        && !config.devices.iter().any(|d| d.id == device)
+        && !home.config()?.devices.iter().any(|d| d.id == device)
     {
         bail!("device {device} is not configured: see `peerfold device list`");
     }
     let verb = if pause { "Paused" } else { "Resumed" };
     let which = wanted.map_or_else(|| "every device".to_owned(), |d| d.to_string());
+    change_config(
+        home,
+        out,
+        &format!("{verb} {which}"),
+        |api| {
+            let query = wanted.map(|d| format!("?device={d}")).unwrap_or_default();
+            let action = if pause { "pause" } else { "resume" };
+            api.call("POST", &format!("/rest/system/{action}{query}"), None)
+                .map(drop)
+        },
+        |config| {
+            for device in &mut config.devices {
+                if wanted.is_none_or(|w| w == device.id) {
+                    device.paused = pause;
+                }
+            }
+        },
+    )
+}
+
+/// A configuration change: through the running daemon's API (it applies at once), or in
+/// config.toml when no daemon runs on the home. Says which it was.
+fn change_config(
+    home: &Home,
+    out: &mut impl Write,
+    done: &str,
+    live: impl FnOnce(&DaemonApi) -> Result<()>,
+    offline: impl FnOnce(&mut config::Config),
+) -> Result<()> {
     if let Some(api) = DaemonApi::find(home)? {
-        let query = wanted.map(|d| format!("?device={d}")).unwrap_or_default();
-        let action = if pause { "pause" } else { "resume" };
-        api.call("POST", &format!("/rest/system/{action}{query}"), None)?;
-        writeln!(out, "{verb} {which} (applied by the running daemon)")?;
+        live(&api)?;
+        writeln!(out, "{done} (applied by the running daemon)")?;
         return Ok(());
     }
-    for device in &mut config.devices {
-        if wanted.is_none_or(|w| w == device.id) {
-            device.paused = pause;
-        }
-    }
+    let mut config = home.config()?;
+    offline(&mut config);
     home.save_config(&config)?;
     writeln!(
         out,
-        "{verb} {which} in {} (the daemon is not running)",
+        "{done} in {} (the daemon is not running)",
         home.config_path().display()
     )?;
     Ok(())
