@@ -5,9 +5,8 @@
 //! cancels, closes the QUIC endpoints with a reason, and waits for the tasks to finish the
 //! step they are in (a pulled file is either renamed into place or left as a temp file).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Duration;
 
@@ -15,15 +14,20 @@ use peerfold_protocol::DeviceId;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{info, warn};
+use tracing::warn;
+
+mod folder;
+mod scan;
+
+pub(crate) use folder::{Folder, FolderState, Replan};
+pub(crate) use scan::scan;
 
 use crate::config::{Config, FolderConfig};
 use crate::events::EventLog;
 use crate::home::{Home, HomeError};
 use crate::net;
 use crate::puller;
-use crate::scanner;
-use crate::store::{FolderIdx, Store, StoreError};
+use crate::store::{Store, StoreError};
 
 /// Why the daemon could not start.
 #[derive(Debug, thiserror::Error)]
@@ -42,235 +46,6 @@ pub enum DaemonError {
     /// The TLS configuration could not be built.
     #[error(transparent)]
     Tls(#[from] peerfold_protocol::tls::TlsConfigError),
-}
-
-/// One folder at run time.
-pub(crate) struct Folder {
-    pub(crate) id: String,
-    /// Its settings; they change when the configuration does (devices shared with, ...).
-    config: RwLock<FolderConfig>,
-    pub(crate) idx: FolderIdx,
-    /// Stops this folder's tasks (when it is removed, or the daemon stops).
-    pub(crate) stop: CancellationToken,
-    /// Woken when the folder's remote state changed and the puller should look again.
-    pub(crate) pull: Notify,
-    /// Woken when the folder should be rescanned.
-    pub(crate) rescan: Notify,
-    /// Wakes the index senders when a scan recorded local changes.
-    pub(crate) local_changed: Notify,
-    /// What the folder is doing, for `peerfold status`.
-    pub(crate) state: Mutex<FolderState>,
-    /// Held by a scan and by a pull round (planning included): a scan that ran beside the
-    /// puller would index a file between its rename and its record as a local change.
-    pub(crate) busy: tokio::sync::Mutex<()>,
-    /// Names the last pull round could not bring up to date, with why.
-    pub(crate) pull_errors: Mutex<BTreeMap<String, String>>,
-    /// The last scan and the last file synced (`/rest/stats/folder`), since the start.
-    stats: Mutex<FolderStats>,
-    /// How far the running scan has come (`None` when none runs).
-    scan_progress: Mutex<Option<scanner::ScanProgress>>,
-    /// Woken when counts may have changed, for the summary task (FolderSummary and
-    /// FolderCompletion events).
-    pub(crate) counts_changed: Notify,
-    /// What the next pull round must plan again.
-    replan: Mutex<Replan>,
-    /// Where state changes are announced.
-    events: Arc<EventLog>,
-}
-
-/// What changed since the puller last planned a folder.
-#[derive(Debug)]
-pub(crate) enum Replan {
-    /// Everything (start-up, local scans, new connections, folder actions).
-    Everything,
-    /// Only these names (index updates from peers, names that failed).
-    Names(BTreeSet<String>),
-}
-
-/// A folder's recent activity, as `/rest/stats/folder` shows it.
-#[derive(Clone, Debug, Default)]
-pub(crate) struct FolderStats {
-    /// When the last scan finished.
-    pub(crate) last_scan: Option<jiff::Timestamp>,
-    /// The last name synced: when, which, and whether it was a deletion.
-    pub(crate) last_file: Option<(jiff::Timestamp, String, bool)>,
-    /// Scans done, and the time they took (`/metrics`).
-    pub(crate) scans: u64,
-    pub(crate) scan_seconds: f64,
-    /// Pull rounds that had something to do, and the time they took.
-    pub(crate) pulls: u64,
-    pub(crate) pull_seconds: f64,
-}
-
-/// Past this many names, planning the whole folder is cheaper than name by name.
-const REPLAN_NAMES_MAX: usize = 20_000;
-
-/// What a folder is doing.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub(crate) enum FolderState {
-    #[default]
-    Idle,
-    Scanning,
-    Syncing,
-    /// The last scan or pull failed as a whole (for example, the root is missing).
-    Error(String),
-}
-
-impl FolderState {
-    /// Syncthing's name for the state.
-    pub(crate) fn name(&self) -> &'static str {
-        match self {
-            Self::Idle => "idle",
-            Self::Scanning => "scanning",
-            Self::Syncing => "syncing",
-            Self::Error(_) => "error",
-        }
-    }
-}
-
-impl Folder {
-    fn new(
-        config: FolderConfig,
-        idx: FolderIdx,
-        events: Arc<EventLog>,
-        stop: CancellationToken,
-    ) -> Self {
-        Self {
-            id: config.id.clone(),
-            config: RwLock::new(config),
-            idx,
-            stop,
-            pull: Notify::new(),
-            rescan: Notify::new(),
-            local_changed: Notify::new(),
-            state: Mutex::new(FolderState::Idle),
-            busy: tokio::sync::Mutex::new(()),
-            pull_errors: Mutex::new(BTreeMap::new()),
-            scan_progress: Mutex::new(None),
-            stats: Mutex::new(FolderStats::default()),
-            counts_changed: Notify::new(),
-            replan: Mutex::new(Replan::Everything),
-            events,
-        }
-    }
-
-    /// A copy of the folder's current settings.
-    pub(crate) fn config(&self) -> FolderConfig {
-        self.config
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-    }
-
-    pub(crate) fn set_config(&self, config: FolderConfig) {
-        *self.config.write().unwrap_or_else(|p| p.into_inner()) = config;
-    }
-
-    pub(crate) fn path(&self) -> PathBuf {
-        self.config
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .path
-            .clone()
-    }
-
-    pub(crate) fn folder_type(&self) -> crate::config::FolderType {
-        self.config
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .folder_type
-    }
-
-    /// Whether the folder is shared with `device`.
-    pub(crate) fn shares_with(&self, device: DeviceId) -> bool {
-        self.config
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .devices
-            .contains(&device)
-    }
-
-    pub(crate) fn set_state(&self, state: FolderState) {
-        let mut current = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        if *current == state {
-            return;
-        }
-        let from = current.name();
-        *current = state;
-        let to = current.name();
-        drop(current);
-        self.events.emit(
-            "StateChanged",
-            serde_json::json!({ "folder": self.id, "from": from, "to": to }),
-        );
-    }
-
-    pub(crate) fn state(&self) -> FolderState {
-        self.state.lock().unwrap_or_else(|p| p.into_inner()).clone()
-    }
-
-    /// The next pull round plans the whole folder.
-    pub(crate) fn replan_everything(&self) {
-        *self.replan.lock().unwrap_or_else(|p| p.into_inner()) = Replan::Everything;
-    }
-
-    /// The next pull round plans these names (too).
-    pub(crate) fn replan_names<'a>(&self, names: impl IntoIterator<Item = &'a str>) {
-        let mut replan = self.replan.lock().unwrap_or_else(|p| p.into_inner());
-        if let Replan::Names(set) = &mut *replan {
-            set.extend(names.into_iter().map(str::to_owned));
-            if set.len() > REPLAN_NAMES_MAX {
-                *replan = Replan::Everything;
-            }
-        }
-    }
-
-    /// What to plan now; resets to nothing.
-    pub(crate) fn take_replan(&self) -> Replan {
-        std::mem::replace(
-            &mut *self.replan.lock().unwrap_or_else(|p| p.into_inner()),
-            Replan::Names(BTreeSet::new()),
-        )
-    }
-
-    /// Replaces the pull errors with those of the round that just ended.
-    pub(crate) fn set_pull_errors(&self, errors: BTreeMap<String, String>) {
-        *self.pull_errors.lock().unwrap_or_else(|p| p.into_inner()) = errors;
-    }
-
-    /// Records a name the puller brought up to date.
-    pub(crate) fn note_synced(&self, name: &str, deleted: bool) {
-        self.stats
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .last_file = Some((jiff::Timestamp::now(), name.to_owned(), deleted));
-    }
-
-    /// Records a pull round that had something to do.
-    pub(crate) fn note_pull_round(&self, took: Duration) {
-        let mut stats = self.stats.lock().unwrap_or_else(|p| p.into_inner());
-        stats.pulls += 1;
-        stats.pull_seconds += took.as_secs_f64();
-    }
-
-    pub(crate) fn stats(&self) -> FolderStats {
-        self.stats.lock().unwrap_or_else(|p| p.into_inner()).clone()
-    }
-
-    pub(crate) fn scan_progress(&self) -> Option<scanner::ScanProgress> {
-        *self.scan_progress.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn set_scan_progress(&self, progress: Option<scanner::ScanProgress>) {
-        *self.scan_progress.lock().unwrap_or_else(|p| p.into_inner()) = progress;
-    }
-
-    pub(crate) fn pull_errors(&self) -> BTreeMap<String, String> {
-        self.pull_errors
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-    }
 }
 
 /// State shared by the daemon's tasks.
@@ -423,7 +198,8 @@ impl Shared {
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .insert(folder.id.clone(), folder.clone());
-        self.tasks.spawn(scan_loop(self.clone(), folder.clone()));
+        self.tasks
+            .spawn(scan::scan_loop(self.clone(), folder.clone()));
         self.tasks.spawn(crate::watch::run(folder.clone()));
         self.tasks
             .spawn(crate::summary::announce(self.clone(), folder.clone()));
@@ -747,121 +523,4 @@ impl Daemon {
             .unwrap_or_else(|p| p.into_inner())
             .clear();
     }
-}
-
-/// Scans a folder at start, when woken, and every `rescan_interval_s`.
-async fn scan_loop(shared: Arc<Shared>, folder: Arc<Folder>) {
-    let folder_id = folder.id.clone();
-    loop {
-        let interval = Duration::from_secs(folder.config().rescan_interval_s.max(1));
-        match puller::clean_versions(&folder) {
-            Ok(0) => {}
-            Ok(n) => info!(folder = %folder_id, removed = n, "cleaned out old versions"),
-            Err(e) => warn!(folder = %folder_id, error = %e, "cleaning versions"),
-        }
-        if let Err(e) = scan(&shared, &folder_id).await {
-            warn!(folder = %folder_id, error = %e, "scan failed");
-        }
-        tokio::select! {
-            biased;
-            () = folder.stop.cancelled() => return,
-            () = folder.rescan.notified() => {}
-            () = tokio::time::sleep(interval) => {}
-        }
-    }
-}
-
-/// Scans a folder between pull rounds and tells the index senders and the puller when
-/// something changed. Returns whether it did.
-pub(crate) async fn scan(shared: &Arc<Shared>, folder_id: &str) -> Result<bool, String> {
-    let folder = shared
-        .folder(folder_id)
-        .ok_or_else(|| format!("no folder {folder_id:?}"))?;
-    let (shared2, id) = (shared.clone(), folder_id.to_owned());
-    let busy = folder.busy.lock().await;
-    let result = tokio::task::spawn_blocking(move || scan_now(&shared2, &id)).await;
-    drop(busy);
-    let changed = result
-        .map_err(|e| e.to_string())?
-        .map_err(|e| e.to_string())?;
-    if changed {
-        folder.local_changed.notify_waiters();
-        // Local changes can settle or create needs.
-        folder.replan_everything();
-        folder.pull.notify_one();
-        folder.counts_changed.notify_one();
-        folder.events.emit(
-            "LocalIndexUpdated",
-            serde_json::json!({ "folder": folder_id }),
-        );
-    }
-    Ok(changed)
-}
-
-/// How often a running scan announces its progress (Syncthing's scanProgressIntervalS).
-const SCAN_PROGRESS_EVERY: Duration = Duration::from_secs(2);
-
-/// Syncthing's FolderScanProgress: bytes hashed of those found changed, and the rate.
-fn emit_scan_progress(folder: &Folder, progress: scanner::ScanProgress, elapsed: Duration) {
-    let rate = progress.hashed as f64 / elapsed.as_secs_f64().max(0.001);
-    folder.events.emit(
-        "FolderScanProgress",
-        serde_json::json!({
-            "folder": folder.id,
-            "current": progress.hashed,
-            "total": progress.to_hash,
-            "rate": rate.round(),
-        }),
-    );
-}
-
-/// Runs one scan; returns whether anything changed.
-pub(crate) fn scan_now(shared: &Shared, folder_id: &str) -> Result<bool, scanner::ScanError> {
-    let Some(folder) = shared.folder(folder_id) else {
-        return Ok(false);
-    };
-    let root: PathBuf = folder.path();
-    folder.set_state(FolderState::Scanning);
-    let mut store = shared.store();
-    let started = std::time::Instant::now();
-    let mut last_event: Option<std::time::Instant> = None;
-    let report = scanner::scan_folder(&mut store, folder_id, &root, shared.me.short(), |p| {
-        folder.set_scan_progress(Some(p));
-        // Announced once there is something to hash, then every couple of seconds.
-        if p.to_hash > 0 && last_event.is_none_or(|t| t.elapsed() >= SCAN_PROGRESS_EVERY) {
-            last_event = Some(std::time::Instant::now());
-            emit_scan_progress(&folder, p, started.elapsed());
-        }
-    });
-    drop(store);
-    folder.set_scan_progress(None);
-    let report = match report {
-        Ok(report) => {
-            folder.set_state(FolderState::Idle);
-            let mut stats = folder.stats.lock().unwrap_or_else(|p| p.into_inner());
-            stats.last_scan = Some(jiff::Timestamp::now());
-            stats.scans += 1;
-            stats.scan_seconds += started.elapsed().as_secs_f64();
-            drop(stats);
-            report
-        }
-        Err(e) => {
-            folder.set_state(FolderState::Error(e.to_string()));
-            return Err(e);
-        }
-    };
-    for issue in &report.issues {
-        warn!(folder = %folder_id, name = %issue.name, problem = %issue.message, "scan");
-    }
-    let changed = report.added + report.changed + report.deleted + report.ignored > 0;
-    if changed {
-        info!(
-            folder = %folder_id,
-            added = report.added,
-            changed = report.changed,
-            deleted = report.deleted,
-            "scanned"
-        );
-    }
-    Ok(changed)
 }
