@@ -478,10 +478,12 @@ async fn assemble(
         .map_err(std::io::Error::other)??
     };
     let sources = Arc::new(sources.to_vec());
+    let file = Arc::new(file);
+    let mut flusher = EarlyFlush::new(file.clone());
     let mut requests = tokio::task::JoinSet::new();
     for (index, block) in missing {
         while requests.len() >= REQUESTS_IN_FLIGHT {
-            write_fetched(&file, requests.join_next().await)?;
+            flusher.wrote(write_fetched(&file, requests.join_next().await)?);
         }
         requests.spawn(from_peers(
             shared.clone(),
@@ -493,8 +495,9 @@ async fn assemble(
         ));
     }
     while let Some(result) = requests.join_next().await {
-        write_fetched(&file, Some(result))?;
+        flusher.wrote(write_fetched(&file, Some(result))?);
     }
+    flusher.finish().await;
     // fsync blocks for milliseconds: on a blocking thread, so the network goes on and the
     // fsyncs of files pulled side by side share journal commits.
     let (shared, folder_id, target, path, temp) = (
@@ -526,13 +529,62 @@ async fn assemble(
 /// What a block request task ends with.
 type Fetched = Result<Result<(Block, bytes::Bytes), PullError>, tokio::task::JoinError>;
 
-/// Writes a fetched block where it belongs.
-fn write_fetched(file: &File, result: Option<Fetched>) -> Result<(), PullError> {
+/// Writes a fetched block where it belongs; returns the bytes written.
+fn write_fetched(file: &File, result: Option<Fetched>) -> Result<u64, PullError> {
     match result {
-        Some(Ok(Ok((block, data)))) => Ok(file.write_all_at(&data, block.offset)?),
+        Some(Ok(Ok((block, data)))) => {
+            file.write_all_at(&data, block.offset)?;
+            Ok(data.len() as u64)
+        }
         Some(Ok(Err(e))) => Err(e),
         Some(Err(e)) => Err(PullError::Io(std::io::Error::other(e))),
-        None => Ok(()),
+        None => Ok(0),
+    }
+}
+
+/// Flush a file being pulled to disk every this many bytes written.
+const EARLY_FLUSH_EVERY: u64 = 256 << 20;
+
+/// Flushes a large file being pulled as it grows, on a blocking thread, one flush at a
+/// time. Without it the kernel keeps the whole file dirty in memory (background writeback
+/// starts at a tenth of RAM) and the final fsync writes all of it after the transfer; with
+/// it, disk writes overlap the transfer and the final fsync finds little left to do. The
+/// final fsync still decides durability.
+struct EarlyFlush {
+    file: Arc<File>,
+    unflushed: u64,
+    running: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl EarlyFlush {
+    fn new(file: Arc<File>) -> Self {
+        Self {
+            file,
+            unflushed: 0,
+            running: None,
+        }
+    }
+
+    fn wrote(&mut self, bytes: u64) {
+        self.unflushed += bytes;
+        if self.unflushed < EARLY_FLUSH_EVERY
+            || self.running.as_ref().is_some_and(|r| !r.is_finished())
+        {
+            return;
+        }
+        self.unflushed = 0;
+        let file = self.file.clone();
+        // An error here shows again in the final fsync, which reports it.
+        self.running = Some(tokio::task::spawn_blocking(move || {
+            let _ = file.sync_data();
+        }));
+    }
+
+    /// Waits for a flush still running, so the file is not renamed under it.
+    async fn finish(self) {
+        if let Some(running) = self.running {
+            let _ = running.await;
+        }
     }
 }
 
