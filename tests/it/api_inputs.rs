@@ -1197,30 +1197,23 @@ fn every_endpoint_but_health_needs_the_key_and_a_local_host() {
                 "docs"
             },
         );
-        let bearer_wrong = "Bearer wrong".to_owned();
+        // A fresh connection each time (see `send`).
+        let close = ("Connection", "close");
         let cases: [(&[(&str, &str)], u16); 4] = [
-            (&[], 401),
-            (&[("X-API-Key", "wrong")], 401),
-            (&[("Authorization", bearer_wrong.as_str())], 401),
+            (&[close], 401),
+            (&[close, ("X-API-Key", "wrong")], 401),
+            (&[close, ("Authorization", "Bearer wrong")], 401),
             (
-                &[("X-API-Key", api.key.as_str()), ("Host", "evil.example")],
+                &[
+                    close,
+                    ("X-API-Key", api.key.as_str()),
+                    ("Host", "evil.example"),
+                ],
                 403,
             ),
         ];
         for (headers, expected) in cases {
-            let mut request = ureq::http::Request::builder()
-                .method(method.as_str())
-                .uri(format!("{}{path}", api.base))
-                .header("Connection", "close");
-            for (name, value) in headers {
-                request = request.header(*name, *value);
-            }
-            let mut response = api
-                .agent
-                .run(request.body(()).unwrap())
-                .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
-            let status = response.status().as_u16();
-            let body = response.body_mut().read_to_string().unwrap_or_default();
+            let (status, body) = api.send(&method, &path, headers);
             let expected = if route == "/rest/noauth/health" && expected == 401 {
                 200
             } else {
