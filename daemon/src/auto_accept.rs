@@ -1,5 +1,6 @@
-//! Folders offered by a device marked `auto_accept_folders`: added under the default folder
-//! path and shared with it, without asking (Syncthing's autoAcceptFolders).
+//! Folders a peer offers that are not shared with it here: recorded as pending for the
+//! user, or, from a device marked `auto_accept_folders`, added under the default folder
+//! path and shared with it without asking (Syncthing's autoAcceptFolders).
 //!
 //! A folder that already exists here is shared with the device. A new one goes to
 //! `DEFAULT/LABEL`, or `DEFAULT/ID` when the label is not a plain directory name or that
@@ -38,17 +39,32 @@ pub(crate) async fn accept(shared: Arc<Shared>, peer: DeviceId, offers: Vec<Offe
         warn!(device = %peer.short(), error = %e, "cannot auto-accept offered folders");
         refused = offers;
     }
-    for offer in refused {
-        let pending = PendingFolder {
-            folder: offer.id,
-            device: peer,
-            label: offer.label,
-            last_seen: jiff::Timestamp::now().as_second(),
-        };
-        if let Err(e) = shared.store().record_pending_folder(&pending) {
-            warn!(error = %e, "cannot record a pending folder");
-        }
+    for offer in &refused {
+        record_pending(&shared, peer, offer);
     }
+}
+
+/// An offer that waits for the user: recorded as pending, and announced
+/// (PendingFoldersChanged). It is never created on its own.
+pub(crate) fn record_pending(shared: &Shared, peer: DeviceId, offer: &Offer) {
+    info!(device = %peer.short(), folder = %offer.id, label = %offer.label, "peer offers a folder not shared with it here; recorded as pending");
+    let pending = PendingFolder {
+        folder: offer.id.clone(),
+        device: peer,
+        label: offer.label.clone(),
+        last_seen: jiff::Timestamp::now().as_second(),
+    };
+    if let Err(e) = shared.store().record_pending_folder(&pending) {
+        warn!(error = %e, "cannot record a pending folder");
+    }
+    shared.events.emit(
+        "PendingFoldersChanged",
+        serde_json::json!({ "added": [{
+            "deviceID": peer.to_string(),
+            "folderID": offer.id,
+            "folderLabel": offer.label,
+        }] }),
+    );
 }
 
 /// Adds or shares each offer in `config`; returns the offers that found no place.

@@ -309,6 +309,9 @@ fn auto_accepted_folders_land_under_the_default_path() {
         &format!("quic://127.0.0.1:{}", running_b.port),
     ]);
     a.ok(["folder", "share", "photos", &b.id()]);
+    // An offer whose label and ID are no plain directory names finds no place: it waits.
+    a.add_labeled_folder("../up", "up", "..");
+    a.ok(["folder", "share", "../up", &b.id()]);
     let running_a = a.serve();
     let api_a = Api::of(&a, &running_a);
 
@@ -330,8 +333,22 @@ fn auto_accepted_folders_land_under_the_default_path() {
             .any(|d| d["deviceID"] == a.id().as_str()),
         "{folder}"
     );
+    wait_until("the offer with no place waits as pending", 30, || {
+        api_b.get("/rest/cluster/pending/folders")["../up"]["offeredBy"][a.id()].is_object()
+    });
     let pending = api_b.get("/rest/cluster/pending/folders");
-    assert_eq!(pending, json!({}), "nothing waits for the user");
+    assert_eq!(
+        pending.as_object().unwrap().len(),
+        1,
+        "only that one waits: {pending}"
+    );
+    assert!(
+        events(&api_b, "PendingFoldersChanged")
+            .iter()
+            .any(|e| e["data"]["added"][0]["folderID"] == "../up"),
+        "the user is told"
+    );
+    assert!(!incoming.join("up").exists() && !b.path("up").exists());
 
     // A watched B's progress: FolderCompletion reaches 100 for b; its own scan announced
     // its progress.

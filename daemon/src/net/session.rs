@@ -13,7 +13,7 @@ use peerfold_protocol::wire::{self, message::Body};
 use prost::Message as _;
 use serde_json::json;
 use tokio::sync::{Semaphore, mpsc};
-use tracing::{debug, info, warn};
+use tracing::{debug, warn};
 
 use super::{FrameReader, StreamError, send};
 use crate::auto_accept;
@@ -21,7 +21,6 @@ use crate::config::{self, FolderType};
 use crate::daemon::{Folder, PeerInfo, Shared};
 use crate::index::FileEntry;
 use crate::names;
-use crate::store::PendingFolder;
 
 /// Entries per index batch, at most.
 const BATCH_ENTRIES: usize = 1000;
@@ -152,13 +151,14 @@ pub(super) async fn run(
             // hundred is plenty.
             if offers_taken < MAX_PENDING_OFFERS && config::check_folder_id(&offered.id).is_ok() {
                 offers_taken += 1;
+                let offer = auto_accept::Offer {
+                    id: offered.id.clone(),
+                    label: offered.label.clone(),
+                };
                 if auto_accept {
-                    to_accept.push(auto_accept::Offer {
-                        id: offered.id.clone(),
-                        label: offered.label.clone(),
-                    });
+                    to_accept.push(offer);
                 } else {
-                    record_pending_folder(shared, peer, offered);
+                    auto_accept::record_pending(shared, peer, &offer);
                 }
             }
             continue;
@@ -210,29 +210,6 @@ pub(super) async fn run(
         result = writer => result,
         result = serving => result,
     }
-}
-
-/// A folder the peer offers that is not shared with it here waits for the user: it is
-/// never created on its own.
-fn record_pending_folder(shared: &Shared, peer: DeviceId, offered: &wire::Folder) {
-    info!(device = %peer.short(), folder = %offered.id, label = %offered.label, "peer offers a folder not shared with it here; recorded as pending");
-    let pending = PendingFolder {
-        folder: offered.id.clone(),
-        device: peer,
-        label: offered.label.clone(),
-        last_seen: jiff::Timestamp::now().as_second(),
-    };
-    if let Err(e) = shared.store().record_pending_folder(&pending) {
-        warn!(error = %e, "cannot record a pending folder");
-    }
-    shared.events.emit(
-        "PendingFoldersChanged",
-        json!({ "added": [{
-            "deviceID": peer.to_string(),
-            "folderID": offered.id,
-            "folderLabel": offered.label,
-        }] }),
-    );
 }
 
 fn hello(shared: &Shared) -> wire::Message {
