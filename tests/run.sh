@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# The README's test command: installs what the integration tests need, then runs every test.
+#
+# The tests run real programs: Debian's `syncthing` (its `syncthing cli` against our REST
+# API), `setpriv` (util-linux: commands as `nobody`, so file permissions bite when run as
+# root) and `mount` (a small tmpfs for the full-disk test; needs root). On a Debian machine
+# that lacks a package, this installs it with apt-get when it runs as root (as CI does), and
+# otherwise says which package to install and stops: a test that needs it would fail anyway.
+#
+# Extra arguments go to `cargo test` (e.g. `tests/run.sh -p peerfold-engine`).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# command -> the Debian package that provides it
+declare -A needed=(
+    [syncthing]=syncthing
+    [setpriv]=util-linux
+    [mount]=mount
+)
+missing=()
+for command in "${!needed[@]}"; do
+    command -v "$command" >/dev/null 2>&1 || missing+=("${needed[$command]}")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+    if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
+        echo "tests/run.sh: installing ${missing[*]} (Debian packages the tests run)" >&2
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+    else
+        echo "tests/run.sh: the tests need these Debian packages: ${missing[*]}" >&2
+        echo "  install them (sudo apt-get install ${missing[*]}) or run this as root" >&2
+        exit 1
+    fi
+fi
+
+exec cargo test --workspace --locked "$@"
