@@ -13,10 +13,10 @@ use std::sync::Arc;
 use peerfold_protocol::DeviceId;
 use tracing::{info, warn};
 
-use crate::config::{Config, FolderConfig};
 use crate::daemon::Shared;
 use crate::live_config;
-use crate::store::PendingFolder;
+use peerfold_engine::config::{Config, FolderConfig};
+use peerfold_engine::store::PendingFolder;
 
 /// A folder a peer offered: its ID and label.
 #[derive(Clone, Debug)]

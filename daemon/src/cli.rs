@@ -11,10 +11,10 @@ use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use peerfold_protocol::DeviceId;
 
-use crate::config::{self, DeviceConfig, FolderConfig, FolderType};
-use crate::home::{HOME_ENV, Home};
-use crate::scanner::{self, ScanReport};
 use client::DaemonApi;
+use peerfold_engine::config::{self, DeviceConfig, FolderConfig, FolderType};
+use peerfold_engine::config::{HOME_ENV, Home};
+use peerfold_engine::disk::scanner::{self, ScanReport};
 
 /// peerfold: peer-to-peer folder sync.
 #[derive(Debug, Parser)]
@@ -126,7 +126,7 @@ enum FolderCommand {
         #[arg(long)]
         label: Option<String>,
         /// How the folder syncs.
-        #[arg(long = "type", value_enum, default_value_t = FolderType::SendReceive)]
+        #[arg(long = "type", default_value = "sendreceive", value_parser = folder_type_parser())]
         folder_type: FolderType,
     },
     /// List configured folders.
@@ -213,6 +213,13 @@ enum ConfigCommand {
 }
 
 /// Runs one command. Errors come back with context, for `main` to print on one line.
+/// `--type`: Syncthing's three folder types, listed in `--help` and checked by clap.
+fn folder_type_parser() -> impl clap::builder::TypedValueParser<Value = FolderType> {
+    use clap::builder::TypedValueParser as _;
+    clap::builder::PossibleValuesParser::new(["sendreceive", "sendonly", "receiveonly"])
+        .map(|text| text.parse::<FolderType>().unwrap_or_default())
+}
+
 pub fn run(cli: Cli) -> Result<()> {
     let home = Home::resolve(cli.home)?;
     let mut out = std::io::stdout().lock();

@@ -15,8 +15,8 @@ use tracing::debug;
 
 use crate::daemon::{FolderState, Shared};
 use crate::folder_actions::{self, FolderAction};
-use crate::home::Home;
 use crate::summary;
+use peerfold_engine::config::Home;
 
 /// The socket's path in a home.
 pub(crate) fn socket_path(home: &Home) -> PathBuf {

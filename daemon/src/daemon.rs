@@ -22,12 +22,12 @@ mod scan;
 pub(crate) use folder::{Folder, FolderState, Replan};
 pub(crate) use scan::scan;
 
-use crate::config::{Config, FolderConfig};
 use crate::events::EventLog;
-use crate::home::{Home, HomeError};
 use crate::net;
 use crate::puller;
-use crate::store::{Store, StoreError};
+use peerfold_engine::config::{Config, FolderConfig};
+use peerfold_engine::config::{Home, HomeError};
+use peerfold_engine::store::{Store, StoreError};
 
 /// Why the daemon could not start.
 #[derive(Debug, thiserror::Error)]
@@ -249,7 +249,10 @@ impl Shared {
     /// The device's settings while its dial loop should go on; `None` (and the loop
     /// unregistered) once it is removed or paused. Checked under the `dialing` lock, so a
     /// `dial` for a device resumed just now either sees the loop or starts a new one.
-    pub(crate) fn dialable(&self, device: DeviceId) -> Option<crate::config::DeviceConfig> {
+    pub(crate) fn dialable(
+        &self,
+        device: DeviceId,
+    ) -> Option<peerfold_engine::config::DeviceConfig> {
         let mut dialing = self.dialing.lock().unwrap_or_else(|p| p.into_inner());
         let current = self
             .config()

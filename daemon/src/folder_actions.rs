@@ -17,11 +17,11 @@ use peerfold_protocol::DeviceId;
 use peerfold_protocol::version::{Ordering, VersionVector};
 use tracing::info;
 
-use crate::config::FolderType;
 use crate::daemon::{Folder, Shared};
-use crate::index::FileEntry;
-use crate::planner::{self, Announced};
-use crate::store::{LocalChange, Store, StoreError};
+use peerfold_engine::config::FolderType;
+use peerfold_engine::model::entry::FileEntry;
+use peerfold_engine::model::planner::{self, Announced};
+use peerfold_engine::store::{LocalChange, Store, StoreError};
 
 /// Which of the two.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -220,7 +220,7 @@ fn apply(
             name: name.clone(),
             source,
         };
-        let path = crate::names::join(&folder.path(), &name).map_err(|e| {
+        let path = peerfold_engine::model::names::join(&folder.path(), &name).map_err(|e| {
             io(std::io::Error::new(
                 std::io::ErrorKind::InvalidInput,
                 e.to_string(),

@@ -16,9 +16,9 @@ use std::sync::Arc;
 use peerfold_protocol::DeviceId;
 use tracing::{info, warn};
 
-use crate::config::{Config, FolderConfig};
 use crate::daemon::Shared;
-use crate::scanner::MARKER_DIR;
+use peerfold_engine::config::{Config, FolderConfig};
+use peerfold_engine::disk::scanner::MARKER_DIR;
 
 /// Why a change was refused.
 #[derive(Debug, thiserror::Error)]

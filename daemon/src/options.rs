@@ -4,7 +4,7 @@
 
 use serde_json::{Value, json};
 
-use crate::config::{self, Config, DEFAULT_LISTEN};
+use peerfold_engine::config::{self, Config, DEFAULT_LISTEN};
 
 /// The shape of an option's value.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -19,13 +19,13 @@ use peerfold_protocol::chunking::Block;
 use tracing::{debug, info, warn};
 
 use crate::daemon::{Folder, FolderState, Replan, Shared};
-use crate::index::{FileEntry, FileKind};
-use crate::names;
 use crate::net::session::request_block;
-use crate::planner::Action;
-use crate::scanner::walk_timestamp;
-use crate::store::LocalChange;
-use crate::sync::{needed_actions, needed_actions_for};
+use peerfold_engine::disk::scanner::walk_timestamp;
+use peerfold_engine::folder::needs::{needed_actions, needed_actions_for};
+use peerfold_engine::model::entry::{FileEntry, FileKind};
+use peerfold_engine::model::names;
+use peerfold_engine::model::planner::Action;
+use peerfold_engine::store::LocalChange;
 
 mod reuse;
 
@@ -54,7 +54,7 @@ enum PullError {
     #[error("{0:?} changed locally since it was indexed; it will be rescanned first")]
     ChangedLocally(String),
     #[error(transparent)]
-    Store(#[from] crate::store::StoreError),
+    Store(#[from] peerfold_engine::store::StoreError),
 }
 
 /// Pulls whenever the folder's remote state changes, and now and then.
@@ -213,7 +213,10 @@ async fn execute(shared: &Arc<Shared>, folder: &Folder, action: Action) -> Resul
     let root = folder.path();
     let root = root.as_path();
     // The folder must still be there: a missing root or marker is never written into.
-    if !root.join(crate::scanner::MARKER_DIR).is_dir() {
+    if !root
+        .join(peerfold_engine::disk::scanner::MARKER_DIR)
+        .is_dir()
+    {
         return Err(PullError::Io(std::io::Error::other(
             "folder root or marker missing; not pulling",
         )));
@@ -223,7 +226,7 @@ async fn execute(shared: &Arc<Shared>, folder: &Folder, action: Action) -> Resul
         Action::Conflict { copy_name, then } => {
             let from = names::join(root, action_name(&then))?;
             let to = names::join(root, &copy_name)?;
-            if names::parent_escapes(root, &copy_name) {
+            if peerfold_engine::disk::fsutil::parent_escapes(root, &copy_name) {
                 return Err(PullError::Escapes(copy_name));
             }
             if fs::symlink_metadata(&from).is_ok() && fs::symlink_metadata(&to).is_err() {
@@ -256,7 +259,7 @@ async fn execute_target(
         _ => return Ok(()),
     };
     let path = names::join(&root, &target.name)?;
-    if names::parent_escapes(&root, &target.name) {
+    if peerfold_engine::disk::fsutil::parent_escapes(&root, &target.name) {
         return Err(PullError::Escapes(target.name));
     }
     // Replacing or deleting: the local file must still be what the index says.
@@ -358,7 +361,7 @@ fn keep_version(folder: &Folder, name: &str, path: &Path) -> Result<(), PullErro
     }
     let versions = folder
         .path()
-        .join(crate::scanner::MARKER_DIR)
+        .join(peerfold_engine::disk::scanner::MARKER_DIR)
         .join(VERSIONS_DIR);
     let kept = names::join(&versions, name)?;
     if let Some(parent) = kept.parent() {
@@ -388,7 +391,7 @@ pub(crate) fn clean_versions(folder: &Folder) -> std::io::Result<u64> {
     let cutoff = SystemTime::now() - Duration::from_secs(max_age * 86_400);
     let root = folder
         .path()
-        .join(crate::scanner::MARKER_DIR)
+        .join(peerfold_engine::disk::scanner::MARKER_DIR)
         .join(VERSIONS_DIR);
     let mut removed = 0;
     let mut stack = vec![root];

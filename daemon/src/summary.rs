@@ -8,9 +8,9 @@ use peerfold_protocol::DeviceId;
 use serde_json::json;
 
 use crate::daemon::{Folder, Shared};
-use crate::index::{FileEntry, FileKind};
-use crate::planner::{self, Announced};
-use crate::store::StoreError;
+use peerfold_engine::model::entry::{FileEntry, FileKind};
+use peerfold_engine::model::planner::{self, Announced};
+use peerfold_engine::store::StoreError;
 
 /// Entries by kind, and their bytes.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -71,7 +71,7 @@ fn is_internal(root: &Path, path: &Path) -> bool {
     };
     let mut components = relative.components();
     if let Some(Component::Normal(first)) = components.clone().next()
-        && first == crate::scanner::MARKER_DIR
+        && first == peerfold_engine::disk::scanner::MARKER_DIR
     {
         return true;
     }

@@ -370,7 +370,7 @@ fn a_file_that_keeps_changing_is_never_indexed_with_mixed_content() {
     let path = root.join("growing.bin");
     fs::write(&path, noise(5, 32 << 20)).unwrap();
     fs::write(root.join("still.txt"), b"still").unwrap();
-    let mut store = peerfold::store::Store::open(&dir.path().join("index.db")).unwrap();
+    let mut store = peerfold_engine::store::Store::open(&dir.path().join("index.db")).unwrap();
 
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let writer = {
@@ -383,7 +383,7 @@ fn a_file_that_keeps_changing_is_never_indexed_with_mixed_content() {
             }
         })
     };
-    let report = peerfold::scanner::scan_folder(
+    let report = peerfold_engine::disk::scanner::scan_folder(
         &mut store,
         "f",
         &root,
@@ -408,7 +408,7 @@ fn a_file_that_keeps_changing_is_never_indexed_with_mixed_content() {
     store
         .for_each_local_entry(folder, |e| {
             names.push(e.name);
-            Ok::<(), peerfold::store::StoreError>(())
+            Ok::<(), peerfold_engine::store::StoreError>(())
         })
         .unwrap();
     assert_eq!(names, vec!["still.txt"], "not indexed with mixed content");

@@ -8,11 +8,11 @@ use axum::extract::{Path, State};
 use serde_json::{Value, json};
 
 use super::{ApiError, ApiResult};
-use crate::config::{Config, DeviceConfig, FolderConfig, FolderType};
 use crate::daemon::Shared;
 use crate::live_config::{self, ConfigChangeError};
 use crate::options;
-use crate::scanner::MARKER_DIR;
+use peerfold_engine::config::{Config, DeviceConfig, FolderConfig, FolderType};
+use peerfold_engine::disk::scanner::MARKER_DIR;
 
 use super::CONFIG_VERSION;
 
@@ -354,7 +354,7 @@ fn device_from_json(value: &Value, base: Option<&DeviceConfig>) -> Result<Device
         Some(other) => return Err(format!("\"addresses\" must be a list, not {other}")),
     };
     for address in &addresses {
-        crate::config::check_address(address)
+        peerfold_engine::config::check_address(address)
             .map_err(|e| format!("{e} (peerfold speaks QUIC: quic://HOST:PORT or dynamic)"))?;
     }
     Ok(DeviceConfig {
@@ -379,7 +379,7 @@ fn folder_from_json(
     let id = string_field(value, "id")?
         .or_else(|| base.map(|b| b.id.clone()))
         .ok_or("\"id\" is missing")?;
-    crate::config::check_folder_id(&id)?;
+    peerfold_engine::config::check_folder_id(&id)?;
     let path = match string_field(value, "path")? {
         Some(p) if p.starts_with("~/") => dirs::home_dir()
             .ok_or("no home directory to expand ~ in")?

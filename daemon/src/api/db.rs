@@ -9,15 +9,15 @@ use serde_json::{Value, json};
 use super::{ApiError, ApiResult, Params, folder, number};
 use crate::daemon::Shared;
 use crate::folder_actions::{self, FolderAction};
-use crate::index::{FileEntry, FileKind};
 use crate::summary::{self, Counts, FolderSummary};
+use peerfold_engine::model::entry::{FileEntry, FileKind};
 
 /// Syncthing's default page size.
 const DEFAULT_PER_PAGE: u64 = 65536;
 
 /// Runs a blocking store walk off the async threads.
 async fn blocking<T: Send + 'static>(
-    work: impl FnOnce() -> Result<T, crate::store::StoreError> + Send + 'static,
+    work: impl FnOnce() -> Result<T, peerfold_engine::store::StoreError> + Send + 'static,
 ) -> Result<T, ApiError> {
     tokio::task::spawn_blocking(work)
         .await
@@ -127,7 +127,7 @@ pub(super) async fn scan(State(shared): State<Arc<Shared>>, params: Params) -> A
     let id = folder(&shared, &params)?.id.clone();
     // The whole folder is scanned, but a `sub` that could not be inside it is refused.
     if let Some(sub) = params.get("sub").filter(|s| !s.is_empty()) {
-        crate::names::validate(sub.trim_end_matches('/'))
+        peerfold_engine::model::names::validate(sub.trim_end_matches('/'))
             .map_err(|e| ApiError::bad_request(format!("query parameter \"sub\": {e}")))?;
     }
     // Like Syncthing, the call returns when the scan is done.
@@ -198,7 +198,7 @@ pub(super) async fn file(State(shared): State<Arc<Shared>>, params: Params) -> A
             .store()
             .for_names(idx, [name2.as_str()], me, |entries| {
                 found = entries;
-                Ok::<(), crate::store::StoreError>(())
+                Ok::<(), peerfold_engine::store::StoreError>(())
             })?;
         Ok(found)
     })
@@ -209,14 +209,16 @@ pub(super) async fn file(State(shared): State<Arc<Shared>>, params: Params) -> A
         )));
     }
     let local = entries.iter().find(|(d, _)| *d == me).map(|(_, e)| e);
-    let candidates: Vec<crate::planner::Announced<'_>> = entries
+    let candidates: Vec<peerfold_engine::model::planner::Announced<'_>> = entries
         .iter()
-        .map(|(device, entry)| crate::planner::Announced {
-            device: *device,
-            entry,
-        })
+        .map(
+            |(device, entry)| peerfold_engine::model::planner::Announced {
+                device: *device,
+                entry,
+            },
+        )
         .collect();
-    let global = crate::planner::global(&candidates);
+    let global = peerfold_engine::model::planner::global(&candidates);
     let availability: Vec<Value> = global
         .map(|g| {
             entries
@@ -252,7 +254,7 @@ pub(super) async fn need(State(shared): State<Arc<Shared>>, params: Params) -> A
     let shared2 = shared.clone();
     let actions = blocking(move || {
         let reader = shared2.store().reader()?;
-        crate::sync::needed_actions(&reader, idx, folder_type, me)
+        peerfold_engine::folder::needs::needed_actions(&reader, idx, folder_type, me)
     })
     .await?;
     let needed: Vec<Value> = actions

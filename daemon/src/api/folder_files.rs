@@ -9,7 +9,7 @@ use serde_json::{Map, Value, json};
 
 use super::{ApiError, ApiResult, Params, folder};
 use crate::daemon::Shared;
-use crate::scanner::{IGNORE_FILE, MARKER_DIR};
+use peerfold_engine::disk::scanner::{IGNORE_FILE, MARKER_DIR};
 
 /// The largest ignore file accepted.
 const MAX_IGNORE_BYTES: usize = 1 << 20;
@@ -54,8 +54,12 @@ pub(super) async fn set_ignores(
     }
     let mut text = lines.join("\n");
     text.push('\n');
-    crate::fsutil::write_atomic(&folder.path().join(IGNORE_FILE), text.as_bytes(), 0o644)
-        .map_err(|e| ApiError::internal(format!("{IGNORE_FILE}: {e}")))?;
+    peerfold_engine::disk::fsutil::write_atomic(
+        &folder.path().join(IGNORE_FILE),
+        text.as_bytes(),
+        0o644,
+    )
+    .map_err(|e| ApiError::internal(format!("{IGNORE_FILE}: {e}")))?;
     crate::daemon::scan(&shared, &folder.id)
         .await
         .map_err(ApiError::internal)?;
@@ -109,9 +113,9 @@ pub(super) async fn conflicts(State(shared): State<Arc<Shared>>, params: Params)
                         "modifiedBy": entry.modified_by.to_string(),
                     }));
                 }
-                Ok::<(), crate::store::StoreError>(())
+                Ok::<(), peerfold_engine::store::StoreError>(())
             })?;
-        Ok::<_, crate::store::StoreError>(names)
+        Ok::<_, peerfold_engine::store::StoreError>(names)
     })
     .await
     .map_err(|e| ApiError::internal(e.to_string()))?

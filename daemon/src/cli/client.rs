@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use serde_json::Value;
 
-use crate::home::Home;
+use peerfold_engine::config::Home;
 
 /// A client for the daemon of one home.
 pub(super) struct DaemonApi {

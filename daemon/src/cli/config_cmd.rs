@@ -9,8 +9,8 @@ use serde_json::{Value, json};
 
 use super::client::DaemonApi;
 use super::output;
-use crate::home::Home;
 use crate::options::{self, SETTINGS};
+use peerfold_engine::config::Home;
 
 /// Prints one option, or all of them as KEY=VALUE lines (or one JSON object).
 pub(super) fn get(home: &Home, key: Option<&str>, json: bool, out: &mut impl Write) -> Result<()> {

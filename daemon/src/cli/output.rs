@@ -6,9 +6,9 @@ use std::time::Duration;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::{Value, json};
 
-use crate::config::{DeviceConfig, FolderConfig};
-use crate::index::FileEntry;
-use crate::scanner::{ScanProgress, ScanReport};
+use peerfold_engine::config::{DeviceConfig, FolderConfig};
+use peerfold_engine::disk::scanner::{ScanProgress, ScanReport};
+use peerfold_engine::model::entry::FileEntry;
 
 /// Prints one JSON value on its own line.
 pub(super) fn json_line(out: &mut impl Write, value: &impl serde::Serialize) -> io::Result<()> {

@@ -9,10 +9,10 @@ use peerfold_protocol::DeviceId;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::FolderConfig;
 use crate::events::EventLog;
-use crate::scanner;
-use crate::store::FolderIdx;
+use peerfold_engine::config::FolderConfig;
+use peerfold_engine::disk::scanner;
+use peerfold_engine::store::FolderIdx;
 
 /// One folder at run time.
 pub(crate) struct Folder {
@@ -144,7 +144,7 @@ impl Folder {
             .clone()
     }
 
-    pub(crate) fn folder_type(&self) -> crate::config::FolderType {
+    pub(crate) fn folder_type(&self) -> peerfold_engine::config::FolderType {
         self.config
             .read()
             .unwrap_or_else(|p| p.into_inner())

@@ -9,7 +9,7 @@ use tracing::{info, warn};
 
 use super::{Folder, FolderState, Shared};
 use crate::puller;
-use crate::scanner;
+use peerfold_engine::disk::scanner;
 
 /// Scans a folder at start, when woken, and every `rescan_interval_s`.
 pub(super) async fn scan_loop(shared: Arc<Shared>, folder: Arc<Folder>) {

@@ -17,10 +17,10 @@ use tracing::{debug, warn};
 
 use super::{FrameReader, StreamError, send};
 use crate::auto_accept;
-use crate::config::{self, FolderType};
 use crate::daemon::{Folder, PeerInfo, Shared};
-use crate::index::FileEntry;
-use crate::names;
+use peerfold_engine::config::{self, FolderType};
+use peerfold_engine::model::entry::FileEntry;
+use peerfold_engine::model::names;
 
 /// Entries per index batch, at most.
 const BATCH_ENTRIES: usize = 1000;

@@ -9,8 +9,8 @@ use std::os::unix::fs::FileExt;
 use peerfold_protocol::chunking::Block;
 
 use crate::daemon::Shared;
-use crate::index::FileEntry;
-use crate::names;
+use peerfold_engine::model::entry::FileEntry;
+use peerfold_engine::model::names;
 
 /// A local file that holds some of the wanted blocks.
 struct Holder {

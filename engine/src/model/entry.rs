@@ -97,7 +97,7 @@ pub struct FileEntry {
 pub enum EntryError {
     /// The name could escape the folder or is reserved.
     #[error(transparent)]
-    Name(#[from] crate::names::NameError),
+    Name(#[from] crate::model::names::NameError),
     /// Anything else that does not add up.
     #[error("entry {name:?}: {detail}")]
     Invalid {
@@ -143,7 +143,7 @@ impl FileEntry {
     /// An entry received from a peer, checked: a safe name, a known kind, blocks that tile
     /// the file exactly with 32-byte hashes, sizes within the protocol's limits.
     pub fn from_wire(info: wire::FileInfo) -> Result<Self, EntryError> {
-        crate::names::validate(&info.name)?;
+        crate::model::names::validate(&info.name)?;
         let invalid = |detail| EntryError::Invalid {
             name: info.name.clone(),
             detail,

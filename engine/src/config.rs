@@ -8,7 +8,11 @@ use std::path::{Path, PathBuf};
 use peerfold_protocol::DeviceId;
 use serde::{Deserialize, Serialize};
 
-use crate::fsutil;
+use crate::disk::fsutil;
+
+mod home;
+pub use crate::model::FolderType;
+pub use home::{HOME_ENV, Home, HomeError};
 
 /// Where the REST API listens unless configured otherwise (not Syncthing's 8384, so both can
 /// run on one host).
@@ -133,33 +137,6 @@ pub fn expand_tilde(path: &str) -> Option<PathBuf> {
             dirs::home_dir().map(|home| home.join(rest.trim_start_matches('/')))
         }
         _ => Some(PathBuf::from(path)),
-    }
-}
-
-/// How a folder takes part in sync.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum FolderType {
-    /// Sends local changes and takes remote ones.
-    #[default]
-    #[value(name = "sendreceive")]
-    SendReceive,
-    /// Sends local changes, never takes remote ones.
-    #[value(name = "sendonly")]
-    SendOnly,
-    /// Takes remote changes, never sends local ones as the truth.
-    #[value(name = "receiveonly")]
-    ReceiveOnly,
-}
-
-impl FolderType {
-    /// Syncthing's name for the type.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::SendReceive => "sendreceive",
-            Self::SendOnly => "sendonly",
-            Self::ReceiveOnly => "receiveonly",
-        }
     }
 }
 

@@ -13,12 +13,12 @@ use ignore::gitignore::Gitignore;
 use unicode_normalization::is_nfc;
 
 use super::ScanIssue;
-use crate::index::{FileKind, Timestamp};
+use crate::model::entry::{FileKind, Timestamp};
 
 /// The folder's metadata directory, in the root.
-pub(crate) const MARKER_DIR: &str = ".peerfold";
+pub const MARKER_DIR: &str = ".peerfold";
 /// The ignore file, in the root.
-pub(crate) const IGNORE_FILE: &str = ".peerfoldignore";
+pub const IGNORE_FILE: &str = ".peerfoldignore";
 
 /// A name as found on disk.
 #[derive(Clone, Debug)]
@@ -51,7 +51,7 @@ impl DiskEntry {
 }
 
 /// The modification time of `meta`.
-pub(crate) fn timestamp(meta: &Metadata) -> Timestamp {
+pub fn timestamp(meta: &Metadata) -> Timestamp {
     Timestamp {
         seconds: meta.mtime(),
         nanos: meta.mtime_nsec().clamp(0, 999_999_999) as u32,

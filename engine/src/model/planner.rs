@@ -23,8 +23,8 @@ use std::cmp::Ordering as CmpOrdering;
 use peerfold_protocol::DeviceId;
 use peerfold_protocol::version::Ordering;
 
-use crate::config::FolderType;
-use crate::index::{FileEntry, FileKind, Timestamp};
+use crate::model::FolderType;
+use crate::model::entry::{FileEntry, FileKind, Timestamp};
 
 /// One device's entry for a name.
 #[derive(Clone, Copy, Debug)]

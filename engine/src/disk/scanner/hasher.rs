@@ -8,7 +8,7 @@ use peerfold_protocol::chunking::{Block, Chunker};
 
 use super::walk::{DiskEntry, timestamp};
 use super::{ChangeKind, ScanIssue};
-use crate::index::FileKind;
+use crate::model::entry::FileKind;
 use crate::store::LocalChange;
 
 /// How often a file that keeps changing under the hasher is retried before giving up until

@@ -17,7 +17,7 @@ use peerfold_protocol::{DeviceId, ShortId};
 use prost::Message as _;
 use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, Transaction, params};
 
-use crate::index::{FileEntry, FileKind, Timestamp};
+use crate::model::entry::{FileEntry, FileKind, Timestamp};
 
 /// The rows of this device have device index 0.
 const LOCAL_DEVICE: i64 = 0;

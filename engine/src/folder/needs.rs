@@ -2,9 +2,9 @@
 
 use peerfold_protocol::DeviceId;
 
-use crate::config::FolderType;
-use crate::index::FileEntry;
-use crate::planner::{self, Action, Announced};
+use crate::model::FolderType;
+use crate::model::entry::FileEntry;
+use crate::model::planner::{self, Action, Announced};
 use crate::store::{FolderIdx, StoreError, StoreReader};
 
 /// Every action this device needs to bring `folder` to the global version, in the order the
@@ -70,7 +70,7 @@ fn action_for(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::index::{FileEntry, FileKind, Timestamp};
+    use crate::model::entry::{FileEntry, FileKind, Timestamp};
     use crate::store::{LocalChange, Store};
     use peerfold_protocol::chunking::Block;
     use peerfold_protocol::version::VersionVector;

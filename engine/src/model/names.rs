@@ -49,7 +49,7 @@ pub fn validate(name: &str) -> Result<(), NameError> {
 }
 
 /// `root/name` for a validated name. The result has only normal components below `root`.
-pub(crate) fn join(root: &Path, name: &str) -> Result<PathBuf, NameError> {
+pub fn join(root: &Path, name: &str) -> Result<PathBuf, NameError> {
     validate(name)?;
     let relative = Path::new(name);
     if !relative
@@ -59,23 +59,6 @@ pub(crate) fn join(root: &Path, name: &str) -> Result<PathBuf, NameError> {
         return Err(NameError::Component(name.to_owned()));
     }
     Ok(root.join(relative))
-}
-
-/// True if a parent directory of `name` under `root` is a symlink (or not a directory):
-/// writing there could escape the folder, so it must be refused.
-pub(crate) fn parent_escapes(root: &Path, name: &str) -> bool {
-    let mut path = root.to_path_buf();
-    let parts: Vec<&str> = name.split('/').collect();
-    for part in &parts[..parts.len().saturating_sub(1)] {
-        path.push(part);
-        match std::fs::symlink_metadata(&path) {
-            Ok(meta) if meta.is_dir() => {}
-            Ok(_) => return true,
-            // Missing parents are created by the puller as real directories.
-            Err(_) => return false,
-        }
-    }
-    false
 }
 
 #[cfg(test)]
@@ -112,16 +95,6 @@ mod tests {
         ] {
             assert!(validate(good).is_ok(), "{good:?} was refused");
         }
-    }
-
-    #[test]
-    fn symlinked_parents_are_detected() {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir(dir.path().join("real")).unwrap();
-        std::os::unix::fs::symlink("/tmp", dir.path().join("link")).unwrap();
-        assert!(parent_escapes(dir.path(), "link/x"));
-        assert!(!parent_escapes(dir.path(), "real/x"));
-        assert!(!parent_escapes(dir.path(), "new/x"));
     }
 
     proptest! {

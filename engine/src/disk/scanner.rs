@@ -30,11 +30,11 @@ use ignore::gitignore::{Gitignore, GitignoreBuilder};
 use peerfold_protocol::ShortId;
 use peerfold_protocol::chunking::Chunker;
 
-use crate::index::FileKind;
+use crate::model::entry::FileKind;
 use crate::store::{LocalChange, LocalRow, Store, StoreError, StoreReader};
 use hasher::{HashJob, hash_file};
 use walk::{DiskEntry, SubtreeRule, WalkItem, Walker};
-pub(crate) use walk::{IGNORE_FILE, MARKER_DIR, timestamp as walk_timestamp};
+pub use walk::{IGNORE_FILE, MARKER_DIR, timestamp as walk_timestamp};
 
 /// Changes written per transaction, at most.
 const BATCH_CHANGES: usize = 2000;

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use peerfold_protocol::identity::{Identity, IdentityError};
 
 use crate::config::{Config, ConfigError};
-use crate::fsutil;
+use crate::disk::fsutil;
 use crate::store::{Store, StoreError};
 
 /// The environment variable naming the home directory.

@@ -7,7 +7,7 @@ use std::path::Path;
 
 /// Replaces `path` with `contents` atomically: write a temp file beside it with `mode`,
 /// fsync it, rename it over `path`, then fsync the directory so the rename survives a crash.
-pub(crate) fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> io::Result<()> {
+pub fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let name = path
         .file_name()
@@ -35,7 +35,7 @@ pub(crate) fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> io::Resul
 }
 
 /// Creates `path` with `contents` and `mode`; fails if it exists.
-pub(crate) fn write_new(path: &Path, contents: &[u8], mode: u32) -> io::Result<()> {
+pub fn write_new(path: &Path, contents: &[u8], mode: u32) -> io::Result<()> {
     let mut file = OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -46,6 +46,38 @@ pub(crate) fn write_new(path: &Path, contents: &[u8], mode: u32) -> io::Result<(
 }
 
 /// Flushes a directory's entries (new names, renames) to disk.
-pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
+pub fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
+}
+
+/// True if a parent directory of `name` under `root` is a symlink (or not a directory):
+/// writing there could escape the folder, so it must be refused.
+pub fn parent_escapes(root: &Path, name: &str) -> bool {
+    let mut path = root.to_path_buf();
+    let parts: Vec<&str> = name.split('/').collect();
+    for part in &parts[..parts.len().saturating_sub(1)] {
+        path.push(part);
+        match fs::symlink_metadata(&path) {
+            Ok(meta) if meta.is_dir() => {}
+            Ok(_) => return true,
+            // Missing parents are created by the puller as real directories.
+            Err(_) => return false,
+        }
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn symlinked_parents_are_detected() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::create_dir(dir.path().join("real")).unwrap();
+        std::os::unix::fs::symlink("/tmp", dir.path().join("link")).unwrap();
+        assert!(parent_escapes(dir.path(), "link/x"));
+        assert!(!parent_escapes(dir.path(), "real/x"));
+        assert!(!parent_escapes(dir.path(), "new/x"));
+    }
 }

@@ -1,0 +1,3 @@
+//! Folders: what a folder needs, from the store through the planner.
+
+pub mod needs;

@@ -1,0 +1,43 @@
+//! How a folder takes part in sync.
+
+use serde::{Deserialize, Serialize};
+
+/// How a folder takes part in sync.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FolderType {
+    /// Sends local changes and takes remote ones.
+    #[default]
+    SendReceive,
+    /// Sends local changes, never takes remote ones.
+    SendOnly,
+    /// Takes remote changes, never sends local ones as the truth.
+    ReceiveOnly,
+}
+
+impl FolderType {
+    /// Syncthing's name for the type.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::SendReceive => "sendreceive",
+            Self::SendOnly => "sendonly",
+            Self::ReceiveOnly => "receiveonly",
+        }
+    }
+}
+
+impl std::str::FromStr for FolderType {
+    type Err = UnknownFolderType;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        [Self::SendReceive, Self::SendOnly, Self::ReceiveOnly]
+            .into_iter()
+            .find(|t| t.as_str() == text)
+            .ok_or_else(|| UnknownFolderType(text.to_owned()))
+    }
+}
+
+/// A folder type that is none of Syncthing's three.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown folder type {0:?} (sendreceive, sendonly or receiveonly)")]
+pub struct UnknownFolderType(pub String);
