@@ -833,12 +833,12 @@ fn scan(home: &Home, only: Option<String>, json: bool, out: &mut impl Write) -> 
         ],
         None => config.folders.iter().collect(),
     };
-    let mut store = home.store()?;
+    let store = peerfold_engine::store::StoreHandle::new(home.store()?);
     let mut reports = Vec::new();
     let mut failures = Vec::new();
     for folder in folders {
         let bar = output::scan_progress_bar(&folder.id, std::io::stderr().is_terminal());
-        let result = scanner::scan_folder(&mut store, &folder.id, &folder.path, local, |p| {
+        let result = scanner::scan_folder(&store, &folder.id, &folder.path, local, |p| {
             output::update_scan_bar(&bar, p);
         });
         bar.finish_and_clear();

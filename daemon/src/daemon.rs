@@ -27,7 +27,7 @@ use crate::net;
 use crate::puller;
 use peerfold_engine::config::{Config, FolderConfig};
 use peerfold_engine::config::{Home, HomeError};
-use peerfold_engine::store::{Store, StoreError};
+use peerfold_engine::store::{Store, StoreError, StoreHandle};
 
 /// Why the daemon could not start.
 #[derive(Debug, thiserror::Error)]
@@ -55,7 +55,7 @@ pub(crate) struct Shared {
     pub(crate) home: Home,
     pub(crate) me: DeviceId,
     pub(crate) device_name: String,
-    store: Mutex<Store>,
+    store: StoreHandle,
     folders: RwLock<HashMap<String, Arc<Folder>>>,
     /// What dialing a newly added device needs.
     dialer: Mutex<Option<Dialer>>,
@@ -106,11 +106,15 @@ pub(crate) struct PeerInfo {
 }
 
 impl Shared {
-    /// The store, for a short critical section that never spans an `.await`.
+    /// The store's writer, for a short critical section that never spans an `.await`
+    /// (transitional: see `StoreHandle::lock_writer_blocking`).
     pub(crate) fn store(&self) -> MutexGuard<'_, Store> {
-        // A panic while holding the lock leaves SQLite consistent (transactions roll back),
-        // so a poisoned lock is still usable.
-        self.store.lock().unwrap_or_else(|p| p.into_inner())
+        self.store.lock_writer_blocking()
+    }
+
+    /// The store handle: writes and reads on blocking threads, readers beside the writer.
+    pub(crate) fn store_handle(&self) -> &StoreHandle {
+        &self.store
     }
 
     /// A copy of the configuration as it stands.
@@ -390,7 +394,7 @@ impl Daemon {
             device_name: config.device_name.clone(),
             config: RwLock::new(config.clone()),
             home: home.clone(),
-            store: Mutex::new(store),
+            store: StoreHandle::new(store),
             folders: RwLock::new(HashMap::new()),
             dialer: Mutex::new(None),
             config_change: tokio::sync::Mutex::new(()),

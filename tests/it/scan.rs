@@ -370,7 +370,7 @@ fn a_file_that_keeps_changing_is_never_indexed_with_mixed_content() {
     let path = root.join("growing.bin");
     fs::write(&path, noise(5, 32 << 20)).unwrap();
     fs::write(root.join("still.txt"), b"still").unwrap();
-    let mut store = peerfold_engine::store::Store::open(&dir.path().join("index.db")).unwrap();
+    let store = peerfold_engine::store::StoreHandle::open(&dir.path().join("index.db")).unwrap();
 
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let writer = {
@@ -384,7 +384,7 @@ fn a_file_that_keeps_changing_is_never_indexed_with_mixed_content() {
         })
     };
     let report = peerfold_engine::disk::scanner::scan_folder(
-        &mut store,
+        &store,
         "f",
         &root,
         peerfold_protocol::ShortId(1),
@@ -393,6 +393,7 @@ fn a_file_that_keeps_changing_is_never_indexed_with_mixed_content() {
     .unwrap();
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     writer.join().unwrap();
+    let store = store.reader().unwrap();
 
     let issue = report
         .issues

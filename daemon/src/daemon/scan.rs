@@ -84,10 +84,10 @@ fn scan_now(shared: &Shared, folder_id: &str) -> Result<bool, scanner::ScanError
     };
     let root: PathBuf = folder.path();
     folder.set_state(FolderState::Scanning);
-    let mut store = shared.store();
     let started = std::time::Instant::now();
     let mut last_event: Option<std::time::Instant> = None;
-    let report = scanner::scan_folder(&mut store, folder_id, &root, shared.me.short(), |p| {
+    let store = shared.store_handle();
+    let report = scanner::scan_folder(store, folder_id, &root, shared.me.short(), |p| {
         folder.set_scan_progress(Some(p));
         // Announced once there is something to hash, then every couple of seconds.
         if p.to_hash > 0 && last_event.is_none_or(|t| t.elapsed() >= SCAN_PROGRESS_EVERY) {
@@ -95,7 +95,6 @@ fn scan_now(shared: &Shared, folder_id: &str) -> Result<bool, scanner::ScanError
             emit_scan_progress(&folder, p, started.elapsed());
         }
     });
-    drop(store);
     folder.set_scan_progress(None);
     let report = match report {
         Ok(report) => {

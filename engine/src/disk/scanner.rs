@@ -9,7 +9,9 @@
 //! - names gone from a directory that was read completely become tombstones; names below a
 //!   directory that could not be read are left alone; ignored names are marked invalid.
 //!
-//! Changes are written in batched transactions by the calling thread. Tombstones are written
+//! Changes are written in batched transactions by the calling thread, which takes the store's
+//! writer once per batch and releases it between batches; the merge reads through its own
+//! read-only connection, so a scan never holds the writer for its walk. Tombstones are written
 //! last, and only after checking the folder root and marker are still there, so a folder that
 //! vanishes mid-scan is never taken for "everything was deleted".
 //!
@@ -31,7 +33,7 @@ use peerfold_protocol::ShortId;
 use peerfold_protocol::chunking::Chunker;
 
 use crate::model::entry::FileKind;
-use crate::store::{LocalChange, LocalRow, Store, StoreError, StoreReader};
+use crate::store::{FolderIdx, LocalChange, LocalRow, StoreError, StoreHandle, StoreReader};
 use hasher::{HashJob, hash_file};
 use walk::{DiskEntry, SubtreeRule, WalkItem, Walker};
 pub use walk::{IGNORE_FILE, MARKER_DIR, timestamp as walk_timestamp};
@@ -156,9 +158,10 @@ struct Counters {
 }
 
 /// Scans the folder `folder_id` rooted at `root` into `store`, recording changes as made by
-/// device `local`. `progress` is called now and then from this thread.
+/// device `local`. `progress` is called now and then from this thread. Blocks: run it on a
+/// blocking thread, never on an async runtime's.
 pub fn scan_folder(
-    store: &mut Store,
+    store: &StoreHandle,
     folder_id: &str,
     root: &Path,
     local: ShortId,
@@ -166,7 +169,7 @@ pub fn scan_folder(
 ) -> Result<ScanReport, ScanError> {
     let started = Instant::now();
     check_root(root)?;
-    let folder = store.ensure_folder(folder_id)?;
+    let folder = store.write_blocking(|s| s.ensure_folder(folder_id))?;
     let reader = store.reader()?;
     let mut report = ScanReport::default();
     let (ignores, ignore_issues) = load_ignores(root);
@@ -245,7 +248,7 @@ pub fn scan_folder(
         });
     }
     for batch in tombstones.chunks(BATCH_CHANGES) {
-        store.apply_local_changes(folder, local, batch)?;
+        store.write_blocking(|s| s.apply_local_changes(folder, local, batch))?;
     }
     report.deleted = tombstones.len() as u64;
     report.hashed_bytes = counters.hashed.load(Ordering::Relaxed);
@@ -336,10 +339,11 @@ struct Written {
     issues: Vec<ScanIssue>,
 }
 
-/// Receives changes until every sender is gone, writing them in batched transactions.
+/// Receives changes until every sender is gone, writing them in batched transactions, each
+/// with the writer taken for that transaction only.
 fn write_changes(
-    store: &mut Store,
-    folder: crate::store::FolderIdx,
+    store: &StoreHandle,
+    folder: FolderIdx,
     local: ShortId,
     rx: Receiver<Vec<WriteMsg>>,
     counters: &Counters,
@@ -381,7 +385,7 @@ fn write_changes(
         if !batch.is_empty()
             && (!open || batch.len() >= BATCH_CHANGES || batch_started.elapsed() >= BATCH_WAIT)
         {
-            store.apply_local_changes(folder, local, &batch)?;
+            store.write_blocking(|s| s.apply_local_changes(folder, local, &batch))?;
             batch.clear();
         }
         if last_progress.elapsed() >= PROGRESS_EVERY {

@@ -1,0 +1,355 @@
+//! Every read-only query. They run on any [`StoreReader`]: a read-only connection beside the
+//! writer, or the writer itself (a [`Store`](super::Store) derefs to its reader).
+
+use peerfold_protocol::DeviceId;
+use peerfold_protocol::chunking::Block;
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::codec::{decode_blocks, entry_from_row, hash_prefix, kind_of};
+use super::{
+    FolderIdx, LOCAL_DEVICE, LocalRow, PendingDevice, PendingFolder, StoreError, StoreReader,
+};
+use crate::model::entry::{FileEntry, FileKind, Timestamp};
+
+impl StoreReader {
+    /// The folder's row, if it was ever scanned.
+    pub fn folder(&self, folder_id: &str) -> Result<Option<FolderIdx>, StoreError> {
+        Ok(self
+            .conn
+            .query_row("SELECT idx FROM folders WHERE id = ?1", [folder_id], |r| {
+                r.get(0)
+            })
+            .optional()?
+            .map(FolderIdx))
+    }
+
+    /// The last local sequence number handed out in the folder.
+    pub fn sequence(&self, folder: FolderIdx) -> Result<u64, StoreError> {
+        let seq: i64 = self.conn.query_row(
+            "SELECT sequence FROM folders WHERE idx = ?1",
+            [folder.0],
+            |r| r.get(0),
+        )?;
+        Ok(seq as u64)
+    }
+
+    /// The folder's index ID (announced to peers; a new one makes them take our full index).
+    pub fn index_id(&self, folder: FolderIdx) -> Result<u64, StoreError> {
+        let id: i64 = self.conn.query_row(
+            "SELECT index_id FROM folders WHERE idx = ?1",
+            [folder.0],
+            |r| r.get(0),
+        )?;
+        Ok(id as u64)
+    }
+
+    /// This device's entry for `name`, if any.
+    pub fn local_entry(
+        &self,
+        folder: FolderIdx,
+        name: &str,
+    ) -> Result<Option<FileEntry>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT name, kind, size, permissions, modified_s, modified_ns, deleted, invalid,
+                    sequence, version, modified_by, symlink_target, blocks
+             FROM files WHERE folder_idx = ?1 AND device_idx = ?2 AND name = ?3",
+        )?;
+        let mut rows = stmt.query(params![folder.0, LOCAL_DEVICE, name])?;
+        match rows.next()? {
+            Some(row) => Ok(Some(entry_from_row(row)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Local entries changed after sequence `after`, in sequence order, at most `limit`.
+    pub fn local_entries_since(
+        &self,
+        folder: FolderIdx,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<FileEntry>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT name, kind, size, permissions, modified_s, modified_ns, deleted, invalid,
+                    sequence, version, modified_by, symlink_target, blocks
+             FROM files WHERE folder_idx = ?1 AND device_idx = ?2 AND sequence > ?3
+             ORDER BY sequence LIMIT ?4",
+        )?;
+        let mut rows = stmt.query(params![folder.0, LOCAL_DEVICE, after as i64, limit as i64])?;
+        let mut out = Vec::new();
+        while let Some(row) = rows.next()? {
+            out.push(entry_from_row(row)?);
+        }
+        Ok(out)
+    }
+
+    /// Local files (folder ID, name) that hold a block whose hash starts like `hash`, per
+    /// the index. The caller finds the block in the file's entry and checks the data's hash
+    /// before using it.
+    pub fn local_block_holders(
+        &self,
+        hash: &blake3::Hash,
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT fo.id, f.name FROM local_blocks lb
+             JOIN files f ON f.id = lb.file_id
+             JOIN folders fo ON fo.idx = f.folder_idx
+             WHERE lb.hash_prefix = ?1 AND f.device_idx = ?2 AND f.deleted = 0 LIMIT 8",
+        )?;
+        let rows = stmt.query_map(params![hash_prefix(hash), LOCAL_DEVICE], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// True if the folder's index has a live, synced regular file of this name.
+    pub fn has_local_file(&self, folder: FolderIdx, name: &str) -> Result<bool, StoreError> {
+        Ok(self
+            .conn
+            .prepare_cached(
+                "SELECT 1 FROM files WHERE folder_idx = ?1 AND device_idx = ?2 AND name = ?3
+                 AND deleted = 0 AND invalid = 0 AND kind = ?4",
+            )?
+            .exists(params![folder.0, LOCAL_DEVICE, name, FileKind::File.code()])?)
+    }
+
+    /// How many local files hold a block with this hash (for tests and diagnostics).
+    pub fn local_files_with_block(&self, hash: &blake3::Hash) -> Result<u64, StoreError> {
+        let n: i64 = self.conn.query_row(
+            "SELECT count(*) FROM local_blocks WHERE hash_prefix = ?1",
+            [hash_prefix(hash)],
+            |r| r.get(0),
+        )?;
+        Ok(n as u64)
+    }
+
+    /// What we hold of `device`'s index for the folder: its index ID and highest sequence.
+    pub fn remote_index_state(
+        &self,
+        folder: FolderIdx,
+        device: DeviceId,
+    ) -> Result<Option<(u64, u64)>, StoreError> {
+        Ok(self
+            .conn
+            .prepare_cached(
+                "SELECT r.index_id, r.max_sequence FROM remote_indexes r
+                 JOIN devices d ON d.idx = r.device_idx
+                 WHERE r.folder_idx = ?1 AND d.device_id = ?2",
+            )?
+            .query_row(params![folder.0, device.as_bytes().as_slice()], |r| {
+                Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64))
+            })
+            .optional()?)
+    }
+
+    /// Devices that tried to connect without being configured, most recent first.
+    pub fn pending_devices(&self) -> Result<Vec<PendingDevice>, StoreError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT device_id, name, address, last_seen FROM pending_devices
+             ORDER BY last_seen DESC",
+        )?;
+        let mut rows = stmt.query([])?;
+        let mut out = Vec::new();
+        while let Some(row) = rows.next()? {
+            let raw: Vec<u8> = row.get(0)?;
+            let Ok(device) = DeviceId::try_from(raw.as_slice()) else {
+                continue;
+            };
+            out.push(PendingDevice {
+                device,
+                name: row.get(1)?,
+                address: row.get(2)?,
+                last_seen: row.get(3)?,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Folders offered by configured devices and not shared with them, most recent first.
+    pub fn pending_folders(&self) -> Result<Vec<PendingFolder>, StoreError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT folder_id, device_id, label, last_seen FROM pending_folders
+             ORDER BY last_seen DESC, folder_id",
+        )?;
+        let mut rows = stmt.query([])?;
+        let mut out = Vec::new();
+        while let Some(row) = rows.next()? {
+            let raw: Vec<u8> = row.get(1)?;
+            let Ok(device) = DeviceId::try_from(raw.as_slice()) else {
+                continue;
+            };
+            out.push(PendingFolder {
+                folder: row.get(0)?,
+                device,
+                label: row.get(2)?,
+                last_seen: row.get(3)?,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Every local entry of the folder (tombstones included) in name order.
+    pub fn for_each_local_entry<E: From<StoreError>>(
+        &self,
+        folder: FolderIdx,
+        mut visit: impl FnMut(FileEntry) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT name, kind, size, permissions, modified_s, modified_ns, deleted, invalid,
+                    sequence, version, modified_by, symlink_target, blocks
+             FROM files WHERE folder_idx = ?1 AND device_idx = ?2 ORDER BY name",
+            )
+            .map_err(StoreError::from)?;
+        let mut rows = stmt
+            .query(params![folder.0, LOCAL_DEVICE])
+            .map_err(StoreError::from)?;
+        while let Some(row) = rows.next().map_err(StoreError::from)? {
+            let entry = entry_from_row(row)?;
+            visit(entry)?;
+        }
+        Ok(())
+    }
+
+    /// Calls `visit` once per name of the folder, in name order, with every device's entry
+    /// for it (this device's as `local`). Streams: memory holds one name's entries at a time.
+    pub fn for_each_name<E: From<StoreError>>(
+        &self,
+        folder: FolderIdx,
+        local: DeviceId,
+        mut visit: impl FnMut(Vec<(DeviceId, FileEntry)>) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let mut group: Vec<(DeviceId, FileEntry)> = Vec::new();
+        for_each_row(&self.conn, folder, None, local, |device, entry| {
+            if group
+                .first()
+                .is_some_and(|(_, first)| first.name != entry.name)
+            {
+                visit(std::mem::take(&mut group))?;
+            }
+            group.push((device, entry));
+            Ok::<(), E>(())
+        })?;
+        if !group.is_empty() {
+            visit(group)?;
+        }
+        Ok(())
+    }
+
+    /// [`StoreReader::for_each_name`] for the given names only (those the folder has), in order.
+    pub fn for_names<'n, E: From<StoreError>>(
+        &self,
+        folder: FolderIdx,
+        names: impl IntoIterator<Item = &'n str>,
+        local: DeviceId,
+        mut visit: impl FnMut(Vec<(DeviceId, FileEntry)>) -> Result<(), E>,
+    ) -> Result<(), E> {
+        for name in names {
+            let mut group = Vec::new();
+            for_each_row(&self.conn, folder, Some(name), local, |device, entry| {
+                group.push((device, entry));
+                Ok::<(), E>(())
+            })?;
+            if !group.is_empty() {
+                visit(group)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Calls `visit` for every local entry of the folder in name (byte) order, as one
+    /// consistent snapshot.
+    pub fn for_each_local_row(
+        &self,
+        folder: FolderIdx,
+        mut visit: impl FnMut(LocalRow) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT id, name, kind, size, permissions, modified_s, modified_ns, deleted,
+                    invalid, inode, symlink_target
+             FROM files WHERE folder_idx = ?1 AND device_idx = ?2 ORDER BY name",
+        )?;
+        let mut rows = stmt.query(params![folder.0, LOCAL_DEVICE])?;
+        while let Some(row) = rows.next()? {
+            let name: String = row.get(1)?;
+            visit(LocalRow {
+                id: row.get(0)?,
+                kind: kind_of(&name, row.get(2)?)?,
+                size: row.get::<_, i64>(3)? as u64,
+                permissions: row.get(4)?,
+                modified: Timestamp {
+                    seconds: row.get(5)?,
+                    nanos: row.get(6)?,
+                },
+                deleted: row.get(7)?,
+                invalid: row.get(8)?,
+                inode: row.get::<_, i64>(9)? as u64,
+                symlink_target: row.get(10)?,
+                name,
+            })?;
+        }
+        Ok(())
+    }
+
+    /// The recorded blocks of the local file with row id `id` (empty if there is none).
+    pub fn local_blocks(&self, id: i64) -> Result<Vec<Block>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT name, blocks FROM files WHERE id = ?1")?;
+        let mut rows = stmt.query([id])?;
+        match rows.next()? {
+            Some(row) => {
+                let (name, packed): (String, Vec<u8>) = (row.get(0)?, row.get(1)?);
+                decode_blocks(&name, &packed)
+            }
+            None => Ok(Vec::new()),
+        }
+    }
+}
+
+/// Every device's entry of the folder in name order (of one name, when given), this
+/// device's reported as `local`.
+fn for_each_row<E: From<StoreError>>(
+    conn: &Connection,
+    folder: FolderIdx,
+    name: Option<&str>,
+    local: DeviceId,
+    mut visit: impl FnMut(DeviceId, FileEntry) -> Result<(), E>,
+) -> Result<(), E> {
+    const SELECT: &str = "SELECT f.name, f.kind, f.size, f.permissions, f.modified_s,
+                f.modified_ns, f.deleted, f.invalid, f.sequence, f.version, f.modified_by,
+                f.symlink_target, f.blocks, d.device_id
+         FROM files f LEFT JOIN devices d ON d.idx = f.device_idx";
+    let (mut stmt, mut rows);
+    match name {
+        Some(name) => {
+            stmt = conn
+                .prepare_cached(&format!("{SELECT} WHERE f.folder_idx = ?1 AND f.name = ?2"))
+                .map_err(StoreError::from)?;
+            rows = stmt
+                .query(params![folder.0, name])
+                .map_err(StoreError::from)?;
+        }
+        None => {
+            stmt = conn
+                .prepare_cached(&format!("{SELECT} WHERE f.folder_idx = ?1 ORDER BY f.name"))
+                .map_err(StoreError::from)?;
+            rows = stmt.query([folder.0]).map_err(StoreError::from)?;
+        }
+    }
+    while let Some(row) = rows.next().map_err(StoreError::from)? {
+        let entry = entry_from_row(row)?;
+        let device = match row
+            .get::<_, Option<Vec<u8>>>(13)
+            .map_err(StoreError::from)?
+        {
+            None => local,
+            Some(raw) => DeviceId::try_from(raw.as_slice()).map_err(|e| StoreError::Malformed {
+                name: entry.name.clone(),
+                detail: format!("device: {e}"),
+            })?,
+        };
+        visit(device, entry)?;
+    }
+    Ok(())
+}
