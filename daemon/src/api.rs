@@ -6,8 +6,10 @@
 //! `Authorization: Bearer KEY`. Errors are JSON `{"error": "..."}` with a 4xx status.
 
 mod cluster;
+mod config_edit;
 mod config_json;
 mod db;
+mod events;
 mod folder_files;
 mod system;
 
@@ -21,14 +23,24 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use peerfold_engine::folder::FolderHandle;
+use peerfold_engine::{ConfigChangeError, Engine, FolderLookupError};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
-use crate::daemon::{Folder, Shared};
+/// What every handler gets: the engine, where the API listens, and the signal that it
+/// stops (long polls give up then).
+#[derive(Debug)]
+pub(crate) struct Api {
+    pub(crate) engine: Engine,
+    pub(crate) address: SocketAddr,
+    pub(crate) stop: CancellationToken,
+}
 
-/// Syncthing's configuration version whose shape `/rest/config` follows.
-pub(crate) const CONFIG_VERSION: u32 = 35;
+/// The handlers' state.
+pub(crate) type AppState = State<Arc<Api>>;
 
 /// A request that cannot be answered, as JSON.
 #[derive(Debug)]
@@ -93,38 +105,53 @@ pub(crate) fn number(params: &Params, name: &str, default: u64) -> Result<u64, A
     }
 }
 
-/// The folder a `folder=` parameter names (a paused folder is not running: 404 that says so).
-pub(crate) fn folder(shared: &Shared, params: &Params) -> Result<Arc<Folder>, ApiError> {
-    let id = required(params, "folder")?;
-    shared.folder(id).ok_or_else(|| {
-        if shared.config().folder(id).is_some_and(|f| f.paused) {
-            ApiError::not_found(format!("folder {id:?} is paused"))
-        } else {
-            ApiError::not_found(format!("no folder {id:?}"))
+impl From<FolderLookupError> for ApiError {
+    fn from(e: FolderLookupError) -> Self {
+        ApiError::not_found(e.to_string())
+    }
+}
+
+impl From<ConfigChangeError> for ApiError {
+    fn from(e: ConfigChangeError) -> Self {
+        match e {
+            ConfigChangeError::Invalid(e) => ApiError::bad_request(e.to_string()),
+            other => ApiError::internal(other.to_string()),
         }
-    })
+    }
 }
 
-/// Binds the API's listener.
-pub(crate) async fn bind(address: &str) -> std::io::Result<TcpListener> {
-    TcpListener::bind(address).await
+impl From<peerfold_engine::store::StoreError> for ApiError {
+    fn from(e: peerfold_engine::store::StoreError) -> Self {
+        ApiError::internal(e.to_string())
+    }
 }
 
-/// Serves the API until the daemon stops.
-pub(crate) async fn serve(shared: Arc<Shared>, listener: TcpListener) {
-    let local = listener.local_addr().ok();
-    let app = router(shared.clone(), local);
-    let cancel = shared.cancel.clone();
-    if let Err(e) = axum::serve(listener, app)
-        .with_graceful_shutdown(async move { cancel.cancelled().await })
+/// The folder a `folder=` parameter names (a paused folder is not running: 404 that says so).
+pub(crate) fn folder(api: &Api, params: &Params) -> Result<FolderHandle, ApiError> {
+    Ok(api.engine.folder(required(params, "folder")?)?)
+}
+
+/// Serves the API until `stop`.
+pub(crate) async fn serve(engine: Engine, listener: TcpListener, stop: CancellationToken) {
+    let Ok(address) = listener.local_addr() else {
+        return;
+    };
+    let api = Arc::new(Api {
+        engine,
+        address,
+        stop: stop.clone(),
+    });
+    if let Err(e) = axum::serve(listener, router(api))
+        .with_graceful_shutdown(async move { stop.cancelled().await })
         .await
     {
         debug!(error = %e, "REST API stopped");
     }
 }
 
-fn router(shared: Arc<Shared>, local: Option<SocketAddr>) -> Router {
-    let api = Router::new()
+fn router(api: Arc<Api>) -> Router {
+    let local = Some(api.address);
+    let routes = Router::new()
         .route("/rest/system/status", get(system::status))
         .route("/rest/system/version", get(system::version))
         .route("/rest/system/ping", get(system::ping).post(system::ping))
@@ -137,50 +164,50 @@ fn router(shared: Arc<Shared>, local: Option<SocketAddr>) -> Router {
         .route("/rest/system/resume", post(system::resume))
         .route(
             "/rest/system/config",
-            get(config_json::whole).post(config_json::put_whole),
+            get(config_json::whole).post(config_edit::put_whole),
         )
         .route(
             "/rest/config",
-            get(config_json::whole).put(config_json::put_whole),
+            get(config_json::whole).put(config_edit::put_whole),
         )
         .route(
             "/rest/config/devices",
             get(config_json::devices)
-                .post(config_json::post_device)
-                .put(config_json::put_devices),
+                .post(config_edit::post_device)
+                .put(config_edit::put_devices),
         )
         .route(
             "/rest/config/devices/{id}",
             get(config_json::device)
-                .put(config_json::put_device)
-                .patch(config_json::patch_device)
-                .delete(config_json::delete_device),
+                .put(config_edit::put_device)
+                .patch(config_edit::patch_device)
+                .delete(config_edit::delete_device),
         )
         .route(
             "/rest/config/folders",
             get(config_json::folders)
-                .post(config_json::post_folder)
-                .put(config_json::put_folders),
+                .post(config_edit::post_folder)
+                .put(config_edit::put_folders),
         )
         .route(
             "/rest/config/folders/{id}",
             get(config_json::folder)
-                .put(config_json::put_folder)
-                .patch(config_json::patch_folder)
-                .delete(config_json::delete_folder),
+                .put(config_edit::put_folder)
+                .patch(config_edit::patch_folder)
+                .delete(config_edit::delete_folder),
         )
         .route(
             "/rest/config/options",
             get(config_json::options)
-                .put(config_json::put_options)
-                .patch(config_json::put_options),
+                .put(config_edit::put_options)
+                .patch(config_edit::put_options),
         )
         .route("/rest/config/gui", get(config_json::gui))
         .route(
             "/rest/config/defaults/folder",
             get(config_json::default_folder)
-                .put(config_json::put_default_folder)
-                .patch(config_json::put_default_folder),
+                .put(config_edit::put_default_folder)
+                .patch(config_edit::put_default_folder),
         )
         .route(
             "/rest/config/defaults/device",
@@ -219,7 +246,7 @@ fn router(shared: Arc<Shared>, local: Option<SocketAddr>) -> Router {
         .route("/qr/", get(cluster::qr))
         .route("/metrics", get(system::metrics))
         .route_layer(axum::middleware::from_fn_with_state(
-            shared.clone(),
+            api.clone(),
             require_key,
         ));
     Router::new()
@@ -227,11 +254,11 @@ fn router(shared: Arc<Shared>, local: Option<SocketAddr>) -> Router {
             "/rest/noauth/health",
             get(|| async { axum::Json(json!({ "status": "OK" })) }),
         )
-        .merge(api)
+        .merge(routes)
         .fallback(|| async { ApiError::not_found("no such endpoint") })
         .layer(axum::middleware::from_fn_with_state(local, check_host))
         .layer(axum::middleware::from_fn(json_errors))
-        .with_state(shared)
+        .with_state(api)
 }
 
 /// Puts axum's own refusals (a wrong method, a path parameter that is not UTF-8, a body
@@ -314,7 +341,7 @@ fn is_local_host(host: &str, local: Option<SocketAddr>) -> bool {
 
 /// Lets a request through only with the API key.
 async fn require_key(
-    State(shared): State<Arc<Shared>>,
+    State(api): AppState,
     headers: HeaderMap,
     request: Request,
     next: Next,
@@ -328,7 +355,7 @@ async fn require_key(
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.strip_prefix("Bearer "))
         });
-    let expected = shared.api_key();
+    let expected = api.engine.config().api.key.clone();
     match presented {
         Some(key)
             if !expected.is_empty() && constant_time_eq(key.as_bytes(), expected.as_bytes()) =>

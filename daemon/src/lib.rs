@@ -6,18 +6,12 @@
 //! adapters over it.
 //! - `api`: the REST API (Syncthing's paths and JSON shapes).
 //! - [`cli`]: argument definitions and the commands.
-//! - `control`: the local control socket (`peerfold status`, override, revert).
+//! - `control`: the local control socket (`peerfold status`, override, revert, edits).
+//! - [`serve`]: `peerfold serve`: starts the engine, then the adapters on its handle.
+//! - `options`: the options peerfold keeps, by Syncthing's names.
 
 mod api;
-mod auto_accept;
 pub mod cli;
 mod control;
-pub mod daemon;
-mod events;
-mod folder_actions;
-mod live_config;
-mod net;
 mod options;
-mod puller;
-mod summary;
-mod watch;
+pub mod serve;

@@ -4,7 +4,7 @@
 
 use serde_json::{Value, json};
 
-use peerfold_engine::config::{self, Config, DEFAULT_LISTEN};
+use peerfold_engine::config::{self, Address, Config, OptionChange};
 
 /// The shape of an option's value.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -74,7 +74,13 @@ pub(crate) fn setting(name: &str) -> Result<&'static Setting, String> {
 pub(crate) fn get(config: &Config, setting: &Setting) -> Value {
     let o = &config.options;
     match setting.name {
-        "listenAddresses" => json!(config.listen),
+        "listenAddresses" => json!(
+            config
+                .listen
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+        ),
         "globalAnnounceEnabled" => json!(o.global_announce_enabled),
         "globalAnnounceServers" => json!(o.global_announce_servers),
         "localAnnounceEnabled" => json!(o.local_announce_enabled),
@@ -84,51 +90,47 @@ pub(crate) fn get(config: &Config, setting: &Setting) -> Value {
     }
 }
 
-/// Sets an option from JSON, checking its type and content.
-pub(crate) fn set(config: &mut Config, setting: &Setting, value: &Value) -> Result<(), String> {
+/// The change an option's JSON value makes, its type and content checked.
+pub(crate) fn change(setting: &Setting, value: &Value) -> Result<OptionChange, String> {
     let name = setting.name;
-    let o = &mut config.options;
     match setting.kind {
         Kind::Bool => {
             let flag = value
                 .as_bool()
                 .ok_or_else(|| format!("{name} must be true or false, not {value}"))?;
-            match name {
-                "globalAnnounceEnabled" => o.global_announce_enabled = flag,
-                "localAnnounceEnabled" => o.local_announce_enabled = flag,
-                "relaysEnabled" => o.relays_enabled = flag,
+            Ok(match name {
+                "globalAnnounceEnabled" => OptionChange::GlobalAnnounceEnabled(flag),
+                "localAnnounceEnabled" => OptionChange::LocalAnnounceEnabled(flag),
+                "relaysEnabled" => OptionChange::RelaysEnabled(flag),
                 other => unreachable!("bool option {other} has no field"),
-            }
+            })
         }
         Kind::Number => {
             let number = value
                 .as_u64()
                 .ok_or_else(|| format!("{name} must be a whole number, not {value}"))?;
             match name {
-                "reconnectionIntervalS" => {
-                    if number == 0 || number > 86_400 {
-                        return Err(format!("{name} must be 1 to 86400 seconds, not {number}"));
-                    }
-                    o.reconnection_interval_s = number;
+                "reconnectionIntervalS" if number == 0 || number > 86_400 => {
+                    Err(format!("{name} must be 1 to 86400 seconds, not {number}"))
                 }
+                "reconnectionIntervalS" => Ok(OptionChange::ReconnectionIntervalS(number)),
                 other => unreachable!("number option {other} has no field"),
             }
         }
         Kind::List => {
             let list = string_list(name, value)?;
             match name {
-                "listenAddresses" => config.listen = listen_addresses(&list)?,
+                "listenAddresses" => Ok(OptionChange::ListenAddresses(listen_addresses(&list)?)),
                 "globalAnnounceServers" => {
                     for server in &list {
-                        config::check_announce_server(server)?;
+                        config::check_announce_server(server).map_err(|e| e.to_string())?;
                     }
-                    o.global_announce_servers = list;
+                    Ok(OptionChange::GlobalAnnounceServers(list))
                 }
                 other => unreachable!("list option {other} has no field"),
             }
         }
     }
-    Ok(())
 }
 
 /// A value typed on the command line, as the JSON `set` takes.
@@ -178,15 +180,21 @@ fn string_list(name: &str, value: &Value) -> Result<Vec<String>, String> {
 }
 
 /// Listen addresses: `default` stands for peerfold's defaults.
-fn listen_addresses(list: &[String]) -> Result<Vec<String>, String> {
+fn listen_addresses(list: &[String]) -> Result<Vec<Address>, String> {
     let mut out = Vec::new();
-    for address in list {
-        if address == "default" {
-            out.extend(DEFAULT_LISTEN.iter().map(|s| (*s).to_owned()));
-        } else {
-            config::check_address(address)
-                .map_err(|e| format!("{e} (peerfold listens on quic://HOST:PORT)"))?;
-            out.push(address.clone());
+    for text in list {
+        if text == "default" {
+            out.extend(config::default_listen());
+            continue;
+        }
+        match text.parse::<Address>() {
+            Ok(address @ Address::Quic { .. }) => out.push(address),
+            Ok(_) => {
+                return Err(format!(
+                    "listen address {text:?}: peerfold listens on quic://HOST:PORT"
+                ));
+            }
+            Err(e) => return Err(format!("{e} (peerfold listens on quic://HOST:PORT)")),
         }
     }
     Ok(out)
@@ -214,7 +222,12 @@ mod tests {
         for (name, text) in cases {
             let s = setting(name).unwrap();
             let value = from_text(s, text).unwrap();
-            set(&mut config, s, &value).unwrap();
+            config::ConfigEdit::SetOption(change(s, &value).unwrap())
+                .apply(
+                    &mut config,
+                    peerfold_protocol::DeviceId::from_bytes([1; 32]),
+                )
+                .unwrap();
             assert_eq!(get(&config, s), value, "{name}");
         }
         config.check().unwrap();
@@ -222,7 +235,7 @@ mod tests {
 
     #[test]
     fn bad_values_name_the_option() {
-        let mut config = Config::new("x".into(), "k".into());
+        let config = Config::new("x".into(), "k".into());
         for (name, value) in [
             ("listenAddresses", json!("quic://a:1")),
             ("listenAddresses", json!(["tcp://a:1"])),
@@ -232,13 +245,11 @@ mod tests {
             ("reconnectionIntervalS", json!(-5)),
         ] {
             let s = setting(name).unwrap();
-            let before = config.clone();
-            let err = set(&mut config, s, &value).unwrap_err();
+            let err = change(s, &value).unwrap_err();
             assert!(
                 err.contains(name) || err.contains("address") || err.contains("discovery server"),
                 "{err}"
             );
-            assert_eq!(config, before, "a refused value changes nothing");
         }
         assert!(
             setting("maxSendKbps")
@@ -248,7 +259,7 @@ mod tests {
         assert!(from_text(setting("relaysEnabled").unwrap(), "maybe").is_err());
         assert_eq!(
             get(&config, setting("listenAddresses").unwrap()),
-            json!(DEFAULT_LISTEN)
+            json!(config::DEFAULT_LISTEN)
         );
     }
 }

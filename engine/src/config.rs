@@ -10,8 +10,15 @@ use serde::{Deserialize, Serialize};
 
 use crate::disk::fsutil;
 
+mod address;
+pub(crate) mod diff;
+mod edit;
 mod home;
+pub(crate) mod live;
+
 pub use crate::model::FolderType;
+pub use address::{Address, AddressError};
+pub use edit::{ConfigEdit, EditFileError, OptionChange, edit_file};
 pub use home::{HOME_ENV, Home, HomeError};
 
 /// Where the REST API listens unless configured otherwise (not Syncthing's 8384, so both can
@@ -19,8 +26,17 @@ pub use home::{HOME_ENV, Home, HomeError};
 pub const DEFAULT_API_ADDRESS: &str = "127.0.0.1:8385";
 /// Where the QUIC listener binds unless configured otherwise (not Syncthing's 22000).
 pub const DEFAULT_LISTEN: [&str; 2] = ["quic://0.0.0.0:22100", "quic://[::]:22100"];
-/// A device address meaning "find it by discovery".
-pub const DYNAMIC_ADDRESS: &str = "dynamic";
+
+/// A configuration (or a value for it) that makes no sense, with what is wrong.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Invalid(pub String);
+
+impl From<AddressError> for Invalid {
+    fn from(e: AddressError) -> Self {
+        Self(e.to_string())
+    }
+}
 
 /// The whole configuration file.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -31,7 +47,7 @@ pub struct Config {
     pub device_name: String,
     /// Addresses the QUIC listener binds, as `quic://HOST:PORT`.
     #[serde(default = "default_listen")]
-    pub listen: Vec<String>,
+    pub listen: Vec<Address>,
     /// The REST API.
     #[serde(default)]
     pub api: ApiConfig,
@@ -200,7 +216,7 @@ pub struct DeviceConfig {
     pub name: String,
     /// Where to reach it: `quic://HOST:PORT`, or `dynamic` for discovery.
     #[serde(default = "default_addresses")]
-    pub addresses: Vec<String>,
+    pub addresses: Vec<Address>,
     /// Paused: not dialed, and its connections are refused.
     #[serde(default, skip_serializing_if = "is_false")]
     pub paused: bool,
@@ -212,7 +228,7 @@ pub struct DeviceConfig {
 
 impl DeviceConfig {
     /// A device with default settings.
-    pub fn new(id: DeviceId, name: String, addresses: Vec<String>) -> Self {
+    pub fn new(id: DeviceId, name: String, addresses: Vec<Address>) -> Self {
         Self {
             id,
             name,
@@ -290,10 +306,12 @@ impl Config {
                 message: e.message().trim().replace('\n', " "),
             }
         })?;
-        config.check().map_err(|message| ConfigError::Invalid {
-            path: path.to_owned(),
-            message,
-        })?;
+        config
+            .check()
+            .map_err(|Invalid(message)| ConfigError::Invalid {
+                path: path.to_owned(),
+                message,
+            })?;
         Ok(config)
     }
 
@@ -316,33 +334,39 @@ impl Config {
     }
 
     /// Cross-field rules the types alone do not express.
-    pub fn check(&self) -> Result<(), String> {
+    pub fn check(&self) -> Result<(), Invalid> {
         let mut seen = std::collections::HashSet::new();
         for folder in &self.folders {
             check_folder_id(&folder.id)?;
             if !seen.insert(folder.id.as_str()) {
-                return Err(format!("folder {:?} is configured twice", folder.id));
+                return Err(Invalid(format!(
+                    "folder {:?} is configured twice",
+                    folder.id
+                )));
             }
             for device in &folder.devices {
                 if !self.devices.iter().any(|d| d.id == *device) {
-                    return Err(format!(
+                    return Err(Invalid(format!(
                         "folder {:?} is shared with {device}, which is not a configured device",
                         folder.id
-                    ));
+                    )));
                 }
             }
         }
         let mut seen = std::collections::HashSet::new();
         for device in &self.devices {
             if !seen.insert(device.id) {
-                return Err(format!("device {} is configured twice", device.id));
-            }
-            for address in &device.addresses {
-                check_address(address)?;
+                return Err(Invalid(format!("device {} is configured twice", device.id)));
             }
         }
-        for address in &self.listen {
-            check_address(address)?;
+        if let Some(bad) = self
+            .listen
+            .iter()
+            .find(|a| !matches!(a, Address::Quic { .. }))
+        {
+            return Err(Invalid(format!(
+                "listen address {bad} is not quic://HOST:PORT"
+            )));
         }
         for server in &self.options.global_announce_servers {
             check_announce_server(server)?;
@@ -350,9 +374,9 @@ impl Config {
         let default_path = &self.defaults.folder_path;
         if !(default_path == "~" || default_path.starts_with("~/") || default_path.starts_with('/'))
         {
-            return Err(format!(
+            return Err(Invalid(format!(
                 "the default folder path {default_path:?} must be absolute (or start with ~)"
-            ));
+            )));
         }
         Ok(())
     }
@@ -365,50 +389,31 @@ impl Config {
 
 /// Folder IDs travel in protocol messages and file names: non-empty, at most 256 bytes, no
 /// control characters and no surrounding whitespace.
-pub fn check_folder_id(id: &str) -> Result<(), String> {
+pub fn check_folder_id(id: &str) -> Result<(), Invalid> {
     if id.is_empty() || id.len() > 256 {
-        return Err(format!("folder ID {id:?} must be 1 to 256 bytes long"));
+        return Err(Invalid(format!(
+            "folder ID {id:?} must be 1 to 256 bytes long"
+        )));
     }
     if id.trim() != id || id.chars().any(char::is_control) {
-        return Err(format!(
+        return Err(Invalid(format!(
             "folder ID {id:?} must not contain control characters or surrounding spaces"
-        ));
-    }
-    Ok(())
-}
-
-/// An address is `dynamic` or `quic://HOST:PORT`.
-pub fn check_address(address: &str) -> Result<(), String> {
-    if address == DYNAMIC_ADDRESS {
-        return Ok(());
-    }
-    let Some(host_port) = address.strip_prefix("quic://") else {
-        return Err(format!(
-            "address {address:?} must look like quic://HOST:PORT or be \"dynamic\""
-        ));
-    };
-    let port_ok = host_port
-        .rsplit_once(':')
-        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
-    if !port_ok {
-        return Err(format!(
-            "address {address:?} needs a host and a port (quic://HOST:PORT)"
-        ));
+        )));
     }
     Ok(())
 }
 
 /// A global discovery server is `default` or an `https://` URL.
-pub fn check_announce_server(server: &str) -> Result<(), String> {
+pub fn check_announce_server(server: &str) -> Result<(), Invalid> {
     let host = server
         .strip_prefix("https://")
         .map(|rest| rest.split(['/', '?']).next().unwrap_or_default().to_owned());
     match host {
         _ if server == "default" => Ok(()),
         Some(host) if !host.is_empty() && !host.contains(char::is_whitespace) => Ok(()),
-        _ => Err(format!(
+        _ => Err(Invalid(format!(
             "discovery server {server:?} must be an https:// URL (https://HOST:PORT/?id=DEVICE-ID) or \"default\""
-        )),
+        ))),
     }
 }
 
@@ -419,8 +424,12 @@ fn line_and_column(text: &str, offset: usize) -> (usize, usize) {
     (line, column)
 }
 
-fn default_listen() -> Vec<String> {
-    DEFAULT_LISTEN.iter().map(|s| (*s).to_owned()).collect()
+/// peerfold's default listen addresses.
+pub fn default_listen() -> Vec<Address> {
+    DEFAULT_LISTEN
+        .iter()
+        .map(|s| s.parse().expect("the default listen addresses parse"))
+        .collect()
 }
 
 fn default_api_address() -> String {
@@ -455,20 +464,47 @@ fn default_rescan_interval() -> u64 {
     3600
 }
 
-fn default_addresses() -> Vec<String> {
-    vec![DYNAMIC_ADDRESS.to_owned()]
+fn default_addresses() -> Vec<Address> {
+    vec![Address::Dynamic]
 }
 
 /// Device IDs are written in their text form.
-mod device_id {
+pub(crate) mod device_id {
     use peerfold_protocol::DeviceId;
     use serde::{Deserialize, Deserializer, Serializer};
 
-    pub(super) fn serialize<S: Serializer>(id: &DeviceId, s: S) -> Result<S::Ok, S::Error> {
+    /// An optional device ID (`null` for none).
+    pub(crate) mod optional {
+        use peerfold_protocol::DeviceId;
+        use serde::{Deserialize, Deserializer, Serializer};
+
+        pub(crate) fn serialize<S: Serializer>(
+            id: &Option<DeviceId>,
+            s: S,
+        ) -> Result<S::Ok, S::Error> {
+            match id {
+                Some(id) => s.collect_str(id),
+                None => s.serialize_none(),
+            }
+        }
+
+        pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
+            d: D,
+        ) -> Result<Option<DeviceId>, D::Error> {
+            Option::<String>::deserialize(d)?
+                .map(|text| {
+                    text.parse()
+                        .map_err(|e| serde::de::Error::custom(format!("device ID {text:?}: {e}")))
+                })
+                .transpose()
+        }
+    }
+
+    pub(crate) fn serialize<S: Serializer>(id: &DeviceId, s: S) -> Result<S::Ok, S::Error> {
         s.collect_str(id)
     }
 
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<DeviceId, D::Error> {
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<DeviceId, D::Error> {
         let text = String::deserialize(d)?;
         text.parse()
             .map_err(|e| serde::de::Error::custom(format!("device ID {text:?}: {e}")))
@@ -534,11 +570,6 @@ mod tests {
 
     #[test]
     fn bad_values_are_explained() {
-        assert!(check_address("quic://host:22100").is_ok());
-        assert!(check_address("quic://[::1]:22100").is_ok());
-        assert!(check_address("dynamic").is_ok());
-        assert!(check_address("tcp://host:1").is_err());
-        assert!(check_address("quic://host").is_err());
         assert!(check_folder_id("").is_err());
         assert!(check_folder_id(" x").is_err());
         assert!(check_folder_id("a\u{0}b").is_err());

@@ -1,4 +1,9 @@
-//! The disk side: the scanner (disk -> index entries) and file-system helpers.
+//! The disk side: the scanner (disk -> index entries), the watcher, kept versions, local
+//! block reuse and the assembly of pulled files, and file-system helpers.
 
+pub(crate) mod assemble;
 pub mod fsutil;
+pub(crate) mod reuse;
 pub mod scanner;
+pub mod versions;
+pub(crate) mod watch;

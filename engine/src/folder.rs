@@ -1,3 +1,21 @@
-//! Folders: what a folder needs, from the store through the planner.
+//! Folders at run time: each one's handle (state, stats, errors, and the operations the
+//! adapters call: scan, override, revert, ignores, versions, file info, needs) and its
+//! tasks (scan loop, watcher, puller, summary). The folder side reaches the network only
+//! through the `Peers` port.
 
+mod actions;
+mod fetch;
+mod files;
+mod handle;
 pub mod needs;
+pub(crate) mod offers;
+pub(crate) mod pull;
+pub(crate) mod registry;
+pub(crate) mod scan_loop;
+pub(crate) mod summary_loop;
+
+pub use actions::FolderActionError;
+pub use files::{ConflictCopy, FileInfo, IgnoresError};
+pub(crate) use handle::Replan;
+pub use handle::{Folder, FolderHandle, FolderState, FolderStats};
+pub use scan_loop::ScanFailed;

@@ -1,9 +1,14 @@
 //! The pure model: no runtime, no database, no file system (only `std` and the protocol
-//! crate). Entries, names from peers, and the planner's decisions.
+//! crate). Entries, names from peers, the planner's decisions, a name's view across
+//! devices, counts, the folder actions' rewrites and what is announced to peers.
 
+pub mod announce;
+pub mod counts;
 pub mod entry;
 mod folder_type;
 pub mod names;
 pub mod planner;
+pub mod rewrite;
+pub mod view;
 
 pub use folder_type::{FolderType, UnknownFolderType};

@@ -11,5 +11,7 @@ mod control;
 mod disk_full;
 mod hostile;
 mod scan;
+mod stall;
 mod support;
 mod sync;
+mod wire_peer;

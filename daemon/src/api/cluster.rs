@@ -1,15 +1,12 @@
 //! Pairing: pending devices and folders, device-ID validation, and QR codes.
 
-use std::sync::Arc;
-
 use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
 use peerfold_protocol::DeviceId;
 use serde_json::{Map, Value, json};
 
-use super::{ApiError, ApiResult, Params, required};
-use crate::daemon::Shared;
+use super::{ApiError, ApiResult, AppState, Params, required};
 
 fn unix_time(seconds: i64) -> String {
     jiff::Timestamp::from_second(seconds)
@@ -27,15 +24,10 @@ fn device_param(params: &Params, name: &str) -> Result<Option<DeviceId>, ApiErro
     }
 }
 
-pub(super) async fn pending_devices(State(shared): State<Arc<Shared>>) -> ApiResult {
-    let pending = shared
-        .store()
-        .pending_devices()
-        .map_err(|e| ApiError::internal(e.to_string()))?;
+pub(super) async fn pending_devices(State(api): AppState) -> ApiResult {
+    let pending = api.engine.pending_devices().await?;
     let out: Map<String, Value> = pending
         .into_iter()
-        // Accepted since it knocked: no longer pending.
-        .filter(|p| !shared.is_known(p.device))
         .map(|p| {
             (
                 p.device.to_string(),
@@ -46,32 +38,16 @@ pub(super) async fn pending_devices(State(shared): State<Arc<Shared>>) -> ApiRes
     Ok(axum::Json(Value::Object(out)))
 }
 
-pub(super) async fn forget_pending_device(
-    State(shared): State<Arc<Shared>>,
-    params: Params,
-) -> ApiResult {
+pub(super) async fn forget_pending_device(State(api): AppState, params: Params) -> ApiResult {
     required(&params, "device")?;
-    let device = device_param(&params, "device")?.unwrap_or(shared.me);
-    shared
-        .store()
-        .forget_pending_device(device)
-        .map_err(|e| ApiError::internal(e.to_string()))?;
-    shared.events.emit(
-        "PendingDevicesChanged",
-        json!({ "removed": [{ "deviceID": device.to_string() }] }),
-    );
+    let device = device_param(&params, "device")?.unwrap_or(api.engine.device_id());
+    api.engine.forget_pending_device(device).await?;
     Ok(axum::Json(json!({})))
 }
 
-pub(super) async fn pending_folders(
-    State(shared): State<Arc<Shared>>,
-    params: Params,
-) -> ApiResult {
+pub(super) async fn pending_folders(State(api): AppState, params: Params) -> ApiResult {
     let only = device_param(&params, "device")?;
-    let pending = shared
-        .store()
-        .pending_folders()
-        .map_err(|e| ApiError::internal(e.to_string()))?;
+    let pending = api.engine.pending_folders().await?;
     let mut out: Map<String, Value> = Map::new();
     for p in pending {
         if only.is_some_and(|d| d != p.device) {
@@ -90,20 +66,10 @@ pub(super) async fn pending_folders(
     Ok(axum::Json(Value::Object(out)))
 }
 
-pub(super) async fn forget_pending_folder(
-    State(shared): State<Arc<Shared>>,
-    params: Params,
-) -> ApiResult {
+pub(super) async fn forget_pending_folder(State(api): AppState, params: Params) -> ApiResult {
     let folder = required(&params, "folder")?;
     let device = device_param(&params, "device")?;
-    shared
-        .store()
-        .forget_pending_folder(folder, device)
-        .map_err(|e| ApiError::internal(e.to_string()))?;
-    shared.events.emit(
-        "PendingFoldersChanged",
-        json!({ "removed": [{ "folderID": folder, "deviceID": device.map(|d| d.to_string()) }] }),
-    );
+    api.engine.forget_pending_folder(folder, device).await?;
     Ok(axum::Json(json!({})))
 }
 

@@ -1,29 +1,17 @@
 //! `/rest/db/*` and `/rest/folder/errors`: a folder's counts, needs, entries and actions.
 
-use std::sync::Arc;
-
 use axum::extract::State;
+use peerfold_engine::folder::FolderState;
+use peerfold_engine::model::counts::Counts;
+use peerfold_engine::model::entry::{FileEntry, FileKind};
+use peerfold_engine::model::rewrite::FolderAction;
 use peerfold_protocol::DeviceId;
 use serde_json::{Value, json};
 
-use super::{ApiError, ApiResult, Params, folder, number};
-use crate::daemon::Shared;
-use crate::folder_actions::{self, FolderAction};
-use crate::summary::{self, Counts, FolderSummary};
-use peerfold_engine::model::entry::{FileEntry, FileKind};
+use super::{ApiError, ApiResult, AppState, Params, events, folder, number};
 
 /// Syncthing's default page size.
 const DEFAULT_PER_PAGE: u64 = 65536;
-
-/// Runs a blocking store walk off the async threads.
-async fn blocking<T: Send + 'static>(
-    work: impl FnOnce() -> Result<T, peerfold_engine::store::StoreError> + Send + 'static,
-) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(work)
-        .await
-        .map_err(|e| ApiError::internal(e.to_string()))?
-        .map_err(|e| ApiError::internal(e.to_string()))
-}
 
 fn counts_json(prefix: &str, counts: &Counts, out: &mut serde_json::Map<String, Value>) {
     out.insert(format!("{prefix}Files"), json!(counts.files));
@@ -37,22 +25,21 @@ fn counts_json(prefix: &str, counts: &Counts, out: &mut serde_json::Map<String, 
     );
 }
 
-pub(super) async fn status(State(shared): State<Arc<Shared>>, params: Params) -> ApiResult {
+pub(super) async fn status(State(api): AppState, params: Params) -> ApiResult {
     let id = super::required(&params, "folder")?;
-    if shared.config().folder(id).is_some_and(|f| f.paused) {
+    if api.engine.config().folder(id).is_some_and(|f| f.paused) {
         // Not running: its counts are not kept up to date, so none are claimed.
         return Ok(axum::Json(
             json!({ "state": "paused", "error": "", "pullErrors": 0 }),
         ));
     }
-    let folder = folder(&shared, &params)?;
-    let (shared2, folder2) = (shared.clone(), folder.clone());
-    let summary = blocking(move || summary::folder_summary(&shared2, &folder2)).await?;
-    let sequence = shared.store().sequence(folder.idx).unwrap_or(0);
+    let folder = folder(&api, &params)?;
+    let summary = folder.summary().await?;
+    let sequence = folder.sequence().await?;
     let errors = folder.pull_errors();
     let state = folder.state();
     let error = match &state {
-        crate::daemon::FolderState::Error(e) => e.clone(),
+        FolderState::Error(e) => e.clone(),
         _ => String::new(),
     };
     let mut out = serde_json::Map::new();
@@ -80,8 +67,11 @@ pub(super) async fn status(State(shared): State<Arc<Shared>>, params: Params) ->
     }
     out.insert("pullErrors".into(), json!(errors.len()));
     out.insert("errors".into(), json!(errors.len()));
-    out.insert("state".into(), json!(state.name()));
-    out.insert("stateChanged".into(), json!(shared.started.to_string()));
+    out.insert("state".into(), json!(events::state_name(state.name())));
+    out.insert(
+        "stateChanged".into(),
+        json!(api.engine.started().to_string()),
+    );
     out.insert("error".into(), json!(error));
     out.insert("sequence".into(), json!(sequence));
     out.insert("version".into(), json!(sequence));
@@ -90,27 +80,26 @@ pub(super) async fn status(State(shared): State<Arc<Shared>>, params: Params) ->
     Ok(axum::Json(Value::Object(out)))
 }
 
-pub(super) async fn completion(State(shared): State<Arc<Shared>>, params: Params) -> ApiResult {
-    let folder = folder(&shared, &params)?;
+pub(super) async fn completion(State(api): AppState, params: Params) -> ApiResult {
+    let folder = folder(&api, &params)?;
+    let me = api.engine.device_id();
     let device = match params.get("device").filter(|d| !d.is_empty()) {
-        None => shared.me,
+        None => me,
         Some(text) => text
             .parse::<DeviceId>()
             .map_err(|e| ApiError::bad_request(format!("device ID {text:?}: {e}")))?,
     };
-    let remote_state = if device == shared.me {
+    let remote_state = if device == me {
         "valid"
     } else if folder.shares_with(device) {
-        summary::remote_state(&shared, device)
-    } else if shared.is_known(device) {
+        events::remote_state_name(api.engine.remote_state(device))
+    } else if api.engine.config().devices.iter().any(|d| d.id == device) {
         "notSharing"
     } else {
         "unknown"
     };
-    let (shared2, folder2) = (shared.clone(), folder.clone());
-    let summary: FolderSummary =
-        blocking(move || summary::device_summary(&shared2, &folder2, device)).await?;
-    let sequence = shared.store().sequence(folder.idx).unwrap_or(0);
+    let summary = folder.summaries(&[device]).await?.remove(0);
+    let sequence = folder.sequence().await?;
     Ok(axum::Json(json!({
         "completion": summary.completion(),
         "globalBytes": summary.global.bytes,
@@ -123,37 +112,40 @@ pub(super) async fn completion(State(shared): State<Arc<Shared>>, params: Params
     })))
 }
 
-pub(super) async fn scan(State(shared): State<Arc<Shared>>, params: Params) -> ApiResult {
-    let id = folder(&shared, &params)?.id.clone();
+pub(super) async fn scan(State(api): AppState, params: Params) -> ApiResult {
+    let folder = folder(&api, &params)?;
     // The whole folder is scanned, but a `sub` that could not be inside it is refused.
     if let Some(sub) = params.get("sub").filter(|s| !s.is_empty()) {
         peerfold_engine::model::names::validate(sub.trim_end_matches('/'))
             .map_err(|e| ApiError::bad_request(format!("query parameter \"sub\": {e}")))?;
     }
     // Like Syncthing, the call returns when the scan is done.
-    let changed = crate::daemon::scan(&shared, &id)
+    let changed = folder
+        .scan()
         .await
-        .map_err(ApiError::internal)?;
-    Ok(axum::Json(json!({ "folder": id, "changed": changed })))
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    Ok(axum::Json(
+        json!({ "folder": folder.id(), "changed": changed }),
+    ))
 }
 
-pub(super) async fn override_changes(
-    State(shared): State<Arc<Shared>>,
-    params: Params,
-) -> ApiResult {
-    folder_action(&shared, &params, FolderAction::Override).await
+pub(super) async fn override_changes(State(api): AppState, params: Params) -> ApiResult {
+    folder_action(&api, &params, FolderAction::Override).await
 }
 
-pub(super) async fn revert_changes(State(shared): State<Arc<Shared>>, params: Params) -> ApiResult {
-    folder_action(&shared, &params, FolderAction::Revert).await
+pub(super) async fn revert_changes(State(api): AppState, params: Params) -> ApiResult {
+    folder_action(&api, &params, FolderAction::Revert).await
 }
 
-async fn folder_action(shared: &Arc<Shared>, params: &Params, action: FolderAction) -> ApiResult {
-    let id = folder(shared, params)?.id.clone();
-    let changed = folder_actions::run(shared, &id, action)
+async fn folder_action(api: &super::Api, params: &Params, action: FolderAction) -> ApiResult {
+    let folder = folder(api, params)?;
+    let changed = folder
+        .run_action(action)
         .await
-        .map_err(ApiError::bad_request)?;
-    Ok(axum::Json(json!({ "folder": id, "changed": changed })))
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    Ok(axum::Json(
+        json!({ "folder": folder.id(), "changed": changed }),
+    ))
 }
 
 /// An entry in Syncthing's file-info shape.
@@ -186,52 +178,22 @@ fn entry_json(entry: &FileEntry) -> Value {
     })
 }
 
-pub(super) async fn file(State(shared): State<Arc<Shared>>, params: Params) -> ApiResult {
-    let folder = folder(&shared, &params)?;
-    let name = super::required(&params, "file")?.to_owned();
-    let (idx, me) = (folder.idx, shared.me);
-    let shared2 = shared.clone();
-    let name2 = name.clone();
-    let entries = blocking(move || {
-        let mut found = Vec::new();
-        shared2
-            .store()
-            .for_names(idx, [name2.as_str()], me, |entries| {
-                found = entries;
-                Ok::<(), peerfold_engine::store::StoreError>(())
-            })?;
-        Ok(found)
-    })
-    .await?;
-    if entries.is_empty() {
-        return Err(ApiError::not_found(format!(
-            "no file {name:?} in the folder"
-        )));
-    }
-    let local = entries.iter().find(|(d, _)| *d == me).map(|(_, e)| e);
-    let candidates: Vec<peerfold_engine::model::planner::Announced<'_>> = entries
+pub(super) async fn file(State(api): AppState, params: Params) -> ApiResult {
+    let folder = folder(&api, &params)?;
+    let name = super::required(&params, "file")?;
+    let info = folder
+        .file_info(name)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no file {name:?} in the folder")))?;
+    let availability: Vec<Value> = info
+        .availability
         .iter()
-        .map(
-            |(device, entry)| peerfold_engine::model::planner::Announced {
-                device: *device,
-                entry,
-            },
-        )
+        .map(|d| json!({ "id": d.to_string(), "fromTemporary": false }))
         .collect();
-    let global = peerfold_engine::model::planner::global(&candidates);
-    let availability: Vec<Value> = global
-        .map(|g| {
-            entries
-                .iter()
-                .filter(|(d, e)| *d != me && e.version == g.entry.version)
-                .map(|(d, _)| json!({ "id": d.to_string(), "fromTemporary": false }))
-                .collect()
-        })
-        .unwrap_or_default();
     Ok(axum::Json(json!({
         "availability": availability,
-        "global": global.map(|g| entry_json(g.entry)),
-        "local": local.map(entry_json),
+        "global": info.global.as_ref().map(entry_json),
+        "local": info.local.as_ref().map(entry_json),
     })))
 }
 
@@ -245,21 +207,15 @@ fn page_start(page: u64, per_page: u64) -> Result<usize, ApiError> {
     Ok(usize::try_from(start).unwrap_or(usize::MAX))
 }
 
-pub(super) async fn need(State(shared): State<Arc<Shared>>, params: Params) -> ApiResult {
-    let folder = folder(&shared, &params)?;
+pub(super) async fn need(State(api): AppState, params: Params) -> ApiResult {
+    let folder = folder(&api, &params)?;
     let page = number(&params, "page", 1)?.max(1);
     let per_page = number(&params, "perpage", DEFAULT_PER_PAGE)?.max(1);
     let start = page_start(page, per_page)?;
-    let (idx, me, folder_type) = (folder.idx, shared.me, folder.folder_type());
-    let shared2 = shared.clone();
-    let actions = blocking(move || {
-        let reader = shared2.store().reader()?;
-        peerfold_engine::folder::needs::needed_actions(&reader, idx, folder_type, me)
-    })
-    .await?;
-    let needed: Vec<Value> = actions
+    let needed: Vec<Value> = folder
+        .needed()
+        .await?
         .iter()
-        .filter_map(|a| a.target())
         .skip(start)
         .take(usize::try_from(per_page).unwrap_or(usize::MAX))
         .map(entry_json)
@@ -273,8 +229,8 @@ pub(super) async fn need(State(shared): State<Arc<Shared>>, params: Params) -> A
     })))
 }
 
-pub(super) async fn errors(State(shared): State<Arc<Shared>>, params: Params) -> ApiResult {
-    let folder = folder(&shared, &params)?;
+pub(super) async fn errors(State(api): AppState, params: Params) -> ApiResult {
+    let folder = folder(&api, &params)?;
     let page = number(&params, "page", 1)?.max(1);
     let per_page = number(&params, "perpage", DEFAULT_PER_PAGE)?.max(1);
     let start = page_start(page, per_page)?;
@@ -286,7 +242,7 @@ pub(super) async fn errors(State(shared): State<Arc<Shared>>, params: Params) ->
         .map(|(path, error)| json!({ "path": path, "error": error }))
         .collect();
     Ok(axum::Json(json!({
-        "folder": folder.id,
+        "folder": folder.id(),
         "errors": errors,
         "page": page,
         "perpage": per_page,

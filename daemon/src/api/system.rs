@@ -1,21 +1,20 @@
 //! `/rest/system/*`, `/rest/events` and `/metrics`.
 
 use std::fmt::Write as _;
-use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::State;
 use axum::response::IntoResponse;
+use peerfold_engine::config::ConfigEdit;
+use peerfold_engine::events::Event;
+use peerfold_protocol::DeviceId;
 use serde_json::{Map, Value, json};
 
-use super::{ApiError, ApiResult, Params, number};
-use crate::daemon::Shared;
-use crate::live_config;
-use crate::summary;
-use peerfold_protocol::DeviceId;
+use super::{ApiError, ApiResult, AppState, Params, events, number};
 
-pub(super) async fn status(State(shared): State<Arc<Shared>>) -> ApiResult {
-    let listening = shared.listening();
+pub(super) async fn status(State(api): AppState) -> ApiResult {
+    let engine = &api.engine;
+    let listening = engine.listening();
     let services: Map<String, Value> = listening
         .iter()
         .map(|addr| {
@@ -26,10 +25,10 @@ pub(super) async fn status(State(shared): State<Arc<Shared>>) -> ApiResult {
             )
         })
         .collect();
-    let uptime = jiff::Timestamp::now().as_second() - shared.started.as_second();
+    let uptime = jiff::Timestamp::now().as_second() - engine.started().as_second();
     Ok(axum::Json(json!({
-        "myID": shared.me.to_string(),
-        "startTime": shared.started.to_string(),
+        "myID": engine.device_id().to_string(),
+        "startTime": engine.started().to_string(),
         "uptime": uptime,
         "alloc": 0,
         "sys": resident_bytes(),
@@ -44,7 +43,7 @@ pub(super) async fn status(State(shared): State<Arc<Shared>>) -> ApiResult {
         "connectionServiceStatus": services,
         "lastDialStatus": {},
         "guiAddressOverridden": false,
-        "guiAddressUsed": shared.api_address().map(|a| a.to_string()).unwrap_or_default(),
+        "guiAddressUsed": api.address.to_string(),
         "urVersionMax": 3,
     })))
 }
@@ -86,46 +85,39 @@ pub(super) async fn errors() -> ApiResult {
     Ok(axum::Json(json!({ "errors": null })))
 }
 
-pub(super) async fn connections(State(shared): State<Arc<Shared>>) -> ApiResult {
+pub(super) async fn connections(State(api): AppState) -> ApiResult {
     let now = jiff::Timestamp::now().to_string();
     let (mut total_in, mut total_out) = (0u64, 0u64);
     let mut connections = Map::new();
-    for device in &shared.config().devices {
-        let connection = shared.connection(device.id);
-        let info = shared.peer_info(device.id);
-        let stats = connection.as_ref().map(quinn::Connection::stats);
-        let (in_bytes, out_bytes) = stats
+    for device in &api.engine.config().devices {
+        let peer = api.engine.peer(device.id);
+        let (in_bytes, out_bytes) = peer
             .as_ref()
-            .map_or((0, 0), |s| (s.udp_rx.bytes, s.udp_tx.bytes));
+            .map_or((0, 0), |p| (p.stats.rx_bytes, p.stats.tx_bytes));
         total_in += in_bytes;
         total_out += out_bytes;
-        let address = connection
-            .as_ref()
-            .map(|c| c.remote_address().to_string())
-            .unwrap_or_default();
-        let kind = match (&connection, &info) {
-            (Some(_), Some(info)) if info.dialed => "quic-client",
-            (Some(_), _) => "quic-server",
-            (None, _) => "",
+        let kind = match &peer {
+            Some(p) if p.dialed => "quic-client",
+            Some(_) => "quic-server",
+            None => "",
         };
-        let is_local = connection
-            .as_ref()
-            .is_some_and(|c| is_lan(c.remote_address().ip()));
-        let started = info
-            .as_ref()
-            .map(|i| i.started_at.to_string())
-            .unwrap_or_else(|| "0001-01-01T00:00:00Z".into());
-        let client_version = info.map(|i| i.client_version).unwrap_or_default();
+        let is_local = peer.as_ref().is_some_and(|p| {
+            p.address
+                .parse::<std::net::SocketAddr>()
+                .is_ok_and(|a| is_lan(a.ip()))
+        });
         let entry = json!({
             "at": now,
-            "connected": connection.is_some(),
+            "connected": peer.is_some(),
             "paused": device.paused,
-            "clientVersion": client_version,
-            "address": address,
+            "clientVersion": peer.as_ref().map(|p| p.client_version.clone()).unwrap_or_default(),
+            "address": peer.as_ref().map(|p| p.address.clone()).unwrap_or_default(),
             "type": kind,
             "isLocal": is_local,
-            "crypto": if connection.is_some() { "TLS1.3-QUIC" } else { "" },
-            "startedAt": started,
+            "crypto": if peer.is_some() { "TLS1.3-QUIC" } else { "" },
+            "startedAt": peer
+                .as_ref()
+                .map_or_else(|| "0001-01-01T00:00:00Z".to_owned(), |p| p.connected_since.to_string()),
             "inBytesTotal": in_bytes,
             "outBytesTotal": out_bytes,
         });
@@ -147,56 +139,43 @@ fn is_lan(ip: std::net::IpAddr) -> bool {
     }
 }
 
-pub(super) async fn shutdown(State(shared): State<Arc<Shared>>) -> ApiResult {
-    // Answer first; the daemon then stops the way SIGTERM stops it.
-    let cancel = shared.cancel.clone();
-    tokio::spawn(async move {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        cancel.cancel();
-    });
+pub(super) async fn shutdown(State(api): AppState) -> ApiResult {
+    // Answered first; the engine then stops the way SIGTERM stops it.
+    api.engine.request_stop();
     Ok(axum::Json(json!({ "ok": "shutting down" })))
 }
 
-pub(super) async fn restart(State(shared): State<Arc<Shared>>) -> ApiResult {
-    // Answer first; `serve` then starts the daemon again with the saved configuration.
-    tokio::spawn(async move {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        shared.request_restart();
-    });
+pub(super) async fn restart(State(api): AppState) -> ApiResult {
+    // Answered first; `serve` then starts the engine again with the saved configuration.
+    api.engine.request_restart();
     Ok(axum::Json(json!({ "ok": "restarting" })))
 }
 
-pub(super) async fn pause(State(shared): State<Arc<Shared>>, params: Params) -> ApiResult {
-    set_paused(&shared, &params, true).await
+pub(super) async fn pause(State(api): AppState, params: Params) -> ApiResult {
+    set_paused(&api, &params, true).await
 }
 
-pub(super) async fn resume(State(shared): State<Arc<Shared>>, params: Params) -> ApiResult {
-    set_paused(&shared, &params, false).await
+pub(super) async fn resume(State(api): AppState, params: Params) -> ApiResult {
+    set_paused(&api, &params, false).await
 }
 
 /// Pauses or resumes `device=` (every device without it), as a saved configuration change.
-async fn set_paused(shared: &Arc<Shared>, params: &Params, paused: bool) -> ApiResult {
-    let wanted: Option<DeviceId> = match params.get("device").filter(|d| !d.is_empty()) {
+async fn set_paused(api: &super::Api, params: &Params, paused: bool) -> ApiResult {
+    let device: Option<DeviceId> = match params.get("device").filter(|d| !d.is_empty()) {
         None => None,
         Some(text) => {
             let id: DeviceId = text
                 .parse()
                 .map_err(|e| ApiError::bad_request(format!("device ID {text:?}: {e}")))?;
-            if !shared.is_known(id) {
+            if !api.engine.config().devices.iter().any(|d| d.id == id) {
                 return Err(ApiError::not_found(format!("no device {id}")));
             }
             Some(id)
         }
     };
-    live_config::change(shared, |config| {
-        for device in &mut config.devices {
-            if wanted.is_none_or(|w| w == device.id) {
-                device.paused = paused;
-            }
-        }
-        Ok(())
-    })
-    .await?;
+    api.engine
+        .change_config(ConfigEdit::PauseDevices { device, paused })
+        .await?;
     Ok(axum::Json(json!({})))
 }
 
@@ -205,13 +184,15 @@ const NEVER: &str = "1970-01-01T00:00:00Z";
 
 /// `/rest/stats/device`: when each device was last connected and for how long (kept
 /// since this run started).
-pub(super) async fn device_stats(State(shared): State<Arc<Shared>>) -> ApiResult {
-    let stats: Map<String, Value> = shared
+pub(super) async fn device_stats(State(api): AppState) -> ApiResult {
+    let stats: Map<String, Value> = api
+        .engine
         .config()
         .devices
         .iter()
         .map(|device| {
-            let (seen, seconds) = shared
+            let (seen, seconds) = api
+                .engine
                 .last_seen(device.id)
                 .map_or((NEVER.to_owned(), 0.0), |(t, s)| (t.to_string(), s));
             (
@@ -224,8 +205,9 @@ pub(super) async fn device_stats(State(shared): State<Arc<Shared>>) -> ApiResult
 }
 
 /// `/rest/stats/folder`: each running folder's last scan and last synced file.
-pub(super) async fn folder_stats(State(shared): State<Arc<Shared>>) -> ApiResult {
-    let stats: Map<String, Value> = shared
+pub(super) async fn folder_stats(State(api): AppState) -> ApiResult {
+    let stats: Map<String, Value> = api
+        .engine
         .folders()
         .iter()
         .map(|folder| {
@@ -240,7 +222,7 @@ pub(super) async fn folder_stats(State(shared): State<Arc<Shared>>) -> ApiResult
                 .last_scan
                 .map_or_else(|| NEVER.to_owned(), |t| t.to_string());
             (
-                folder.id.clone(),
+                folder.id().to_owned(),
                 json!({ "lastFile": last_file, "lastScan": last_scan }),
             )
         })
@@ -251,7 +233,7 @@ pub(super) async fn folder_stats(State(shared): State<Arc<Shared>>) -> ApiResult
 /// The longest a poll may wait.
 const MAX_EVENT_TIMEOUT_S: u64 = 3600;
 
-pub(super) async fn events(State(shared): State<Arc<Shared>>, params: Params) -> ApiResult {
+pub(super) async fn events(State(api): AppState, params: Params) -> ApiResult {
     let since = number(&params, "since", 0)?;
     let limit = number(&params, "limit", 0)?;
     let timeout = number(&params, "timeout", 60)?;
@@ -270,47 +252,38 @@ pub(super) async fn events(State(shared): State<Arc<Shared>>, params: Params) ->
                 .collect()
         })
         .unwrap_or_default();
-    let events = shared
-        .events
-        .wait(
-            since,
-            &kinds,
-            usize::try_from(limit).unwrap_or(usize::MAX),
-            Duration::from_secs(timeout),
-        )
-        .await;
+    let wanted =
+        |event: &Event| kinds.is_empty() || kinds.iter().any(|k| k == events::type_name(event));
+    let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+    // A poll gives up when the API stops, so it never holds up a shutdown.
+    let found = tokio::select! {
+        found = api.engine.events().wait(since, wanted, limit, Duration::from_secs(timeout)) => found,
+        () = api.stop.cancelled() => Vec::new(),
+    };
     Ok(axum::Json(Value::Array(
-        events.iter().map(crate::events::Event::to_json).collect(),
+        found.iter().map(events::to_syncthing).collect(),
     )))
 }
 
 /// Prometheus text: traffic, connections, and per folder its files and bytes.
-pub(super) async fn metrics(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
-    let shared2 = shared.clone();
-    let summaries = tokio::task::spawn_blocking(move || {
-        shared2
-            .folders()
-            .iter()
-            .map(|f| {
-                (
-                    f.id.clone(),
-                    f.state().name(),
-                    summary::folder_summary(&shared2, f),
-                    f.stats(),
-                )
-            })
-            .collect::<Vec<_>>()
-    })
-    .await
-    .unwrap_or_default();
+pub(super) async fn metrics(State(api): AppState) -> impl IntoResponse {
+    let mut summaries = Vec::new();
+    for folder in api.engine.folders() {
+        let summary = folder.summary().await;
+        summaries.push((
+            folder.id().to_owned(),
+            folder.state().name().as_str(),
+            summary,
+            folder.stats(),
+        ));
+    }
     let mut out = String::new();
     let (mut connected, mut rx, mut tx) = (0u64, 0u64, 0u64);
-    for device in &shared.config().devices {
-        if let Some(c) = shared.connection(device.id) {
+    for device in &api.engine.config().devices {
+        if let Some(peer) = api.engine.peer(device.id) {
             connected += 1;
-            let stats = c.stats();
-            rx += stats.udp_rx.bytes;
-            tx += stats.udp_tx.bytes;
+            rx += peer.stats.rx_bytes;
+            tx += peer.stats.tx_bytes;
         }
     }
     let _ = writeln!(

@@ -1,6 +1,7 @@
-//! The CLI's way to a running daemon: its REST API, at the address and with the key in the
-//! home's configuration. Commands that change the configuration go through it while the
-//! daemon runs, so the change applies at once and no edit of `config.toml` is lost.
+//! The CLI's way to a running daemon's REST API, at the address the daemon gives over its
+//! control socket and with the key in the home's configuration: for what the control
+//! socket does not offer (scans, events, reading options). Configuration changes go over
+//! the control socket instead (`edit.rs`).
 
 use std::time::Duration;
 
@@ -21,7 +22,7 @@ impl DaemonApi {
     /// comes from the daemon itself (over the home's control socket), so a `serve --api`
     /// override is found and another daemon on the default port never is.
     pub(super) fn find(home: &Home) -> Result<Option<Self>> {
-        let Some(answer) = super::ask_daemon_if_running(home, "api")? else {
+        let Some(answer) = super::edit::ask_daemon_if_running(home, "api")? else {
             return Ok(None);
         };
         let Some(address) = answer["address"].as_str() else {
@@ -69,4 +70,9 @@ impl DaemonApi {
         }
         Ok(json)
     }
+}
+
+/// Text for a URL path segment or query value.
+pub(super) fn encode(text: &str) -> String {
+    percent_encoding::utf8_percent_encode(text, percent_encoding::NON_ALPHANUMERIC).to_string()
 }

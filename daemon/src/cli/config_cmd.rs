@@ -1,16 +1,17 @@
 //! `peerfold config get|set`: options by their Syncthing names. With the daemon running
-//! they go through its REST API (and apply at once); otherwise config.toml is edited, and
-//! the command says so.
+//! they are read through its REST API and set through its control socket (and apply at
+//! once); otherwise config.toml is read or edited, and the command says so.
 
 use std::io::Write;
 
 use anyhow::{Context, Result};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use super::client::DaemonApi;
+use super::edit::{Applied, apply_edit};
 use super::output;
 use crate::options::{self, SETTINGS};
-use peerfold_engine::config::Home;
+use peerfold_engine::config::{ConfigEdit, Home};
 
 /// Prints one option, or all of them as KEY=VALUE lines (or one JSON object).
 pub(super) fn get(home: &Home, key: Option<&str>, json: bool, out: &mut impl Write) -> Result<()> {
@@ -57,33 +58,26 @@ pub(super) fn set(home: &Home, assignment: &str, out: &mut impl Write) -> Result
         .context("write KEY=VALUE, e.g. globalAnnounceServers=https://host:8443/?id=ID")?;
     let setting = options::setting(key.trim()).map_err(anyhow::Error::msg)?;
     let value = options::from_text(setting, text).map_err(anyhow::Error::msg)?;
-    let later = if setting.needs_restart {
-        "; it applies at the daemon's next start"
-    } else {
-        ""
-    };
-    if let Some(api) = DaemonApi::find(home)? {
-        api.call(
-            "PATCH",
-            "/rest/config/options",
-            Some(&json!({ setting.name: value })),
-        )?;
-        writeln!(
+    let change = options::change(setting, &value).map_err(anyhow::Error::msg)?;
+    match apply_edit(home, ConfigEdit::SetOption(change))? {
+        Applied::ByDaemon => {
+            let later = if setting.needs_restart {
+                "; it applies at the daemon's next start"
+            } else {
+                ""
+            };
+            writeln!(
+                out,
+                "Set {} (saved by the running daemon{later})",
+                setting.name
+            )?;
+        }
+        Applied::InFile(path) => writeln!(
             out,
-            "Set {} (saved by the running daemon{later})",
-            setting.name
-        )?;
-        return Ok(());
+            "Set {} in {} (the daemon is not running; it applies at its next start)",
+            setting.name,
+            path.display()
+        )?,
     }
-    let mut config = home.config()?;
-    options::set(&mut config, setting, &value).map_err(anyhow::Error::msg)?;
-    config.check().map_err(anyhow::Error::msg)?;
-    home.save_config(&config)?;
-    writeln!(
-        out,
-        "Set {} in {} (the daemon is not running; it applies at its next start)",
-        setting.name,
-        home.config_path().display()
-    )?;
     Ok(())
 }

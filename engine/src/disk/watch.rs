@@ -5,21 +5,22 @@
 //! marker directory, temp files) are ignored. When watching is impossible (too many
 //! watches, unsupported file system) the periodic rescan still catches every change.
 
-use std::path::{Component, Path};
-use std::sync::Arc;
+use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 
 use notify::{RecursiveMode, Watcher};
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
+
+use crate::disk::scanner::MARKER_DIR;
 
 /// How long the folder must be quiet before a rescan starts.
 const DEBOUNCE: Duration = Duration::from_millis(250);
 
-/// Watches one folder until the daemon stops.
-pub(crate) async fn run(folder: Arc<crate::daemon::Folder>) {
-    let folder_id = folder.id.clone();
-    let root = folder.path();
+/// Watches the folder at `root` until `stop`, calling `changed` after each burst of
+/// changes.
+pub(crate) async fn run(root: PathBuf, stop: CancellationToken, changed: impl Fn() + Send) {
     // A trigger channel: one pending wake-up is all that matters.
     let (tx, mut rx) = mpsc::channel::<()>(1);
     let filter_root = root.clone();
@@ -35,32 +36,32 @@ pub(crate) async fn run(folder: Arc<crate::daemon::Folder>) {
     let mut watcher = match watcher {
         Ok(watcher) => watcher,
         Err(e) => {
-            warn!(folder = %folder_id, error = %e, "cannot watch; relying on periodic rescans");
+            warn!(error = %e, "cannot watch; relying on periodic rescans");
             return;
         }
     };
     if let Err(e) = watcher.watch(&root, RecursiveMode::Recursive) {
-        warn!(folder = %folder_id, error = %e, "cannot watch; relying on periodic rescans");
+        warn!(error = %e, "cannot watch; relying on periodic rescans");
         return;
     }
-    debug!(folder = %folder_id, "watching");
+    debug!("watching");
     loop {
         tokio::select! {
             biased;
-            () = folder.stop.cancelled() => return,
+            () = stop.cancelled() => return,
             event = rx.recv() => if event.is_none() { return },
         }
         // Wait for a quiet moment so a burst of writes costs one scan.
         loop {
             tokio::select! {
                 biased;
-                () = folder.stop.cancelled() => return,
+                () = stop.cancelled() => return,
                 event = rx.recv() => if event.is_none() { return },
                 () = tokio::time::sleep(DEBOUNCE) => break,
             }
         }
-        debug!(folder = %folder_id, "change noticed; rescanning");
-        folder.rescan.notify_one();
+        debug!("change noticed; rescanning");
+        changed();
     }
 }
 
@@ -71,7 +72,7 @@ fn is_internal(root: &Path, path: &Path) -> bool {
     };
     let mut components = relative.components();
     if let Some(Component::Normal(first)) = components.clone().next()
-        && first == peerfold_engine::disk::scanner::MARKER_DIR
+        && first == MARKER_DIR
     {
         return true;
     }

@@ -5,12 +5,18 @@
 use std::collections::HashMap;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
 
 use peerfold_protocol::chunking::Block;
 
-use crate::daemon::Shared;
-use peerfold_engine::model::entry::FileEntry;
-use peerfold_engine::model::names;
+use crate::model::entry::FileEntry;
+use crate::model::names;
+use crate::store::{FolderIdx, StoreError, StoreHandle};
+
+// Store errors here are not fatal: a block that cannot be found locally is asked of a peer.
+
+/// Where a running folder is: its index row and its root. `None` for a folder not running.
+pub(crate) type FolderLookup<'a> = &'a (dyn Fn(&str) -> Option<(FolderIdx, PathBuf)> + Sync);
 
 /// A local file that holds some of the wanted blocks.
 struct Holder {
@@ -21,28 +27,23 @@ struct Holder {
 
 /// Local files looked at while one file is pulled, by (folder ID, name).
 struct Holders<'a> {
-    shared: &'a Shared,
+    store: &'a StoreHandle,
+    folders: FolderLookup<'a>,
     known: HashMap<(String, String), Holder>,
 }
 
-impl<'a> Holders<'a> {
-    fn new(shared: &'a Shared) -> Self {
-        Self {
-            shared,
-            known: HashMap::new(),
-        }
-    }
-
+impl Holders<'_> {
     /// Loads the block list of a local file, once.
     fn load(&mut self, folder_id: &str, name: &str) {
         let key = (folder_id.to_owned(), name.to_owned());
         if self.known.contains_key(&key) {
             return;
         }
-        let entry = self.shared.folder(folder_id).and_then(|folder| {
-            self.shared
-                .store()
-                .local_entry(folder.idx, name)
+        let folder = (self.folders)(folder_id);
+        let entry = folder.as_ref().and_then(|(idx, _)| {
+            self.store
+                .read_blocking(|r| r.local_entry(*idx, name))
+                .map_err(|e: StoreError| e)
                 .ok()
                 .flatten()
         });
@@ -50,21 +51,22 @@ impl<'a> Holders<'a> {
             .filter(|e| !e.deleted && !e.invalid)
             .map(|e| e.blocks.into_iter().map(|b| (b.hash, b)).collect())
             .unwrap_or_default();
-        let file = self
-            .shared
-            .folder(folder_id)
-            .and_then(|folder| names::join(&folder.path(), name).ok())
+        let file = folder
+            .and_then(|(_, root)| names::join(&root, name).ok())
             .and_then(|path| File::open(path).ok());
         self.known.insert(key, Holder { file, blocks });
     }
 
     /// Reads `block` into `buf` from a holder that has it, checked against its hash.
     fn read(&mut self, block: &Block, buf: &mut [u8]) -> bool {
-        let found = self.read_known(block, buf);
-        if found {
+        if self.read_known(block, buf) {
             return true;
         }
-        let Ok(holders) = self.shared.store().local_block_holders(&block.hash) else {
+        let Ok(holders) = self
+            .store
+            .read_blocking(|r| r.local_block_holders(&block.hash))
+            .map_err(|e: StoreError| e)
+        else {
             return false;
         };
         let mut loaded_any = false;
@@ -89,15 +91,21 @@ impl<'a> Holders<'a> {
     }
 }
 
-/// Writes into `temp` every block of `target` found on disk, and returns the others with
-/// their index in the block list. Blocking: run it off the async threads.
-pub(super) fn fill_from_disk(
-    shared: &Shared,
+/// Writes into `temp` every block of `target` (a file of folder `folder_id`) found on
+/// disk, and returns the others with their index in the block list. Blocking: run it off
+/// the async threads.
+pub(crate) fn fill_from_disk(
+    store: &StoreHandle,
+    folders: FolderLookup<'_>,
     folder_id: &str,
     target: &FileEntry,
     temp: &File,
-) -> std::io::Result<Vec<(usize, Block)>> {
-    let mut holders = Holders::new(shared);
+) -> Result<Vec<(usize, Block)>, std::io::Error> {
+    let mut holders = Holders {
+        store,
+        folders,
+        known: HashMap::new(),
+    };
     holders.load(folder_id, &target.name);
     let mut missing = Vec::new();
     let mut buf = Vec::new();

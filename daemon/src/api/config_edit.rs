@@ -1,0 +1,478 @@
+//! Configuration changes in Syncthing's JSON: each request becomes one typed
+//! [`ConfigEdit`] (parsed against the configuration as it stands), which the engine
+//! checks, saves and applies. Unknown fields are ignored; a setting peerfold would drop is
+//! refused instead.
+
+use axum::extract::{Path, State};
+use peerfold_engine::config::{
+    Address, Config, ConfigEdit, DeviceConfig, FolderConfig, FolderType, OptionChange,
+};
+use peerfold_protocol::DeviceId;
+use serde_json::{Value, json};
+
+use super::config_json::{
+    defaults_json, device_json, fixed_options_json, folder_json, options_json,
+};
+use super::{ApiError, ApiResult, AppState};
+use crate::options;
+
+/// Applies one edit; a refused one is the client's fault (400).
+async fn change(api: &super::Api, edit: ConfigEdit) -> Result<std::sync::Arc<Config>, ApiError> {
+    Ok(api.engine.change_config(edit).await?)
+}
+
+/// The request body as JSON (axum's own rejection would answer in plain text).
+fn body_json(body: &axum::body::Bytes) -> Result<Value, ApiError> {
+    serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("invalid JSON: {e}")))
+}
+
+fn string_field(value: &Value, name: &str) -> Result<Option<String>, String> {
+    match value.get(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(other) => Err(format!("{name:?} must be a string, not {other}")),
+    }
+}
+
+fn bool_field(value: &Value, name: &str) -> Result<Option<bool>, String> {
+    match value.get(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Bool(b)) => Ok(Some(*b)),
+        Some(other) => Err(format!("{name:?} must be true or false, not {other}")),
+    }
+}
+
+fn device_id_field(value: &Value) -> Result<DeviceId, String> {
+    let text = string_field(value, "deviceID")?.ok_or("\"deviceID\" is missing")?;
+    text.parse().map_err(|e| format!("deviceID {text:?}: {e}"))
+}
+
+/// A device object; fields it lacks keep `base`'s values (or the defaults).
+fn device_from_json(value: &Value, base: Option<&DeviceConfig>) -> Result<DeviceConfig, String> {
+    if !value.is_object() {
+        return Err(format!("a device must be a JSON object, not {value}"));
+    }
+    let id = device_id_field(value)?;
+    let name = string_field(value, "name")?
+        .or_else(|| base.map(|b| b.name.clone()))
+        .unwrap_or_default();
+    let addresses = match value.get("addresses") {
+        None | Some(Value::Null) => {
+            base.map_or_else(|| vec![Address::Dynamic], |b| b.addresses.clone())
+        }
+        Some(Value::Array(list)) => list
+            .iter()
+            .map(|a| {
+                let text = a
+                    .as_str()
+                    .ok_or_else(|| format!("addresses must be strings, not {a}"))?;
+                text.parse::<Address>()
+                    .map_err(|e| format!("{e} (peerfold speaks QUIC: quic://HOST:PORT or dynamic)"))
+            })
+            .collect::<Result<_, _>>()?,
+        Some(other) => return Err(format!("\"addresses\" must be a list, not {other}")),
+    };
+    Ok(DeviceConfig {
+        id,
+        name,
+        addresses,
+        paused: bool_field(value, "paused")?.unwrap_or(base.is_some_and(|b| b.paused)),
+        auto_accept_folders: bool_field(value, "autoAcceptFolders")?
+            .unwrap_or(base.is_some_and(|b| b.auto_accept_folders)),
+    })
+}
+
+/// A folder object; fields it lacks keep `base`'s values (or the defaults).
+fn folder_from_json(
+    value: &Value,
+    base: Option<&FolderConfig>,
+    me: DeviceId,
+) -> Result<FolderConfig, String> {
+    if !value.is_object() {
+        return Err(format!("a folder must be a JSON object, not {value}"));
+    }
+    let id = string_field(value, "id")?
+        .or_else(|| base.map(|b| b.id.clone()))
+        .ok_or("\"id\" is missing")?;
+    peerfold_engine::config::check_folder_id(&id).map_err(|e| e.to_string())?;
+    let path = match string_field(value, "path")? {
+        Some(p) if p.starts_with("~/") => dirs::home_dir()
+            .ok_or("no home directory to expand ~ in")?
+            .join(&p[2..]),
+        Some(p) => std::path::PathBuf::from(p),
+        None => base.map(|b| b.path.clone()).ok_or("\"path\" is missing")?,
+    };
+    let folder_type = match string_field(value, "type")?.as_deref() {
+        None => base.map_or(FolderType::SendReceive, |b| b.folder_type),
+        Some("sendreceive") => FolderType::SendReceive,
+        Some("sendonly") => FolderType::SendOnly,
+        Some("receiveonly") => FolderType::ReceiveOnly,
+        Some(other) => {
+            return Err(format!(
+                "folder type {other:?} is not supported (sendreceive, sendonly, receiveonly)"
+            ));
+        }
+    };
+    let devices = match value.get("devices") {
+        None | Some(Value::Null) => base.map(|b| b.devices.clone()).unwrap_or_default(),
+        Some(Value::Array(list)) => {
+            let mut devices = Vec::new();
+            for entry in list {
+                let device = device_id_field(entry)?;
+                // Syncthing lists the device itself among a folder's devices.
+                if device != me && !devices.contains(&device) {
+                    devices.push(device);
+                }
+            }
+            devices
+        }
+        Some(other) => return Err(format!("\"devices\" must be a list, not {other}")),
+    };
+    let rescan_interval_s = match value.get("rescanIntervalS") {
+        None | Some(Value::Null) => base.map_or(3600, |b| b.rescan_interval_s),
+        Some(v) => v
+            .as_u64()
+            .ok_or_else(|| format!("rescanIntervalS must be a whole number, not {v}"))?,
+    };
+    let (versioning, versions_max_age_days) = match value.get("versioning") {
+        None | Some(Value::Null) => {
+            base.map_or((true, 30), |b| (b.versioning, b.versions_max_age_days))
+        }
+        Some(v) if !v.is_object() => {
+            return Err(format!("\"versioning\" must be a JSON object, not {v}"));
+        }
+        Some(v) => match v.get("type").and_then(Value::as_str).unwrap_or("") {
+            "" | "none" => (false, base.map_or(30, |b| b.versions_max_age_days)),
+            "trashcan" => {
+                let days = v
+                    .get("params")
+                    .and_then(|p| p.get("cleanoutDays"))
+                    .and_then(|d| {
+                        d.as_str()
+                            .map(str::to_owned)
+                            .or_else(|| d.as_u64().map(|n| n.to_string()))
+                    })
+                    .map(|d| {
+                        d.parse::<u64>()
+                            .map_err(|_| format!("cleanoutDays must be a number, not {d:?}"))
+                    })
+                    .transpose()?
+                    .unwrap_or(30);
+                (true, days)
+            }
+            other => {
+                return Err(format!(
+                    "versioning type {other:?} is not supported (trashcan, or none)"
+                ));
+            }
+        },
+    };
+    Ok(FolderConfig {
+        id,
+        label: string_field(value, "label")?
+            .or_else(|| base.map(|b| b.label.clone()))
+            .unwrap_or_default(),
+        path,
+        folder_type,
+        devices,
+        rescan_interval_s,
+        versioning,
+        versions_max_age_days,
+        paused: bool_field(value, "paused")?.unwrap_or(base.is_some_and(|b| b.paused)),
+    })
+}
+
+/// Applies an options object to `config`. Options peerfold keeps are checked and set;
+/// the others may only repeat the value peerfold reports (clients send the whole object
+/// back), so a setting peerfold would ignore is refused rather than dropped in silence.
+fn option_changes(options: &Value) -> Result<Vec<OptionChange>, String> {
+    let Some(fields) = options.as_object() else {
+        return Err(format!("options must be a JSON object, not {options}"));
+    };
+    let fixed = fixed_options_json();
+    let mut changes = Vec::new();
+    for (name, value) in fields {
+        match options::setting(name) {
+            Ok(setting) => changes.push(options::change(setting, value)?),
+            Err(_) if fixed.get(name).is_none_or(|ours| ours == value) => {}
+            Err(_) => {
+                return Err(format!(
+                    "option {name:?} is not supported by peerfold (it keeps: {})",
+                    options::SETTINGS
+                        .iter()
+                        .map(|s| s.name)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ));
+            }
+        }
+    }
+    Ok(changes)
+}
+
+/// The default folder path in a `defaults` object, if it sets one.
+fn default_folder_path(defaults: &Value) -> Result<Option<String>, String> {
+    if !defaults.is_object() {
+        return Err(format!("defaults must be a JSON object, not {defaults}"));
+    }
+    if let Some(folder) = defaults.get("folder").filter(|f| !f.is_object()) {
+        return Err(format!(
+            "defaults.folder must be a JSON object, not {folder}"
+        ));
+    }
+    match defaults.get("folder") {
+        Some(folder) => string_field(folder, "path"),
+        None => Ok(None),
+    }
+}
+
+/// A whole configuration in Syncthing's shape.
+fn config_from_json(value: &Value, current: &Config, me: DeviceId) -> Result<Config, String> {
+    if !value.is_object() {
+        return Err("the configuration must be a JSON object".into());
+    }
+    let mut config = current.clone();
+    if let Some(devices) = value.get("devices") {
+        let list = devices.as_array().ok_or("\"devices\" must be a list")?;
+        config.devices = list
+            .iter()
+            .map(|d| {
+                let id = device_id_field(d)?;
+                device_from_json(d, current.devices.iter().find(|c| c.id == id))
+            })
+            .filter(|d| d.as_ref().map_or(true, |d| d.id != me))
+            .collect::<Result<_, _>>()?;
+    }
+    if let Some(folders) = value.get("folders") {
+        let list = folders.as_array().ok_or("\"folders\" must be a list")?;
+        config.folders = list
+            .iter()
+            .map(|f| {
+                let id = f.get("id").and_then(Value::as_str).unwrap_or_default();
+                folder_from_json(f, current.folder(id), me)
+            })
+            .collect::<Result<_, _>>()?;
+    }
+    if let Some(options) = value.get("options") {
+        for change in option_changes(options)? {
+            ConfigEdit::SetOption(change)
+                .apply(&mut config, me)
+                .map_err(|e| e.to_string())?;
+        }
+    }
+    if let Some(defaults) = value.get("defaults")
+        && let Some(path) = default_folder_path(defaults)?
+    {
+        config.defaults.folder_path = path;
+    }
+    if let Some(gui) = value.get("gui") {
+        if !gui.is_object() {
+            return Err(format!("\"gui\" must be a JSON object, not {gui}"));
+        }
+        if let Some(address) = string_field(gui, "address")? {
+            config.api.address = address;
+        }
+        if let Some(key) = string_field(gui, "apiKey")?.filter(|k| !k.is_empty()) {
+            config.api.key = key;
+        }
+    }
+    Ok(config)
+}
+
+/// Shallow merge of a PATCH body over the current object.
+fn merged(mut current: Value, patch: &Value) -> Result<Value, ApiError> {
+    let (Some(target), Some(fields)) = (current.as_object_mut(), patch.as_object()) else {
+        return Err(ApiError::bad_request("the body must be a JSON object"));
+    };
+    for (key, value) in fields {
+        target.insert(key.clone(), value.clone());
+    }
+    Ok(current)
+}
+
+/// PUT or PATCH of the default folder: peerfold keeps its `path`.
+pub(super) async fn put_default_folder(State(api): AppState, body: axum::body::Bytes) -> ApiResult {
+    let value = body_json(&body)?;
+    if !value.is_object() {
+        return Err(ApiError::bad_request("the body must be a JSON object"));
+    }
+    let path = default_folder_path(&json!({ "folder": value })).map_err(ApiError::bad_request)?;
+    let edit = ConfigEdit::Several(
+        path.into_iter()
+            .map(ConfigEdit::SetDefaultFolderPath)
+            .collect(),
+    );
+    let new = change(&api, edit).await?;
+    Ok(axum::Json(
+        defaults_json(&new, api.engine.device_id())["folder"].clone(),
+    ))
+}
+
+pub(super) async fn put_whole(State(api): AppState, body: axum::body::Bytes) -> ApiResult {
+    let value = body_json(&body)?;
+    let me = api.engine.device_id();
+    let new = config_from_json(&value, &api.engine.config(), me).map_err(ApiError::bad_request)?;
+    let new = change(&api, ConfigEdit::Replace(Box::new(new))).await?;
+    Ok(axum::Json(super::config_json::config_json(&new, me)))
+}
+
+/// A body of one object or a list of them.
+fn one_or_many(value: Value) -> Vec<Value> {
+    match value {
+        Value::Array(list) => list,
+        single => vec![single],
+    }
+}
+
+/// Replaces a whole section (`devices` or `folders`) with the body's list.
+async fn replace_section(api: &super::Api, body: &axum::body::Bytes, section: &str) -> ApiResult {
+    let value = body_json(body)?;
+    let me = api.engine.device_id();
+    let new = config_from_json(&json!({ section: value }), &api.engine.config(), me)
+        .map_err(ApiError::bad_request)?;
+    let edit = if section == "devices" {
+        ConfigEdit::SetDevices(new.devices)
+    } else {
+        ConfigEdit::SetFolders(new.folders)
+    };
+    change(api, edit).await?;
+    Ok(axum::Json(json!({})))
+}
+
+pub(super) async fn post_device(State(api): AppState, body: axum::body::Bytes) -> ApiResult {
+    let items = one_or_many(body_json(&body)?);
+    let current = api.engine.config();
+    let mut edits = Vec::new();
+    for item in &items {
+        let id = device_id_field(item).map_err(ApiError::bad_request)?;
+        if id == api.engine.device_id() {
+            return Err(ApiError::bad_request("that is this device's own ID"));
+        }
+        let base = current.devices.iter().find(|d| d.id == id);
+        let device = device_from_json(item, base).map_err(ApiError::bad_request)?;
+        edits.push(ConfigEdit::SetDevice(device));
+    }
+    change(&api, ConfigEdit::Several(edits)).await?;
+    Ok(axum::Json(json!({})))
+}
+
+pub(super) async fn put_devices(State(api): AppState, body: axum::body::Bytes) -> ApiResult {
+    replace_section(&api, &body, "devices").await
+}
+
+pub(super) async fn put_device(
+    State(api): AppState,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> ApiResult {
+    edit_device(&api, &id, body_json(&body)?, false).await
+}
+
+pub(super) async fn patch_device(
+    State(api): AppState,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> ApiResult {
+    edit_device(&api, &id, body_json(&body)?, true).await
+}
+
+fn device_path_id(id: &str) -> Result<DeviceId, ApiError> {
+    id.parse()
+        .map_err(|e| ApiError::bad_request(format!("device ID {id:?}: {e}")))
+}
+
+async fn edit_device(api: &super::Api, id: &str, mut value: Value, patch: bool) -> ApiResult {
+    let wanted = device_path_id(id)?;
+    if wanted == api.engine.device_id() {
+        return Err(ApiError::bad_request("that is this device's own ID"));
+    }
+    let current = api.engine.config();
+    let existing = current.devices.iter().find(|d| d.id == wanted);
+    if patch {
+        let existing =
+            existing.ok_or_else(|| ApiError::not_found(format!("no device {wanted}")))?;
+        value = merged(device_json(existing), &value)?;
+    }
+    if !value.is_object() {
+        return Err(ApiError::bad_request("the body must be a JSON object"));
+    }
+    value["deviceID"] = json!(wanted.to_string());
+    let device = device_from_json(&value, existing).map_err(ApiError::bad_request)?;
+    change(api, ConfigEdit::SetDevice(device)).await?;
+    Ok(axum::Json(json!({})))
+}
+
+pub(super) async fn delete_device(State(api): AppState, Path(id): Path<String>) -> ApiResult {
+    let wanted = device_path_id(&id)?;
+    if !api.engine.config().devices.iter().any(|d| d.id == wanted) {
+        return Err(ApiError::not_found(format!("no device {wanted}")));
+    }
+    change(&api, ConfigEdit::RemoveDevice(wanted)).await?;
+    Ok(axum::Json(json!({})))
+}
+
+pub(super) async fn post_folder(State(api): AppState, body: axum::body::Bytes) -> ApiResult {
+    let items = one_or_many(body_json(&body)?);
+    let (current, me) = (api.engine.config(), api.engine.device_id());
+    let mut edits = Vec::new();
+    for item in &items {
+        let id = item.get("id").and_then(Value::as_str).unwrap_or_default();
+        let folder =
+            folder_from_json(item, current.folder(id), me).map_err(ApiError::bad_request)?;
+        edits.push(ConfigEdit::SetFolder(folder));
+    }
+    change(&api, ConfigEdit::Several(edits)).await?;
+    Ok(axum::Json(json!({})))
+}
+
+pub(super) async fn put_folders(State(api): AppState, body: axum::body::Bytes) -> ApiResult {
+    replace_section(&api, &body, "folders").await
+}
+
+pub(super) async fn put_folder(
+    State(api): AppState,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> ApiResult {
+    edit_folder(&api, &id, body_json(&body)?, false).await
+}
+
+pub(super) async fn patch_folder(
+    State(api): AppState,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> ApiResult {
+    edit_folder(&api, &id, body_json(&body)?, true).await
+}
+
+async fn edit_folder(api: &super::Api, id: &str, mut value: Value, patch: bool) -> ApiResult {
+    let (current, me) = (api.engine.config(), api.engine.device_id());
+    let existing = current.folder(id);
+    if patch {
+        let existing = existing.ok_or_else(|| ApiError::not_found(format!("no folder {id:?}")))?;
+        value = merged(folder_json(existing, me), &value)?;
+    }
+    if !value.is_object() {
+        return Err(ApiError::bad_request("the body must be a JSON object"));
+    }
+    value["id"] = json!(id);
+    let folder = folder_from_json(&value, existing, me).map_err(ApiError::bad_request)?;
+    change(api, ConfigEdit::SetFolder(folder)).await?;
+    Ok(axum::Json(json!({})))
+}
+
+pub(super) async fn delete_folder(State(api): AppState, Path(id): Path<String>) -> ApiResult {
+    if api.engine.config().folder(&id).is_none() {
+        return Err(ApiError::not_found(format!("no folder {id:?}")));
+    }
+    change(&api, ConfigEdit::RemoveFolder(id)).await?;
+    Ok(axum::Json(json!({})))
+}
+
+pub(super) async fn put_options(State(api): AppState, body: axum::body::Bytes) -> ApiResult {
+    let value = body_json(&body)?;
+    let changes = option_changes(&value).map_err(ApiError::bad_request)?;
+    let edit = ConfigEdit::Several(changes.into_iter().map(ConfigEdit::SetOption).collect());
+    let new = change(&api, edit).await?;
+    Ok(axum::Json(options_json(&new)))
+}

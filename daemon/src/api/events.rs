@@ -1,0 +1,202 @@
+//! The engine's events in Syncthing's JSON shapes (`/rest/events`): the one place that
+//! knows them.
+
+use peerfold_engine::events::{
+    ConnectionKind, Event, ItemAction, LoggedEvent, RemoteState, StateName,
+};
+use peerfold_engine::model::counts::FolderSummary;
+use serde_json::{Value, json};
+
+use super::config_json::CONFIG_VERSION;
+
+/// Syncthing's type name of an event.
+pub(super) fn type_name(event: &Event) -> &'static str {
+    match event {
+        Event::StartupComplete { .. } => "StartupComplete",
+        Event::StateChanged { .. } => "StateChanged",
+        Event::LocalIndexUpdated { .. } => "LocalIndexUpdated",
+        Event::FolderScanProgress { .. } => "FolderScanProgress",
+        Event::RemoteIndexUpdated { .. } => "RemoteIndexUpdated",
+        Event::DeviceConnected { .. } => "DeviceConnected",
+        Event::DeviceDisconnected { .. } => "DeviceDisconnected",
+        Event::PendingDeviceAdded(_) | Event::PendingDeviceRemoved { .. } => {
+            "PendingDevicesChanged"
+        }
+        Event::PendingFolderAdded(_) | Event::PendingFolderRemoved { .. } => {
+            "PendingFoldersChanged"
+        }
+        Event::ItemStarted { .. } => "ItemStarted",
+        Event::ItemFinished { .. } => "ItemFinished",
+        Event::FolderErrors { .. } => "FolderErrors",
+        Event::FolderSummary { .. } => "FolderSummary",
+        Event::FolderCompletion { .. } => "FolderCompletion",
+        Event::ConfigSaved => "ConfigSaved",
+    }
+}
+
+/// One logged event as Syncthing's REST API shows it.
+pub(super) fn to_syncthing(logged: &LoggedEvent) -> Value {
+    json!({
+        "id": logged.id,
+        "globalID": logged.id,
+        "type": type_name(&logged.event),
+        "time": logged.time.to_string(),
+        "data": data(&logged.event),
+    })
+}
+
+/// Syncthing's name of a folder state.
+pub(super) fn state_name(state: StateName) -> &'static str {
+    state.as_str()
+}
+
+/// Syncthing's remoteState.
+pub(super) fn remote_state_name(state: RemoteState) -> &'static str {
+    match state {
+        RemoteState::Valid => "valid",
+        RemoteState::Paused => "paused",
+        RemoteState::Unknown => "unknown",
+    }
+}
+
+fn data(event: &Event) -> Value {
+    match event {
+        Event::StartupComplete { device } => json!({ "myID": device.to_string() }),
+        Event::StateChanged { folder, from, to } => {
+            json!({ "folder": folder, "from": state_name(*from), "to": state_name(*to) })
+        }
+        Event::LocalIndexUpdated { folder } => json!({ "folder": folder }),
+        Event::FolderScanProgress {
+            folder,
+            current,
+            total,
+            rate,
+        } => json!({ "folder": folder, "current": current, "total": total, "rate": rate }),
+        Event::RemoteIndexUpdated {
+            device,
+            folder,
+            items,
+        } => json!({ "device": device.to_string(), "folder": folder, "items": items }),
+        Event::DeviceConnected {
+            device,
+            name,
+            address,
+            client_name,
+            client_version,
+            kind,
+        } => json!({
+            "id": device.to_string(),
+            "deviceName": name,
+            "addr": address,
+            "clientName": client_name,
+            "clientVersion": client_version,
+            "type": connection_type(*kind),
+        }),
+        Event::DeviceDisconnected { device, error } => {
+            json!({ "id": device.to_string(), "error": error })
+        }
+        Event::PendingDeviceAdded(seen) => json!({ "added": [{
+            "deviceID": seen.device.to_string(),
+            "name": seen.name,
+            "address": seen.address,
+        }] }),
+        Event::PendingDeviceRemoved { device } => {
+            json!({ "removed": [{ "deviceID": device.to_string() }] })
+        }
+        Event::PendingFolderAdded(seen) => json!({ "added": [{
+            "deviceID": seen.device.to_string(),
+            "folderID": seen.folder,
+            "folderLabel": seen.label,
+        }] }),
+        Event::PendingFolderRemoved { folder, device } => json!({ "removed": [{
+            "folderID": folder,
+            "deviceID": device.map(|d| d.to_string()),
+        }] }),
+        Event::ItemStarted {
+            folder,
+            item,
+            action,
+        } => json!({
+            "folder": folder,
+            "item": item,
+            "type": "file",
+            "action": match action {
+                ItemAction::Update => "update",
+                ItemAction::Delete => "delete",
+            },
+        }),
+        Event::ItemFinished {
+            folder,
+            item,
+            error,
+        } => json!({ "folder": folder, "item": item, "error": error, "type": "file" }),
+        Event::FolderErrors { folder, errors } => json!({
+            "folder": folder,
+            "errors": errors
+                .iter()
+                .map(|(path, error)| json!({ "path": path, "error": error }))
+                .collect::<Vec<_>>(),
+        }),
+        Event::FolderSummary {
+            folder,
+            summary,
+            state,
+            sequence,
+        } => json!({ "folder": folder, "summary": summary_json(summary, *state, *sequence) }),
+        Event::FolderCompletion {
+            folder,
+            device,
+            summary,
+            remote_state,
+            sequence,
+        } => json!({
+            "folder": folder,
+            "device": device.to_string(),
+            "completion": summary.completion(),
+            "globalBytes": summary.global.bytes,
+            "globalItems": summary.global.items(),
+            "needBytes": summary.need.bytes,
+            "needItems": summary.need.items(),
+            "needDeletes": summary.need.deleted,
+            "remoteState": remote_state_name(*remote_state),
+            "sequence": sequence,
+        }),
+        Event::ConfigSaved => json!({ "version": CONFIG_VERSION }),
+    }
+}
+
+/// Syncthing's connection type for a side of a QUIC connection.
+pub(super) fn connection_type(kind: ConnectionKind) -> &'static str {
+    match kind {
+        ConnectionKind::QuicClient => "quic-client",
+        ConnectionKind::QuicServer => "quic-server",
+    }
+}
+
+/// FolderSummary's counts, with the fields `/rest/db/status` has for them.
+fn summary_json(s: &FolderSummary, state: StateName, sequence: u64) -> Value {
+    json!({
+        "globalFiles": s.global.files,
+        "globalDirectories": s.global.directories,
+        "globalSymlinks": s.global.symlinks,
+        "globalDeleted": s.global.deleted,
+        "globalBytes": s.global.bytes,
+        "globalTotalItems": s.global.items() + s.global.deleted,
+        "localFiles": s.local.files,
+        "localDirectories": s.local.directories,
+        "localSymlinks": s.local.symlinks,
+        "localDeleted": s.local.deleted,
+        "localBytes": s.local.bytes,
+        "localTotalItems": s.local.items() + s.local.deleted,
+        "needFiles": s.need.files,
+        "needDirectories": s.need.directories,
+        "needSymlinks": s.need.symlinks,
+        "needDeletes": s.need.deleted,
+        "needBytes": s.need.bytes,
+        "needTotalItems": s.need.items() + s.need.deleted,
+        "inSyncFiles": s.global.files.saturating_sub(s.need.files),
+        "inSyncBytes": s.global.bytes.saturating_sub(s.need.bytes),
+        "state": state_name(state),
+        "sequence": sequence,
+    })
+}

@@ -1,0 +1,119 @@
+//! `peerfold device ...`: add, pause and resume devices (configuration edits), list the
+//! configured ones and those that knocked.
+
+use std::io::Write;
+
+use anyhow::{Context, Result, bail};
+use peerfold_protocol::DeviceId;
+
+use super::edit::{Applied, apply_edit};
+use super::{DeviceCommand, output};
+use peerfold_engine::config::{Address, ConfigEdit, DeviceConfig, Home};
+
+pub(super) fn run(
+    home: &Home,
+    command: DeviceCommand,
+    json: bool,
+    out: &mut impl Write,
+) -> Result<()> {
+    match command {
+        DeviceCommand::Add {
+            id,
+            name,
+            addresses,
+            auto_accept_folders,
+        } => {
+            let id: DeviceId = id.parse().with_context(|| format!("device ID {id:?}"))?;
+            let addresses = addresses
+                .iter()
+                .map(|a| a.parse::<Address>())
+                .collect::<Result<Vec<_>, _>>()?;
+            add(home, id, name, addresses, auto_accept_folders, out)
+        }
+        DeviceCommand::Pending => pending(home, json, out),
+        DeviceCommand::Pause { id } => pause(home, id.as_deref(), true, out),
+        DeviceCommand::Resume { id } => pause(home, id.as_deref(), false, out),
+        DeviceCommand::List => list(home, json, out),
+    }
+}
+
+/// Adds a device that is not configured yet; no addresses means `dynamic` (discovery).
+pub(super) fn add(
+    home: &Home,
+    id: DeviceId,
+    name: Option<String>,
+    addresses: Vec<Address>,
+    auto_accept_folders: bool,
+    out: &mut impl Write,
+) -> Result<()> {
+    if id == home.identity()?.device_id() {
+        bail!("{id} is this device's own ID");
+    }
+    if home.config()?.devices.iter().any(|d| d.id == id) {
+        bail!("device {id} is already configured");
+    }
+    let addresses = if addresses.is_empty() {
+        vec![Address::Dynamic]
+    } else {
+        addresses
+    };
+    let mut device = DeviceConfig::new(id, name.unwrap_or_default(), addresses);
+    device.auto_accept_folders = auto_accept_folders;
+    match apply_edit(home, ConfigEdit::AddDevice(device))? {
+        Applied::ByDaemon => writeln!(out, "Added device {id} (applied by the running daemon)")?,
+        Applied::InFile(_) => writeln!(out, "Added device {id}")?,
+    }
+    Ok(())
+}
+
+/// Pauses or resumes one device or all of them (the daemon disconnects or dials at once).
+fn pause(home: &Home, id: Option<&str>, paused: bool, out: &mut impl Write) -> Result<()> {
+    let device: Option<DeviceId> = id
+        .map(|id| id.parse().with_context(|| format!("device ID {id:?}")))
+        .transpose()?;
+    if let Some(device) = device
+        && !home.config()?.devices.iter().any(|d| d.id == device)
+    {
+        bail!("device {device} is not configured: see `peerfold device list`");
+    }
+    let verb = if paused { "Paused" } else { "Resumed" };
+    let which = device.map_or_else(|| "every device".to_owned(), |d| d.to_string());
+    apply_edit(home, ConfigEdit::PauseDevices { device, paused })?
+        .say(&format!("{verb} {which}"), out)
+}
+
+fn list(home: &Home, json: bool, out: &mut impl Write) -> Result<()> {
+    let config = home.config()?;
+    if json {
+        output::json_line(out, &output::devices_json(&config.devices))?;
+        return Ok(());
+    }
+    for d in &config.devices {
+        let addresses: Vec<String> = d.addresses.iter().map(ToString::to_string).collect();
+        writeln!(out, "{}\t{}\t{}", d.id, d.name, addresses.join(","))?;
+    }
+    Ok(())
+}
+
+fn pending(home: &Home, json: bool, out: &mut impl Write) -> Result<()> {
+    let pending = home.store()?.pending_devices()?;
+    if json {
+        let list: Vec<_> = pending
+            .iter()
+            .map(|p| {
+                serde_json::json!({
+                    "id": p.device.to_string(),
+                    "name": p.name,
+                    "address": p.address,
+                    "time": output::unix_time(p.last_seen),
+                })
+            })
+            .collect();
+        output::json_line(out, &list)?;
+        return Ok(());
+    }
+    for p in &pending {
+        writeln!(out, "{}\t{}\t{}", p.device, p.address, p.name)?;
+    }
+    Ok(())
+}

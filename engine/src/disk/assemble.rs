@@ -1,0 +1,116 @@
+//! Assembling a pulled file: `.peerfold.NAME.tmp` beside its target, written block by
+//! block (each already checked against its hash), flushed now and then while it grows,
+//! then fsynced, given its metadata, and renamed over the target (the directory fsynced).
+//! Never in place: the target changes only by the rename.
+
+use std::fs::{self, File, OpenOptions};
+use std::os::unix::fs::{FileExt, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use crate::model::entry::FileEntry;
+
+/// `.peerfold.NAME.tmp` beside `path`.
+pub(crate) fn temp_path(path: &Path) -> PathBuf {
+    let file_name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    path.with_file_name(format!(".peerfold.{file_name}.tmp"))
+}
+
+/// Opens (or creates) the temp file, keeping what an interrupted attempt left in it.
+pub(crate) fn open_temp(temp: &Path) -> std::io::Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(temp)
+}
+
+/// Flush a file being pulled to disk every this many bytes written.
+const EARLY_FLUSH_EVERY: u64 = 256 << 20;
+
+/// Flushes a large file being pulled as it grows, on a blocking thread, one flush at a
+/// time. Without it the kernel keeps the whole file dirty in memory (background writeback
+/// starts at a tenth of RAM) and the final fsync writes all of it after the transfer; with
+/// it, disk writes overlap the transfer and the final fsync finds little left to do. The
+/// final fsync still decides durability.
+pub(crate) struct EarlyFlush {
+    file: Arc<File>,
+    unflushed: u64,
+    running: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl EarlyFlush {
+    pub(crate) fn new(file: Arc<File>) -> Self {
+        Self {
+            file,
+            unflushed: 0,
+            running: None,
+        }
+    }
+
+    /// Notes `bytes` written; starts a flush past the threshold unless one runs.
+    pub(crate) fn wrote(&mut self, bytes: u64) {
+        self.unflushed += bytes;
+        if self.unflushed < EARLY_FLUSH_EVERY
+            || self.running.as_ref().is_some_and(|r| !r.is_finished())
+        {
+            return;
+        }
+        self.unflushed = 0;
+        let file = self.file.clone();
+        // An error here shows again in the final fsync, which reports it.
+        self.running = Some(tokio::task::spawn_blocking(move || {
+            let _ = file.sync_data();
+        }));
+    }
+
+    /// Waits for a flush still running, so the file is not renamed under it.
+    pub(crate) async fn finish(self) {
+        if let Some(running) = self.running {
+            let _ = running.await;
+        }
+    }
+}
+
+/// Writes one fetched block where it belongs; returns the bytes written.
+pub(crate) fn write_block(file: &File, offset: u64, data: &[u8]) -> std::io::Result<u64> {
+    file.write_all_at(data, offset)?;
+    Ok(data.len() as u64)
+}
+
+/// Gives the file `target`'s permissions and modification time.
+pub(crate) fn finish_metadata(file: &File, target: &FileEntry) -> std::io::Result<()> {
+    file.set_permissions(fs::Permissions::from_mode(target.permissions))?;
+    if let Ok(seconds) = u64::try_from(target.modified.seconds) {
+        let time = SystemTime::UNIX_EPOCH + Duration::new(seconds, target.modified.nanos);
+        file.set_modified(time)?;
+    }
+    Ok(())
+}
+
+/// Completes the temp file and renames it over `path`: size, fsync, metadata, then
+/// `before_rename` (which keeps the replaced version), the rename and the directory's
+/// fsync. Returns the new file's inode. Blocking: run it off the async threads.
+pub(crate) fn install(
+    file: Arc<File>,
+    target: &FileEntry,
+    temp: &Path,
+    path: &Path,
+    before_rename: impl FnOnce() -> std::io::Result<()>,
+) -> std::io::Result<u64> {
+    file.set_len(target.size)?;
+    file.sync_all()?;
+    finish_metadata(&file, target)?;
+    drop(file);
+    before_rename()?;
+    fs::rename(temp, path)?;
+    if let Some(dir) = path.parent() {
+        File::open(dir)?.sync_all()?;
+    }
+    Ok(fs::symlink_metadata(path)?.ino())
+}

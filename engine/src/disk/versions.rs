@@ -1,0 +1,186 @@
+//! Kept versions: files sync replaces or deletes go to `.peerfold/versions/NAME`
+//! (trash-can style: the newest replaced version of each name), when the folder keeps
+//! versions, and are cleaned out after the folder's maximum age.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use crate::config::FolderConfig;
+use crate::disk::scanner::MARKER_DIR;
+use crate::model::names::{self, NameError};
+
+/// Where kept versions live, inside the folder's marker directory.
+pub const VERSIONS_DIR: &str = "versions";
+
+/// A folder's versioning settings.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Settings {
+    /// Keep replaced and deleted files.
+    pub(crate) keep: bool,
+    /// Days a kept version stays (0: forever).
+    pub(crate) max_age_days: u64,
+}
+
+impl Settings {
+    pub(crate) fn of(config: &FolderConfig) -> Self {
+        Self {
+            keep: config.versioning,
+            max_age_days: config.versions_max_age_days,
+        }
+    }
+}
+
+/// Why a version could not be kept.
+#[derive(Debug, thiserror::Error)]
+pub enum KeepError {
+    /// Moving the file failed.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    /// The name cannot be a path under the versions directory.
+    #[error(transparent)]
+    Name(#[from] NameError),
+}
+
+/// The versions directory of the folder at `root`.
+pub(crate) fn dir(root: &Path) -> PathBuf {
+    root.join(MARKER_DIR).join(VERSIONS_DIR)
+}
+
+/// Moves the file at `path` (the folder's `name`) to the versions directory when the
+/// folder keeps versions. Directories and symlinks are not kept.
+pub(crate) fn keep(
+    root: &Path,
+    settings: Settings,
+    name: &str,
+    path: &Path,
+) -> Result<(), KeepError> {
+    if !settings.keep || !fs::symlink_metadata(path).is_ok_and(|m| m.is_file()) {
+        return Ok(());
+    }
+    let kept = names::join(&dir(root), name)?;
+    if let Some(parent) = kept.parent() {
+        fs::create_dir_all(parent)?;
+    }
+    fs::rename(path, &kept)?;
+    tracing::debug!(%name, "kept the replaced version");
+    Ok(())
+}
+
+/// Moves a local file or symlink out of the way (into the versions directory when the
+/// folder keeps versions), or removes an empty directory.
+pub(crate) fn put_aside(
+    root: &Path,
+    settings: Settings,
+    name: &str,
+    path: &Path,
+) -> Result<(), KeepError> {
+    keep(root, settings, name, path)?;
+    Ok(remove(path)?)
+}
+
+/// Removes a file, symlink or empty directory; a missing one is fine.
+pub(crate) fn remove(path: &Path) -> std::io::Result<()> {
+    match fs::symlink_metadata(path) {
+        Ok(meta) if meta.is_dir() => fs::remove_dir(path),
+        Ok(_) => fs::remove_file(path),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Deletes kept versions older than the folder's maximum age; returns how many.
+pub(crate) fn clean(root: &Path, settings: &Settings) -> std::io::Result<u64> {
+    if settings.max_age_days == 0 {
+        return Ok(0);
+    }
+    let cutoff = SystemTime::now() - Duration::from_secs(settings.max_age_days * 86_400);
+    let mut removed = 0;
+    let mut stack = vec![dir(root)];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let meta = entry.metadata()?;
+            if meta.is_dir() {
+                stack.push(entry.path());
+            } else if meta.modified().is_ok_and(|m| m < cutoff) {
+                fs::remove_file(entry.path())?;
+                removed += 1;
+            }
+        }
+    }
+    Ok(removed)
+}
+
+/// A kept version.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeptVersion {
+    /// The name it had in the folder.
+    pub name: String,
+    /// Its size.
+    pub size: u64,
+    /// When it was last modified (which, after the move, is when it was kept).
+    pub modified: Option<jiff::Timestamp>,
+}
+
+/// Every kept version of the folder at `root`, by name.
+pub(crate) fn list(root: &Path) -> Vec<KeptVersion> {
+    let root = dir(root);
+    let mut out = Vec::new();
+    let mut stack = vec![root.clone()];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let Ok(meta) = entry.metadata() else { continue };
+            let path = entry.path();
+            if meta.is_dir() {
+                stack.push(path);
+            } else if let Ok(relative) = path.strip_prefix(&root) {
+                out.push(KeptVersion {
+                    name: relative.to_string_lossy().into_owned(),
+                    size: meta.len(),
+                    modified: meta
+                        .modified()
+                        .ok()
+                        .and_then(|m| jiff::Timestamp::try_from(m).ok()),
+                });
+            }
+        }
+    }
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replaced_files_are_kept_by_name_and_listed() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        fs::create_dir_all(root.join(MARKER_DIR)).unwrap();
+        fs::create_dir(root.join("a")).unwrap();
+        fs::write(root.join("a/f.txt"), b"old").unwrap();
+        let on = Settings {
+            keep: true,
+            max_age_days: 0,
+        };
+        put_aside(root, on, "a/f.txt", &root.join("a/f.txt")).unwrap();
+        assert!(!root.join("a/f.txt").exists());
+        let kept = list(root);
+        assert_eq!(kept.len(), 1);
+        assert_eq!((kept[0].name.as_str(), kept[0].size), ("a/f.txt", 3));
+        // Without versioning the file simply goes.
+        fs::write(root.join("g"), b"x").unwrap();
+        let off = Settings { keep: false, ..on };
+        put_aside(root, off, "g", &root.join("g")).unwrap();
+        assert!(!root.join("g").exists());
+        assert_eq!(list(root).len(), 1);
+        assert_eq!(clean(root, &on).unwrap(), 0);
+    }
+}

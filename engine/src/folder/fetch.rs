@@ -1,0 +1,161 @@
+//! Fetching one file's content: blocks already in the temp file (an interrupted earlier
+//! attempt) are kept, blocks held by local files are copied, the rest are requested from
+//! the peers that have this version, many at a time, spread over them; then the file is
+//! installed (disk/assemble).
+
+use std::fs;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use peerfold_protocol::DeviceId;
+use peerfold_protocol::chunking::Block;
+use tracing::warn;
+
+use super::Folder;
+use super::pull::{PullContext, PullError};
+use crate::disk::{assemble, reuse, versions};
+use crate::model::entry::FileEntry;
+use crate::peers::{BlockRequest, Peers};
+
+/// Block requests in flight per file being pulled.
+const REQUESTS_IN_FLIGHT: usize = 128;
+
+/// Assembles `target` in its temp file, then renames it over `path`; returns the inode.
+/// On a full disk the temp file is removed, so the space it took serves other files; any
+/// other failure keeps it for the next attempt to resume from.
+pub(super) async fn fetch(
+    folder: &Folder,
+    context: &PullContext,
+    target: &FileEntry,
+    sources: &[DeviceId],
+    path: &Path,
+) -> Result<u64, PullError> {
+    let temp = assemble::temp_path(path);
+    let result = assemble_file(folder, context, target, sources, path, &temp).await;
+    if let Err(PullError::Io(e)) = &result
+        && e.kind() == std::io::ErrorKind::StorageFull
+    {
+        let _ = fs::remove_file(&temp);
+    }
+    result
+}
+
+async fn assemble_file(
+    folder: &Folder,
+    context: &PullContext,
+    target: &FileEntry,
+    sources: &[DeviceId],
+    path: &Path,
+    temp: &Path,
+) -> Result<u64, PullError> {
+    let file = assemble::open_temp(temp)?;
+    let missing = {
+        let (store, folders, folder_id, target, temp_file) = (
+            folder.store.clone(),
+            context.folders.clone(),
+            folder.id.clone(),
+            target.clone(),
+            file.try_clone()?,
+        );
+        tokio::task::spawn_blocking(move || {
+            let lookup = |id: &str| folders.get(id).map(|f| (f.idx, f.path()));
+            reuse::fill_from_disk(&store, &lookup, &folder_id, &target, &temp_file)
+        })
+        .await
+        .map_err(std::io::Error::other)??
+    };
+    let sources: Arc<[DeviceId]> = sources.into();
+    let file = Arc::new(file);
+    let mut flusher = assemble::EarlyFlush::new(file.clone());
+    let mut requests = tokio::task::JoinSet::new();
+    for (index, block) in missing {
+        while requests.len() >= REQUESTS_IN_FLIGHT {
+            flusher.wrote(write_fetched(&file, requests.join_next().await)?);
+        }
+        let request = BlockRequest {
+            folder: folder.id.clone(),
+            name: target.name.clone(),
+            block,
+        };
+        requests.spawn(from_peers(
+            context.peers.clone(),
+            request,
+            sources.clone(),
+            index,
+        ));
+    }
+    while let Some(result) = requests.join_next().await {
+        flusher.wrote(write_fetched(&file, Some(result))?);
+    }
+    flusher.finish().await;
+    // fsync blocks for milliseconds: on a blocking thread, so the network goes on and the
+    // fsyncs of files pulled side by side share journal commits.
+    let (root, settings) = (folder.path(), versions::Settings::of(&folder.config()));
+    let (target, path, temp) = (target.clone(), path.to_owned(), temp.to_owned());
+    let installed = tokio::task::spawn_blocking(move || {
+        assemble::install(file, &target, &temp, &path, || {
+            versions::keep(&root, settings, &target.name, &path).map_err(|e| match e {
+                versions::KeepError::Io(e) => e,
+                other => std::io::Error::other(other),
+            })
+        })
+    })
+    .await
+    .map_err(std::io::Error::other)??;
+    Ok(installed)
+}
+
+/// What a block request task ends with.
+type Fetched = Result<Result<(Block, Bytes), PullError>, tokio::task::JoinError>;
+
+/// Writes a fetched block where it belongs; returns the bytes written.
+fn write_fetched(file: &fs::File, result: Option<Fetched>) -> Result<u64, PullError> {
+    match result {
+        Some(Ok(Ok((block, data)))) => Ok(assemble::write_block(file, block.offset, &data)?),
+        Some(Ok(Err(e))) => Err(e),
+        Some(Err(e)) => Err(PullError::Io(std::io::Error::other(e))),
+        None => Ok(0),
+    }
+}
+
+/// A block from the connected peers that have this version, checked against its hash; a
+/// peer whose data fails the check is not asked again for it. Block `index` picks the peer
+/// to ask first, so requests spread over all sources.
+async fn from_peers(
+    peers: Arc<dyn Peers>,
+    request: BlockRequest,
+    sources: Arc<[DeviceId]>,
+    index: usize,
+) -> Result<(Block, Bytes), PullError> {
+    let block = request.block;
+    let count = sources.len().max(1);
+    let mut bad = Vec::new();
+    // A request that fails in transit is tried again (a few times, briefly) before the file
+    // is given up until the next pull.
+    for attempt in 0..3u64 {
+        for device in sources
+            .iter()
+            .cycle()
+            .skip(index % count)
+            .take(sources.len())
+        {
+            if bad.contains(device) || !peers.is_connected(*device) {
+                continue;
+            }
+            match peers.request_block(*device, &request).await {
+                Ok(data) if blake3::hash(&data) == block.hash => return Ok((block, data)),
+                Ok(_) => {
+                    warn!(device = %device.short(), name = %request.name, offset = block.offset, "block failed its hash; discarded");
+                    bad.push(*device);
+                }
+                Err(e) => {
+                    warn!(device = %device.short(), name = %request.name, offset = block.offset, attempt, error = %e, "block request failed");
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50 * (attempt + 1))).await;
+    }
+    Err(PullError::Unavailable(block.offset))
+}

@@ -1,0 +1,313 @@
+//! One folder at run time: its settings, state, notifications and recent activity, and
+//! the handles its tasks work through (the store, the event log).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::time::Duration;
+
+use peerfold_protocol::DeviceId;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::FolderConfig;
+use crate::disk::scanner::ScanProgress;
+use crate::events::{Event, EventLog, StateName};
+use crate::model::FolderType;
+use crate::model::counts::{self, FolderSummary};
+use crate::model::view::NameView;
+use crate::store::{FolderIdx, StoreError, StoreHandle};
+
+/// A running folder, shared by its tasks and the adapters.
+pub type FolderHandle = Arc<Folder>;
+
+/// One folder at run time.
+pub struct Folder {
+    pub(crate) id: String,
+    /// Its settings; they change when the configuration does (devices shared with, ...).
+    config: RwLock<FolderConfig>,
+    pub(crate) idx: FolderIdx,
+    /// This device.
+    pub(crate) me: DeviceId,
+    pub(crate) store: StoreHandle,
+    pub(crate) events: Arc<EventLog>,
+    /// Stops this folder's tasks (when it is removed, or the engine stops).
+    pub(crate) stop: CancellationToken,
+    /// Woken when the folder's remote state changed and the puller should look again.
+    pub(crate) pull: Notify,
+    /// Woken when the folder should be rescanned.
+    pub(crate) rescan: Notify,
+    /// Wakes the index senders when local entries changed.
+    pub(crate) local_changed: Notify,
+    /// Woken when counts may have changed (FolderSummary and FolderCompletion).
+    pub(crate) counts_changed: Notify,
+    /// Held by a scan, a pull round (planning included) and a folder action: a scan that
+    /// ran beside the puller would index a file between its rename and its record as a
+    /// local change.
+    pub(crate) busy: tokio::sync::Mutex<()>,
+    state: Mutex<FolderState>,
+    /// Names the last pull round could not bring up to date, with why.
+    pull_errors: Mutex<BTreeMap<String, String>>,
+    stats: Mutex<FolderStats>,
+    /// How far the running scan has come (`None` when none runs).
+    scan_progress: Mutex<Option<ScanProgress>>,
+    /// What the next pull round must plan again.
+    replan: Mutex<Replan>,
+}
+
+impl std::fmt::Debug for Folder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Folder")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a folder is doing.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum FolderState {
+    /// Nothing to do.
+    #[default]
+    Idle,
+    /// Scanning.
+    Scanning,
+    /// Pulling.
+    Syncing,
+    /// The last scan or pull failed as a whole (for example, the root is missing).
+    Error(String),
+}
+
+impl FolderState {
+    /// The state's name.
+    pub fn name(&self) -> StateName {
+        match self {
+            Self::Idle => StateName::Idle,
+            Self::Scanning => StateName::Scanning,
+            Self::Syncing => StateName::Syncing,
+            Self::Error(_) => StateName::Error,
+        }
+    }
+}
+
+/// What changed since the puller last planned a folder.
+#[derive(Debug)]
+pub(crate) enum Replan {
+    /// Everything (start-up, local scans, new connections, folder actions).
+    Everything,
+    /// Only these names (index updates from peers, names that failed).
+    Names(BTreeSet<String>),
+}
+
+/// Past this many names, planning the whole folder is cheaper than name by name.
+const REPLAN_NAMES_MAX: usize = 20_000;
+
+/// A folder's recent activity, as `/rest/stats/folder` and `/metrics` show it.
+#[derive(Clone, Debug, Default)]
+pub struct FolderStats {
+    /// When the last scan finished.
+    pub last_scan: Option<jiff::Timestamp>,
+    /// The last name synced: when, which, and whether it was a deletion.
+    pub last_file: Option<(jiff::Timestamp, String, bool)>,
+    /// Scans done.
+    pub scans: u64,
+    /// The time they took.
+    pub scan_seconds: f64,
+    /// Pull rounds that had something to do.
+    pub pulls: u64,
+    /// The time they took.
+    pub pull_seconds: f64,
+}
+
+/// The one way to take a folder's small locks: each guards a value that is only swapped
+/// or updated in a statement or two, so a panic cannot leave it half-written and a
+/// poisoned lock is still usable.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Folder {
+    pub(crate) fn new(
+        config: FolderConfig,
+        idx: FolderIdx,
+        me: DeviceId,
+        store: StoreHandle,
+        events: Arc<EventLog>,
+        stop: CancellationToken,
+    ) -> Self {
+        Self {
+            id: config.id.clone(),
+            config: RwLock::new(config),
+            idx,
+            me,
+            store,
+            events,
+            stop,
+            pull: Notify::new(),
+            rescan: Notify::new(),
+            local_changed: Notify::new(),
+            counts_changed: Notify::new(),
+            busy: tokio::sync::Mutex::new(()),
+            state: Mutex::new(FolderState::Idle),
+            pull_errors: Mutex::new(BTreeMap::new()),
+            stats: Mutex::new(FolderStats::default()),
+            scan_progress: Mutex::new(None),
+            replan: Mutex::new(Replan::Everything),
+        }
+    }
+
+    /// The folder's ID.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// A copy of the folder's current settings.
+    pub fn config(&self) -> FolderConfig {
+        self.config
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    pub(crate) fn set_config(&self, config: FolderConfig) {
+        *self.config.write().unwrap_or_else(|p| p.into_inner()) = config;
+    }
+
+    /// The folder's root.
+    pub fn path(&self) -> PathBuf {
+        self.config
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .path
+            .clone()
+    }
+
+    /// Send-receive, send-only or receive-only.
+    pub fn folder_type(&self) -> FolderType {
+        self.config
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .folder_type
+    }
+
+    /// Whether the folder is shared with `device`.
+    pub fn shares_with(&self, device: DeviceId) -> bool {
+        self.config
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .devices
+            .contains(&device)
+    }
+
+    pub(crate) fn set_state(&self, state: FolderState) {
+        let mut current = lock(&self.state);
+        if *current == state {
+            return;
+        }
+        let from = current.name();
+        *current = state;
+        let to = current.name();
+        drop(current);
+        self.events.emit(Event::StateChanged {
+            folder: self.id.clone(),
+            from,
+            to,
+        });
+    }
+
+    /// What the folder is doing.
+    pub fn state(&self) -> FolderState {
+        lock(&self.state).clone()
+    }
+
+    /// The next pull round plans the whole folder.
+    pub(crate) fn replan_everything(&self) {
+        *lock(&self.replan) = Replan::Everything;
+    }
+
+    /// The next pull round plans these names (too).
+    pub(crate) fn replan_names<'a>(&self, names: impl IntoIterator<Item = &'a str>) {
+        let mut replan = lock(&self.replan);
+        if let Replan::Names(set) = &mut *replan {
+            set.extend(names.into_iter().map(str::to_owned));
+            if set.len() > REPLAN_NAMES_MAX {
+                *replan = Replan::Everything;
+            }
+        }
+    }
+
+    /// What to plan now; resets to nothing.
+    pub(crate) fn take_replan(&self) -> Replan {
+        std::mem::replace(&mut *lock(&self.replan), Replan::Names(BTreeSet::new()))
+    }
+
+    /// Replaces the pull errors with those of the round that just ended.
+    pub(crate) fn set_pull_errors(&self, errors: BTreeMap<String, String>) {
+        *lock(&self.pull_errors) = errors;
+    }
+
+    /// Names the last pull round could not bring up to date, with why.
+    pub fn pull_errors(&self) -> BTreeMap<String, String> {
+        lock(&self.pull_errors).clone()
+    }
+
+    /// Records a name the puller brought up to date.
+    pub(crate) fn note_synced(&self, name: &str, deleted: bool) {
+        lock(&self.stats).last_file = Some((jiff::Timestamp::now(), name.to_owned(), deleted));
+    }
+
+    /// Records a scan that finished.
+    pub(crate) fn note_scan(&self, took: Duration) {
+        let mut stats = lock(&self.stats);
+        stats.last_scan = Some(jiff::Timestamp::now());
+        stats.scans += 1;
+        stats.scan_seconds += took.as_secs_f64();
+    }
+
+    /// Records a pull round that had something to do.
+    pub(crate) fn note_pull_round(&self, took: Duration) {
+        let mut stats = lock(&self.stats);
+        stats.pulls += 1;
+        stats.pull_seconds += took.as_secs_f64();
+    }
+
+    /// Recent activity.
+    pub fn stats(&self) -> FolderStats {
+        lock(&self.stats).clone()
+    }
+
+    /// How far the running scan has come.
+    pub fn scan_progress(&self) -> Option<ScanProgress> {
+        *lock(&self.scan_progress)
+    }
+
+    pub(crate) fn set_scan_progress(&self, progress: Option<ScanProgress>) {
+        *lock(&self.scan_progress) = progress;
+    }
+
+    /// The folder's local sequence: the last change number it handed out.
+    pub async fn sequence(&self) -> Result<u64, StoreError> {
+        let idx = self.idx;
+        self.store.read(move |r| r.sequence(idx)).await
+    }
+
+    /// Several devices' views of the folder from one walk of the index (this device's own
+    /// for `me`), on a read-only connection so the walk holds up no writer.
+    pub async fn summaries(&self, devices: &[DeviceId]) -> Result<Vec<FolderSummary>, StoreError> {
+        let (idx, me, devices) = (self.idx, self.me, devices.to_vec());
+        self.store
+            .read(move |reader| {
+                let mut summaries = vec![FolderSummary::default(); devices.len()];
+                reader.for_each_name(idx, me, |entries| {
+                    counts::add_name(&NameView::new(&entries, me), &devices, &mut summaries);
+                    Ok::<(), StoreError>(())
+                })?;
+                Ok(summaries)
+            })
+            .await
+    }
+
+    /// This device's view of the folder.
+    pub async fn summary(&self) -> Result<FolderSummary, StoreError> {
+        Ok(self.summaries(&[self.me]).await?.remove(0))
+    }
+}

@@ -1,0 +1,123 @@
+//! A folder's scans: at start, when the watcher or a client asks, and every
+//! `rescan_interval_s`; never beside a pull round or a folder action (the folder's `busy`
+//! lock).
+//!
+//! Who wakes me: the watcher and `rescan` (clients, the puller after conflicts, settings
+//! changes). Whom I wake: the index senders (`local_changed`), the puller (`pull`) and the
+//! summary task (`counts_changed`) when a scan recorded changes.
+
+use std::time::{Duration, Instant};
+
+use tracing::{info, warn};
+
+use super::{Folder, FolderState};
+use crate::disk::{scanner, versions};
+use crate::events::Event;
+
+/// How often a running scan announces its progress (Syncthing's scanProgressIntervalS).
+const SCAN_PROGRESS_EVERY: Duration = Duration::from_secs(2);
+
+/// Why a scan did not run to its end.
+#[derive(Debug, thiserror::Error)]
+pub enum ScanFailed {
+    /// The scanner failed as a whole (root or marker missing, the index unusable, ...).
+    #[error(transparent)]
+    Scan(#[from] scanner::ScanError),
+    /// The scan's thread died.
+    #[error("the scan was interrupted")]
+    Interrupted,
+}
+
+/// Scans a folder at start, when woken, and every `rescan_interval_s`.
+pub(crate) async fn scan_loop(folder: super::FolderHandle) {
+    loop {
+        let interval = Duration::from_secs(folder.config().rescan_interval_s.max(1));
+        let (root, settings) = (folder.path(), versions::Settings::of(&folder.config()));
+        match tokio::task::spawn_blocking(move || versions::clean(&root, &settings)).await {
+            Ok(Ok(0)) => {}
+            Ok(Ok(n)) => info!(removed = n, "cleaned out old versions"),
+            Ok(Err(e)) => warn!(error = %e, "cleaning versions"),
+            Err(e) => warn!(error = %e, "cleaning versions"),
+        }
+        if let Err(e) = folder.scan().await {
+            warn!(error = %e, "scan failed");
+        }
+        tokio::select! {
+            biased;
+            () = folder.stop.cancelled() => return,
+            () = folder.rescan.notified() => {}
+            () = tokio::time::sleep(interval) => {}
+        }
+    }
+}
+
+impl Folder {
+    /// Scans the folder now (between pull rounds), and tells the index senders and the
+    /// puller when something changed. Returns whether it did.
+    pub async fn scan(self: &super::FolderHandle) -> Result<bool, ScanFailed> {
+        let busy = self.busy.lock().await;
+        let (folder, span) = (self.clone(), tracing::Span::current());
+        let result = tokio::task::spawn_blocking(move || span.in_scope(|| folder.scan_now())).await;
+        drop(busy);
+        let changed = result.map_err(|_| ScanFailed::Interrupted)??;
+        if changed {
+            self.local_changed.notify_waiters();
+            // Local changes can settle or create needs.
+            self.replan_everything();
+            self.pull.notify_one();
+            self.counts_changed.notify_one();
+            self.events.emit(Event::LocalIndexUpdated {
+                folder: self.id.clone(),
+            });
+        }
+        Ok(changed)
+    }
+
+    /// Runs one scan on this (blocking) thread; returns whether anything changed. The
+    /// scanner takes the store's writer for one batch at a time, never for the walk.
+    fn scan_now(&self) -> Result<bool, scanner::ScanError> {
+        let root = self.path();
+        self.set_state(FolderState::Scanning);
+        let started = Instant::now();
+        let mut last_event: Option<Instant> = None;
+        let report = scanner::scan_folder(&self.store, &self.id, &root, self.me.short(), |p| {
+            self.set_scan_progress(Some(p));
+            // Announced once there is something to hash, then every couple of seconds.
+            if p.to_hash > 0 && last_event.is_none_or(|t| t.elapsed() >= SCAN_PROGRESS_EVERY) {
+                last_event = Some(Instant::now());
+                let rate = p.hashed as f64 / started.elapsed().as_secs_f64().max(0.001);
+                self.events.emit(Event::FolderScanProgress {
+                    folder: self.id.clone(),
+                    current: p.hashed,
+                    total: p.to_hash,
+                    rate: rate.round(),
+                });
+            }
+        });
+        self.set_scan_progress(None);
+        let report = match report {
+            Ok(report) => {
+                self.set_state(FolderState::Idle);
+                self.note_scan(started.elapsed());
+                report
+            }
+            Err(e) => {
+                self.set_state(FolderState::Error(e.to_string()));
+                return Err(e);
+            }
+        };
+        for issue in &report.issues {
+            warn!(name = %issue.name, problem = %issue.message, "scan");
+        }
+        let changed = report.added + report.changed + report.deleted + report.ignored > 0;
+        if changed {
+            info!(
+                added = report.added,
+                changed = report.changed,
+                deleted = report.deleted,
+                "scanned"
+            );
+        }
+        Ok(changed)
+    }
+}

@@ -1,0 +1,134 @@
+//! A folder's counts as status and the REST API show them: what one device has, what the
+//! global version holds, and what that device still needs, from every device's entries.
+
+use peerfold_protocol::DeviceId;
+
+use super::entry::{FileEntry, FileKind};
+use super::view::NameView;
+
+/// Entries by kind, and their bytes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counts {
+    /// Regular files.
+    pub files: u64,
+    /// Directories.
+    pub directories: u64,
+    /// Symlinks.
+    pub symlinks: u64,
+    /// Deletions (tombstones).
+    pub deleted: u64,
+    /// Bytes of the files.
+    pub bytes: u64,
+}
+
+impl Counts {
+    fn add(&mut self, entry: &FileEntry) {
+        if entry.deleted {
+            self.deleted += 1;
+            return;
+        }
+        match entry.kind {
+            FileKind::File => self.files += 1,
+            FileKind::Directory => self.directories += 1,
+            FileKind::Symlink => self.symlinks += 1,
+        }
+        self.bytes += entry.size;
+    }
+
+    /// Files, directories and symlinks (not deletions).
+    pub fn items(&self) -> u64 {
+        self.files + self.directories + self.symlinks
+    }
+}
+
+/// One folder's counts from one device's point of view.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FolderSummary {
+    /// What the device has (deletions counted apart).
+    pub local: Counts,
+    /// The global version of every name.
+    pub global: Counts,
+    /// What the device lacks of the global version; `deleted` counts deletions it has
+    /// not carried out yet.
+    pub need: Counts,
+}
+
+impl FolderSummary {
+    /// Syncthing's completion percentage: the share of global bytes the device has.
+    pub fn completion(&self) -> f64 {
+        if self.global.bytes == 0 {
+            if self.need.items() + self.need.deleted == 0 {
+                100.0
+            } else {
+                95.0
+            }
+        } else {
+            100.0 * (1.0 - self.need.bytes as f64 / self.global.bytes as f64)
+        }
+    }
+}
+
+/// Adds one name to the summaries of `devices` (same order).
+pub(crate) fn add_name(view: &NameView<'_>, devices: &[DeviceId], summaries: &mut [FolderSummary]) {
+    let global = view.global();
+    for (device, summary) in devices.iter().zip(summaries) {
+        let theirs = view.of(*device);
+        if let Some(e) = theirs.filter(|e| !e.invalid) {
+            summary.local.add(e);
+        }
+        let Some(g) = &global else { continue };
+        summary.global.add(g.entry);
+        let has_it = theirs.is_some_and(|t| t.version == g.entry.version);
+        if g.entry.deleted {
+            if theirs.is_some_and(|t| !t.deleted && !has_it) {
+                summary.need.deleted += 1;
+            }
+        } else if !has_it {
+            summary.need.add(g.entry);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::entry::Timestamp;
+    use peerfold_protocol::version::VersionVector;
+
+    const A: DeviceId = DeviceId::from_bytes([1; 32]);
+    const B: DeviceId = DeviceId::from_bytes([2; 32]);
+
+    fn file(size: u64, version: VersionVector) -> FileEntry {
+        FileEntry {
+            name: "f".into(),
+            kind: FileKind::File,
+            size,
+            permissions: 0o644,
+            modified: Timestamp::default(),
+            deleted: false,
+            invalid: false,
+            sequence: 1,
+            version,
+            modified_by: A.short(),
+            symlink_target: String::new(),
+            blocks: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_device_behind_needs_the_newer_version() {
+        let old = VersionVector::new().incremented(A.short());
+        let new = old.clone().incremented(B.short());
+        let entries = vec![(A, file(10, old)), (B, file(20, new))];
+        let view = NameView::new(&entries, A);
+        let mut summaries = [FolderSummary::default(); 2];
+        add_name(&view, &[A, B], &mut summaries);
+        assert_eq!(summaries[0].need.files, 1);
+        assert_eq!(summaries[0].need.bytes, 20);
+        assert_eq!(summaries[1].need, Counts::default());
+        assert_eq!(summaries[1].completion(), 100.0);
+        assert_eq!(summaries[0].completion(), 0.0);
+        assert_eq!(summaries[0].global.bytes, 20);
+        assert_eq!(summaries[0].local.bytes, 10);
+    }
+}

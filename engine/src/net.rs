@@ -1,0 +1,283 @@
+//! The transport: QUIC endpoints (quinn) with TLS pinned to device IDs (rustls), dialing
+//! and accepting, and the `Link` a QUIC connection is to the rest of the engine. The only
+//! module that names quinn, rustls or socket2. (The relay socket, the discovery client and
+//! mDNS come here too.)
+
+mod quic_link;
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::Arc;
+use std::time::Duration;
+
+use peerfold_protocol::DeviceId;
+use peerfold_protocol::identity::Identity;
+use peerfold_protocol::tls::{self, PeerDecision, PeerPolicy, TlsConfigError};
+use tracing::debug;
+
+use crate::config::Address;
+use crate::peers::Reason;
+use crate::peers::link::Link;
+use quic_link::QuicLink;
+
+/// How long a QUIC connection may stay silent before it is dropped; keep-alives every 10 s
+/// keep healthy ones open.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+const KEEP_ALIVE: Duration = Duration::from_secs(10);
+
+/// Bytes the kernel may queue on a QUIC socket before it drops datagrams. The default
+/// (about 200 KiB) drops thousands of packets per GiB on loopback, and every drop halves
+/// the congestion window; the kernel caps the request at `net.core.rmem_max`.
+const SOCKET_BUFFER: usize = 8 << 20;
+
+/// Why the transport could not start, or a dial failed.
+#[derive(Debug, thiserror::Error)]
+pub enum NetError {
+    /// A listen address cannot be used.
+    #[error("cannot listen on {address}: {source}")]
+    Listen {
+        /// The address.
+        address: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The TLS configuration could not be built.
+    #[error(transparent)]
+    Tls(#[from] TlsConfigError),
+    /// QUIC refused the TLS configuration.
+    #[error("QUIC cannot use the TLS configuration: {0}")]
+    Crypto(String),
+    /// An address this transport cannot dial.
+    #[error("{0} is not a QUIC address (relays are not dialed yet)")]
+    NotQuic(Address),
+    /// An address that resolves to nothing.
+    #[error("{address} does not resolve: {source}")]
+    Resolve {
+        /// The address.
+        address: Address,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The dial failed.
+    #[error("{0}")]
+    Connect(String),
+}
+
+fn transport_config() -> Arc<quinn::TransportConfig> {
+    let mut transport = quinn::TransportConfig::default();
+    transport.keep_alive_interval(Some(KEEP_ALIVE));
+    transport.max_idle_timeout(IDLE_TIMEOUT.try_into().ok());
+    // One stream per block request: allow many in flight.
+    transport.max_concurrent_bidi_streams(1024u32.into());
+    Arc::new(transport)
+}
+
+/// The QUIC endpoints of one engine.
+pub(crate) struct Transport {
+    endpoints: Vec<quinn::Endpoint>,
+    identity: Arc<Identity>,
+}
+
+/// A connection being accepted: the handshake may take a while, so it is finished in a
+/// task of its own.
+pub(crate) struct Incoming(quinn::Incoming);
+
+/// An authenticated link and the device at the other end.
+pub(crate) type Accepted = (Arc<dyn Link>, DeviceId);
+
+impl Incoming {
+    /// Completes the handshake.
+    pub(crate) async fn finish(self) -> Result<Accepted, NetError> {
+        let remote = self.0.remote_address();
+        let connection = self
+            .0
+            .await
+            .map_err(|e| NetError::Connect(format!("{remote}: {e}")))?;
+        let Some(peer) = peer_device(&connection) else {
+            connection.close(
+                Reason::Protocol(String::new()).code().into(),
+                b"no certificate",
+            );
+            return Err(NetError::Connect(format!("{remote}: no certificate")));
+        };
+        Ok((Arc::new(QuicLink::new(connection)), peer))
+    }
+}
+
+impl Transport {
+    /// Binds one endpoint per listen address. Devices `accept` says yes to are let in;
+    /// others finish the handshake so they can be recorded as pending and told why they
+    /// are closed.
+    pub(crate) fn bind(
+        identity: &Identity,
+        accept: impl Fn(DeviceId) -> bool + Send + Sync + 'static,
+        listen: &[Address],
+    ) -> Result<Self, NetError> {
+        let policy = PeerPolicy::new(move |peer| {
+            if accept(peer) {
+                PeerDecision::Accept
+            } else {
+                PeerDecision::Pending
+            }
+        });
+        let tls = tls::server_config(identity, policy)?;
+        let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(Arc::new(tls))
+            .map_err(|e| NetError::Crypto(e.to_string()))?;
+        let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+        server.transport_config(transport_config());
+        let mut endpoints = Vec::new();
+        for address in listen {
+            let listen_error = |source| NetError::Listen {
+                address: address.to_string(),
+                source,
+            };
+            let addr = resolve(address).map_err(|e| match e {
+                NetError::Resolve { source, .. } => listen_error(source),
+                other => other,
+            })?;
+            match endpoint(server.clone(), addr) {
+                Ok(endpoint) => endpoints.push(endpoint),
+                // `[::]` often covers IPv4 too and then collides with `0.0.0.0`: fine as
+                // long as some listener is up.
+                Err(e) if !endpoints.is_empty() && e.kind() == std::io::ErrorKind::AddrInUse => {
+                    debug!(%address, error = %e, "listen address already covered");
+                }
+                Err(e) => return Err(listen_error(e)),
+            }
+        }
+        // Identities are not Clone (they hold a private key): one copy, from PEM.
+        let identity = Identity::from_pem(
+            identity.certificate_pem().as_bytes(),
+            identity.private_key_pem().as_bytes(),
+        )
+        .map_err(|e| NetError::Crypto(e.to_string()))?;
+        Ok(Self {
+            endpoints,
+            identity: Arc::new(identity),
+        })
+    }
+
+    /// Where the endpoints are bound.
+    pub(crate) fn local_addrs(&self) -> Vec<SocketAddr> {
+        self.endpoints
+            .iter()
+            .filter_map(|e| e.local_addr().ok())
+            .collect()
+    }
+
+    /// How many endpoints there are (one accept loop each).
+    pub(crate) fn endpoint_count(&self) -> usize {
+        self.endpoints.len()
+    }
+
+    /// The next connection on endpoint `index`; `None` once it is closed.
+    pub(crate) async fn accept(&self, index: usize) -> Option<Incoming> {
+        self.endpoints.get(index)?.accept().await.map(Incoming)
+    }
+
+    /// Dials `device` at `address` (the first endpoint's socket), checking it is that device.
+    pub(crate) async fn dial(
+        &self,
+        address: &Address,
+        device: DeviceId,
+    ) -> Result<Arc<dyn Link>, NetError> {
+        let Address::Quic { .. } = address else {
+            return Err(NetError::NotQuic(address.clone()));
+        };
+        let addr = resolve_without_blocking(address).await?;
+        let endpoint = self
+            .endpoints
+            .first()
+            .ok_or_else(|| NetError::Connect("no endpoint to dial from".into()))?;
+        let tls = tls::client_config(&self.identity, PeerPolicy::only(device))?;
+        let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(Arc::new(tls))
+            .map_err(|e| NetError::Crypto(e.to_string()))?;
+        let mut client = quinn::ClientConfig::new(Arc::new(crypto));
+        client.transport_config(transport_config());
+        let name = match tls::server_name() {
+            rustls::pki_types::ServerName::DnsName(name) => name.as_ref().to_owned(),
+            _ => "peerfold".to_owned(),
+        };
+        let connection = endpoint
+            .connect_with(client, addr, &name)
+            .map_err(|e| NetError::Connect(e.to_string()))?
+            .await
+            .map_err(|e| NetError::Connect(e.to_string()))?;
+        Ok(Arc::new(QuicLink::new(connection)))
+    }
+
+    /// Closes every endpoint (and connection) with a reason.
+    pub(crate) fn close(&self, reason: &Reason) {
+        for endpoint in &self.endpoints {
+            endpoint.close(reason.code().into(), reason.to_string().as_bytes());
+        }
+    }
+
+    /// Waits (at most `limit` each) for the endpoints to finish closing.
+    pub(crate) async fn wait_idle(&self, limit: Duration) {
+        for endpoint in &self.endpoints {
+            let _ = tokio::time::timeout(limit, endpoint.wait_idle()).await;
+        }
+    }
+}
+
+/// A QUIC endpoint on a UDP socket with large buffers.
+fn endpoint(server: quinn::ServerConfig, addr: SocketAddr) -> std::io::Result<quinn::Endpoint> {
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::DGRAM,
+        Some(socket2::Protocol::UDP),
+    )?;
+    if addr.is_ipv6() {
+        // `[::]` listens on IPv6 only; IPv4 gets its own socket from `0.0.0.0`.
+        socket.set_only_v6(true)?;
+    }
+    for (what, result) in [
+        ("receive", socket.set_recv_buffer_size(SOCKET_BUFFER)),
+        ("send", socket.set_send_buffer_size(SOCKET_BUFFER)),
+    ] {
+        if let Err(e) = result {
+            debug!(%addr, error = %e, "cannot enlarge the {what} buffer");
+        }
+    }
+    socket.bind(&addr.into())?;
+    let runtime = quinn::default_runtime()
+        .ok_or_else(|| std::io::Error::other("no async runtime for QUIC"))?;
+    quinn::Endpoint::new(
+        quinn::EndpointConfig::default(),
+        Some(server),
+        socket.into(),
+        runtime,
+    )
+}
+
+/// A QUIC address to a socket address (names resolved here).
+fn resolve(address: &Address) -> Result<SocketAddr, NetError> {
+    let host_port = address
+        .host_port()
+        .ok_or_else(|| NetError::NotQuic(address.clone()))?;
+    let resolve_error = |source| NetError::Resolve {
+        address: address.clone(),
+        source,
+    };
+    host_port
+        .to_socket_addrs()
+        .map_err(resolve_error)?
+        .next()
+        .ok_or_else(|| resolve_error(std::io::Error::other("no address")))
+}
+
+/// [`resolve`] on a blocking thread (a name lookup can take seconds).
+async fn resolve_without_blocking(address: &Address) -> Result<SocketAddr, NetError> {
+    let owned = address.clone();
+    tokio::task::spawn_blocking(move || resolve(&owned))
+        .await
+        .map_err(|e| NetError::Connect(e.to_string()))?
+}
+
+fn peer_device(connection: &quinn::Connection) -> Option<DeviceId> {
+    let identity = connection.peer_identity()?;
+    let chain = identity
+        .downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>()
+        .ok()?;
+    tls::peer_device_id(&chain)
+}

@@ -1,0 +1,120 @@
+//! Peers: which link serves each device (the registry), the session run on each link,
+//! and the dialer that keeps configured devices connected.
+//!
+//! The folder side reaches the network only through the `Peers` port; sessions run over
+//! a `Link`; addresses come from an `AddressSource`.
+
+pub(crate) mod addresses;
+pub(crate) mod connection;
+pub(crate) mod dialer;
+pub(crate) mod link;
+mod registry;
+mod request;
+pub(crate) mod session;
+
+use bytes::Bytes;
+use peerfold_protocol::DeviceId;
+use peerfold_protocol::chunking::Block;
+
+pub use link::{LinkStats, PathKind};
+pub(crate) use registry::PeerRegistry;
+pub use registry::PeerStatus;
+
+/// One block a folder wants from a peer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct BlockRequest {
+    /// The folder's ID.
+    pub(crate) folder: String,
+    /// The file's name.
+    pub(crate) name: String,
+    /// Where the block lies and what it hashes to.
+    pub(crate) block: Block,
+}
+
+/// Why a peer gave no block.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum BlockError {
+    /// The device is not connected (or went away during the request).
+    #[error("not connected")]
+    PeerGone,
+    /// The peer answered with an error code (it does not have the block).
+    #[error("the peer refused (error code {0})")]
+    Refused(i32),
+    /// The request's stream failed.
+    #[error(transparent)]
+    Stream(#[from] link::LinkError),
+    /// The peer answered something other than a response.
+    #[error("the peer answered with something other than a block")]
+    Unexpected,
+}
+
+/// Why a link is closed, as the peer is told.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Reason {
+    /// This device stops.
+    Shutdown,
+    /// Another link to the same device is kept.
+    Duplicate,
+    /// The peer is not a configured device here.
+    UnknownDevice,
+    /// The peer is paused here (it tried to connect).
+    Paused,
+    /// The user paused the peer just now.
+    PausedNow,
+    /// The peer was removed from the configuration.
+    Removed,
+    /// What the peer is told about the folders changed: it reconnects for a fresh
+    /// ClusterConfig.
+    Reconfigured,
+    /// The peer broke the protocol.
+    Protocol(String),
+}
+
+impl Reason {
+    /// The QUIC application close code (0 normal, 1 unknown device, 2 protocol, 3 paused).
+    pub(crate) fn code(&self) -> u32 {
+        match self {
+            Self::Shutdown
+            | Self::Duplicate
+            | Self::PausedNow
+            | Self::Removed
+            | Self::Reconfigured => 0,
+            Self::UnknownDevice => 1,
+            Self::Protocol(_) => 2,
+            Self::Paused => 3,
+        }
+    }
+}
+
+impl std::fmt::Display for Reason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Shutdown => f.write_str("peerfold is shutting down"),
+            Self::Duplicate => f.write_str("duplicate connection"),
+            Self::UnknownDevice => {
+                f.write_str("this device is not accepted here: ask its owner to add your device ID")
+            }
+            Self::Paused => f.write_str("this device is paused here"),
+            Self::PausedNow => f.write_str("paused"),
+            Self::Removed => f.write_str("removed from the configuration"),
+            Self::Reconfigured => f.write_str("configuration changed; reconnect"),
+            Self::Protocol(why) => f.write_str(why),
+        }
+    }
+}
+
+/// The network as the folder side sees it. Implemented by [`PeerRegistry`], and by fakes
+/// in tests.
+#[async_trait::async_trait]
+pub(crate) trait Peers: Send + Sync {
+    /// Asks `device` for one block. The caller checks the data's hash.
+    async fn request_block(
+        &self,
+        device: DeviceId,
+        request: &BlockRequest,
+    ) -> Result<Bytes, BlockError>;
+    /// Whether `device` is connected now.
+    fn is_connected(&self, device: DeviceId) -> bool;
+    /// Closes the link to `device`, if any, telling it why.
+    fn disconnect(&self, device: DeviceId, reason: Reason);
+}

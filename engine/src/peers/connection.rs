@@ -1,0 +1,109 @@
+//! From an authenticated link to a session: unknown devices are recorded as pending and
+//! turned away, paused ones refused, one link per device kept, and the session run.
+//!
+//! Who wakes me: the accept loops and the dialer, with a new link. Whom I wake: the pullers
+//! of the folders shared with the peer (a new connection may bring what they lacked).
+
+use std::sync::Arc;
+
+use peerfold_protocol::DeviceId;
+use tracing::{Instrument, debug, info, warn};
+
+use super::Reason;
+use super::link::Link;
+use super::session::{self, SessionContext};
+use crate::events::{Event, PendingDeviceSeen};
+use crate::net::Transport;
+
+/// Accepts connections on endpoint `index` until the engine stops.
+pub(crate) async fn accept_loop(
+    transport: Arc<Transport>,
+    index: usize,
+    context: Arc<SessionContext>,
+) {
+    loop {
+        let incoming = tokio::select! {
+            biased;
+            () = context.life.cancelled() => return,
+            incoming = transport.accept(index) => match incoming {
+                Some(incoming) => incoming,
+                None => return,
+            },
+        };
+        let context2 = context.clone();
+        context.life.spawn(async move {
+            match incoming.finish().await {
+                Ok((link, peer)) => run_connection(&context2, link, peer, false).await,
+                Err(e) => debug!(error = %e, "incoming handshake failed"),
+            }
+        });
+    }
+}
+
+/// Runs one link to `peer` until it ends.
+pub(crate) async fn run_connection(
+    context: &SessionContext,
+    link: Arc<dyn Link>,
+    peer: DeviceId,
+    dialed: bool,
+) {
+    let span = tracing::info_span!("peer", device = %peer.short());
+    connection(context, link, peer, dialed)
+        .instrument(span)
+        .await;
+}
+
+async fn connection(context: &SessionContext, link: Arc<dyn Link>, peer: DeviceId, dialed: bool) {
+    let remote = link.remote_address();
+    if !context.config.is_known(peer) {
+        info!(device = %peer, %remote, "unknown device; recorded as pending");
+        let now = jiff::Timestamp::now().as_second();
+        let address = remote.clone();
+        if let Err(e) = context
+            .store
+            .write(move |s| s.record_pending_device(peer, "", &address, now))
+            .await
+        {
+            warn!(error = %e, "cannot record pending device");
+        }
+        context
+            .events
+            .emit(Event::PendingDeviceAdded(PendingDeviceSeen {
+                device: peer,
+                name: String::new(),
+                address: remote,
+            }));
+        link.close(&Reason::UnknownDevice);
+        return;
+    }
+    if context.config.is_paused(peer) {
+        debug!(%remote, "paused device; connection refused");
+        link.close(&Reason::Paused);
+        return;
+    }
+    if !context.registry.register(peer, link.clone(), dialed) {
+        link.close(&Reason::Duplicate);
+        return;
+    }
+    info!(%remote, dialed, "connected");
+    // Pulls that failed for want of this peer can go on now.
+    for folder in context.folders.shared_with(peer) {
+        folder.replan_everything();
+        folder.pull.notify_one();
+    }
+    let result = session::run(context, link.clone(), peer, dialed).await;
+    match (&result, link.close_reason()) {
+        (_, Some(reason)) => info!(%reason, "disconnected"),
+        (Ok(()), None) => info!("disconnected"),
+        (Err(e), None) => warn!(error = %e, "connection ended"),
+    }
+    if let Err(e) = result {
+        link.close(&Reason::Protocol(e.to_string()));
+    }
+    if context.registry.unregister(peer, link.id()) {
+        context.events.emit(Event::DeviceDisconnected {
+            device: peer,
+            error: link.close_reason().unwrap_or_default(),
+        });
+    }
+}

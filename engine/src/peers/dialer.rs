@@ -1,0 +1,149 @@
+//! Keeps configured devices connected: one dial loop per device, redialing with backoff
+//! and jitter over the addresses its sources know, until the device is removed or paused.
+//!
+//! Who wakes me: `Dialer::dial` (start, devices added or resumed) and configuration
+//! changes (`LiveConfig::changed`: new addresses, a pause). Whom I wake: nobody; a link I
+//! make runs its session.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use peerfold_protocol::DeviceId;
+use tracing::debug;
+
+use super::Peers;
+use super::addresses::AddressSource;
+use super::connection::run_connection;
+use super::session::SessionContext;
+use crate::config::DeviceConfig;
+use crate::net::Transport;
+
+/// The first reconnect backoff; it doubles up to the `reconnectionIntervalS` option.
+const RETRY_MIN: Duration = Duration::from_millis(500);
+/// How long the device with the higher ID waits before its first dial: when both sides
+/// dial at once, the link dialed by the lower ID wins and the other is closed, taking its
+/// in-flight requests with it, so at start-up the lower one should get there first.
+const HIGHER_ID_DIAL_DELAY: Duration = Duration::from_secs(1);
+/// A session that lasted this long resets the backoff; a peer that refuses us right away
+/// is not redialed in a tight loop.
+const LASTED: Duration = Duration::from_secs(10);
+
+/// The dial loops.
+pub(crate) struct Dialer {
+    transport: Arc<Transport>,
+    sources: Vec<Arc<dyn AddressSource>>,
+    context: Arc<SessionContext>,
+    /// Devices a dial loop runs for (at most one each). Held for set updates only.
+    dialing: Mutex<HashSet<DeviceId>>,
+}
+
+impl Dialer {
+    pub(crate) fn new(
+        transport: Arc<Transport>,
+        sources: Vec<Arc<dyn AddressSource>>,
+        context: Arc<SessionContext>,
+    ) -> Self {
+        Self {
+            transport,
+            sources,
+            context,
+            dialing: Mutex::new(HashSet::new()),
+        }
+    }
+
+    fn dialing(&self) -> std::sync::MutexGuard<'_, HashSet<DeviceId>> {
+        // A set of IDs is whole between statements: a poisoned lock is still usable.
+        self.dialing.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Starts dialing a device, unless a dial loop already runs for it (that one picks up
+    /// the change).
+    pub(crate) fn dial(self: &Arc<Self>, device: DeviceId) {
+        if self.dialable(device).is_none() || !self.dialing().insert(device) {
+            return;
+        }
+        let span = tracing::info_span!("dial", device = %device.short());
+        self.context
+            .life
+            .spawn_in(span, self.clone().dial_loop(device));
+    }
+
+    /// The device's settings while its dial loop should go on; `None` (and the loop
+    /// unregistered) once it is removed or paused. Checked under the `dialing` lock, so a
+    /// `dial` for a device resumed just now either sees the loop or starts a new one.
+    fn dialable(&self, device: DeviceId) -> Option<DeviceConfig> {
+        let mut dialing = self.dialing();
+        let current = self.context.config.device(device).filter(|d| !d.paused);
+        if current.is_none() {
+            dialing.remove(&device);
+        }
+        current
+    }
+
+    async fn dial_loop(self: Arc<Self>, device: DeviceId) {
+        let me = self.context.me;
+        let life = self.context.life.clone();
+        if me > device {
+            tokio::select! {
+                biased;
+                () = life.cancelled() => return self.stop_dialing(device),
+                () = tokio::time::sleep(HIGHER_ID_DIAL_DELAY) => {}
+            }
+        }
+        let mut backoff = RETRY_MIN;
+        loop {
+            // The configuration may have changed: a removed or paused device is no longer
+            // dialed, and changed addresses apply from the next attempt.
+            if self.dialable(device).is_none() {
+                return;
+            }
+            let retry_max =
+                Duration::from_secs(self.context.config.get().options.reconnection_interval_s);
+            if !self.context.registry.is_connected(device) {
+                for address in self.addresses(device).await {
+                    match self.transport.dial(&address, device).await {
+                        Ok(link) => {
+                            let started = Instant::now();
+                            run_connection(&self.context, link, device, true).await;
+                            if started.elapsed() > LASTED {
+                                backoff = RETRY_MIN;
+                            }
+                            break;
+                        }
+                        Err(e) => debug!(%address, error = %e, "dial failed"),
+                    }
+                }
+            }
+            // Jitter from the device IDs, so two devices do not dial in lockstep.
+            let jitter =
+                Duration::from_millis(u64::from(me.as_bytes()[0] ^ device.as_bytes()[0]) * 2);
+            // A configuration change (new addresses, a pause) is looked at right away.
+            tokio::select! {
+                biased;
+                () = life.cancelled() => return self.stop_dialing(device),
+                () = self.context.config.changed() => {}
+                () = tokio::time::sleep(backoff.min(retry_max) + jitter) => {}
+            }
+            backoff = (backoff * 2).min(retry_max.max(RETRY_MIN));
+        }
+    }
+
+    /// Every source's addresses for `device`, without repeats, in source order.
+    async fn addresses(&self, device: DeviceId) -> Vec<crate::config::Address> {
+        let mut all = Vec::new();
+        for source in &self.sources {
+            for address in source.addresses(device).await {
+                if !all.contains(&address) {
+                    all.push(address);
+                }
+            }
+        }
+        all
+    }
+
+    /// Unregisters a dial loop that ends because the engine stops.
+    fn stop_dialing(&self, device: DeviceId) {
+        self.dialing().remove(&device);
+    }
+}

@@ -1,0 +1,255 @@
+//! The port a session runs over: a `Link` to one authenticated peer that opens and accepts
+//! bidirectional streams of frames. QUIC connections implement it (`net/`), relayed paths
+//! will, and tests use an in-memory pair ([`memory_pair`]).
+
+use std::pin::Pin;
+#[cfg(test)]
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use bytes::BytesMut;
+use peerfold_protocol::framing::{FrameCodec, FrameError};
+use peerfold_protocol::wire;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio_util::sync::CancellationToken;
+
+use super::Reason;
+
+/// Why a link or one of its streams stopped.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum LinkError {
+    /// The peer sent something that is not a valid frame.
+    #[error(transparent)]
+    Frame(#[from] FrameError),
+    /// Reading or writing failed (connection lost, stream reset).
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    /// The link is closed.
+    #[error("connection closed: {0}")]
+    Closed(String),
+}
+
+/// Whether a link runs directly or through a relay.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PathKind {
+    /// A direct QUIC path.
+    Direct,
+    /// Through a relay server.
+    Relayed,
+}
+
+/// Bytes a link carried so far.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LinkStats {
+    /// Received.
+    pub rx_bytes: u64,
+    /// Sent.
+    pub tx_bytes: u64,
+}
+
+/// One authenticated connection to a peer.
+#[async_trait::async_trait]
+pub(crate) trait Link: Send + Sync + 'static {
+    /// Opens a stream to the peer.
+    async fn open(&self) -> Result<FramedStream, LinkError>;
+    /// Waits for the peer to open a stream.
+    async fn accept(&self) -> Result<FramedStream, LinkError>;
+    /// Closes the link (and its streams), telling the peer why.
+    fn close(&self, reason: &Reason);
+    /// Why the link closed, once it has.
+    fn close_reason(&self) -> Option<String>;
+    /// Where the peer is.
+    fn remote_address(&self) -> String;
+    /// Traffic so far.
+    fn stats(&self) -> LinkStats;
+    /// Tells links apart (unique among the links of one process).
+    fn id(&self) -> usize;
+    /// Direct or relayed.
+    fn path(&self) -> PathKind;
+}
+
+/// A bidirectional stream of frames.
+pub(crate) struct FramedStream {
+    /// Where frames go.
+    pub(crate) send: FrameSender,
+    /// Where frames come from.
+    pub(crate) recv: FrameReceiver,
+}
+
+impl FramedStream {
+    /// A stream over any byte-stream halves. `closed` (if any) ends reads when the link is
+    /// closed, for transports whose streams do not end on their own.
+    pub(crate) fn new(
+        read: impl AsyncRead + Send + 'static,
+        write: impl AsyncWrite + Send + 'static,
+        closed: Option<CancellationToken>,
+    ) -> Self {
+        Self {
+            send: FrameSender {
+                inner: Box::pin(write),
+            },
+            recv: FrameReceiver {
+                inner: Box::pin(read),
+                buffer: BytesMut::with_capacity(64 * 1024),
+                codec: FrameCodec::default(),
+                closed,
+            },
+        }
+    }
+}
+
+/// Writes messages as frames.
+pub(crate) struct FrameSender {
+    inner: Pin<Box<dyn AsyncWrite + Send>>,
+}
+
+impl FrameSender {
+    /// Writes one message.
+    pub(crate) async fn send(&mut self, message: &wire::Message) -> Result<(), LinkError> {
+        let mut buffer = BytesMut::new();
+        FrameCodec::default().encode(message, &mut buffer)?;
+        self.inner.write_all(&buffer).await?;
+        Ok(())
+    }
+
+    /// Ends the stream cleanly (the peer reads the end after the last frame).
+    pub(crate) async fn finish(&mut self) -> Result<(), LinkError> {
+        self.inner.shutdown().await?;
+        Ok(())
+    }
+}
+
+/// Reads whole messages.
+pub(crate) struct FrameReceiver {
+    inner: Pin<Box<dyn AsyncRead + Send>>,
+    buffer: BytesMut,
+    codec: FrameCodec,
+    closed: Option<CancellationToken>,
+}
+
+impl FrameReceiver {
+    /// The next message, or `None` when the peer finished the stream cleanly.
+    pub(crate) async fn next(&mut self) -> Result<Option<wire::Message>, LinkError> {
+        loop {
+            if let Some(message) = self.codec.decode(&mut self.buffer)? {
+                return Ok(Some(message));
+            }
+            // The decoder reserved room for the frame it waits for; take what arrived.
+            let read = match &self.closed {
+                None => self.inner.read_buf(&mut self.buffer).await?,
+                Some(closed) => tokio::select! {
+                    biased;
+                    () = closed.cancelled() => return Err(LinkError::Closed("link closed".into())),
+                    read = self.inner.read_buf(&mut self.buffer) => read?,
+                },
+            };
+            if read == 0 {
+                self.codec.finish(&self.buffer)?;
+                return Ok(None);
+            }
+        }
+    }
+}
+
+/// A new link ID.
+pub(crate) fn next_link_id() -> usize {
+    static NEXT: AtomicUsize = AtomicUsize::new(1);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
+/// Two ends of an in-memory link, for tests of the session and the peer registry.
+#[cfg(test)]
+pub(crate) fn memory_pair() -> (Arc<MemoryLink>, Arc<MemoryLink>) {
+    let closed = CancellationToken::new();
+    let reason = Arc::new(std::sync::Mutex::new(None));
+    let (a_tx, a_rx) = tokio::sync::mpsc::channel(64);
+    let (b_tx, b_rx) = tokio::sync::mpsc::channel(64);
+    let end = |to_peer, from_peer| {
+        Arc::new(MemoryLink {
+            to_peer,
+            from_peer: tokio::sync::Mutex::new(from_peer),
+            closed: closed.clone(),
+            reason: reason.clone(),
+            id: next_link_id(),
+        })
+    };
+    (end(b_tx, a_rx), end(a_tx, b_rx))
+}
+
+/// One end of [`memory_pair`].
+#[cfg(test)]
+pub(crate) struct MemoryLink {
+    to_peer: tokio::sync::mpsc::Sender<tokio::io::DuplexStream>,
+    from_peer: tokio::sync::Mutex<tokio::sync::mpsc::Receiver<tokio::io::DuplexStream>>,
+    closed: CancellationToken,
+    reason: Arc<std::sync::Mutex<Option<String>>>,
+    id: usize,
+}
+
+#[cfg(test)]
+impl MemoryLink {
+    fn stream(&self, io: tokio::io::DuplexStream) -> FramedStream {
+        let (read, write) = tokio::io::split(io);
+        FramedStream::new(read, write, Some(self.closed.clone()))
+    }
+
+    fn closed_error(&self) -> LinkError {
+        LinkError::Closed(self.close_reason().unwrap_or_else(|| "link closed".into()))
+    }
+}
+
+#[cfg(test)]
+#[async_trait::async_trait]
+impl Link for MemoryLink {
+    async fn open(&self) -> Result<FramedStream, LinkError> {
+        if self.closed.is_cancelled() {
+            return Err(self.closed_error());
+        }
+        let (here, there) = tokio::io::duplex(1 << 20);
+        self.to_peer
+            .send(there)
+            .await
+            .map_err(|_| self.closed_error())?;
+        Ok(self.stream(here))
+    }
+
+    async fn accept(&self) -> Result<FramedStream, LinkError> {
+        let mut incoming = self.from_peer.lock().await;
+        tokio::select! {
+            biased;
+            () = self.closed.cancelled() => Err(self.closed_error()),
+            io = incoming.recv() => io.map(|io| self.stream(io)).ok_or_else(|| self.closed_error()),
+        }
+    }
+
+    fn close(&self, reason: &Reason) {
+        self.reason
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get_or_insert_with(|| reason.to_string());
+        self.closed.cancel();
+    }
+
+    fn close_reason(&self) -> Option<String> {
+        self.reason
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn remote_address(&self) -> String {
+        "memory".into()
+    }
+
+    fn stats(&self) -> LinkStats {
+        LinkStats::default()
+    }
+
+    fn id(&self) -> usize {
+        self.id
+    }
+
+    fn path(&self) -> PathKind {
+        PathKind::Direct
+    }
+}

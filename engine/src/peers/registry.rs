@@ -1,0 +1,238 @@
+//! Which link serves each device: one per device, chosen the same way by both sides when
+//! they dial each other at once; what each connected peer said about itself; and when each
+//! device was last seen. (A relayed path kept as a fallback beside a direct one will be
+//! decided here too.)
+//!
+//! Who wakes me: connections as they are authenticated, say hello and end. Whom I wake:
+//! nobody; the puller and status read me.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use bytes::Bytes;
+use peerfold_protocol::DeviceId;
+
+use super::link::{Link, LinkStats, PathKind};
+use super::{BlockError, BlockRequest, Peers, Reason, request};
+
+/// A connected peer, as status and `/rest/system/connections` show it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PeerStatus {
+    /// The device.
+    pub device: DeviceId,
+    /// Where it is.
+    pub address: String,
+    /// Direct or relayed.
+    pub path: PathKind,
+    /// Traffic on the link.
+    pub stats: LinkStats,
+    /// When the link was established.
+    pub connected_since: jiff::Timestamp,
+    /// This device dialed it (rather than it us).
+    pub dialed: bool,
+    /// What it said in its Hello (empty until then).
+    pub client_name: String,
+    /// Its program's version.
+    pub client_version: String,
+}
+
+/// What a peer said in its Hello.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Hello {
+    pub(crate) client_name: String,
+    pub(crate) client_version: String,
+}
+
+struct Connected {
+    link: Arc<dyn Link>,
+    dialed: bool,
+    since: jiff::Timestamp,
+    hello: Hello,
+}
+
+#[derive(Default)]
+struct Inner {
+    connected: HashMap<DeviceId, Connected>,
+    /// When each device was last connected, and for how long (since the start).
+    last_seen: HashMap<DeviceId, (jiff::Timestamp, f64)>,
+}
+
+/// The connected peers.
+pub(crate) struct PeerRegistry {
+    me: DeviceId,
+    inner: Mutex<Inner>,
+}
+
+impl PeerRegistry {
+    pub(crate) fn new(me: DeviceId) -> Self {
+        Self {
+            me,
+            inner: Mutex::default(),
+        }
+    }
+
+    /// The one lock, held for map updates only (never across I/O). A panic under it leaves
+    /// the maps as they were between two statements, so a poisoned lock is still usable.
+    fn inner(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Registers `link` to `peer` unless a live one should win; returns whether it is kept.
+    /// When both devices dial at once, both keep the link dialed by the lower device ID
+    /// (the other one is closed, here or there).
+    pub(crate) fn register(&self, peer: DeviceId, link: Arc<dyn Link>, dialed: bool) -> bool {
+        let mut inner = self.inner();
+        if let Some(existing) = inner.connected.get(&peer)
+            && existing.link.close_reason().is_none()
+        {
+            let dialer = if dialed { self.me } else { peer };
+            if dialer != self.me.min(peer) {
+                return false;
+            }
+            existing.link.close(&Reason::Duplicate);
+        }
+        inner.connected.insert(
+            peer,
+            Connected {
+                link,
+                dialed,
+                since: jiff::Timestamp::now(),
+                hello: Hello::default(),
+            },
+        );
+        true
+    }
+
+    /// Records what the peer on `link` said about itself.
+    pub(crate) fn said_hello(&self, peer: DeviceId, link_id: usize, hello: Hello) {
+        if let Some(c) = self.inner().connected.get_mut(&peer)
+            && c.link.id() == link_id
+        {
+            c.hello = hello;
+        }
+    }
+
+    /// Forgets `link` when it is the one registered for `peer`, noting when the device was
+    /// last seen; returns whether it was.
+    pub(crate) fn unregister(&self, peer: DeviceId, link_id: usize) -> bool {
+        let mut inner = self.inner();
+        if inner
+            .connected
+            .get(&peer)
+            .is_none_or(|c| c.link.id() != link_id)
+        {
+            return false;
+        }
+        if let Some(gone) = inner.connected.remove(&peer) {
+            let now = jiff::Timestamp::now();
+            let seconds = now.duration_since(gone.since).as_secs_f64();
+            inner.last_seen.insert(peer, (now, seconds));
+        }
+        true
+    }
+
+    fn link(&self, peer: DeviceId) -> Option<Arc<dyn Link>> {
+        self.inner().connected.get(&peer).map(|c| c.link.clone())
+    }
+
+    /// The connected peer `device`.
+    pub(crate) fn status(&self, device: DeviceId) -> Option<PeerStatus> {
+        let inner = self.inner();
+        let c = inner.connected.get(&device)?;
+        Some(PeerStatus {
+            device,
+            address: c.link.remote_address(),
+            path: c.link.path(),
+            stats: c.link.stats(),
+            connected_since: c.since,
+            dialed: c.dialed,
+            client_name: c.hello.client_name.clone(),
+            client_version: c.hello.client_version.clone(),
+        })
+    }
+
+    /// When `device` was last connected (now, while it is) and how long that lasted.
+    pub(crate) fn last_seen(&self, device: DeviceId) -> Option<(jiff::Timestamp, f64)> {
+        let inner = self.inner();
+        if let Some(c) = inner.connected.get(&device) {
+            let now = jiff::Timestamp::now();
+            return Some((now, now.duration_since(c.since).as_secs_f64()));
+        }
+        inner.last_seen.get(&device).copied()
+    }
+
+    /// Closes every link (shutdown) and forgets them.
+    pub(crate) fn close_all(&self, reason: &Reason) {
+        for (_, c) in self.inner().connected.drain() {
+            c.link.close(reason);
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Peers for PeerRegistry {
+    async fn request_block(
+        &self,
+        device: DeviceId,
+        request: &BlockRequest,
+    ) -> Result<Bytes, BlockError> {
+        let link = self.link(device).ok_or(BlockError::PeerGone)?;
+        request::request_block(&*link, request).await
+    }
+
+    fn is_connected(&self, device: DeviceId) -> bool {
+        self.inner().connected.contains_key(&device)
+    }
+
+    fn disconnect(&self, device: DeviceId, reason: Reason) {
+        if let Some(link) = self.link(device) {
+            link.close(&reason);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::peers::link::memory_pair;
+
+    const LOW: DeviceId = DeviceId::from_bytes([1; 32]);
+    const HIGH: DeviceId = DeviceId::from_bytes([2; 32]);
+
+    #[test]
+    fn both_sides_keep_the_link_the_lower_id_dialed() {
+        // Seen from the lower device: its own dial wins over the peer's.
+        let low = PeerRegistry::new(LOW);
+        let (theirs, _) = memory_pair();
+        let (mine, _) = memory_pair();
+        assert!(low.register(HIGH, theirs.clone(), false));
+        assert!(low.register(HIGH, mine.clone(), true));
+        assert_eq!(
+            theirs.close_reason().as_deref(),
+            Some("duplicate connection")
+        );
+        assert!(mine.close_reason().is_none());
+        // Seen from the higher device: the lower one's dial is kept, its own refused.
+        let high = PeerRegistry::new(HIGH);
+        let (from_low, _) = memory_pair();
+        let (to_low, _) = memory_pair();
+        assert!(high.register(LOW, from_low.clone(), false));
+        assert!(!high.register(LOW, to_low, true));
+        assert!(from_low.close_reason().is_none());
+    }
+
+    #[test]
+    fn an_old_link_ending_late_does_not_unregister_its_successor() {
+        let registry = PeerRegistry::new(LOW);
+        let (old, _) = memory_pair();
+        let (new, _) = memory_pair();
+        assert!(registry.register(HIGH, old.clone(), true));
+        old.close(&Reason::Shutdown);
+        assert!(registry.register(HIGH, new.clone(), true));
+        assert!(!registry.unregister(HIGH, old.id()));
+        assert!(registry.is_connected(HIGH));
+        assert!(registry.unregister(HIGH, new.id()));
+        assert!(!registry.is_connected(HIGH));
+        assert!(registry.last_seen(HIGH).is_some());
+    }
+}

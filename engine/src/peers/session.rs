@@ -1,0 +1,269 @@
+//! One authenticated link: Hello and ClusterConfig on a control stream, index batches both
+//! ways on it, and one stream per block request. Protocol only: what the folders make of
+//! a ClusterConfig is `folder::offers`, what is announced of an entry is `model::announce`.
+//!
+//! Who wakes me: the link (frames), the index senders' wake-ups (`local_changed`). Whom I
+//! wake: the puller and the summary task of a folder whose remote index changed.
+
+mod index;
+mod serve;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use peerfold_protocol::DeviceId;
+use peerfold_protocol::wire::{self, message::Body};
+use tokio::sync::mpsc;
+use tracing::debug;
+
+use super::link::{FrameReceiver, Link, LinkError};
+use super::registry::{Hello, PeerRegistry};
+use crate::config::live::LiveConfig;
+use crate::events::{ConnectionKind, Event, EventLog};
+use crate::folder::offers::{Offer, OfferedFolder, Offers};
+use crate::folder::registry::FolderRegistry;
+use crate::life::Life;
+use crate::model::FolderType;
+use crate::store::{StoreError, StoreHandle};
+
+/// How long the peer has for its Hello and ClusterConfig.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What sessions work with.
+pub(crate) struct SessionContext {
+    pub(crate) me: DeviceId,
+    pub(crate) config: Arc<LiveConfig>,
+    pub(crate) store: StoreHandle,
+    pub(crate) folders: Arc<FolderRegistry>,
+    pub(crate) offers: Arc<Offers>,
+    pub(crate) registry: Arc<PeerRegistry>,
+    pub(crate) events: Arc<EventLog>,
+    pub(crate) life: Life,
+}
+
+/// Why a session ended badly.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum SessionError {
+    #[error(transparent)]
+    Link(#[from] LinkError),
+    #[error("protocol violation: {0}")]
+    Protocol(String),
+    #[error("peer did not complete the handshake in time")]
+    Timeout,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Runs the session until the link closes or the engine stops.
+pub(crate) async fn run(
+    context: &SessionContext,
+    link: Arc<dyn Link>,
+    peer: DeviceId,
+    dialed: bool,
+) -> Result<(), SessionError> {
+    let control = if dialed {
+        link.open().await?
+    } else {
+        tokio::time::timeout(HANDSHAKE_TIMEOUT, link.accept())
+            .await
+            .map_err(|_| SessionError::Timeout)??
+    };
+    let (mut send, mut reader) = (control.send, control.recv);
+    send.send(&hello(context)).await?;
+    send.send(&cluster_config(context, peer).await?).await?;
+    let (their_hello, their_config) =
+        tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake(&mut reader))
+            .await
+            .map_err(|_| SessionError::Timeout)??;
+    debug!(name = %their_hello.device_name, client = %their_hello.client_name, "hello");
+    context.registry.said_hello(
+        peer,
+        link.id(),
+        Hello {
+            client_name: their_hello.client_name.clone(),
+            client_version: their_hello.client_version.clone(),
+        },
+    );
+    context.events.emit(Event::DeviceConnected {
+        device: peer,
+        name: their_hello.device_name,
+        address: link.remote_address(),
+        client_name: their_hello.client_name,
+        client_version: their_hello.client_version,
+        kind: if dialed {
+            ConnectionKind::QuicClient
+        } else {
+            ConnectionKind::QuicServer
+        },
+    });
+
+    // Outgoing control messages go through one writer.
+    let (outbox, mut outgoing) = mpsc::channel::<wire::Message>(16);
+    let writer = async move {
+        while let Some(message) = outgoing.recv().await {
+            send.send(&message).await?;
+        }
+        let _ = send.finish().await;
+        Ok::<(), SessionError>(())
+    };
+
+    let offered = offered_folders(context.me, peer, &their_config);
+    let starts = context.offers.on_cluster_config(peer, &offered).await?;
+    let mut their_index_ids = HashMap::new();
+    for start in starts {
+        their_index_ids.insert(start.folder.id.clone(), start.their_index_id);
+        // Each sender ends when the writer is gone, i.e. when this session ends.
+        context.life.spawn(index::send_index(
+            start.folder,
+            start.send_after,
+            outbox.clone(),
+        ));
+    }
+    // The session keeps one sender itself: with no folder shared (yet), the writer must
+    // not see its channel close and end a session that pairing just established.
+    let _keep_writer_open = outbox;
+
+    let serving = serve::serve_requests(context, link.clone(), peer);
+    let receiving = index::receive(context, peer, &mut reader, &their_index_ids);
+    tokio::select! {
+        biased;
+        () = context.life.cancelled() => Ok(()),
+        result = receiving => result,
+        result = writer => result,
+        result = serving => result,
+    }
+}
+
+async fn handshake(
+    reader: &mut FrameReceiver,
+) -> Result<(wire::Hello, wire::ClusterConfig), SessionError> {
+    let hello = match reader.next().await? {
+        Some(wire::Message {
+            body: Some(Body::Hello(h)),
+        }) => h,
+        other => return Err(unexpected("Hello", other.as_ref())),
+    };
+    let config = match reader.next().await? {
+        Some(wire::Message {
+            body: Some(Body::ClusterConfig(c)),
+        }) => c,
+        other => return Err(unexpected("ClusterConfig", other.as_ref())),
+    };
+    Ok((hello, config))
+}
+
+/// A protocol error naming what came instead (its kind, never its content).
+fn unexpected(wanted: &str, got: Option<&wire::Message>) -> SessionError {
+    let got = match got.and_then(|m| m.body.as_ref()) {
+        None if got.is_none() => "the end of the stream",
+        None => "an empty message",
+        Some(Body::Hello(_)) => "Hello",
+        Some(Body::ClusterConfig(_)) => "ClusterConfig",
+        Some(Body::Index(_)) => "Index",
+        Some(Body::IndexUpdate(_)) => "IndexUpdate",
+        Some(Body::Request(_)) => "Request",
+        Some(Body::Response(_)) => "Response",
+        Some(_) => "another message",
+    };
+    SessionError::Protocol(format!("expected {wanted}, got {got}"))
+}
+
+fn hello(context: &SessionContext) -> wire::Message {
+    wire::Message {
+        body: Some(Body::Hello(wire::Hello {
+            device_name: context.config.get().device_name.clone(),
+            client_name: "peerfold".into(),
+            client_version: env!("CARGO_PKG_VERSION").into(),
+        })),
+    }
+}
+
+/// The folders shared with `peer`, with what we hold of each device's index.
+async fn cluster_config(
+    context: &SessionContext,
+    peer: DeviceId,
+) -> Result<wire::Message, SessionError> {
+    let (me, name) = (context.me, context.config.get().device_name.clone());
+    let shared = context.folders.shared_with(peer);
+    let described: Vec<_> = shared
+        .iter()
+        .map(|f| (f.id.clone(), f.idx, f.config()))
+        .collect();
+    let folders = context
+        .store
+        .read(move |store| {
+            let mut folders = Vec::new();
+            for (id, idx, config) in described {
+                let mut devices = vec![wire::FolderDevice {
+                    id: me.as_bytes().to_vec(),
+                    name: name.clone(),
+                    addresses: Vec::new(),
+                    index_id: store.index_id(idx)?,
+                    max_sequence: store.sequence(idx)?,
+                }];
+                for device in &config.devices {
+                    let (index_id, max_sequence) =
+                        store.remote_index_state(idx, *device)?.unwrap_or((0, 0));
+                    devices.push(wire::FolderDevice {
+                        id: device.as_bytes().to_vec(),
+                        name: String::new(),
+                        addresses: Vec::new(),
+                        index_id,
+                        max_sequence,
+                    });
+                }
+                folders.push(wire::Folder {
+                    id,
+                    label: config.label,
+                    r#type: match config.folder_type {
+                        FolderType::SendReceive => wire::FolderType::SendReceive,
+                        FolderType::SendOnly => wire::FolderType::SendOnly,
+                        FolderType::ReceiveOnly => wire::FolderType::ReceiveOnly,
+                    } as i32,
+                    paused: false,
+                    devices,
+                });
+            }
+            Ok::<_, StoreError>(folders)
+        })
+        .await?;
+    Ok(wire::Message {
+        body: Some(Body::ClusterConfig(wire::ClusterConfig { folders })),
+    })
+}
+
+/// The peer's ClusterConfig as the folders read it.
+fn offered_folders(
+    me: DeviceId,
+    peer: DeviceId,
+    config: &wire::ClusterConfig,
+) -> Vec<OfferedFolder> {
+    config
+        .folders
+        .iter()
+        .map(|folder| {
+            let mut offered = OfferedFolder {
+                offer: Offer {
+                    id: folder.id.clone(),
+                    label: folder.label.clone(),
+                },
+                ours_held: None,
+                their_index_id: 0,
+            };
+            for device in &folder.devices {
+                match DeviceId::try_from(device.id.as_slice()) {
+                    Ok(id) if id == me => {
+                        offered.ours_held = Some((device.index_id, device.max_sequence));
+                    }
+                    Ok(id) if id == peer => offered.their_index_id = device.index_id,
+                    _ => {}
+                }
+            }
+            offered
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests;

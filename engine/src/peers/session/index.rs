@@ -1,0 +1,159 @@
+//! Index exchange: this device's entries go out in batches, the peer's come in and are
+//! stored.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use peerfold_protocol::DeviceId;
+use peerfold_protocol::wire::{self, message::Body};
+use prost::Message as _;
+use tokio::sync::mpsc;
+use tracing::{debug, warn};
+
+use super::{SessionContext, SessionError};
+use crate::events::Event;
+use crate::folder::FolderHandle;
+use crate::model::announce;
+use crate::model::entry::FileEntry;
+use crate::peers::link::FrameReceiver;
+
+/// Entries per index batch, at most.
+const BATCH_ENTRIES: usize = 1000;
+/// Encoded bytes per index batch, at most (far below the control frame limit).
+const BATCH_BYTES: usize = 1 << 20;
+/// How often an index sender looks for new local entries when nothing woke it.
+const INDEX_POLL: Duration = Duration::from_secs(1);
+
+/// Sends the folder's local entries with sequence numbers after `start`, then keeps sending
+/// new ones as they appear, until the session's writer is gone.
+pub(super) async fn send_index(
+    folder: FolderHandle,
+    start: u64,
+    outbox: mpsc::Sender<wire::Message>,
+) {
+    let mut after = start;
+    let mut first = true;
+    loop {
+        let idx = folder.idx;
+        let batch = match folder
+            .store
+            .read(move |r| r.local_entries_since(idx, after, BATCH_ENTRIES))
+            .await
+        {
+            Ok(batch) => batch,
+            Err(e) => {
+                warn!(error = %e, "cannot read the index");
+                Vec::new()
+            }
+        };
+        let (folder_type, me) = (folder.folder_type(), folder.me.short());
+        let mut files = Vec::new();
+        let mut bytes = 0;
+        for entry in &batch {
+            let info = announce::announced(entry, folder_type, me);
+            bytes += info.encoded_len();
+            if bytes > BATCH_BYTES && !files.is_empty() {
+                break;
+            }
+            after = entry.sequence;
+            files.push(info);
+        }
+        if files.is_empty() {
+            // Woken by this device's scans and folder actions; the poll also catches
+            // entries the puller recorded and `peerfold scan` run beside the daemon.
+            tokio::select! {
+                biased;
+                () = outbox.closed() => return,
+                () = folder.local_changed.notified() => continue,
+                () = tokio::time::sleep(INDEX_POLL) => continue,
+            }
+        }
+        let body = if first && start == 0 {
+            Body::Index(wire::Index {
+                folder: folder.id.clone(),
+                files,
+            })
+        } else {
+            Body::IndexUpdate(wire::IndexUpdate {
+                folder: folder.id.clone(),
+                files,
+            })
+        };
+        first = false;
+        if outbox
+            .send(wire::Message { body: Some(body) })
+            .await
+            .is_err()
+        {
+            return;
+        }
+    }
+}
+
+/// Reads the peer's control messages: index batches go to the store.
+pub(super) async fn receive(
+    context: &SessionContext,
+    peer: DeviceId,
+    reader: &mut FrameReceiver,
+    their_index_ids: &HashMap<String, u64>,
+) -> Result<(), SessionError> {
+    while let Some(message) = reader.next().await? {
+        // A full index may replace what we held of the device: every name can change.
+        let (folder_id, files, full) = match message.body {
+            Some(Body::Index(index)) => (index.folder, index.files, true),
+            Some(Body::IndexUpdate(update)) => (update.folder, update.files, false),
+            Some(Body::Close(close)) => {
+                debug!(reason_bytes = close.reason.len(), "peer closed");
+                return Ok(());
+            }
+            _ => continue,
+        };
+        let Some(folder) = context.folders.get(&folder_id) else {
+            return Err(SessionError::Protocol(format!(
+                "index for folder {folder_id:?}, which is not configured here"
+            )));
+        };
+        if !folder.shares_with(peer) {
+            return Err(SessionError::Protocol(format!(
+                "index for folder {folder_id:?}, which is not shared with this device"
+            )));
+        }
+        let mut entries = Vec::with_capacity(files.len());
+        let mut refused = 0usize;
+        for info in files {
+            match FileEntry::from_wire(info) {
+                Ok(entry) => entries.push(entry),
+                Err(e) => {
+                    refused += 1;
+                    debug!(error = %e, "refused an index entry");
+                }
+            }
+        }
+        if refused > 0 {
+            warn!(refused, "refused malformed index entries");
+        }
+        let index_id = their_index_ids.get(&folder_id).copied().unwrap_or(0);
+        let (idx, items) = (folder.idx, entries.len());
+        let names: Option<Vec<String>> =
+            (!full).then(|| entries.iter().map(|e| e.name.clone()).collect());
+        if let Err(e) = context
+            .store
+            .write(move |s| s.apply_remote_index(idx, peer, index_id, &entries))
+            .await
+        {
+            warn!(error = %e, "cannot store the peer's index");
+        }
+        context.events.emit(Event::RemoteIndexUpdated {
+            device: peer,
+            folder: folder_id,
+            items,
+        });
+        folder.counts_changed.notify_one();
+        match &names {
+            None => folder.replan_everything(),
+            Some(names) => folder.replan_names(names.iter().map(String::as_str)),
+        }
+        folder.pull.notify_one();
+    }
+    Ok(())
+}

@@ -1,0 +1,131 @@
+//! The session over an in-memory link pair: two devices' owners, no sockets.
+
+use std::time::Duration;
+
+use crate::events::Event;
+use crate::peers::connection::run_connection;
+use crate::peers::link::{Link, memory_pair};
+use crate::peers::{BlockError, BlockRequest, Peers, Reason};
+use crate::testing::Node;
+
+/// Two nodes sharing `docs` with each other.
+async fn pair() -> (Node, Node) {
+    let a = Node::new(&[]);
+    let b = Node::new(&[a.me]);
+    a.know(b.me).await;
+    (a, b)
+}
+
+async fn eventually(what: &str, mut check: impl AsyncFnMut() -> bool) {
+    for _ in 0..200 {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("timed out waiting until {what}");
+}
+
+#[tokio::test]
+async fn indexes_cross_and_blocks_are_served_then_the_link_ends_cleanly() {
+    let (a, b) = pair().await;
+    a.write_file("hello.txt", b"hello from a");
+    let (link_a, link_b) = memory_pair();
+    let (ca, cb) = (a.context.clone(), b.context.clone());
+    let (me_a, me_b) = (a.me, b.me);
+    let (la, lb) = (link_a.clone(), link_b.clone());
+    let run_a = tokio::spawn(async move { run_connection(&ca, la, me_b, true).await });
+    let run_b = tokio::spawn(async move { run_connection(&cb, lb, me_a, false).await });
+
+    // B learns A's index.
+    let idx_b = b.folder().idx;
+    eventually("b holds a's entry", async || {
+        b.context
+            .store
+            .read(move |r| r.remote_index_state(idx_b, me_a))
+            .await
+            .unwrap()
+            .is_some_and(|(_, max)| max >= 1)
+    })
+    .await;
+    let info = b.folder().file_info("hello.txt").await.unwrap().unwrap();
+    let global = info.global.unwrap();
+    assert_eq!(info.availability, vec![me_a]);
+    assert!(info.local.is_none());
+
+    // B asks A for the block through its registry, as the puller would.
+    let request = BlockRequest {
+        folder: "docs".into(),
+        name: "hello.txt".into(),
+        block: global.blocks[0],
+    };
+    let data = b
+        .context
+        .registry
+        .request_block(me_a, &request)
+        .await
+        .unwrap();
+    assert_eq!(&data[..], b"hello from a");
+    // A block the index does not list is refused, not read.
+    let mut wrong = request.clone();
+    wrong.block.hash = blake3::hash(b"something else");
+    assert!(matches!(
+        b.context.registry.request_block(me_a, &wrong).await,
+        Err(BlockError::Refused(_))
+    ));
+    let status = b.context.registry.status(me_a).unwrap();
+    assert_eq!(status.client_name, "peerfold");
+
+    // Both saw the other connect; closing ends both sessions and both forget the link.
+    for node in [&a, &b] {
+        assert!(
+            node.events()
+                .await
+                .iter()
+                .any(|e| matches!(**e, Event::DeviceConnected { .. }))
+        );
+    }
+    link_a.close(&Reason::Shutdown);
+    run_a.await.unwrap();
+    run_b.await.unwrap();
+    assert!(!b.context.registry.is_connected(me_a));
+    assert!(matches!(
+        b.context.registry.request_block(me_a, &request).await,
+        Err(BlockError::PeerGone)
+    ));
+    assert!(
+        b.events()
+            .await
+            .iter()
+            .any(|e| matches!(**e, Event::DeviceDisconnected { .. }))
+    );
+}
+
+#[tokio::test]
+async fn an_unknown_device_is_recorded_as_pending_and_turned_away() {
+    let a = Node::new(&[]);
+    let stranger = Node::new(&[]);
+    let (link, _far) = memory_pair();
+    run_connection(&a.context, link.clone(), stranger.me, false).await;
+    assert_eq!(
+        link.close_reason().as_deref(),
+        Some(Reason::UnknownDevice.to_string().as_str())
+    );
+    let pending = a.context.store.read(|r| r.pending_devices()).await.unwrap();
+    assert_eq!(pending.len(), 1);
+    assert_eq!(pending[0].device, stranger.me);
+    assert!(!a.context.registry.is_connected(stranger.me));
+}
+
+#[tokio::test]
+async fn a_peer_that_sends_no_hello_is_dropped_after_the_handshake_timeout() {
+    let (a, b) = pair().await;
+    let (link, _silent) = memory_pair();
+    tokio::time::pause();
+    // A waits for B's control stream, which never comes.
+    let run = run_connection(&a.context, link.clone(), b.me, false);
+    tokio::time::timeout(Duration::from_secs(30), run)
+        .await
+        .expect("the session gave up on its own");
+    assert!(link.close_reason().unwrap().contains("handshake"));
+}
