@@ -98,17 +98,7 @@ fn list(home: &Home, json: bool, out: &mut impl Write) -> Result<()> {
 fn pending(home: &Home, json: bool, out: &mut impl Write) -> Result<()> {
     let pending = home.store()?.pending_devices()?;
     if json {
-        let list: Vec<_> = pending
-            .iter()
-            .map(|p| {
-                serde_json::json!({
-                    "id": p.device.to_string(),
-                    "name": p.name,
-                    "address": p.address,
-                    "time": output::unix_time(p.last_seen),
-                })
-            })
-            .collect();
+        let list: Vec<_> = pending.iter().map(output::pending_device_json).collect();
         output::json_line(out, &list)?;
         return Ok(());
     }

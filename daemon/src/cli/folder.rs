@@ -134,7 +134,6 @@ pub(super) fn share(
         device,
     };
     let applied = apply_edit(home, edit)?;
-    settle_offers(home, &applied, folder, &[device])?;
     say_shared(&applied, folder, device, out)
 }
 
@@ -151,23 +150,6 @@ pub(super) fn say_shared(
             "Shared folder {folder:?} with {device} (applied by the running daemon)"
         )?,
         Applied::InFile(_) => writeln!(out, "Shared folder {folder:?} with {device}")?,
-    }
-    Ok(())
-}
-
-/// Forgets the offers of `folder` by `devices`, now shared with them, when the edit went
-/// to `config.toml` (a running daemon forgets them itself).
-pub(super) fn settle_offers(
-    home: &Home,
-    applied: &Applied,
-    folder: &str,
-    devices: &[DeviceId],
-) -> Result<()> {
-    if let Applied::InFile(_) = applied {
-        let mut store = home.store()?;
-        for device in devices {
-            store.forget_pending_folder(folder, Some(*device))?;
-        }
     }
     Ok(())
 }
@@ -209,17 +191,7 @@ fn list(home: &Home, json: bool, out: &mut impl Write) -> Result<()> {
 fn pending(home: &Home, json: bool, out: &mut impl Write) -> Result<()> {
     let pending = home.store()?.pending_folders()?;
     if json {
-        let list: Vec<_> = pending
-            .iter()
-            .map(|p| {
-                serde_json::json!({
-                    "id": p.folder,
-                    "label": p.label,
-                    "device": p.device.to_string(),
-                    "time": output::unix_time(p.last_seen),
-                })
-            })
-            .collect();
+        let list: Vec<_> = pending.iter().map(output::pending_folder_json).collect();
         output::json_line(out, &list)?;
         return Ok(());
     }

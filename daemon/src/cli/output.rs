@@ -9,6 +9,7 @@ use serde_json::{Value, json};
 use peerfold_engine::config::{DeviceConfig, FolderConfig};
 use peerfold_engine::disk::scanner::{ScanProgress, ScanReport};
 use peerfold_engine::model::entry::FileEntry;
+use peerfold_engine::store::{PendingDevice, PendingFolder};
 
 /// Prints one JSON value on its own line.
 pub(super) fn json_line(out: &mut impl Write, value: &impl serde::Serialize) -> io::Result<()> {
@@ -254,4 +255,24 @@ pub(super) fn device_watch_bar(device: &str) -> ProgressBar {
     );
     bar.set_prefix(device.chars().take(7).collect::<String>());
     bar
+}
+
+/// A device that knocked, as `--json` lists it.
+pub(super) fn pending_device_json(p: &PendingDevice) -> Value {
+    json!({
+        "id": p.device.to_string(),
+        "name": p.name,
+        "address": p.address,
+        "time": unix_time(p.last_seen),
+    })
+}
+
+/// A folder a device offered, as `--json` lists it.
+pub(super) fn pending_folder_json(p: &PendingFolder) -> Value {
+    json!({
+        "id": p.folder,
+        "label": p.label,
+        "device": p.device.to_string(),
+        "time": unix_time(p.last_seen),
+    })
 }

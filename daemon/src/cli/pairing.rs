@@ -30,28 +30,8 @@ pub(super) fn pending(home: &Home, json: bool, out: &mut impl Write) -> Result<(
         })
         .collect();
     if json {
-        let devices: Vec<_> = devices
-            .iter()
-            .map(|p| {
-                serde_json::json!({
-                    "id": p.device.to_string(),
-                    "name": p.name,
-                    "address": p.address,
-                    "time": output::unix_time(p.last_seen),
-                })
-            })
-            .collect();
-        let folders: Vec<_> = folders
-            .iter()
-            .map(|p| {
-                serde_json::json!({
-                    "id": p.folder,
-                    "label": p.label,
-                    "device": p.device.to_string(),
-                    "time": output::unix_time(p.last_seen),
-                })
-            })
-            .collect();
+        let devices: Vec<_> = devices.iter().map(output::pending_device_json).collect();
+        let folders: Vec<_> = folders.iter().map(output::pending_folder_json).collect();
         output::json_line(
             out,
             &serde_json::json!({ "devices": devices, "folders": folders }),
@@ -116,7 +96,6 @@ pub(super) fn accept(
             folder::new_folder(home, id.to_owned(), &path, label, FolderType::SendReceive)?;
         new.devices = offered_by.clone();
         let applied = folder::add(home, new, out)?;
-        folder::settle_offers(home, &applied, id, &offered_by)?;
         for &device in &offered_by {
             folder::say_shared(&applied, id, device, out)?;
         }
@@ -141,7 +120,6 @@ pub(super) fn accept(
             .collect(),
     );
     let applied = apply_edit(home, edit)?;
-    folder::settle_offers(home, &applied, id, &to_share)?;
     for &device in &to_share {
         folder::say_shared(&applied, id, device, out)?;
     }

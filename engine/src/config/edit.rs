@@ -5,6 +5,7 @@
 use peerfold_protocol::DeviceId;
 use serde::{Deserialize, Serialize};
 
+use super::diff::{Command, diff};
 use super::{Address, Config, DeviceConfig, FolderConfig, Home, HomeError, Invalid};
 
 /// One change to the configuration.
@@ -251,13 +252,37 @@ pub enum EditFileError {
 }
 
 /// Applies `edit` to the home's `config.toml` (for when no daemon runs there): the same
-/// edit and checks as a running daemon, then an atomic save. Returns the new configuration.
+/// edit and checks as a running daemon, then an atomic save; devices accepted and folders
+/// now shared stop being pending, as with a running daemon. Returns the new configuration.
 pub fn edit_file(home: &Home, edit: ConfigEdit) -> Result<Config, EditFileError> {
     let me = home.identity()?.device_id();
-    let mut config = home.config()?;
+    let old = home.config()?;
+    let mut config = old.clone();
     edit.apply(&mut config, me)?;
     config.check()?;
     home.save_config(&config)?;
+    let settled: Vec<Command> = diff(&old, &config)
+        .into_iter()
+        .filter(|c| {
+            matches!(
+                c,
+                Command::ForgetPendingDevice(_) | Command::ForgetPendingFolder(..)
+            )
+        })
+        .collect();
+    if !settled.is_empty() {
+        let mut store = home.store()?;
+        for command in settled {
+            match command {
+                Command::ForgetPendingDevice(device) => store.forget_pending_device(device),
+                Command::ForgetPendingFolder(folder, device) => {
+                    store.forget_pending_folder(&folder, Some(device))
+                }
+                _ => Ok(()),
+            }
+            .map_err(HomeError::from)?;
+        }
+    }
     Ok(config)
 }
 
