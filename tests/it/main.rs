@@ -10,6 +10,8 @@ mod cli;
 mod control;
 mod disk_full;
 mod hostile;
+mod peer_entries;
+mod replacements;
 mod scan;
 mod stall;
 mod support;
