@@ -10,6 +10,7 @@ mod cli;
 mod control;
 mod disk_full;
 mod hostile;
+mod index_check;
 mod peer_entries;
 mod replacements;
 mod scan;
