@@ -12,6 +12,7 @@ mod disk_full;
 mod hostile;
 mod index_check;
 mod peer_entries;
+mod pending_bounds;
 mod replacements;
 mod scan;
 mod stall;
