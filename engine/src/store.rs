@@ -305,8 +305,8 @@ const CORRUPT_DETAIL_CHARS: usize = 200;
 /// Refuses a database whose pages are damaged (`PRAGMA quick_check`: every b-tree page,
 /// cell and free-list page is read and checked, indexes are not compared with their tables).
 /// The header alone says nothing of the pages past it: garbage there let a daemon start and
-/// fail on every query later. It reads the whole file: about 155 ms for the 44 MB index of
-/// 200,000 files (ARCHITECTURE.md, "Index layout").
+/// fail on every query later. It reads the whole file: about 90 ms for the 44 MB index of
+/// 200,000 files in the page cache, 0.6-0.85 s from disk (ARCHITECTURE.md, "Index layout").
 fn check_pages(conn: &Connection, path: &Path) -> Result<(), StoreError> {
     // One problem is enough: stop at the first rather than list them all.
     let first: String = conn
