@@ -93,20 +93,35 @@ fn serve_blocks(
     })
 }
 
-/// Every entry the daemon announces on the control stream until `quiet` passes without one.
+/// Every entry the daemon announces on the control stream: until it has announced `name`
+/// (within 30 s), then until two seconds pass without a message.
 async fn announced_by_daemon(
     rx: &mut quinn::RecvStream,
     buf: &mut BytesMut,
-    quiet: Duration,
+    name: &str,
 ) -> Vec<wire::FileInfo> {
-    let mut out = Vec::new();
-    while let Ok(Some(message)) = tokio::time::timeout(quiet, next(rx, buf)).await {
-        match message.body {
-            Some(Body::Index(index)) => out.extend(index.files),
-            Some(Body::IndexUpdate(update)) => out.extend(update.files),
-            _ => {}
+    let mut out: Vec<wire::FileInfo> = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let seen = out.iter().any(|i| i.name == name);
+        let wait = if seen {
+            Duration::from_secs(2)
+        } else {
+            deadline.saturating_duration_since(tokio::time::Instant::now())
+        };
+        match tokio::time::timeout(wait, next(rx, buf)).await {
+            Ok(Some(message)) => match message.body {
+                Some(Body::Index(index)) => out.extend(index.files),
+                Some(Body::IndexUpdate(update)) => out.extend(update.files),
+                _ => {}
+            },
+            _ => break,
         }
     }
+    assert!(
+        out.iter().any(|i| i.name == name),
+        "the daemon announced {name:?}"
+    );
     out
 }
 
@@ -147,20 +162,19 @@ async fn setuid_setgid_and_sticky_bits_from_a_peer_are_not_applied() {
     .await;
 
     let file = root.join("suid.sh");
-    let arrived = file.clone();
-    tokio::task::spawn_blocking(move || {
-        wait_until("suid.sh arrives", 40, || {
-            fs::read(&arrived).is_ok_and(|d| d == b"#!/bin/sh\necho owned\n")
+    let api = Api::of(&a, &running);
+    tokio::task::block_in_place(|| {
+        // On disk, and recorded (the record follows the rename).
+        wait_until("suid.sh arrives and is recorded", 40, || {
+            fs::read(&file).is_ok_and(|d| d == b"#!/bin/sh\necho owned\n")
+                && api.get("/rest/db/file?folder=docs&file=suid.sh")["local"].is_object()
         })
-    })
-    .await
-    .unwrap();
+    });
     assert_eq!(format!("{:o}", mode(&file)), "755", "the file's mode");
     assert_eq!(format!("{:o}", mode(&root.join("sgid-dir"))), "775");
     assert_eq!(format!("{:o}", mode(&root.join("sticky-dir"))), "777");
 
     // The index holds what is on disk, for the local and the peer's entry alike.
-    let api = Api::of(&a, &running);
     for (name, expected) in [
         ("suid.sh", "0755"),
         ("sgid-dir", "0775"),
@@ -177,7 +191,7 @@ async fn setuid_setgid_and_sticky_bits_from_a_peer_are_not_applied() {
         scan["changed"], false,
         "a scan after the pull changes nothing"
     );
-    let echoed = announced_by_daemon(&mut rx, &mut buf, Duration::from_secs(4)).await;
+    let echoed = announced_by_daemon(&mut rx, &mut buf, "suid.sh").await;
     let evil_short = evil.device_id().short().0;
     for info in &echoed {
         assert_eq!(
@@ -259,7 +273,7 @@ async fn names_not_in_nfc_are_refused_and_never_written() {
     // The connection stays (a refused entry is not a protocol error), the refusal does not
     // come back as a change, and the folder is not left needing anything.
     api.ok_json("POST", "/rest/db/scan?folder=docs", serde_json::json!({}));
-    let echoed = announced_by_daemon(&mut rx, &mut buf, Duration::from_secs(4)).await;
+    let echoed = announced_by_daemon(&mut rx, &mut buf, "plain.txt").await;
     let names: Vec<&str> = echoed.iter().map(|i| i.name.as_str()).collect();
     assert!(
         names.iter().all(|n| *n == "plain.txt"),
