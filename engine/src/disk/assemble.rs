@@ -1,7 +1,9 @@
 //! Assembling a pulled file: `.peerfold.NAME.tmp` beside its target, written block by
 //! block (each already checked against its hash), flushed now and then while it grows,
 //! then fsynced, given its metadata, and renamed over the target (the directory fsynced).
-//! Never in place: the target changes only by the rename.
+//! Never in place: the target changes only by the rename. A directory in the target's place
+//! goes only when it is empty: its contents leave by their own deletions (kept as versions),
+//! never with it.
 
 use std::fs::{self, File, OpenOptions};
 use std::os::unix::fs::{FileExt, MetadataExt, PermissionsExt};
@@ -9,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use crate::model::entry::FileEntry;
+use crate::model::entry::{FileEntry, PERMISSION_BITS};
 
 /// `.peerfold.NAME.tmp` beside `path`.
 pub(crate) fn temp_path(path: &Path) -> PathBuf {
@@ -18,6 +20,34 @@ pub(crate) fn temp_path(path: &Path) -> PathBuf {
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     path.with_file_name(format!(".peerfold.{file_name}.tmp"))
+}
+
+/// Whether `file_name` is one of the temp files [`temp_path`] makes.
+pub(crate) fn is_temp_name(file_name: &str) -> bool {
+    file_name.starts_with(".peerfold.") && file_name.ends_with(".tmp")
+}
+
+/// Whether the directory at `dir` holds anything but peerfold's temp files.
+pub(crate) fn holds_content(dir: &Path) -> std::io::Result<bool> {
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        if !(is_temp_name(&entry.file_name().to_string_lossy()) && entry.file_type()?.is_file()) {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// Removes the directory at `dir` if it holds nothing but peerfold's temp files (left by
+/// pulls of files since deleted), which go with it; anything else in it makes this fail
+/// (`DirectoryNotEmpty`): a directory is never removed with its contents.
+pub(crate) fn remove_empty_dir(dir: &Path) -> std::io::Result<()> {
+    if !holds_content(dir)? {
+        for entry in fs::read_dir(dir)? {
+            fs::remove_file(entry?.path())?;
+        }
+    }
+    fs::remove_dir(dir)
 }
 
 /// Opens (or creates) the temp file, keeping what an interrupted attempt left in it.
@@ -83,9 +113,12 @@ pub(crate) fn write_block(file: &File, offset: u64, data: &[u8]) -> std::io::Res
     Ok(data.len() as u64)
 }
 
-/// Gives the file `target`'s permissions and modification time.
+/// Gives the file `target`'s permissions (only the 0o777 part, whatever the entry says)
+/// and modification time.
 pub(crate) fn finish_metadata(file: &File, target: &FileEntry) -> std::io::Result<()> {
-    file.set_permissions(fs::Permissions::from_mode(target.permissions))?;
+    file.set_permissions(fs::Permissions::from_mode(
+        target.permissions & PERMISSION_BITS,
+    ))?;
     if let Ok(seconds) = u64::try_from(target.modified.seconds) {
         let time = SystemTime::UNIX_EPOCH + Duration::new(seconds, target.modified.nanos);
         file.set_modified(time)?;
@@ -94,8 +127,9 @@ pub(crate) fn finish_metadata(file: &File, target: &FileEntry) -> std::io::Resul
 }
 
 /// Completes the temp file and renames it over `path`: size, fsync, metadata, then
-/// `before_rename` (which keeps the replaced version), the rename and the directory's
-/// fsync. Returns the new file's inode. Blocking: run it off the async threads.
+/// `before_rename` (which keeps the replaced version), the removal of an empty directory
+/// in the way, the rename and the directory's fsync. Returns the new file's inode.
+/// Blocking: run it off the async threads.
 pub(crate) fn install(
     file: Arc<File>,
     target: &FileEntry,
@@ -108,6 +142,9 @@ pub(crate) fn install(
     finish_metadata(&file, target)?;
     drop(file);
     before_rename()?;
+    if fs::symlink_metadata(path).is_ok_and(|m| m.is_dir()) {
+        remove_empty_dir(path)?;
+    }
     fs::rename(temp, path)?;
     if let Some(dir) = path.parent() {
         File::open(dir)?.sync_all()?;

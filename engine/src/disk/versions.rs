@@ -1,12 +1,19 @@
 //! Kept versions: files sync replaces or deletes go to `.peerfold/versions/NAME`
 //! (trash-can style: the newest replaced version of each name), when the folder keeps
-//! versions, and are cleaned out after the folder's maximum age.
+//! versions, and are cleaned out after the folder's maximum age. Whatever replaces a file
+//! (new content, a directory, a symlink, a deletion), the file is kept.
+//!
+//! A name that changed kind can find an older kept entry of the other kind in its way (a
+//! kept file `x` where `x/y` is to be kept, or kept files under `x/` where the file `x`
+//! goes): that older entry moves aside to `x~YYYYMMDD-HHMMSS` (UTC, Syncthing's version
+//! tag), so no kept version is lost to a change of kind.
 
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use crate::config::FolderConfig;
+use crate::disk::assemble;
 use crate::disk::scanner::MARKER_DIR;
 use crate::model::names::{self, NameError};
 
@@ -58,7 +65,9 @@ pub(crate) fn keep(
     if !settings.keep || !fs::symlink_metadata(path).is_ok_and(|m| m.is_file()) {
         return Ok(());
     }
-    let kept = names::join(&dir(root), name)?;
+    let versions = dir(root);
+    let kept = names::join(&versions, name)?;
+    make_room(&versions, name)?;
     if let Some(parent) = kept.parent() {
         fs::create_dir_all(parent)?;
     }
@@ -67,8 +76,48 @@ pub(crate) fn keep(
     Ok(())
 }
 
-/// Moves a local file or symlink out of the way (into the versions directory when the
-/// folder keeps versions), or removes an empty directory.
+/// Moves aside older kept entries that stand where `versions/name` needs a directory (a
+/// kept file among its parents) or a file (a directory of kept files).
+fn make_room(versions: &Path, name: &str) -> std::io::Result<()> {
+    let mut at = versions.to_path_buf();
+    let parts: Vec<&str> = name.split('/').collect();
+    for (i, part) in parts.iter().enumerate() {
+        at.push(part);
+        let is_last = i + 1 == parts.len();
+        match fs::symlink_metadata(&at) {
+            Ok(meta) if meta.is_dir() == is_last => {
+                let aside = tagged(&at);
+                fs::rename(&at, &aside)?;
+                tracing::debug!(%name, "moved an earlier kept version of another kind aside");
+                return Ok(());
+            }
+            Ok(_) => {}
+            // Nothing further down can be in the way.
+            Err(_) => return Ok(()),
+        }
+    }
+    Ok(())
+}
+
+/// A free name beside `path`: `NAME~YYYYMMDD-HHMMSS`, with `-2`, `-3`... if that is taken.
+fn tagged(path: &Path) -> PathBuf {
+    let stamp = jiff::Timestamp::now().strftime("%Y%m%d-%H%M%S").to_string();
+    let base = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let mut candidate = path.with_file_name(format!("{base}~{stamp}"));
+    let mut n = 2;
+    while fs::symlink_metadata(&candidate).is_ok() {
+        candidate = path.with_file_name(format!("{base}~{stamp}-{n}"));
+        n += 1;
+    }
+    candidate
+}
+
+/// Moves a local file out of the way (into the versions directory when the folder keeps
+/// versions), or removes a symlink or an empty directory. A directory that holds anything
+/// fails with `DirectoryNotEmpty`: it is never removed with its contents.
 pub(crate) fn put_aside(
     root: &Path,
     settings: Settings,
@@ -79,10 +128,11 @@ pub(crate) fn put_aside(
     Ok(remove(path)?)
 }
 
-/// Removes a file, symlink or empty directory; a missing one is fine.
+/// Removes a file, symlink or empty directory (peerfold's temp files in it go too); a
+/// missing one is fine.
 pub(crate) fn remove(path: &Path) -> std::io::Result<()> {
     match fs::symlink_metadata(path) {
-        Ok(meta) if meta.is_dir() => fs::remove_dir(path),
+        Ok(meta) if meta.is_dir() => assemble::remove_empty_dir(path),
         Ok(_) => fs::remove_file(path),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(e),
@@ -182,5 +232,57 @@ mod tests {
         assert!(!root.join("g").exists());
         assert_eq!(list(root).len(), 1);
         assert_eq!(clean(root, &on).unwrap(), 0);
+    }
+
+    #[test]
+    fn an_earlier_kept_version_of_another_kind_moves_aside() {
+        let temp = tempfile::tempdir().unwrap();
+        let root = temp.path();
+        fs::create_dir_all(root.join(MARKER_DIR)).unwrap();
+        let on = Settings {
+            keep: true,
+            max_age_days: 0,
+        };
+        // x was a file (kept), then a directory whose file x/y is kept now.
+        fs::write(root.join("x"), b"file x").unwrap();
+        keep(root, on, "x", &root.join("x")).unwrap();
+        fs::create_dir(root.join("x")).unwrap();
+        fs::write(root.join("x/y"), b"x/y").unwrap();
+        keep(root, on, "x/y", &root.join("x/y")).unwrap();
+        // And x is a file again, replaced in turn: kept where the directory of x/y was.
+        fs::remove_dir(root.join("x")).unwrap();
+        fs::write(root.join("x"), b"file x again").unwrap();
+        keep(root, on, "x", &root.join("x")).unwrap();
+        let kept = list(root);
+        let names: Vec<&str> = kept.iter().map(|k| k.name.as_str()).collect();
+        assert_eq!(names.len(), 3, "{names:?}");
+        assert_eq!(fs::read(dir(root).join("x")).unwrap(), b"file x again");
+        let moved: Vec<&str> = names
+            .iter()
+            .copied()
+            .filter(|n| n.starts_with("x~"))
+            .collect();
+        assert_eq!(moved.len(), 2, "{names:?}");
+        let contents: Vec<Vec<u8>> = moved
+            .iter()
+            .map(|n| fs::read(dir(root).join(n)).unwrap())
+            .collect();
+        assert!(contents.contains(&b"file x".to_vec()), "{names:?}");
+        assert!(contents.contains(&b"x/y".to_vec()), "{names:?}");
+    }
+
+    #[test]
+    fn a_directory_is_removed_only_when_empty_but_for_temp_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().join("d");
+        fs::create_dir(&d).unwrap();
+        fs::write(d.join(".peerfold.gone.tmp"), b"partial").unwrap();
+        fs::write(d.join("keep-me"), b"data").unwrap();
+        let err = remove(&d).unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::DirectoryNotEmpty);
+        assert_eq!(fs::read(d.join("keep-me")).unwrap(), b"data");
+        fs::remove_file(d.join("keep-me")).unwrap();
+        remove(&d).unwrap();
+        assert!(!d.exists());
     }
 }

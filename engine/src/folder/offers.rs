@@ -28,6 +28,10 @@ use crate::store::{PendingFolder, StoreError, StoreHandle};
 
 /// Folder offers taken (recorded or accepted) per ClusterConfig, at most.
 const MAX_OFFERS_TAKEN: usize = 256;
+/// Bytes of an offer's label kept while it waits: a line in a list is all a user reads of
+/// it, and 8 KiB labels from a peer would take 8 MB in the pending table (the store keeps
+/// 1,024 offers) and in the event ring alike.
+const MAX_PENDING_LABEL_BYTES: usize = 256;
 
 /// A folder a peer offered: its ID and label.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -146,12 +150,15 @@ impl Offers {
 
     /// An offer that waits for the user: recorded as pending, and announced
     /// (PendingFoldersChanged). It is never created on its own.
+    /// The store keeps the newest offers only (store/write.rs has the caps).
     pub(crate) async fn record_pending(&self, peer: DeviceId, offer: &Offer) {
-        info!(device = %peer.short(), folder = %offer.id, label = %offer.label, "peer offers a folder not shared with it here; recorded as pending");
+        // The folder ID passed `check_folder_id` (at most 256 bytes, no control characters).
+        info!(device = %peer.short(), folder = %offer.id, label_bytes = offer.label.len(), "peer offers a folder not shared with it here; recorded as pending");
+        let label = truncated(&offer.label, MAX_PENDING_LABEL_BYTES).to_owned();
         let pending = PendingFolder {
             folder: offer.id.clone(),
             device: peer,
-            label: offer.label.clone(),
+            label: label.clone(),
             last_seen: jiff::Timestamp::now().as_second(),
         };
         if let Err(e) = self
@@ -165,9 +172,18 @@ impl Offers {
             .emit(Event::PendingFolderAdded(PendingFolderSeen {
                 device: peer,
                 folder: offer.id.clone(),
-                label: offer.label.clone(),
+                label,
             }));
     }
+}
+
+/// The longest prefix of `text` of at most `max` bytes that ends on a character boundary.
+fn truncated(text: &str, max: usize) -> &str {
+    let mut end = text.len().min(max);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
 }
 
 /// Why auto-accepted offers could not be placed at all.
@@ -413,5 +429,14 @@ mod tests {
         assert!(refused.is_empty());
         assert_eq!(config.folders[0].path, dir.path().join("Same"));
         assert_eq!(config.folders[1].path, dir.path().join("b"));
+    }
+
+    #[test]
+    fn labels_are_cut_on_a_character_boundary() {
+        assert_eq!(truncated("short", 256), "short");
+        assert_eq!(truncated("abcdef", 3), "abc");
+        // "é" is two bytes: a cut through it keeps the whole characters before it.
+        assert_eq!(truncated("aé", 2), "a");
+        assert_eq!(truncated(&"é".repeat(200), 256).len(), 256);
     }
 }

@@ -31,7 +31,7 @@ use super::{Folder, FolderHandle, FolderState, Replan};
 use crate::disk::scanner::{MARKER_DIR, walk_timestamp};
 use crate::disk::{assemble, fsutil, versions};
 use crate::events::{Event, ItemAction};
-use crate::model::entry::{FileEntry, FileKind};
+use crate::model::entry::{FileEntry, FileKind, PERMISSION_BITS};
 use crate::model::names::{self, NameError};
 use crate::model::planner::Action;
 use crate::peers::Peers;
@@ -57,6 +57,11 @@ pub(crate) enum PullError {
     Unavailable(u64),
     #[error("{0:?} changed locally since it was indexed; it will be rescanned first")]
     ChangedLocally(String),
+    #[error(
+        "{0:?} is a directory that still holds files; it is replaced only once they are gone, \
+         never with them"
+    )]
+    DirectoryNotEmpty(String),
     #[error("folder root or marker missing; not pulling")]
     RootMissing,
     #[error(transparent)]
@@ -306,6 +311,11 @@ async fn execute_target(
         fs::create_dir_all(parent)?;
     }
     let settings = versions::Settings::of(&folder.config());
+    // Whatever takes a file's place, the file is kept (versions); a directory in the way of
+    // anything else goes only once empty.
+    if target.deleted || target.kind != FileKind::Directory {
+        refuse_unless_empty(&path, &target.name)?;
+    }
     let inode = if target.deleted {
         versions::put_aside(&root, settings, &target.name, &path)?;
         0
@@ -313,21 +323,20 @@ async fn execute_target(
         match target.kind {
             FileKind::Directory => {
                 if fs::symlink_metadata(&path).is_ok_and(|m| !m.is_dir()) {
-                    versions::remove(&path)?;
+                    versions::put_aside(&root, settings, &target.name, &path)?;
                 }
                 if !path.is_dir() {
                     fs::create_dir(&path)?;
                 }
-                fs::set_permissions(&path, fs::Permissions::from_mode(target.permissions))?;
+                fs::set_permissions(&path, fs::Permissions::from_mode(applied_mode(target)))?;
                 fs::symlink_metadata(&path)?.ino()
             }
             FileKind::Symlink => {
-                if fs::symlink_metadata(&path).is_ok() {
-                    versions::remove(&path)?;
-                }
+                versions::put_aside(&root, settings, &target.name, &path)?;
                 std::os::unix::fs::symlink(&target.symlink_target, &path)?;
                 fs::symlink_metadata(&path)?.ino()
             }
+            // A directory in the way goes when the file is installed (disk/assemble).
             FileKind::File => match sources {
                 Some(sources) => fetch::fetch(folder, context, target, sources, &path).await?,
                 None => {
@@ -343,6 +352,23 @@ async fn execute_target(
     Ok(())
 }
 
+/// Fails with [`PullError::DirectoryNotEmpty`] if `path` is a directory holding anything
+/// (peerfold's temp files aside): its contents leave first, by their own deletions (each
+/// file kept as a version), and never with it. Anything there that no peer deleted keeps it.
+fn refuse_unless_empty(path: &Path, name: &str) -> Result<(), PullError> {
+    let is_dir = fs::symlink_metadata(path).is_ok_and(|m| m.is_dir());
+    if is_dir && assemble::holds_content(path)? {
+        return Err(PullError::DirectoryNotEmpty(name.to_owned()));
+    }
+    Ok(())
+}
+
+/// The mode a pulled entry gets: only the 0o777 part (entries stored before peers' modes
+/// were masked on the way in could hold more).
+fn applied_mode(target: &FileEntry) -> u32 {
+    target.permissions & PERMISSION_BITS
+}
+
 /// Records the version reached as the local entry (with the peer's version vector).
 async fn record(
     folder: &Folder,
@@ -356,7 +382,7 @@ async fn record(
         name: target.name.clone(),
         kind: target.kind,
         size: target.size,
-        permissions: target.permissions,
+        permissions: applied_mode(target),
         modified: meta
             .as_ref()
             .filter(|_| target.kind == FileKind::File)
@@ -400,5 +426,7 @@ fn check_unchanged(path: &Path, local: Option<&FileEntry>) -> Result<(), PullErr
     }
 }
 
+#[cfg(test)]
+mod replace_tests;
 #[cfg(test)]
 mod tests;

@@ -4,6 +4,12 @@ use peerfold_protocol::chunking::{self, Block};
 use peerfold_protocol::version::VersionVector;
 use peerfold_protocol::{ShortId, wire};
 
+/// The permission bits that travel between devices and are applied from a peer: read,
+/// write and execute for user, group and others (proto: "the 0o777 part of the mode").
+/// setuid, setgid and sticky from a peer would let it make a daemon running as root create
+/// `-rwsr-xr-x root` files on its word.
+pub const PERMISSION_BITS: u32 = 0o777;
+
 /// What a name is on disk.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FileKind {
@@ -185,7 +191,7 @@ impl FileEntry {
         Ok(Self {
             kind,
             size: if is_live_file { info.size } else { 0 },
-            permissions: info.permissions & 0o7777,
+            permissions: info.permissions & PERMISSION_BITS,
             modified: Timestamp {
                 seconds: info.modified_s,
                 nanos: info.modified_ns,
@@ -245,6 +251,11 @@ mod tests {
             FileEntry::from_wire(bad),
             Err(EntryError::Name(_))
         ));
+        // Only the 0o777 part of a peer's permissions is taken.
+        let mut special = entry.to_wire();
+        special.permissions = 0o7755;
+        assert_eq!(FileEntry::from_wire(special).unwrap().permissions, 0o755);
+
         let mut bad = entry.to_wire();
         bad.size = 6;
         assert!(FileEntry::from_wire(bad).is_err());

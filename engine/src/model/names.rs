@@ -1,6 +1,9 @@
-//! Validation of names received from peers (DESIGN 4.6): a name must stay inside the folder.
+//! Validation of names received from peers (DESIGN 4.6): a name must stay inside the folder,
+//! and be in the form the scanner indexes (NFC), so what is written is what a scan finds.
 
 use std::path::{Component, Path, PathBuf};
+
+use unicode_normalization::is_nfc;
 
 /// Why a received name was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -20,9 +23,14 @@ pub enum NameError {
     /// Peerfold's own metadata or temp files.
     #[error("name {0:?} is reserved for peerfold")]
     Reserved(String),
+    /// Not in Unicode NFC: the scanner skips such names, so a file written under one would
+    /// stay on disk while the index calls it deleted.
+    #[error("name {0:?} is not in Unicode normalization form C")]
+    NotNfc(String),
 }
 
-/// Checks that `name` is a relative, `/`-separated path that cannot leave the folder root.
+/// Checks that `name` is a relative, `/`-separated path in NFC that cannot leave the folder
+/// root.
 pub fn validate(name: &str) -> Result<(), NameError> {
     if name.is_empty() || name.len() > 4096 {
         return Err(NameError::Length);
@@ -44,6 +52,9 @@ pub fn validate(name: &str) -> Result<(), NameError> {
             return Err(NameError::Reserved(name.to_owned()));
         }
         first = false;
+    }
+    if !is_nfc(name) {
+        return Err(NameError::NotNfc(name.to_owned()));
     }
     Ok(())
 }
@@ -82,6 +93,9 @@ mod tests {
             ".peerfold/x",
             "dir/.peerfold.f.tmp",
             "..",
+            "cafe\u{301}.txt",
+            "re\u{301}sume\u{301}/cv.txt",
+            "dir/A\u{30a}",
         ] {
             assert!(validate(bad).is_err(), "{bad:?} was accepted");
         }
@@ -92,6 +106,8 @@ mod tests {
             "dir/.peerfold",
             "x..y",
             "a b/c",
+            "caf\u{e9}.txt",
+            "\u{c5}ngstr\u{f6}m/\u{65e5}\u{672c}",
         ] {
             assert!(validate(good).is_ok(), "{good:?} was refused");
         }

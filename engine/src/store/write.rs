@@ -13,6 +13,17 @@ use super::codec::{decode_blocks, decode_version, encode_blocks, hash_prefix};
 use super::{FolderIdx, LOCAL_DEVICE, LocalChange, PendingFolder, Store, StoreError};
 use crate::model::entry::FileEntry;
 
+/// Devices that knocked without being configured, kept at most (the newest). A user accepts
+/// them one at a time from a list; a hundred strangers at once is a flood, in which the
+/// newest are the likeliest to be the one being paired. A row is about 150 bytes.
+pub(crate) const MAX_PENDING_DEVICES: usize = 100;
+/// Folder offers kept per offering device: one ClusterConfig's worth (the session takes
+/// 256 offers from each), so a device's new offers push out its own older ones first.
+pub(crate) const MAX_PENDING_FOLDERS_PER_DEVICE: usize = 256;
+/// Folder offers kept in all: four devices' full share. With IDs of at most 256 bytes and
+/// labels cut to 256 (folder/offers.rs), under 600 KB of rows.
+pub(crate) const MAX_PENDING_FOLDERS: usize = 1024;
+
 impl Store {
     /// The folder's row, created on first use with a fresh random index ID.
     pub fn ensure_folder(&mut self, folder_id: &str) -> Result<FolderIdx, StoreError> {
@@ -165,7 +176,8 @@ impl Store {
         Ok(())
     }
 
-    /// Remembers a device that tried to connect without being configured.
+    /// Remembers a device that tried to connect without being configured, as the newest;
+    /// past [`MAX_PENDING_DEVICES`] the oldest go.
     pub fn record_pending_device(
         &mut self,
         device: DeviceId,
@@ -173,13 +185,20 @@ impl Store {
         address: &str,
         unix_seconds: i64,
     ) -> Result<(), StoreError> {
-        self.reads.conn.execute(
-            "INSERT INTO pending_devices (device_id, name, address, last_seen)
-             VALUES (?1, ?2, ?3, ?4)
-             ON CONFLICT (device_id) DO UPDATE SET
-                name = excluded.name, address = excluded.address, last_seen = excluded.last_seen",
+        let tx = self.reads.conn.transaction()?;
+        // REPLACE gives the row a new, highest rowid: rowids order pending rows by when
+        // they were last recorded (last_seen has only seconds).
+        tx.execute(
+            "INSERT OR REPLACE INTO pending_devices (device_id, name, address, last_seen)
+             VALUES (?1, ?2, ?3, ?4)",
             params![device.as_bytes().as_slice(), name, address, unix_seconds],
         )?;
+        tx.execute(
+            "DELETE FROM pending_devices WHERE rowid NOT IN
+                (SELECT rowid FROM pending_devices ORDER BY rowid DESC LIMIT ?1)",
+            [MAX_PENDING_DEVICES as i64],
+        )?;
+        tx.commit()?;
         Ok(())
     }
 
@@ -192,20 +211,29 @@ impl Store {
         Ok(())
     }
 
-    /// Remembers a folder `device` offered that is not shared with it here.
+    /// Remembers a folder `device` offered that is not shared with it here, as the newest;
+    /// past [`MAX_PENDING_FOLDERS_PER_DEVICE`] of that device's, or [`MAX_PENDING_FOLDERS`]
+    /// in all, the oldest go.
     pub fn record_pending_folder(&mut self, pending: &PendingFolder) -> Result<(), StoreError> {
-        self.reads.conn.execute(
-            "INSERT INTO pending_folders (folder_id, device_id, label, last_seen)
-             VALUES (?1, ?2, ?3, ?4)
-             ON CONFLICT (folder_id, device_id) DO UPDATE SET
-                label = excluded.label, last_seen = excluded.last_seen",
-            params![
-                pending.folder,
-                pending.device.as_bytes().as_slice(),
-                pending.label,
-                pending.last_seen
-            ],
+        let device = pending.device.as_bytes().as_slice();
+        let tx = self.reads.conn.transaction()?;
+        tx.execute(
+            "INSERT OR REPLACE INTO pending_folders (folder_id, device_id, label, last_seen)
+             VALUES (?1, ?2, ?3, ?4)",
+            params![pending.folder, device, pending.label, pending.last_seen],
         )?;
+        tx.execute(
+            "DELETE FROM pending_folders WHERE device_id = ?1 AND rowid NOT IN
+                (SELECT rowid FROM pending_folders WHERE device_id = ?1
+                 ORDER BY rowid DESC LIMIT ?2)",
+            params![device, MAX_PENDING_FOLDERS_PER_DEVICE as i64],
+        )?;
+        tx.execute(
+            "DELETE FROM pending_folders WHERE rowid NOT IN
+                (SELECT rowid FROM pending_folders ORDER BY rowid DESC LIMIT ?1)",
+            [MAX_PENDING_FOLDERS as i64],
+        )?;
+        tx.commit()?;
         Ok(())
     }
 
