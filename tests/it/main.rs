@@ -10,6 +10,8 @@ mod cli;
 mod control;
 mod disk_full;
 mod hostile;
+mod index_rebuild;
+mod poisoned_counter;
 mod scan;
 mod stall;
 mod support;
