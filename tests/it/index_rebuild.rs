@@ -85,8 +85,12 @@ fn rebuilt_index_keeps_the_local_edit(edited_on_b: bool) {
                  --- a's status: {}\n--- b's status: {}\n--- a's index: {:#?}\n--- b's index: {:#?}",
                 tree(&root_a),
                 tree(&root_b),
-                ca.iter().map(|c| String::from_utf8_lossy(c)).collect::<Vec<_>>(),
-                cb.iter().map(|c| String::from_utf8_lossy(c)).collect::<Vec<_>>(),
+                ca.iter()
+                    .map(|c| String::from_utf8_lossy(c))
+                    .collect::<Vec<_>>(),
+                cb.iter()
+                    .map(|c| String::from_utf8_lossy(c))
+                    .collect::<Vec<_>>(),
                 status_of(&a),
                 status_of(&b),
                 a.ls("docs"),

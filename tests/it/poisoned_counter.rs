@@ -23,10 +23,7 @@ const EDIT: &[u8] = b"a later edit on a";
 /// a's counter in `device`'s own index entry for `NAME`, if it has one.
 fn counter_of_a(device: &Device, a_short: u64) -> Option<u64> {
     let short = peerfold_protocol::ShortId(a_short).to_string();
-    device
-        .ls("docs")
-        .into_iter()
-        .find(|e| e["name"] == NAME)?["version"]
+    device.ls("docs").into_iter().find(|e| e["name"] == NAME)?["version"]
         .as_array()?
         .iter()
         .find(|c| c["id"] == short.as_str())?["value"]
@@ -129,15 +126,16 @@ async fn a_counter_this_device_never_issued_is_refused_and_later_edits_still_syn
     assert!(human.contains(NAME) && human.contains("counter"), "{human}");
     let log = a.log();
     assert!(log.contains("refused an index entry"), "{log}");
-    // a's version of the edit is its own, time-based, far from the end of the range.
+    // a's version of the edit is its own and time-based, far from the end of the range.
     let counter = counter_of_a(&a, a_short).unwrap();
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs();
+    // (A few changes within a second each add one.)
     assert!(
-        counter > 1_600_000_000 && counter <= now + 1,
-        "a's counter is {counter}"
+        counter > 1_600_000_000 && counter < now + 60,
+        "a's counter is {counter}, the clock {now}"
     );
     assert_eq!(fs::read(root_a.join(NAME)).unwrap(), EDIT);
     assert_eq!(fs::read(root_c.join(NAME)).unwrap(), EDIT);
