@@ -252,7 +252,7 @@ fn folder_report<E: std::fmt::Display>(
         "need": { "files": counts.need.items(), "bytes": counts.need.bytes },
         // Syncthing's folder-error shape (`/rest/folder/errors`).
         "errors": folder
-            .pull_errors()
+            .errors()
             .into_iter()
             .map(|(path, error)| json!({ "path": path, "error": error }))
             .collect::<Vec<_>>(),

@@ -10,6 +10,7 @@ mod handle;
 pub mod needs;
 pub(crate) mod offers;
 pub(crate) mod pull;
+pub(crate) mod refused;
 pub(crate) mod registry;
 pub(crate) mod scan_loop;
 pub(crate) mod summary_loop;

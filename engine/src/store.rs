@@ -11,11 +11,15 @@
 //! - `codec`: rows to and from entries, block lists and version vectors.
 //! - `read`: every read-only query (`impl StoreReader`).
 //! - `write`: transactions and writes (`impl Store`).
+//! - `clock`: a folder's sequence number and this device's version counters, as writes use them.
+//! - `receive`: peers' index batches, checked against this device's own counters.
 //! - `handle`: [`StoreHandle`].
 
+mod clock;
 mod codec;
 mod handle;
 mod read;
+mod receive;
 mod schema;
 mod write;
 
@@ -25,9 +29,11 @@ use std::time::Duration;
 
 use peerfold_protocol::DeviceId;
 use peerfold_protocol::chunking::Block;
+use peerfold_protocol::version::CounterExhausted;
 use rusqlite::{Connection, ErrorCode, OpenFlags};
 
 use crate::model::entry::{FileKind, Timestamp};
+use crate::model::own_counters::UnissuedCounter;
 
 pub use handle::StoreHandle;
 
@@ -159,6 +165,29 @@ pub struct LocalChange {
     pub blocks: Option<Vec<Block>>,
     /// The inode, for change detection at the next scan.
     pub inode: u64,
+}
+
+/// A local change that was not recorded because its version cannot advance: this device's
+/// counter for the name is at the end of its range (a peer put it there before such
+/// counters were refused).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StuckChange {
+    /// The name.
+    pub name: String,
+    /// The counter that cannot advance.
+    pub source: CounterExhausted,
+}
+
+/// What [`Store::receive_remote_index`] did with a peer's batch.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ReceivedBatch {
+    /// Entries not stored, by name: they claim a counter this device never issued.
+    pub refused: Vec<(String, UnissuedCounter)>,
+    /// Local entries given a new version, because the batch showed this device had issued
+    /// higher counters for them before its index was rebuilt.
+    pub outdated: Vec<String>,
+    /// Local entries that needed a new version and cannot get one (see [`StuckChange`]).
+    pub stuck: Vec<StuckChange>,
 }
 
 /// A device that tried to connect without being configured here.
@@ -339,5 +368,7 @@ fn classify(path: &Path, error: rusqlite::Error) -> StoreError {
     }
 }
 
+#[cfg(test)]
+mod counter_tests;
 #[cfg(test)]
 mod tests;

@@ -2,6 +2,11 @@
 //!
 //! Two versions of a file are ordered when one vector dominates the other; otherwise they are
 //! concurrent and the file is in conflict.
+//!
+//! A device's counter advances like Syncthing's: to the current Unix time in seconds, or by
+//! one when that is not more. Counters then say roughly when a change was made, a rebuilt
+//! index (whose counters start from nothing) still outdates what it issued before, and no
+//! run of changes can bring a counter near the end of its range by accident.
 
 use crate::ShortId;
 use crate::wire;
@@ -11,6 +16,17 @@ use crate::wire;
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct VersionVector {
     counters: Vec<(ShortId, u64)>,
+}
+
+/// A counter that cannot advance: it is at `u64::MAX`, so no newer version of the entry can
+/// be made by that device. Only a peer that set it there can cause this.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "the version counter of device {device} is at the end of its range; no newer version can be made"
+)]
+pub struct CounterExhausted {
+    /// The device whose counter it is.
+    pub device: ShortId,
 }
 
 /// How two version vectors relate.
@@ -32,19 +48,32 @@ impl VersionVector {
         Self::default()
     }
 
-    /// Records one more change by `device`.
-    pub fn increment(&mut self, device: ShortId) {
+    /// Records one more change by `device` at `now` (Unix seconds): its counter becomes
+    /// `max(previous + 1, now)`, and that value is returned. A counter already at `u64::MAX`
+    /// cannot advance; the vector is then left as it was.
+    pub fn increment(&mut self, device: ShortId, now: u64) -> Result<u64, CounterExhausted> {
         match self.counters.binary_search_by_key(&device, |&(id, _)| id) {
-            Ok(i) => self.counters[i].1 = self.counters[i].1.saturating_add(1),
-            Err(i) => self.counters.insert(i, (device, 1)),
+            Ok(i) => {
+                let next = self.counters[i]
+                    .1
+                    .checked_add(1)
+                    .ok_or(CounterExhausted { device })?
+                    .max(now);
+                self.counters[i].1 = next;
+                Ok(next)
+            }
+            Err(i) => {
+                let next = now.max(1);
+                self.counters.insert(i, (device, next));
+                Ok(next)
+            }
         }
     }
 
-    /// This vector with one more change by `device`.
-    #[must_use]
-    pub fn incremented(mut self, device: ShortId) -> Self {
-        self.increment(device);
-        self
+    /// This vector with one more change by `device` at `now` (see [`Self::increment`]).
+    pub fn incremented(mut self, device: ShortId, now: u64) -> Result<Self, CounterExhausted> {
+        self.increment(device, now)?;
+        Ok(self)
     }
 
     /// The counter of `device` (zero when it never changed the entry).
@@ -184,6 +213,13 @@ mod tests {
 
     const A: ShortId = ShortId(1);
     const B: ShortId = ShortId(2);
+    /// A Unix time in seconds (November 2023).
+    const NOW: u64 = 1_700_000_000;
+
+    /// One more change by `device`, counted from one (a clock at zero).
+    fn bump(v: VersionVector, device: ShortId) -> VersionVector {
+        v.incremented(device, 0).unwrap()
+    }
 
     fn vector() -> impl Strategy<Value = VersionVector> {
         proptest::collection::vec((0u64..4, 0u64..4), 0..5).prop_map(|counters| {
@@ -197,10 +233,10 @@ mod tests {
     #[test]
     fn table_of_comparisons() {
         let empty = VersionVector::new();
-        let a1 = empty.clone().incremented(A);
-        let a2 = a1.clone().incremented(A);
-        let a1b1 = a1.clone().incremented(B);
-        let b1 = empty.clone().incremented(B);
+        let a1 = bump(empty.clone(), A);
+        let a2 = bump(a1.clone(), A);
+        let a1b1 = bump(a1.clone(), B);
+        let b1 = bump(empty.clone(), B);
         assert_eq!(empty.compare(&empty), Ordering::Equal);
         assert_eq!(a1.compare(&empty), Ordering::Newer);
         assert_eq!(empty.compare(&a1), Ordering::Older);
@@ -230,6 +266,23 @@ mod tests {
             vec![(ShortId(2), 7), (ShortId(9), 4)]
         );
         assert_eq!(VersionVector::from(&wire::Vector::from(&v)), v);
+    }
+
+    #[test]
+    fn counters_follow_the_clock_and_never_saturate() {
+        let mut v = VersionVector::new();
+        assert_eq!(v.increment(A, NOW), Ok(NOW));
+        // Several changes within one second still advance by one each.
+        assert_eq!(v.increment(A, NOW), Ok(NOW + 1));
+        assert_eq!(v.increment(A, NOW - 100), Ok(NOW + 2));
+        assert_eq!(v.increment(A, NOW + 50), Ok(NOW + 50));
+        // A clock at zero (or before 1970) still counts from one.
+        assert_eq!(VersionVector::new().increment(B, 0), Ok(1));
+        let mut end: VersionVector = [(A, u64::MAX), (B, 3)].into_iter().collect();
+        let before = end.clone();
+        assert_eq!(end.increment(A, NOW), Err(CounterExhausted { device: A }));
+        assert_eq!(end, before, "a failed increment changes nothing");
+        assert_eq!(end.increment(B, NOW), Ok(NOW));
     }
 
     proptest! {
@@ -264,17 +317,62 @@ mod tests {
 
         #[test]
         fn increment_makes_strictly_newer(a in vector(), id in 0u64..6) {
-            let next = a.clone().incremented(ShortId(id));
+            let next = bump(a.clone(), ShortId(id));
             prop_assert_eq!(next.compare(&a), Ordering::Newer);
             prop_assert_eq!(next.counter(ShortId(id)), a.counter(ShortId(id)) + 1);
         }
 
         #[test]
-        fn concurrent_edits_stay_concurrent_until_merged(a in vector()) {
-            let left = a.clone().incremented(A);
-            let right = a.clone().incremented(B);
+        fn increment_is_max_of_previous_plus_one_and_now(
+            a in vector(),
+            id in 0u64..6,
+            previous in prop_oneof![0u64..4, (NOW - 10)..(NOW + 10), (u64::MAX - 3)..=u64::MAX],
+            now in prop_oneof![Just(0u64), (NOW - 10)..(NOW + 10), (u64::MAX - 3)..=u64::MAX],
+        ) {
+            let device = ShortId(id);
+            let start: VersionVector = a
+                .counters()
+                .filter(|&(d, _)| d != device)
+                .chain([(device, previous)])
+                .collect();
+            let mut next = start.clone();
+            match previous.checked_add(1) {
+                Some(plus_one) => {
+                    let expected = plus_one.max(now);
+                    prop_assert_eq!(next.increment(device, now), Ok(expected));
+                    prop_assert_eq!(next.counter(device), expected);
+                    prop_assert_eq!(next.compare(&start), Ordering::Newer);
+                    // Only this device's counter moved.
+                    for (other, value) in start.counters().filter(|&(d, _)| d != device) {
+                        prop_assert_eq!(next.counter(other), value);
+                    }
+                }
+                None => {
+                    prop_assert_eq!(next.increment(device, now), Err(CounterExhausted { device }));
+                    prop_assert_eq!(&next, &start);
+                }
+            }
+        }
+
+        #[test]
+        fn a_run_of_increments_stays_strictly_increasing(
+            clock in proptest::collection::vec((NOW - 5)..(NOW + 5), 1..40),
+        ) {
+            let mut v = VersionVector::new();
+            let mut last = 0;
+            for now in clock {
+                let next = v.increment(A, now).unwrap();
+                prop_assert!(next > last && next >= now);
+                last = next;
+            }
+        }
+
+        #[test]
+        fn concurrent_edits_stay_concurrent_until_merged(a in vector(), now in 0u64..(NOW * 2)) {
+            let left = a.clone().incremented(A, now).unwrap();
+            let right = a.clone().incremented(B, now).unwrap();
             prop_assert_eq!(left.compare(&right), Ordering::Concurrent);
-            let resolved = left.merge(&right).incremented(A);
+            let resolved = left.merge(&right).incremented(A, now).unwrap();
             prop_assert_eq!(resolved.compare(&left), Ordering::Newer);
             prop_assert_eq!(resolved.compare(&right), Ordering::Newer);
         }

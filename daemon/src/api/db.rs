@@ -36,7 +36,7 @@ pub(super) async fn status(State(api): AppState, params: Params) -> ApiResult {
     let folder = folder(&api, &params)?;
     let summary = folder.summary().await?;
     let sequence = folder.sequence().await?;
-    let errors = folder.pull_errors();
+    let errors = folder.errors();
     let state = folder.state();
     let error = match &state {
         FolderState::Error(e) => e.clone(),
@@ -235,7 +235,7 @@ pub(super) async fn errors(State(api): AppState, params: Params) -> ApiResult {
     let per_page = number(&params, "perpage", DEFAULT_PER_PAGE)?.max(1);
     let start = page_start(page, per_page)?;
     let errors: Vec<Value> = folder
-        .pull_errors()
+        .errors()
         .into_iter()
         .skip(start)
         .take(usize::try_from(per_page).unwrap_or(usize::MAX))

@@ -33,7 +33,9 @@ use peerfold_protocol::ShortId;
 use peerfold_protocol::chunking::Chunker;
 
 use crate::model::entry::FileKind;
-use crate::store::{FolderIdx, LocalChange, LocalRow, StoreError, StoreHandle, StoreReader};
+use crate::store::{
+    FolderIdx, LocalChange, LocalRow, StoreError, StoreHandle, StoreReader, StuckChange,
+};
 use hasher::{HashJob, hash_file};
 use walk::{DiskEntry, SubtreeRule, WalkItem, Walker};
 pub use walk::{IGNORE_FILE, MARKER_DIR, timestamp as walk_timestamp};
@@ -248,7 +250,8 @@ pub fn scan_folder(
         });
     }
     for batch in tombstones.chunks(BATCH_CHANGES) {
-        store.write_blocking(|s| s.apply_local_changes(folder, local, batch))?;
+        let stuck = store.write_blocking(|s| s.apply_local_changes(folder, local, batch))?;
+        report.issues.extend(stuck.into_iter().map(stuck_issue));
     }
     report.deleted = tombstones.len() as u64;
     report.hashed_bytes = counters.hashed.load(Ordering::Relaxed);
@@ -385,7 +388,8 @@ fn write_changes(
         if !batch.is_empty()
             && (!open || batch.len() >= BATCH_CHANGES || batch_started.elapsed() >= BATCH_WAIT)
         {
-            store.write_blocking(|s| s.apply_local_changes(folder, local, &batch))?;
+            let stuck = store.write_blocking(|s| s.apply_local_changes(folder, local, &batch))?;
+            written.issues.extend(stuck.into_iter().map(stuck_issue));
             batch.clear();
         }
         if last_progress.elapsed() >= PROGRESS_EVERY {
@@ -394,6 +398,17 @@ fn write_changes(
         }
     }
     Ok(written)
+}
+
+/// A change the store could not record because its version cannot advance.
+fn stuck_issue(stuck: StuckChange) -> ScanIssue {
+    ScanIssue {
+        name: stuck.name,
+        message: format!(
+            "this change is not recorded and will not sync: {}",
+            stuck.source
+        ),
+    }
 }
 
 fn snapshot(counters: &Counters) -> ScanProgress {

@@ -10,7 +10,7 @@ use super::{Folder, FolderHandle};
 use crate::disk::versions;
 use crate::model::FolderType;
 use crate::model::names;
-use crate::model::rewrite::{self, FolderAction, Rewrite};
+use crate::model::rewrite::{self, CannotOutdate, FolderAction, Rewrite};
 use crate::model::view::NameView;
 use crate::store::{LocalChange, Store, StoreError};
 
@@ -32,6 +32,9 @@ pub enum FolderActionError {
     /// The index.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// A name's version cannot be outdated (the other names were rewritten).
+    #[error(transparent)]
+    Counter(#[from] CannotOutdate),
     /// A file could not be moved aside.
     #[error("{name}: {source}")]
     Disk {
@@ -67,16 +70,27 @@ impl Folder {
         let _busy = self.busy.lock().await;
         let folder = self.clone();
         let changed = tokio::task::spawn_blocking(move || {
-            let rewrites = folder.store.read_blocking(|reader| {
-                let mut rewrites = Vec::new();
+            let now = u64::try_from(jiff::Timestamp::now().as_second()).unwrap_or(0);
+            let (rewrites, stuck) = folder.store.read_blocking(|reader| {
+                let now = reader.counter_time(folder.idx, now)?;
+                let (mut rewrites, mut stuck) = (Vec::new(), None);
                 reader.for_each_name(folder.idx, folder.me, |entries| {
                     let view = NameView::new(&entries, folder.me);
-                    rewrites.extend(rewrite::rewrite(action, &view, folder.me));
+                    match rewrite::rewrite(action, &view, folder.me, now) {
+                        Ok(rewrite) => rewrites.extend(rewrite),
+                        Err(e) => {
+                            stuck.get_or_insert(e);
+                        }
+                    }
                     Ok::<(), StoreError>(())
                 })?;
-                Ok::<_, StoreError>(rewrites)
+                Ok::<_, StoreError>((rewrites, stuck))
             })?;
-            apply(&folder, rewrites)
+            let changed = apply(&folder, rewrites)?;
+            match stuck {
+                Some(e) => Err(FolderActionError::from(e)),
+                None => Ok(changed),
+            }
         })
         .await
         .map_err(|_| FolderActionError::Interrupted)??;
@@ -109,12 +123,9 @@ fn apply(folder: &Folder, rewrites: Vec<Rewrite>) -> Result<usize, FolderActionE
         }
     }
     let (idx, me) = (folder.idx, folder.me.short());
-    folder.store.write_blocking(|store: &mut Store| {
-        for (change, version) in &changes {
-            store.record_pulled(idx, change, version, me)?;
-        }
-        Ok::<(), StoreError>(())
-    })?;
+    folder
+        .store
+        .write_blocking(|store: &mut Store| store.record_rewrites(idx, me, &changes))?;
     match failed {
         Some(e) => Err(e),
         None => Ok(count),

@@ -15,6 +15,7 @@ use crate::disk::scanner::ScanProgress;
 use crate::events::{Event, EventLog, StateName};
 use crate::model::FolderType;
 use crate::model::counts::{self, FolderSummary};
+use crate::model::refused::RefusedEntries;
 use crate::model::view::NameView;
 use crate::store::{FolderIdx, StoreError, StoreHandle};
 
@@ -48,6 +49,8 @@ pub struct Folder {
     state: Mutex<FolderState>,
     /// Names the last pull round could not bring up to date, with why.
     pull_errors: Mutex<BTreeMap<String, String>>,
+    /// Entries refused from peers (see `refused.rs`).
+    pub(super) refused: Mutex<RefusedEntries>,
     stats: Mutex<FolderStats>,
     /// How far the running scan has come (`None` when none runs).
     scan_progress: Mutex<Option<ScanProgress>>,
@@ -121,7 +124,7 @@ pub struct FolderStats {
 /// The one way to take a folder's small locks: each guards a value that is only swapped
 /// or updated in a statement or two, so a panic cannot leave it half-written and a
 /// poisoned lock is still usable.
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(super) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
 
@@ -149,6 +152,7 @@ impl Folder {
             busy: tokio::sync::Mutex::new(()),
             state: Mutex::new(FolderState::Idle),
             pull_errors: Mutex::new(BTreeMap::new()),
+            refused: Mutex::new(RefusedEntries::default()),
             stats: Mutex::new(FolderStats::default()),
             scan_progress: Mutex::new(None),
             replan: Mutex::new(Replan::Everything),

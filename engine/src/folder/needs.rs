@@ -155,13 +155,13 @@ mod tests {
             remote_file(
                 "old",
                 b"newer",
-                old.version.clone().incremented(PEER.short()),
+                old.version.clone().incremented(PEER.short(), 1).unwrap(),
                 2,
             ),
             remote_file(
                 "new",
                 b"new",
-                VersionVector::new().incremented(PEER.short()),
+                VersionVector::new().incremented(PEER.short(), 1).unwrap(),
                 3,
             ),
         ];
@@ -235,7 +235,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut store = Store::open(&dir.path().join("index.db")).unwrap();
         let folder = store.ensure_folder("f").unwrap();
-        let v = VersionVector::new().incremented(PEER.short());
+        let v = VersionVector::new().incremented(PEER.short(), 1).unwrap();
         store
             .apply_remote_index(folder, PEER, 5, &[remote_file("a", b"a", v.clone(), 1)])
             .unwrap();

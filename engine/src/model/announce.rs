@@ -33,7 +33,7 @@ mod tests {
             deleted: false,
             invalid: false,
             sequence: 1,
-            version: VersionVector::new().incremented(by),
+            version: VersionVector::new().incremented(by, 1).unwrap(),
             modified_by: by,
             symlink_target: String::new(),
             blocks: Vec::new(),

@@ -117,8 +117,8 @@ mod tests {
 
     #[test]
     fn a_device_behind_needs_the_newer_version() {
-        let old = VersionVector::new().incremented(A.short());
-        let new = old.clone().incremented(B.short());
+        let old = VersionVector::new().incremented(A.short(), 1).unwrap();
+        let new = old.clone().incremented(B.short(), 1).unwrap();
         let entries = vec![(A, file(10, old)), (B, file(20, new))];
         let view = NameView::new(&entries, A);
         let mut summaries = [FolderSummary::default(); 2];

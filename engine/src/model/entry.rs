@@ -234,7 +234,7 @@ mod tests {
             deleted: false,
             invalid: false,
             sequence: 9,
-            version: VersionVector::new().incremented(ShortId(3)),
+            version: VersionVector::new().incremented(ShortId(3), 1).unwrap(),
             modified_by: ShortId(3),
             symlink_target: String::new(),
             blocks: vec![Block {

@@ -691,7 +691,7 @@ mod tests {
             let base: VersionVector =
                 base.into_iter().map(|(id, v)| (ShortId(id), v)).collect();
             let edit = |by: u64, content: u8, seconds: i64| FileEntry {
-                version: base.clone().incremented(ShortId(by)),
+                version: base.clone().incremented(ShortId(by), 1).unwrap(),
                 modified_by: ShortId(by),
                 ..file("x", &[], content, seconds)
             };

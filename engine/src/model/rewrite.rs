@@ -11,7 +11,7 @@
 //!   directory).
 
 use peerfold_protocol::DeviceId;
-use peerfold_protocol::version::{Ordering, VersionVector};
+use peerfold_protocol::version::{CounterExhausted, Ordering, VersionVector};
 
 use super::entry::FileEntry;
 use super::view::NameView;
@@ -36,17 +36,40 @@ pub struct Rewrite {
     pub remove_from_disk: bool,
 }
 
-/// The rewrite `action` makes of one name, if any. `me` is this device.
-pub fn rewrite(action: FolderAction, view: &NameView<'_>, me: DeviceId) -> Option<Rewrite> {
+/// An override that cannot outdate the global version of a name: this device's counter in
+/// it is at the end of its range.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("cannot override {name:?}: {source}")]
+pub struct CannotOutdate {
+    /// The name.
+    pub name: String,
+    /// The counter that cannot advance.
+    pub source: CounterExhausted,
+}
+
+/// The rewrite `action` makes of one name, if any. `me` is this device; `now` is the time
+/// (Unix seconds) its version counters advance to.
+pub fn rewrite(
+    action: FolderAction,
+    view: &NameView<'_>,
+    me: DeviceId,
+    now: u64,
+) -> Result<Option<Rewrite>, CannotOutdate> {
     match action {
-        FolderAction::Override => override_name(view, me),
-        FolderAction::Revert => revert_name(view),
+        FolderAction::Override => override_name(view, me, now),
+        FolderAction::Revert => Ok(revert_name(view)),
     }
 }
 
-fn override_name(view: &NameView<'_>, me: DeviceId) -> Option<Rewrite> {
-    let global = view.remote_global()?;
-    match view.local() {
+fn override_name(
+    view: &NameView<'_>,
+    me: DeviceId,
+    now: u64,
+) -> Result<Option<Rewrite>, CannotOutdate> {
+    let Some(global) = view.remote_global() else {
+        return Ok(None);
+    };
+    let (entry, seen) = match view.local() {
         Some(local)
             if !local.invalid
                 && !matches!(
@@ -54,22 +77,22 @@ fn override_name(view: &NameView<'_>, me: DeviceId) -> Option<Rewrite> {
                     Ordering::Equal | Ordering::Newer
                 ) =>
         {
-            Some(Rewrite {
-                entry: local.clone(),
-                version: local
-                    .version
-                    .merge(&global.entry.version)
-                    .incremented(me.short()),
-                remove_from_disk: false,
-            })
+            (local.clone(), local.version.merge(&global.entry.version))
         }
         // Only others have it: it goes, everywhere.
-        None if !global.entry.deleted => Some(Rewrite {
-            version: global.entry.version.clone().incremented(me.short()),
-            entry: tombstone_of(global.entry),
+        None if !global.entry.deleted => (tombstone_of(global.entry), global.entry.version.clone()),
+        _ => return Ok(None),
+    };
+    match seen.incremented(me.short(), now) {
+        Ok(version) => Ok(Some(Rewrite {
+            entry,
+            version,
             remove_from_disk: false,
+        })),
+        Err(source) => Err(CannotOutdate {
+            name: entry.name,
+            source,
         }),
-        _ => None,
     }
 }
 
@@ -115,6 +138,7 @@ mod tests {
 
     const ME: DeviceId = DeviceId::from_bytes([1; 32]);
     const PEER: DeviceId = DeviceId::from_bytes([2; 32]);
+    const NOW: u64 = 1_700_000_000;
 
     fn entry(version: VersionVector) -> FileEntry {
         FileEntry {
@@ -135,38 +159,77 @@ mod tests {
 
     #[test]
     fn override_outdates_the_peers_version_and_deletes_what_only_they_have() {
-        let theirs = VersionVector::new().incremented(PEER.short());
-        let mine = VersionVector::new().incremented(ME.short());
+        let theirs = VersionVector::new().incremented(PEER.short(), 1).unwrap();
+        let mine = VersionVector::new().incremented(ME.short(), 1).unwrap();
         let both = vec![(ME, entry(mine.clone())), (PEER, entry(theirs.clone()))];
-        let r = rewrite(FolderAction::Override, &NameView::new(&both, ME), ME).unwrap();
+        let r = rewrite(FolderAction::Override, &NameView::new(&both, ME), ME, NOW)
+            .unwrap()
+            .unwrap();
         assert_eq!(r.version.compare(&theirs), Ordering::Newer);
         assert_eq!(r.version.compare(&mine), Ordering::Newer);
         let only_theirs = vec![(PEER, entry(theirs.clone()))];
-        let r = rewrite(FolderAction::Override, &NameView::new(&only_theirs, ME), ME).unwrap();
+        let r = rewrite(
+            FolderAction::Override,
+            &NameView::new(&only_theirs, ME),
+            ME,
+            NOW,
+        )
+        .unwrap()
+        .unwrap();
         assert!(r.entry.deleted && !r.remove_from_disk);
         assert_eq!(r.version.compare(&theirs), Ordering::Newer);
+        // The counter follows the clock.
+        assert_eq!(r.version.counter(ME.short()), NOW);
         let agreed = vec![(ME, entry(theirs.clone())), (PEER, entry(theirs))];
         assert_eq!(
-            rewrite(FolderAction::Override, &NameView::new(&agreed, ME), ME),
-            None
+            rewrite(FolderAction::Override, &NameView::new(&agreed, ME), ME, NOW),
+            Ok(None)
+        );
+    }
+
+    #[test]
+    fn an_override_past_the_end_of_the_counters_is_an_error() {
+        let theirs: VersionVector = [(PEER.short(), 1), (ME.short(), u64::MAX)]
+            .into_iter()
+            .collect();
+        let mine = VersionVector::new().incremented(ME.short(), 1).unwrap();
+        let both = vec![(ME, entry(mine)), (PEER, entry(theirs))];
+        assert_eq!(
+            rewrite(FolderAction::Override, &NameView::new(&both, ME), ME, NOW),
+            Err(CannotOutdate {
+                name: "f".into(),
+                source: CounterExhausted { device: ME.short() }
+            })
         );
     }
 
     #[test]
     fn revert_empties_local_changes_and_removes_local_only_files() {
-        let theirs = VersionVector::new().incremented(PEER.short());
-        let changed = theirs.clone().incremented(ME.short());
+        let theirs = VersionVector::new().incremented(PEER.short(), 1).unwrap();
+        let changed = theirs.clone().incremented(ME.short(), 1).unwrap();
         let both = vec![(ME, entry(changed)), (PEER, entry(theirs.clone()))];
-        let r = rewrite(FolderAction::Revert, &NameView::new(&both, ME), ME).unwrap();
+        let r = rewrite(FolderAction::Revert, &NameView::new(&both, ME), ME, NOW)
+            .unwrap()
+            .unwrap();
         assert_eq!(r.version, VersionVector::new());
         assert!(!r.remove_from_disk);
-        let only_mine = vec![(ME, entry(VersionVector::new().incremented(ME.short())))];
-        let r = rewrite(FolderAction::Revert, &NameView::new(&only_mine, ME), ME).unwrap();
+        let only_mine = vec![(
+            ME,
+            entry(VersionVector::new().incremented(ME.short(), 1).unwrap()),
+        )];
+        let r = rewrite(
+            FolderAction::Revert,
+            &NameView::new(&only_mine, ME),
+            ME,
+            NOW,
+        )
+        .unwrap()
+        .unwrap();
         assert!(r.entry.deleted && r.remove_from_disk);
         let behind = vec![(ME, entry(VersionVector::new())), (PEER, entry(theirs))];
         assert_eq!(
-            rewrite(FolderAction::Revert, &NameView::new(&behind, ME), ME),
-            None
+            rewrite(FolderAction::Revert, &NameView::new(&behind, ME), ME, NOW),
+            Ok(None)
         );
     }
 }

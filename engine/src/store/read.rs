@@ -43,6 +43,17 @@ impl StoreReader {
         Ok(id as u64)
     }
 
+    /// The time (Unix seconds) this device's version counters in the folder advance to when
+    /// the clock says `now`: never before the second after the folder's index was made.
+    pub fn counter_time(&self, folder: FolderIdx, now: u64) -> Result<u64, StoreError> {
+        let floor: i64 = self.conn.query_row(
+            "SELECT counter_floor FROM folders WHERE idx = ?1",
+            [folder.0],
+            |r| r.get(0),
+        )?;
+        Ok(now.max(floor as u64))
+    }
+
     /// This device's entry for `name`, if any.
     pub fn local_entry(
         &self,

@@ -94,4 +94,11 @@ pub(super) const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (folder_id, device_id)
     );
     ",
+    // 5: this device's version counters (see `clock`). An index made before this counted
+    // changes from 1, far below the clock that now bounds what peers may claim, so 0 is a
+    // safe start for both columns.
+    "
+    ALTER TABLE folders ADD COLUMN issued INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE folders ADD COLUMN counter_floor INTEGER NOT NULL DEFAULT 0;
+    ",
 ];

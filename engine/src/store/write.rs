@@ -3,14 +3,16 @@
 
 use std::collections::HashSet;
 
+use peerfold_protocol::chunking::Block;
 use peerfold_protocol::version::VersionVector;
 use peerfold_protocol::wire;
 use peerfold_protocol::{DeviceId, ShortId};
 use prost::Message as _;
 use rusqlite::{OptionalExtension, Transaction, params};
 
+use super::clock::{FolderClock, unix_now};
 use super::codec::{decode_blocks, decode_version, encode_blocks, hash_prefix};
-use super::{FolderIdx, LOCAL_DEVICE, LocalChange, PendingFolder, Store, StoreError};
+use super::{FolderIdx, LOCAL_DEVICE, LocalChange, PendingFolder, Store, StoreError, StuckChange};
 use crate::model::entry::FileEntry;
 
 /// Devices that knocked without being configured, kept at most (the newest). A user accepts
@@ -27,40 +29,70 @@ pub(crate) const MAX_PENDING_FOLDERS: usize = 1024;
 impl Store {
     /// The folder's row, created on first use with a fresh random index ID.
     pub fn ensure_folder(&mut self, folder_id: &str) -> Result<FolderIdx, StoreError> {
+        self.ensure_folder_at(folder_id, unix_now())
+    }
+
+    /// [`Store::ensure_folder`] with the clock at `now` (Unix seconds). A new row is a new
+    /// index, maybe one rebuilt after the old was lost: its counters start after `now`.
+    pub(crate) fn ensure_folder_at(
+        &mut self,
+        folder_id: &str,
+        now: u64,
+    ) -> Result<FolderIdx, StoreError> {
         if let Some(idx) = self.folder(folder_id)? {
             return Ok(idx);
         }
         self.reads.conn.execute(
-            "INSERT INTO folders (id, index_id) VALUES (?1, ?2)",
-            params![folder_id, random_index_id()],
+            "INSERT INTO folders (id, index_id, counter_floor) VALUES (?1, ?2, ?3)",
+            params![folder_id, random_index_id(), now.saturating_add(1) as i64],
         )?;
         Ok(FolderIdx(self.reads.conn.last_insert_rowid()))
     }
 
     /// Records changes observed on disk in one transaction: each gets the next sequence
-    /// number and a version bumped by `local`.
+    /// number and a version with one more change by `local`. A change whose version cannot
+    /// advance (its counter is at the end of its range) is left out and returned.
     pub fn apply_local_changes(
         &mut self,
         folder: FolderIdx,
         local: ShortId,
         changes: &[LocalChange],
-    ) -> Result<(), StoreError> {
+    ) -> Result<Vec<StuckChange>, StoreError> {
+        let now = self.wait_for_floor(folder)?;
+        self.apply_local_changes_at(folder, local, changes, now)
+    }
+
+    /// [`Store::apply_local_changes`] with the clock at `now` (Unix seconds).
+    pub(crate) fn apply_local_changes_at(
+        &mut self,
+        folder: FolderIdx,
+        local: ShortId,
+        changes: &[LocalChange],
+        now: u64,
+    ) -> Result<Vec<StuckChange>, StoreError> {
         let tx = self.reads.conn.transaction()?;
-        let mut sequence: i64 = tx.query_row(
-            "SELECT sequence FROM folders WHERE idx = ?1",
-            [folder.0],
-            |r| r.get(0),
-        )?;
+        let mut clock = FolderClock::read(&tx, folder)?;
+        let time = clock.counter_time(now);
+        let mut stuck = Vec::new();
         for change in changes {
-            sequence += 1;
-            apply_one(&tx, folder, Versioning::Bump(local), change, sequence)?;
+            let previous = previous_by_id(&tx, &change.name, change.previous)?;
+            let version = match previous.version.clone().incremented(local, time) {
+                Ok(version) => version,
+                Err(source) => {
+                    stuck.push(StuckChange {
+                        name: change.name.clone(),
+                        source,
+                    });
+                    continue;
+                }
+            };
+            clock.note_issued(version.counter(local));
+            let sequence = clock.next_sequence();
+            record(&tx, folder, change, sequence, &version, local, &previous)?;
         }
-        tx.execute(
-            "UPDATE folders SET sequence = ?1 WHERE idx = ?2",
-            params![sequence, folder.0],
-        )?;
+        clock.write(&tx, folder)?;
         tx.commit()?;
-        Ok(())
+        Ok(stuck)
     }
 
     /// Records a version pulled from a peer as the local entry, under the next sequence
@@ -73,38 +105,51 @@ impl Store {
         modified_by: ShortId,
     ) -> Result<u64, StoreError> {
         let tx = self.reads.conn.transaction()?;
-        let sequence = tx.query_row(
-            "SELECT sequence FROM folders WHERE idx = ?1",
-            [folder.0],
-            |r| r.get::<_, i64>(0),
-        )? + 1;
-        apply_one(
+        let mut clock = FolderClock::read(&tx, folder)?;
+        let previous = match change.previous {
+            Some(id) => previous_by_id(&tx, &change.name, Some(id))?,
+            None => previous_by_name(&tx, folder, &change.name)?,
+        };
+        let sequence = clock.next_sequence();
+        record(
             &tx,
             folder,
-            Versioning::Exact(version, modified_by),
             change,
             sequence,
+            version,
+            modified_by,
+            &previous,
         )?;
-        tx.execute(
-            "UPDATE folders SET sequence = ?1 WHERE idx = ?2",
-            params![sequence, folder.0],
-        )?;
+        clock.write(&tx, folder)?;
         tx.commit()?;
         Ok(sequence as u64)
     }
 
-    /// The row number of a remote device, created on first use.
-    fn ensure_device(tx: &Transaction<'_>, device: DeviceId) -> Result<i64, StoreError> {
-        tx.prepare_cached("INSERT OR IGNORE INTO devices (device_id) VALUES (?1)")?
-            .execute([device.as_bytes().as_slice()])?;
-        Ok(tx
-            .prepare_cached("SELECT idx FROM devices WHERE device_id = ?1")?
-            .query_row([device.as_bytes().as_slice()], |r| r.get(0))?)
+    /// Records the versions an override or revert chose (`model::rewrite`), made by this
+    /// device (`me`), in one transaction.
+    pub fn record_rewrites(
+        &mut self,
+        folder: FolderIdx,
+        me: ShortId,
+        rewrites: &[(LocalChange, VersionVector)],
+    ) -> Result<(), StoreError> {
+        let tx = self.reads.conn.transaction()?;
+        let mut clock = FolderClock::read(&tx, folder)?;
+        for (change, version) in rewrites {
+            let previous = previous_by_name(&tx, folder, &change.name)?;
+            clock.note_issued(version.counter(me));
+            let sequence = clock.next_sequence();
+            record(&tx, folder, change, sequence, version, me, &previous)?;
+        }
+        clock.write(&tx, folder)?;
+        tx.commit()?;
+        Ok(())
     }
 
-    /// Records a batch of `device`'s index for the folder, in one transaction. A new
-    /// `index_id` means the device's index was rebuilt: everything held from it before is
-    /// dropped first.
+    /// Records a batch of `device`'s index for the folder, in one transaction, as it is: a
+    /// session stores what peers send through [`Store::receive_remote_index`], which checks
+    /// it first. A new `index_id` means the device's index was rebuilt: everything held from
+    /// it before is dropped first.
     pub fn apply_remote_index(
         &mut self,
         folder: FolderIdx,
@@ -113,65 +158,8 @@ impl Store {
         entries: &[FileEntry],
     ) -> Result<(), StoreError> {
         let tx = self.reads.conn.transaction()?;
-        let device_idx = Self::ensure_device(&tx, device)?;
-        let known: Option<i64> = tx
-            .prepare_cached(
-                "SELECT index_id FROM remote_indexes WHERE folder_idx = ?1 AND device_idx = ?2",
-            )?
-            .query_row(params![folder.0, device_idx], |r| r.get(0))
-            .optional()?;
-        if known != Some(index_id as i64) {
-            tx.execute(
-                "DELETE FROM files WHERE folder_idx = ?1 AND device_idx = ?2",
-                params![folder.0, device_idx],
-            )?;
-            tx.execute(
-                "INSERT OR REPLACE INTO remote_indexes (folder_idx, device_idx, index_id,
-                                                        max_sequence)
-                 VALUES (?1, ?2, ?3, 0)",
-                params![folder.0, device_idx, index_id as i64],
-            )?;
-        }
-        let mut upsert = tx.prepare_cached(
-            "INSERT INTO files (folder_idx, device_idx, name, sequence, kind, size, permissions,
-                                modified_s, modified_ns, deleted, invalid, version, modified_by,
-                                symlink_target, blocks)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)
-             ON CONFLICT (folder_idx, device_idx, name) DO UPDATE SET
-                sequence = excluded.sequence, kind = excluded.kind, size = excluded.size,
-                permissions = excluded.permissions, modified_s = excluded.modified_s,
-                modified_ns = excluded.modified_ns, deleted = excluded.deleted,
-                invalid = excluded.invalid, version = excluded.version,
-                modified_by = excluded.modified_by, symlink_target = excluded.symlink_target,
-                blocks = excluded.blocks",
-        )?;
-        let mut max_sequence = 0u64;
-        for e in entries {
-            upsert.execute(params![
-                folder.0,
-                device_idx,
-                e.name,
-                e.sequence as i64,
-                e.kind.code(),
-                e.size as i64,
-                e.permissions,
-                e.modified.seconds,
-                e.modified.nanos,
-                e.deleted,
-                e.invalid,
-                wire::Vector::from(&e.version).encode_to_vec(),
-                e.modified_by.0 as i64,
-                e.symlink_target,
-                encode_blocks(&e.blocks),
-            ])?;
-            max_sequence = max_sequence.max(e.sequence);
-        }
-        drop(upsert);
-        tx.execute(
-            "UPDATE remote_indexes SET max_sequence = max(max_sequence, ?3)
-             WHERE folder_idx = ?1 AND device_idx = ?2",
-            params![folder.0, device_idx, max_sequence as i64],
-        )?;
+        let max_sequence = entries.iter().map(|e| e.sequence).max().unwrap_or(0);
+        store_remote(&tx, folder, device, index_id, entries.iter(), max_sequence)?;
         tx.commit()?;
         Ok(())
     }
@@ -257,54 +245,152 @@ impl Store {
     }
 }
 
-/// Which version a recorded change gets.
-#[derive(Clone, Copy, Debug)]
-enum Versioning<'a> {
-    /// A change made here: the previous version plus one change by this device.
-    Bump(ShortId),
-    /// A version pulled from a peer: recorded as it is, with its modifier.
-    Exact(&'a VersionVector, ShortId),
+/// The row number of a remote device, created on first use.
+fn ensure_device(tx: &Transaction<'_>, device: DeviceId) -> Result<i64, StoreError> {
+    tx.prepare_cached("INSERT OR IGNORE INTO devices (device_id) VALUES (?1)")?
+        .execute([device.as_bytes().as_slice()])?;
+    Ok(tx
+        .prepare_cached("SELECT idx FROM devices WHERE device_id = ?1")?
+        .query_row([device.as_bytes().as_slice()], |r| r.get(0))?)
 }
 
-fn apply_one(
+/// Stores `entries` as `device`'s (with index ID `index_id`), and notes that the device's
+/// index was seen up to `max_sequence`. A new index ID drops what was held of the device.
+pub(super) fn store_remote<'e>(
     tx: &Transaction<'_>,
     folder: FolderIdx,
-    versioning: Versioning<'_>,
+    device: DeviceId,
+    index_id: u64,
+    entries: impl Iterator<Item = &'e FileEntry>,
+    max_sequence: u64,
+) -> Result<(), StoreError> {
+    let device_idx = ensure_device(tx, device)?;
+    let known: Option<i64> = tx
+        .prepare_cached(
+            "SELECT index_id FROM remote_indexes WHERE folder_idx = ?1 AND device_idx = ?2",
+        )?
+        .query_row(params![folder.0, device_idx], |r| r.get(0))
+        .optional()?;
+    if known != Some(index_id as i64) {
+        tx.execute(
+            "DELETE FROM files WHERE folder_idx = ?1 AND device_idx = ?2",
+            params![folder.0, device_idx],
+        )?;
+        tx.execute(
+            "INSERT OR REPLACE INTO remote_indexes (folder_idx, device_idx, index_id,
+                                                    max_sequence)
+             VALUES (?1, ?2, ?3, 0)",
+            params![folder.0, device_idx, index_id as i64],
+        )?;
+    }
+    let mut upsert = tx.prepare_cached(
+        "INSERT INTO files (folder_idx, device_idx, name, sequence, kind, size, permissions,
+                            modified_s, modified_ns, deleted, invalid, version, modified_by,
+                            symlink_target, blocks)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)
+         ON CONFLICT (folder_idx, device_idx, name) DO UPDATE SET
+            sequence = excluded.sequence, kind = excluded.kind, size = excluded.size,
+            permissions = excluded.permissions, modified_s = excluded.modified_s,
+            modified_ns = excluded.modified_ns, deleted = excluded.deleted,
+            invalid = excluded.invalid, version = excluded.version,
+            modified_by = excluded.modified_by, symlink_target = excluded.symlink_target,
+            blocks = excluded.blocks",
+    )?;
+    for e in entries {
+        upsert.execute(params![
+            folder.0,
+            device_idx,
+            e.name,
+            e.sequence as i64,
+            e.kind.code(),
+            e.size as i64,
+            e.permissions,
+            e.modified.seconds,
+            e.modified.nanos,
+            e.deleted,
+            e.invalid,
+            wire::Vector::from(&e.version).encode_to_vec(),
+            e.modified_by.0 as i64,
+            e.symlink_target,
+            encode_blocks(&e.blocks),
+        ])?;
+    }
+    drop(upsert);
+    tx.execute(
+        "UPDATE remote_indexes SET max_sequence = max(max_sequence, ?3)
+         WHERE folder_idx = ?1 AND device_idx = ?2",
+        params![folder.0, device_idx, max_sequence as i64],
+    )?;
+    Ok(())
+}
+
+/// What a local entry replaces: the previous entry's version and blocks (none for a new
+/// name).
+#[derive(Default)]
+struct Previous {
+    version: VersionVector,
+    blocks: Vec<Block>,
+}
+
+/// The entry in row `id`, if any.
+fn previous_by_id(
+    tx: &Transaction<'_>,
+    name: &str,
+    id: Option<i64>,
+) -> Result<Previous, StoreError> {
+    let Some(id) = id else {
+        return Ok(Previous::default());
+    };
+    let row: Option<(Vec<u8>, Vec<u8>)> = tx
+        .prepare_cached("SELECT version, blocks FROM files WHERE id = ?1")?
+        .query_row([id], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    previous_from(name, row)
+}
+
+/// This device's entry for `name`, if any.
+fn previous_by_name(
+    tx: &Transaction<'_>,
+    folder: FolderIdx,
+    name: &str,
+) -> Result<Previous, StoreError> {
+    let row: Option<(Vec<u8>, Vec<u8>)> = tx
+        .prepare_cached(
+            "SELECT version, blocks FROM files
+             WHERE folder_idx = ?1 AND device_idx = ?2 AND name = ?3",
+        )?
+        .query_row(params![folder.0, LOCAL_DEVICE, name], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .optional()?;
+    previous_from(name, row)
+}
+
+fn previous_from(name: &str, row: Option<(Vec<u8>, Vec<u8>)>) -> Result<Previous, StoreError> {
+    Ok(match row {
+        Some((version, blocks)) => Previous {
+            version: decode_version(name, &version)?,
+            blocks: decode_blocks(name, &blocks)?,
+        },
+        None => Previous::default(),
+    })
+}
+
+/// Writes `change` as this device's entry with `version`, and keeps the block index in step.
+fn record(
+    tx: &Transaction<'_>,
+    folder: FolderIdx,
     change: &LocalChange,
     sequence: i64,
+    version: &VersionVector,
+    modified_by: ShortId,
+    previous: &Previous,
 ) -> Result<(), StoreError> {
-    let previous: Option<(i64, Vec<u8>, Vec<u8>)> = match (change.previous, versioning) {
-        (Some(id), _) => tx
-            .prepare_cached("SELECT id, version, blocks FROM files WHERE id = ?1")?
-            .query_row([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-            .optional()?,
-        (None, Versioning::Exact(..)) => tx
-            .prepare_cached(
-                "SELECT id, version, blocks FROM files
-                 WHERE folder_idx = ?1 AND device_idx = ?2 AND name = ?3",
-            )?
-            .query_row(params![folder.0, LOCAL_DEVICE, change.name], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-            })
-            .optional()?,
-        (None, Versioning::Bump(_)) => None,
-    };
-    let (old_version, old_blocks) = match &previous {
-        Some((_, v, b)) => (
-            decode_version(&change.name, v)?,
-            decode_blocks(&change.name, b)?,
-        ),
-        None => (VersionVector::new(), Vec::new()),
-    };
-    let (version, modified_by) = match versioning {
-        Versioning::Bump(local) => (old_version.incremented(local), local),
-        Versioning::Exact(version, by) => (version.clone(), by),
-    };
-    let version_blob = wire::Vector::from(&version).encode_to_vec();
+    let version_blob = wire::Vector::from(version).encode_to_vec();
     let blocks = match (&change.blocks, change.deleted) {
         (_, true) => &[][..],
         (Some(blocks), false) => blocks.as_slice(),
-        (None, false) => old_blocks.as_slice(),
+        (None, false) => previous.blocks.as_slice(),
     };
     let blocks_blob = encode_blocks(blocks);
     let file_id = tx
@@ -344,7 +430,11 @@ fn apply_one(
             |r| r.get::<_, i64>(0),
         )?;
     // Keep the block index in step by touching only the hashes that came or went.
-    let old: HashSet<i64> = old_blocks.iter().map(|b| hash_prefix(&b.hash)).collect();
+    let old: HashSet<i64> = previous
+        .blocks
+        .iter()
+        .map(|b| hash_prefix(&b.hash))
+        .collect();
     let new: HashSet<i64> = blocks.iter().map(|b| hash_prefix(&b.hash)).collect();
     let mut remove =
         tx.prepare_cached("DELETE FROM local_blocks WHERE hash_prefix = ?1 AND file_id = ?2")?;

@@ -52,7 +52,7 @@ async fn peer_replaces(node: &Node, name: &str, kind: FileKind, content: Option<
     let mut entry = FileEntry {
         kind,
         deleted: content.is_none(),
-        version: local.version.incremented(PEER.short()),
+        version: local.version.incremented(PEER.short(), 1).unwrap(),
         modified_by: PEER.short(),
         blocks: Vec::new(),
         size: 0,
@@ -131,7 +131,7 @@ async fn a_file_replaced_by_a_directory_or_a_symlink_is_kept() {
     link.symlink_target = "x".into();
     link.blocks.clear();
     link.size = 0;
-    link.version = link.version.incremented(PEER.short());
+    link.version = link.version.incremented(PEER.short(), 1).unwrap();
     let idx = folder.idx;
     node.context
         .store

@@ -98,7 +98,7 @@ fn node_offered(content: &[u8]) -> Node {
         deleted: false,
         invalid: false,
         sequence: 1,
-        version: VersionVector::new().incremented(PEER.short()),
+        version: VersionVector::new().incremented(PEER.short(), 1).unwrap(),
         modified_by: PEER.short(),
         symlink_target: String::new(),
         blocks,

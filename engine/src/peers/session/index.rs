@@ -136,12 +136,14 @@ pub(super) async fn receive(
         let (idx, items) = (folder.idx, entries.len());
         let names: Option<Vec<String>> =
             (!full).then(|| entries.iter().map(|e| e.name.clone()).collect());
-        if let Err(e) = context
+        let me = folder.me.short();
+        match context
             .store
-            .write(move |s| s.apply_remote_index(idx, peer, index_id, &entries))
+            .write(move |s| s.receive_remote_index(idx, peer, index_id, &entries, me))
             .await
         {
-            warn!(error = %e, "cannot store the peer's index");
+            Ok(received) => folder.note_received(peer, names.as_deref(), &received),
+            Err(e) => warn!(error = %e, "cannot store the peer's index"),
         }
         context.events.emit(Event::RemoteIndexUpdated {
             device: peer,
