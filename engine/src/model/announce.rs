@@ -4,13 +4,16 @@
 use peerfold_protocol::{ShortId, wire};
 
 use super::FolderType;
-use super::entry::FileEntry;
+use super::entry::{FileEntry, PERMISSION_BITS};
 
 /// The wire form of `entry` as announced from a folder of type `folder_type` on the
 /// device `me`. A receive-only folder's own changes are announced as invalid, so peers
 /// never take them as the truth (Syncthing's "local receive-only" flag does the same).
+/// Only the 0o777 part of the permissions is announced (setuid, setgid and sticky bits are
+/// this device's business, as the protocol says).
 pub fn announced(entry: &FileEntry, folder_type: FolderType, me: ShortId) -> wire::FileInfo {
     let mut info = entry.to_wire();
+    info.permissions &= PERMISSION_BITS;
     if folder_type == FolderType::ReceiveOnly && entry.modified_by == me {
         info.invalid = true;
     }
@@ -47,5 +50,16 @@ mod tests {
         assert!(!announced(&entry(peer), FolderType::ReceiveOnly, me).invalid);
         assert!(!announced(&entry(me), FolderType::SendReceive, me).invalid);
         assert!(!announced(&entry(me), FolderType::SendOnly, me).invalid);
+    }
+
+    #[test]
+    fn special_permission_bits_are_not_announced() {
+        let me = ShortId(1);
+        let mut setuid = entry(me);
+        setuid.permissions = 0o4755;
+        assert_eq!(
+            announced(&setuid, FolderType::SendReceive, me).permissions,
+            0o755
+        );
     }
 }
