@@ -30,6 +30,10 @@ pub const MAX_CONTROL_FRAME_LEN: usize = 4 << 20;
 /// A frame may decode into at most this many times its own size (plus 64 KiB).
 pub const DECODE_BUDGET_FACTOR: usize = 8;
 
+/// The most the decoder reserves ahead of bytes that arrived (the buffer still grows
+/// geometrically as they do).
+pub const RESERVE_STEP: usize = 64 * 1024;
+
 /// The envelope key of a `Response` body (field 6, length-delimited).
 const RESPONSE_KEY: u8 = (6 << 3) | 2;
 
@@ -141,8 +145,9 @@ impl FrameCodec {
             }
         }
         if src.len() < HEADER_LEN + len {
-            // Make room for the rest now: the length is within the limit.
-            src.reserve(HEADER_LEN + len - src.len());
+            // Room for the next part only: what a frame holds in memory grows with what
+            // arrived, so a peer that announces a large frame and stalls pins little.
+            src.reserve((HEADER_LEN + len - src.len()).min(RESERVE_STEP));
             return Ok(None);
         }
         let estimate = decoded_size(&src[HEADER_LEN..HEADER_LEN + len])?;

@@ -128,6 +128,12 @@ pub(crate) struct FrameReceiver {
 }
 
 impl FrameReceiver {
+    /// Refuses frames larger than `max_frame_len` from now on: each kind of stream accepts
+    /// only what is valid on it (a Request is small, a Response as large as the block asked).
+    pub(crate) fn limit(&mut self, max_frame_len: usize) {
+        self.codec = FrameCodec::new(max_frame_len);
+    }
+
     /// The next message, or `None` when the peer finished the stream cleanly.
     pub(crate) async fn next(&mut self) -> Result<Option<wire::Message>, LinkError> {
         loop {

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use peerfold_protocol::DeviceId;
+use peerfold_protocol::framing::MAX_CONTROL_FRAME_LEN;
 use peerfold_protocol::wire::{self, message::Body};
 use tokio::sync::mpsc;
 use tracing::debug;
@@ -70,6 +71,8 @@ pub(crate) async fn run(
             .map_err(|_| SessionError::Timeout)??
     };
     let (mut send, mut reader) = (control.send, control.recv);
+    // Index batches and the handshake: never a block-sized frame.
+    reader.limit(MAX_CONTROL_FRAME_LEN);
     send.send(&hello(context)).await?;
     send.send(&cluster_config(context, peer).await?).await?;
     let (their_hello, their_config) =

@@ -165,7 +165,7 @@ impl Store {
     }
 
     /// Remembers a device that tried to connect without being configured, as the newest;
-    /// past [`MAX_PENDING_DEVICES`] the oldest go.
+    /// past `MAX_PENDING_DEVICES` (100) the oldest go.
     pub fn record_pending_device(
         &mut self,
         device: DeviceId,
@@ -200,7 +200,7 @@ impl Store {
     }
 
     /// Remembers a folder `device` offered that is not shared with it here, as the newest;
-    /// past [`MAX_PENDING_FOLDERS_PER_DEVICE`] of that device's, or [`MAX_PENDING_FOLDERS`]
+    /// past `MAX_PENDING_FOLDERS_PER_DEVICE` (256) of that device's, or `MAX_PENDING_FOLDERS` (1,024)
     /// in all, the oldest go.
     pub fn record_pending_folder(&mut self, pending: &PendingFolder) -> Result<(), StoreError> {
         let device = pending.device.as_bytes().as_slice();
