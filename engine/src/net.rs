@@ -24,6 +24,9 @@ use quic_link::QuicLink;
 const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 const KEEP_ALIVE: Duration = Duration::from_secs(10);
 
+/// Unread bytes a peer may have sent on one connection, all streams together.
+const RECEIVE_WINDOW: u32 = 24 << 20;
+
 /// Bytes the kernel may queue on a QUIC socket before it drops datagrams. The default
 /// (about 200 KiB) drops thousands of packets per GiB on loopback, and every drop halves
 /// the congestion window; the kernel caps the request at `net.core.rmem_max`.
@@ -68,6 +71,10 @@ fn transport_config() -> Arc<quinn::TransportConfig> {
     transport.max_idle_timeout(IDLE_TIMEOUT.try_into().ok());
     // One stream per block request: allow many in flight.
     transport.max_concurrent_bidi_streams(1024u32.into());
+    // What a peer may send that this device has not read yet, over all streams (the
+    // default is unbounded: 1,024 streams of 1.25 MB each). Above the 16 MiB a peer may
+    // owe in block data (peers/flow), so it never slows a transfer.
+    transport.receive_window(RECEIVE_WINDOW.into());
     Arc::new(transport)
 }
 

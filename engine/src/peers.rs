@@ -7,6 +7,7 @@
 pub(crate) mod addresses;
 pub(crate) mod connection;
 pub(crate) mod dialer;
+mod flow;
 pub(crate) mod link;
 mod registry;
 mod request;
@@ -31,6 +32,29 @@ pub(crate) struct BlockRequest {
     pub(crate) block: Block,
 }
 
+/// A block's data as a peer sent it; while it lives it holds its room in the peer's
+/// window (so data received but not yet written counts against the bound too).
+pub(crate) struct BlockData {
+    pub(crate) data: Bytes,
+    _held: Option<flow::Held>,
+}
+
+impl BlockData {
+    fn held(data: Bytes, held: flow::Held) -> Self {
+        Self {
+            data,
+            _held: Some(held),
+        }
+    }
+}
+
+/// Data that holds no window (fake peers in tests).
+impl From<Bytes> for BlockData {
+    fn from(data: Bytes) -> Self {
+        Self { data, _held: None }
+    }
+}
+
 /// Why a peer gave no block.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum BlockError {
@@ -46,6 +70,12 @@ pub(crate) enum BlockError {
     /// The peer answered something other than a response.
     #[error("the peer answered with something other than a block")]
     Unexpected,
+    /// The peer delivered less than the floor rate while it owed data.
+    #[error("the peer sends too slowly")]
+    Slow,
+    /// The peer took longer over this request than its pace allows.
+    #[error("the peer did not answer in time")]
+    Overdue,
 }
 
 /// Why a link is closed, as the peer is told.
@@ -66,6 +96,8 @@ pub(crate) enum Reason {
     /// What the peer is told about the folders changed: it reconnects for a fresh
     /// ClusterConfig.
     Reconfigured,
+    /// The peer kept block requests waiting (peers/flow).
+    TooSlow,
     /// The peer broke the protocol.
     Protocol(String),
 }
@@ -80,7 +112,7 @@ impl Reason {
             | Self::Removed
             | Self::Reconfigured => 0,
             Self::UnknownDevice => 1,
-            Self::Protocol(_) => 2,
+            Self::Protocol(_) | Self::TooSlow => 2,
             Self::Paused => 3,
         }
     }
@@ -98,6 +130,7 @@ impl std::fmt::Display for Reason {
             Self::PausedNow => f.write_str("paused"),
             Self::Removed => f.write_str("removed from the configuration"),
             Self::Reconfigured => f.write_str("configuration changed; reconnect"),
+            Self::TooSlow => f.write_str("block requests answered too slowly, or not at all"),
             Self::Protocol(why) => f.write_str(why),
         }
     }
@@ -112,7 +145,7 @@ pub(crate) trait Peers: Send + Sync {
         &self,
         device: DeviceId,
         request: &BlockRequest,
-    ) -> Result<Bytes, BlockError>;
+    ) -> Result<BlockData, BlockError>;
     /// Whether `device` is connected now.
     fn is_connected(&self, device: DeviceId) -> bool;
     /// Closes the link to `device`, if any, telling it why.

@@ -17,6 +17,7 @@ mod pending_bounds;
 mod poisoned_counter;
 mod replacements;
 mod scan;
+mod slow_peer;
 mod stall;
 mod support;
 mod sync;

@@ -272,6 +272,21 @@ impl Device {
 }
 
 impl Running {
+    /// The daemon's process ID.
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// A line of the daemon's `/proc/PID/status` (e.g. `VmRSS`, `VmHWM`), in KiB.
+    pub(crate) fn status_kib(&self, field: &str) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
+            .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
+            .unwrap_or_else(|| panic!("no {field} in /proc/PID/status"))
+    }
+
     /// Kills the daemon with SIGKILL: no cleanup of any kind.
     pub(crate) fn kill(mut self) {
         self.child.kill().unwrap();

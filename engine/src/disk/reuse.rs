@@ -58,7 +58,7 @@ impl Holders<'_> {
     }
 
     /// Reads `block` into `buf` from a holder that has it, checked against its hash.
-    fn read(&mut self, block: &Block, buf: &mut [u8]) -> bool {
+    fn read(&mut self, block: &Block, buf: &mut Vec<u8>) -> bool {
         if self.read_known(block, buf) {
             return true;
         }
@@ -79,11 +79,14 @@ impl Holders<'_> {
         loaded_any && self.read_known(block, buf)
     }
 
-    fn read_known(&mut self, block: &Block, buf: &mut [u8]) -> bool {
+    fn read_known(&mut self, block: &Block, buf: &mut Vec<u8>) -> bool {
         self.known.values().any(|holder| {
             let (Some(file), Some(found)) = (&holder.file, holder.blocks.get(&block.hash)) else {
                 return false;
             };
+            // Memory for the block only once some file holds it (a peer can announce
+            // blocks of 16 MiB that nobody has).
+            buf.resize(block.size as usize, 0);
             found.size == block.size
                 && file.read_exact_at(buf, found.offset).is_ok()
                 && blake3::hash(buf) == block.hash
@@ -109,10 +112,16 @@ pub(crate) fn fill_from_disk(
     holders.load(folder_id, &target.name);
     let mut missing = Vec::new();
     let mut buf = Vec::new();
+    // Only blocks within what an earlier attempt wrote can be in the temp file.
+    let written = temp.metadata()?.len();
     for (index, block) in target.blocks.iter().enumerate() {
-        buf.resize(block.size as usize, 0);
-        if temp.read_exact_at(&mut buf, block.offset).is_ok() && blake3::hash(&buf) == block.hash {
-            continue;
+        if block.offset + u64::from(block.size) <= written {
+            buf.resize(block.size as usize, 0);
+            if temp.read_exact_at(&mut buf, block.offset).is_ok()
+                && blake3::hash(&buf) == block.hash
+            {
+                continue;
+            }
         }
         if holders.read(block, &mut buf) {
             temp.write_all_at(&buf, block.offset)?;

@@ -8,32 +8,35 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use peerfold_protocol::DeviceId;
 use peerfold_protocol::chunking::Block;
+use tokio::sync::MutexGuard;
 use tracing::warn;
 
 use super::Folder;
-use super::pull::{PullContext, PullError};
+use super::pull::{Expected, PullContext, PullError};
 use crate::disk::{assemble, reuse, versions};
 use crate::model::entry::FileEntry;
-use crate::peers::{BlockRequest, Peers};
+use crate::peers::{BlockData, BlockError, BlockRequest, Peers};
 
 /// Block requests in flight per file being pulled.
 const REQUESTS_IN_FLIGHT: usize = 128;
 
-/// Assembles `target` in its temp file, then renames it over `path`; returns the inode.
-/// On a full disk the temp file is removed, so the space it took serves other files; any
-/// other failure keeps it for the next attempt to resume from.
-pub(super) async fn fetch(
-    folder: &Folder,
+/// Assembles `target` in its temp file, then, under the folder's `busy` lock and only if
+/// the file at `path` is still as `expected`, renames it over `path`; returns the inode and
+/// the lock (held until the caller recorded what it installed). On a full disk the temp
+/// file is removed, so the space it took serves other files; any other failure keeps it
+/// for the next attempt to resume from.
+pub(super) async fn fetch<'a>(
+    folder: &'a Folder,
     context: &PullContext,
     target: &FileEntry,
     sources: &[DeviceId],
     path: &Path,
-) -> Result<u64, PullError> {
+    expected: &Expected,
+) -> Result<(u64, MutexGuard<'a, ()>), PullError> {
     let temp = assemble::temp_path(path);
-    let result = assemble_file(folder, context, target, sources, path, &temp).await;
+    let result = assemble_file(folder, context, target, sources, path, &temp, expected).await;
     if let Err(PullError::Io(e)) = &result
         && e.kind() == std::io::ErrorKind::StorageFull
     {
@@ -42,14 +45,15 @@ pub(super) async fn fetch(
     result
 }
 
-async fn assemble_file(
-    folder: &Folder,
+async fn assemble_file<'a>(
+    folder: &'a Folder,
     context: &PullContext,
     target: &FileEntry,
     sources: &[DeviceId],
     path: &Path,
     temp: &Path,
-) -> Result<u64, PullError> {
+    expected: &Expected,
+) -> Result<(u64, MutexGuard<'a, ()>), PullError> {
     let file = assemble::open_temp(temp)?;
     let missing = {
         let (store, folders, folder_id, target, temp_file) = (
@@ -90,6 +94,9 @@ async fn assemble_file(
         flusher.wrote(write_fetched(&file, Some(result))?);
     }
     flusher.finish().await;
+    // The download took a while: a scan may have seen the file change meanwhile.
+    let busy = folder.busy.lock().await;
+    expected.check(folder, &target.name, path).await?;
     // fsync blocks for milliseconds: on a blocking thread, so the network goes on and the
     // fsyncs of files pulled side by side share journal commits.
     let (root, settings) = (folder.path(), versions::Settings::of(&folder.config()));
@@ -104,16 +111,17 @@ async fn assemble_file(
     })
     .await
     .map_err(std::io::Error::other)??;
-    Ok(installed)
+    Ok((installed, busy))
 }
 
 /// What a block request task ends with.
-type Fetched = Result<Result<(Block, Bytes), PullError>, tokio::task::JoinError>;
+type Fetched = Result<Result<(Block, BlockData), PullError>, tokio::task::JoinError>;
 
 /// Writes a fetched block where it belongs; returns the bytes written.
 fn write_fetched(file: &fs::File, result: Option<Fetched>) -> Result<u64, PullError> {
     match result {
-        Some(Ok(Ok((block, data)))) => Ok(assemble::write_block(file, block.offset, &data)?),
+        // Written, the data is dropped and its room in the peer's window freed.
+        Some(Ok(Ok((block, data)))) => Ok(assemble::write_block(file, block.offset, &data.data)?),
         Some(Ok(Err(e))) => Err(e),
         Some(Err(e)) => Err(PullError::Io(std::io::Error::other(e))),
         None => Ok(0),
@@ -121,14 +129,14 @@ fn write_fetched(file: &fs::File, result: Option<Fetched>) -> Result<u64, PullEr
 }
 
 /// A block from the connected peers that have this version, checked against its hash; a
-/// peer whose data fails the check is not asked again for it. Block `index` picks the peer
-/// to ask first, so requests spread over all sources.
+/// peer whose data fails the check, or that is too slow, is not asked again for it. Block
+/// `index` picks the peer to ask first, so requests spread over all sources.
 async fn from_peers(
     peers: Arc<dyn Peers>,
     request: BlockRequest,
     sources: Arc<[DeviceId]>,
     index: usize,
-) -> Result<(Block, Bytes), PullError> {
+) -> Result<(Block, BlockData), PullError> {
     let block = request.block;
     let count = sources.len().max(1);
     let mut bad = Vec::new();
@@ -145,9 +153,13 @@ async fn from_peers(
                 continue;
             }
             match peers.request_block(*device, &request).await {
-                Ok(data) if blake3::hash(&data) == block.hash => return Ok((block, data)),
+                Ok(data) if blake3::hash(&data.data) == block.hash => return Ok((block, data)),
                 Ok(_) => {
                     warn!(device = %device.short(), name = %request.name, offset = block.offset, "block failed its hash; discarded");
+                    bad.push(*device);
+                }
+                Err(e @ (BlockError::Slow | BlockError::Overdue)) => {
+                    warn!(device = %device.short(), name = %request.name, offset = block.offset, error = %e, "block request given up; other peers are asked");
                     bad.push(*device);
                 }
                 Err(e) => {

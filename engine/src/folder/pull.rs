@@ -14,28 +14,26 @@
 //! it. Names are validated and parents that are symlinks are refused, so nothing is written
 //! outside the folder root.
 
-use std::collections::BTreeMap;
-use std::fs::{self, File};
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::Path;
-use std::sync::{Arc, Mutex};
+mod apply;
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures_util::StreamExt;
-use tracing::{debug, info, warn};
+use tokio::task::JoinSet;
+use tracing::warn;
 
-use super::fetch;
 use super::needs::{needed_actions, needed_actions_for};
 use super::registry::FolderRegistry;
 use super::{Folder, FolderHandle, FolderState, Replan};
-use crate::disk::scanner::{MARKER_DIR, walk_timestamp};
-use crate::disk::{assemble, fsutil, versions};
-use crate::events::{Event, ItemAction};
-use crate::model::entry::{FileEntry, FileKind, PERMISSION_BITS};
-use crate::model::names::{self, NameError};
+use crate::disk::versions;
+use crate::events::Event;
+use crate::model::names::NameError;
 use crate::model::planner::Action;
 use crate::peers::Peers;
-use crate::store::{LocalChange, StoreError};
+use crate::store::StoreError;
+
+pub(crate) use apply::Expected;
 
 /// How often the puller looks again on its own (peers that came and went, failed blocks).
 const RETRY_EVERY: Duration = Duration::from_secs(10);
@@ -43,6 +41,8 @@ const RETRY_EVERY: Duration = Duration::from_secs(10);
 const FULL_PLAN_EVERY: Duration = Duration::from_secs(600);
 /// Files pulled at once.
 const FILES_IN_FLIGHT: usize = 32;
+/// How long a round waits for its downloads before new work may start beside them.
+const ROUND_PATIENCE: Duration = Duration::from_secs(2);
 
 /// Why one action failed; the puller goes on with the others and retries later.
 #[derive(Debug, thiserror::Error)]
@@ -81,29 +81,36 @@ pub(crate) struct PullContext {
 
 /// Pulls whenever the folder's remote state changes, and now and then.
 pub(crate) async fn pull_loop(folder: FolderHandle, context: PullContext) {
+    let mut puller = Puller::new(folder, context);
     let mut last_full_plan = Instant::now();
     loop {
         tokio::select! {
             biased;
-            () = folder.stop.cancelled() => return,
-            () = folder.pull.notified() => {}
+            () = puller.folder.stop.cancelled() => return,
+            Some(done) = puller.fetching.join_next(), if !puller.fetching.is_empty() => {
+                puller.finished(done);
+                continue;
+            }
+            () = puller.folder.pull.notified() => {}
             () = tokio::time::sleep(RETRY_EVERY) => {
                 // Retry what failed; now and then look at everything, as a safety net.
-                if !folder.pull_errors().is_empty() || last_full_plan.elapsed() > FULL_PLAN_EVERY {
-                    folder.replan_everything();
+                if !puller.folder.pull_errors().is_empty()
+                    || last_full_plan.elapsed() > FULL_PLAN_EVERY
+                {
+                    puller.folder.replan_everything();
                 }
             }
         }
-        let _busy = folder.busy.lock().await;
-        let replan = folder.take_replan();
-        if matches!(replan, Replan::Everything) {
+        let replan = puller.folder.take_replan();
+        let complete = matches!(replan, Replan::Everything);
+        if complete {
             last_full_plan = Instant::now();
         }
-        match plan(&folder, replan).await {
-            Ok(actions) => round(&folder, &context, actions).await,
+        match plan(&puller.folder, replan).await {
+            Ok(actions) => puller.round(actions, complete).await,
             Err(e) => {
                 warn!(error = %e, "cannot plan");
-                folder.replan_everything();
+                puller.folder.replan_everything();
             }
         }
     }
@@ -128,95 +135,188 @@ async fn plan(folder: &Folder, replan: Replan) -> Result<Vec<Action>, StoreError
         .await
 }
 
-/// One pull round. Three phases keep the planner's order where it matters: directories,
-/// symlinks, metadata and conflicts in order; then file contents, several files at once
-/// (distinct names, parents created as needed); then deletions, children first.
-async fn round(folder: &FolderHandle, context: &PullContext, actions: Vec<Action>) {
-    let started = Instant::now();
-    if !actions.is_empty() {
-        folder.set_state(FolderState::Syncing);
-    }
-    let (deletes, rest): (Vec<Action>, Vec<Action>) = actions
-        .into_iter()
-        .partition(|a| matches!(a, Action::Delete { .. }));
-    let (fetches, ordered): (Vec<Action>, Vec<Action>) = rest
-        .into_iter()
-        .partition(|a| matches!(a, Action::Fetch { .. }));
-    let outcome = Outcome::default();
-    let mut rescan = ordered.iter().any(|a| matches!(a, Action::Conflict { .. }));
-    for action in ordered {
-        if folder.stop.is_cancelled() {
-            return;
-        }
-        rescan |= outcome.report(
+/// What a fetch task ends with.
+type Done = (Action, Result<(), PullError>);
+
+/// One folder's pulls. Downloads run as tasks of their own that outlive the round that
+/// started them: a peer that is slow to answer delays only its files, never the next round
+/// (new index entries, local changes, deletions elsewhere in the folder).
+struct Puller {
+    folder: FolderHandle,
+    context: PullContext,
+    /// Downloads in flight.
+    fetching: JoinSet<Done>,
+    /// Their names: a round does not start a second download of a name.
+    in_flight: HashSet<String>,
+    /// Names planned while their download was in flight: planned again once it ends.
+    deferred: HashSet<String>,
+    /// What failed, by name, until it is planned again or succeeds.
+    errors: BTreeMap<String, String>,
+    /// Whether the last round asked for a rescan (conflicts, local changes under a pull).
+    rescan: bool,
+    started: Instant,
+}
+
+impl Puller {
+    fn new(folder: FolderHandle, context: PullContext) -> Self {
+        Self {
             folder,
-            &action,
-            false,
-            execute(folder, context, &action).await,
-        );
-    }
-    let mut concurrent = futures_util::stream::iter(fetches.into_iter().map(|action| async move {
-        let result = execute(folder, context, &action).await;
-        (action, result)
-    }))
-    .buffer_unordered(FILES_IN_FLIGHT);
-    while let Some((action, result)) = concurrent.next().await {
-        rescan |= outcome.report(folder, &action, false, result);
-        if folder.stop.is_cancelled() {
-            return;
+            context,
+            fetching: JoinSet::new(),
+            in_flight: HashSet::new(),
+            deferred: HashSet::new(),
+            errors: BTreeMap::new(),
+            rescan: false,
+            started: Instant::now(),
         }
     }
-    drop(concurrent);
-    for action in deletes {
-        if folder.stop.is_cancelled() {
-            return;
+
+    /// One round. Three phases keep the planner's order where it matters: directories,
+    /// symlinks, metadata and conflicts in order; then downloads, several files at once
+    /// (distinct names, parents created as needed), which go on after the round if new
+    /// work comes; then deletions, children first, once no download is in flight (a
+    /// download may still copy blocks from a file being deleted).
+    /// `complete`: the actions are a whole-folder plan (errors of names it lacks are gone).
+    async fn round(&mut self, actions: Vec<Action>, complete: bool) {
+        let folder = self.folder.clone();
+        if self.fetching.is_empty() {
+            self.started = Instant::now();
         }
-        rescan |= outcome.report(
-            folder,
-            &action,
-            true,
-            execute(folder, context, &action).await,
-        );
+        if complete {
+            let in_flight = &self.in_flight;
+            self.errors.retain(|name, _| in_flight.contains(name));
+        }
+        let (busy_names, actions): (Vec<Action>, Vec<Action>) = actions
+            .into_iter()
+            .partition(|a| a.name().is_some_and(|n| self.in_flight.contains(n)));
+        for action in busy_names {
+            if let Some(name) = action.name() {
+                folder.replan_names([name]);
+                self.deferred.insert(name.to_owned());
+            }
+        }
+        if !actions.is_empty() {
+            folder.set_state(FolderState::Syncing);
+        }
+        for action in &actions {
+            if let Some(name) = action.name() {
+                self.errors.remove(name);
+            }
+        }
+        let (deletes, rest): (Vec<Action>, Vec<Action>) = actions
+            .into_iter()
+            .partition(|a| matches!(a, Action::Delete { .. }));
+        let (fetches, ordered): (Vec<Action>, Vec<Action>) =
+            rest.into_iter().partition(apply::fetches);
+        self.rescan |= ordered.iter().any(|a| matches!(a, Action::Conflict { .. }));
+        self.rescan |= fetches.iter().any(|a| matches!(a, Action::Conflict { .. }));
+        for action in ordered {
+            if folder.stop.is_cancelled() {
+                return;
+            }
+            let result = apply::execute(&folder, &self.context, &action).await;
+            self.report(&action, false, result);
+        }
+        let mut queue = fetches.into_iter();
+        // Downloads that end soon end in this round; past that, new work does not wait.
+        let patience = tokio::time::sleep(ROUND_PATIENCE);
+        tokio::pin!(patience);
+        let mut impatient = false;
+        let interrupted = loop {
+            while self.fetching.len() < FILES_IN_FLIGHT {
+                let Some(action) = queue.next() else { break };
+                self.start(action);
+            }
+            if self.fetching.is_empty() {
+                break false;
+            }
+            tokio::select! {
+                biased;
+                () = folder.stop.cancelled() => return,
+                Some(done) = self.fetching.join_next() => self.finished(done),
+                () = &mut patience, if !impatient => impatient = true,
+                // New work: the next round starts it while these downloads go on.
+                () = folder.pull.notified(), if impatient => {
+                    folder.pull.notify_one();
+                    break true;
+                }
+            }
+        };
+        let waiting: Vec<Action> = queue.collect();
+        folder.replan_names(waiting.iter().filter_map(Action::name));
+        if interrupted {
+            folder.replan_names(deletes.iter().filter_map(Action::name));
+        } else {
+            for action in deletes {
+                if folder.stop.is_cancelled() {
+                    return;
+                }
+                let result = apply::execute(&folder, &self.context, &action).await;
+                self.report(&action, true, result);
+            }
+        }
+        self.settle_round();
     }
-    let errors = outcome
-        .errors
-        .into_inner()
-        .unwrap_or_else(|p| p.into_inner());
-    if !errors.is_empty() {
-        folder.events.emit(Event::FolderErrors {
-            folder: folder.id.clone(),
-            errors: errors.iter().map(|(n, e)| (n.clone(), e.clone())).collect(),
+
+    fn start(&mut self, action: Action) {
+        if let Some(name) = action.name() {
+            self.in_flight.insert(name.to_owned());
+        }
+        let (folder, context) = (self.folder.clone(), self.context.clone());
+        self.fetching.spawn(async move {
+            let result = apply::execute(&folder, &context, &action).await;
+            (action, result)
         });
     }
-    // Failed names are planned again with the next round.
-    folder.replan_names(errors.keys().map(String::as_str));
-    folder.set_pull_errors(errors);
-    if folder.state() == FolderState::Syncing {
-        folder.note_pull_round(started.elapsed());
-        folder.set_state(FolderState::Idle);
-        folder.counts_changed.notify_one();
-    }
-    if rescan {
-        folder.rescan.notify_one();
-    }
-}
 
-/// The names of a round that failed, with why.
-#[derive(Default)]
-struct Outcome {
-    // Only touched between awaits, by the round's own task.
-    errors: Mutex<BTreeMap<String, String>>,
-}
+    /// Takes in a download that ended (between rounds too).
+    fn finished(&mut self, done: Result<Done, tokio::task::JoinError>) {
+        match done {
+            Ok((action, result)) => {
+                if let Some(name) = action.name() {
+                    self.in_flight.remove(name);
+                    if self.deferred.remove(name) {
+                        self.folder.pull.notify_one();
+                    }
+                }
+                self.report(&action, false, result);
+            }
+            Err(e) => warn!(error = %e, "a download task failed"),
+        }
+        if self.fetching.is_empty() {
+            self.settle_round();
+        }
+    }
 
-impl Outcome {
-    /// Records how an action went; returns whether the folder must be rescanned first.
-    fn report(
-        &self,
-        folder: &Folder,
-        action: &Action,
-        deleted: bool,
-        result: Result<(), PullError>,
-    ) -> bool {
+    /// After a round, or when its last download ended: errors are published, failed names
+    /// planned again, and the folder idle once nothing is in flight.
+    fn settle_round(&mut self) {
+        let folder = &self.folder;
+        if !self.errors.is_empty() {
+            folder.events.emit(Event::FolderErrors {
+                folder: folder.id.clone(),
+                errors: self
+                    .errors
+                    .iter()
+                    .map(|(n, e)| (n.clone(), e.clone()))
+                    .collect(),
+            });
+        }
+        folder.set_pull_errors(self.errors.clone());
+        folder.replan_names(self.errors.keys().map(String::as_str));
+        if self.fetching.is_empty() && folder.state() == FolderState::Syncing {
+            folder.note_pull_round(self.started.elapsed());
+            folder.set_state(FolderState::Idle);
+            folder.counts_changed.notify_one();
+        }
+        if std::mem::take(&mut self.rescan) {
+            folder.rescan.notify_one();
+        }
+    }
+
+    /// Records how an action went.
+    fn report(&mut self, action: &Action, deleted: bool, result: Result<(), PullError>) {
+        let folder = &self.folder;
         let name = action.name().unwrap_or_default().to_owned();
         if result.is_ok() {
             folder.note_synced(&name, deleted);
@@ -227,202 +327,24 @@ impl Outcome {
             error: result.as_ref().err().map(ToString::to_string),
         });
         match result {
-            Ok(()) => false,
+            Ok(()) => {}
             Err(PullError::ChangedLocally(_)) => {
                 folder.replan_names([name.as_str()]);
-                true
+                self.rescan = true;
             }
             Err(e) => {
                 warn!(%name, error = %e, "pull failed");
-                self.errors
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .insert(name, e.to_string());
-                false
+                self.errors.insert(name, e.to_string());
             }
         }
     }
-}
 
-async fn execute(folder: &Folder, context: &PullContext, action: &Action) -> Result<(), PullError> {
-    if let Some(target) = action.target() {
-        folder.events.emit(Event::ItemStarted {
-            folder: folder.id.clone(),
-            item: target.name.clone(),
-            action: if target.deleted {
-                ItemAction::Delete
-            } else {
-                ItemAction::Update
-            },
-        });
-    }
-    let root = folder.path();
-    // The folder must still be there: a missing root or marker is never written into.
-    if !root.join(MARKER_DIR).is_dir() {
-        return Err(PullError::RootMissing);
-    }
-    match action {
-        Action::Nothing | Action::OutOfSync | Action::LocallyChanged => Ok(()),
-        Action::Conflict { copy_name, then } => {
-            let from = names::join(&root, then.name().unwrap_or_default())?;
-            let to = names::join(&root, copy_name)?;
-            if fsutil::parent_escapes(&root, copy_name) {
-                return Err(PullError::Escapes(copy_name.clone()));
-            }
-            if fs::symlink_metadata(&from).is_ok() && fs::symlink_metadata(&to).is_err() {
-                fs::rename(&from, &to)?;
-                info!(copy = %copy_name, "kept the losing version as a conflict copy");
-            }
-            execute_target(folder, context, then, true).await
+    /// Waits for every download in flight (tests: a round to its end).
+    #[cfg(test)]
+    async fn settle(&mut self) {
+        while let Some(done) = self.fetching.join_next().await {
+            self.finished(done);
         }
-        other => execute_target(folder, context, other, false).await,
-    }
-}
-
-async fn execute_target(
-    folder: &Folder,
-    context: &PullContext,
-    action: &Action,
-    after_conflict: bool,
-) -> Result<(), PullError> {
-    let root = folder.path();
-    let (target, sources) = match action {
-        Action::Fetch { target, sources } => (target, Some(sources)),
-        Action::UpdateMetadata { target }
-        | Action::CreateDirectory { target }
-        | Action::CreateSymlink { target }
-        | Action::Delete { target } => (target, None),
-        _ => return Ok(()),
-    };
-    let path = names::join(&root, &target.name)?;
-    if fsutil::parent_escapes(&root, &target.name) {
-        return Err(PullError::Escapes(target.name.clone()));
-    }
-    // Replacing or deleting: the local file must still be what the index says.
-    if !after_conflict {
-        let (idx, name) = (folder.idx, target.name.clone());
-        let local = folder
-            .store
-            .read(move |r| r.local_entry(idx, &name))
-            .await?;
-        check_unchanged(&path, local.as_ref())?;
-    }
-    if let Some(parent) = path.parent() {
-        fs::create_dir_all(parent)?;
-    }
-    let settings = versions::Settings::of(&folder.config());
-    // Whatever takes a file's place, the file is kept (versions); a directory in the way of
-    // anything else goes only once empty.
-    if target.deleted || target.kind != FileKind::Directory {
-        refuse_unless_empty(&path, &target.name)?;
-    }
-    let inode = if target.deleted {
-        versions::put_aside(&root, settings, &target.name, &path)?;
-        0
-    } else {
-        match target.kind {
-            FileKind::Directory => {
-                if fs::symlink_metadata(&path).is_ok_and(|m| !m.is_dir()) {
-                    versions::put_aside(&root, settings, &target.name, &path)?;
-                }
-                if !path.is_dir() {
-                    fs::create_dir(&path)?;
-                }
-                fs::set_permissions(&path, fs::Permissions::from_mode(applied_mode(target)))?;
-                fs::symlink_metadata(&path)?.ino()
-            }
-            FileKind::Symlink => {
-                versions::put_aside(&root, settings, &target.name, &path)?;
-                std::os::unix::fs::symlink(&target.symlink_target, &path)?;
-                fs::symlink_metadata(&path)?.ino()
-            }
-            // A directory in the way goes when the file is installed (disk/assemble).
-            FileKind::File => match sources {
-                Some(sources) => fetch::fetch(folder, context, target, sources, &path).await?,
-                None => {
-                    let file = File::options().write(true).open(&path)?;
-                    assemble::finish_metadata(&file, target)?;
-                    file.metadata()?.ino()
-                }
-            },
-        }
-    };
-    record(folder, target, &path, inode).await?;
-    debug!(name = %target.name, "pulled");
-    Ok(())
-}
-
-/// Fails with [`PullError::DirectoryNotEmpty`] if `path` is a directory holding anything
-/// (peerfold's temp files aside): its contents leave first, by their own deletions (each
-/// file kept as a version), and never with it. Anything there that no peer deleted keeps it.
-fn refuse_unless_empty(path: &Path, name: &str) -> Result<(), PullError> {
-    let is_dir = fs::symlink_metadata(path).is_ok_and(|m| m.is_dir());
-    if is_dir && assemble::holds_content(path)? {
-        return Err(PullError::DirectoryNotEmpty(name.to_owned()));
-    }
-    Ok(())
-}
-
-/// The mode a pulled entry gets: only the 0o777 part (entries stored before peers' modes
-/// were masked on the way in could hold more).
-fn applied_mode(target: &FileEntry) -> u32 {
-    target.permissions & PERMISSION_BITS
-}
-
-/// Records the version reached as the local entry (with the peer's version vector).
-async fn record(
-    folder: &Folder,
-    target: &FileEntry,
-    path: &Path,
-    inode: u64,
-) -> Result<(), PullError> {
-    let meta = fs::symlink_metadata(path).ok();
-    let change = LocalChange {
-        previous: None,
-        name: target.name.clone(),
-        kind: target.kind,
-        size: target.size,
-        permissions: applied_mode(target),
-        modified: meta
-            .as_ref()
-            .filter(|_| target.kind == FileKind::File)
-            .map_or(target.modified, walk_timestamp),
-        deleted: target.deleted,
-        invalid: false,
-        symlink_target: target.symlink_target.clone(),
-        blocks: Some(target.blocks.clone()),
-        inode,
-    };
-    let (idx, version, by) = (folder.idx, target.version.clone(), target.modified_by);
-    folder
-        .store
-        .write(move |store| store.record_pulled(idx, &change, &version, by))
-        .await?;
-    Ok(())
-}
-
-/// Errors unless the file at `path` is still what `local` recorded (or both are absent).
-fn check_unchanged(path: &Path, local: Option<&FileEntry>) -> Result<(), PullError> {
-    let meta = fs::symlink_metadata(path).ok();
-    let recorded = local.filter(|l| !l.deleted);
-    let same = match (&meta, recorded) {
-        (None, None) => true,
-        (Some(meta), Some(l)) => match l.kind {
-            FileKind::File => {
-                meta.is_file() && meta.size() == l.size && walk_timestamp(meta) == l.modified
-            }
-            FileKind::Directory => meta.is_dir(),
-            FileKind::Symlink => meta.file_type().is_symlink(),
-        },
-        // Something appeared that the index does not know yet: scan it first.
-        (Some(_), None) => false,
-        // Gone since the last scan: nothing local to lose.
-        (None, Some(_)) => true,
-    };
-    if same {
-        Ok(())
-    } else {
-        Err(PullError::ChangedLocally(path.display().to_string()))
     }
 }
 

@@ -3,9 +3,8 @@
 //! will, and tests use an in-memory pair ([`memory_pair`]).
 
 use std::pin::Pin;
-#[cfg(test)]
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use bytes::BytesMut;
 use peerfold_protocol::framing::{FrameCodec, FrameError};
@@ -93,6 +92,7 @@ impl FramedStream {
                 buffer: BytesMut::with_capacity(64 * 1024),
                 codec: FrameCodec::default(),
                 closed,
+                received: None,
             },
         }
     }
@@ -125,6 +125,8 @@ pub(crate) struct FrameReceiver {
     buffer: BytesMut,
     codec: FrameCodec,
     closed: Option<CancellationToken>,
+    /// Where bytes are counted as they arrive, if anywhere.
+    received: Option<Arc<AtomicU64>>,
 }
 
 impl FrameReceiver {
@@ -132,6 +134,12 @@ impl FrameReceiver {
     /// only what is valid on it (a Request is small, a Response as large as the block asked).
     pub(crate) fn limit(&mut self, max_frame_len: usize) {
         self.codec = FrameCodec::new(max_frame_len);
+    }
+
+    /// Adds every byte read from now on to `counter`, as it arrives (a large frame shows
+    /// progress long before it is complete).
+    pub(crate) fn count_into(&mut self, counter: Arc<AtomicU64>) {
+        self.received = Some(counter);
     }
 
     /// The next message, or `None` when the peer finished the stream cleanly.
@@ -152,6 +160,9 @@ impl FrameReceiver {
             if read == 0 {
                 self.codec.finish(&self.buffer)?;
                 return Ok(None);
+            }
+            if let Some(counter) = &self.received {
+                counter.fetch_add(read as u64, Ordering::Relaxed);
             }
         }
     }

@@ -9,11 +9,12 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use bytes::Bytes;
 use peerfold_protocol::DeviceId;
+use tracing::warn;
 
+use super::flow::FlowControl;
 use super::link::{Link, LinkStats, PathKind};
-use super::{BlockError, BlockRequest, Peers, Reason, request};
+use super::{BlockData, BlockError, BlockRequest, Peers, Reason, request};
 
 /// A connected peer, as status and `/rest/system/connections` show it.
 #[derive(Clone, Debug, PartialEq)]
@@ -61,6 +62,8 @@ struct Inner {
 pub(crate) struct PeerRegistry {
     me: DeviceId,
     inner: Mutex<Inner>,
+    /// What each link's peer owes this device in block data.
+    flow: FlowControl,
 }
 
 impl PeerRegistry {
@@ -68,6 +71,7 @@ impl PeerRegistry {
         Self {
             me,
             inner: Mutex::default(),
+            flow: FlowControl::default(),
         }
     }
 
@@ -175,9 +179,15 @@ impl Peers for PeerRegistry {
         &self,
         device: DeviceId,
         request: &BlockRequest,
-    ) -> Result<Bytes, BlockError> {
+    ) -> Result<BlockData, BlockError> {
         let link = self.link(device).ok_or(BlockError::PeerGone)?;
-        request::request_block(&*link, request).await
+        let flow = self.flow.of(&link);
+        let result = request::request_block(&*link, &flow, request).await;
+        if matches!(result, Err(BlockError::Slow | BlockError::Overdue)) && flow.struck_out() {
+            warn!(device = %device.short(), "block requests answered too slowly; disconnecting");
+            link.close(&Reason::TooSlow);
+        }
+        result
     }
 
     fn is_connected(&self, device: DeviceId) -> bool {

@@ -1,35 +1,67 @@
 //! Asking a peer for one block: every request is its own stream, so requests never wait
-//! behind each other or behind index traffic.
+//! behind each other or behind index traffic. A request waits for room in the peer's
+//! window first (peers/flow), and gives up when the peer is too slow.
 
-use bytes::Bytes;
+use std::sync::Arc;
+use std::time::Duration;
+
 use peerfold_protocol::wire::{self, message::Body};
+use tokio::time::Instant;
 
+use super::flow::{PeerFlow, Verdict};
 use super::link::Link;
-use super::{BlockError, BlockRequest};
+use super::{BlockData, BlockError, BlockRequest};
 
-/// Asks the peer on `link` for one block. The caller checks the data's hash.
+/// A response frame holds the block and a few bytes of envelope.
+const RESPONSE_OVERHEAD: usize = 1024;
+/// How often a request in flight looks at its peer's pace.
+const LOOK_EVERY: Duration = Duration::from_secs(1);
+
+/// Asks the peer on `link` for one block. The caller checks the data's hash; the data
+/// holds its room in the windows until it is dropped.
 pub(super) async fn request_block(
     link: &dyn Link,
+    flow: &Arc<PeerFlow>,
     request: &BlockRequest,
-) -> Result<Bytes, BlockError> {
+) -> Result<BlockData, BlockError> {
+    let size = request.block.size;
+    let held = flow.reserve(size).await;
     let mut stream = link.open().await?;
+    stream.recv.limit(size as usize + RESPONSE_OVERHEAD);
+    stream.recv.count_into(flow.delivered.clone());
+    let owed = flow.begin(size);
     let message = wire::Message {
         body: Some(Body::Request(wire::Request {
             id: 0,
             folder: request.folder.clone(),
             name: request.name.clone(),
             offset: request.block.offset,
-            size: request.block.size,
+            size,
             hash: request.block.hash.as_bytes().to_vec(),
         })),
     };
     stream.send.send(&message).await?;
     // The request is out; a failure to mark its end shows in the answer.
     let _ = stream.send.finish().await;
-    match stream.recv.next().await? {
+    let answer = stream.recv.next();
+    tokio::pin!(answer);
+    let mut looks = tokio::time::interval_at(Instant::now() + LOOK_EVERY, LOOK_EVERY);
+    let answer = loop {
+        tokio::select! {
+            answer = &mut answer => break answer?,
+            _ = looks.tick() => match owed.verdict(Instant::now()) {
+                Verdict::Wait => {}
+                Verdict::Slow => return Err(BlockError::Slow),
+                Verdict::Overdue => return Err(BlockError::Overdue),
+            },
+        }
+    };
+    match answer {
         Some(wire::Message {
             body: Some(Body::Response(response)),
-        }) if response.code == wire::ErrorCode::None as i32 => Ok(response.data),
+        }) if response.code == wire::ErrorCode::None as i32 => {
+            Ok(BlockData::held(response.data, held))
+        }
         Some(wire::Message {
             body: Some(Body::Response(response)),
         }) => Err(BlockError::Refused(response.code)),

@@ -8,9 +8,9 @@ use bytes::Bytes;
 use peerfold_protocol::DeviceId;
 use peerfold_protocol::chunking::Chunker;
 
-use super::{PullContext, Replan, plan, round};
+use super::{PullContext, Puller, Replan, plan};
 use crate::model::entry::{FileEntry, FileKind};
-use crate::peers::{BlockError, BlockRequest, Peers, Reason};
+use crate::peers::{BlockData, BlockError, BlockRequest, Peers, Reason};
 use crate::testing::Node;
 
 const PEER: DeviceId = DeviceId::from_bytes([9; 32]);
@@ -24,12 +24,10 @@ impl Peers for Holds {
         &self,
         _device: DeviceId,
         request: &BlockRequest,
-    ) -> Result<Bytes, BlockError> {
+    ) -> Result<BlockData, BlockError> {
         let data = self.0.get(&request.name).ok_or(BlockError::Refused(2))?;
         let block = request.block;
-        Ok(Bytes::copy_from_slice(
-            &data[block.offset as usize..][..block.size as usize],
-        ))
+        Ok(Bytes::copy_from_slice(&data[block.offset as usize..][..block.size as usize]).into())
     }
 
     fn is_connected(&self, _device: DeviceId) -> bool {
@@ -77,7 +75,9 @@ async fn pull_once(node: &Node, peers: Arc<dyn Peers>) {
         peers,
         folders: node.context.folders.clone(),
     };
-    round(&folder, &context, actions).await;
+    let mut puller = Puller::new(folder, context);
+    puller.round(actions, true).await;
+    puller.settle().await;
 }
 
 #[tokio::test]

@@ -9,9 +9,9 @@ use peerfold_protocol::DeviceId;
 use peerfold_protocol::chunking::Chunker;
 use peerfold_protocol::version::VersionVector;
 
-use super::{PullContext, Replan, plan, round};
+use super::{PullContext, Puller, Replan, plan};
 use crate::model::entry::{FileEntry, FileKind, Timestamp};
-use crate::peers::{BlockError, BlockRequest, Peers, Reason};
+use crate::peers::{BlockData, BlockError, BlockRequest, Peers, Reason};
 use crate::testing::Node;
 
 const PEER: DeviceId = DeviceId::from_bytes([7; 32]);
@@ -50,7 +50,7 @@ impl Peers for FakePeer {
         &self,
         device: DeviceId,
         request: &BlockRequest,
-    ) -> Result<Bytes, BlockError> {
+    ) -> Result<BlockData, BlockError> {
         assert_eq!(device, PEER);
         if self.gone.load(Ordering::Relaxed) {
             return Err(BlockError::PeerGone);
@@ -59,10 +59,10 @@ impl Peers for FakePeer {
         let block = request.block;
         let data = &self.content[block.offset as usize..][..block.size as usize];
         match self.behaviour {
-            Behaviour::Honest => Ok(Bytes::copy_from_slice(data)),
+            Behaviour::Honest => Ok(Bytes::copy_from_slice(data).into()),
             Behaviour::Refuses => Err(BlockError::Refused(3)),
-            Behaviour::BadHashes => Ok(Bytes::from(vec![0u8; data.len()])),
-            Behaviour::VanishesAfter(n) if asked < n => Ok(Bytes::copy_from_slice(data)),
+            Behaviour::BadHashes => Ok(Bytes::from(vec![0u8; data.len()]).into()),
+            Behaviour::VanishesAfter(n) if asked < n => Ok(Bytes::copy_from_slice(data).into()),
             Behaviour::VanishesAfter(_) => {
                 self.gone.store(true, Ordering::Relaxed);
                 Err(BlockError::PeerGone)
@@ -119,7 +119,9 @@ async fn pull_once(node: &Node, peers: Arc<dyn Peers>) {
         peers,
         folders: node.context.folders.clone(),
     };
-    round(&folder, &context, actions).await;
+    let mut puller = Puller::new(folder, context);
+    puller.round(actions, true).await;
+    puller.settle().await;
 }
 
 fn content() -> Vec<u8> {

@@ -65,7 +65,7 @@ async fn indexes_cross_and_blocks_are_served_then_the_link_ends_cleanly() {
         .request_block(me_a, &request)
         .await
         .unwrap();
-    assert_eq!(&data[..], b"hello from a");
+    assert_eq!(&data.data[..], b"hello from a");
     // A block the index does not list is refused, not read.
     let mut wrong = request.clone();
     wrong.block.hash = blake3::hash(b"something else");

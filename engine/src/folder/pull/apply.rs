@@ -1,0 +1,278 @@
+//! Carrying out one planned action on disk, and recording what was reached. Each local
+//! change (and its record) runs under the folder's `busy` lock, so a scan never records a
+//! half-made change and a change never lands under a scan; a fetch holds it only to install
+//! the file it downloaded, never while it waits for peers.
+
+use std::fs::{self, File};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::Path;
+
+use tracing::{debug, info};
+
+use super::super::fetch;
+use super::{PullContext, PullError};
+use crate::disk::scanner::{MARKER_DIR, walk_timestamp};
+use crate::disk::{assemble, fsutil, versions};
+use crate::events::{Event, ItemAction};
+use crate::folder::Folder;
+use crate::model::entry::{FileEntry, FileKind, PERMISSION_BITS};
+use crate::model::names;
+use crate::model::planner::Action;
+use crate::store::LocalChange;
+
+/// Whether `action` downloads a file's content (and so runs beside other work).
+pub(super) fn fetches(action: &Action) -> bool {
+    match action {
+        Action::Fetch { .. } => true,
+        Action::Conflict { then, .. } => fetches(then),
+        _ => false,
+    }
+}
+
+/// What the file at a name must still be when a download is installed over it.
+#[derive(Clone, Debug)]
+pub(crate) enum Expected {
+    /// What the index recorded when the pull began (`None`: nothing).
+    Recorded(Option<FileEntry>),
+    /// Nothing: the local file was moved aside as a conflict copy.
+    Nothing,
+}
+
+impl Expected {
+    /// Errors unless the file at `path` (named `name`) is still as expected: the index
+    /// holds the same entry and the disk matches it.
+    pub(crate) async fn check(
+        &self,
+        folder: &Folder,
+        name: &str,
+        path: &Path,
+    ) -> Result<(), PullError> {
+        match self {
+            Self::Nothing if fs::symlink_metadata(path).is_err() => Ok(()),
+            Self::Nothing => Err(PullError::ChangedLocally(path.display().to_string())),
+            Self::Recorded(before) => {
+                let (idx, owned) = (folder.idx, name.to_owned());
+                let now = folder
+                    .store
+                    .read(move |r| r.local_entry(idx, &owned))
+                    .await?;
+                let same_record = match (before, &now) {
+                    (None, None) => true,
+                    (Some(a), Some(b)) => a.version == b.version && a.sequence == b.sequence,
+                    _ => false,
+                };
+                if !same_record {
+                    return Err(PullError::ChangedLocally(path.display().to_string()));
+                }
+                check_unchanged(path, now.as_ref())
+            }
+        }
+    }
+}
+
+/// Carries out `action`. Local changes take the folder's `busy` lock; a download takes it
+/// only to install.
+pub(super) async fn execute(
+    folder: &Folder,
+    context: &PullContext,
+    action: &Action,
+) -> Result<(), PullError> {
+    if let Some(target) = action.target() {
+        folder.events.emit(Event::ItemStarted {
+            folder: folder.id.clone(),
+            item: target.name.clone(),
+            action: if target.deleted {
+                ItemAction::Delete
+            } else {
+                ItemAction::Update
+            },
+        });
+    }
+    let root = folder.path();
+    // The folder must still be there: a missing root or marker is never written into.
+    if !root.join(MARKER_DIR).is_dir() {
+        return Err(PullError::RootMissing);
+    }
+    match action {
+        Action::Nothing | Action::OutOfSync | Action::LocallyChanged => Ok(()),
+        Action::Conflict { copy_name, then } => {
+            let from = names::join(&root, then.name().unwrap_or_default())?;
+            let to = names::join(&root, copy_name)?;
+            if fsutil::parent_escapes(&root, copy_name) {
+                return Err(PullError::Escapes(copy_name.clone()));
+            }
+            let busy = folder.busy.lock().await;
+            if fs::symlink_metadata(&from).is_ok() && fs::symlink_metadata(&to).is_err() {
+                fs::rename(&from, &to)?;
+                info!(copy = %copy_name, "kept the losing version as a conflict copy");
+            }
+            if fetches(then) {
+                drop(busy);
+                return execute_target(folder, context, then, true).await;
+            }
+            execute_target(folder, context, then, true).await
+        }
+        other if fetches(other) => execute_target(folder, context, other, false).await,
+        other => {
+            let _busy = folder.busy.lock().await;
+            execute_target(folder, context, other, false).await
+        }
+    }
+}
+
+async fn execute_target(
+    folder: &Folder,
+    context: &PullContext,
+    action: &Action,
+    after_conflict: bool,
+) -> Result<(), PullError> {
+    let root = folder.path();
+    let (target, sources) = match action {
+        Action::Fetch { target, sources } => (target, Some(sources)),
+        Action::UpdateMetadata { target }
+        | Action::CreateDirectory { target }
+        | Action::CreateSymlink { target }
+        | Action::Delete { target } => (target, None),
+        _ => return Ok(()),
+    };
+    let path = names::join(&root, &target.name)?;
+    if fsutil::parent_escapes(&root, &target.name) {
+        return Err(PullError::Escapes(target.name.clone()));
+    }
+    // Replacing or deleting: the local file must still be what the index says.
+    let expected = if after_conflict {
+        Expected::Nothing
+    } else {
+        let (idx, name) = (folder.idx, target.name.clone());
+        let local = folder
+            .store
+            .read(move |r| r.local_entry(idx, &name))
+            .await?;
+        check_unchanged(&path, local.as_ref())?;
+        Expected::Recorded(local)
+    };
+    if let Some(parent) = path.parent() {
+        fs::create_dir_all(parent)?;
+    }
+    let settings = versions::Settings::of(&folder.config());
+    // Whatever takes a file's place, the file is kept (versions); a directory in the way of
+    // anything else goes only once empty.
+    if target.deleted || target.kind != FileKind::Directory {
+        refuse_unless_empty(&path, &target.name)?;
+    }
+    let inode = if target.deleted {
+        versions::put_aside(&root, settings, &target.name, &path)?;
+        0
+    } else {
+        match target.kind {
+            FileKind::Directory => {
+                if fs::symlink_metadata(&path).is_ok_and(|m| !m.is_dir()) {
+                    versions::put_aside(&root, settings, &target.name, &path)?;
+                }
+                if !path.is_dir() {
+                    fs::create_dir(&path)?;
+                }
+                fs::set_permissions(&path, fs::Permissions::from_mode(applied_mode(target)))?;
+                fs::symlink_metadata(&path)?.ino()
+            }
+            FileKind::Symlink => {
+                versions::put_aside(&root, settings, &target.name, &path)?;
+                std::os::unix::fs::symlink(&target.symlink_target, &path)?;
+                fs::symlink_metadata(&path)?.ino()
+            }
+            // A directory in the way goes when the file is installed (disk/assemble).
+            FileKind::File => match sources {
+                Some(sources) => {
+                    // Installed under `busy`, which is held until the record is written.
+                    let (inode, _busy) =
+                        fetch::fetch(folder, context, target, sources, &path, &expected).await?;
+                    record(folder, target, &path, inode).await?;
+                    debug!(name = %target.name, "pulled");
+                    return Ok(());
+                }
+                None => {
+                    let file = File::options().write(true).open(&path)?;
+                    assemble::finish_metadata(&file, target)?;
+                    file.metadata()?.ino()
+                }
+            },
+        }
+    };
+    record(folder, target, &path, inode).await?;
+    debug!(name = %target.name, "pulled");
+    Ok(())
+}
+
+/// Fails with [`PullError::DirectoryNotEmpty`] if `path` is a directory holding anything
+/// (peerfold's temp files aside): its contents leave first, by their own deletions (each
+/// file kept as a version), and never with it. Anything there that no peer deleted keeps it.
+fn refuse_unless_empty(path: &Path, name: &str) -> Result<(), PullError> {
+    let is_dir = fs::symlink_metadata(path).is_ok_and(|m| m.is_dir());
+    if is_dir && assemble::holds_content(path)? {
+        return Err(PullError::DirectoryNotEmpty(name.to_owned()));
+    }
+    Ok(())
+}
+
+/// The mode a pulled entry gets: only the 0o777 part (entries stored before peers' modes
+/// were masked on the way in could hold more).
+fn applied_mode(target: &FileEntry) -> u32 {
+    target.permissions & PERMISSION_BITS
+}
+
+/// Records the version reached as the local entry (with the peer's version vector).
+async fn record(
+    folder: &Folder,
+    target: &FileEntry,
+    path: &Path,
+    inode: u64,
+) -> Result<(), PullError> {
+    let meta = fs::symlink_metadata(path).ok();
+    let change = LocalChange {
+        previous: None,
+        name: target.name.clone(),
+        kind: target.kind,
+        size: target.size,
+        permissions: applied_mode(target),
+        modified: meta
+            .as_ref()
+            .filter(|_| target.kind == FileKind::File)
+            .map_or(target.modified, walk_timestamp),
+        deleted: target.deleted,
+        invalid: false,
+        symlink_target: target.symlink_target.clone(),
+        blocks: Some(target.blocks.clone()),
+        inode,
+    };
+    let (idx, version, by) = (folder.idx, target.version.clone(), target.modified_by);
+    folder
+        .store
+        .write(move |store| store.record_pulled(idx, &change, &version, by))
+        .await?;
+    Ok(())
+}
+
+/// Errors unless the file at `path` is still what `local` recorded (or both are absent).
+fn check_unchanged(path: &Path, local: Option<&FileEntry>) -> Result<(), PullError> {
+    let meta = fs::symlink_metadata(path).ok();
+    let recorded = local.filter(|l| !l.deleted);
+    let same = match (&meta, recorded) {
+        (None, None) => true,
+        (Some(meta), Some(l)) => match l.kind {
+            FileKind::File => {
+                meta.is_file() && meta.size() == l.size && walk_timestamp(meta) == l.modified
+            }
+            FileKind::Directory => meta.is_dir(),
+            FileKind::Symlink => meta.file_type().is_symlink(),
+        },
+        // Something appeared that the index does not know yet: scan it first.
+        (Some(_), None) => false,
+        // Gone since the last scan: nothing local to lose.
+        (None, Some(_)) => true,
+    };
+    if same {
+        Ok(())
+    } else {
+        Err(PullError::ChangedLocally(path.display().to_string()))
+    }
+}
