@@ -5,7 +5,6 @@
 use std::collections::HashMap;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -16,6 +15,7 @@ use peerfold_protocol::wire::{self, message::Body};
 use crate::api::Api;
 use crate::support::{Device, Running, wait_until};
 use crate::wire_peer::{handshake_keeping_buffer, next, send};
+use crate::wire_server::{from_files, serve_blocks};
 
 /// A daemon with folder "docs" shared with `evil`.
 fn daemon_sharing_with(evil: &Identity) -> (Device, Running, DeviceId) {
@@ -54,43 +54,6 @@ fn announced(evil: &Identity, name: &str, kind: wire::FileKind, data: &[u8]) -> 
         modified_by: me,
         ..Default::default()
     }
-}
-
-/// Answers the daemon's block requests from `files` (name -> content) until the connection
-/// ends.
-fn serve_blocks(
-    connection: quinn::Connection,
-    files: HashMap<String, Vec<u8>>,
-) -> tokio::task::JoinHandle<()> {
-    let files = Arc::new(files);
-    tokio::spawn(async move {
-        while let Ok((mut tx, mut rx)) = connection.accept_bi().await {
-            let Some(wire::Message {
-                body: Some(Body::Request(request)),
-            }) = next(&mut rx, &mut BytesMut::new()).await
-            else {
-                continue;
-            };
-            let data = files.get(&request.name).and_then(|data| {
-                let start = usize::try_from(request.offset).ok()?;
-                data.get(start..start + request.size as usize)
-            });
-            let response = match data {
-                Some(data) => wire::Response {
-                    id: request.id,
-                    data: data.to_vec().into(),
-                    code: 0,
-                },
-                None => wire::Response {
-                    id: request.id,
-                    data: Default::default(),
-                    code: wire::ErrorCode::NoSuchFile as i32,
-                },
-            };
-            send(&mut tx, Body::Response(response)).await;
-            let _ = tx.finish();
-        }
-    })
 }
 
 /// Every entry the daemon announces on the control stream: until it has announced `name`
@@ -144,7 +107,7 @@ async fn setuid_setgid_and_sticky_bits_from_a_peer_are_not_applied() {
     let data = b"#!/bin/sh\necho owned\n".to_vec();
     let server = serve_blocks(
         connection.clone(),
-        HashMap::from([("suid.sh".to_owned(), data.clone())]),
+        from_files(HashMap::from([("suid.sh".to_owned(), data.clone())])),
     );
     let mut suid = announced(&evil, "suid.sh", wire::FileKind::File, &data);
     suid.permissions = 0o4755;
@@ -208,7 +171,7 @@ async fn setuid_setgid_and_sticky_bits_from_a_peer_are_not_applied() {
             info.name
         );
     }
-    server.abort();
+    drop(server);
     connection.close(0u32.into(), b"done");
     drop(running);
 }
@@ -230,7 +193,7 @@ async fn names_not_in_nfc_are_refused_and_never_written() {
         (nfd_child.to_owned(), b"child".to_vec()),
         ("plain.txt".to_owned(), b"plain".to_vec()),
     ]);
-    let server = serve_blocks(connection.clone(), files);
+    let server = serve_blocks(connection.clone(), from_files(files));
     send(
         &mut tx,
         Body::Index(wire::Index {
@@ -286,7 +249,7 @@ async fn names_not_in_nfc_are_refused_and_never_written() {
         connection.close_reason().is_none(),
         "the daemon kept the connection"
     );
-    server.abort();
+    drop(server);
     connection.close(0u32.into(), b"done");
     drop(running);
 }

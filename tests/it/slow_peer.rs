@@ -2,87 +2,19 @@
 //! against a real daemon: they delay only their own blocks, pin little memory, and are
 //! disconnected when they keep it up.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
 use peerfold_protocol::DeviceId;
-use peerfold_protocol::framing::FrameCodec;
 use peerfold_protocol::identity::Identity;
 use peerfold_protocol::wire::{self, message::Body};
 
 use crate::api::Api;
 use crate::support::{Device, Running, noise};
 use crate::wire_peer::{handshake, handshake_keeping_buffer, next, send};
-
-/// How the test's peer answers one block request.
-#[derive(Clone)]
-enum Answer {
-    /// The block.
-    Data(Bytes),
-    /// Nothing, ever (the stream stays open).
-    Silent,
-    /// The first `sent` bytes of a response carrying `size` bytes, then nothing.
-    Stalls { size: usize, sent: usize },
-}
-
-/// Answers block requests on `connection` as `answer` says, keeping unanswered streams
-/// open; returns the names asked for, in order.
-fn serve_blocks(
-    connection: quinn::Connection,
-    answer: impl Fn(&wire::Request) -> Answer + Send + Sync + 'static,
-) -> Arc<Mutex<Vec<String>>> {
-    let asked = Arc::new(Mutex::new(Vec::new()));
-    let seen = asked.clone();
-    let answer = Arc::new(answer);
-    tokio::spawn(async move {
-        let held = Arc::new(Mutex::new(Vec::new()));
-        while let Ok((mut tx, mut rx)) = connection.accept_bi().await {
-            let (seen, answer, held) = (seen.clone(), answer.clone(), held.clone());
-            tokio::spawn(async move {
-                let Some(wire::Message {
-                    body: Some(Body::Request(request)),
-                }) = next(&mut rx, &mut BytesMut::new()).await
-                else {
-                    return;
-                };
-                seen.lock().unwrap().push(request.name.clone());
-                match answer(&request) {
-                    Answer::Data(data) => {
-                        let response = Body::Response(wire::Response {
-                            id: request.id,
-                            data,
-                            code: 0,
-                        });
-                        send(&mut tx, response).await;
-                        let _ = tx.finish();
-                    }
-                    Answer::Silent => held.lock().unwrap().push((tx, rx)),
-                    Answer::Stalls { size, sent } => {
-                        let mut frame = BytesMut::new();
-                        FrameCodec::default()
-                            .encode(
-                                &wire::Message {
-                                    body: Some(Body::Response(wire::Response {
-                                        id: request.id,
-                                        data: vec![0u8; size].into(),
-                                        code: 0,
-                                    })),
-                                },
-                                &mut frame,
-                            )
-                            .unwrap();
-                        let _ = tx.write_all(&frame[..sent]).await;
-                        held.lock().unwrap().push((tx, rx));
-                    }
-                }
-            });
-        }
-    });
-    asked
-}
+use crate::wire_server::{Answer, from_files, serve_blocks};
 
 /// An entry for `content` in one block per `block` bytes, at version {99: 1}.
 fn entry(name: &str, content: &[u8], block: usize) -> wire::FileInfo {
@@ -174,7 +106,7 @@ async fn a_silent_peer_delays_only_its_own_blocks_and_is_disconnected() {
         })
     };
     eventually("the daemon asks the silent peer for big.bin", 20, || {
-        e_asked.lock().unwrap().iter().any(|n| n == "big.bin")
+        e_asked.was_asked("big.bin")
     })
     .await;
 
@@ -187,18 +119,13 @@ async fn a_silent_peer_delays_only_its_own_blocks_and_is_disconnected() {
 
     // The honest peer comes: its own file arrives, and big.bin comes from it.
     let (h_conn, mut h_tx, _h_rx) = handshake(&honest, a_id, running.port).await;
-    let (big_data, theirs_data) = (big.clone(), theirs.clone());
-    let h_asked = serve_blocks(h_conn.clone(), move |request| {
-        let data = if request.name == "big.bin" {
-            &big_data
-        } else {
-            &theirs_data
-        };
-        let start = request.offset as usize;
-        Answer::Data(Bytes::copy_from_slice(
-            &data[start..start + request.size as usize],
-        ))
-    });
+    let h_asked = serve_blocks(
+        h_conn.clone(),
+        from_files(HashMap::from([
+            ("big.bin".to_owned(), big.clone()),
+            ("theirs.txt".to_owned(), theirs.clone()),
+        ])),
+    );
     send(
         &mut h_tx,
         Body::Index(wire::Index {
@@ -218,7 +145,7 @@ async fn a_silent_peer_delays_only_its_own_blocks_and_is_disconnected() {
         fs::read(root.join("big.bin")).is_ok_and(|d| d == big)
     })
     .await;
-    assert!(h_asked.lock().unwrap().iter().any(|n| n == "big.bin"));
+    assert!(h_asked.was_asked("big.bin"));
 
     // The silent peer still owes its own files: a few slow windows, and it is cut off.
     let reason = tokio::time::timeout(Duration::from_secs(60), e_conn.closed())
@@ -268,10 +195,7 @@ async fn a_peer_that_stalls_inside_large_answers_pins_little_memory() {
         }),
     )
     .await;
-    eventually("the daemon asks for blocks", 20, || {
-        !asked.lock().unwrap().is_empty()
-    })
-    .await;
+    eventually("the daemon asks for blocks", 20, || asked.requests() > 0).await;
     // Watch for a while: memory stays bounded and the REST API answers.
     let mut slowest = Duration::ZERO;
     let watch_until = Instant::now() + Duration::from_secs(20);
@@ -288,7 +212,7 @@ async fn a_peer_that_stalls_inside_large_answers_pins_little_memory() {
         "RSS before {} MiB, peak {} MiB; {} requests; slowest status {slowest:?}",
         before / 1024,
         peak / 1024,
-        asked.lock().unwrap().len()
+        asked.requests()
     );
     assert!(grown_mib < 64, "RSS grew by {grown_mib} MiB");
     assert!(slowest < Duration::from_secs(1), "status took {slowest:?}");

@@ -57,6 +57,40 @@ pub(crate) async fn handshake(
     (connection, tx, rx)
 }
 
+/// The Hello the test's peer sends unless told otherwise.
+pub(crate) fn plain_hello() -> wire::Hello {
+    wire::Hello {
+        device_name: "evil".into(),
+        client_name: "test".into(),
+        client_version: "0".into(),
+    }
+}
+
+/// The ClusterConfig that offers "docs", with `peer`'s own index at ID 1.
+pub(crate) fn offering_docs(peer: DeviceId) -> wire::ClusterConfig {
+    wire::ClusterConfig {
+        folders: vec![wire::Folder {
+            id: "docs".into(),
+            devices: vec![wire::FolderDevice {
+                id: peer.as_bytes().to_vec(),
+                index_id: 1,
+                max_sequence: 9,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }
+}
+
+/// The control stream of a connection, after the handshake, with what was read past the
+/// daemon's Hello.
+pub(crate) type Control = (
+    quinn::Connection,
+    quinn::SendStream,
+    quinn::RecvStream,
+    BytesMut,
+);
+
 /// Like [`handshake`], and also returns what was read on the control stream past the
 /// daemon's Hello (its ClusterConfig, maybe index batches), for a caller that goes on
 /// reading that stream with [`next`].
@@ -64,13 +98,27 @@ pub(crate) async fn handshake_keeping_buffer(
     evil: &Identity,
     a_id: DeviceId,
     port: u16,
-) -> (
-    quinn::Connection,
-    quinn::SendStream,
-    quinn::RecvStream,
-    BytesMut,
-) {
-    let evil_id = evil.device_id();
+) -> Control {
+    try_handshake(
+        evil,
+        a_id,
+        port,
+        plain_hello(),
+        offering_docs(evil.device_id()),
+    )
+    .await
+    .expect("the daemon completes the handshake")
+}
+
+/// Connects to the daemon at `port` as `evil`, sends `hello` and `config`, and waits for
+/// the daemon's Hello; `None` if any of it fails.
+pub(crate) async fn try_handshake(
+    evil: &Identity,
+    a_id: DeviceId,
+    port: u16,
+    hello: wire::Hello,
+    config: wire::ClusterConfig,
+) -> Option<Control> {
     let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(Arc::new(
         tls::client_config(evil, PeerPolicy::only(a_id)).unwrap(),
     ))
@@ -81,37 +129,13 @@ pub(crate) async fn handshake_keeping_buffer(
         .connect(format!("127.0.0.1:{port}").parse().unwrap(), "peerfold")
         .unwrap()
         .await
-        .unwrap();
-    let (mut tx, mut rx) = connection.open_bi().await.unwrap();
-    send(
-        &mut tx,
-        Body::Hello(wire::Hello {
-            device_name: "evil".into(),
-            client_name: "test".into(),
-            client_version: "0".into(),
-        }),
-    )
-    .await;
-    send(
-        &mut tx,
-        Body::ClusterConfig(wire::ClusterConfig {
-            folders: vec![wire::Folder {
-                id: "docs".into(),
-                devices: vec![wire::FolderDevice {
-                    id: evil_id.as_bytes().to_vec(),
-                    index_id: 1,
-                    max_sequence: 9,
-                    ..Default::default()
-                }],
-                ..Default::default()
-            }],
-        }),
-    )
-    .await;
+        .ok()?;
+    let (mut tx, mut rx) = connection.open_bi().await.ok()?;
+    try_send(&mut tx, Body::Hello(hello)).await.ok()?;
+    try_send(&mut tx, Body::ClusterConfig(config)).await.ok()?;
     let mut buf = BytesMut::new();
-    assert!(matches!(
-        next(&mut rx, &mut buf).await.unwrap().body,
-        Some(Body::Hello(_))
-    ));
-    (connection, tx, rx, buf)
+    match next(&mut rx, &mut buf).await?.body {
+        Some(Body::Hello(_)) => Some((connection, tx, rx, buf)),
+        _ => None,
+    }
 }
