@@ -155,12 +155,8 @@ async fn requests_for_blocks_the_index_does_not_list_cost_no_disk_reads() {
     let no_such_file = Some(wire::ErrorCode::NoSuchFile as i32);
     let refused = codes.iter().filter(|c| **c == no_such_file).count();
     assert!(
-        cpu < Duration::from_secs(2),
-        "1,024 refused requests took {cpu:?} of CPU"
-    );
-    assert!(
-        growth < RSS_GROWTH_LIMIT,
-        "1,024 refused requests grew the daemon by {} MiB",
+        cpu < Duration::from_secs(2) && growth < RSS_GROWTH_LIMIT,
+        "1,024 refused requests took {cpu:?} of CPU and grew the daemon by {} MiB",
         growth >> 20
     );
     // A burst this size is what a peer pulling several files that change under it may
@@ -355,6 +351,19 @@ fn cluster_config(peer: DeviceId, id: &str) -> Body {
     })
 }
 
+fn small_cluster_config(peer: DeviceId) -> Body {
+    Body::ClusterConfig(wire::ClusterConfig {
+        folders: vec![wire::Folder {
+            id: "docs".into(),
+            devices: vec![wire::FolderDevice {
+                id: peer.as_bytes().to_vec(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    })
+}
+
 /// About 4 MB of text, a peer's name or label.
 fn big_text() -> String {
     "é".repeat(1_900_000)
@@ -406,8 +415,10 @@ async fn handshake_frames_of_4_mb_grow_the_log_by_a_few_kib() {
         let connection = connect(peer, a_id, running.port, quinn::TransportConfig::default()).await;
         let (mut tx, mut rx) = connection.open_bi().await.unwrap();
         tx.write_all(&first).await.unwrap();
-        if let Some(body) = then {
-            send(&mut tx, body).await;
+        match then {
+            Some(body) => send(&mut tx, body).await,
+            None if connects => send(&mut tx, small_cluster_config(id)).await,
+            None => {}
         }
         assert!(matches!(
             next(&mut rx, &mut BytesMut::new()).await.and_then(|m| m.body),
