@@ -148,7 +148,11 @@ impl Serving {
         match stream.send.send_unless_stalled(response, SEND_STALL).await {
             Ok(()) => {
                 let _ = stream.send.finish().await;
-                debug!(size, code = code as i32, "answered a block request");
+                // Tests count "served block" lines.
+                match code {
+                    wire::ErrorCode::None => debug!(size, "served block"),
+                    _ => debug!(code = code as i32, "refused a block request"),
+                }
             }
             Err(e) => debug!(size, error = %e, "answer not taken; stream dropped"),
         }
