@@ -4,8 +4,9 @@
 //!   that is no Request) is something no well-behaved peer sends: at most
 //!   [`MAX_MALFORMED_REQUESTS`] per connection.
 //! - A request for a block this device does not have (the file changed or went since the
-//!   peer's index said otherwise) is ordinary when a file changes under a pull: the puller
-//!   keeps 128 requests in flight per file, each tried up to three times. These draw on an
+//!   peer's index said otherwise) is ordinary when files change under a pull. A peerfold
+//!   peer has at most 16 MiB of requests out with one device (`peers::flow`), so at most
+//!   1,024 of the smallest blocks (16 KiB), each tried up to three times. These draw on an
 //!   allowance of [`REFUSAL_ALLOWANCE`] that refills by one per block served and by
 //!   [`REFUSALS_PER_SECOND`] over time; a peer that empties it is asking for what it knows
 //!   is not here.
@@ -14,7 +15,8 @@ use std::time::Instant;
 
 /// Malformed requests a peer may make per connection.
 pub(super) const MAX_MALFORMED_REQUESTS: usize = 100;
-/// Refusals a peer may have at once: the puller's 32 files x 128 requests in flight.
+/// Refusals a peer may have at once: more than an honest peer's whole window of requests,
+/// all refused three times.
 pub(super) const REFUSAL_ALLOWANCE: f64 = 4096.0;
 /// How fast the allowance refills with time (it also refills by one per block served).
 pub(super) const REFUSALS_PER_SECOND: f64 = 64.0;
