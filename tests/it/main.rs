@@ -10,6 +10,7 @@ mod cli;
 mod control;
 mod disk_full;
 mod hostile;
+mod hostile_serve;
 mod index_check;
 mod index_rebuild;
 mod peer_entries;

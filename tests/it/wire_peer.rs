@@ -119,23 +119,57 @@ pub(crate) async fn try_handshake(
     hello: wire::Hello,
     config: wire::ClusterConfig,
 ) -> Option<Control> {
-    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(Arc::new(
-        tls::client_config(evil, PeerPolicy::only(a_id)).unwrap(),
-    ))
-    .unwrap();
-    let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
-    endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(crypto)));
-    let connection = endpoint
-        .connect(format!("127.0.0.1:{port}").parse().unwrap(), "peerfold")
-        .unwrap()
-        .await
-        .ok()?;
+    let connection = try_connect(evil, a_id, port, quinn::TransportConfig::default()).await?;
+    let (tx, rx, buf) = try_handshake_on(&connection, hello, config).await?;
+    Some((connection, tx, rx, buf))
+}
+
+/// The exchange of [`try_handshake`] on a connection made by [`connect`].
+pub(crate) async fn try_handshake_on(
+    connection: &quinn::Connection,
+    hello: wire::Hello,
+    config: wire::ClusterConfig,
+) -> Option<(quinn::SendStream, quinn::RecvStream, BytesMut)> {
     let (mut tx, mut rx) = connection.open_bi().await.ok()?;
     try_send(&mut tx, Body::Hello(hello)).await.ok()?;
     try_send(&mut tx, Body::ClusterConfig(config)).await.ok()?;
     let mut buf = BytesMut::new();
     match next(&mut rx, &mut buf).await?.body {
-        Some(Body::Hello(_)) => Some((connection, tx, rx, buf)),
+        Some(Body::Hello(_)) => Some((tx, rx, buf)),
         _ => None,
     }
+}
+
+/// A QUIC connection to the daemon at `port` as `evil` with the given transport settings
+/// (say, a small stream receive window), before any stream is opened.
+pub(crate) async fn connect(
+    evil: &Identity,
+    a_id: DeviceId,
+    port: u16,
+    transport: quinn::TransportConfig,
+) -> quinn::Connection {
+    try_connect(evil, a_id, port, transport)
+        .await
+        .expect("the daemon accepts the connection")
+}
+
+async fn try_connect(
+    evil: &Identity,
+    a_id: DeviceId,
+    port: u16,
+    transport: quinn::TransportConfig,
+) -> Option<quinn::Connection> {
+    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(Arc::new(
+        tls::client_config(evil, PeerPolicy::only(a_id)).unwrap(),
+    ))
+    .unwrap();
+    let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    let mut config = quinn::ClientConfig::new(Arc::new(crypto));
+    config.transport_config(Arc::new(transport));
+    endpoint.set_default_client_config(config);
+    endpoint
+        .connect(format!("127.0.0.1:{port}").parse().unwrap(), "peerfold")
+        .unwrap()
+        .await
+        .ok()
 }

@@ -112,6 +112,29 @@ impl FrameSender {
         Ok(())
     }
 
+    /// Writes one message it takes (the frame is all that is kept of it while it goes out),
+    /// failing with `TimedOut` when the peer takes none of it for `stall`: a peer that stops
+    /// reading holds what it asked for only that long.
+    pub(crate) async fn send_unless_stalled(
+        &mut self,
+        message: wire::Message,
+        stall: std::time::Duration,
+    ) -> Result<(), LinkError> {
+        let mut buffer = BytesMut::new();
+        FrameCodec::default().encode(&message, &mut buffer)?;
+        drop(message);
+        let mut written = 0;
+        while written < buffer.len() {
+            match tokio::time::timeout(stall, self.inner.write(&buffer[written..])).await {
+                Ok(Ok(0)) => return Err(std::io::Error::from(std::io::ErrorKind::WriteZero).into()),
+                Ok(Ok(n)) => written += n,
+                Ok(Err(e)) => return Err(e.into()),
+                Err(_) => return Err(std::io::Error::from(std::io::ErrorKind::TimedOut).into()),
+            }
+        }
+        Ok(())
+    }
+
     /// Ends the stream cleanly (the peer reads the end after the last frame).
     pub(crate) async fn finish(&mut self) -> Result<(), LinkError> {
         self.inner.shutdown().await?;

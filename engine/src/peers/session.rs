@@ -79,7 +79,14 @@ pub(crate) async fn run(
         tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake(&mut reader))
             .await
             .map_err(|_| SessionError::Timeout)??;
-    debug!(name = %their_hello.device_name, client = %their_hello.client_name, "hello");
+    // The peer's words, by size only; what is kept of them is cut short.
+    debug!(
+        name_bytes = their_hello.device_name.len(),
+        client_bytes = their_hello.client_name.len(),
+        version_bytes = their_hello.client_version.len(),
+        "hello"
+    );
+    let their_hello = KeptHello::from(their_hello);
     context.registry.said_hello(
         peer,
         link.id(),
@@ -158,8 +165,13 @@ async fn handshake(
 
 /// A protocol error naming what came instead (its kind, never its content).
 fn unexpected(wanted: &str, got: Option<&wire::Message>) -> SessionError {
-    let got = match got.and_then(|m| m.body.as_ref()) {
-        None if got.is_none() => "the end of the stream",
+    SessionError::Protocol(format!("expected {wanted}, got {}", kind_of(got)))
+}
+
+/// What kind of message came (never its content), for errors and logs.
+fn kind_of(message: Option<&wire::Message>) -> &'static str {
+    match message.and_then(|m| m.body.as_ref()) {
+        None if message.is_none() => "the end of the stream",
         None => "an empty message",
         Some(Body::Hello(_)) => "Hello",
         Some(Body::ClusterConfig(_)) => "ClusterConfig",
@@ -168,8 +180,36 @@ fn unexpected(wanted: &str, got: Option<&wire::Message>) -> SessionError {
         Some(Body::Request(_)) => "Request",
         Some(Body::Response(_)) => "Response",
         Some(_) => "another message",
-    };
-    SessionError::Protocol(format!("expected {wanted}, got {got}"))
+    }
+}
+
+/// Bytes kept of each name in a peer's Hello: it goes into the peer registry, events and
+/// REST answers, where a line is all anyone reads of it (a peer sent 4 MB names).
+const MAX_HELLO_FIELD_BYTES: usize = 64;
+
+/// What is kept of a peer's Hello.
+struct KeptHello {
+    device_name: String,
+    client_name: String,
+    client_version: String,
+}
+
+impl From<wire::Hello> for KeptHello {
+    fn from(hello: wire::Hello) -> Self {
+        let cut = |mut text: String| {
+            let mut end = text.len().min(MAX_HELLO_FIELD_BYTES);
+            while !text.is_char_boundary(end) {
+                end -= 1;
+            }
+            text.truncate(end);
+            text
+        };
+        Self {
+            device_name: cut(hello.device_name),
+            client_name: cut(hello.client_name),
+            client_version: cut(hello.client_version),
+        }
+    }
 }
 
 fn hello(context: &SessionContext) -> wire::Message {

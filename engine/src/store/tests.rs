@@ -126,3 +126,45 @@ fn newer_schema_is_refused() {
         Err(StoreError::TooNew { found: 99, .. })
     ));
 }
+
+#[test]
+fn a_block_is_listed_only_at_its_offset_with_its_size_and_hash() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = Store::open(&dir.path().join("index.db")).unwrap();
+    let folder = store.ensure_folder("f").unwrap();
+    let (a, b) = (block(0, b"aaaa"), block(4, b"bbbbbb"));
+    store
+        .apply_local_changes(folder, ShortId(1), &[change("x", None, vec![a, b])])
+        .unwrap();
+    let listed = |store: &Store, name: &str, block: Block| {
+        store.has_local_block(folder, name, &block).unwrap()
+    };
+    assert!(listed(&store, "x", a) && listed(&store, "x", b));
+    assert!(!listed(&store, "y", a), "another name");
+    assert!(
+        !listed(&store, "x", Block { offset: 0, ..b }),
+        "another offset"
+    );
+    assert!(
+        !listed(
+            &store,
+            "x",
+            Block {
+                size: 16 << 20,
+                ..b
+            }
+        ),
+        "another size"
+    );
+    assert!(!listed(&store, "x", block(4, b"cccccc")), "another hash");
+    assert!(
+        !listed(&store, "x", Block { offset: 10, ..b }),
+        "past the end"
+    );
+    let mut gone = change("x", Some(rows(&store, folder)[0].id), vec![]);
+    gone.deleted = true;
+    store
+        .apply_local_changes(folder, ShortId(1), &[gone])
+        .unwrap();
+    assert!(!listed(&store, "x", a), "a deleted file lists nothing");
+}

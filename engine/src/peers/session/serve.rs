@@ -1,139 +1,178 @@
-//! Answering the peer's block requests, each on its own stream. A request is answered
-//! only for a block the local index says the file holds; the requester checks the hash.
+//! Answering the peer's block requests, each on its own stream. A request is answered only
+//! for a block the local index lists (`answer`); the requester checks the hash. What one
+//! connection may cost is bounded: requests served at once, bytes read and not yet sent,
+//! the size of a request frame, how long a stream may stay silent or stall, and how many
+//! refusals it may collect (`refusals`).
 
-use std::os::unix::fs::FileExt;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+mod answer;
+mod refusals;
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use peerfold_protocol::DeviceId;
-use peerfold_protocol::chunking::{Block, MAX_BLOCK_SIZE};
+use peerfold_protocol::chunking::MAX_BLOCK_SIZE;
 use peerfold_protocol::wire::{self, message::Body};
 use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-use super::{SessionContext, SessionError};
-use crate::model::names;
+use super::{SessionContext, SessionError, kind_of};
+use crate::folder::registry::FolderRegistry;
 use crate::peers::Reason;
-use crate::peers::link::Link;
+use crate::peers::link::{FramedStream, Link, LinkError};
+use crate::store::StoreHandle;
+use answer::Answer;
+use refusals::{Refusals, Verdict};
 
 /// Block requests served at once per connection.
 const SERVING_CONCURRENCY: usize = 256;
-/// Invalid block requests (see `is_invalid_request`) a peer may make per connection.
-const MAX_INVALID_REQUESTS: usize = 100;
+/// Bytes of block data read for one connection and not yet taken by QUIC: one largest
+/// block. (Before, 256 requests of 16 MiB each could be held at once.)
+const SERVING_BUDGET: u32 = MAX_BLOCK_SIZE;
+/// The largest frame a request stream takes: a Request is its folder ID, name, hash and
+/// three numbers.
+const MAX_REQUEST_FRAME_LEN: usize = 64 << 10;
+/// How long a new stream has to deliver its Request.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long an answer may go without the peer taking any of it before it is dropped.
+const SEND_STALL: Duration = Duration::from_secs(30);
 
-/// Answers block requests until the link closes.
+/// Answers block requests until the link closes; every request task ends with it.
 pub(super) async fn serve_requests(
     context: &SessionContext,
     link: Arc<dyn Link>,
     peer: DeviceId,
 ) -> Result<(), SessionError> {
+    let ended = CancellationToken::new();
+    let _end_requests = ended.clone().drop_guard();
+    let serving = Arc::new(Serving {
+        folders: context.folders.clone(),
+        store: context.store.clone(),
+        link: link.clone(),
+        peer,
+        budget: Arc::new(Semaphore::new(SERVING_BUDGET as usize)),
+        refusals: Mutex::new(Refusals::new(Instant::now())),
+    });
     let limit = Arc::new(Semaphore::new(SERVING_CONCURRENCY));
-    let invalid = Arc::new(AtomicUsize::new(0));
     loop {
-        let mut stream = link.accept().await?;
+        let stream = link.accept().await?;
         let Ok(permit) = limit.clone().acquire_owned().await else {
             return Ok(());
         };
-        let (invalid, link) = (invalid.clone(), link.clone());
-        let (folders, store) = (context.folders.clone(), context.store.clone());
+        let (serving, ended) = (serving.clone(), ended.clone());
         context.life.spawn(async move {
             let _permit = permit;
-            let Ok(Some(wire::Message {
-                body: Some(Body::Request(request)),
-            })) = stream.recv.next().await
-            else {
-                return;
-            };
-            let response = answer(&folders, &store, peer, request).await;
-            if is_invalid_request(&response)
-                && invalid.fetch_add(1, Ordering::Relaxed) + 1 > MAX_INVALID_REQUESTS
-            {
-                warn!("too many invalid block requests; disconnecting");
-                link.close(&Reason::Protocol("too many invalid block requests".into()));
-                return;
-            }
-            if stream.send.send(&response).await.is_ok() {
-                let _ = stream.send.finish().await;
+            tokio::select! {
+                biased;
+                () = ended.cancelled() => {}
+                () = serving.serve(stream) => {}
             }
         });
     }
 }
 
-/// A refusal no well-behaved peer provokes: an unknown or unshared folder, a malformed
-/// name, size or hash. (Missing files are not counted: a file can change under a pull.)
-fn is_invalid_request(response: &wire::Message) -> bool {
-    matches!(
-        &response.body,
-        Some(Body::Response(r)) if r.code == wire::ErrorCode::InvalidFile as i32
-            || r.code == wire::ErrorCode::Generic as i32
-    )
+/// What the request tasks of one connection share.
+struct Serving {
+    folders: Arc<FolderRegistry>,
+    store: StoreHandle,
+    link: Arc<dyn Link>,
+    peer: DeviceId,
+    budget: Arc<Semaphore>,
+    refusals: Mutex<Refusals>,
 }
 
-async fn answer(
-    folders: &crate::folder::registry::FolderRegistry,
-    store: &crate::store::StoreHandle,
-    peer: DeviceId,
-    request: wire::Request,
-) -> wire::Message {
-    let id = request.id;
-    let refuse = |code: wire::ErrorCode| wire::Message {
-        body: Some(Body::Response(wire::Response {
-            id,
-            data: Default::default(),
-            code: code as i32,
-        })),
-    };
-    let Some(folder) = folders.get(&request.folder) else {
-        return refuse(wire::ErrorCode::Generic);
-    };
-    if !folder.shares_with(peer)
-        || names::validate(&request.name).is_err()
-        || request.size == 0
-        || request.size > MAX_BLOCK_SIZE
-    {
-        return refuse(wire::ErrorCode::InvalidFile);
+impl Serving {
+    /// Reads one Request from `stream` and answers it.
+    async fn serve(&self, mut stream: FramedStream) {
+        stream.recv.limit(MAX_REQUEST_FRAME_LEN);
+        let request = match tokio::time::timeout(REQUEST_TIMEOUT, stream.recv.next()).await {
+            Ok(Ok(Some(wire::Message {
+                body: Some(Body::Request(request)),
+            }))) => request,
+            Ok(Ok(Some(other))) => {
+                debug!(
+                    kind = kind_of(Some(&other)),
+                    "not a Request on a request stream"
+                );
+                self.judge(self.refusals().malformed());
+                return;
+            }
+            Ok(Err(LinkError::Frame(e))) => {
+                debug!(error = %e, "bad frame on a request stream");
+                self.judge(self.refusals().malformed());
+                return;
+            }
+            // Finished, reset or lost: nothing to answer.
+            Ok(Ok(None) | Err(_)) => return,
+            Err(_) => {
+                debug!("no Request within the time allowed; stream dropped");
+                return;
+            }
+        };
+        let answer = answer::answer(
+            &self.folders,
+            &self.store,
+            &self.budget,
+            self.peer,
+            &request,
+        );
+        let (data, code, held) = match answer.await {
+            Answer::Data(data, held) => {
+                self.refusals().served(Instant::now());
+                (data, wire::ErrorCode::None, Some(held))
+            }
+            Answer::Malformed(code) => {
+                if self.judge(self.refusals().malformed()) {
+                    return;
+                }
+                (Vec::new(), code, None)
+            }
+            Answer::Missing => {
+                if self.judge(self.refusals().refused(Instant::now())) {
+                    return;
+                }
+                (Vec::new(), wire::ErrorCode::NoSuchFile, None)
+            }
+        };
+        let size = data.len();
+        let response = wire::Message {
+            body: Some(Body::Response(wire::Response {
+                id: request.id,
+                data: data.into(),
+                code: code as i32,
+            })),
+        };
+        // A peer that stops reading holds its share of the budget for SEND_STALL at most;
+        // dropping the stream then releases it (QUIC keeps only what it took already).
+        match stream.send.send_unless_stalled(response, SEND_STALL).await {
+            Ok(()) => {
+                let _ = stream.send.finish().await;
+                // Tests count "served block" lines.
+                match code {
+                    wire::ErrorCode::None => debug!(size, "served block"),
+                    _ => debug!(code = code as i32, "refused a block request"),
+                }
+            }
+            Err(e) => debug!(size, error = %e, "answer not taken; stream dropped"),
+        }
+        drop(held);
     }
-    let Ok(hash) = <[u8; 32]>::try_from(request.hash.as_slice()) else {
-        return refuse(wire::ErrorCode::InvalidFile);
-    };
-    // Serve only files in the index (never ignored or unindexed ones), and only data that
-    // hashes to what was asked: a peer cannot read what it does not already know the hash of.
-    let (idx, name) = (folder.idx, request.name.clone());
-    if !store
-        .read(move |r| r.has_local_file(idx, &name))
-        .await
-        .unwrap_or(false)
-    {
-        return refuse(wire::ErrorCode::NoSuchFile);
+
+    fn refusals(&self) -> std::sync::MutexGuard<'_, Refusals> {
+        // Counters only: a panic elsewhere leaves them usable.
+        self.refusals.lock().unwrap_or_else(|p| p.into_inner())
     }
-    let block = Block {
-        offset: request.offset,
-        size: request.size,
-        hash: blake3::Hash::from_bytes(hash),
-    };
-    let Ok(path) = names::join(&folder.path(), &request.name) else {
-        return refuse(wire::ErrorCode::InvalidFile);
-    };
-    let data = tokio::task::spawn_blocking(move || {
-        let file = std::fs::File::open(path).ok()?;
-        let mut data = vec![0u8; block.size as usize];
-        file.read_exact_at(&mut data, block.offset).ok()?;
-        Some(data).filter(|data| blake3::hash(data) == block.hash)
-    })
-    .await
-    .ok()
-    .flatten();
-    match data {
-        Some(data) => {
-            debug!(offset = block.offset, "served block");
-            wire::Message {
-                body: Some(Body::Response(wire::Response {
-                    id,
-                    data: data.into(),
-                    code: wire::ErrorCode::None as i32,
-                })),
+
+    /// Disconnects the peer when `verdict` says so; true then.
+    fn judge(&self, verdict: Verdict) -> bool {
+        match verdict {
+            Verdict::Allowed => false,
+            Verdict::Disconnect(why) => {
+                warn!("{why}; disconnecting");
+                self.link.close(&Reason::Protocol(why.into()));
+                true
             }
         }
-        None => refuse(wire::ErrorCode::NoSuchFile),
     }
 }

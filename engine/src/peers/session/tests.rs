@@ -129,3 +129,16 @@ async fn a_peer_that_sends_no_hello_is_dropped_after_the_handshake_timeout() {
         .expect("the session gave up on its own");
     assert!(link.close_reason().unwrap().contains("handshake"));
 }
+
+#[test]
+fn a_hello_is_kept_cut_short_at_a_character_boundary() {
+    let kept = super::KeptHello::from(peerfold_protocol::wire::Hello {
+        device_name: "é".repeat(1_000_000),
+        client_name: "peerfold".into(),
+        client_version: format!("x{}", "é".repeat(100)),
+    });
+    assert_eq!(kept.device_name, "é".repeat(32));
+    assert_eq!(kept.client_name, "peerfold");
+    // 1 + 31 * 2 bytes: the 32nd "é" would end past 64.
+    assert_eq!(kept.client_version, format!("x{}", "é".repeat(31)));
+}
