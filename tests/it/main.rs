@@ -15,6 +15,7 @@ mod index_rebuild;
 mod peer_entries;
 mod pending_bounds;
 mod poisoned_counter;
+mod reconnect;
 mod replacements;
 mod scan;
 mod stall;

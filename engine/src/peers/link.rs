@@ -6,6 +6,7 @@ use std::pin::Pin;
 #[cfg(test)]
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use bytes::BytesMut;
 use peerfold_protocol::framing::{FrameCodec, FrameError};
@@ -66,6 +67,10 @@ pub(crate) trait Link: Send + Sync + 'static {
     fn id(&self) -> usize;
     /// Direct or relayed.
     fn path(&self) -> PathKind;
+    /// Whether the peer's end still answers: sends it something its transport must
+    /// acknowledge and waits at most `within` for a sign of life. A closed link does not
+    /// answer. (The registry asks before it lets an old link beat a new one.)
+    async fn answers(&self, within: Duration) -> bool;
 }
 
 /// A bidirectional stream of frames.
@@ -177,6 +182,7 @@ pub(crate) fn memory_pair() -> (Arc<MemoryLink>, Arc<MemoryLink>) {
             closed: closed.clone(),
             reason: reason.clone(),
             id: next_link_id(),
+            muted: std::sync::atomic::AtomicBool::new(false),
         })
     };
     (end(b_tx, a_rx), end(a_tx, b_rx))
@@ -190,10 +196,17 @@ pub(crate) struct MemoryLink {
     closed: CancellationToken,
     reason: Arc<std::sync::Mutex<Option<String>>>,
     id: usize,
+    /// Plays a peer that crashed: the link stays open but no longer answers.
+    muted: std::sync::atomic::AtomicBool,
 }
 
 #[cfg(test)]
 impl MemoryLink {
+    /// From now on the link does not answer [`Link::answers`], as if the peer had crashed.
+    pub(crate) fn mute(&self) {
+        self.muted.store(true, Ordering::Relaxed);
+    }
+
     fn stream(&self, io: tokio::io::DuplexStream) -> FramedStream {
         let (read, write) = tokio::io::split(io);
         FramedStream::new(read, write, Some(self.closed.clone()))
@@ -257,5 +270,10 @@ impl Link for MemoryLink {
 
     fn path(&self) -> PathKind {
         PathKind::Direct
+    }
+
+    /// Both ends live in this process: the link answers while it is open (and not muted).
+    async fn answers(&self, _within: Duration) -> bool {
+        !self.closed.is_cancelled() && !self.muted.load(Ordering::Relaxed)
     }
 }
