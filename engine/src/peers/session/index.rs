@@ -13,9 +13,11 @@ use tracing::{debug, warn};
 use super::{SessionContext, SessionError};
 use crate::events::Event;
 use crate::folder::FolderHandle;
+use crate::folder::refused::Malformed;
 use crate::model::announce;
 use crate::model::entry::FileEntry;
 use crate::peers::link::FrameReceiver;
+use crate::store::ReceivedBatch;
 
 /// Entries per index batch, at most.
 const BATCH_ENTRIES: usize = 1000;
@@ -119,18 +121,20 @@ pub(super) async fn receive(
             )));
         }
         let mut entries = Vec::with_capacity(files.len());
-        let mut refused = 0usize;
+        let mut malformed = Malformed::default();
         for info in files {
             match FileEntry::from_wire(info) {
                 Ok(entry) => entries.push(entry),
                 Err(e) => {
-                    refused += 1;
-                    debug!(error = %e, "refused an index entry");
+                    // Its kind and size: the name is the peer's.
+                    debug!(
+                        name_bytes = e.name().len(),
+                        problem = e.what(),
+                        "refused an index entry"
+                    );
+                    malformed.push(e);
                 }
             }
-        }
-        if refused > 0 {
-            warn!(refused, "refused malformed index entries");
         }
         let index_id = their_index_ids.get(&folder_id).copied().unwrap_or(0);
         let (idx, items) = (folder.idx, entries.len());
@@ -142,8 +146,12 @@ pub(super) async fn receive(
             .write(move |s| s.receive_remote_index(idx, peer, index_id, &entries, me))
             .await
         {
-            Ok(received) => folder.note_received(peer, names.as_deref(), &received),
-            Err(e) => warn!(error = %e, "cannot store the peer's index"),
+            Ok(received) => folder.note_received(peer, names.as_deref(), &malformed, &received),
+            Err(e) => {
+                warn!(error = %e, "cannot store the peer's index");
+                let none = ReceivedBatch::default();
+                folder.note_received(peer, Some(&[]), &malformed, &none);
+            }
         }
         context.events.emit(Event::RemoteIndexUpdated {
             device: peer,
