@@ -70,6 +70,22 @@ pub(crate) async fn handshake_keeping_buffer(
     quinn::RecvStream,
     BytesMut,
 ) {
+    handshake_with_index_id(evil, a_id, port, 1).await
+}
+
+/// Like [`handshake_keeping_buffer`], announcing the peer's own index of "docs" under
+/// `index_id` (a new one tells the daemon the peer's index was rebuilt).
+pub(crate) async fn handshake_with_index_id(
+    evil: &Identity,
+    a_id: DeviceId,
+    port: u16,
+    index_id: u64,
+) -> (
+    quinn::Connection,
+    quinn::SendStream,
+    quinn::RecvStream,
+    BytesMut,
+) {
     let evil_id = evil.device_id();
     let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(Arc::new(
         tls::client_config(evil, PeerPolicy::only(a_id)).unwrap(),
@@ -99,7 +115,7 @@ pub(crate) async fn handshake_keeping_buffer(
                 id: "docs".into(),
                 devices: vec![wire::FolderDevice {
                     id: evil_id.as_bytes().to_vec(),
-                    index_id: 1,
+                    index_id,
                     max_sequence: 9,
                     ..Default::default()
                 }],

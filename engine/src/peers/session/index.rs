@@ -141,11 +141,14 @@ pub(super) async fn receive(
         let names: Option<Vec<String>> =
             (!full).then(|| entries.iter().map(|e| e.name.clone()).collect());
         let me = folder.me.short();
-        match context
+        folder.counts_changed.entries_arriving(items);
+        let started = std::time::Instant::now();
+        let stored = context
             .store
             .write(move |s| s.receive_remote_index(idx, peer, index_id, &entries, me))
-            .await
-        {
+            .await;
+        debug!(entries = items, full, took = ?started.elapsed(), "stored an index batch");
+        match stored {
             Ok(received) => folder.note_received(peer, names.as_deref(), &malformed, &received),
             Err(e) => {
                 warn!(error = %e, "cannot store the peer's index");
