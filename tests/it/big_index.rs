@@ -203,6 +203,17 @@ async fn a_huge_index_and_its_replacement_keep_the_daemon_responsive() {
     eprintln!("index ID change over {total} entries: absorbed in {took:?}");
     let slowest_replacing = report("the replacement", replacing);
 
+    // How long the daemon held its writer for each batch and for dropping the old index.
+    for line in a
+        .log()
+        .lines()
+        .filter(|l| l.contains("stored an index batch") || l.contains("dropped what was held"))
+    {
+        eprintln!(
+            "daemon: {}",
+            line.rsplit("peerfold_engine").next().unwrap_or(line)
+        );
+    }
     assert!(
         slowest_loading < SLOWEST_ANSWER && slowest_replacing < SLOWEST_ANSWER,
         "a status answer took {slowest_loading:?} during the load, {slowest_replacing:?} \
