@@ -91,9 +91,10 @@ fn poll(api: Arc<Api>, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<[Vec<Du
                 let started = Instant::now();
                 let answer = api.get(path);
                 times.push(started.elapsed());
+                // Which answers were slow, and when, for the report.
                 if started.elapsed() > Duration::from_millis(200) {
                     eprintln!(
-                        "DEBUG slow {path} {:?} at {:?}: {}",
+                        "slow answer: {path} took {:?}, {:?} into the phase (globalDeleted {})",
                         started.elapsed(),
                         t0.elapsed(),
                         answer["globalDeleted"]

@@ -184,6 +184,6 @@ mod tests {
         let mut notified = std::pin::pin!(notified);
         let waker = std::task::Waker::noop();
         let mut cx = std::task::Context::from_waker(waker);
-        std::future::Future::poll(notified.as_mut(), &mut cx).is_ready()
+        notified.as_mut().poll(&mut cx).is_ready()
     }
 }
