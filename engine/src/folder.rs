@@ -13,6 +13,7 @@ pub(crate) mod pull;
 pub(crate) mod refused;
 pub(crate) mod registry;
 pub(crate) mod scan_loop;
+pub(crate) mod summary_cache;
 pub(crate) mod summary_loop;
 
 pub use actions::FolderActionError;

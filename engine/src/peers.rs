@@ -85,6 +85,8 @@ pub(crate) enum Reason {
     Shutdown,
     /// Another link to the same device is kept.
     Duplicate,
+    /// The link stopped answering and a new one from the same device replaces it.
+    Silent,
     /// The peer is not a configured device here.
     UnknownDevice,
     /// The peer is paused here (it tried to connect).
@@ -108,6 +110,7 @@ impl Reason {
         match self {
             Self::Shutdown
             | Self::Duplicate
+            | Self::Silent
             | Self::PausedNow
             | Self::Removed
             | Self::Reconfigured => 0,
@@ -123,6 +126,7 @@ impl std::fmt::Display for Reason {
         match self {
             Self::Shutdown => f.write_str("peerfold is shutting down"),
             Self::Duplicate => f.write_str("duplicate connection"),
+            Self::Silent => f.write_str("no answer; replaced by a new connection"),
             Self::UnknownDevice => {
                 f.write_str("this device is not accepted here: ask its owner to add your device ID")
             }

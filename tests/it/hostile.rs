@@ -199,3 +199,116 @@ async fn hostile_names_are_refused_and_a_bad_block_is_fetched_again() {
     connection.close(0u32.into(), b"done");
     drop(running);
 }
+
+/// `/rest/folder/errors` of "docs" as (path, error) pairs.
+fn folder_errors(api: &crate::api::Api) -> Vec<(String, String)> {
+    api.get("/rest/folder/errors?folder=docs")["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            let text = |k: &str| e[k].as_str().unwrap_or_default().to_owned();
+            (text("path"), text("error"))
+        })
+        .collect()
+}
+
+/// Waits until `/rest/folder/errors` lists exactly `paths` (in the API's order, by name).
+async fn wait_for_errors(api: Arc<crate::api::Api>, what: &'static str, paths: Vec<String>) {
+    tokio::task::spawn_blocking(move || {
+        wait_until(what, 30, || {
+            let listed: Vec<String> = folder_errors(&api).into_iter().map(|(p, _)| p).collect();
+            listed == paths
+        });
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_index_entries_are_listed_as_folder_errors_until_the_peer_mends_them() {
+    let evil = Identity::generate().unwrap();
+    let (a, running, a_id) = target_for(&evil);
+    let api = Arc::new(crate::api::Api::of(&a, &running));
+    let (connection, mut tx, _rx) = handshake(&evil, a_id, running.port).await;
+
+    // A long name with a terminal escape in it: listed cut and escaped, never logged.
+    let long = format!("\u{1b}[2J{}/../x", "long".repeat(300));
+    let mut wrong_size = file("wrong-size.txt", b"abc");
+    wrong_size.size = 5;
+    let files = vec![
+        file("../escape", b"x"),
+        file("/etc/escape", b"x"),
+        file(&long, b"x"),
+        file("nul\0name", b"x"),
+        wrong_size,
+        file("fine.txt", b""),
+    ];
+    send(
+        &mut tx,
+        Body::Index(wire::Index {
+            folder: "docs".into(),
+            files,
+        }),
+    )
+    .await;
+    let shown_long = format!("\\u{{1b}}[2J{}…", "long".repeat(49));
+    let mut expected: Vec<String> = ["../escape", "/etc/escape", "nul\\0name", "wrong-size.txt"]
+        .map(String::from)
+        .into();
+    expected.push(shown_long.clone());
+    expected.sort();
+    wait_for_errors(api.clone(), "the malformed entries are listed", expected).await;
+    let listed = folder_errors(&api);
+    for (path, error) in &listed {
+        assert!(path.len() <= 210, "{path}");
+        assert!(!path.contains('\u{1b}') && !path.contains('\0'), "{path:?}");
+        assert!(
+            error.contains("refused from") && error.len() < 300,
+            "{error}"
+        );
+    }
+    let why = |name: &str| &listed.iter().find(|(p, _)| p == name).unwrap().1;
+    assert!(
+        why("wrong-size.txt").contains("malformed entry"),
+        "{listed:?}"
+    );
+    assert!(why("../escape").contains("'..'"), "{listed:?}");
+    let human = a.ok(["status"]);
+    assert!(human.contains("wrong-size.txt"), "{human}");
+    let log = a.log();
+    assert!(log.contains("refused malformed index entries"), "{log}");
+    assert!(
+        !log.contains(&"long".repeat(60)),
+        "the log echoes a peer's name"
+    );
+
+    // A valid entry for the name mends it; the rest stay listed.
+    send(
+        &mut tx,
+        Body::IndexUpdate(wire::IndexUpdate {
+            folder: "docs".into(),
+            files: vec![file("wrong-size.txt", b"")],
+        }),
+    )
+    .await;
+    let mut expected: Vec<String> = ["../escape", "/etc/escape", "nul\\0name"]
+        .map(String::from)
+        .into();
+    expected.push(shown_long);
+    expected.sort();
+    wait_for_errors(api.clone(), "the mended entry leaves the list", expected).await;
+
+    // A full index without the bad names replaces everything the peer said.
+    send(
+        &mut tx,
+        Body::Index(wire::Index {
+            folder: "docs".into(),
+            files: vec![file("fine.txt", b"")],
+        }),
+    )
+    .await;
+    wait_for_errors(api.clone(), "a full index clears the list", vec![]).await;
+    connection.close(0u32.into(), b"done");
+    drop(running);
+}

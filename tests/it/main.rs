@@ -6,6 +6,7 @@
 
 mod api;
 mod api_inputs;
+mod big_index;
 mod cli;
 mod control;
 mod disk_full;
@@ -16,6 +17,7 @@ mod index_rebuild;
 mod peer_entries;
 mod pending_bounds;
 mod poisoned_counter;
+mod reconnect;
 mod replacements;
 mod scan;
 mod slow_peer;

@@ -244,7 +244,13 @@ async fn names_not_in_nfc_are_refused_and_never_written() {
     );
     let status = api.get("/rest/db/status?folder=docs");
     assert_eq!(status["needFiles"], 0, "{status}");
-    assert_eq!(status["errors"], 0, "{status}");
+    // The three refusals are listed with the folder's errors (and nothing else is).
+    assert_eq!(status["errors"], 3, "{status}");
+    let errors = api.get("/rest/folder/errors?folder=docs");
+    for error in errors["errors"].as_array().unwrap() {
+        let why = error["error"].as_str().unwrap();
+        assert!(why.contains("normalization form C"), "{errors}");
+    }
     assert!(
         connection.close_reason().is_none(),
         "the daemon kept the connection"

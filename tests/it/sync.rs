@@ -117,7 +117,7 @@ fn connect(a: &Device, b: &Device) -> [crate::support::Running; 2] {
 }
 
 /// Points `a`'s entry for `b` at `b`'s current port.
-fn pair_address(a: &Device, b: &Device, port: u16) {
+pub(crate) fn pair_address(a: &Device, b: &Device, port: u16) {
     let path = a.home().join("config.toml");
     let text = fs::read_to_string(&path).unwrap();
     let id = b.id();

@@ -110,6 +110,21 @@ pub(crate) async fn handshake_keeping_buffer(
     .expect("the daemon completes the handshake")
 }
 
+/// Like [`handshake_keeping_buffer`], announcing the peer's own index of "docs" under
+/// `index_id` (a new one tells the daemon the peer's index was rebuilt).
+pub(crate) async fn handshake_with_index_id(
+    evil: &Identity,
+    a_id: DeviceId,
+    port: u16,
+    index_id: u64,
+) -> Control {
+    let mut config = offering_docs(evil.device_id());
+    config.folders[0].devices[0].index_id = index_id;
+    try_handshake(evil, a_id, port, plain_hello(), config)
+        .await
+        .expect("the daemon completes the handshake")
+}
+
 /// Connects to the daemon at `port` as `evil`, sends `hello` and `config`, and waits for
 /// the daemon's Hello; `None` if any of it fails.
 pub(crate) async fn try_handshake(

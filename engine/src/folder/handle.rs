@@ -4,12 +4,13 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use peerfold_protocol::DeviceId;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use super::summary_cache::CountsChanged;
 use crate::config::FolderConfig;
 use crate::disk::scanner::ScanProgress;
 use crate::events::{Event, EventLog, StateName};
@@ -40,8 +41,9 @@ pub struct Folder {
     pub(crate) rescan: Notify,
     /// Wakes the index senders when local entries changed.
     pub(crate) local_changed: Notify,
-    /// Woken when counts may have changed (FolderSummary and FolderCompletion).
-    pub(crate) counts_changed: Notify,
+    /// Woken when counts may have changed (FolderSummary and FolderCompletion); keeps the
+    /// last summary of a large folder.
+    pub(crate) counts_changed: CountsChanged,
     /// Held by a scan, a pull round (planning included) and a folder action: a scan that
     /// ran beside the puller would index a file between its rename and its record as a
     /// local change.
@@ -148,7 +150,7 @@ impl Folder {
             pull: Notify::new(),
             rescan: Notify::new(),
             local_changed: Notify::new(),
-            counts_changed: Notify::new(),
+            counts_changed: CountsChanged::default(),
             busy: tokio::sync::Mutex::new(()),
             state: Mutex::new(FolderState::Idle),
             pull_errors: Mutex::new(BTreeMap::new()),
@@ -298,20 +300,32 @@ impl Folder {
     /// for `me`), on a read-only connection so the walk holds up no writer.
     pub async fn summaries(&self, devices: &[DeviceId]) -> Result<Vec<FolderSummary>, StoreError> {
         let (idx, me, devices) = (self.idx, self.me, devices.to_vec());
-        self.store
+        let (seen, started) = (self.counts_changed.generation(), Instant::now());
+        let mine = devices.first() == Some(&me);
+        let summaries = self
+            .store
             .read(move |reader| {
                 let mut summaries = vec![FolderSummary::default(); devices.len()];
                 reader.for_each_name(idx, me, |entries| {
                     counts::add_name(&NameView::new(&entries, me), &devices, &mut summaries);
                     Ok::<(), StoreError>(())
                 })?;
-                Ok(summaries)
+                Ok::<_, StoreError>(summaries)
             })
-            .await
+            .await?;
+        if mine {
+            let cost = started.elapsed();
+            self.counts_changed.keep(summaries[0], seen, cost);
+        }
+        Ok(summaries)
     }
 
-    /// This device's view of the folder.
+    /// This device's view of the folder: walked afresh, or for a large folder the last
+    /// walk's (see `summary_cache.rs`: an outdated one asks the summary task for a walk).
     pub async fn summary(&self) -> Result<FolderSummary, StoreError> {
+        if let Some(kept) = self.counts_changed.kept_if_costly() {
+            return Ok(kept);
+        }
         Ok(self.summaries(&[self.me]).await?.remove(0))
     }
 }

@@ -19,8 +19,12 @@ use crate::peers::Peers;
 /// The least time between two announcements of a folder's counts.
 const ANNOUNCE_EVERY: Duration = Duration::from_secs(1);
 /// Announcing may take at most about a tenth of the time (the walk is costly on large
-/// folders).
+/// folders)...
 const ANNOUNCE_COST_FACTOR: u32 = 10;
+/// ...but the rest after a walk is at most this: `/rest/db/status` answers a large folder
+/// from the last walk (`summary_cache`), so a longer rest left it showing counts minutes
+/// old after a peer's 1,000,000 entries.
+const MAX_REST: Duration = Duration::from_secs(10);
 
 /// Runs until the folder stops.
 pub(crate) async fn summary_loop(
@@ -63,7 +67,7 @@ pub(crate) async fn summary_loop(
                 sequence,
             });
         }
-        let cost = started.elapsed() * ANNOUNCE_COST_FACTOR;
+        let cost = (started.elapsed() * ANNOUNCE_COST_FACTOR).min(MAX_REST + ANNOUNCE_EVERY);
         tokio::select! {
             biased;
             () = folder.stop.cancelled() => return,

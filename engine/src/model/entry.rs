@@ -107,11 +107,30 @@ pub enum EntryError {
     /// Anything else that does not add up.
     #[error("entry {name:?}: {detail}")]
     Invalid {
-        /// The name.
+        /// The name, cut to [`names::SHOWN_NAME_BYTES`](crate::model::names::SHOWN_NAME_BYTES).
         name: String,
         /// What is wrong.
         detail: &'static str,
     },
+}
+
+impl EntryError {
+    /// The refused entry's name, cut to
+    /// [`names::SHOWN_NAME_BYTES`](crate::model::names::SHOWN_NAME_BYTES).
+    pub fn name(&self) -> &str {
+        match self {
+            Self::Name(e) => e.name(),
+            Self::Invalid { name, .. } => name,
+        }
+    }
+
+    /// What is wrong, without the name (for logs about peer input).
+    pub fn what(&self) -> &'static str {
+        match self {
+            Self::Name(e) => e.what(),
+            Self::Invalid { detail, .. } => detail,
+        }
+    }
 }
 
 impl FileEntry {
@@ -151,7 +170,7 @@ impl FileEntry {
     pub fn from_wire(info: wire::FileInfo) -> Result<Self, EntryError> {
         crate::model::names::validate(&info.name)?;
         let invalid = |detail| EntryError::Invalid {
-            name: info.name.clone(),
+            name: crate::model::names::shown(&info.name),
             detail,
         };
         let kind = match wire::FileKind::try_from(info.kind) {

@@ -5,12 +5,17 @@ use std::path::{Component, Path, PathBuf};
 
 use unicode_normalization::is_nfc;
 
-/// Why a received name was refused.
+/// Bytes of a peer's name that an error about it carries (a name may have 4,096 bytes, and
+/// one a peer sends any number): errors go to logs, lists and API answers.
+pub const SHOWN_NAME_BYTES: usize = 200;
+
+/// Why a received name was refused. Each variant holds the name cut to
+/// [`SHOWN_NAME_BYTES`] ([`shown`]); the messages quote it with control characters escaped.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum NameError {
     /// Empty, or longer than any file system takes.
     #[error("name is empty or longer than 4096 bytes")]
-    Length,
+    Length(String),
     /// Starts with `/` or a drive letter.
     #[error("name {0:?} is absolute")]
     Absolute(String),
@@ -29,32 +34,71 @@ pub enum NameError {
     NotNfc(String),
 }
 
+impl NameError {
+    /// The refused name, cut to [`SHOWN_NAME_BYTES`].
+    pub fn name(&self) -> &str {
+        match self {
+            Self::Length(name)
+            | Self::Absolute(name)
+            | Self::Component(name)
+            | Self::Character(name)
+            | Self::Reserved(name)
+            | Self::NotNfc(name) => name,
+        }
+    }
+
+    /// What is wrong, without the name (for logs about peer input).
+    pub fn what(&self) -> &'static str {
+        match self {
+            Self::Length(_) => "the name is empty or longer than 4096 bytes",
+            Self::Absolute(_) => "the name is absolute",
+            Self::Component(_) => "the name has an empty, '.' or '..' component",
+            Self::Character(_) => "the name holds a NUL or a backslash",
+            Self::Reserved(_) => "the name is reserved for peerfold",
+            Self::NotNfc(_) => "the name is not in Unicode normalization form C",
+        }
+    }
+}
+
+/// At most [`SHOWN_NAME_BYTES`] of `name`, cut at a character boundary and marked with `…`
+/// when cut.
+pub fn shown(name: &str) -> String {
+    if name.len() <= SHOWN_NAME_BYTES {
+        return name.to_owned();
+    }
+    let mut end = SHOWN_NAME_BYTES;
+    while !name.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &name[..end])
+}
+
 /// Checks that `name` is a relative, `/`-separated path in NFC that cannot leave the folder
 /// root.
 pub fn validate(name: &str) -> Result<(), NameError> {
     if name.is_empty() || name.len() > 4096 {
-        return Err(NameError::Length);
+        return Err(NameError::Length(shown(name)));
     }
     if name.starts_with('/') || (name.len() >= 2 && name.as_bytes()[1] == b':') {
-        return Err(NameError::Absolute(name.to_owned()));
+        return Err(NameError::Absolute(shown(name)));
     }
     if name.contains('\0') || name.contains('\\') {
-        return Err(NameError::Character(name.to_owned()));
+        return Err(NameError::Character(shown(name)));
     }
     let mut first = true;
     for part in name.split('/') {
         if part.is_empty() || part == "." || part == ".." {
-            return Err(NameError::Component(name.to_owned()));
+            return Err(NameError::Component(shown(name)));
         }
         if (first && (part == ".peerfold" || part == ".peerfoldignore"))
             || (part.starts_with(".peerfold.") && part.ends_with(".tmp"))
         {
-            return Err(NameError::Reserved(name.to_owned()));
+            return Err(NameError::Reserved(shown(name)));
         }
         first = false;
     }
     if !is_nfc(name) {
-        return Err(NameError::NotNfc(name.to_owned()));
+        return Err(NameError::NotNfc(shown(name)));
     }
     Ok(())
 }
@@ -67,7 +111,7 @@ pub fn join(root: &Path, name: &str) -> Result<PathBuf, NameError> {
         .components()
         .all(|c| matches!(c, Component::Normal(_)))
     {
-        return Err(NameError::Component(name.to_owned()));
+        return Err(NameError::Component(shown(name)));
     }
     Ok(root.join(relative))
 }
@@ -111,6 +155,18 @@ mod tests {
         ] {
             assert!(validate(good).is_ok(), "{good:?} was refused");
         }
+    }
+
+    #[test]
+    fn errors_carry_a_bounded_name_with_control_characters_escaped() {
+        let long = format!("/{}\u{1b}[31m", "x".repeat(10_000));
+        let e = validate(&long).unwrap_err();
+        assert!(e.name().len() <= SHOWN_NAME_BYTES + '…'.len_utf8());
+        assert!(e.to_string().len() < 300, "{}", e.to_string().len());
+        let e = validate("../\u{1b}[2J").unwrap_err();
+        assert!(!e.to_string().contains('\u{1b}'), "{e}");
+        assert!(e.to_string().contains("\\u{1b}"), "{e}");
+        assert_eq!(e.what(), "the name has an empty, '.' or '..' component");
     }
 
     proptest! {

@@ -5,13 +5,15 @@ use std::collections::{BTreeMap, VecDeque};
 
 use peerfold_protocol::DeviceId;
 
-/// Refusals listed per folder at most; the oldest goes first. A hundred is more than a
-/// person reads, and with names cut to [`NAME_EXCERPT_BYTES`] the list stays under 40 KiB
-/// however many entries a peer sends.
+/// Refusals listed per folder and device at most; that device's oldest goes first, so one
+/// peer's flood cannot push another's refusals out. A hundred is more than a person reads,
+/// and with names cut to [`NAME_EXCERPT_BYTES`] a device's part of the list stays under
+/// 40 KiB however many entries it sends.
 pub const MAX_LISTED: usize = 100;
 
-/// Bytes of a refused name that are listed (a name may have 4,096).
-pub const NAME_EXCERPT_BYTES: usize = 200;
+/// Bytes of a refused name that are listed (a name may have 4,096), before its control
+/// characters are escaped.
+pub const NAME_EXCERPT_BYTES: usize = crate::model::names::SHOWN_NAME_BYTES;
 
 /// The refused entries of one folder, newest kept.
 #[derive(Debug, Default)]
@@ -26,8 +28,11 @@ impl RefusedEntries {
     pub fn note(&mut self, device: DeviceId, name: &str, why: String) {
         let key = (device, excerpt(name));
         self.listed.retain(|(k, _)| *k != key);
-        if self.listed.len() == MAX_LISTED {
-            self.listed.pop_front();
+        let from_device = self.listed.iter().filter(|((d, _), _)| *d == device);
+        if from_device.count() >= MAX_LISTED
+            && let Some(oldest) = self.listed.iter().position(|((d, _), _)| *d == device)
+        {
+            self.listed.remove(oldest);
         }
         self.listed.push_back((key, why));
     }
@@ -60,22 +65,33 @@ impl RefusedEntries {
             .collect()
     }
 
+    /// Whether anything from `device` is listed.
+    pub fn lists(&self, device: DeviceId) -> bool {
+        self.listed.iter().any(|((d, _), _)| *d == device)
+    }
+
     /// Whether nothing is listed.
     pub fn is_empty(&self) -> bool {
         self.listed.is_empty()
     }
 }
 
-/// At most [`NAME_EXCERPT_BYTES`] of `name`, cut at a character boundary, marked when cut.
+/// At most [`NAME_EXCERPT_BYTES`] of `name`, cut at a character boundary, marked when cut,
+/// with control characters escaped (`\u{1b}`, `\n`): a list line a terminal shows as it is.
 pub fn excerpt(name: &str) -> String {
-    if name.len() <= NAME_EXCERPT_BYTES {
-        return name.to_owned();
+    let cut = crate::model::names::shown(name);
+    if !cut.chars().any(char::is_control) {
+        return cut;
     }
-    let mut end = NAME_EXCERPT_BYTES;
-    while !name.is_char_boundary(end) {
-        end -= 1;
+    let mut out = String::with_capacity(cut.len() + 16);
+    for c in cut.chars() {
+        if c.is_control() {
+            out.extend(c.escape_debug());
+        } else {
+            out.push(c);
+        }
     }
-    format!("{}…", &name[..end])
+    out
 }
 
 #[cfg(test)]
@@ -103,6 +119,19 @@ mod tests {
         );
         assert!(cut.ends_with('…'));
         assert_eq!(excerpt("short"), "short");
+        assert_eq!(excerpt("a\u{1b}[2J\nb"), "a\\u{1b}[2J\\nb");
+    }
+
+    #[test]
+    fn one_device_cannot_push_out_another_devices_refusals() {
+        let mut refused = RefusedEntries::default();
+        refused.note(OTHER, "theirs", "why".into());
+        for i in 0..MAX_LISTED * 3 {
+            refused.note(PEER, &format!("n{i:04}"), "why".into());
+        }
+        let list = refused.list();
+        assert_eq!(list.len(), MAX_LISTED + 1);
+        assert!(list["theirs"].contains(&OTHER.short().to_string()));
     }
 
     #[test]

@@ -1,5 +1,9 @@
 //! A QUIC connection as a [`Link`]: each stream of frames is a QUIC bidirectional stream.
 
+use std::time::Duration;
+
+use peerfold_protocol::wire::{self, message::Body};
+
 use crate::peers::Reason;
 use crate::peers::link::{FramedStream, Link, LinkError, LinkStats, PathKind, next_link_id};
 
@@ -17,6 +21,9 @@ impl QuicLink {
         }
     }
 }
+
+/// How often a liveness probe looks for the peer's answer.
+const PROBE_POLL: Duration = Duration::from_millis(20);
 
 fn lost(e: quinn::ConnectionError) -> LinkError {
     LinkError::Closed(e.to_string())
@@ -61,5 +68,32 @@ impl Link for QuicLink {
 
     fn path(&self) -> PathKind {
         PathKind::Direct
+    }
+
+    /// Sends a Ping on a stream of its own: the peer's QUIC stack acknowledges it (within
+    /// its ack delay, 25 ms by default) whatever its session does with it (it reads the
+    /// first message of a stream and drops anything but a Request). Any datagram received
+    /// after that is a sign of life; a dead peer sends none, and a restarted one on the
+    /// same port answers with a stateless reset, which closes the connection.
+    async fn answers(&self, within: Duration) -> bool {
+        let before = self.connection.stats().udp_rx.datagrams;
+        let probe = async {
+            let mut stream = self.open().await.ok()?;
+            let ping = wire::Message {
+                body: Some(Body::Ping(wire::Ping {})),
+            };
+            stream.send.send(&ping).await.ok()?;
+            stream.send.finish().await.ok()?;
+            loop {
+                if self.connection.close_reason().is_some() {
+                    return None;
+                }
+                if self.connection.stats().udp_rx.datagrams > before {
+                    return Some(());
+                }
+                tokio::time::sleep(PROBE_POLL).await;
+            }
+        };
+        matches!(tokio::time::timeout(within, probe).await, Ok(Some(())))
     }
 }

@@ -81,7 +81,7 @@ async fn connection(context: &SessionContext, link: Arc<dyn Link>, peer: DeviceI
         link.close(&Reason::Paused);
         return;
     }
-    if !context.registry.register(peer, link.clone(), dialed) {
+    if !context.registry.register(peer, link.clone(), dialed).await {
         link.close(&Reason::Duplicate);
         return;
     }

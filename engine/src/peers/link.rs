@@ -5,6 +5,7 @@
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
 
 use bytes::BytesMut;
 use peerfold_protocol::framing::{FrameCodec, FrameError};
@@ -65,6 +66,10 @@ pub(crate) trait Link: Send + Sync + 'static {
     fn id(&self) -> usize;
     /// Direct or relayed.
     fn path(&self) -> PathKind;
+    /// Whether the peer's end still answers: sends it something its transport must
+    /// acknowledge and waits at most `within` for a sign of life. A closed link does not
+    /// answer. (The registry asks before it lets an old link beat a new one.)
+    async fn answers(&self, within: Duration) -> bool;
 }
 
 /// A bidirectional stream of frames.
@@ -118,7 +123,7 @@ impl FrameSender {
     pub(crate) async fn send_unless_stalled(
         &mut self,
         message: wire::Message,
-        stall: std::time::Duration,
+        stall: Duration,
     ) -> Result<(), LinkError> {
         let mut buffer = BytesMut::new();
         FrameCodec::default().encode(&message, &mut buffer)?;
@@ -211,6 +216,7 @@ pub(crate) fn memory_pair() -> (Arc<MemoryLink>, Arc<MemoryLink>) {
             closed: closed.clone(),
             reason: reason.clone(),
             id: next_link_id(),
+            muted: std::sync::atomic::AtomicBool::new(false),
         })
     };
     (end(b_tx, a_rx), end(a_tx, b_rx))
@@ -224,10 +230,17 @@ pub(crate) struct MemoryLink {
     closed: CancellationToken,
     reason: Arc<std::sync::Mutex<Option<String>>>,
     id: usize,
+    /// Plays a peer that crashed: the link stays open but no longer answers.
+    muted: std::sync::atomic::AtomicBool,
 }
 
 #[cfg(test)]
 impl MemoryLink {
+    /// From now on the link does not answer [`Link::answers`], as if the peer had crashed.
+    pub(crate) fn mute(&self) {
+        self.muted.store(true, Ordering::Relaxed);
+    }
+
     fn stream(&self, io: tokio::io::DuplexStream) -> FramedStream {
         let (read, write) = tokio::io::split(io);
         FramedStream::new(read, write, Some(self.closed.clone()))
@@ -291,5 +304,10 @@ impl Link for MemoryLink {
 
     fn path(&self) -> PathKind {
         PathKind::Direct
+    }
+
+    /// Both ends live in this process: the link answers while it is open (and not muted).
+    async fn answers(&self, _within: Duration) -> bool {
+        !self.closed.is_cancelled() && !self.muted.load(Ordering::Relaxed)
     }
 }

@@ -8,13 +8,19 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use peerfold_protocol::DeviceId;
-use tracing::warn;
+use tracing::{info, warn};
 
 use super::flow::FlowControl;
 use super::link::{Link, LinkStats, PathKind};
 use super::{BlockData, BlockError, BlockRequest, Peers, Reason, request};
+
+/// How long an old link has to show it is alive when a new link from the same device would
+/// lose the tie-break to it. A live peer's QUIC stack answers within a round trip plus its
+/// ack delay (25 ms); two seconds leave room for a loaded machine.
+pub(crate) const PROBE_WITHIN: Duration = Duration::from_secs(2);
 
 /// A connected peer, as status and `/rest/system/connections` show it.
 #[derive(Clone, Debug, PartialEq)]
@@ -83,28 +89,59 @@ impl PeerRegistry {
 
     /// Registers `link` to `peer` unless a live one should win; returns whether it is kept.
     /// When both devices dial at once, both keep the link dialed by the lower device ID
-    /// (the other one is closed, here or there).
-    pub(crate) fn register(&self, peer: DeviceId, link: Arc<dyn Link>, dialed: bool) -> bool {
+    /// (the other one is closed, here or there). An old link the new one would lose to is
+    /// asked first whether it still answers ([`PROBE_WITHIN`]): a peer that crashed and
+    /// restarted dials a new link while its old one looks alive here until QUIC's idle
+    /// timeout (30 s), so a silent old link is closed and the new one kept.
+    pub(crate) async fn register(&self, peer: DeviceId, link: Arc<dyn Link>, dialed: bool) -> bool {
+        // Each turn either decides or closes the rival it probed; a later turn meets a
+        // rival only if yet another link to the peer came in meanwhile.
+        loop {
+            let Err(rival) = self.try_register(peer, &link, dialed) else {
+                return true;
+            };
+            // Never under the lock: the probe waits on the network.
+            if rival.answers(PROBE_WITHIN).await {
+                return false;
+            }
+            info!(
+                device = %peer.short(),
+                old = %rival.remote_address(),
+                new = %link.remote_address(),
+                "the old connection does not answer; the new one replaces it"
+            );
+            rival.close(&Reason::Silent);
+        }
+    }
+
+    /// Registers `link` unless a live link it loses the tie-break to is registered: that
+    /// link comes back.
+    fn try_register(
+        &self,
+        peer: DeviceId,
+        link: &Arc<dyn Link>,
+        dialed: bool,
+    ) -> Result<(), Arc<dyn Link>> {
         let mut inner = self.inner();
         if let Some(existing) = inner.connected.get(&peer)
             && existing.link.close_reason().is_none()
         {
             let dialer = if dialed { self.me } else { peer };
             if dialer != self.me.min(peer) {
-                return false;
+                return Err(existing.link.clone());
             }
             existing.link.close(&Reason::Duplicate);
         }
         inner.connected.insert(
             peer,
             Connected {
-                link,
+                link: link.clone(),
                 dialed,
                 since: jiff::Timestamp::now(),
                 hello: Hello::default(),
             },
         );
-        true
+        Ok(())
     }
 
     /// Records what the peer on `link` said about itself.
@@ -209,14 +246,14 @@ mod tests {
     const LOW: DeviceId = DeviceId::from_bytes([1; 32]);
     const HIGH: DeviceId = DeviceId::from_bytes([2; 32]);
 
-    #[test]
-    fn both_sides_keep_the_link_the_lower_id_dialed() {
+    #[tokio::test]
+    async fn both_sides_keep_the_link_the_lower_id_dialed() {
         // Seen from the lower device: its own dial wins over the peer's.
         let low = PeerRegistry::new(LOW);
         let (theirs, _) = memory_pair();
         let (mine, _) = memory_pair();
-        assert!(low.register(HIGH, theirs.clone(), false));
-        assert!(low.register(HIGH, mine.clone(), true));
+        assert!(low.register(HIGH, theirs.clone(), false).await);
+        assert!(low.register(HIGH, mine.clone(), true).await);
         assert_eq!(
             theirs.close_reason().as_deref(),
             Some("duplicate connection")
@@ -226,23 +263,41 @@ mod tests {
         let high = PeerRegistry::new(HIGH);
         let (from_low, _) = memory_pair();
         let (to_low, _) = memory_pair();
-        assert!(high.register(LOW, from_low.clone(), false));
-        assert!(!high.register(LOW, to_low, true));
+        assert!(high.register(LOW, from_low.clone(), false).await);
+        assert!(!high.register(LOW, to_low, true).await);
         assert!(from_low.close_reason().is_none());
     }
 
-    #[test]
-    fn an_old_link_ending_late_does_not_unregister_its_successor() {
+    #[tokio::test]
+    async fn an_old_link_ending_late_does_not_unregister_its_successor() {
         let registry = PeerRegistry::new(LOW);
         let (old, _) = memory_pair();
         let (new, _) = memory_pair();
-        assert!(registry.register(HIGH, old.clone(), true));
+        assert!(registry.register(HIGH, old.clone(), true).await);
         old.close(&Reason::Shutdown);
-        assert!(registry.register(HIGH, new.clone(), true));
+        assert!(registry.register(HIGH, new.clone(), true).await);
         assert!(!registry.unregister(HIGH, old.id()));
         assert!(registry.is_connected(HIGH));
         assert!(registry.unregister(HIGH, new.id()));
         assert!(!registry.is_connected(HIGH));
         assert!(registry.last_seen(HIGH).is_some());
+    }
+
+    #[tokio::test]
+    async fn a_new_link_replaces_an_old_one_that_no_longer_answers() {
+        // The lower device's own dial would win, but the peer crashed and dialed again.
+        let low = PeerRegistry::new(LOW);
+        let (old, _) = memory_pair();
+        let (new, _) = memory_pair();
+        assert!(low.register(HIGH, old.clone(), true).await);
+        old.mute();
+        assert!(low.register(HIGH, new.clone(), false).await);
+        assert_eq!(
+            old.close_reason().as_deref(),
+            Some("no answer; replaced by a new connection")
+        );
+        assert!(new.close_reason().is_none());
+        assert!(!low.unregister(HIGH, old.id()));
+        assert!(low.is_connected(HIGH));
     }
 }

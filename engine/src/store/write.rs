@@ -164,6 +164,24 @@ impl Store {
         Ok(())
     }
 
+    /// Drops up to `limit` of the rows held of `device`'s index of the folder, in one short
+    /// transaction; returns how many went. A session drops a peer's old index this way,
+    /// slice by slice, before storing the first batch under its new index ID (one
+    /// statement for 1,000,000 rows held the writer for seconds).
+    pub fn forget_remote_slice(
+        &mut self,
+        folder: FolderIdx,
+        device: DeviceId,
+        limit: usize,
+    ) -> Result<usize, StoreError> {
+        Ok(self.reads.conn.execute(
+            "DELETE FROM files WHERE id IN
+                (SELECT id FROM files WHERE folder_idx = ?1
+                 AND device_idx = (SELECT idx FROM devices WHERE device_id = ?2) LIMIT ?3)",
+            params![folder.0, device.as_bytes().as_slice(), limit as i64],
+        )?)
+    }
+
     /// Remembers a device that tried to connect without being configured, as the newest;
     /// past `MAX_PENDING_DEVICES` (100) the oldest go.
     pub fn record_pending_device(

@@ -90,6 +90,10 @@ impl Serving {
             Ok(Ok(Some(wire::Message {
                 body: Some(Body::Request(request)),
             }))) => request,
+            // A liveness probe (`Link::answers`): the QUIC stack's acks are the answer.
+            Ok(Ok(Some(wire::Message {
+                body: Some(Body::Ping(_)),
+            }))) => return,
             Ok(Ok(Some(other))) => {
                 debug!(
                     kind = kind_of(Some(&other)),
