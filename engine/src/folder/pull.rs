@@ -154,6 +154,8 @@ struct Puller {
     errors: BTreeMap<String, String>,
     /// Whether the last round asked for a rescan (conflicts, local changes under a pull).
     rescan: bool,
+    /// A round is running (downloads that end meanwhile do not settle it).
+    in_round: bool,
     started: Instant,
 }
 
@@ -167,6 +169,7 @@ impl Puller {
             deferred: HashSet::new(),
             errors: BTreeMap::new(),
             rescan: false,
+            in_round: false,
             started: Instant::now(),
         }
     }
@@ -178,6 +181,13 @@ impl Puller {
     /// download may still copy blocks from a file being deleted).
     /// `complete`: the actions are a whole-folder plan (errors of names it lacks are gone).
     async fn round(&mut self, actions: Vec<Action>, complete: bool) {
+        self.in_round = true;
+        self.run_round(actions, complete).await;
+        self.in_round = false;
+        self.settle_round();
+    }
+
+    async fn run_round(&mut self, actions: Vec<Action>, complete: bool) {
         let folder = self.folder.clone();
         if self.fetching.is_empty() {
             self.started = Instant::now();
@@ -255,7 +265,6 @@ impl Puller {
                 self.report(&action, true, result);
             }
         }
-        self.settle_round();
     }
 
     fn start(&mut self, action: Action) {
@@ -283,7 +292,8 @@ impl Puller {
             }
             Err(e) => warn!(error = %e, "a download task failed"),
         }
-        if self.fetching.is_empty() {
+        // Mid-round, the round settles itself when it ends.
+        if self.fetching.is_empty() && !self.in_round {
             self.settle_round();
         }
     }
