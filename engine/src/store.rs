@@ -36,6 +36,7 @@ use crate::model::entry::{FileKind, Timestamp};
 use crate::model::own_counters::UnissuedCounter;
 
 pub use handle::StoreHandle;
+pub use read::ListedFile;
 
 /// The rows of this device have device index 0.
 const LOCAL_DEVICE: i64 = 0;
@@ -114,6 +115,14 @@ pub enum StoreError {
 /// A folder's row number in the database.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FolderIdx(i64);
+
+#[cfg(test)]
+impl FolderIdx {
+    /// A row number for tests that need no database.
+    pub(crate) fn for_tests(idx: i64) -> Self {
+        Self(idx)
+    }
+}
 
 /// What a scan needs to know about a local entry to decide whether it changed.
 #[derive(Clone, Debug)]

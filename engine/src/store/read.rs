@@ -159,6 +159,44 @@ impl StoreReader {
         Ok(lists_block(packed, block))
     }
 
+    /// The sequence of the local file `name` (a regular file, neither deleted nor invalid)
+    /// and, unless it is still `known_sequence`, its block list: a server that keeps the
+    /// lists of the files being pulled reads a list once per version, not once per request.
+    pub fn local_block_list(
+        &self,
+        folder: FolderIdx,
+        name: &str,
+        known_sequence: Option<u64>,
+    ) -> Result<Option<ListedFile>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT sequence, CASE WHEN sequence = ?4 THEN NULL ELSE blocks END FROM files
+             WHERE folder_idx = ?1 AND device_idx = ?2 AND name = ?3
+             AND deleted = 0 AND invalid = 0 AND kind = ?5",
+        )?;
+        let mut rows = stmt.query(params![
+            folder.0,
+            LOCAL_DEVICE,
+            name,
+            known_sequence.map(|s| s as i64),
+            FileKind::File.code()
+        ])?;
+        let Some(row) = rows.next()? else {
+            return Ok(None);
+        };
+        let sequence = row.get::<_, i64>(0)? as u64;
+        let blocks = match row.get_ref(1)? {
+            rusqlite::types::ValueRef::Null => None,
+            value => {
+                let packed = value.as_blob().map_err(|e| StoreError::Malformed {
+                    name: name.to_owned(),
+                    detail: format!("block list: {e}"),
+                })?;
+                Some(decode_blocks(name, packed)?)
+            }
+        };
+        Ok(Some(ListedFile { sequence, blocks }))
+    }
+
     /// How many local files hold a block with this hash (for tests and diagnostics).
     pub fn local_files_with_block(&self, hash: &blake3::Hash) -> Result<u64, StoreError> {
         let n: i64 = self.conn.query_row(
@@ -399,4 +437,13 @@ fn for_each_row<E: From<StoreError>>(
         visit(device, entry)?;
     }
     Ok(())
+}
+
+/// A local file's version and, when asked for, its block list (`local_block_list`).
+#[derive(Debug)]
+pub struct ListedFile {
+    /// The entry's sequence number: a new one for each version.
+    pub sequence: u64,
+    /// The block list, unless the caller already had this version's.
+    pub blocks: Option<Vec<Block>>,
 }

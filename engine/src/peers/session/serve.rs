@@ -5,6 +5,7 @@
 //! refusals it may collect (`refusals`).
 
 mod answer;
+mod lists;
 mod refusals;
 
 use std::sync::{Arc, Mutex};
@@ -23,6 +24,7 @@ use crate::peers::Reason;
 use crate::peers::link::{FramedStream, Link, LinkError};
 use crate::store::StoreHandle;
 use answer::Answer;
+use lists::BlockLists;
 use refusals::{Refusals, Verdict};
 
 /// Block requests served at once per connection.
@@ -52,6 +54,7 @@ pub(super) async fn serve_requests(
         link: link.clone(),
         peer,
         budget: Arc::new(Semaphore::new(SERVING_BUDGET as usize)),
+        lists: BlockLists::default(),
         refusals: Mutex::new(Refusals::new(Instant::now())),
     });
     let limit = Arc::new(Semaphore::new(SERVING_CONCURRENCY));
@@ -79,6 +82,7 @@ struct Serving {
     link: Arc<dyn Link>,
     peer: DeviceId,
     budget: Arc<Semaphore>,
+    lists: BlockLists,
     refusals: Mutex<Refusals>,
 }
 
@@ -118,6 +122,7 @@ impl Serving {
             &self.folders,
             &self.store,
             &self.budget,
+            &self.lists,
             self.peer,
             &request,
         );

@@ -11,9 +11,10 @@ use peerfold_protocol::wire;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing::warn;
 
+use super::lists::BlockLists;
 use crate::folder::registry::FolderRegistry;
 use crate::model::names;
-use crate::store::StoreHandle;
+use crate::store::{ListedFile, StoreHandle};
 
 /// What a request gets.
 pub(super) enum Answer {
@@ -27,11 +28,12 @@ pub(super) enum Answer {
 }
 
 /// Answers `request` from `peer`; `budget` holds the bytes read for this peer and not yet
-/// sent.
+/// sent, `lists` the block lists its requests were checked against lately.
 pub(super) async fn answer(
     folders: &FolderRegistry,
     store: &StoreHandle,
     budget: &Arc<Semaphore>,
+    lists: &BlockLists,
     peer: DeviceId,
     request: &wire::Request,
 ) -> Answer {
@@ -60,16 +62,30 @@ pub(super) async fn answer(
     // asked before the disk: a peer learns nothing it does not already know the hash of,
     // and a wrong guess costs an index lookup, not a read.
     let (idx, name) = (folder.idx, request.name.clone());
-    match store
-        .read(move |r| r.has_local_block(idx, &name, &block))
+    let known = lists.sequence(idx, &name);
+    let sequence = match store
+        .read(move |r| r.local_block_list(idx, &name, known))
         .await
     {
-        Ok(true) => {}
-        Ok(false) => return Answer::Missing,
+        Ok(Some(ListedFile {
+            sequence,
+            blocks: None,
+        })) => sequence,
+        Ok(Some(ListedFile {
+            sequence,
+            blocks: Some(blocks),
+        })) => {
+            lists.keep(idx, &request.name, sequence, blocks);
+            sequence
+        }
+        Ok(None) => return Answer::Missing,
         Err(e) => {
             warn!(error = %e, "cannot look up a requested block");
             return Answer::Missing;
         }
+    };
+    if !lists.lists(idx, &request.name, sequence, &block) {
+        return Answer::Missing;
     }
     let Ok(held) = budget.clone().acquire_many_owned(block.size).await else {
         return Answer::Missing;
