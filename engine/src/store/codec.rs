@@ -79,24 +79,6 @@ pub(super) fn decode_blocks(name: &str, packed: &[u8]) -> Result<Vec<Block>, Sto
         .collect())
 }
 
-/// True if the packed list holds `block` at its offset with its size and hash (walked in
-/// place: offsets are running sums, so the walk stops at the first block past it).
-pub(super) fn lists_block(packed: &[u8], block: &Block) -> bool {
-    let mut offset = 0u64;
-    for chunk in packed.chunks_exact(PACKED_BLOCK_LEN) {
-        if offset > block.offset {
-            return false;
-        }
-        let (size, hash) = chunk.split_at(4);
-        let size = u32::from_le_bytes([size[0], size[1], size[2], size[3]]);
-        if offset == block.offset {
-            return size == block.size && hash == block.hash.as_bytes();
-        }
-        offset += u64::from(size);
-    }
-    false
-}
-
 pub(super) fn decode_version(name: &str, blob: &[u8]) -> Result<VersionVector, StoreError> {
     let wire = wire::Vector::decode(blob).map_err(|e| StoreError::Malformed {
         name: name.to_owned(),

@@ -5,7 +5,7 @@ use peerfold_protocol::DeviceId;
 use peerfold_protocol::chunking::Block;
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::codec::{decode_blocks, entry_from_row, hash_prefix, kind_of, lists_block};
+use super::codec::{decode_blocks, entry_from_row, hash_prefix, kind_of};
 use super::{
     FolderIdx, LOCAL_DEVICE, LocalRow, PendingDevice, PendingFolder, StoreError, StoreReader,
 };
@@ -121,42 +121,6 @@ impl StoreReader {
                  AND deleted = 0 AND invalid = 0 AND kind = ?4",
             )?
             .exists(params![folder.0, LOCAL_DEVICE, name, FileKind::File.code()])?)
-    }
-
-    /// True if this device's index lists `block` (its offset, size and hash) in the live,
-    /// synced regular file `name`. Cheap enough to ask before every read a peer requests: one
-    /// lookup by name, one by the block-hash key (a hash the file lacks ends here), and only
-    /// then a walk over the packed list in place, with nothing decoded or copied.
-    pub fn has_local_block(
-        &self,
-        folder: FolderIdx,
-        name: &str,
-        block: &Block,
-    ) -> Result<bool, StoreError> {
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT f.blocks FROM files f
-             JOIN local_blocks lb ON lb.hash_prefix = ?4 AND lb.file_id = f.id
-             WHERE f.folder_idx = ?1 AND f.device_idx = ?2 AND f.name = ?3
-             AND f.deleted = 0 AND f.invalid = 0 AND f.kind = ?5",
-        )?;
-        let mut rows = stmt.query(params![
-            folder.0,
-            LOCAL_DEVICE,
-            name,
-            hash_prefix(&block.hash),
-            FileKind::File.code()
-        ])?;
-        let Some(row) = rows.next()? else {
-            return Ok(false);
-        };
-        let packed = row
-            .get_ref(0)?
-            .as_blob()
-            .map_err(|e| StoreError::Malformed {
-                name: name.to_owned(),
-                detail: format!("block list: {e}"),
-            })?;
-        Ok(lists_block(packed, block))
     }
 
     /// The sequence of the local file `name` (a regular file, neither deleted nor invalid)

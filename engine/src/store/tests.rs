@@ -136,10 +136,27 @@ fn a_block_is_listed_only_at_its_offset_with_its_size_and_hash() {
     store
         .apply_local_changes(folder, ShortId(1), &[change("x", None, vec![a, b])])
         .unwrap();
+    // What serving checks a request against: the block, exactly, in the file's list.
     let listed = |store: &Store, name: &str, block: Block| {
-        store.has_local_block(folder, name, &block).unwrap()
+        store
+            .local_block_list(folder, name, None)
+            .unwrap()
+            .and_then(|listed| listed.blocks)
+            .is_some_and(|blocks| blocks.contains(&block))
     };
     assert!(listed(&store, "x", a) && listed(&store, "x", b));
+    // A caller that holds this version's list gets the sequence alone.
+    let sequence = store
+        .local_block_list(folder, "x", None)
+        .unwrap()
+        .unwrap()
+        .sequence;
+    let again = store
+        .local_block_list(folder, "x", Some(sequence))
+        .unwrap()
+        .unwrap();
+    assert_eq!(again.sequence, sequence);
+    assert!(again.blocks.is_none());
     assert!(!listed(&store, "y", a), "another name");
     assert!(
         !listed(&store, "x", Block { offset: 0, ..b }),
