@@ -17,15 +17,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use peerfold_protocol::DeviceId;
 use peerfold_protocol::framing::MAX_CONTROL_FRAME_LEN;
 use peerfold_protocol::identity::Identity;
 use peerfold_protocol::wire::{self, message::Body};
 use prost::Message as _;
 
 use crate::api::Api;
-use crate::support::{Device, wait_until};
-use crate::wire_peer::{handshake_with_index_id, send};
+use crate::support::wait_until;
+use crate::wire_peer::{handshake_with_index_id, send, serving_docs_to};
 
 /// The slowest answer allowed while the daemon takes in the index.
 const SLOWEST_ANSWER: Duration = Duration::from_secs(1);
@@ -145,13 +144,7 @@ async fn a_huge_index_and_its_replacement_keep_the_daemon_responsive() {
         .unwrap_or(200_000);
     let replacement = 1_000;
     let evil = Identity::generate().unwrap();
-    let a = Device::init();
-    a.add_folder("docs", "docs");
-    let evil_id = evil.device_id().to_string();
-    a.ok(["device", "add", &evil_id]);
-    a.ok(["folder", "share", "docs", &evil_id]);
-    let running = a.serve();
-    let a_id: DeviceId = a.id().parse().unwrap();
+    let (a, running, a_id) = serving_docs_to(&[&evil]);
     let api = Arc::new(Api::of(&a, &running));
 
     // Phase 1: the whole index, in frames of up to 4 MiB.

@@ -10,49 +10,17 @@ use peerfold_protocol::identity::Identity;
 use peerfold_protocol::wire::{self, message::Body};
 
 use crate::support::{Device, wait_until};
-use crate::wire_peer::{handshake, next, send};
+use crate::wire_peer::{file_entry, handshake, next, send, serving_docs_to, share_docs_with};
 
+/// An entry of `data` in one block.
 fn file(name: &str, data: &[u8]) -> wire::FileInfo {
-    wire::FileInfo {
-        name: name.into(),
-        kind: wire::FileKind::File as i32,
-        size: data.len() as u64,
-        permissions: 0o644,
-        modified_s: 1_700_000_000,
-        sequence: 1,
-        version: Some(wire::Vector {
-            counters: vec![wire::Counter { id: 99, value: 1 }],
-        }),
-        blocks: if data.is_empty() {
-            vec![]
-        } else {
-            vec![wire::BlockInfo {
-                offset: 0,
-                size: data.len() as u32,
-                hash: blake3::hash(data).as_bytes().to_vec(),
-            }]
-        },
-        modified_by: 99,
-        ..Default::default()
-    }
-}
-
-/// A configured device sharing "docs" with an evil identity; returns the running daemon.
-fn target_for(evil: &Identity) -> (Device, crate::support::Running, DeviceId) {
-    let a = Device::init();
-    a.add_folder("docs", "docs");
-    let evil_id = evil.device_id().to_string();
-    a.ok(["device", "add", &evil_id]);
-    a.ok(["folder", "share", "docs", &evil_id]);
-    let running = a.serve();
-    let a_id = a.id().parse().unwrap();
-    (a, running, a_id)
+    file_entry(name, data, data.len().max(1))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_that_keeps_sending_invalid_requests_is_disconnected() {
     let evil = Identity::generate().unwrap();
-    let (a, running, a_id) = target_for(&evil);
+    let (a, running, a_id) = serving_docs_to(&[&evil]);
     let (connection, _tx, _rx) = handshake(&evil, a_id, running.port).await;
     let mut refused = 0;
     for i in 0..150u64 {
@@ -99,13 +67,11 @@ async fn a_peer_that_keeps_sending_invalid_requests_is_disconnected() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_names_are_refused_and_a_bad_block_is_fetched_again() {
     let evil = Identity::generate().unwrap();
-    let evil_id = evil.device_id();
     let a = Device::init();
     let root = a.add_folder("docs", "docs");
     let outside = a.path("outside");
     fs::create_dir(&outside).unwrap();
-    a.ok(["device", "add", &evil_id.to_string()]);
-    a.ok(["folder", "share", "docs", &evil_id.to_string()]);
+    share_docs_with(&a, &evil);
     let running = a.serve();
     let a_id: DeviceId = a.id().parse().unwrap();
 
@@ -228,7 +194,7 @@ async fn wait_for_errors(api: Arc<crate::api::Api>, what: &'static str, paths: V
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_index_entries_are_listed_as_folder_errors_until_the_peer_mends_them() {
     let evil = Identity::generate().unwrap();
-    let (a, running, a_id) = target_for(&evil);
+    let (a, running, a_id) = serving_docs_to(&[&evil]);
     let api = Arc::new(crate::api::Api::of(&a, &running));
     let (connection, mut tx, _rx) = handshake(&evil, a_id, running.port).await;
 

@@ -15,8 +15,8 @@ use peerfold_protocol::wire::{self, message::Body};
 use crate::api::Api;
 use crate::support::{Device, Running, noise, wait_until};
 use crate::wire_peer::{
-    connect, handshake_keeping_buffer, next, offering_docs, plain_hello, send, try_handshake_on,
-    try_send,
+    connect, handshake_keeping_buffer, next, offering_docs, plain_hello, send, share_docs_with,
+    try_handshake_on, try_send,
 };
 
 /// The file whose blocks are asked for.
@@ -30,9 +30,7 @@ fn target_for(peers: &[&Identity], content: &[u8]) -> (Device, Running, DeviceId
     let root = a.add_folder("docs", "docs");
     fs::write(root.join(BIG), content).unwrap();
     for peer in peers {
-        let id = peer.device_id().to_string();
-        a.ok(["device", "add", &id]);
-        a.ok(["folder", "share", "docs", &id]);
+        share_docs_with(&a, peer);
     }
     let running = a.serve();
     let a_id = a.id().parse().unwrap();

@@ -8,26 +8,13 @@ use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use peerfold_protocol::DeviceId;
 use peerfold_protocol::identity::Identity;
 use peerfold_protocol::wire::{self, message::Body};
 
 use crate::api::Api;
-use crate::support::{Device, Running, wait_until};
-use crate::wire_peer::{handshake_keeping_buffer, next, send};
+use crate::support::wait_until;
+use crate::wire_peer::{handshake_keeping_buffer, next, send, serving_docs_to};
 use crate::wire_server::{from_files, serve_blocks};
-
-/// A daemon with folder "docs" shared with `evil`.
-fn daemon_sharing_with(evil: &Identity) -> (Device, Running, DeviceId) {
-    let a = Device::init();
-    a.add_folder("docs", "docs");
-    let evil_id = evil.device_id().to_string();
-    a.ok(["device", "add", &evil_id]);
-    a.ok(["folder", "share", "docs", &evil_id]);
-    let running = a.serve();
-    let a_id = a.id().parse().unwrap();
-    (a, running, a_id)
-}
 
 /// An entry `evil` announces as its first version of `name`.
 fn announced(evil: &Identity, name: &str, kind: wire::FileKind, data: &[u8]) -> wire::FileInfo {
@@ -100,7 +87,7 @@ fn mode(path: &std::path::Path) -> u32 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn setuid_setgid_and_sticky_bits_from_a_peer_are_not_applied() {
     let evil = Identity::generate().unwrap();
-    let (a, running, a_id) = daemon_sharing_with(&evil);
+    let (a, running, a_id) = serving_docs_to(&[&evil]);
     let root = a.path("docs");
     let (connection, mut tx, mut rx, mut buf) =
         handshake_keeping_buffer(&evil, a_id, running.port).await;
@@ -179,7 +166,7 @@ async fn setuid_setgid_and_sticky_bits_from_a_peer_are_not_applied() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn names_not_in_nfc_are_refused_and_never_written() {
     let evil = Identity::generate().unwrap();
-    let (a, running, a_id) = daemon_sharing_with(&evil);
+    let (a, running, a_id) = serving_docs_to(&[&evil]);
     let root = a.path("docs");
     let (connection, mut tx, mut rx, mut buf) =
         handshake_keeping_buffer(&evil, a_id, running.port).await;

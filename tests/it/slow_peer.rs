@@ -7,54 +7,15 @@ use std::fs;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use peerfold_protocol::DeviceId;
 use peerfold_protocol::identity::Identity;
 use peerfold_protocol::wire::{self, message::Body};
 
 use crate::api::Api;
-use crate::support::{Device, Running, noise};
-use crate::wire_peer::{handshake, handshake_keeping_buffer, next, send};
+use crate::support::noise;
+use crate::wire_peer::{
+    file_entry, handshake, handshake_keeping_buffer, next, send, serving_docs_to,
+};
 use crate::wire_server::{Answer, from_files, serve_blocks};
-
-/// An entry for `content` in one block per `block` bytes, at version {99: 1}.
-fn entry(name: &str, content: &[u8], block: usize) -> wire::FileInfo {
-    wire::FileInfo {
-        name: name.into(),
-        kind: wire::FileKind::File as i32,
-        size: content.len() as u64,
-        permissions: 0o644,
-        modified_s: 1_700_000_000,
-        sequence: 1,
-        version: Some(wire::Vector {
-            counters: vec![wire::Counter { id: 99, value: 1 }],
-        }),
-        blocks: content
-            .chunks(block)
-            .enumerate()
-            .map(|(i, data)| wire::BlockInfo {
-                offset: (i * block) as u64,
-                size: data.len() as u32,
-                hash: blake3::hash(data).as_bytes().to_vec(),
-            })
-            .collect(),
-        modified_by: 99,
-        ..Default::default()
-    }
-}
-
-/// A daemon sharing "docs" with each of `peers`.
-fn target_for(peers: &[&Identity]) -> (Device, Running, DeviceId) {
-    let a = Device::init();
-    a.add_folder("docs", "docs");
-    for peer in peers {
-        let id = peer.device_id().to_string();
-        a.ok(["device", "add", &id]);
-        a.ok(["folder", "share", "docs", &id]);
-    }
-    let running = a.serve();
-    let a_id = a.id().parse().unwrap();
-    (a, running, a_id)
-}
 
 /// Polls `condition` every 100 ms until it holds; fails the test with `what` after `seconds`.
 async fn eventually(what: &str, seconds: u64, mut condition: impl FnMut() -> bool) {
@@ -69,7 +30,7 @@ async fn eventually(what: &str, seconds: u64, mut condition: impl FnMut() -> boo
 async fn a_silent_peer_delays_only_its_own_blocks_and_is_disconnected() {
     let evil = Identity::generate().unwrap();
     let honest = Identity::generate().unwrap();
-    let (a, running, a_id) = target_for(&[&evil, &honest]);
+    let (a, running, a_id) = serving_docs_to(&[&evil, &honest]);
     let root = a.path("docs");
     let big = noise(1, 256 << 10);
     let theirs = noise(2, 10_000);
@@ -78,8 +39,8 @@ async fn a_silent_peer_delays_only_its_own_blocks_and_is_disconnected() {
     let (e_conn, mut e_tx, mut e_rx, mut e_buf) =
         handshake_keeping_buffer(&evil, a_id, running.port).await;
     let e_asked = serve_blocks(e_conn.clone(), |_| Answer::Silent);
-    let mut files = vec![entry("big.bin", &big, 64 << 10)];
-    files.extend((0..3).map(|i| entry(&format!("only-e-{i}"), &noise(10 + i, 5000), 4096)));
+    let mut files = vec![file_entry("big.bin", &big, 64 << 10)];
+    files.extend((0..3).map(|i| file_entry(&format!("only-e-{i}"), &noise(10 + i, 5000), 4096)));
     send(
         &mut e_tx,
         Body::Index(wire::Index {
@@ -131,8 +92,8 @@ async fn a_silent_peer_delays_only_its_own_blocks_and_is_disconnected() {
         Body::Index(wire::Index {
             folder: "docs".into(),
             files: vec![
-                entry("big.bin", &big, 64 << 10),
-                entry("theirs.txt", &theirs, 4096),
+                file_entry("big.bin", &big, 64 << 10),
+                file_entry("theirs.txt", &theirs, 4096),
             ],
         }),
     )
@@ -163,7 +124,7 @@ async fn a_silent_peer_delays_only_its_own_blocks_and_is_disconnected() {
 async fn a_peer_that_stalls_inside_large_answers_pins_little_memory() {
     const BLOCK: usize = 8 << 20;
     let evil = Identity::generate().unwrap();
-    let (a, running, a_id) = target_for(&[&evil]);
+    let (a, running, a_id) = serving_docs_to(&[&evil]);
     let api = Api::of(&a, &running);
     let (e_conn, mut e_tx, _e_rx) = handshake(&evil, a_id, running.port).await;
     // Every answer starts as an 8 MiB block, sends 4 MiB of it, and stops.
@@ -175,7 +136,7 @@ async fn a_peer_that_stalls_inside_large_answers_pins_little_memory() {
     // 16 files of four 8 MiB blocks each: 64 requests could be in flight at once.
     let files = (0..16)
         .map(|i| {
-            let mut info = entry(&format!("big-{i}"), &[], BLOCK);
+            let mut info = file_entry(&format!("big-{i}"), &[], BLOCK);
             info.size = 4 * BLOCK as u64;
             info.blocks = (0..4)
                 .map(|b| wire::BlockInfo {

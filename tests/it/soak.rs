@@ -19,7 +19,9 @@ use peerfold_protocol::wire::{self, message::Body};
 use crate::api::Api;
 use crate::support::{Device, noise, wait_until};
 use crate::sync::connect_devices;
-use crate::wire_peer::{Control, next, offering_docs, plain_hello, try_handshake, try_send};
+use crate::wire_peer::{
+    Control, file_entry, next, offering_docs, plain_hello, share_docs_with, try_handshake, try_send,
+};
 use crate::wire_server::{Answer, from_files, serve_blocks};
 
 /// Honest files, written by b in batches while the soak runs.
@@ -286,29 +288,7 @@ async fn ask(connection: &quinn::Connection, request: wire::Request) -> bool {
 
 /// An entry for `content` in blocks of 64 KiB, at version {99: 1}.
 fn entry(name: &str, content: &[u8]) -> wire::FileInfo {
-    const BLOCK: usize = 64 << 10;
-    wire::FileInfo {
-        name: name.into(),
-        kind: wire::FileKind::File as i32,
-        size: content.len() as u64,
-        permissions: 0o644,
-        modified_s: 1_700_000_000,
-        sequence: 1,
-        version: Some(wire::Vector {
-            counters: vec![wire::Counter { id: 99, value: 1 }],
-        }),
-        blocks: content
-            .chunks(BLOCK)
-            .enumerate()
-            .map(|(i, data)| wire::BlockInfo {
-                offset: (i * BLOCK) as u64,
-                size: data.len() as u32,
-                hash: blake3::hash(data).as_bytes().to_vec(),
-            })
-            .collect(),
-        modified_by: 99,
-        ..Default::default()
-    }
+    file_entry(name, content, 64 << 10)
 }
 
 /// An entry of `count` blocks of `block` bytes that nobody has.
@@ -401,9 +381,7 @@ async fn a_hostile_peer_for_minutes_while_an_honest_one_syncs_1000_files() {
     let root_a = a.add_folder("docs", "docs");
     let root_b = b.add_folder("docs", "docs");
     let evil = Identity::generate().unwrap();
-    let evil_id = evil.device_id().to_string();
-    a.ok(["device", "add", &evil_id]);
-    a.ok(["folder", "share", "docs", &evil_id]);
+    share_docs_with(&a, &evil);
     fs::write(root_b.join(BIG), noise(7, BIG_LEN)).unwrap();
     let [running_a, _running_b] = connect_devices(&a, &b);
     let a_id: DeviceId = a.id().parse().unwrap();

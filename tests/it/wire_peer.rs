@@ -10,6 +10,54 @@ use peerfold_protocol::identity::Identity;
 use peerfold_protocol::tls::{self, PeerPolicy};
 use peerfold_protocol::wire::{self, message::Body};
 
+use crate::support::{Device, Running};
+
+/// A file entry for `content` cut in blocks of `block` bytes, at version {99: 1} (a third
+/// device's first version).
+pub(crate) fn file_entry(name: &str, content: &[u8], block: usize) -> wire::FileInfo {
+    wire::FileInfo {
+        name: name.into(),
+        kind: wire::FileKind::File as i32,
+        size: content.len() as u64,
+        permissions: 0o644,
+        modified_s: 1_700_000_000,
+        sequence: 1,
+        version: Some(wire::Vector {
+            counters: vec![wire::Counter { id: 99, value: 1 }],
+        }),
+        blocks: content
+            .chunks(block)
+            .enumerate()
+            .map(|(i, data)| wire::BlockInfo {
+                offset: (i * block) as u64,
+                size: data.len() as u32,
+                hash: blake3::hash(data).as_bytes().to_vec(),
+            })
+            .collect(),
+        modified_by: 99,
+        ..Default::default()
+    }
+}
+
+/// Adds `peer` as a device of `device` and shares "docs" with it.
+pub(crate) fn share_docs_with(device: &Device, peer: &Identity) {
+    let id = peer.device_id().to_string();
+    device.ok(["device", "add", &id]);
+    device.ok(["folder", "share", "docs", &id]);
+}
+
+/// A device with folder "docs" shared with each of `peers`, running, and its ID.
+pub(crate) fn serving_docs_to(peers: &[&Identity]) -> (Device, Running, DeviceId) {
+    let a = Device::init();
+    a.add_folder("docs", "docs");
+    for peer in peers {
+        share_docs_with(&a, peer);
+    }
+    let running = a.serve();
+    let a_id = a.id().parse().unwrap();
+    (a, running, a_id)
+}
+
 /// Sends one framed message on `stream`.
 pub(crate) async fn send(stream: &mut quinn::SendStream, body: Body) {
     try_send(stream, body).await.unwrap();
