@@ -123,11 +123,57 @@ pub fn peer_device_id(chain: &[CertificateDer<'_>]) -> Option<DeviceId> {
         .map(|cert| DeviceId::from_certificate_der(cert))
 }
 
+/// HTTPS over device certificates (global discovery): a server that learns a client's device
+/// ID from an optional client certificate, and a client that pins the server's ID.
+///
+/// Unlike `peerfold/1` connections these offer TLS 1.2 too, as Syncthing's discovery
+/// clients and servers do.
+pub fn https_server_config(identity: &Identity) -> Result<ServerConfig, TlsConfigError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut verifier = DeviceIdVerifier::new(&provider, PeerPolicy::new(|_| PeerDecision::Accept));
+    // Lookups come without a certificate; announces with one.
+    verifier.optional = true;
+    let mut config = ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(rustls::DEFAULT_VERSIONS)?
+        .with_client_cert_verifier(Arc::new(verifier))
+        .with_single_cert(
+            vec![identity.certificate_der().clone()],
+            identity.private_key_der(),
+        )?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(config)
+}
+
+/// An HTTPS client configuration presenting our certificate. With `server`, only that device
+/// is accepted (Syncthing's `?id=` pinning); without, any certificate is (`?insecure`). No
+/// ALPN is set: the caller names the HTTP version it speaks.
+pub fn https_client_config(
+    identity: &Identity,
+    server: Option<DeviceId>,
+) -> Result<ClientConfig, TlsConfigError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let policy = match server {
+        Some(id) => PeerPolicy::only(id),
+        None => PeerPolicy::new(|_| PeerDecision::Accept),
+    };
+    let verifier = Arc::new(DeviceIdVerifier::new(&provider, policy));
+    Ok(ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(rustls::DEFAULT_VERSIONS)?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
+        .with_client_auth_cert(
+            vec![identity.certificate_der().clone()],
+            identity.private_key_der(),
+        )?)
+}
+
 /// Accepts any certificate that signs the handshake, then defers to the policy.
 #[derive(Debug)]
 struct DeviceIdVerifier {
     algorithms: WebPkiSupportedAlgorithms,
     policy: PeerPolicy,
+    /// A client may present no certificate (servers only).
+    optional: bool,
 }
 
 impl DeviceIdVerifier {
@@ -135,6 +181,7 @@ impl DeviceIdVerifier {
         Self {
             algorithms: provider.signature_verification_algorithms,
             policy,
+            optional: false,
         }
     }
 
@@ -149,6 +196,10 @@ impl DeviceIdVerifier {
 }
 
 impl ClientCertVerifier for DeviceIdVerifier {
+    fn client_auth_mandatory(&self) -> bool {
+        !self.optional
+    }
+
     fn root_hint_subjects(&self) -> &[DistinguishedName] {
         &[]
     }
@@ -334,5 +385,46 @@ mod tests {
             PeerPolicy::new(|_| PeerDecision::Accept),
         );
         assert!(result.is_err());
+    }
+
+    #[test]
+    fn https_servers_take_clients_with_or_without_a_certificate_and_clients_pin_them() {
+        let (server_id, client_id, other) = (
+            Identity::generate().unwrap(),
+            Identity::generate().unwrap(),
+            Identity::generate().unwrap(),
+        );
+        let server_cfg = Arc::new(https_server_config(&server_id).unwrap());
+        // A pinned client presenting its certificate: the server learns its ID.
+        let client_cfg =
+            Arc::new(https_client_config(&client_id, Some(server_id.device_id())).unwrap());
+        let mut client = ClientConnection::new(client_cfg, server_name()).unwrap();
+        let mut server = ServerConnection::new(server_cfg.clone()).unwrap();
+        handshake(&mut client, &mut server).unwrap();
+        assert_eq!(
+            peer_device_id(server.peer_certificates().unwrap()),
+            Some(client_id.device_id())
+        );
+        // A client without a certificate (a lookup) gets in too.
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let verifier = Arc::new(DeviceIdVerifier::new(
+            &provider,
+            PeerPolicy::new(|_| PeerDecision::Accept),
+        ));
+        let anonymous = ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .dangerous()
+            .with_custom_certificate_verifier(verifier)
+            .with_no_client_auth();
+        let mut client = ClientConnection::new(Arc::new(anonymous), server_name()).unwrap();
+        let mut server = ServerConnection::new(server_cfg.clone()).unwrap();
+        handshake(&mut client, &mut server).unwrap();
+        assert!(server.peer_certificates().is_none());
+        // A client pinned to another ID refuses the server.
+        let wrong = Arc::new(https_client_config(&client_id, Some(other.device_id())).unwrap());
+        let mut client = ClientConnection::new(wrong, server_name()).unwrap();
+        let mut server = ServerConnection::new(server_cfg).unwrap();
+        assert!(handshake(&mut client, &mut server).is_err());
     }
 }
