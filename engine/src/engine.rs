@@ -29,7 +29,7 @@ use crate::folder::registry::FolderRegistry;
 use crate::folder::{Folder, FolderHandle, scan_loop, summary_loop};
 use crate::life::Life;
 use crate::net::{NetError, Transport};
-use crate::peers::addresses::ConfiguredAddresses;
+use crate::peers::address_book::AddressBook;
 use crate::peers::connection::accept_loop;
 use crate::peers::dialer::Dialer;
 use crate::peers::session::SessionContext;
@@ -167,9 +167,11 @@ impl Engine {
             events: events.clone(),
             life: life.clone(),
         });
+        let book = Arc::new(AddressBook::new(events.clone()));
         let dialer = Arc::new(Dialer::new(
             transport.clone(),
-            vec![Arc::new(ConfiguredAddresses(live.clone()))],
+            vec![book.clone()],
+            book.clone(),
             session.clone(),
         ));
         let engine = Self {

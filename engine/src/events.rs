@@ -168,6 +168,14 @@ pub enum Event {
     },
     /// A device offered a folder that is not shared with it here.
     PendingFolderAdded(PendingFolderSeen),
+    /// Discovery (mDNS or a global server) learned a new address for a device, configured
+    /// or not.
+    DeviceDiscovered {
+        /// The device.
+        device: DeviceId,
+        /// Every address known for it now.
+        addresses: Vec<String>,
+    },
     /// A pending folder offer was forgotten (by `device`, or by everyone for `None`).
     PendingFolderRemoved {
         /// The folder.
@@ -297,7 +305,12 @@ impl EventLog {
         }
     }
 
-    fn after(&self, since: u64, wanted: impl Fn(&Event) -> bool, limit: usize) -> Vec<LoggedEvent> {
+    pub(crate) fn after(
+        &self,
+        since: u64,
+        wanted: impl Fn(&Event) -> bool,
+        limit: usize,
+    ) -> Vec<LoggedEvent> {
         let events = self.events.lock().unwrap_or_else(|p| p.into_inner());
         let mut found: Vec<LoggedEvent> = events
             .iter()

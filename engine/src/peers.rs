@@ -4,6 +4,7 @@
 //! The folder side reaches the network only through the `Peers` port; sessions run over
 //! a `Link`; addresses come from an `AddressSource`.
 
+pub(crate) mod address_book;
 pub(crate) mod addresses;
 pub(crate) mod connection;
 pub(crate) mod dialer;

@@ -8,9 +8,11 @@
 //! - [`tls`]: rustls client and server configs that authenticate peers by device ID.
 //! - [`version`]: version vectors and their partial order.
 //! - [`chunking`]: the content-defined chunking every device must apply identically.
+//! - [`discovery`]: Syncthing's Global Discovery v3 messages and address fix-up.
 
 pub mod chunking;
 mod device_id;
+pub mod discovery;
 pub mod framing;
 pub mod identity;
 pub mod tls;

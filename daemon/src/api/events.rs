@@ -19,6 +19,7 @@ pub(super) fn type_name(event: &Event) -> &'static str {
         Event::RemoteIndexUpdated { .. } => "RemoteIndexUpdated",
         Event::DeviceConnected { .. } => "DeviceConnected",
         Event::DeviceDisconnected { .. } => "DeviceDisconnected",
+        Event::DeviceDiscovered { .. } => "DeviceDiscovered",
         Event::PendingDeviceAdded(_) | Event::PendingDeviceRemoved { .. } => {
             "PendingDevicesChanged"
         }
@@ -94,6 +95,9 @@ fn data(event: &Event) -> Value {
         }),
         Event::DeviceDisconnected { device, error } => {
             json!({ "id": device.to_string(), "error": error })
+        }
+        Event::DeviceDiscovered { device, addresses } => {
+            json!({ "device": device.to_string(), "addrs": addresses })
         }
         Event::PendingDeviceAdded(seen) => json!({ "added": [{
             "deviceID": seen.device.to_string(),

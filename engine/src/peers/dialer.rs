@@ -1,8 +1,9 @@
 //! Keeps configured devices connected: one dial loop per device, redialing with backoff
 //! and jitter over the addresses its sources know, until the device is removed or paused.
 //!
-//! Who wakes me: `Dialer::dial` (start, devices added or resumed) and configuration
-//! changes (`LiveConfig::changed`: new addresses, a pause). Whom I wake: nobody; a link I
+//! Who wakes me: `Dialer::dial` (start, devices added or resumed), configuration
+//! changes (`LiveConfig::changed`: new addresses, a pause) and discovery (`AddressBook`:
+//! a device gained an address). Whom I wake: nobody; a link I
 //! make runs its session.
 
 use std::collections::HashSet;
@@ -13,10 +14,11 @@ use peerfold_protocol::DeviceId;
 use tracing::debug;
 
 use super::Peers;
-use super::addresses::AddressSource;
+use super::address_book::AddressBook;
+use super::addresses::{AddressSource, ConfiguredAddresses};
 use super::connection::run_connection;
 use super::session::SessionContext;
-use crate::config::DeviceConfig;
+use crate::config::{Address, DeviceConfig};
 use crate::net::Transport;
 
 /// The first reconnect backoff; it doubles up to the `reconnectionIntervalS` option.
@@ -32,7 +34,13 @@ const LASTED: Duration = Duration::from_secs(10);
 /// The dial loops.
 pub(crate) struct Dialer {
     transport: Arc<Transport>,
-    sources: Vec<Arc<dyn AddressSource>>,
+    /// The configured addresses, asked first.
+    configured: ConfiguredAddresses,
+    /// Discovery's sources (the address book, global lookups), asked only for devices
+    /// whose addresses include `dynamic`.
+    discovery: Vec<Arc<dyn AddressSource>>,
+    /// What discovery learned; a new address there ends a backoff wait.
+    book: Arc<AddressBook>,
     context: Arc<SessionContext>,
     /// Devices a dial loop runs for (at most one each). Held for set updates only.
     dialing: Mutex<HashSet<DeviceId>>,
@@ -41,12 +49,15 @@ pub(crate) struct Dialer {
 impl Dialer {
     pub(crate) fn new(
         transport: Arc<Transport>,
-        sources: Vec<Arc<dyn AddressSource>>,
+        discovery: Vec<Arc<dyn AddressSource>>,
+        book: Arc<AddressBook>,
         context: Arc<SessionContext>,
     ) -> Self {
         Self {
             transport,
-            sources,
+            configured: ConfiguredAddresses(context.config.clone()),
+            discovery,
+            book,
             context,
             dialing: Mutex::new(HashSet::new()),
         }
@@ -92,6 +103,7 @@ impl Dialer {
             }
         }
         let mut backoff = RETRY_MIN;
+        let mut discovered = self.book.changed();
         loop {
             // The configuration may have changed: a removed or paused device is no longer
             // dialed, and changed addresses apply from the next attempt.
@@ -118,21 +130,33 @@ impl Dialer {
             // Jitter from the device IDs, so two devices do not dial in lockstep.
             let jitter =
                 Duration::from_millis(u64::from(me.as_bytes()[0] ^ device.as_bytes()[0]) * 2);
-            // A configuration change (new addresses, a pause) is looked at right away.
+            // A configuration change (new addresses, a pause) and a newly discovered
+            // address are looked at right away.
+            discovered.borrow_and_update();
             tokio::select! {
                 biased;
                 () = life.cancelled() => return self.stop_dialing(device),
                 () = self.context.config.changed() => {}
+                Ok(()) = discovered.changed() => {}
                 () = tokio::time::sleep(backoff.min(retry_max) + jitter) => {}
             }
             backoff = (backoff * 2).min(retry_max.max(RETRY_MIN));
         }
     }
 
-    /// Every source's addresses for `device`, without repeats, in source order.
-    async fn addresses(&self, device: DeviceId) -> Vec<crate::config::Address> {
-        let mut all = Vec::new();
-        for source in &self.sources {
+    /// The configured addresses for `device`, then (if it is `dynamic`) what discovery
+    /// knows, without repeats, in source order.
+    async fn addresses(&self, device: DeviceId) -> Vec<Address> {
+        let mut all = self.configured.addresses(device).await;
+        let dynamic = self
+            .context
+            .config
+            .device(device)
+            .is_some_and(|d| d.addresses.contains(&Address::Dynamic));
+        if !dynamic {
+            return all;
+        }
+        for source in &self.discovery {
             for address in source.addresses(device).await {
                 if !all.contains(&address) {
                     all.push(address);
