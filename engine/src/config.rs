@@ -94,7 +94,8 @@ pub struct Options {
     /// Announce this device to the global discovery servers and look peers up there.
     #[serde(default = "default_true")]
     pub global_announce_enabled: bool,
-    /// Global discovery servers, as `https://HOST:PORT/?id=DEVICE-ID` (or `default`).
+    /// Global discovery servers, as `https://HOST:PORT/?id=DEVICE-ID` (none by default;
+    /// `default`, Syncthing's word for its public servers, stands for none).
     #[serde(default = "default_announce_servers")]
     pub global_announce_servers: Vec<String>,
     /// Announce and find devices on the LAN (mDNS).
@@ -444,8 +445,10 @@ fn is_false(value: &bool) -> bool {
     !*value
 }
 
+/// None: peerfold runs no public discovery servers. Devices find each other on the LAN,
+/// or through a `peerfold-discovery` their users run (`default` is accepted, and names none).
 fn default_announce_servers() -> Vec<String> {
-    vec!["default".to_owned()]
+    Vec::new()
 }
 
 fn default_reconnection_interval() -> u64 {

@@ -28,6 +28,7 @@ use crate::folder::pull::{self, PullContext};
 use crate::folder::registry::FolderRegistry;
 use crate::folder::{Folder, FolderHandle, scan_loop, summary_loop};
 use crate::life::Life;
+use crate::net::discovery::{DiscoveryMethod, GlobalDiscovery};
 use crate::net::{NetError, Transport};
 use crate::peers::address_book::AddressBook;
 use crate::peers::connection::accept_loop;
@@ -111,6 +112,8 @@ struct Inner {
     offers: Arc<Offers>,
     transport: Arc<Transport>,
     dialer: Arc<Dialer>,
+    book: Arc<AddressBook>,
+    global: Arc<GlobalDiscovery>,
     life: Life,
     /// A stop was asked for so that the engine starts again.
     restart: AtomicBool,
@@ -168,9 +171,15 @@ impl Engine {
             life: life.clone(),
         });
         let book = Arc::new(AddressBook::new(events.clone()));
+        let global = Arc::new(GlobalDiscovery::new(
+            Arc::new(identity),
+            live.clone(),
+            book.clone(),
+            transport.local_addrs(),
+        ));
         let dialer = Arc::new(Dialer::new(
             transport.clone(),
-            vec![book.clone()],
+            vec![book.clone(), global.clone()],
             book.clone(),
             session.clone(),
         ));
@@ -186,6 +195,8 @@ impl Engine {
                 offers,
                 transport: transport.clone(),
                 dialer,
+                book,
+                global: global.clone(),
                 life,
                 restart: AtomicBool::new(false),
             }),
@@ -203,6 +214,11 @@ impl Engine {
             .inner
             .life
             .spawn(engine.clone().accept_offers(requests));
+        let life = engine.inner.life.clone();
+        engine
+            .inner
+            .life
+            .spawn_in(tracing::info_span!("global_discovery"), global.run(life));
         for device in &config.devices {
             engine.inner.dialer.dial(device.id);
         }
@@ -211,6 +227,17 @@ impl Engine {
             .events
             .emit(Event::StartupComplete { device: me });
         Ok(engine)
+    }
+
+    /// Every device discovery knows addresses for now (LAN and global lookups), configured
+    /// or not, with those addresses: Syncthing's `/rest/system/discovery`.
+    pub fn discovered(&self) -> Vec<(DeviceId, Vec<Address>)> {
+        self.inner.book.snapshot()
+    }
+
+    /// Each discovery method's state (global servers now; local discovery joins it).
+    pub fn discovery_status(&self) -> Vec<DiscoveryMethod> {
+        self.inner.global.status()
     }
 
     /// This device's ID.

@@ -28,3 +28,4 @@ mod testing;
 
 pub use engine::{ConfigChangeError, Engine, EngineError, FolderLookupError, StartOptions};
 pub use net::NetError;
+pub use net::discovery::DiscoveryMethod;

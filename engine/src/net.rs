@@ -3,6 +3,7 @@
 //! module that names quinn, rustls or socket2. (The relay socket, the discovery client and
 //! mDNS come here too.)
 
+pub(crate) mod discovery;
 mod quic_link;
 
 use std::net::{SocketAddr, ToSocketAddrs};

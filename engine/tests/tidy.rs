@@ -81,11 +81,14 @@ fn only_net_names_the_transport_crates() {
             "rustls::",
             "use rustls",
             "socket2::",
+            "hyper::",
+            "hyper_util::",
+            "mdns_sd::",
         ],
     );
     assert!(
         found.is_empty(),
-        "quinn/rustls/socket2 outside engine/src/net/: {found:#?}"
+        "quinn/rustls/socket2/hyper/mdns-sd outside engine/src/net/: {found:#?}"
     );
 }
 

@@ -144,11 +144,25 @@ pub fn https_server_config(identity: &Identity) -> Result<ServerConfig, TlsConfi
     Ok(config)
 }
 
-/// An HTTPS client configuration presenting our certificate. With `server`, only that device
-/// is accepted (Syncthing's `?id=` pinning); without, any certificate is (`?insecure`). No
-/// ALPN is set: the caller names the HTTP version it speaks.
+/// An HTTPS client configuration presenting our certificate (announces). With `server`,
+/// only that device is accepted (Syncthing's `?id=` pinning); without, any certificate is
+/// (`?insecure`). No ALPN is set: the caller names the HTTP version it speaks.
 pub fn https_client_config(
     identity: &Identity,
+    server: Option<DeviceId>,
+) -> Result<ClientConfig, TlsConfigError> {
+    https_client(Some(identity), server)
+}
+
+/// The same without a certificate (lookups: a server need not learn who asks for whom).
+pub fn https_anonymous_client_config(
+    server: Option<DeviceId>,
+) -> Result<ClientConfig, TlsConfigError> {
+    https_client(None, server)
+}
+
+fn https_client(
+    identity: Option<&Identity>,
     server: Option<DeviceId>,
 ) -> Result<ClientConfig, TlsConfigError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -157,14 +171,17 @@ pub fn https_client_config(
         None => PeerPolicy::new(|_| PeerDecision::Accept),
     };
     let verifier = Arc::new(DeviceIdVerifier::new(&provider, policy));
-    Ok(ClientConfig::builder_with_provider(provider)
+    let builder = ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(rustls::DEFAULT_VERSIONS)?
         .dangerous()
-        .with_custom_certificate_verifier(verifier)
-        .with_client_auth_cert(
+        .with_custom_certificate_verifier(verifier);
+    Ok(match identity {
+        Some(identity) => builder.with_client_auth_cert(
             vec![identity.certificate_der().clone()],
             identity.private_key_der(),
-        )?)
+        )?,
+        None => builder.with_no_client_auth(),
+    })
 }
 
 /// Accepts any certificate that signs the handshake, then defers to the policy.

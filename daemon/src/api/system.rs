@@ -26,6 +26,15 @@ pub(super) async fn status(State(api): AppState) -> ApiResult {
         })
         .collect();
     let uptime = jiff::Timestamp::now().as_second() - engine.started().as_second();
+    let methods = engine.discovery_status();
+    let discovery_status: Map<String, Value> = methods
+        .iter()
+        .map(|m| (m.name.clone(), json!({ "error": m.error })))
+        .collect();
+    let discovery_errors: Map<String, Value> = methods
+        .iter()
+        .filter_map(|m| Some((m.name.clone(), json!(m.error.as_ref()?))))
+        .collect();
     Ok(axum::Json(json!({
         "myID": engine.device_id().to_string(),
         "startTime": engine.started().to_string(),
@@ -36,10 +45,10 @@ pub(super) async fn status(State(api): AppState) -> ApiResult {
         "cpuPercent": 0,
         "pathSeparator": "/",
         "tilde": dirs::home_dir().unwrap_or_default(),
-        "discoveryEnabled": false,
-        "discoveryStatus": {},
-        "discoveryErrors": {},
-        "discoveryMethods": 0,
+        "discoveryEnabled": !methods.is_empty(),
+        "discoveryStatus": discovery_status,
+        "discoveryErrors": discovery_errors,
+        "discoveryMethods": methods.len(),
         "connectionServiceStatus": services,
         "lastDialStatus": {},
         "guiAddressOverridden": false,
@@ -76,9 +85,19 @@ pub(super) async fn ping() -> ApiResult {
     Ok(axum::Json(json!({ "ping": "pong" })))
 }
 
-pub(super) async fn discovery() -> ApiResult {
-    // No discovery yet: an empty cache.
-    Ok(axum::Json(json!({})))
+/// What discovery knows (LAN and global lookups), configured devices or not, as
+/// Syncthing's `{"DEVICE-ID": {"addresses": [...]}}`.
+pub(super) async fn discovery(State(api): AppState) -> ApiResult {
+    let known: Map<String, Value> = api
+        .engine
+        .discovered()
+        .into_iter()
+        .map(|(device, addresses)| {
+            let addresses: Vec<String> = addresses.iter().map(ToString::to_string).collect();
+            (device.to_string(), json!({ "addresses": addresses }))
+        })
+        .collect();
+    Ok(axum::Json(Value::Object(known)))
 }
 
 pub(super) async fn errors() -> ApiResult {
