@@ -1,11 +1,13 @@
-//! Compiles `proto/peerfold.proto` with protox (a pure-Rust protobuf compiler), so building
+//! Compiles `proto/peerfold.proto` and `proto/bep_hello.proto` with protox (a pure-Rust protobuf compiler), so building
 //! needs no system `protoc`.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let proto_dir = "../proto";
-    let proto_file = "../proto/peerfold.proto";
-    println!("cargo:rerun-if-changed={proto_file}");
-    let descriptors = protox::compile([proto_file], [proto_dir])?;
+    let proto_files = ["../proto/peerfold.proto", "../proto/bep_hello.proto"];
+    for file in proto_files {
+        println!("cargo:rerun-if-changed={file}");
+    }
+    let descriptors = protox::compile(proto_files, [proto_dir])?;
     // Block data is sliced out of the received frame instead of copied.
     prost_build::Config::new()
         .bytes([".peerfold.v1.Response.data"])

@@ -3,6 +3,7 @@
 //! module that names quinn, rustls or socket2. (The relay socket, the discovery client and
 //! mDNS come here too.)
 
+mod bep_greeting;
 pub(crate) mod discovery;
 mod quic_link;
 
@@ -13,7 +14,7 @@ use std::time::Duration;
 use peerfold_protocol::DeviceId;
 use peerfold_protocol::identity::Identity;
 use peerfold_protocol::tls::{self, PeerDecision, PeerPolicy, TlsConfigError};
-use tracing::debug;
+use tracing::{debug, info};
 
 use crate::config::Address;
 use crate::peers::Reason;
@@ -100,6 +101,14 @@ impl Incoming {
             .0
             .await
             .map_err(|e| NetError::Connect(format!("{remote}: {e}")))?;
+        if bep_greeting::is_bep(&connection) {
+            let device = peer_device(&connection).map(|d| d.to_string());
+            let greeted = bep_greeting::greet(&connection).await;
+            info!(?device, %remote, hello = ?greeted, "a Syncthing device dialed in; it is told our name and closed (peerfold does not speak BEP)");
+            return Err(NetError::Connect(format!(
+                "{remote}: a Syncthing (BEP) connection"
+            )));
+        }
         let Some(peer) = peer_device(&connection) else {
             connection.close(
                 Reason::Protocol(String::new()).code().into(),
@@ -127,7 +136,10 @@ impl Transport {
                 PeerDecision::Pending
             }
         });
-        let tls = tls::server_config(identity, policy)?;
+        let mut tls = tls::server_config(identity, policy)?;
+        // Syncthing devices are greeted, not served (net/bep_greeting).
+        tls.alpn_protocols
+            .push(peerfold_protocol::bep_hello::BEP_ALPN.to_vec());
         let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(Arc::new(tls))
             .map_err(|e| NetError::Crypto(e.to_string()))?;
         let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));

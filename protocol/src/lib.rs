@@ -8,8 +8,11 @@
 //! - [`tls`]: rustls client and server configs that authenticate peers by device ID.
 //! - [`version`]: version vectors and their partial order.
 //! - [`chunking`]: the content-defined chunking every device must apply identically.
+//! - [`bep_hello`]: Syncthing's pre-authentication Hello, so a Syncthing device that dials
+//!   us learns who we are.
 //! - [`discovery`]: Syncthing's Global Discovery v3 messages and address fix-up.
 
+pub mod bep_hello;
 pub mod chunking;
 mod device_id;
 pub mod discovery;
