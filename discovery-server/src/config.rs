@@ -113,7 +113,7 @@ impl Config {
         if self.max_connections == 0 {
             return Err(ConfigError::Invalid("max-connections must be at least 1"));
         }
-        if !(self.rate_limit > 0.0) || self.rate_burst == 0 {
+        if !self.rate_limit.is_finite() || self.rate_limit <= 0.0 || self.rate_burst == 0 {
             return Err(ConfigError::Invalid(
                 "rate-limit and rate-burst must be positive",
             ));

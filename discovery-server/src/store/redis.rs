@@ -15,12 +15,12 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use peerfold_protocol::DeviceId;
 use redis::AsyncCommands;
-use redis::aio::ConnectionManager;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 use super::{ADDRESS_LIFETIME, Address, RECORD_LIFETIME, Record, Store, StoreError, unix_ms};
 
@@ -59,7 +59,14 @@ impl RedisStore {
     /// Connects to `url` (`redis://HOST:PORT[/DB]`); fails if the server cannot be reached.
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
         let client = redis::Client::open(url)?;
-        let mut conn = ConnectionManager::new(client).await?;
+        // A request waits at most this long for Redis; a dead Redis then means 500 replies
+        // (with Retry-After) rather than hanging clients, and a failed start fails fast.
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(2)))
+            .set_response_timeout(Some(Duration::from_secs(2)))
+            .set_number_of_retries(2)
+            .set_max_delay(Duration::from_secs(1));
+        let mut conn = ConnectionManager::new_with_config(client, config).await?;
         let _: String = redis::cmd("PING").query_async(&mut conn).await?;
         tracing::info!(url, "connected to the Redis store");
         Ok(Self {
