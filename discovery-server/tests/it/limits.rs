@@ -15,7 +15,8 @@ use crate::support::{Backend, Client, Harness};
 #[tokio::test]
 async fn a_flood_gets_429_with_retry_after() {
     let h = Harness::start_with(Backend::Sqlite, |config| {
-        config.rate_limit = 0.5;
+        // One token per 20 s: a slow machine cannot refill the bucket during the test.
+        config.rate_limit = 0.05;
         config.rate_burst = 5;
     })
     .await;
@@ -26,7 +27,7 @@ async fn a_flood_gets_429_with_retry_after() {
         let reply = anonymous.lookup(unknown).await;
         if reply.status == StatusCode::TOO_MANY_REQUESTS {
             let retry = reply.seconds(RETRY_AFTER);
-            assert!((1..=2).contains(&retry), "{retry}");
+            assert!((1..=20).contains(&retry), "{retry}");
         }
         statuses.push(reply.status);
     }
@@ -35,7 +36,7 @@ async fn a_flood_gets_429_with_retry_after() {
         .filter(|s| **s == StatusCode::TOO_MANY_REQUESTS)
         .count();
     assert_eq!(statuses[..5], [StatusCode::NOT_FOUND; 5], "{statuses:?}");
-    assert!(limited >= 6, "{statuses:?}");
+    assert_eq!(limited, 7, "{statuses:?}");
     // Announces draw from the same bucket.
     let identity = Identity::generate().unwrap();
     let reply = h.device(&identity).announce(&["quic://192.0.2.1:1"]).await;
@@ -186,18 +187,29 @@ async fn a_silent_client_is_cut_off_behind_a_proxy_too() {
 #[tokio::test]
 async fn connections_past_the_cap_are_closed_at_once() {
     let h = Harness::start_with(Backend::Sqlite, |config| config.max_connections = 2).await;
-    let _first = TcpStream::connect(h.addr()).await.unwrap();
-    let _second = TcpStream::connect(h.addr()).await.unwrap();
+    let first = TcpStream::connect(h.addr()).await.unwrap();
+    let second = TcpStream::connect(h.addr()).await.unwrap();
     // Let the server accept both before the third arrives.
     tokio::time::sleep(Duration::from_millis(200)).await;
     let mut third = TcpStream::connect(h.addr()).await.unwrap();
     let took = closed_within(&mut third, Duration::from_secs(2)).await;
     assert!(took < Duration::from_secs(2));
-    drop((_first, _second));
-    // Once they are gone the server takes new ones again.
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    assert_eq!(
-        h.anonymous().get("/ping").await.status,
-        StatusCode::NO_CONTENT
-    );
+    drop((first, second));
+    // Once they are gone the server takes new ones again (as soon as it has noticed; a
+    // refused attempt panics inside its task).
+    let client = h.anonymous();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let attempt = client.clone();
+        match tokio::spawn(async move { attempt.get("/ping").await.status }).await {
+            Ok(status) => {
+                assert_eq!(status, StatusCode::NO_CONTENT);
+                break;
+            }
+            Err(_) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(error) => panic!("the server never took connections again: {error}"),
+        }
+    }
 }
