@@ -1,0 +1,55 @@
+//! `peerfold-discovery`: the command line around [`peerfold_discovery::Server`]. Parses flags,
+//! sets up logging, starts the server, prints what clients need, and stops on SIGINT/SIGTERM.
+
+use anyhow::Context as _;
+use clap::Parser;
+use peerfold_discovery::{Cli, Server};
+use tracing_subscriber::EnvFilter;
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let config = Cli::parse().resolve()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async {
+        let server = Server::bind(config).await?;
+        println!("device ID: {}", server.device_id());
+        println!(
+            "listening on {}",
+            server.url().split("/?").next().unwrap_or_default()
+        );
+        println!("announce URL: {}", server.url());
+        if let Some(addr) = server.metrics_addr() {
+            println!("metrics on http://{addr}/metrics");
+        }
+        shutdown_signal().await?;
+        tracing::info!("shutting down");
+        server.shutdown().await?;
+        anyhow::Ok(())
+    })
+}
+
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM (service managers, `docker stop`).
+async fn shutdown_signal() -> anyhow::Result<()> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut terminate = signal(SignalKind::terminate()).context("listening for SIGTERM")?;
+        tokio::select! {
+            result = tokio::signal::ctrl_c() => result.context("listening for SIGINT")?,
+            _ = terminate.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    tokio::signal::ctrl_c()
+        .await
+        .context("listening for Ctrl-C")?;
+    Ok(())
+}
