@@ -2,7 +2,9 @@
 # The README's test command: installs what the integration tests need, then runs every test.
 #
 # The tests run real programs: Debian's `syncthing` (its `syncthing cli` against our REST
-# API), `setpriv` (util-linux: commands as `nobody`, so file permissions bite when run as
+# API, and a Syncthing device using our discovery server), `stdiscosrv` (Syncthing's
+# discovery server, which our daemon announces to), `redis-server` (the discovery server's
+# shared store), `setpriv` (util-linux: commands as `nobody`, so file permissions bite when run as
 # root) and `mount` (a small tmpfs for the full-disk test; needs root). On a Debian machine
 # that lacks a package, this installs it with apt-get when it runs as root (as CI does), and
 # otherwise says which package to install and stops: a test that needs it would fail anyway.
@@ -14,6 +16,8 @@ cd "$(dirname "$0")/.."
 # command -> the Debian package that provides it
 declare -A needed=(
     [syncthing]=syncthing
+    [stdiscosrv]=syncthing-discosrv
+    [redis-server]=redis-server
     [setpriv]=util-linux
     [mount]=mount
 )
