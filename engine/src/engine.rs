@@ -28,7 +28,7 @@ use crate::folder::pull::{self, PullContext};
 use crate::folder::registry::FolderRegistry;
 use crate::folder::{Folder, FolderHandle, scan_loop, summary_loop};
 use crate::life::Life;
-use crate::net::{NetError, Transport};
+use crate::net::{LocalDiscovery, NetError, Transport};
 use crate::peers::address_book::AddressBook;
 use crate::peers::connection::accept_loop;
 use crate::peers::dialer::Dialer;
@@ -111,6 +111,7 @@ struct Inner {
     offers: Arc<Offers>,
     transport: Arc<Transport>,
     dialer: Arc<Dialer>,
+    local_discovery: Arc<LocalDiscovery>,
     life: Life,
     /// A stop was asked for so that the engine starts again.
     restart: AtomicBool,
@@ -174,6 +175,14 @@ impl Engine {
             book.clone(),
             session.clone(),
         ));
+        // mDNS on the LAN, while `localAnnounceEnabled` is on (it follows the option live).
+        let local_discovery = LocalDiscovery::start(
+            me,
+            &transport.local_addrs(),
+            book.clone(),
+            live.clone(),
+            &life,
+        );
         let engine = Self {
             inner: Arc::new(Inner {
                 me,
@@ -186,6 +195,7 @@ impl Engine {
                 offers,
                 transport: transport.clone(),
                 dialer,
+                local_discovery,
                 life,
                 restart: AtomicBool::new(false),
             }),
@@ -226,6 +236,13 @@ impl Engine {
     /// Where the QUIC listeners are bound.
     pub fn listening(&self) -> Vec<SocketAddr> {
         self.inner.transport.local_addrs()
+    }
+
+    /// Local discovery (mDNS) for `/rest/system/status`: `None` while `localAnnounceEnabled`
+    /// is off, `Some(Ok(()))` while it runs, `Some(Err(why))` when mDNS could not start. One
+    /// mDNS responder serves IPv4 and IPv6, so both report this.
+    pub fn local_discovery_status(&self) -> Option<Result<(), String>> {
+        self.inner.local_discovery.status()
     }
 
     /// The configuration as it stands.

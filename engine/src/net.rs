@@ -1,8 +1,9 @@
 //! The transport: QUIC endpoints (quinn) with TLS pinned to device IDs (rustls), dialing
 //! and accepting, and the `Link` a QUIC connection is to the rest of the engine. The only
-//! module that names quinn, rustls or socket2. (The relay socket, the discovery client and
-//! mDNS come here too.)
+//! module that names quinn, rustls or socket2, and (in `mdns`) mdns-sd. (The relay socket and
+//! the discovery client come here too.)
 
+mod mdns;
 mod quic_link;
 
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -12,11 +13,12 @@ use std::time::Duration;
 use peerfold_protocol::DeviceId;
 use peerfold_protocol::identity::Identity;
 use peerfold_protocol::tls::{self, PeerDecision, PeerPolicy, TlsConfigError};
-use tracing::debug;
+use tracing::{debug, warn};
 
 use crate::config::Address;
 use crate::peers::Reason;
 use crate::peers::link::Link;
+pub(crate) use mdns::LocalDiscovery;
 use quic_link::QuicLink;
 
 /// How long a QUIC connection may stay silent before it is dropped; keep-alives every 10 s
@@ -195,7 +197,19 @@ impl Transport {
             .endpoints
             .first()
             .ok_or_else(|| NetError::Connect("no endpoint to dial from".into()))?;
-        let tls = tls::client_config(&self.identity, PeerPolicy::only(device))?;
+        // Pinned to `device`; who answered instead is kept, so a wrong device is told apart
+        // from other failures (a discovered address may be claimed by anyone).
+        let presented = Arc::new(std::sync::Mutex::new(None));
+        let seen = presented.clone();
+        let policy = PeerPolicy::new(move |peer| {
+            *seen.lock().unwrap_or_else(|p| p.into_inner()) = Some(peer);
+            if peer == device {
+                PeerDecision::Accept
+            } else {
+                PeerDecision::Reject
+            }
+        });
+        let tls = tls::client_config(&self.identity, policy)?;
         let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(Arc::new(tls))
             .map_err(|e| NetError::Crypto(e.to_string()))?;
         let mut client = quinn::ClientConfig::new(Arc::new(crypto));
@@ -208,7 +222,21 @@ impl Transport {
             .connect_with(client, addr, &name)
             .map_err(|e| NetError::Connect(e.to_string()))?
             .await
-            .map_err(|e| NetError::Connect(e.to_string()))?;
+            .map_err(|e| {
+                let answered = *presented.lock().unwrap_or_else(|p| p.into_inner());
+                match answered {
+                    Some(other) if other != device => {
+                        warn!(
+                            %address,
+                            device = %device.short(),
+                            answered = %other.short(),
+                            "address claimed by a device that is not the one dialed; not trusted"
+                        );
+                        NetError::Connect(format!("{address} is not {}", device.short()))
+                    }
+                    _ => NetError::Connect(e.to_string()),
+                }
+            })?;
         Ok(Arc::new(QuicLink::new(connection)))
     }
 
