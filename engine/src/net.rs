@@ -316,3 +316,37 @@ fn peer_device(connection: &quinn::Connection) -> Option<DeviceId> {
         .ok()?;
     tls::peer_device_id(&chain)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A discovered address is anybody's claim: dialing it checks the ID, and a device
+    /// that answers for another is refused and told apart from other failures.
+    #[tokio::test]
+    async fn a_device_answering_for_another_is_refused() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let listen = [Address::quic("127.0.0.1", 0)];
+        let impostor = Identity::generate().unwrap();
+        let server = Transport::bind(&impostor, |_| true, &listen).unwrap();
+        let me = Identity::generate().unwrap();
+        let client = Transport::bind(&me, |_| true, &listen).unwrap();
+        let claimed = Identity::generate().unwrap().device_id();
+        let port = server.local_addrs()[0].port();
+        // Accept in the background so the handshake can run.
+        let accepting = tokio::spawn(async move {
+            if let Some(incoming) = server.accept(0).await {
+                let _ = incoming.finish().await;
+            }
+            server
+        });
+        let Err(e) = client
+            .dial(&Address::quic("127.0.0.1", port), claimed)
+            .await
+        else {
+            panic!("the impostor was taken for the claimed device");
+        };
+        assert!(e.to_string().contains("is not"), "{e}");
+        accepting.abort();
+    }
+}

@@ -92,8 +92,8 @@ impl LocalDiscovery {
         };
         // Started here rather than in the task, so the status is right as soon as the
         // engine is up. Creating the daemon only spawns its thread: nothing blocks.
-        browser.start_if_enabled();
         let span = tracing::info_span!("mdns");
+        span.in_scope(|| browser.start_if_enabled());
         life.spawn_in(span, browser.run(life.clone()));
         handle
     }
@@ -259,7 +259,8 @@ impl Browser {
             _ => {}
         }
         if self.book.learn(device, Via::Lan, &addresses, TTL) {
-            debug!(device = %device.short(), ?addresses, "found on the LAN");
+            let addresses: Vec<String> = addresses.iter().map(Address::to_string).collect();
+            debug!(device = %device.short(), addresses = %addresses.join(","), "found on the LAN");
         }
     }
 
