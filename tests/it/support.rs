@@ -103,8 +103,29 @@ impl Device {
         Some((status, port))
     }
 
-    /// Runs `peerfold ARGS` with this device's home.
+    /// Runs `peerfold ARGS` with this device's home. A home that `init` makes gets
+    /// `localAnnounceEnabled=false`: daemons in these tests never multicast mDNS on the
+    /// machine's LAN (tests/it/lan_discovery.rs turns it on inside network namespaces).
     pub(crate) fn run<I, S>(&self, args: I) -> Output
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let args: Vec<std::ffi::OsString> =
+            args.into_iter().map(|a| a.as_ref().to_owned()).collect();
+        let out = self.run_as_is(&args);
+        if out.status.success() && args.first().is_some_and(|a| a == "init") {
+            let off = self.run_as_is(["config", "set", "localAnnounceEnabled=false"]);
+            assert!(
+                off.status.success(),
+                "turning mDNS off: {}",
+                String::from_utf8_lossy(&off.stderr)
+            );
+        }
+        out
+    }
+
+    fn run_as_is<I, S>(&self, args: I) -> Output
     where
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
