@@ -3,7 +3,8 @@
 #
 # The tests run real programs: Debian's `syncthing` (its `syncthing cli` against our REST
 # API), `setpriv` (util-linux: commands as `nobody`, so file permissions bite when run as
-# root) and `mount` (a small tmpfs for the full-disk test; needs root). On a Debian machine
+# root), `mount` (a small tmpfs for the full-disk test; needs root) and `ip` (iproute2: the
+# network namespaces of the LAN-discovery test; needs root). On a Debian machine
 # that lacks a package, this installs it with apt-get when it runs as root (as CI does), and
 # otherwise says which package to install and stops: a test that needs it would fail anyway.
 #
@@ -16,6 +17,7 @@ declare -A needed=(
     [syncthing]=syncthing
     [setpriv]=util-linux
     [mount]=mount
+    [ip]=iproute2
 )
 missing=()
 for command in "${!needed[@]}"; do

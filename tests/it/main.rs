@@ -14,6 +14,8 @@ mod hostile;
 mod hostile_serve;
 mod index_check;
 mod index_rebuild;
+mod lan_discovery;
+mod netns;
 mod peer_entries;
 mod pending_bounds;
 mod poisoned_counter;
