@@ -28,7 +28,7 @@ use crate::folder::pull::{self, PullContext};
 use crate::folder::registry::FolderRegistry;
 use crate::folder::{Folder, FolderHandle, scan_loop, summary_loop};
 use crate::life::Life;
-use crate::net::{LocalDiscovery, NetError, Transport};
+use crate::net::{LocalDiscovery, LocalDiscoveryError, NetError, Transport};
 use crate::peers::address_book::AddressBook;
 use crate::peers::connection::accept_loop;
 use crate::peers::dialer::Dialer;
@@ -241,7 +241,7 @@ impl Engine {
     /// Local discovery (mDNS) for `/rest/system/status`: `None` while `localAnnounceEnabled`
     /// is off, `Some(Ok(()))` while it runs, `Some(Err(why))` when mDNS could not start. One
     /// mDNS responder serves IPv4 and IPv6, so both report this.
-    pub fn local_discovery_status(&self) -> Option<Result<(), String>> {
+    pub fn local_discovery_status(&self) -> Option<Result<(), LocalDiscoveryError>> {
         self.inner.local_discovery.status()
     }
 

@@ -27,4 +27,4 @@ pub mod store;
 mod testing;
 
 pub use engine::{ConfigChangeError, Engine, EngineError, FolderLookupError, StartOptions};
-pub use net::NetError;
+pub use net::{LocalDiscoveryError, NetError};

@@ -19,6 +19,7 @@ use crate::config::Address;
 use crate::peers::Reason;
 use crate::peers::link::Link;
 pub(crate) use mdns::LocalDiscovery;
+pub use mdns::LocalDiscoveryError;
 use quic_link::QuicLink;
 
 /// How long a QUIC connection may stay silent before it is dropped; keep-alives every 10 s

@@ -98,6 +98,16 @@ fn devices_on_a_lan_find_each_other_by_mdns_and_sync_and_strangers_stay_stranger
         assert!(!log.contains("address claimed by a device"), "{log}");
     }
 
+    // The option follows live: off says goodbye and stops mDNS, on starts it again.
+    stranger.ok(["config", "set", "localAnnounceEnabled=false"]);
+    wait_until("mDNS stops when turned off", &all, || {
+        stranger.log().contains("local discovery turned off")
+    });
+    stranger.ok(["config", "set", "localAnnounceEnabled=true"]);
+    wait_until("mDNS starts again when turned on", &all, || {
+        stranger.log().matches("announcing on the LAN").count() == 2
+    });
+
     // Each stops cleanly (mDNS says goodbye, then shuts down).
     assert!(on_stranger.stop().success(), "{}", stranger.log());
     assert!(on_a.stop().success(), "{}", a.log());

@@ -49,6 +49,12 @@ const MAX_SERVICES: usize = 4096;
 /// Addresses taken from one announcement at most.
 const MAX_ADDRESSES: usize = 16;
 
+/// Why local discovery is not running although `localAnnounceEnabled` is on (mdns-sd could
+/// not start, or its thread ended); the message is what `/rest/system/status` shows.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("local discovery (mDNS): {0}")]
+pub struct LocalDiscoveryError(String);
+
 /// Local discovery of one engine: a handle on the task that runs it.
 #[derive(Debug)]
 pub(crate) struct LocalDiscovery {
@@ -61,7 +67,7 @@ enum Status {
     /// The option is off: nothing announced or browsed.
     Disabled,
     /// mdns-sd could not start (or stopped by itself).
-    Failed(String),
+    Failed(LocalDiscoveryError),
     /// Announcing (when a listener is not on loopback) and browsing.
     Running,
 }
@@ -99,7 +105,7 @@ impl LocalDiscovery {
     }
 
     /// `None` while the option is off; otherwise whether mdns-sd runs, or why not.
-    pub(crate) fn status(&self) -> Option<Result<(), String>> {
+    pub(crate) fn status(&self) -> Option<Result<(), LocalDiscoveryError>> {
         match &*self.lock() {
             Status::Disabled => None,
             Status::Failed(why) => Some(Err(why.clone())),
@@ -154,7 +160,9 @@ impl Browser {
                     None => {
                         warn!("mDNS stopped by itself; local discovery is off");
                         self.stop().await;
-                        self.handle.set(Status::Failed("the mDNS daemon stopped".into()));
+                        self.handle.set(Status::Failed(LocalDiscoveryError(
+                            "the mDNS daemon stopped".into(),
+                        )));
                     }
                 },
                 _ = relearn.tick() => {
@@ -191,7 +199,8 @@ impl Browser {
             }
             Err(e) => {
                 warn!(error = %e, "cannot start local discovery (mDNS)");
-                self.handle.set(Status::Failed(e.to_string()));
+                self.handle
+                    .set(Status::Failed(LocalDiscoveryError(e.to_string())));
             }
         }
         true
