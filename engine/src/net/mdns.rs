@@ -155,10 +155,10 @@ impl Browser {
                 () = self.config.changed() => self.follow_option().await,
                 event = next => match event {
                     Some(event) => self.on_event(event),
-                    // The daemon thread went away: say so, and try again only when the
-                    // option is turned off and on.
+                    // The daemon thread went away, or dropped us for falling behind: say
+                    // so; the next tick starts it again.
                     None => {
-                        warn!("mDNS stopped by itself; local discovery is off");
+                        warn!("mDNS stopped by itself; starting it again within a minute");
                         self.stop().await;
                         self.handle.set(Status::Failed(LocalDiscoveryError(
                             "the mDNS daemon stopped".into(),
@@ -166,7 +166,8 @@ impl Browser {
                     }
                 },
                 _ = relearn.tick() => {
-                    // Also catches an option change that came while this task was busy.
+                    // Also catches an option change that came while this task was busy,
+                    // and retries a start that failed.
                     self.follow_option().await;
                     for (device, addresses) in self.resolved.values() {
                         self.book.learn(*device, Via::Lan, addresses, TTL);
@@ -178,14 +179,14 @@ impl Browser {
     }
 
     /// Starts mdns-sd if the option is on and it does not run; returns whether the option
-    /// is on. A start that failed is tried again only once the option was turned off and
-    /// on (or the engine restarted).
+    /// is on. A failure is warned about once (until the next success) and is tried again
+    /// at the next configuration change or tick.
     fn start_if_enabled(&mut self) -> bool {
         let enabled = self.config.get().options.local_announce_enabled;
-        let failed = matches!(*self.handle.lock(), Status::Failed(_));
-        if !enabled || self.running.is_some() || failed {
+        if !enabled || self.running.is_some() {
             return enabled;
         }
+        let failed_before = matches!(*self.handle.lock(), Status::Failed(_));
         match Running::start(self.me, self.listener) {
             Ok(running) => {
                 match self.listener {
@@ -198,7 +199,11 @@ impl Browser {
                 self.handle.set(Status::Running);
             }
             Err(e) => {
-                warn!(error = %e, "cannot start local discovery (mDNS)");
+                if failed_before {
+                    debug!(error = %e, "local discovery (mDNS) still cannot start");
+                } else {
+                    warn!(error = %e, "cannot start local discovery (mDNS)");
+                }
                 self.handle
                     .set(Status::Failed(LocalDiscoveryError(e.to_string())));
             }
