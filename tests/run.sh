@@ -4,8 +4,10 @@
 # The tests run real programs: Debian's `syncthing` (its `syncthing cli` against our REST
 # API, and a Syncthing device using our discovery server), `stdiscosrv` (Syncthing's
 # discovery server, which our daemon announces to), `redis-server` (the discovery server's
-# shared store), `setpriv` (util-linux: commands as `nobody`, so file permissions bite when run as
-# root) and `mount` (a small tmpfs for the full-disk test; needs root). On a Debian machine
+# shared store), `curl` (lookups at those servers), `setpriv` (util-linux: commands as
+# `nobody`, so file permissions bite when run as root), `mount` (a small tmpfs for the
+# full-disk test; needs root) and `ip` (iproute2: the network namespaces of the discovery
+# tests; needs root). On a Debian machine
 # that lacks a package, this installs it with apt-get when it runs as root (as CI does), and
 # otherwise says which package to install and stops: a test that needs it would fail anyway.
 #
@@ -20,6 +22,8 @@ declare -A needed=(
     [redis-server]=redis-server
     [setpriv]=util-linux
     [mount]=mount
+    [ip]=iproute2
+    [curl]=curl
 )
 missing=()
 for command in "${!needed[@]}"; do

@@ -29,7 +29,7 @@ use crate::folder::registry::FolderRegistry;
 use crate::folder::{Folder, FolderHandle, scan_loop, summary_loop};
 use crate::life::Life;
 use crate::net::discovery::{DiscoveryMethod, GlobalDiscovery};
-use crate::net::{NetError, Transport};
+use crate::net::{LocalDiscovery, NetError, Transport};
 use crate::peers::address_book::AddressBook;
 use crate::peers::connection::accept_loop;
 use crate::peers::dialer::Dialer;
@@ -114,6 +114,7 @@ struct Inner {
     dialer: Arc<Dialer>,
     book: Arc<AddressBook>,
     global: Arc<GlobalDiscovery>,
+    local_discovery: Arc<LocalDiscovery>,
     life: Life,
     /// A stop was asked for so that the engine starts again.
     restart: AtomicBool,
@@ -183,6 +184,14 @@ impl Engine {
             book.clone(),
             session.clone(),
         ));
+        // mDNS on the LAN, while `localAnnounceEnabled` is on (it follows the option live).
+        let local_discovery = LocalDiscovery::start(
+            me,
+            &transport.local_addrs(),
+            book.clone(),
+            live.clone(),
+            &life,
+        );
         let engine = Self {
             inner: Arc::new(Inner {
                 me,
@@ -197,6 +206,7 @@ impl Engine {
                 dialer,
                 book,
                 global: global.clone(),
+                local_discovery,
                 life,
                 restart: AtomicBool::new(false),
             }),
@@ -235,9 +245,21 @@ impl Engine {
         self.inner.book.snapshot()
     }
 
-    /// Each discovery method's state (global servers now; local discovery joins it).
+    /// Each discovery method's state, as Syncthing names them: `global@URL` per server,
+    /// and `IPv4 local` / `IPv6 local` for mDNS while `localAnnounceEnabled` is on (one
+    /// mDNS responder serves both, so both report its state).
     pub fn discovery_status(&self) -> Vec<DiscoveryMethod> {
-        self.inner.global.status()
+        let mut methods = self.inner.global.status();
+        if let Some(local) = self.inner.local_discovery.status() {
+            let error = local.err().map(|e| e.to_string());
+            for name in ["IPv4 local", "IPv6 local"] {
+                methods.push(DiscoveryMethod {
+                    name: name.to_owned(),
+                    error: error.clone(),
+                });
+            }
+        }
+        methods
     }
 
     /// This device's ID.

@@ -1,10 +1,11 @@
 //! The transport: QUIC endpoints (quinn) with TLS pinned to device IDs (rustls), dialing
 //! and accepting, and the `Link` a QUIC connection is to the rest of the engine. The only
-//! module that names quinn, rustls or socket2. (The relay socket, the discovery client and
-//! mDNS come here too.)
+//! module that names quinn, rustls or socket2, and (in `mdns`) mdns-sd. (The relay socket and
+//! the discovery client come here too.)
 
 mod bep_greeting;
 pub(crate) mod discovery;
+mod mdns;
 mod quic_link;
 
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -14,11 +15,12 @@ use std::time::Duration;
 use peerfold_protocol::DeviceId;
 use peerfold_protocol::identity::Identity;
 use peerfold_protocol::tls::{self, PeerDecision, PeerPolicy, TlsConfigError};
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 use crate::config::Address;
 use crate::peers::Reason;
 use crate::peers::link::Link;
+pub(crate) use mdns::LocalDiscovery;
 use quic_link::QuicLink;
 
 /// How long a QUIC connection may stay silent before it is dropped; keep-alives every 10 s
@@ -208,7 +210,19 @@ impl Transport {
             .endpoints
             .first()
             .ok_or_else(|| NetError::Connect("no endpoint to dial from".into()))?;
-        let tls = tls::client_config(&self.identity, PeerPolicy::only(device))?;
+        // Pinned to `device`; who answered instead is kept, so a wrong device is told apart
+        // from other failures (a discovered address may be claimed by anyone).
+        let presented = Arc::new(std::sync::Mutex::new(None));
+        let seen = presented.clone();
+        let policy = PeerPolicy::new(move |peer| {
+            *seen.lock().unwrap_or_else(|p| p.into_inner()) = Some(peer);
+            if peer == device {
+                PeerDecision::Accept
+            } else {
+                PeerDecision::Reject
+            }
+        });
+        let tls = tls::client_config(&self.identity, policy)?;
         let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(Arc::new(tls))
             .map_err(|e| NetError::Crypto(e.to_string()))?;
         let mut client = quinn::ClientConfig::new(Arc::new(crypto));
@@ -221,7 +235,21 @@ impl Transport {
             .connect_with(client, addr, &name)
             .map_err(|e| NetError::Connect(e.to_string()))?
             .await
-            .map_err(|e| NetError::Connect(e.to_string()))?;
+            .map_err(|e| {
+                let answered = *presented.lock().unwrap_or_else(|p| p.into_inner());
+                match answered {
+                    Some(other) if other != device => {
+                        warn!(
+                            %address,
+                            device = %device.short(),
+                            answered = %other.short(),
+                            "address claimed by a device that is not the one dialed; not trusted"
+                        );
+                        NetError::Connect(format!("{address} is not {}", device.short()))
+                    }
+                    _ => NetError::Connect(e.to_string()),
+                }
+            })?;
         Ok(Arc::new(QuicLink::new(connection)))
     }
 
@@ -300,4 +328,38 @@ fn peer_device(connection: &quinn::Connection) -> Option<DeviceId> {
         .downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>()
         .ok()?;
     tls::peer_device_id(&chain)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A discovered address is anybody's claim: dialing it checks the ID, and a device
+    /// that answers for another is refused and told apart from other failures.
+    #[tokio::test]
+    async fn a_device_answering_for_another_is_refused() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let listen = [Address::quic("127.0.0.1", 0)];
+        let impostor = Identity::generate().unwrap();
+        let server = Transport::bind(&impostor, |_| true, &listen).unwrap();
+        let me = Identity::generate().unwrap();
+        let client = Transport::bind(&me, |_| true, &listen).unwrap();
+        let claimed = Identity::generate().unwrap().device_id();
+        let port = server.local_addrs()[0].port();
+        // Accept in the background so the handshake can run.
+        let accepting = tokio::spawn(async move {
+            if let Some(incoming) = server.accept(0).await {
+                let _ = incoming.finish().await;
+            }
+            server
+        });
+        let Err(e) = client
+            .dial(&Address::quic("127.0.0.1", port), claimed)
+            .await
+        else {
+            panic!("the impostor was taken for the claimed device");
+        };
+        assert!(e.to_string().contains("is not"), "{e}");
+        accepting.abort();
+    }
 }

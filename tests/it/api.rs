@@ -19,14 +19,24 @@ pub(crate) struct Api {
 
 impl Api {
     pub(crate) fn of(device: &Device, running: &Running) -> Self {
+        Self::at(device, &format!("http://127.0.0.1:{}", running.api_port))
+    }
+
+    /// The API of `device`'s daemon at `base` (`http://HOST:PORT`).
+    pub(crate) fn at(device: &Device, base: &str) -> Self {
+        Self::with_key(base, device.ok(["api-key"]).trim())
+    }
+
+    /// Any Syncthing-style API at `base` with `key` (Syncthing's own, too).
+    pub(crate) fn with_key(base: &str, key: &str) -> Self {
         let agent: ureq::Agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .timeout_global(Some(Duration::from_secs(30)))
             .build()
             .into();
         Self {
-            base: format!("http://127.0.0.1:{}", running.api_port),
-            key: device.ok(["api-key"]).trim().to_owned(),
+            base: base.to_owned(),
+            key: key.to_owned(),
             agent,
         }
     }

@@ -9,13 +9,13 @@ use std::fs;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
 
 use peerfold_discovery::{Config, Server};
 use serde_json::Value;
 
 use crate::api::Api;
-use crate::netns::{Netns, NsDaemon, discovered, wait_until};
+use crate::netns::Netns;
+use crate::ns_daemon::{NsDaemon, discovered, wait_until};
 use crate::support::{Device, running_as_root, wait_for_same_tree};
 
 /// Our discovery server, in this process, on the root namespace's end of the LAN.
@@ -111,12 +111,19 @@ fn pair_dynamic(a: &Device, b: &Device) -> (std::path::PathBuf, std::path::PathB
 
 #[test]
 fn dynamic_devices_find_each_other_through_our_discovery_server_and_sync() {
-    assert!(running_as_root(), "global_discovery needs root for network namespaces (CI runs as root)");
+    assert!(
+        running_as_root(),
+        "global_discovery needs root for network namespaces (CI runs as root)"
+    );
     let net = Netns::new(2);
     let server = OurServer::start(&net);
     let (a, b) = (global_device(&server.url()), global_device(&server.url()));
     let (root_a, root_b) = pair_dynamic(&a, &b);
-    fs::write(root_a.join("hello.txt"), b"found through the discovery server").unwrap();
+    fs::write(
+        root_a.join("hello.txt"),
+        b"found through the discovery server",
+    )
+    .unwrap();
 
     // b announces first, so a's first lookup finds it (a miss is not asked again for 1 min).
     let on_b = NsDaemon::serve(&net, 1, &b);
@@ -148,9 +155,15 @@ fn dynamic_devices_find_each_other_through_our_discovery_server_and_sync() {
     let status = on_a.api.get("/rest/system/status");
     let key = format!("global@{}", server.url());
     assert_eq!(status["discoveryEnabled"], true, "{status}");
-    assert_eq!(status["discoveryStatus"][&key]["error"], Value::Null, "{status}");
+    assert_eq!(
+        status["discoveryStatus"][&key]["error"],
+        Value::Null,
+        "{status}"
+    );
     assert_eq!(status["discoveryErrors"], serde_json::json!({}), "{status}");
-    let events = on_a.api.get("/rest/events?since=0&timeout=0&events=DeviceDiscovered");
+    let events = on_a
+        .api
+        .get("/rest/events?since=0&timeout=0&events=DeviceDiscovered");
     assert!(
         events
             .as_array()
@@ -165,7 +178,10 @@ fn dynamic_devices_find_each_other_through_our_discovery_server_and_sync() {
 
 #[test]
 fn a_dead_discovery_server_is_reported_not_hidden() {
-    assert!(running_as_root(), "global_discovery needs root for network namespaces (CI runs as root)");
+    assert!(
+        running_as_root(),
+        "global_discovery needs root for network namespaces (CI runs as root)"
+    );
     let net = Netns::new(1);
     // Nothing listens there.
     let url = format!("https://{}:9/?insecure", net.host_ip());
@@ -210,7 +226,10 @@ fn start_stdiscosrv(net: &Netns, node: usize, dir: &std::path::Path) -> (Child, 
 
 #[test]
 fn our_daemon_announces_to_syncthing_discosrv_and_looks_up_through_it() {
-    assert!(running_as_root(), "global_discovery needs root for network namespaces (CI runs as root)");
+    assert!(
+        running_as_root(),
+        "global_discovery needs root for network namespaces (CI runs as root)"
+    );
     let net = Netns::new(3);
     let dir = tempfile::tempdir().unwrap();
     let (mut stdiscosrv, url) = start_stdiscosrv(&net, 0, dir.path());
@@ -278,16 +297,7 @@ impl SyncthingDevice {
             .stderr(Stdio::null())
             .spawn()
             .expect("starting syncthing");
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_secs(30)))
-            .build()
-            .into();
-        let api = Api {
-            base: format!("http://{gui}"),
-            key,
-            agent,
-        };
+        let api = Api::with_key(&format!("http://{gui}"), &key);
         wait_until("syncthing's REST API answers", &[], || {
             let url = format!("{}/rest/system/ping", api.base);
             api.agent
@@ -330,7 +340,10 @@ impl Drop for SyncthingDevice {
 
 #[test]
 fn syncthing_announces_to_our_server_and_finds_a_peerfold_device_there() {
-    assert!(running_as_root(), "global_discovery needs root for network namespaces (CI runs as root)");
+    assert!(
+        running_as_root(),
+        "global_discovery needs root for network namespaces (CI runs as root)"
+    );
     let net = Netns::new(2);
     let server = OurServer::start(&net);
     let peerfold = global_device(&server.url());
@@ -369,29 +382,37 @@ fn syncthing_announces_to_our_server_and_finds_a_peerfold_device_there() {
             .is_some_and(|found| addresses(&found).contains(&syncthing_at))
     });
     // It looked the peerfold device up there, dialed it and read its Hello.
-    wait_until("syncthing looks up and reaches the peerfold device", &[&peerfold], || {
-        let cache = syncthing.api.get("/rest/system/discovery");
-        let found = addresses(&cache[peerfold.id().as_str()]);
-        found.iter().any(|a| a.starts_with(&peerfold_at))
-            && syncthing
-                .api
-                .get("/rest/events?since=0&timeout=1")
-                .as_array()
-                .unwrap()
-                .iter()
-                .any(|e| {
-                    e["type"] == "DeviceConnected"
-                        && e["data"]["id"] == peerfold.id().as_str()
-                        && e["data"]["clientName"] == "peerfold"
-                })
-    });
+    wait_until(
+        "syncthing looks up and reaches the peerfold device",
+        &[&peerfold],
+        || {
+            let cache = syncthing.api.get("/rest/system/discovery");
+            let found = addresses(&cache[peerfold.id().as_str()]);
+            found.iter().any(|a| a.starts_with(&peerfold_at))
+                && syncthing
+                    .api
+                    .get("/rest/events?since=0&timeout=1")
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|e| {
+                        e["type"] == "DeviceConnected"
+                            && e["data"]["id"] == peerfold.id().as_str()
+                            && e["data"]["clientName"] == "peerfold"
+                    })
+        },
+    );
     // And peerfold looks Syncthing up through the same server (it keeps the QUIC address).
     peerfold.ok(["device", "add", &syncthing.id]);
-    wait_until("peerfold looks the Syncthing device up", &[&peerfold], || {
-        discovered(&on_peerfold.api)
-            .get(&syncthing.id)
-            .is_some_and(|addrs| addrs.contains(&syncthing_at))
-    });
+    wait_until(
+        "peerfold looks the Syncthing device up",
+        &[&peerfold],
+        || {
+            discovered(&on_peerfold.api)
+                .get(&syncthing.id)
+                .is_some_and(|addrs| addrs.contains(&syncthing_at))
+        },
+    );
     assert!(
         peerfold.log().contains("a Syncthing device dialed in"),
         "{}\n{}",

@@ -103,8 +103,29 @@ impl Device {
         Some((status, port))
     }
 
-    /// Runs `peerfold ARGS` with this device's home.
+    /// Runs `peerfold ARGS` with this device's home. A home that `init` makes gets
+    /// `localAnnounceEnabled=false`: daemons in these tests never multicast mDNS on the
+    /// machine's LAN (tests/it/lan_discovery.rs turns it on inside network namespaces).
     pub(crate) fn run<I, S>(&self, args: I) -> Output
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let args: Vec<std::ffi::OsString> =
+            args.into_iter().map(|a| a.as_ref().to_owned()).collect();
+        let out = self.run_as_is(&args);
+        if out.status.success() && args.first().is_some_and(|a| a == "init") {
+            let off = self.run_as_is(["config", "set", "localAnnounceEnabled=false"]);
+            assert!(
+                off.status.success(),
+                "turning mDNS off: {}",
+                String::from_utf8_lossy(&off.stderr)
+            );
+        }
+        out
+    }
+
+    fn run_as_is<I, S>(&self, args: I) -> Output
     where
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
@@ -299,18 +320,23 @@ impl Running {
     }
 
     fn terminate(&mut self) -> std::process::ExitStatus {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        for _ in 0..200 {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return status;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        self.child.wait().unwrap()
+        terminate(&mut self.child)
     }
+}
+
+/// Stops `child` with SIGTERM, and SIGKILL after 10 s; returns how it ended.
+pub(crate) fn terminate(child: &mut std::process::Child) -> std::process::ExitStatus {
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    for _ in 0..200 {
+        if let Ok(Some(status)) = child.try_wait() {
+            return status;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    child.wait().unwrap()
 }
 
 impl Drop for Running {

@@ -1,0 +1,350 @@
+//! Network namespaces for topology tests (root only): a LAN of N namespaces ("nodes") on one
+//! bridge, and a link from the test's own (root) namespace to that bridge so the test can
+//! reach services the nodes bind on their LAN addresses.
+//!
+//! ```text
+//!   root ns: pf<pid>h<n> 10.A.B.254/24 (multicast off) ─┐
+//!   <prefix>-sw: bridge br0 (multicast snooping off) ───┼─ s0 ── eth0 10.A.B.1/24 in <prefix>-n0
+//!                                                       ├─ s1 ── eth0 10.A.B.2/24 in <prefix>-n1
+//!                                                       └─ ...
+//! ```
+//! Each node has `lo` and `eth0` up, with multicast on (mDNS works between nodes). The root
+//! end has multicast off, so nothing in the root namespace (an avahi, say) joins the LAN's
+//! multicast and the machine's real LAN never hears the test. Everything is made under a
+//! prefix unique to this process and harness (`pf<pid>-<n>`), deleted on drop, also when
+//! the test panics; namespaces a killed test run left behind are swept when the next
+//! harness starts.
+//!
+//! Usage: `let net = Netns::new(2);` then `net.command(0, "ping")` (a `Command` that runs
+//! `ip netns exec <ns> ping`), `net.wrap(0, &command)` (the same for a `Command` already
+//! built: program, arguments, environment and working directory carry over, stdio does not),
+//! `net.spawn(0, &command)`, `net.ok(0, ["ip", "addr"])`, `net.ip(0)` (a node's LAN
+//! address), `net.host_ip()` (the root end's), `net.name(0)` (for `ip netns exec` by hand),
+//! `net.add_node()`.
+
+use std::ffi::OsStr;
+use std::net::Ipv4Addr;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+/// Harnesses made by this process so far (part of each one's prefix).
+static MADE: AtomicU32 = AtomicU32::new(0);
+
+/// The namespaces, bridge and links of one test; deleted on drop.
+pub(crate) struct Netns {
+    /// `pf<pid>-<n>`: every namespace's name starts with it.
+    prefix: String,
+    /// The namespace holding the bridge.
+    switch: String,
+    /// The nodes' namespaces, in order.
+    nodes: Vec<String>,
+    /// The root namespace's end of the link to the bridge.
+    host_link: String,
+    /// The LAN's first three octets (`10.A.B`).
+    subnet: [u8; 3],
+}
+
+impl Netns {
+    /// A LAN of `nodes` namespaces on one bridge, reachable from this namespace. Panics
+    /// (with the command's error) when a step fails, for instance when not run as root.
+    pub(crate) fn new(nodes: usize) -> Self {
+        assert!(
+            crate::support::running_as_root(),
+            "network namespaces need root: run the tests as root (CI does)"
+        );
+        sweep_leftovers();
+        let pid = std::process::id();
+        let n = MADE.fetch_add(1, Ordering::Relaxed);
+        let prefix = format!("pf{pid}-{n}");
+        let mut net = Self {
+            switch: format!("{prefix}-sw"),
+            nodes: Vec::new(),
+            host_link: format!("pf{pid}h{n}"),
+            subnet: free_subnet(pid, n),
+            prefix,
+        };
+        // From here on, drop cleans up whatever was made.
+        net.make_switch();
+        for _ in 0..nodes {
+            net.add_node();
+        }
+        net
+    }
+
+    /// Adds a node on the bridge; returns its index.
+    pub(crate) fn add_node(&mut self) -> usize {
+        let index = self.nodes.len();
+        assert!(index < 250, "a /24 holds 250 nodes here");
+        let name = format!("{}-n{index}", self.prefix);
+        ip(["netns", "add", &name]);
+        self.nodes.push(name.clone());
+        let port = format!("s{index}");
+        ip([
+            "-n",
+            &self.switch,
+            "link",
+            "add",
+            &port,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "eth0",
+            "netns",
+            &name,
+        ]);
+        ip(["-n", &self.switch, "link", "set", &port, "master", "br0"]);
+        ip(["-n", &self.switch, "link", "set", &port, "up"]);
+        let address = format!("{}/24", self.ip(index));
+        ip(["-n", &name, "addr", "add", &address, "dev", "eth0"]);
+        ip(["-n", &name, "link", "set", "eth0", "multicast", "on", "up"]);
+        ip(["-n", &name, "link", "set", "lo", "up"]);
+        index
+    }
+
+    /// Node `node`'s namespace name.
+    pub(crate) fn name(&self, node: usize) -> &str {
+        &self.nodes[node]
+    }
+
+    /// Node `node`'s LAN address (`10.A.B.<node + 1>`).
+    pub(crate) fn ip(&self, node: usize) -> Ipv4Addr {
+        let [a, b, c] = self.subnet;
+        Ipv4Addr::new(a, b, c, u8::try_from(node + 1).unwrap())
+    }
+
+    /// The root namespace's address on the LAN (`10.A.B.254`).
+    pub(crate) fn host_ip(&self) -> Ipv4Addr {
+        let [a, b, c] = self.subnet;
+        Ipv4Addr::new(a, b, c, 254)
+    }
+
+    /// `program` to be run in node `node` (`ip netns exec <ns> program`); add arguments,
+    /// environment and stdio, then spawn it. `ip netns exec` execs the program, so the
+    /// child's PID is the program's.
+    pub(crate) fn command(&self, node: usize, program: impl AsRef<OsStr>) -> Command {
+        let mut command = Command::new("ip");
+        command
+            .args(["netns", "exec", self.name(node)])
+            .arg(program);
+        command
+    }
+
+    /// `inner` to be run in node `node`: its program, arguments, environment changes and
+    /// working directory carry over; set stdio on the result.
+    pub(crate) fn wrap(&self, node: usize, inner: &Command) -> Command {
+        let mut command = self.command(node, inner.get_program());
+        command.args(inner.get_args());
+        for (key, value) in inner.get_envs() {
+            match value {
+                Some(value) => command.env(key, value),
+                None => command.env_remove(key),
+            };
+        }
+        if let Some(dir) = inner.get_current_dir() {
+            command.current_dir(dir);
+        }
+        command
+    }
+
+    /// Starts `inner` in node `node` with no stdin and this process's stdout and stderr;
+    /// the caller stops it (before the harness is dropped).
+    pub(crate) fn spawn(&self, node: usize, inner: &Command) -> Child {
+        self.wrap(node, inner)
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {inner:?} in {}: {e}", self.name(node)))
+    }
+
+    /// Runs `args` (a program and its arguments) in node `node` to the end.
+    pub(crate) fn run<I, S>(&self, node: usize, args: I) -> Output
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let mut args = args.into_iter();
+        let program = args.next().expect("a program");
+        self.command(node, program)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("running ip netns exec")
+    }
+
+    /// Like [`Netns::run`], for a command that must succeed; returns its stdout.
+    pub(crate) fn ok<I, S>(&self, node: usize, args: I) -> String
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let args: Vec<_> = args.into_iter().map(|a| a.as_ref().to_owned()).collect();
+        let out = self.run(node, &args);
+        assert!(
+            out.status.success(),
+            "{args:?} in {} failed: {}",
+            self.name(node),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// The bridge's namespace, the bridge, and the link from the root namespace.
+    fn make_switch(&mut self) {
+        ip(["netns", "add", &self.switch]);
+        let sw = self.switch.clone();
+        ip(["-n", &sw, "link", "add", "br0", "type", "bridge"]);
+        // Snooping would drop the IPv6 mDNS group until a querier shows up.
+        ip([
+            "-n",
+            &sw,
+            "link",
+            "set",
+            "br0",
+            "type",
+            "bridge",
+            "mcast_snooping",
+            "0",
+        ]);
+        ip(["-n", &sw, "link", "set", "br0", "up"]);
+        ip(["-n", &sw, "link", "set", "lo", "up"]);
+        let host = self.host_link.clone();
+        ip([
+            "link", "add", &host, "type", "veth", "peer", "name", "host", "netns", &sw,
+        ]);
+        ip(["-n", &sw, "link", "set", "host", "master", "br0"]);
+        ip(["-n", &sw, "link", "set", "host", "up"]);
+        let address = format!("{}/24", self.host_ip());
+        ip(["addr", "add", &address, "dev", &host]);
+        ip(["link", "set", &host, "multicast", "off", "up"]);
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        // Deleting a namespace deletes the links in it, and so both ends of each veth pair;
+        // the root end goes explicitly too, in case its peer's namespace is held open.
+        let _ = quiet_ip(["link", "del", &self.host_link]);
+        for name in self.nodes.iter().chain([&self.switch]) {
+            let _ = quiet_ip(["netns", "del", name]);
+        }
+    }
+}
+
+/// `ip ARGS`, which must succeed.
+fn ip<const N: usize>(args: [&str; N]) {
+    let out = quiet_ip(args);
+    assert!(
+        out.status.success(),
+        "ip {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn quiet_ip<const N: usize>(args: [&str; N]) -> Output {
+    Command::new("ip")
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("running ip (iproute2)")
+}
+
+/// Deletes namespaces of harnesses whose process is gone (a test run that was killed).
+/// Only names of exactly this harness's form are touched: `pf<pid>-<n>-sw` or
+/// `pf<pid>-<n>-n<i>`.
+fn sweep_leftovers() {
+    let Ok(out) = Command::new("ip").args(["netns", "list"]).output() else {
+        return;
+    };
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let name = line.split_whitespace().next().unwrap_or_default();
+        if let Some(pid) = harness_pid(name)
+            && !std::path::Path::new(&format!("/proc/{pid}")).exists()
+        {
+            let _ = quiet_ip(["netns", "del", name]);
+        }
+    }
+}
+
+/// The PID in a namespace name this harness makes; `None` for any other name.
+fn harness_pid(name: &str) -> Option<u32> {
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    let mut parts = name.strip_prefix("pf")?.split('-');
+    let (pid, n, last) = (parts.next()?, parts.next()?, parts.next()?);
+    let node = last == "sw" || last.strip_prefix('n').is_some_and(digits);
+    (parts.next().is_none() && digits(pid) && digits(n) && node).then(|| pid.parse().ok())?
+}
+
+/// A `10.A.B.0/24` that no route of the root namespace uses yet (harnesses of this process
+/// and of others running at once get different ones).
+fn free_subnet(pid: u32, n: u32) -> [u8; 3] {
+    let routes = Command::new("ip")
+        .args(["-4", "route", "show"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    let start = pid.wrapping_mul(31).wrapping_add(n.wrapping_mul(7));
+    for step in 0..(100 * 256) {
+        let k = start.wrapping_add(step) % (100 * 256);
+        let subnet = [10, 100 + (k / 256) as u8, (k % 256) as u8];
+        let text = format!("{}.{}.{}.", subnet[0], subnet[1], subnet[2]);
+        if !routes.contains(&text) {
+            return subnet;
+        }
+    }
+    panic!("no free 10.x.y.0/24 subnet");
+}
+
+#[test]
+fn the_harness_links_its_nodes_and_leaves_nothing_behind() {
+    assert!(
+        crate::support::running_as_root(),
+        "network namespaces need root: run the tests as root (CI does)"
+    );
+    let mut net = Netns::new(1);
+    let second = net.add_node();
+    let names = [net.name(0).to_owned(), net.name(second).to_owned()];
+    let eth0 = net.ok(0, ["ip", "-4", "-o", "addr", "show", "dev", "eth0"]);
+    assert!(eth0.contains(&format!("{}/24", net.ip(0))), "{eth0}");
+    let link = net.ok(second, ["ip", "-o", "link", "show", "dev", "eth0"]);
+    assert!(link.contains("MULTICAST") && link.contains("UP"), "{link}");
+    // From a node to the root namespace, over the bridge (bash's /dev/tcp needs no extra
+    // tools). Node to node is what tests/it/lan_discovery.rs does.
+    let listener = std::net::TcpListener::bind((net.host_ip(), 0)).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let dial = format!("echo hi > /dev/tcp/{}/{port}", net.host_ip());
+    assert!(net.run(0, ["bash", "-c", &dial]).status.success());
+    assert!(listener.accept().is_ok());
+    let mut sleeper = Command::new("sleep");
+    sleeper.arg("30").env("PF_HARNESS", "1");
+    let mut child = net.spawn(second, &sleeper);
+    // `ip` enters the namespace, then execs the program under the same PID.
+    crate::support::wait_until("ip netns exec runs sleep", 10, || {
+        std::fs::read_to_string(format!("/proc/{}/comm", child.id()))
+            .is_ok_and(|comm| comm.trim() == "sleep")
+    });
+    let inside = std::fs::read_link(format!("/proc/{}/ns/net", child.id())).unwrap();
+    let here = std::fs::read_link("/proc/self/ns/net").unwrap();
+    assert_ne!(inside, here, "spawn runs inside the node's namespace");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let host_link = net.host_link.clone();
+    drop(net);
+    let left = String::from_utf8_lossy(&quiet_ip(["netns", "list"]).stdout).into_owned();
+    for name in &names {
+        assert!(!left.contains(name.as_str()), "{name} left behind: {left}");
+    }
+    assert!(!quiet_ip(["link", "show", &host_link]).status.success());
+    assert_eq!(harness_pid("pf12-0-n3"), Some(12));
+    assert_eq!(harness_pid("pf12-0-sw"), Some(12));
+    for other in [
+        "pfd1",
+        "pf12",
+        "pf12-0",
+        "pf12-0-x",
+        "pfx-0-sw",
+        "pf12-0-n3-y",
+    ] {
+        assert_eq!(harness_pid(other), None, "{other}");
+    }
+}
