@@ -191,16 +191,26 @@ mod tests {
         assert!(book.learn(
             id(1),
             Via::Global,
-            &[global.clone()],
+            std::slice::from_ref(&global),
             Duration::from_secs(300)
         ));
         assert!(changed.has_changed().unwrap());
         changed.borrow_and_update();
-        assert!(book.learn(id(1), Via::Lan, &[lan.clone()], Duration::from_secs(60)));
+        assert!(book.learn(
+            id(1),
+            Via::Lan,
+            std::slice::from_ref(&lan),
+            Duration::from_secs(60)
+        ));
         changed.borrow_and_update();
         assert_eq!(book.lookup(id(1)), vec![lan.clone(), global.clone()]);
         // Hearing the same again only extends it: no wake-up, no event.
-        assert!(!book.learn(id(1), Via::Lan, &[lan.clone()], Duration::from_secs(60)));
+        assert!(!book.learn(
+            id(1),
+            Via::Lan,
+            std::slice::from_ref(&lan),
+            Duration::from_secs(60)
+        ));
         assert!(!changed.has_changed().unwrap());
         tokio::time::advance(Duration::from_secs(61)).await;
         assert_eq!(book.lookup(id(1)), vec![global.clone()]);
@@ -218,7 +228,7 @@ mod tests {
         book.learn(
             id(2),
             Via::Global,
-            &[global.clone()],
+            std::slice::from_ref(&global),
             Duration::from_secs(60),
         );
         book.learn(
