@@ -16,7 +16,7 @@ use serde_json::Value;
 use crate::api::Api;
 use crate::netns::Netns;
 use crate::ns_daemon::{NsDaemon, discovered, wait_until};
-use crate::support::{Device, running_as_root, wait_for_same_tree};
+use crate::support::{Device, wait_for_same_tree};
 
 /// Our discovery server, in this process, on the root namespace's end of the LAN.
 struct OurServer {
@@ -111,10 +111,6 @@ fn pair_dynamic(a: &Device, b: &Device) -> (std::path::PathBuf, std::path::PathB
 
 #[test]
 fn dynamic_devices_find_each_other_through_our_discovery_server_and_sync() {
-    assert!(
-        running_as_root(),
-        "global_discovery needs root for network namespaces (CI runs as root)"
-    );
     let net = Netns::new(2);
     let server = OurServer::start(&net);
     let (a, b) = (global_device(&server.url()), global_device(&server.url()));
@@ -178,10 +174,6 @@ fn dynamic_devices_find_each_other_through_our_discovery_server_and_sync() {
 
 #[test]
 fn a_dead_discovery_server_is_reported_not_hidden() {
-    assert!(
-        running_as_root(),
-        "global_discovery needs root for network namespaces (CI runs as root)"
-    );
     let net = Netns::new(1);
     // Nothing listens there.
     let url = format!("https://{}:9/?insecure", net.host_ip());
@@ -226,10 +218,6 @@ fn start_stdiscosrv(net: &Netns, node: usize, dir: &std::path::Path) -> (Child, 
 
 #[test]
 fn our_daemon_announces_to_syncthing_discosrv_and_looks_up_through_it() {
-    assert!(
-        running_as_root(),
-        "global_discovery needs root for network namespaces (CI runs as root)"
-    );
     let net = Netns::new(3);
     let dir = tempfile::tempdir().unwrap();
     let (mut stdiscosrv, url) = start_stdiscosrv(&net, 0, dir.path());
@@ -340,10 +328,6 @@ impl Drop for SyncthingDevice {
 
 #[test]
 fn syncthing_announces_to_our_server_and_finds_a_peerfold_device_there() {
-    assert!(
-        running_as_root(),
-        "global_discovery needs root for network namespaces (CI runs as root)"
-    );
     let net = Netns::new(2);
     let server = OurServer::start(&net);
     let peerfold = global_device(&server.url());

@@ -21,12 +21,29 @@ pub(super) fn is_bep(connection: &quinn::Connection) -> bool {
         .is_some_and(|alpn| alpn == BEP_ALPN)
 }
 
+/// Why the Hellos were not exchanged.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum GreetingError {
+    #[error("no stream: {0}")]
+    Stream(#[from] quinn::ConnectionError),
+    #[error("reading its Hello: {0}")]
+    Read(#[from] quinn::ReadExactError),
+    #[error(transparent)]
+    Hello(#[from] bep_hello::BepHelloError),
+    #[error("sending our Hello: {0}")]
+    Write(#[from] quinn::WriteError),
+    #[error("sending our Hello: {0}")]
+    Finish(#[from] quinn::ClosedStream),
+    #[error("no Hello within {GREETING_TIMEOUT:?}")]
+    Timeout,
+}
+
 /// Reads the Syncthing device's Hello on the stream it opens and answers with ours; returns
 /// what it said of itself. Closes the connection either way.
-pub(super) async fn greet(connection: &quinn::Connection) -> Result<Hello, String> {
+pub(super) async fn greet(connection: &quinn::Connection) -> Result<Hello, GreetingError> {
     let outcome = tokio::time::timeout(GREETING_TIMEOUT, exchange(connection))
         .await
-        .unwrap_or_else(|_| Err("no Hello in time".to_owned()));
+        .unwrap_or(Err(GreetingError::Timeout));
     if outcome.is_ok() {
         // Syncthing hangs up once it has our Hello; closing at once could discard it.
         let _ = tokio::time::timeout(LINGER, connection.closed()).await;
@@ -35,19 +52,15 @@ pub(super) async fn greet(connection: &quinn::Connection) -> Result<Hello, Strin
     outcome
 }
 
-async fn exchange(connection: &quinn::Connection) -> Result<Hello, String> {
-    let (mut send, mut recv) = connection.accept_bi().await.map_err(|e| e.to_string())?;
+async fn exchange(connection: &quinn::Connection) -> Result<Hello, GreetingError> {
+    let (mut send, mut recv) = connection.accept_bi().await?;
     let mut header = [0u8; 6];
-    recv.read_exact(&mut header)
-        .await
-        .map_err(|e| e.to_string())?;
-    let length = bep_hello::framed_len(&header).map_err(|e| e.to_string())?;
+    recv.read_exact(&mut header).await?;
+    let length = bep_hello::framed_len(&header)?;
     let mut framed = header.to_vec();
     framed.resize(length, 0);
-    recv.read_exact(&mut framed[6..])
-        .await
-        .map_err(|e| e.to_string())?;
-    let theirs = bep_hello::decode(&framed).map_err(|e| e.to_string())?;
+    recv.read_exact(&mut framed[6..]).await?;
+    let theirs = bep_hello::decode(&framed)?;
     let ours = Hello {
         device_name: "peerfold".to_owned(),
         client_name: "peerfold".to_owned(),
@@ -55,9 +68,7 @@ async fn exchange(connection: &quinn::Connection) -> Result<Hello, String> {
         num_connections: 0,
         timestamp: 0,
     };
-    send.write_all(&bep_hello::encode(&ours))
-        .await
-        .map_err(|e| e.to_string())?;
-    send.finish().map_err(|e| e.to_string())?;
+    send.write_all(&bep_hello::encode(&ours)).await?;
+    send.finish()?;
     Ok(theirs)
 }

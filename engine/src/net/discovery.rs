@@ -76,6 +76,23 @@ impl std::fmt::Debug for GlobalDiscovery {
     }
 }
 
+/// Why an announce or a lookup failed (the text is what `discoveryErrors` shows).
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum DiscoveryError {
+    #[error(transparent)]
+    Url(#[from] server_url::ServerUrlError),
+    #[error(transparent)]
+    Request(#[from] https::RequestError),
+    #[error("{what} refused: {status} {body}")]
+    Refused {
+        what: &'static str,
+        status: StatusCode,
+        body: String,
+    },
+    #[error(transparent)]
+    Reply(#[from] peerfold_protocol::discovery::MessageError),
+}
+
 /// What a server answered to one lookup.
 enum Lookup {
     Found(Vec<Address>),
@@ -107,7 +124,7 @@ impl GlobalDiscovery {
     /// The servers the configuration names, if global discovery is on. `default` stands
     /// for no server: peerfold runs no public discovery servers (devices find each other
     /// on the LAN, or through servers their users run).
-    fn servers(&self) -> Vec<Result<ServerUrl, String>> {
+    fn servers(&self) -> Vec<Result<ServerUrl, server_url::ServerUrlError>> {
         let config = self.config.get();
         if !config.options.global_announce_enabled {
             return Vec::new();
@@ -117,7 +134,7 @@ impl GlobalDiscovery {
             .global_announce_servers
             .iter()
             .filter(|s| s.as_str() != "default")
-            .map(|s| ServerUrl::parse(s).map_err(|e| e.to_string()))
+            .map(|s| ServerUrl::parse(s))
             .collect()
     }
 
@@ -148,7 +165,7 @@ impl GlobalDiscovery {
                 status.clear();
                 for (text, server) in options.global_announce_servers.iter().zip(&servers) {
                     if text != "default" || server.is_err() {
-                        status.insert(text.clone(), server.as_ref().err().cloned());
+                        status.insert(text.clone(), server.as_ref().err().map(ToString::to_string));
                     }
                 }
             }
@@ -189,7 +206,7 @@ impl GlobalDiscovery {
                 Ok(next) => (None, next),
                 Err((error, next)) => {
                     warn!(%error, retry_in = ?next, "global announce failed");
-                    (Some(error), next)
+                    (Some(error.to_string()), next)
                 }
             };
             if stop.is_cancelled() {
@@ -217,11 +234,11 @@ impl GlobalDiscovery {
         &self,
         server: &ServerUrl,
         tls: Arc<rustls::ClientConfig>,
-    ) -> Result<Duration, (String, Duration)> {
+    ) -> Result<Duration, (DiscoveryError, Duration)> {
         let body = self.announcement().encode();
         let reply = https::send(server, tls, Method::POST, &server.target, Some(body))
             .await
-            .map_err(|e| (e.to_string(), RETRY_DEFAULT))?;
+            .map_err(|e| (e.into(), RETRY_DEFAULT))?;
         if reply.status.is_success() {
             let next = reply
                 .seconds(REANNOUNCE_AFTER)
@@ -230,27 +247,22 @@ impl GlobalDiscovery {
             return Ok(next);
         }
         let retry = reply.seconds(RETRY_AFTER).unwrap_or(RETRY_DEFAULT);
-        Err((
-            format!("announce refused: {} {}", reply.status, reply.body_text()),
-            retry,
-        ))
+        let refused = DiscoveryError::Refused {
+            what: "announce",
+            status: reply.status,
+            body: reply.body_text(),
+        };
+        Err((refused, retry))
     }
 
     /// Asks `server` for `device`'s addresses (without our certificate).
-    async fn lookup(&self, server: &ServerUrl, device: DeviceId) -> Result<Lookup, String> {
-        let tls = https::client_config(server.check, None).map_err(|e| e.to_string())?;
-        let reply = https::send(
-            server,
-            tls,
-            Method::GET,
-            &server.lookup_target(device),
-            None,
-        )
-        .await
-        .map_err(|e| e.to_string())?;
+    async fn lookup(&self, server: &ServerUrl, device: DeviceId) -> Result<Lookup, DiscoveryError> {
+        let tls = https::client_config(server.check, None)?;
+        let target = server.lookup_target(device);
+        let reply = https::send(server, tls, Method::GET, &target, None).await?;
         match reply.status {
             StatusCode::OK => {
-                let found = LookupReply::decode(&reply.body).map_err(|e| e.to_string())?;
+                let found = LookupReply::decode(&reply.body)?;
                 // Addresses this device cannot dial (Syncthing's tcp://) are left out.
                 let addresses = found
                     .addresses
@@ -261,7 +273,11 @@ impl GlobalDiscovery {
                 Ok(Lookup::Found(addresses))
             }
             StatusCode::NOT_FOUND => Ok(Lookup::NotFound),
-            status => Err(format!("lookup refused: {status} {}", reply.body_text())),
+            status => Err(DiscoveryError::Refused {
+                what: "lookup",
+                status,
+                body: reply.body_text(),
+            }),
         }
     }
 
@@ -309,7 +325,7 @@ impl AddressSource for GlobalDiscovery {
                     debug!(device = %device.short(), %server, %error, "lookup failed");
                     // A server that only looks up has no announce to report on.
                     if !server.announce {
-                        self.record(&server.text, Some(error));
+                        self.record(&server.text, Some(error.to_string()));
                     }
                 }
             }

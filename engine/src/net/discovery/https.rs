@@ -147,8 +147,6 @@ async fn exchange(
     let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .map_err(http_error)?;
-    // The connection task ends with the request: nothing else is sent on it.
-    let driver = tokio::spawn(connection);
     let mut request = Request::builder()
         .method(method)
         .uri(target)
@@ -159,14 +157,24 @@ async fn exchange(
     let request = request
         .body(Full::new(Bytes::from(body.unwrap_or_default())))
         .map_err(|e| RequestError::Config(e.to_string()))?;
-    let response = sender.send_request(request).await.map_err(http_error)?;
-    let (parts, body) = response.into_parts();
-    let body = Limited::new(body, MAX_REPLY)
-        .collect()
-        .await
-        .map_err(|_| RequestError::TooLong(authority.into()))?
-        .to_bytes();
-    driver.abort();
+    let reply = async {
+        let response = sender.send_request(request).await.map_err(http_error)?;
+        let (parts, body) = response.into_parts();
+        let body = Limited::new(body, MAX_REPLY)
+            .collect()
+            .await
+            .map_err(|_| RequestError::TooLong(authority.into()))?
+            .to_bytes();
+        Ok::<_, RequestError>((parts, body))
+    };
+    // The connection is driven here, not in a task of its own: it carries this one
+    // request. If it ends first, what it received is already with the reply.
+    tokio::pin!(reply);
+    let (parts, body) = tokio::select! {
+        biased;
+        reply = &mut reply => reply?,
+        _ = connection => reply.await?,
+    };
     Ok(Reply {
         status: parts.status,
         headers: parts.headers,
