@@ -96,8 +96,8 @@ pub(crate) struct Incoming(quinn::Incoming);
 pub(crate) type Accepted = (Arc<dyn Link>, DeviceId);
 
 impl Incoming {
-    /// Completes the handshake.
-    pub(crate) async fn finish(self) -> Result<Accepted, NetError> {
+    /// Completes the handshake. A Syncthing device is told `our_name` in BEP's Hello.
+    pub(crate) async fn finish(self, our_name: &str) -> Result<Accepted, NetError> {
         let remote = self.0.remote_address();
         let connection = self
             .0
@@ -105,7 +105,7 @@ impl Incoming {
             .map_err(|e| NetError::Connect(format!("{remote}: {e}")))?;
         if bep_greeting::is_bep(&connection) {
             let device = peer_device(&connection).map(|d| d.to_string());
-            let greeted = bep_greeting::greet(&connection).await;
+            let greeted = bep_greeting::greet(&connection, our_name).await;
             info!(?device, %remote, hello = ?greeted, "a Syncthing device dialed in; it is told our name and closed (peerfold does not speak BEP)");
             return Err(NetError::Connect(format!(
                 "{remote}: a Syncthing (BEP) connection"
@@ -349,7 +349,7 @@ mod tests {
         // Accept in the background so the handshake can run.
         let accepting = tokio::spawn(async move {
             if let Some(incoming) = server.accept(0).await {
-                let _ = incoming.finish().await;
+                let _ = incoming.finish("test").await;
             }
             server
         });

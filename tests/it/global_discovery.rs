@@ -330,7 +330,13 @@ impl Drop for SyncthingDevice {
 fn syncthing_announces_to_our_server_and_finds_a_peerfold_device_there() {
     let net = Netns::new(2);
     let server = OurServer::start(&net);
-    let peerfold = global_device(&server.url());
+    let peerfold = Device::new();
+    peerfold.ok(["init", "--name", "pf-laptop"]);
+    peerfold.ok([
+        "config",
+        "set",
+        &format!("globalAnnounceServers={}", server.url()),
+    ]);
     let on_peerfold = NsDaemon::serve(&net, 1, &peerfold);
     let peerfold_at = format!("quic://{}:", net.ip(1));
     wait_until("the peerfold device announces", &[&peerfold], || {
@@ -383,6 +389,7 @@ fn syncthing_announces_to_our_server_and_finds_a_peerfold_device_there() {
                         e["type"] == "DeviceConnected"
                             && e["data"]["id"] == peerfold.id().as_str()
                             && e["data"]["clientName"] == "peerfold"
+                            && e["data"]["deviceName"] == "pf-laptop"
                     })
         },
     );

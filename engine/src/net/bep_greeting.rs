@@ -38,10 +38,14 @@ pub(super) enum GreetingError {
     Timeout,
 }
 
-/// Reads the Syncthing device's Hello on the stream it opens and answers with ours; returns
+/// Reads the Syncthing device's Hello on the stream it opens and answers with ours (named
+/// `our_name`, the configured device name); returns
 /// what it said of itself. Closes the connection either way.
-pub(super) async fn greet(connection: &quinn::Connection) -> Result<Hello, GreetingError> {
-    let outcome = tokio::time::timeout(GREETING_TIMEOUT, exchange(connection))
+pub(super) async fn greet(
+    connection: &quinn::Connection,
+    our_name: &str,
+) -> Result<Hello, GreetingError> {
+    let outcome = tokio::time::timeout(GREETING_TIMEOUT, exchange(connection, our_name))
         .await
         .unwrap_or(Err(GreetingError::Timeout));
     if outcome.is_ok() {
@@ -52,7 +56,7 @@ pub(super) async fn greet(connection: &quinn::Connection) -> Result<Hello, Greet
     outcome
 }
 
-async fn exchange(connection: &quinn::Connection) -> Result<Hello, GreetingError> {
+async fn exchange(connection: &quinn::Connection, our_name: &str) -> Result<Hello, GreetingError> {
     let (mut send, mut recv) = connection.accept_bi().await?;
     let mut header = [0u8; 6];
     recv.read_exact(&mut header).await?;
@@ -62,7 +66,7 @@ async fn exchange(connection: &quinn::Connection) -> Result<Hello, GreetingError
     recv.read_exact(&mut framed[6..]).await?;
     let theirs = bep_hello::decode(&framed)?;
     let ours = Hello {
-        device_name: "peerfold".to_owned(),
+        device_name: our_name.to_owned(),
         client_name: "peerfold".to_owned(),
         client_version: format!("v{}", env!("CARGO_PKG_VERSION")),
         num_connections: 0,

@@ -32,7 +32,8 @@ pub(crate) async fn accept_loop(
         };
         let context2 = context.clone();
         context.life.spawn(async move {
-            match incoming.finish().await {
+            let our_name = context2.config.get().device_name.clone();
+            match incoming.finish(&our_name).await {
                 Ok((link, peer)) => run_connection(&context2, link, peer, false).await,
                 Err(e) => debug!(error = %e, "incoming handshake failed"),
             }
