@@ -7,7 +7,7 @@
 //! records, keeps the newest state on disk whatever order the marks arrive in, and folds
 //! repeated announces of one device into one write.
 //!
-//! The map holds each record [`Packed`] into one allocation: a million devices with two
+//! The map holds each record `Packed` into one allocation: a million devices with two
 //! addresses each take about 200 MB this way, against about 370 MB as [`Record`]s (a `Vec`
 //! with spare capacity plus a `String` per address, each with the allocator's overhead).
 
