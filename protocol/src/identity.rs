@@ -63,6 +63,13 @@ impl Identity {
         Self::from_parts(cert, key)
     }
 
+    /// Reads an identity from a DER certificate and a PKCS#8 DER key (tools that keep
+    /// many identities, such as the discovery benchmark's pool), checking they match.
+    pub fn from_der(cert_der: &[u8], pkcs8_key_der: &[u8]) -> Result<Self, IdentityError> {
+        let key = PrivatePkcs8KeyDer::from(pkcs8_key_der.to_vec());
+        Self::from_parts(CertificateDer::from(cert_der.to_vec()), key.into())
+    }
+
     fn from_parts(
         cert: CertificateDer<'static>,
         key: PrivateKeyDer<'static>,
@@ -138,6 +145,16 @@ mod tests {
             identity.device_id(),
             DeviceId::from_certificate_der(identity.certificate_der())
         );
+    }
+
+    #[test]
+    fn an_identity_reads_back_from_der_and_a_foreign_key_is_refused() {
+        let identity = Identity::generate().unwrap();
+        let key = identity.private_key_der();
+        let again = Identity::from_der(identity.certificate_der(), key.secret_der()).unwrap();
+        assert_eq!(again.device_id(), identity.device_id());
+        let other = Identity::generate().unwrap().private_key_der();
+        assert!(Identity::from_der(identity.certificate_der(), other.secret_der()).is_err());
     }
 
     #[test]

@@ -205,10 +205,7 @@ impl Pool {
     }
 
     fn identity(&self, index: usize) -> anyhow::Result<Identity> {
-        Ok(Identity::from_pem(
-            pem("CERTIFICATE", self.cert(index)).as_bytes(),
-            pem("PRIVATE KEY", self.key(index)).as_bytes(),
-        )?)
+        Ok(Identity::from_der(self.cert(index), self.key(index))?)
     }
 
     /// The pool, checked to hold at least `count` devices.
@@ -223,17 +220,6 @@ impl Pool {
         }
         Ok(Arc::new(pool))
     }
-}
-
-fn pem(label: &str, der: &[u8]) -> String {
-    let body = data_encoding::BASE64.encode(der);
-    let mut out = format!("-----BEGIN {label}-----\n");
-    for line in body.as_bytes().chunks(64) {
-        out.push_str(std::str::from_utf8(line).unwrap_or_default());
-        out.push('\n');
-    }
-    out.push_str(&format!("-----END {label}-----\n"));
-    out
 }
 
 fn make_pool(out: &Path, count: usize) -> anyhow::Result<()> {
