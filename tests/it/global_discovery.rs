@@ -177,7 +177,8 @@ fn a_dead_discovery_server_is_reported_not_hidden() {
     let net = Netns::new(1);
     // Nothing listens there.
     let url = format!("https://{}:9/?insecure", net.host_ip());
-    let a = global_device(&url);
+    // `default` (no server) first: the dead server's status must still be its own.
+    let a = global_device(&format!("default,{url}"));
     let on_a = NsDaemon::serve(&net, 0, &a);
     let key = format!("global@{url}");
     wait_until("the failed announce shows in the status", &[&a], || {

@@ -124,7 +124,8 @@ impl GlobalDiscovery {
     /// The servers the configuration names, if global discovery is on. `default` stands
     /// for no server: peerfold runs no public discovery servers (devices find each other
     /// on the LAN, or through servers their users run).
-    fn servers(&self) -> Vec<Result<ServerUrl, server_url::ServerUrlError>> {
+    /// Each with its configured text, which keys its status.
+    fn servers(&self) -> Vec<(String, Result<ServerUrl, server_url::ServerUrlError>)> {
         let config = self.config.get();
         if !config.options.global_announce_enabled {
             return Vec::new();
@@ -134,7 +135,7 @@ impl GlobalDiscovery {
             .global_announce_servers
             .iter()
             .filter(|s| s.as_str() != "default")
-            .map(|s| ServerUrl::parse(s))
+            .map(|s| (s.clone(), ServerUrl::parse(s)))
             .collect()
     }
 
@@ -163,13 +164,13 @@ impl GlobalDiscovery {
             {
                 let mut status = lock(&self.status);
                 status.clear();
-                for (text, server) in options.global_announce_servers.iter().zip(&servers) {
-                    if text != "default" || server.is_err() {
-                        status.insert(text.clone(), server.as_ref().err().map(ToString::to_string));
-                    }
+                for (text, server) in &servers {
+                    let error = server.as_ref().err().map(ToString::to_string);
+                    status.insert(text.clone(), error);
                 }
             }
-            for server in servers.into_iter().flatten().filter(|s| s.announce) {
+            let usable = servers.into_iter().filter_map(|(_, server)| server.ok());
+            for server in usable.filter(|s| s.announce) {
                 let span = tracing::info_span!("announce", server = %server);
                 life.spawn_in(span, self.clone().announce_loop(server, stop.clone()));
             }
@@ -303,7 +304,7 @@ impl AddressSource for GlobalDiscovery {
         let servers: Vec<ServerUrl> = self
             .servers()
             .into_iter()
-            .flatten()
+            .filter_map(|(_, server)| server.ok())
             .filter(|s| s.lookup)
             .collect();
         if servers.is_empty() || !self.ask_now(device, MISS_TTL) {
