@@ -6,8 +6,8 @@
 # discovery server, which our daemon announces to), `redis-server` (the discovery server's
 # shared store), `curl` (lookups at those servers), `setpriv` (util-linux: commands as
 # `nobody`, so file permissions bite when run as root), `mount` (a small tmpfs for the
-# full-disk test; needs root) and `ip` (iproute2: the network namespaces of the discovery
-# tests; needs root). On a Debian machine
+# full-disk test; needs root), `ip` (iproute2: the network namespaces of the discovery
+# tests; needs root) and `nft` (nftables: firewall rules inside those namespaces). On a Debian machine
 # that lacks a package, this installs it with apt-get when it runs as root (as CI does), and
 # otherwise says which package to install and stops: a test that needs it would fail anyway.
 #
@@ -24,6 +24,7 @@ declare -A needed=(
     [mount]=mount
     [ip]=iproute2
     [curl]=curl
+    [nft]=nftables
 )
 missing=()
 for command in "${!needed[@]}"; do

@@ -27,10 +27,15 @@ struct OurServer {
 
 impl OurServer {
     fn start(net: &Netns) -> Self {
+        Self::start_at(net.host_ip())
+    }
+
+    /// On `ip` (an address of the root namespace).
+    fn start_at(ip: std::net::Ipv4Addr) -> Self {
         let runtime = tokio::runtime::Runtime::new().unwrap();
         let data = tempfile::tempdir().unwrap();
         let config = Config {
-            listen: SocketAddr::new(net.host_ip().into(), 0),
+            listen: SocketAddr::new(ip.into(), 0),
             ..Config::testing(data.path())
         };
         let server = runtime
@@ -167,6 +172,89 @@ fn dynamic_devices_find_each_other_through_our_discovery_server_and_sync() {
             .iter()
             .any(|e| e["data"]["device"] == b.id().as_str()),
         "{events}"
+    );
+    assert!(on_a.stop().success(), "{}", a.log());
+    assert!(on_b.stop().success(), "{}", b.log());
+}
+
+/// The address `api`'s daemon is connected to `device` at, if it is.
+fn connected_at(api: &Api, device: &str) -> Option<String> {
+    let connections = api.get("/rest/system/connections");
+    let connection = &connections["connections"][device];
+    (connection["connected"] == true).then(|| connection["address"].as_str().unwrap().to_owned())
+}
+
+#[test]
+fn a_link_found_through_the_global_server_moves_to_the_lan_once_mdns_finds_the_peer() {
+    // Two networks between the nodes: the LAN (mDNS) and a WAN where the discovery server
+    // is, so the address the server hands out is not the LAN one.
+    let mut net = Netns::new(2);
+    net.add_wan();
+    let server = OurServer::start_at(net.wan_host_ip());
+    let (a, b) = (global_device(&server.url()), global_device(&server.url()));
+    let (root_a, root_b) = pair_dynamic(&a, &b);
+    // The devices start with local discovery off (tests' default): only the server knows.
+    let on_b = NsDaemon::serve(&net, 1, &b);
+    let b_wan = format!("quic://{}:", net.wan_ip(1));
+    wait_until("b's announce reaches the server", &[&b], || {
+        server
+            .lookup(&b.id())
+            .is_some_and(|found| addresses(&found).iter().any(|a| a.starts_with(&b_wan)))
+    });
+    let on_a = NsDaemon::serve(&net, 0, &a);
+    let sides = [(&on_a, b.id(), 1), (&on_b, a.id(), 0)];
+    for (daemon, other, node) in &sides {
+        let wan = format!("{}:", net.wan_ip(*node));
+        wait_until("the devices connect over the WAN", &[&a, &b], || {
+            connected_at(&daemon.api, other).is_some_and(|at| at.starts_with(&wan))
+        });
+    }
+    fs::write(root_a.join("before.txt"), b"over the WAN").unwrap();
+    wait_for_same_tree(
+        "b has the file sent over the WAN",
+        30,
+        (&root_a, &a),
+        (&root_b, &b),
+    );
+
+    // Local discovery on: each hears of the other on the LAN, and the link moves there.
+    for daemon in [&on_a, &on_b] {
+        let (status, answer) = daemon.api.send_json(
+            "PATCH",
+            "/rest/config/options",
+            &serde_json::json!({ "localAnnounceEnabled": true }),
+        );
+        assert_eq!(status, 200, "{answer}");
+    }
+    for (daemon, other, node) in &sides {
+        let lan = format!("{}:", net.ip(*node));
+        wait_until("the link moves to the LAN", &[&a, &b], || {
+            connected_at(&daemon.api, other).is_some_and(|at| at.starts_with(&lan))
+        });
+    }
+    fs::write(root_a.join("after.txt"), b"over the LAN").unwrap();
+    wait_for_same_tree(
+        "b has the file sent over the LAN",
+        30,
+        (&root_a, &a),
+        (&root_b, &b),
+    );
+    // It stays there: one move, made by the lower ID, and no flapping.
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    for (daemon, other, node) in &sides {
+        let at = connected_at(&daemon.api, other).expect("still connected");
+        assert!(at.starts_with(&format!("{}:", net.ip(*node))), "{at}");
+    }
+    // (Which one is the lower ID is the registry's business: exactly one of them moved.)
+    let moves: Vec<usize> = [&a, &b]
+        .iter()
+        .map(|d| d.log().matches("moving to a LAN path").count())
+        .collect();
+    assert!(
+        moves == [1, 0] || moves == [0, 1],
+        "moves {moves:?}\n{}\n{}",
+        a.log(),
+        b.log()
     );
     assert!(on_a.stop().success(), "{}", a.log());
     assert!(on_b.stop().success(), "{}", b.log());

@@ -20,7 +20,8 @@
 //! built: program, arguments, environment and working directory carry over, stdio does not),
 //! `net.spawn(0, &command)`, `net.ok(0, ["ip", "addr"])`, `net.ip(0)` (a node's LAN
 //! address), `net.host_ip()` (the root end's), `net.name(0)` (for `ip netns exec` by hand),
-//! `net.add_node()`.
+//! `net.add_node()`, `net.add_wan()` (a second network, no mDNS on it: `net.wan_ip(0)`,
+//! `net.wan_host_ip()`), `net.nft(0, rules)`.
 
 use std::ffi::OsStr;
 use std::net::Ipv4Addr;
@@ -42,6 +43,15 @@ pub(crate) struct Netns {
     host_link: String,
     /// The LAN's first three octets (`10.A.B`).
     subnet: [u8; 3],
+    /// The second network, once made.
+    wan: Option<Wan>,
+}
+
+/// A second network joining the nodes and the root namespace (`add_wan`): its own bridge,
+/// each node's `eth1` and the root's end, and no mDNS on it.
+struct Wan {
+    host_link: String,
+    subnet: [u8; 3],
 }
 
 impl Netns {
@@ -60,8 +70,9 @@ impl Netns {
             switch: format!("{prefix}-sw"),
             nodes: Vec::new(),
             host_link: format!("pf{pid}h{n}"),
-            subnet: free_subnet(pid, n),
+            subnet: free_subnet(pid, n, None),
             prefix,
+            wan: None,
         };
         // From here on, drop cleans up whatever was made.
         net.make_switch();
@@ -73,6 +84,7 @@ impl Netns {
 
     /// Adds a node on the bridge; returns its index.
     pub(crate) fn add_node(&mut self) -> usize {
+        assert!(self.wan.is_none(), "add the nodes before the WAN");
         let index = self.nodes.len();
         assert!(index < 250, "a /24 holds 250 nodes here");
         let name = format!("{}-n{index}", self.prefix);
@@ -188,6 +200,89 @@ impl Netns {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// Adds a second network ("the WAN") beside the LAN: a bridge of its own, an `eth1` in
+    /// every node so far (`wan_ip`) and a root end (`wan_host_ip`), so what the root serves
+    /// there is reached over a path that is not the LAN. Multicast is off on it and the
+    /// nodes drop mDNS on `eth1` (nftables), so local discovery never hears of it.
+    pub(crate) fn add_wan(&mut self) {
+        assert!(self.wan.is_none(), "one WAN per harness");
+        let n: u32 = self.prefix.rsplit('-').next().unwrap().parse().unwrap();
+        let subnet = free_subnet(std::process::id(), n + 5000, Some(self.subnet));
+        let host_link = self.host_link.replacen('h', "w", 1);
+        let sw = self.switch.clone();
+        ip(["-n", &sw, "link", "add", "br1", "type", "bridge"]);
+        ip(["-n", &sw, "link", "set", "br1", "up"]);
+        ip([
+            "link", "add", &host_link, "type", "veth", "peer", "name", "whost", "netns", &sw,
+        ]);
+        ip(["-n", &sw, "link", "set", "whost", "master", "br1"]);
+        ip(["-n", &sw, "link", "set", "whost", "up"]);
+        let [a, b, c] = subnet;
+        ip([
+            "addr",
+            "add",
+            &format!("{a}.{b}.{c}.254/24"),
+            "dev",
+            &host_link,
+        ]);
+        ip(["link", "set", &host_link, "multicast", "off", "up"]);
+        for (index, name) in self.nodes.clone().iter().enumerate() {
+            let port = format!("w{index}");
+            ip([
+                "-n", &sw, "link", "add", &port, "type", "veth", "peer", "name", "eth1", "netns",
+                name,
+            ]);
+            ip(["-n", &sw, "link", "set", &port, "master", "br1"]);
+            ip(["-n", &sw, "link", "set", &port, "up"]);
+            let address = format!("{a}.{b}.{c}.{}/24", index + 1);
+            ip(["-n", name, "addr", "add", &address, "dev", "eth1"]);
+            ip(["-n", name, "link", "set", "eth1", "multicast", "off", "up"]);
+            let rules = "table inet pf_wan {\n\
+                 chain in { type filter hook input priority 0; iifname \"eth1\" udp dport 5353 drop; }\n\
+                 chain out { type filter hook output priority 0; oifname \"eth1\" udp dport 5353 drop; }\n\
+                 }\n";
+            self.nft(index, rules);
+        }
+        self.wan = Some(Wan { host_link, subnet });
+    }
+
+    /// Loads an nftables ruleset (text, as `nft -f` reads it) in node `node`.
+    pub(crate) fn nft(&self, node: usize, rules: &str) {
+        use std::io::Write;
+        let mut child = self
+            .command(node, "nft")
+            .args(["-f", "-"])
+            .stdin(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("running nft (Debian package nftables)");
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(rules.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "nft in {}: {}\n{rules}",
+            self.name(node),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Node `node`'s address on the WAN (`add_wan`).
+    pub(crate) fn wan_ip(&self, node: usize) -> Ipv4Addr {
+        let [a, b, c] = self.wan.as_ref().expect("add_wan first").subnet;
+        Ipv4Addr::new(a, b, c, u8::try_from(node + 1).unwrap())
+    }
+
+    /// The root namespace's address on the WAN (`add_wan`).
+    pub(crate) fn wan_host_ip(&self) -> Ipv4Addr {
+        let [a, b, c] = self.wan.as_ref().expect("add_wan first").subnet;
+        Ipv4Addr::new(a, b, c, 254)
+    }
+
     /// The bridge's namespace, the bridge, and the link from the root namespace.
     fn make_switch(&mut self) {
         ip(["netns", "add", &self.switch]);
@@ -224,6 +319,9 @@ impl Drop for Netns {
         // Deleting a namespace deletes the links in it, and so both ends of each veth pair;
         // the root end goes explicitly too, in case its peer's namespace is held open.
         let _ = quiet_ip(["link", "del", &self.host_link]);
+        if let Some(wan) = &self.wan {
+            let _ = quiet_ip(["link", "del", &wan.host_link]);
+        }
         for name in self.nodes.iter().chain([&self.switch]) {
             let _ = quiet_ip(["netns", "del", name]);
         }
@@ -277,7 +375,7 @@ fn harness_pid(name: &str) -> Option<u32> {
 
 /// A `10.A.B.0/24` that no route of the root namespace uses yet (harnesses of this process
 /// and of others running at once get different ones).
-fn free_subnet(pid: u32, n: u32) -> [u8; 3] {
+fn free_subnet(pid: u32, n: u32, besides: Option<[u8; 3]>) -> [u8; 3] {
     let routes = Command::new("ip")
         .args(["-4", "route", "show"])
         .output()
@@ -288,7 +386,7 @@ fn free_subnet(pid: u32, n: u32) -> [u8; 3] {
         let k = start.wrapping_add(step) % (100 * 256);
         let subnet = [10, 100 + (k / 256) as u8, (k % 256) as u8];
         let text = format!("{}.{}.{}.", subnet[0], subnet[1], subnet[2]);
-        if !routes.contains(&text) {
+        if !routes.contains(&text) && besides != Some(subnet) {
             return subnet;
         }
     }

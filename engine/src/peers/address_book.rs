@@ -146,6 +146,18 @@ impl AddressBook {
         out
     }
 
+    /// `device`'s unexpired addresses that local discovery found (the best paths to it).
+    pub(crate) fn lan(&self, device: DeviceId) -> Vec<Address> {
+        let now = Instant::now();
+        self.devices()
+            .get(&device)
+            .into_iter()
+            .flatten()
+            .filter(|l| l.via == Via::Lan && l.expires > now)
+            .map(|l| l.address.clone())
+            .collect()
+    }
+
     /// Every device with unexpired addresses (for `/rest/system/discovery`), known to the
     /// configuration or not: a GUI offers the unknown ones for pairing.
     pub(crate) fn snapshot(&self) -> Vec<(DeviceId, Vec<Address>)> {

@@ -2,21 +2,26 @@
 //! and jitter over the addresses its sources know, until the device is removed or paused.
 //!
 //! Who wakes me: `Dialer::dial` (start, devices added or resumed), configuration
-//! changes (`LiveConfig::changed`: new addresses, a pause) and discovery (`AddressBook`:
-//! a device gained an address). Whom I wake: nobody; a link I
-//! make runs its session.
+//! changes (`LiveConfig::changed`: new addresses, a pause), discovery (`AddressBook`:
+//! a device gained an address) and the end of a session I started. Whom I wake: nobody; a
+//! link I make runs its session in a task of its own, while I go on watching for a better
+//! path: the lower of the two device IDs moves a link that does not run over a LAN address
+//! local discovery found to that address (its new link replaces the old one on both
+//! sides).
 
 use std::collections::HashSet;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use peerfold_protocol::DeviceId;
-use tracing::debug;
+use tokio::sync::oneshot;
+use tracing::{debug, info};
 
-use super::Peers;
 use super::address_book::AddressBook;
 use super::addresses::{AddressSource, ConfiguredAddresses};
 use super::connection::run_connection;
+use super::link::Link;
 use super::session::SessionContext;
 use crate::config::{Address, DeviceConfig};
 use crate::net::Transport;
@@ -30,6 +35,21 @@ const HIGHER_ID_DIAL_DELAY: Duration = Duration::from_secs(1);
 /// A session that lasted this long resets the backoff; a peer that refuses us right away
 /// is not redialed in a tight loop.
 const LASTED: Duration = Duration::from_secs(10);
+
+/// The first wait after a failed move to a LAN path; it doubles up to [`MOVE_RETRY_MAX`].
+const MOVE_RETRY_MIN: Duration = Duration::from_secs(5);
+const MOVE_RETRY_MAX: Duration = Duration::from_secs(300);
+
+/// The session of a link a dial loop made.
+struct OwnSession {
+    ended: oneshot::Receiver<()>,
+    started: Instant,
+}
+
+/// The IP in `HOST:PORT` when the host is an IP address (names are not resolved here).
+fn host_ip(host_port: &str) -> Option<IpAddr> {
+    host_port.parse::<SocketAddr>().ok().map(|a| a.ip())
+}
 
 /// The dial loops.
 pub(crate) struct Dialer {
@@ -103,7 +123,11 @@ impl Dialer {
             }
         }
         let mut backoff = RETRY_MIN;
+        let mut move_after = Instant::now();
+        let mut move_backoff = MOVE_RETRY_MIN;
         let mut discovered = self.book.changed();
+        // The session of the link this loop dialed last, while it runs.
+        let mut own: Option<OwnSession> = None;
         loop {
             // The configuration may have changed: a removed or paused device is no longer
             // dialed, and changed addresses apply from the next attempt.
@@ -112,36 +136,100 @@ impl Dialer {
             }
             let retry_max =
                 Duration::from_secs(self.context.config.get().options.reconnection_interval_s);
-            if !self.context.registry.is_connected(device) {
-                for address in self.addresses(device).await {
-                    match self.transport.dial(&address, device).await {
-                        Ok(link) => {
-                            let started = Instant::now();
-                            run_connection(&self.context, link, device, true).await;
-                            if started.elapsed() > LASTED {
-                                backoff = RETRY_MIN;
+            match self.context.registry.status(device) {
+                // (A session of ours that is not registered yet is about to be, or to end.)
+                None if own.is_none() => {
+                    for address in self.addresses(device).await {
+                        match self.transport.dial(&address, device).await {
+                            Ok(link) => {
+                                own = Some(self.start_session(link, device));
+                                break;
                             }
-                            break;
+                            Err(e) => debug!(%address, error = %e, "dial failed"),
                         }
-                        Err(e) => debug!(%address, error = %e, "dial failed"),
                     }
                 }
+                // Only the lower ID moves a link: its new link wins the registry's
+                // tie-break on both sides, so the two never fight over the path.
+                Some(status) if me < device && Instant::now() >= move_after => {
+                    if let Some(lan) = self.better_path(device, &status.address) {
+                        match self.transport.dial(&lan, device).await {
+                            Ok(link) => {
+                                info!(from = %status.address, to = %lan, "moving to a LAN path");
+                                own = Some(self.start_session(link, device));
+                                move_backoff = MOVE_RETRY_MIN;
+                            }
+                            Err(e) => {
+                                debug!(address = %lan, error = %e, "LAN path not reachable");
+                                move_after = Instant::now() + move_backoff;
+                                move_backoff = (move_backoff * 2).min(MOVE_RETRY_MAX);
+                            }
+                        }
+                    }
+                }
+                _ => {}
             }
             // Jitter from the device IDs, so two devices do not dial in lockstep.
             let jitter =
                 Duration::from_millis(u64::from(me.as_bytes()[0] ^ device.as_bytes()[0]) * 2);
             // A configuration change (new addresses, a pause) and a newly discovered
-            // address are looked at right away.
+            // address are looked at right away; so is the end of our own session, unless
+            // it ended at once (a peer refusing us is not redialed in a tight loop).
             discovered.borrow_and_update();
+            let own_ended = async {
+                match own.as_mut() {
+                    Some(session) => {
+                        let _ = (&mut session.ended).await;
+                    }
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 biased;
                 () = life.cancelled() => return self.stop_dialing(device),
+                () = own_ended => {
+                    let lasted = own.take().is_some_and(|s| s.started.elapsed() > LASTED);
+                    if lasted {
+                        backoff = RETRY_MIN;
+                        continue;
+                    }
+                }
                 () = self.context.config.changed() => {}
                 Ok(()) = discovered.changed() => {}
                 () = tokio::time::sleep(backoff.min(retry_max) + jitter) => {}
             }
             backoff = (backoff * 2).min(retry_max.max(RETRY_MIN));
         }
+    }
+
+    /// Runs `link`'s session beside the dial loop, which goes on watching for a better path.
+    fn start_session(&self, link: Arc<dyn Link>, device: DeviceId) -> OwnSession {
+        let (done, ended) = oneshot::channel();
+        let context = self.context.clone();
+        self.context.life.spawn(async move {
+            run_connection(&context, link, device, true).await;
+            let _ = done.send(());
+        });
+        OwnSession {
+            ended,
+            started: Instant::now(),
+        }
+    }
+
+    /// A LAN address of `device` to move to, when the link to it (at `remote`) is not on
+    /// one: local discovery found the device on this network, so a path that leaves it
+    /// (found through a global server, say) is the worse one.
+    fn better_path(&self, device: DeviceId, remote: &str) -> Option<Address> {
+        let remote_ip = remote.parse::<SocketAddr>().ok()?.ip();
+        let lan = self.book.lan(device);
+        let on_lan = lan.iter().any(|a| {
+            a.host_port()
+                .is_some_and(|hp| host_ip(&hp) == Some(remote_ip))
+        });
+        if on_lan {
+            return None;
+        }
+        lan.into_iter().next()
     }
 
     /// The configured addresses for `device`, then (if it is `dynamic`) what discovery
