@@ -11,6 +11,7 @@
 //! - [`bep_hello`]: Syncthing's pre-authentication Hello, so a Syncthing device that dials
 //!   us learns who we are.
 //! - [`discovery`]: Syncthing's Global Discovery v3 messages and address fix-up.
+//! - [`relay`]: Syncthing's relay protocol v1 messages and relay URLs.
 
 pub mod bep_hello;
 pub mod chunking;
@@ -18,6 +19,7 @@ mod device_id;
 pub mod discovery;
 pub mod framing;
 pub mod identity;
+pub mod relay;
 pub mod tls;
 pub mod version;
 
