@@ -187,15 +187,11 @@ fn listen_addresses(list: &[String]) -> Result<Vec<Address>, String> {
             out.extend(config::default_listen());
             continue;
         }
-        match text.parse::<Address>() {
-            Ok(address @ Address::Quic { .. }) => out.push(address),
-            Ok(_) => {
-                return Err(format!(
-                    "listen address {text:?}: peerfold listens on quic://HOST:PORT"
-                ));
-            }
-            Err(e) => return Err(format!("{e} (peerfold listens on quic://HOST:PORT)")),
-        }
+        let address = text
+            .parse::<Address>()
+            .map_err(|e| format!("{e} (peerfold listens on quic://HOST:PORT and relays)"))?;
+        config::check_listen_address(&address).map_err(|e| e.to_string())?;
+        out.push(address);
     }
     Ok(out)
 }

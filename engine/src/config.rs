@@ -360,14 +360,8 @@ impl Config {
                 return Err(Invalid(format!("device {} is configured twice", device.id)));
             }
         }
-        if let Some(bad) = self
-            .listen
-            .iter()
-            .find(|a| !matches!(a, Address::Quic { .. }))
-        {
-            return Err(Invalid(format!(
-                "listen address {bad} is not quic://HOST:PORT"
-            )));
+        for address in &self.listen {
+            check_listen_address(address)?;
         }
         for server in &self.options.global_announce_servers {
             check_announce_server(server)?;
@@ -415,6 +409,23 @@ pub fn check_announce_server(server: &str) -> Result<(), Invalid> {
         _ => Err(Invalid(format!(
             "discovery server {server:?} must be an https:// URL (https://HOST:PORT/?id=DEVICE-ID) or \"default\""
         ))),
+    }
+}
+
+/// A listen address is a QUIC address, or a relay to hold a slot on
+/// (`relay://HOST:PORT/?id=RELAY-ID`, as in Syncthing).
+pub fn check_listen_address(address: &Address) -> Result<(), Invalid> {
+    match address {
+        Address::Quic { .. } => Ok(()),
+        Address::Relay { .. } => address
+            .to_string()
+            .parse::<peerfold_protocol::relay::RelayUrl>()
+            .map(|_| ())
+            .map_err(|e| Invalid(format!("listen address: {e}"))),
+        Address::Dynamic => Err(Invalid(
+            "listen address dynamic: peerfold listens on quic://HOST:PORT and relay://HOST:PORT/?id=ID"
+                .into(),
+        )),
     }
 }
 

@@ -149,8 +149,8 @@ impl Engine {
         // The TLS policy asks the live configuration, so a device accepted later gets in.
         let weak = Arc::downgrade(&live);
         let accept = move |peer| weak.upgrade().is_some_and(|c| c.is_known(peer));
-        let transport = Arc::new(Transport::bind(&identity, accept, &listen)?);
         let life = Life::default();
+        let transport = Arc::new(Transport::bind(&identity, accept, &listen, &life)?);
         let folders = Arc::new(FolderRegistry::default());
         let registry = Arc::new(PeerRegistry::new(me));
         let (auto_accept, requests) = mpsc::channel(16);
@@ -177,6 +177,7 @@ impl Engine {
             live.clone(),
             book.clone(),
             transport.local_addrs(),
+            transport.relays().joined(),
         ));
         let dialer = Arc::new(Dialer::new(
             transport.clone(),
@@ -229,6 +230,23 @@ impl Engine {
             .inner
             .life
             .spawn_in(tracing::info_span!("global_discovery"), global.run(life));
+        // A slot on one of the relays among the listen addresses, for devices that cannot
+        // reach this one directly.
+        let relays: Vec<Address> = listen
+            .iter()
+            .filter(|a| matches!(a, Address::Relay { .. }))
+            .cloned()
+            .collect();
+        if !relays.is_empty() {
+            let slot = transport
+                .relays()
+                .clone()
+                .hold_slot(relays, engine.inner.config.clone());
+            engine
+                .inner
+                .life
+                .spawn_in(tracing::info_span!("relay_slot"), slot);
+        }
         for device in &config.devices {
             engine.inner.dialer.dial(device.id);
         }

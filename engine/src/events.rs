@@ -51,6 +51,23 @@ pub enum ConnectionKind {
     QuicClient,
     /// The peer dialed it.
     QuicServer,
+    /// This device dialed it through a relay.
+    RelayClient,
+    /// The peer dialed it through a relay.
+    RelayServer,
+}
+
+impl ConnectionKind {
+    /// The kind of a link on `path` that this device dialed (or not).
+    pub fn of(path: crate::peers::PathKind, dialed: bool) -> Self {
+        use crate::peers::PathKind;
+        match (path, dialed) {
+            (PathKind::Direct, true) => Self::QuicClient,
+            (PathKind::Direct, false) => Self::QuicServer,
+            (PathKind::Relayed, true) => Self::RelayClient,
+            (PathKind::Relayed, false) => Self::RelayServer,
+        }
+    }
 }
 
 /// What an item event is about.

@@ -1,12 +1,13 @@
 //! The transport: QUIC endpoints (quinn) with TLS pinned to device IDs (rustls), dialing
 //! and accepting, and the `Link` a QUIC connection is to the rest of the engine. The only
-//! module that names quinn, rustls or socket2, and (in `mdns`) mdns-sd. (The relay socket and
-//! the discovery client come here too.)
+//! module that names quinn, rustls or socket2, and (in `mdns`) mdns-sd; `relay` holds
+//! this device's slot on a relay and turns relay sessions into paths of the first endpoint.
 
 mod bep_greeting;
 pub(crate) mod discovery;
 mod mdns;
 mod quic_link;
+pub(crate) mod relay;
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
@@ -18,10 +19,12 @@ use peerfold_protocol::tls::{self, PeerDecision, PeerPolicy, TlsConfigError};
 use tracing::{debug, info, warn};
 
 use crate::config::Address;
+use crate::life::Life;
 use crate::peers::Reason;
 use crate::peers::link::Link;
 pub(crate) use mdns::LocalDiscovery;
 use quic_link::QuicLink;
+use relay::{MuxSocket, Relays};
 
 /// How long a QUIC connection may stay silent before it is dropped; keep-alives every 10 s
 /// keep healthy ones open.
@@ -54,8 +57,11 @@ pub enum NetError {
     #[error("QUIC cannot use the TLS configuration: {0}")]
     Crypto(String),
     /// An address this transport cannot dial.
-    #[error("{0} is not a QUIC address (relays are not dialed yet)")]
+    #[error("{0} is not a QUIC or relay address")]
     NotQuic(Address),
+    /// A relay could not give a session.
+    #[error("relay: {0}")]
+    Relay(#[from] relay::RelayClientError),
     /// An address that resolves to nothing.
     #[error("{address} does not resolve: {source}")]
     Resolve {
@@ -86,11 +92,13 @@ fn transport_config() -> Arc<quinn::TransportConfig> {
 pub(crate) struct Transport {
     endpoints: Vec<quinn::Endpoint>,
     identity: Arc<Identity>,
+    /// Relayed paths, all under the first endpoint.
+    relays: Arc<Relays>,
 }
 
 /// A connection being accepted: the handshake may take a while, so it is finished in a
 /// task of its own.
-pub(crate) struct Incoming(quinn::Incoming);
+pub(crate) struct Incoming(quinn::Incoming, Arc<Relays>);
 
 /// An authenticated link and the device at the other end.
 pub(crate) type Accepted = (Arc<dyn Link>, DeviceId);
@@ -99,6 +107,7 @@ impl Incoming {
     /// Completes the handshake. A Syncthing device is told `our_name` in BEP's Hello.
     pub(crate) async fn finish(self, our_name: &str) -> Result<Accepted, NetError> {
         let remote = self.0.remote_address();
+        let relayed = self.1.claim(remote);
         let connection = self
             .0
             .await
@@ -118,7 +127,14 @@ impl Incoming {
             );
             return Err(NetError::Connect(format!("{remote}: no certificate")));
         };
-        Ok((Arc::new(QuicLink::new(connection)), peer))
+        let link = match relayed {
+            Some((relay, path)) => {
+                self.1.tie(&connection, path);
+                QuicLink::relayed(connection, relay)
+            }
+            None => QuicLink::new(connection),
+        };
+        Ok((Arc::new(link), peer))
     }
 }
 
@@ -130,6 +146,7 @@ impl Transport {
         identity: &Identity,
         accept: impl Fn(DeviceId) -> bool + Send + Sync + 'static,
         listen: &[Address],
+        life: &Life,
     ) -> Result<Self, NetError> {
         let policy = PeerPolicy::new(move |peer| {
             if accept(peer) {
@@ -147,7 +164,18 @@ impl Transport {
         let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
         server.transport_config(transport_config());
         let mut endpoints = Vec::new();
-        for address in listen {
+        let mut mux = None;
+        // Relays are held by `relay`; with only relays to listen on, QUIC still needs a
+        // socket of its own (any port) for the paths they give.
+        let mut direct: Vec<Address> = listen
+            .iter()
+            .filter(|a| matches!(a, Address::Quic { .. }))
+            .cloned()
+            .collect();
+        if direct.is_empty() {
+            direct.push(Address::quic("0.0.0.0", 0));
+        }
+        for address in &direct {
             let listen_error = |source| NetError::Listen {
                 address: address.to_string(),
                 source,
@@ -156,8 +184,11 @@ impl Transport {
                 NetError::Resolve { source, .. } => listen_error(source),
                 other => other,
             })?;
-            match endpoint(server.clone(), addr) {
-                Ok(endpoint) => endpoints.push(endpoint),
+            match endpoint(server.clone(), addr, endpoints.is_empty()) {
+                Ok((endpoint, socket)) => {
+                    mux = mux.or(socket);
+                    endpoints.push(endpoint);
+                }
                 // `[::]` often covers IPv4 too and then collides with `0.0.0.0`: fine as
                 // long as some listener is up.
                 Err(e) if !endpoints.is_empty() && e.kind() == std::io::ErrorKind::AddrInUse => {
@@ -172,10 +203,18 @@ impl Transport {
             identity.private_key_pem().as_bytes(),
         )
         .map_err(|e| NetError::Crypto(e.to_string()))?;
+        let identity = Arc::new(identity);
+        let mux = mux.ok_or_else(|| NetError::Crypto("no endpoint for relayed paths".into()))?;
         Ok(Self {
             endpoints,
-            identity: Arc::new(identity),
+            relays: Arc::new(Relays::new(mux, identity.clone(), life.clone())),
+            identity,
         })
+    }
+
+    /// The relayed side: the slot task, and what it joined.
+    pub(crate) fn relays(&self) -> &Arc<Relays> {
+        &self.relays
     }
 
     /// Where the endpoints are bound.
@@ -193,7 +232,8 @@ impl Transport {
 
     /// The next connection on endpoint `index`; `None` once it is closed.
     pub(crate) async fn accept(&self, index: usize) -> Option<Incoming> {
-        self.endpoints.get(index)?.accept().await.map(Incoming)
+        let incoming = self.endpoints.get(index)?.accept().await?;
+        Some(Incoming(incoming, self.relays.clone()))
     }
 
     /// Dials `device` at `address` (the first endpoint's socket), checking it is that device.
@@ -202,10 +242,14 @@ impl Transport {
         address: &Address,
         device: DeviceId,
     ) -> Result<Arc<dyn Link>, NetError> {
-        let Address::Quic { .. } = address else {
-            return Err(NetError::NotQuic(address.clone()));
+        let (addr, relayed) = match address {
+            Address::Quic { .. } => (resolve_without_blocking(address).await?, None),
+            Address::Relay { .. } => {
+                let (stand_in, relay, path) = self.relays.open_session(address, device).await?;
+                (stand_in, Some((relay, path)))
+            }
+            Address::Dynamic => return Err(NetError::NotQuic(address.clone())),
         };
-        let addr = resolve_without_blocking(address).await?;
         let endpoint = self
             .endpoints
             .first()
@@ -231,8 +275,8 @@ impl Transport {
             rustls::pki_types::ServerName::DnsName(name) => name.as_ref().to_owned(),
             _ => "peerfold".to_owned(),
         };
-        let connection = endpoint
-            .connect_with(client, addr, &name)
+        let connecting = endpoint.connect_with(client, addr, &name);
+        let connection = connecting
             .map_err(|e| NetError::Connect(e.to_string()))?
             .await
             .map_err(|e| {
@@ -249,8 +293,20 @@ impl Transport {
                     }
                     _ => NetError::Connect(e.to_string()),
                 }
-            })?;
-        Ok(Arc::new(QuicLink::new(connection)))
+            });
+        match (connection, relayed) {
+            (Ok(connection), None) => Ok(Arc::new(QuicLink::new(connection))),
+            (Ok(connection), Some((relay, path))) => {
+                self.relays.tie(&connection, path);
+                Ok(Arc::new(QuicLink::relayed(connection, relay)))
+            }
+            (Err(e), relayed) => {
+                if let Some((_, path)) = relayed {
+                    path.ended.cancel();
+                }
+                Err(e)
+            }
+        }
     }
 
     /// Closes every endpoint (and connection) with a reason.
@@ -268,8 +324,13 @@ impl Transport {
     }
 }
 
-/// A QUIC endpoint on a UDP socket with large buffers.
-fn endpoint(server: quinn::ServerConfig, addr: SocketAddr) -> std::io::Result<quinn::Endpoint> {
+/// A QUIC endpoint on a UDP socket with large buffers; with `relayed_paths`, its socket is
+/// a [`MuxSocket`] that also carries relayed paths (returned too).
+fn endpoint(
+    server: quinn::ServerConfig,
+    addr: SocketAddr,
+    relayed_paths: bool,
+) -> std::io::Result<(quinn::Endpoint, Option<Arc<MuxSocket>>)> {
     let socket = socket2::Socket::new(
         socket2::Domain::for_address(addr),
         socket2::Type::DGRAM,
@@ -290,12 +351,20 @@ fn endpoint(server: quinn::ServerConfig, addr: SocketAddr) -> std::io::Result<qu
     socket.bind(&addr.into())?;
     let runtime = quinn::default_runtime()
         .ok_or_else(|| std::io::Error::other("no async runtime for QUIC"))?;
-    quinn::Endpoint::new(
+    let udp = runtime.wrap_udp_socket(socket.into())?;
+    let (socket, mux): (Arc<dyn quinn::AsyncUdpSocket>, _) = if relayed_paths {
+        let mux = Arc::new(MuxSocket::new(udp));
+        (mux.clone(), Some(mux))
+    } else {
+        (udp, None)
+    };
+    let endpoint = quinn::Endpoint::new_with_abstract_socket(
         quinn::EndpointConfig::default(),
         Some(server),
-        socket.into(),
+        socket,
         runtime,
-    )
+    )?;
+    Ok((endpoint, mux))
 }
 
 /// A QUIC address to a socket address (names resolved here).
@@ -341,9 +410,9 @@ mod tests {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let listen = [Address::quic("127.0.0.1", 0)];
         let impostor = Identity::generate().unwrap();
-        let server = Transport::bind(&impostor, |_| true, &listen).unwrap();
+        let server = Transport::bind(&impostor, |_| true, &listen, &Life::default()).unwrap();
         let me = Identity::generate().unwrap();
-        let client = Transport::bind(&me, |_| true, &listen).unwrap();
+        let client = Transport::bind(&me, |_| true, &listen, &Life::default()).unwrap();
         let claimed = Identity::generate().unwrap().device_id();
         let port = server.local_addrs()[0].port();
         // Accept in the background so the handshake can run.

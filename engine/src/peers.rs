@@ -88,6 +88,8 @@ pub(crate) enum Reason {
     Duplicate,
     /// The link stopped answering and a new one from the same device replaces it.
     Silent,
+    /// A better link to the same device took this one's place, and this one drained.
+    Replaced,
     /// The peer is not a configured device here.
     UnknownDevice,
     /// The peer is paused here (it tried to connect).
@@ -112,6 +114,7 @@ impl Reason {
             Self::Shutdown
             | Self::Duplicate
             | Self::Silent
+            | Self::Replaced
             | Self::PausedNow
             | Self::Removed
             | Self::Reconfigured => 0,
@@ -128,6 +131,7 @@ impl std::fmt::Display for Reason {
             Self::Shutdown => f.write_str("peerfold is shutting down"),
             Self::Duplicate => f.write_str("duplicate connection"),
             Self::Silent => f.write_str("no answer; replaced by a new connection"),
+            Self::Replaced => f.write_str("replaced by a better connection"),
             Self::UnknownDevice => {
                 f.write_str("this device is not accepted here: ask its owner to add your device ID")
             }

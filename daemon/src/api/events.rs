@@ -174,6 +174,8 @@ pub(super) fn connection_type(kind: ConnectionKind) -> &'static str {
     match kind {
         ConnectionKind::QuicClient => "quic-client",
         ConnectionKind::QuicServer => "quic-server",
+        ConnectionKind::RelayClient => "relay-client",
+        ConnectionKind::RelayServer => "relay-server",
     }
 }
 

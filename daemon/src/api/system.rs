@@ -6,7 +6,7 @@ use std::time::Duration;
 use axum::extract::State;
 use axum::response::IntoResponse;
 use peerfold_engine::config::ConfigEdit;
-use peerfold_engine::events::Event;
+use peerfold_engine::events::{ConnectionKind, Event};
 use peerfold_protocol::DeviceId;
 use serde_json::{Map, Value, json};
 
@@ -116,8 +116,7 @@ pub(super) async fn connections(State(api): AppState) -> ApiResult {
         total_in += in_bytes;
         total_out += out_bytes;
         let kind = match &peer {
-            Some(p) if p.dialed => "quic-client",
-            Some(_) => "quic-server",
+            Some(p) => events::connection_type(ConnectionKind::of(p.path, p.dialed)),
             None => "",
         };
         let is_local = peer.as_ref().is_some_and(|p| {

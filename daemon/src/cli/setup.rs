@@ -2,18 +2,19 @@
 
 use std::io::Write;
 
-use anyhow::{Result, bail};
+use anyhow::Result;
 
 use super::output;
-use peerfold_engine::config::{Address, Config, Home};
+use peerfold_engine::config::{self, Address, Config, Home};
 
-/// `--listen` values: QUIC addresses only.
+/// `--listen` values: QUIC addresses and relays.
 pub(super) fn listen_addresses(texts: &[String]) -> Result<Vec<Address>> {
     texts
         .iter()
-        .map(|text| match text.parse::<Address>()? {
-            address @ Address::Quic { .. } => Ok(address),
-            other => bail!("listen address {other} is not quic://HOST:PORT"),
+        .map(|text| {
+            let address = text.parse::<Address>()?;
+            config::check_listen_address(&address)?;
+            Ok(address)
         })
         .collect()
 }

@@ -203,10 +203,8 @@ impl OptionChange {
         let o = &mut config.options;
         match self {
             Self::ListenAddresses(list) => {
-                if let Some(bad) = list.iter().find(|a| !matches!(a, Address::Quic { .. })) {
-                    return Err(Invalid(format!(
-                        "listen address {bad} is not quic://HOST:PORT"
-                    )));
+                for address in &list {
+                    super::check_listen_address(address)?;
                 }
                 config.listen = list;
             }

@@ -19,6 +19,7 @@ use hyper::{Method, StatusCode};
 use peerfold_protocol::DeviceId;
 use peerfold_protocol::discovery::{Announcement, LookupReply, REANNOUNCE_AFTER, RETRY_AFTER};
 use peerfold_protocol::identity::Identity;
+use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -62,6 +63,9 @@ pub(crate) struct GlobalDiscovery {
     book: Arc<AddressBook>,
     /// Where this device's endpoints listen (fixed for the engine's life).
     listening: Vec<SocketAddr>,
+    /// The relay this device holds a slot on, if any (announced beside the listen
+    /// addresses; a change is announced at once).
+    relay: watch::Receiver<Option<String>>,
     /// When each looked-up device may be asked again. Held for map updates only.
     asked: Mutex<HashMap<DeviceId, Instant>>,
     /// Each configured server's last failure, by its configured URL. Held for updates only.
@@ -110,12 +114,14 @@ impl GlobalDiscovery {
         config: Arc<LiveConfig>,
         book: Arc<AddressBook>,
         listening: Vec<SocketAddr>,
+        relay: watch::Receiver<Option<String>>,
     ) -> Self {
         Self {
             identity,
             config,
             book,
             listening,
+            relay,
             asked: Mutex::new(HashMap::new()),
             status: Mutex::new(BTreeMap::new()),
         }
@@ -198,11 +204,18 @@ impl GlobalDiscovery {
             Err(e) => return self.record(&server.text, Some(e.to_string())),
         };
         let mut wait = FIRST_ANNOUNCE;
+        let mut relay = self.relay.clone();
+        relay.borrow_and_update();
+        let mut announced = false;
         loop {
             tokio::select! {
                 () = stop.cancelled() => return,
                 () = tokio::time::sleep(wait) => {}
+                // A relay slot taken or lost: announced now (after the first wait).
+                Ok(()) = relay.changed(), if announced => {}
             }
+            relay.borrow_and_update();
+            announced = true;
             let (error, next) = match self.announce(&server, tls.clone()).await {
                 Ok(next) => (None, next),
                 Err((error, next)) => {
@@ -227,6 +240,7 @@ impl GlobalDiscovery {
             .map(|a| Address::quic(a.ip().to_string(), a.port()).to_string())
             .collect();
         addresses.dedup();
+        addresses.extend(self.relay.borrow().clone());
         Announcement { addresses }
     }
 

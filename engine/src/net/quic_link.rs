@@ -7,10 +7,12 @@ use peerfold_protocol::wire::{self, message::Body};
 use crate::peers::Reason;
 use crate::peers::link::{FramedStream, Link, LinkError, LinkStats, PathKind, next_link_id};
 
-/// A direct QUIC connection to a peer.
+/// A QUIC connection to a peer, direct or through a relay.
 pub(super) struct QuicLink {
     connection: quinn::Connection,
     id: usize,
+    /// The relay's URL, for a connection over a relayed path.
+    relay: Option<String>,
 }
 
 impl QuicLink {
@@ -18,6 +20,15 @@ impl QuicLink {
         Self {
             connection,
             id: next_link_id(),
+            relay: None,
+        }
+    }
+
+    /// A connection over a session of the relay at `relay` (its URL).
+    pub(super) fn relayed(connection: quinn::Connection, relay: String) -> Self {
+        Self {
+            relay: Some(relay),
+            ..Self::new(connection)
         }
     }
 }
@@ -51,7 +62,10 @@ impl Link for QuicLink {
     }
 
     fn remote_address(&self) -> String {
-        self.connection.remote_address().to_string()
+        match &self.relay {
+            Some(relay) => relay.clone(),
+            None => self.connection.remote_address().to_string(),
+        }
     }
 
     fn stats(&self) -> LinkStats {
@@ -67,7 +81,10 @@ impl Link for QuicLink {
     }
 
     fn path(&self) -> PathKind {
-        PathKind::Direct
+        match self.relay {
+            Some(_) => PathKind::Relayed,
+            None => PathKind::Direct,
+        }
     }
 
     /// Sends a Ping on a stream of its own: the peer's QUIC stack acknowledges it (within

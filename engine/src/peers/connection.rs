@@ -82,17 +82,17 @@ async fn connection(context: &SessionContext, link: Arc<dyn Link>, peer: DeviceI
         link.close(&Reason::Paused);
         return;
     }
-    if !context.registry.register(peer, link.clone(), dialed).await {
+    let Some(retired) = context.registry.register(peer, link.clone(), dialed).await else {
         link.close(&Reason::Duplicate);
         return;
-    }
+    };
     info!(%remote, dialed, "connected");
     // Pulls that failed for want of this peer can go on now.
     for folder in context.folders.shared_with(peer) {
         folder.replan_everything();
         folder.pull.notify_one();
     }
-    let result = session::run(context, link.clone(), peer, dialed).await;
+    let result = session::run(context, link.clone(), peer, dialed, retired).await;
     match (&result, link.close_reason()) {
         (_, Some(reason)) => info!(%reason, "disconnected"),
         (Ok(()), None) => info!("disconnected"),

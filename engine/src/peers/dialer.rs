@@ -21,7 +21,8 @@ use tracing::{debug, info};
 use super::address_book::AddressBook;
 use super::addresses::{AddressSource, ConfiguredAddresses};
 use super::connection::run_connection;
-use super::link::Link;
+use super::link::{Link, PathKind};
+use super::registry::PeerStatus;
 use super::session::SessionContext;
 use crate::config::{Address, DeviceConfig};
 use crate::net::Transport;
@@ -149,22 +150,30 @@ impl Dialer {
                         }
                     }
                 }
-                // Only the lower ID moves a link: its new link wins the registry's
-                // tie-break on both sides, so the two never fight over the path.
-                Some(status) if me < device && Instant::now() >= move_after => {
-                    if let Some(lan) = self.better_path(device, &status.address) {
-                        match self.transport.dial(&lan, device).await {
+                Some(status) if Instant::now() >= move_after => {
+                    let better = self.better_paths(device, &status).await;
+                    let mut moved = better.is_empty();
+                    for address in better {
+                        match self.transport.dial(&address, device).await {
                             Ok(link) => {
-                                info!(from = %status.address, to = %lan, "moving to a LAN path");
+                                let to = if status.path == PathKind::Relayed {
+                                    "direct"
+                                } else {
+                                    "LAN"
+                                };
+                                info!(from = %status.address, to = %address, "moving to a {to} path");
                                 own = Some(self.start_session(link, device));
-                                move_backoff = MOVE_RETRY_MIN;
+                                moved = true;
+                                break;
                             }
-                            Err(e) => {
-                                debug!(address = %lan, error = %e, "LAN path not reachable");
-                                move_after = Instant::now() + move_backoff;
-                                move_backoff = (move_backoff * 2).min(MOVE_RETRY_MAX);
-                            }
+                            Err(e) => debug!(%address, error = %e, "better path not reachable"),
                         }
+                    }
+                    if moved {
+                        move_backoff = MOVE_RETRY_MIN;
+                    } else {
+                        move_after = Instant::now() + move_backoff;
+                        move_backoff = (move_backoff * 2).min(MOVE_RETRY_MAX);
                     }
                 }
                 _ => {}
@@ -216,24 +225,39 @@ impl Dialer {
         }
     }
 
-    /// A LAN address of `device` to move to, when the link to it (at `remote`) is not on
-    /// one: local discovery found the device on this network, so a path that leaves it
-    /// (found through a global server, say) is the worse one.
-    fn better_path(&self, device: DeviceId, remote: &str) -> Option<Address> {
-        let remote_ip = remote.parse::<SocketAddr>().ok()?.ip();
+    /// Addresses that would be a better path to `device` than the link it has (`status`),
+    /// best first. A relayed link gives way to any direct address (a direct link wins the
+    /// registry's choice whoever dialed it, so both sides try). A direct link not on a
+    /// LAN address local discovery found gives way to one that is, and only the lower ID
+    /// moves it: its new link wins the tie-break on both sides, so the two never fight.
+    async fn better_paths(&self, device: DeviceId, status: &PeerStatus) -> Vec<Address> {
+        if status.path == PathKind::Relayed {
+            return self
+                .addresses(device)
+                .await
+                .into_iter()
+                .filter(|a| matches!(a, Address::Quic { .. }))
+                .collect();
+        }
+        if self.context.me > device {
+            return Vec::new();
+        }
+        let Ok(remote) = status.address.parse::<SocketAddr>() else {
+            return Vec::new();
+        };
         let lan = self.book.lan(device);
         let on_lan = lan.iter().any(|a| {
             a.host_port()
-                .is_some_and(|hp| host_ip(&hp) == Some(remote_ip))
+                .is_some_and(|hp| host_ip(&hp) == Some(remote.ip()))
         });
         if on_lan {
-            return None;
+            return Vec::new();
         }
-        lan.into_iter().next()
+        lan.into_iter().take(1).collect()
     }
 
     /// The configured addresses for `device`, then (if it is `dynamic`) what discovery
-    /// knows, without repeats, in source order.
+    /// knows, without repeats, in source order; direct addresses before relays.
     async fn addresses(&self, device: DeviceId) -> Vec<Address> {
         let mut all = self.configured.addresses(device).await;
         let dynamic = self
@@ -241,16 +265,17 @@ impl Dialer {
             .config
             .device(device)
             .is_some_and(|d| d.addresses.contains(&Address::Dynamic));
-        if !dynamic {
-            return all;
-        }
-        for source in &self.discovery {
-            for address in source.addresses(device).await {
-                if !all.contains(&address) {
-                    all.push(address);
+        if dynamic {
+            for source in &self.discovery {
+                for address in source.addresses(device).await {
+                    if !all.contains(&address) {
+                        all.push(address);
+                    }
                 }
             }
         }
+        // Stable: within each kind, the sources' order stays.
+        all.sort_by_key(|a| matches!(a, Address::Relay { .. }));
         all
     }
 

@@ -1,6 +1,6 @@
 //! The port a session runs over: a `Link` to one authenticated peer that opens and accepts
-//! bidirectional streams of frames. QUIC connections implement it (`net/`), relayed paths
-//! will, and tests use an in-memory pair ([`memory_pair`]).
+//! bidirectional streams of frames. QUIC connections implement it (`net/`, direct or through a
+//! relay), and tests use an in-memory pair ([`memory_pair`]).
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -217,6 +217,7 @@ pub(crate) fn memory_pair() -> (Arc<MemoryLink>, Arc<MemoryLink>) {
             reason: reason.clone(),
             id: next_link_id(),
             muted: std::sync::atomic::AtomicBool::new(false),
+            relayed: std::sync::atomic::AtomicBool::new(false),
         })
     };
     (end(b_tx, a_rx), end(a_tx, b_rx))
@@ -232,6 +233,8 @@ pub(crate) struct MemoryLink {
     id: usize,
     /// Plays a peer that crashed: the link stays open but no longer answers.
     muted: std::sync::atomic::AtomicBool,
+    /// Plays a path through a relay.
+    relayed: std::sync::atomic::AtomicBool,
 }
 
 #[cfg(test)]
@@ -239,6 +242,11 @@ impl MemoryLink {
     /// From now on the link does not answer [`Link::answers`], as if the peer had crashed.
     pub(crate) fn mute(&self) {
         self.muted.store(true, Ordering::Relaxed);
+    }
+
+    /// From now on the link says it goes through a relay.
+    pub(crate) fn relay(&self) {
+        self.relayed.store(true, Ordering::Relaxed);
     }
 
     fn stream(&self, io: tokio::io::DuplexStream) -> FramedStream {
@@ -303,7 +311,11 @@ impl Link for MemoryLink {
     }
 
     fn path(&self) -> PathKind {
-        PathKind::Direct
+        if self.relayed.load(Ordering::Relaxed) {
+            PathKind::Relayed
+        } else {
+            PathKind::Direct
+        }
     }
 
     /// Both ends live in this process: the link answers while it is open (and not muted).

@@ -1,7 +1,9 @@
-//! Which link serves each device: one per device, chosen the same way by both sides when
-//! they dial each other at once; what each connected peer said about itself; and when each
-//! device was last seen. (A relayed path kept as a fallback beside a direct one will be
-//! decided here too.)
+//! Which link serves each device: one per device, chosen the same way by both sides (a
+//! direct path beats a relayed one; between two of a kind, the one the lower device ID
+//! dialed); what each connected peer said about itself; and when each device was last
+//! seen. A live link that loses its place is not cut: it is retired (its session stops
+//! exchanging indexes, finishes the requests under way and closes once idle), so moving
+//! to a better path interrupts no transfer.
 //!
 //! Who wakes me: connections as they are authenticated, say hello and end. Whom I wake:
 //! nobody; the puller and status read me.
@@ -11,6 +13,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use peerfold_protocol::DeviceId;
+use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::flow::FlowControl;
@@ -52,6 +55,8 @@ pub(crate) struct Hello {
 
 struct Connected {
     link: Arc<dyn Link>,
+    /// Fires when a better link takes this one's place.
+    retired: CancellationToken,
     dialed: bool,
     since: jiff::Timestamp,
     hello: Hello,
@@ -87,22 +92,30 @@ impl PeerRegistry {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Registers `link` to `peer` unless a live one should win; returns whether it is kept.
-    /// When both devices dial at once, both keep the link dialed by the lower device ID
-    /// (the other one is closed, here or there). An old link the new one would lose to is
+    /// Registers `link` to `peer` unless a live one should win; when it is kept, returns
+    /// the token that fires when it is retired in turn. A direct link beats a relayed one;
+    /// between two of a kind, both devices keep the one the lower device ID dialed (the
+    /// other is refused, here or there). A live link that loses its place is retired, not
+    /// closed: its session drains it. An old link the new one would lose to is
     /// asked first whether it still answers ([`PROBE_WITHIN`]): a peer that crashed and
     /// restarted dials a new link while its old one looks alive here until QUIC's idle
     /// timeout (30 s), so a silent old link is closed and the new one kept.
-    pub(crate) async fn register(&self, peer: DeviceId, link: Arc<dyn Link>, dialed: bool) -> bool {
+    pub(crate) async fn register(
+        &self,
+        peer: DeviceId,
+        link: Arc<dyn Link>,
+        dialed: bool,
+    ) -> Option<CancellationToken> {
         // Each turn either decides or closes the rival it probed; a later turn meets a
         // rival only if yet another link to the peer came in meanwhile.
         loop {
-            let Err(rival) = self.try_register(peer, &link, dialed) else {
-                return true;
+            let rival = match self.try_register(peer, &link, dialed) {
+                Ok(retired) => return Some(retired),
+                Err(rival) => rival,
             };
             // Never under the lock: the probe waits on the network.
             if rival.answers(PROBE_WITHIN).await {
-                return false;
+                return None;
             }
             info!(
                 device = %peer.short(),
@@ -114,34 +127,46 @@ impl PeerRegistry {
         }
     }
 
-    /// Registers `link` unless a live link it loses the tie-break to is registered: that
-    /// link comes back.
+    /// Registers `link` unless a live link it loses to is registered: that link comes
+    /// back.
     fn try_register(
         &self,
         peer: DeviceId,
         link: &Arc<dyn Link>,
         dialed: bool,
-    ) -> Result<(), Arc<dyn Link>> {
+    ) -> Result<CancellationToken, Arc<dyn Link>> {
         let mut inner = self.inner();
         if let Some(existing) = inner.connected.get(&peer)
             && existing.link.close_reason().is_none()
         {
-            let dialer = if dialed { self.me } else { peer };
-            if dialer != self.me.min(peer) {
+            let new_wins = match (link.path(), existing.link.path()) {
+                (PathKind::Direct, PathKind::Relayed) => true,
+                (PathKind::Relayed, PathKind::Direct) => false,
+                _ => (if dialed { self.me } else { peer }) == self.me.min(peer),
+            };
+            if !new_wins {
                 return Err(existing.link.clone());
             }
-            existing.link.close(&Reason::Duplicate);
+            info!(
+                device = %peer.short(),
+                old = %existing.link.remote_address(),
+                new = %link.remote_address(),
+                "a new connection takes the old one's place; the old one drains"
+            );
+            existing.retired.cancel();
         }
+        let retired = CancellationToken::new();
         inner.connected.insert(
             peer,
             Connected {
                 link: link.clone(),
+                retired: retired.clone(),
                 dialed,
                 since: jiff::Timestamp::now(),
                 hello: Hello::default(),
             },
         );
-        Ok(())
+        Ok(retired)
     }
 
     /// Records what the peer on `link` said about itself.
@@ -252,20 +277,39 @@ mod tests {
         let low = PeerRegistry::new(LOW);
         let (theirs, _) = memory_pair();
         let (mine, _) = memory_pair();
-        assert!(low.register(HIGH, theirs.clone(), false).await);
-        assert!(low.register(HIGH, mine.clone(), true).await);
-        assert_eq!(
-            theirs.close_reason().as_deref(),
-            Some("duplicate connection")
-        );
+        let theirs_retired = low.register(HIGH, theirs.clone(), false).await.unwrap();
+        assert!(low.register(HIGH, mine.clone(), true).await.is_some());
+        // The loser is retired (its session drains it), not cut.
+        assert!(theirs_retired.is_cancelled());
+        assert!(theirs.close_reason().is_none());
         assert!(mine.close_reason().is_none());
+        assert_eq!(low.link(HIGH).unwrap().id(), mine.id());
         // Seen from the higher device: the lower one's dial is kept, its own refused.
         let high = PeerRegistry::new(HIGH);
         let (from_low, _) = memory_pair();
         let (to_low, _) = memory_pair();
-        assert!(high.register(LOW, from_low.clone(), false).await);
-        assert!(!high.register(LOW, to_low, true).await);
+        assert!(high.register(LOW, from_low.clone(), false).await.is_some());
+        assert!(high.register(LOW, to_low, true).await.is_none());
         assert!(from_low.close_reason().is_none());
+    }
+
+    #[tokio::test]
+    async fn a_direct_link_beats_a_relayed_one_whoever_dialed_it() {
+        // Seen from the lower device: the higher one's direct dial replaces the lower
+        // one's own relayed link (the dialer rule would keep the relayed one).
+        let low = PeerRegistry::new(LOW);
+        let (relayed, _) = memory_pair();
+        relayed.relay();
+        let (direct, _) = memory_pair();
+        let relayed_retired = low.register(HIGH, relayed.clone(), true).await.unwrap();
+        assert!(low.register(HIGH, direct.clone(), false).await.is_some());
+        assert!(relayed_retired.is_cancelled());
+        assert_eq!(low.status(HIGH).unwrap().path, PathKind::Direct);
+        // A relayed link does not displace a live direct one, even dialed by the lower ID.
+        let (another_relayed, _) = memory_pair();
+        another_relayed.relay();
+        assert!(low.register(HIGH, another_relayed, true).await.is_none());
+        assert_eq!(low.link(HIGH).unwrap().id(), direct.id());
     }
 
     #[tokio::test]
@@ -273,9 +317,9 @@ mod tests {
         let registry = PeerRegistry::new(LOW);
         let (old, _) = memory_pair();
         let (new, _) = memory_pair();
-        assert!(registry.register(HIGH, old.clone(), true).await);
+        assert!(registry.register(HIGH, old.clone(), true).await.is_some());
         old.close(&Reason::Shutdown);
-        assert!(registry.register(HIGH, new.clone(), true).await);
+        assert!(registry.register(HIGH, new.clone(), true).await.is_some());
         assert!(!registry.unregister(HIGH, old.id()));
         assert!(registry.is_connected(HIGH));
         assert!(registry.unregister(HIGH, new.id()));
@@ -289,9 +333,9 @@ mod tests {
         let low = PeerRegistry::new(LOW);
         let (old, _) = memory_pair();
         let (new, _) = memory_pair();
-        assert!(low.register(HIGH, old.clone(), true).await);
+        assert!(low.register(HIGH, old.clone(), true).await.is_some());
         old.mute();
-        assert!(low.register(HIGH, new.clone(), false).await);
+        assert!(low.register(HIGH, new.clone(), false).await.is_some());
         assert_eq!(
             old.close_reason().as_deref(),
             Some("no answer; replaced by a new connection")

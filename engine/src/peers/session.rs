@@ -16,8 +16,10 @@ use peerfold_protocol::DeviceId;
 use peerfold_protocol::framing::MAX_CONTROL_FRAME_LEN;
 use peerfold_protocol::wire::{self, message::Body};
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
+use super::Reason;
 use super::link::{FrameReceiver, Link, LinkError};
 use super::registry::{Hello, PeerRegistry};
 use crate::config::live::LiveConfig;
@@ -56,12 +58,16 @@ pub(crate) enum SessionError {
     Store(#[from] StoreError),
 }
 
-/// Runs the session until the link closes or the engine stops.
+/// Runs the session until the link closes or the engine stops. Once `retired` fires (a
+/// better link took this one's place in the registry), the session stops exchanging
+/// indexes (the new link's session does that), lets the requests under way on this link
+/// finish, and closes it when it has gone quiet.
 pub(crate) async fn run(
     context: &SessionContext,
     link: Arc<dyn Link>,
     peer: DeviceId,
     dialed: bool,
+    retired: CancellationToken,
 ) -> Result<(), SessionError> {
     let control = if dialed {
         link.open().await?
@@ -101,22 +107,28 @@ pub(crate) async fn run(
         address: link.remote_address(),
         client_name: their_hello.client_name,
         client_version: their_hello.client_version,
-        kind: if dialed {
-            ConnectionKind::QuicClient
-        } else {
-            ConnectionKind::QuicServer
-        },
+        kind: ConnectionKind::of(link.path(), dialed),
     });
 
     // Outgoing control messages go through one writer.
     let (outbox, mut outgoing) = mpsc::channel::<wire::Message>(16);
+    let writer_retired = retired.clone();
     let writer = async move {
-        while let Some(message) = outgoing.recv().await {
+        loop {
+            let message = tokio::select! {
+                biased;
+                // Retired: nothing more is sent, and the stream stays open (its end would
+                // end the peer's session on this link before its requests are answered).
+                () = writer_retired.cancelled() => std::future::pending().await,
+                message = outgoing.recv() => message,
+            };
+            let Some(message) = message else { break };
             send.send(&message).await?;
         }
         let _ = send.finish().await;
         Ok::<(), SessionError>(())
     };
+    tokio::pin!(writer);
 
     let offered = offered_folders(context.me, peer, &their_config);
     let starts = context.offers.on_cluster_config(peer, &offered).await?;
@@ -135,14 +147,53 @@ pub(crate) async fn run(
     let _keep_writer_open = outbox;
 
     let serving = serve::serve_requests(context, link.clone(), peer);
+    tokio::pin!(serving);
     let receiving = index::receive(context, peer, &mut reader, &their_index_ids);
     tokio::select! {
         biased;
-        () = context.life.cancelled() => Ok(()),
-        result = receiving => result,
-        result = writer => result,
-        result = serving => result,
+        () = context.life.cancelled() => return Ok(()),
+        result = receiving => return result,
+        result = &mut writer => return result,
+        result = &mut serving => return result,
+        () = retired.cancelled() => {}
     }
+    debug!("replaced by a better connection; draining this one");
+    tokio::select! {
+        biased;
+        () = context.life.cancelled() => {}
+        _ = &mut writer => {}
+        _ = &mut serving => {}
+        () = quiet(&*link) => {}
+    }
+    link.close(&Reason::Replaced);
+    Ok(())
+}
+
+/// How long a retired link must carry nothing before it is closed, and the most it is
+/// given to get there (a transfer under way on it moves to the new link meanwhile: new
+/// requests go there).
+const QUIET_FOR: Duration = Duration::from_secs(1);
+const DRAIN_AT_MOST: Duration = Duration::from_secs(30);
+
+/// Resolves once `link` has carried no bytes for [`QUIET_FOR`] (or after
+/// [`DRAIN_AT_MOST`]).
+async fn quiet(link: &dyn Link) {
+    let poll = QUIET_FOR / 4;
+    let drained = async {
+        let mut last = link.stats();
+        let mut still = Duration::ZERO;
+        while still < QUIET_FOR {
+            tokio::time::sleep(poll).await;
+            let now = link.stats();
+            if now == last {
+                still += poll;
+            } else {
+                still = Duration::ZERO;
+                last = now;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(DRAIN_AT_MOST, drained).await;
 }
 
 async fn handshake(

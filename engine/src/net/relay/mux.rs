@@ -1,0 +1,299 @@
+//! One QUIC endpoint, two kinds of path: `MuxSocket` is the endpoint's socket. Datagrams
+//! for a real address go out through the UDP socket; datagrams for a relayed path's stand-in
+//! address go, length-prefixed, into that relay session's byte stream, and what comes back
+//! from it is handed to quinn as if it came from the stand-in address. So a relayed
+//! connection is dialed, accepted, authenticated and run exactly like a direct one, and TLS
+//! stays end to end: the relay only ever carries QUIC packets.
+//!
+//! Who wakes me: quinn (sends, receives), the session streams' reader tasks. Whom I wake:
+//! quinn's endpoint driver (a datagram arrived on a relayed path).
+
+use std::collections::HashMap;
+use std::fmt;
+use std::io::{self, IoSliceMut};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use quinn::udp::{RecvMeta, Transmit};
+use quinn::{AsyncUdpSocket, UdpPoller};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::debug;
+
+use crate::life::Life;
+
+/// Datagrams queued towards one relay session before new ones are dropped (QUIC retransmits
+/// what is lost; its congestion control slows down). About 1.5 MB of 1,500-byte packets.
+const SEND_QUEUE: usize = 1024;
+/// Datagrams from every relay session waiting for quinn.
+const RECV_QUEUE: usize = 2048;
+/// How long a closing path may take to write what is still queued.
+const FLUSH_LIMIT: Duration = Duration::from_secs(1);
+/// The largest datagram a frame holds (its length is a `u16`).
+const MAX_DATAGRAM: usize = u16::MAX as usize;
+
+/// Stand-in addresses come from 240.0.0.0/4 ("reserved for future use"): never a real
+/// peer's, so a datagram to one is always a relayed one.
+fn stand_in(n: u32) -> SocketAddr {
+    let [_, b, c, d] = n.to_be_bytes();
+    SocketAddr::new(IpAddr::V4(Ipv4Addr::new(240, b, c, d)), 1)
+}
+
+/// `addr` as a stand-in's key when it is one (an IPv6 endpoint sees IPv4-mapped forms).
+fn as_stand_in(addr: SocketAddr) -> Option<SocketAddr> {
+    let ip = addr.ip().to_canonical();
+    match ip {
+        IpAddr::V4(v4) if v4.octets()[0] == 240 => Some(SocketAddr::new(ip, addr.port())),
+        _ => None,
+    }
+}
+
+/// A relayed path, while its session stream is open.
+struct RelayedPath {
+    to_session: mpsc::Sender<Bytes>,
+}
+
+/// The endpoint's socket: UDP plus relayed paths.
+pub(crate) struct MuxSocket {
+    udp: Arc<dyn AsyncUdpSocket>,
+    paths: Mutex<HashMap<SocketAddr, RelayedPath>>,
+    next: AtomicU32,
+    /// Datagrams from every relayed path: (its stand-in address, the datagram).
+    from_relays: Mutex<mpsc::Receiver<(SocketAddr, Bytes)>>,
+    to_quinn: mpsc::Sender<(SocketAddr, Bytes)>,
+}
+
+impl fmt::Debug for MuxSocket {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MuxSocket")
+            .field("udp", &self.udp)
+            .field("relayed_paths", &self.paths().len())
+            .finish()
+    }
+}
+
+/// A relayed path as its owner holds it: the address quinn knows it by, and a token that
+/// fires when the session stream ends (the path is then gone).
+#[derive(Debug, Clone)]
+pub(crate) struct PathHandle {
+    pub(crate) stand_in: SocketAddr,
+    pub(crate) ended: CancellationToken,
+}
+
+impl MuxSocket {
+    pub(crate) fn new(udp: Arc<dyn AsyncUdpSocket>) -> Self {
+        let (to_quinn, from_relays) = mpsc::channel(RECV_QUEUE);
+        Self {
+            udp,
+            paths: Mutex::new(HashMap::new()),
+            next: AtomicU32::new(1),
+            from_relays: Mutex::new(from_relays),
+            to_quinn,
+        }
+    }
+
+    fn paths(&self) -> MutexGuard<'_, HashMap<SocketAddr, RelayedPath>> {
+        // Inserts and removals only: a poisoned map is still whole.
+        self.paths.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Makes `stream` (a joined relay session) a path: returns the stand-in address to dial
+    /// or to expect a connection from. The path ends when the stream does, when `life`
+    /// stops, or when the handle's token is cancelled (the link over it closed).
+    pub(crate) fn attach<S>(self: &Arc<Self>, stream: S, life: &Life) -> PathHandle
+    where
+        S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+    {
+        let stand_in = stand_in(self.next.fetch_add(1, Ordering::Relaxed) & 0x0FFF_FFFF);
+        let (to_session, queued) = mpsc::channel(SEND_QUEUE);
+        let ended = CancellationToken::new();
+        self.paths().insert(stand_in, RelayedPath { to_session });
+        let (reader, writer) = tokio::io::split(stream);
+        let mux = self.clone();
+        let stop = ended.clone();
+        let stopped = life.child_token();
+        life.spawn(async move {
+            tokio::select! {
+                result = read_frames(reader, stand_in, &mux.to_quinn) => {
+                    debug!(%stand_in, ?result, "relayed path: the session stream ended");
+                }
+                result = write_frames(writer, queued, &stop) => {
+                    debug!(%stand_in, ?result, "relayed path: closed or cannot write");
+                }
+                () = stopped.cancelled() => {}
+            }
+            stop.cancel();
+            mux.paths().remove(&stand_in);
+        });
+        PathHandle { stand_in, ended }
+    }
+
+    fn send_relayed(&self, stand_in: SocketAddr, transmit: &Transmit<'_>) -> io::Result<()> {
+        let Some(to_session) = self.paths().get(&stand_in).map(|p| p.to_session.clone()) else {
+            // The session ended: like a packet to a host that went away.
+            return Ok(());
+        };
+        let segment = transmit
+            .segment_size
+            .unwrap_or(transmit.contents.len())
+            .max(1);
+        for datagram in transmit.contents.chunks(segment) {
+            if datagram.len() > MAX_DATAGRAM {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "datagram too large",
+                ));
+            }
+            // A full queue drops the packet (never blocks quinn): QUIC recovers from loss.
+            let _ = to_session.try_send(Bytes::copy_from_slice(datagram));
+        }
+        Ok(())
+    }
+
+    fn poll_relayed(
+        &self,
+        cx: &mut Context<'_>,
+        bufs: &mut [IoSliceMut<'_>],
+        meta: &mut [RecvMeta],
+    ) -> Poll<usize> {
+        let mut from_relays = self.from_relays.lock().unwrap_or_else(|p| p.into_inner());
+        let mut filled = 0;
+        while filled < bufs.len().min(meta.len()) {
+            match from_relays.poll_recv(cx) {
+                Poll::Ready(Some((from, datagram))) => {
+                    let buf = &mut bufs[filled];
+                    if datagram.len() > buf.len() {
+                        continue; // larger than quinn takes: a peer's bug, dropped
+                    }
+                    buf[..datagram.len()].copy_from_slice(&datagram);
+                    meta[filled] = RecvMeta {
+                        addr: from,
+                        len: datagram.len(),
+                        stride: datagram.len(),
+                        ecn: None,
+                        dst_ip: None,
+                    };
+                    filled += 1;
+                }
+                Poll::Ready(None) | Poll::Pending => break,
+            }
+        }
+        if filled == 0 {
+            Poll::Pending
+        } else {
+            Poll::Ready(filled)
+        }
+    }
+}
+
+/// Datagrams from a session stream: `u16` big-endian length, then the datagram.
+async fn read_frames(
+    mut reader: impl AsyncRead + Unpin,
+    from: SocketAddr,
+    to_quinn: &mpsc::Sender<(SocketAddr, Bytes)>,
+) -> io::Result<()> {
+    let mut buf = BytesMut::with_capacity(64 * 1024);
+    loop {
+        let len = usize::from(reader.read_u16().await?);
+        buf.resize(len, 0);
+        reader.read_exact(&mut buf[..len]).await?;
+        // quinn's queue full: dropped, as a busy UDP socket would.
+        let _ = to_quinn.try_send((from, buf.split().freeze()));
+    }
+}
+
+/// Queued datagrams into a session stream, as many per write as are waiting; once `stop`
+/// fires, what is still queued (a QUIC close, say) is written before the stream is shut.
+async fn write_frames(
+    mut writer: impl AsyncWrite + Unpin,
+    mut queued: mpsc::Receiver<Bytes>,
+    stop: &CancellationToken,
+) -> io::Result<()> {
+    let mut out = BytesMut::with_capacity(64 * 1024);
+    loop {
+        let first = tokio::select! {
+            biased;
+            first = queued.recv() => first,
+            () = stop.cancelled() => {
+                while let Ok(next) = queued.try_recv() {
+                    push_frame(&mut out, &next);
+                }
+                let flush = async {
+                    writer.write_all(&out).await?;
+                    writer.shutdown().await
+                };
+                return tokio::time::timeout(FLUSH_LIMIT, flush)
+                    .await
+                    .unwrap_or(Ok(()));
+            }
+        };
+        let Some(first) = first else {
+            return Ok(());
+        };
+        push_frame(&mut out, &first);
+        while out.len() < 256 * 1024 {
+            match queued.try_recv() {
+                Ok(next) => push_frame(&mut out, &next),
+                Err(_) => break,
+            }
+        }
+        writer.write_all(&out).await?;
+        out.clear();
+    }
+}
+
+fn push_frame(out: &mut BytesMut, datagram: &[u8]) {
+    // `send_relayed` refuses datagrams that do not fit a u16 length.
+    let len = u16::try_from(datagram.len()).unwrap_or(u16::MAX);
+    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(&datagram[..usize::from(len)]);
+}
+
+impl AsyncUdpSocket for MuxSocket {
+    fn create_io_poller(self: Arc<Self>) -> Pin<Box<dyn UdpPoller>> {
+        // Relayed sends never wait (a full queue drops), so only UDP's readiness matters.
+        self.udp.clone().create_io_poller()
+    }
+
+    fn try_send(&self, transmit: &Transmit<'_>) -> io::Result<()> {
+        match as_stand_in(transmit.destination) {
+            Some(stand_in) => self.send_relayed(stand_in, transmit),
+            None => self.udp.try_send(transmit),
+        }
+    }
+
+    fn poll_recv(
+        &self,
+        cx: &mut Context<'_>,
+        bufs: &mut [IoSliceMut<'_>],
+        meta: &mut [RecvMeta],
+    ) -> Poll<io::Result<usize>> {
+        // Relayed datagrams first: a busy UDP socket must not starve a relayed path.
+        if let Poll::Ready(n) = self.poll_relayed(cx, bufs, meta) {
+            return Poll::Ready(Ok(n));
+        }
+        self.udp.poll_recv(cx, bufs, meta)
+    }
+
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.udp.local_addr()
+    }
+
+    fn max_transmit_segments(&self) -> usize {
+        self.udp.max_transmit_segments()
+    }
+
+    fn max_receive_segments(&self) -> usize {
+        self.udp.max_receive_segments()
+    }
+
+    fn may_fragment(&self) -> bool {
+        self.udp.may_fragment()
+    }
+}
