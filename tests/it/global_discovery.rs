@@ -19,14 +19,14 @@ use crate::ns_daemon::{NsDaemon, discovered, wait_until};
 use crate::support::{Device, wait_for_same_tree};
 
 /// Our discovery server, in this process, on the root namespace's end of the LAN.
-struct OurServer {
+pub(crate) struct OurServer {
     runtime: tokio::runtime::Runtime,
     server: Option<Server>,
     _data: tempfile::TempDir,
 }
 
 impl OurServer {
-    fn start(net: &Netns) -> Self {
+    pub(crate) fn start(net: &Netns) -> Self {
         Self::start_at(net.host_ip())
     }
 
@@ -48,12 +48,12 @@ impl OurServer {
         }
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         self.server.as_ref().unwrap().url()
     }
 
     /// `GET ?device=ID` through curl from the root namespace: the JSON, or `None` on a miss.
-    fn lookup(&self, device: &str) -> Option<Value> {
+    pub(crate) fn lookup(&self, device: &str) -> Option<Value> {
         let addr = self.server.as_ref().unwrap().local_addr();
         curl_lookup(None, &format!("https://{addr}/?device={device}"))
     }
@@ -87,7 +87,7 @@ fn curl_lookup(at: Option<(&Netns, usize)>, url: &str) -> Option<Value> {
     }
 }
 
-fn addresses(found: &Value) -> Vec<String> {
+pub(crate) fn addresses(found: &Value) -> Vec<String> {
     found["addresses"]
         .as_array()
         .into_iter()
@@ -99,13 +99,13 @@ fn addresses(found: &Value) -> Vec<String> {
 
 /// A device that announces to `server` and knows `others` only as `dynamic`, sharing
 /// `docs` with them.
-fn global_device(server: &str) -> Device {
+pub(crate) fn global_device(server: &str) -> Device {
     let device = Device::init();
     device.ok(["config", "set", &format!("globalAnnounceServers={server}")]);
     device
 }
 
-fn pair_dynamic(a: &Device, b: &Device) -> (std::path::PathBuf, std::path::PathBuf) {
+pub(crate) fn pair_dynamic(a: &Device, b: &Device) -> (std::path::PathBuf, std::path::PathBuf) {
     let (root_a, root_b) = (a.add_folder("docs", "docs"), b.add_folder("docs", "docs"));
     for (device, other) in [(a, b.id()), (b, a.id())] {
         device.ok(["device", "add", &other]);

@@ -22,6 +22,7 @@ mod peer_entries;
 mod pending_bounds;
 mod poisoned_counter;
 mod reconnect;
+mod relay;
 mod replacements;
 mod scan;
 mod slow_peer;

@@ -45,6 +45,19 @@ pub(crate) struct Netns {
     subnet: [u8; 3],
     /// The second network, once made.
     wan: Option<Wan>,
+    /// Nodes that are homes behind a NAT router (`add_home`): node index -> its private
+    /// subnet.
+    homes: std::collections::HashMap<usize, [u8; 3]>,
+}
+
+/// How a home's router rewrites what leaves it (`add_home`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Nat {
+    /// Linux masquerade: keeps the source port where it can (endpoint-independent
+    /// mapping, so hole punching works).
+    PortPreserving,
+    /// `masquerade random-fully`: a new random port per destination (symmetric NAT).
+    Symmetric,
 }
 
 /// A second network joining the nodes and the root namespace (`add_wan`): its own bridge,
@@ -73,6 +86,7 @@ impl Netns {
             subnet: free_subnet(pid, n, None),
             prefix,
             wan: None,
+            homes: std::collections::HashMap::new(),
         };
         // From here on, drop cleans up whatever was made.
         net.make_switch();
@@ -119,10 +133,138 @@ impl Netns {
         &self.nodes[node]
     }
 
-    /// Node `node`'s LAN address (`10.A.B.<node + 1>`).
+    /// Node `node`'s LAN address (`10.A.B.<node + 1>`); a home's private address.
     pub(crate) fn ip(&self, node: usize) -> Ipv4Addr {
+        if let Some([a, b, c]) = self.homes.get(&node) {
+            return Ipv4Addr::new(*a, *b, *c, 2);
+        }
         let [a, b, c] = self.subnet;
         Ipv4Addr::new(a, b, c, u8::try_from(node + 1).unwrap())
+    }
+
+    /// Adds a home: a router node on the LAN (which plays the internet here) and, behind
+    /// it, a host on a private subnet of its own whose traffic out is rewritten by `nat`
+    /// (nftables). Nothing from the LAN reaches the host unless the host sent there first,
+    /// so two homes cannot dial each other; the root namespace gets a route to the home
+    /// (so the test reaches the host's REST API) and hosts it serves see the router's
+    /// address. Returns (router node, home node); the home node's `ip` is its private
+    /// address, and `tc_limit` / `loss` act on its router's LAN link.
+    pub(crate) fn add_home(&mut self, nat: Nat) -> (usize, usize) {
+        assert!(self.wan.is_none(), "add the homes before the WAN");
+        let router = self.add_node();
+        let home = self.nodes.len();
+        let name = format!("{}-n{home}", self.prefix);
+        ip(["netns", "add", &name]);
+        self.nodes.push(name.clone());
+        let n: u32 = self.prefix.rsplit('-').next().unwrap().parse().unwrap();
+        let taken: Vec<[u8; 3]> = self.homes.values().copied().chain([self.subnet]).collect();
+        let subnet = free_subnet_besides(std::process::id(), n + 100 * (home as u32 + 1), &taken);
+        self.homes.insert(home, subnet);
+        let [a, b, c] = subnet;
+        let router_ns = self.nodes[router].clone();
+        ip([
+            "-n", &router_ns, "link", "add", "lan0", "type", "veth", "peer", "name", "eth0",
+            "netns", &name,
+        ]);
+        ip([
+            "-n",
+            &router_ns,
+            "addr",
+            "add",
+            &format!("{a}.{b}.{c}.1/24"),
+            "dev",
+            "lan0",
+        ]);
+        ip(["-n", &router_ns, "link", "set", "lan0", "up"]);
+        ip([
+            "-n",
+            &name,
+            "addr",
+            "add",
+            &format!("{a}.{b}.{c}.2/24"),
+            "dev",
+            "eth0",
+        ]);
+        ip(["-n", &name, "link", "set", "eth0", "up"]);
+        ip(["-n", &name, "link", "set", "lo", "up"]);
+        ip([
+            "-n",
+            &name,
+            "route",
+            "add",
+            "default",
+            "via",
+            &format!("{a}.{b}.{c}.1"),
+        ]);
+        self.ok(router, ["sysctl", "-q", "-w", "net.ipv4.ip_forward=1"]);
+        let masquerade = match nat {
+            Nat::PortPreserving => "masquerade",
+            Nat::Symmetric => "masquerade random-fully",
+        };
+        // Only answers (and the root namespace, which plays the test's eyes) come in.
+        let lan_ip = self.ip(router);
+        let host_ip = self.host_ip();
+        self.nft(
+            router,
+            &format!(
+                "table ip pf_nat {{\n\
+                 chain post {{ type nat hook postrouting priority srcnat; oifname \"eth0\" {masquerade}; }}\n\
+                 chain forward {{ type filter hook forward priority 0; policy drop;\n\
+                   ct state established,related accept;\n\
+                   iifname \"lan0\" accept;\n\
+                   iifname \"eth0\" ip saddr {host_ip} ip daddr != {lan_ip} accept; }}\n\
+                 }}\n"
+            ),
+        );
+        ip([
+            "route",
+            "add",
+            &format!("{a}.{b}.{c}.0/24"),
+            "via",
+            &lan_ip.to_string(),
+        ]);
+        (router, home)
+    }
+
+    /// Drops `percent`% of the packets node `node` forwards or sends (nftables `numgen`;
+    /// this kernel has no netem).
+    pub(crate) fn loss(&self, node: usize, percent: u8) {
+        self.nft(
+            node,
+            &format!(
+                "table inet pf_loss {{\n\
+                 chain forward {{ type filter hook forward priority -10; numgen random mod 100 < {percent} drop; }}\n\
+                 chain out {{ type filter hook output priority -10; numgen random mod 100 < {percent} drop; }}\n\
+                 }}\n"
+            ),
+        );
+    }
+
+    /// Limits what node `node` sends on its LAN link to `mbit` Mbit/s (tc tbf).
+    pub(crate) fn rate_limit(&self, node: usize, mbit: u32) {
+        self.ok(
+            node,
+            [
+                "tc",
+                "qdisc",
+                "add",
+                "dev",
+                "eth0",
+                "root",
+                "tbf",
+                "rate",
+                &format!("{mbit}mbit"),
+                "burst",
+                "32kbit",
+                "latency",
+                "50ms",
+            ],
+        );
+    }
+
+    /// The root namespace's end of the LAN link (an interface name, for tcpdump).
+    pub(crate) fn host_link(&self) -> &str {
+        &self.host_link
     }
 
     /// The root namespace's address on the LAN (`10.A.B.254`).
@@ -318,6 +460,9 @@ impl Drop for Netns {
     fn drop(&mut self) {
         // Deleting a namespace deletes the links in it, and so both ends of each veth pair;
         // the root end goes explicitly too, in case its peer's namespace is held open.
+        for [a, b, c] in self.homes.values() {
+            let _ = quiet_ip(["route", "del", &format!("{a}.{b}.{c}.0/24")]);
+        }
         let _ = quiet_ip(["link", "del", &self.host_link]);
         if let Some(wan) = &self.wan {
             let _ = quiet_ip(["link", "del", &wan.host_link]);
@@ -376,6 +521,11 @@ fn harness_pid(name: &str) -> Option<u32> {
 /// A `10.A.B.0/24` that no route of the root namespace uses yet (harnesses of this process
 /// and of others running at once get different ones).
 fn free_subnet(pid: u32, n: u32, besides: Option<[u8; 3]>) -> [u8; 3] {
+    free_subnet_besides(pid, n, besides.as_slice())
+}
+
+/// [`free_subnet`], also avoiding each of `taken` (subnets made but not routed here yet).
+fn free_subnet_besides(pid: u32, n: u32, taken: &[[u8; 3]]) -> [u8; 3] {
     let routes = Command::new("ip")
         .args(["-4", "route", "show"])
         .output()
@@ -386,7 +536,7 @@ fn free_subnet(pid: u32, n: u32, besides: Option<[u8; 3]>) -> [u8; 3] {
         let k = start.wrapping_add(step) % (100 * 256);
         let subnet = [10, 100 + (k / 256) as u8, (k % 256) as u8];
         let text = format!("{}.{}.{}.", subnet[0], subnet[1], subnet[2]);
-        if !routes.contains(&text) && besides != Some(subnet) {
+        if !routes.contains(&text) && !taken.contains(&subnet) {
             return subnet;
         }
     }

@@ -22,9 +22,23 @@ pub(crate) struct NsDaemon {
 
 impl NsDaemon {
     pub(crate) fn serve(net: &Netns, node: usize, device: &Device) -> Self {
+        Self::serve_listening(net, node, device, &["quic://0.0.0.0:0"])
+    }
+
+    /// Like [`NsDaemon::serve`], listening on `listen` (QUIC addresses and relays).
+    pub(crate) fn serve_listening(
+        net: &Netns,
+        node: usize,
+        device: &Device,
+        listen: &[&str],
+    ) -> Self {
         let mut serve = Command::new(env!("CARGO_BIN_EXE_peerfold"));
+        serve.arg("serve");
+        for address in listen {
+            serve.args(["--listen", address]);
+        }
         serve
-            .args(["serve", "--listen", "quic://0.0.0.0:0", "--api"])
+            .arg("--api")
             .arg(format!("{}:0", net.ip(node)))
             .env("PEERFOLD_HOME", device.home())
             .env("RUST_LOG", "peerfold=debug,peerfold_engine=debug");

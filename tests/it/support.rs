@@ -238,15 +238,16 @@ pub(crate) struct Running {
 impl Device {
     /// Starts `peerfold serve` on a free loopback port and waits until it listens.
     pub(crate) fn serve(&self) -> Running {
+        self.serve_listening(&["quic://127.0.0.1:0"])
+    }
+
+    /// Like [`Device::serve`], listening on `listen` (QUIC addresses first, then relays).
+    pub(crate) fn serve_listening(&self, listen: &[&str]) -> Running {
         use std::io::BufRead;
         let mut child = Command::new(env!("CARGO_BIN_EXE_peerfold"))
-            .args([
-                "serve",
-                "--listen",
-                "quic://127.0.0.1:0",
-                "--api",
-                "127.0.0.1:0",
-            ])
+            .arg("serve")
+            .args(listen.iter().flat_map(|address| ["--listen", address]))
+            .args(["--api", "127.0.0.1:0"])
             .env("PEERFOLD_HOME", self.home())
             .env("RUST_LOG", "peerfold=debug")
             .stdout(std::process::Stdio::piped())

@@ -14,6 +14,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use futures_util::stream::{FuturesUnordered, StreamExt};
 use peerfold_protocol::DeviceId;
 use tokio::sync::oneshot;
 use tracing::{debug, info};
@@ -37,7 +38,12 @@ const HIGHER_ID_DIAL_DELAY: Duration = Duration::from_secs(1);
 /// is not redialed in a tight loop.
 const LASTED: Duration = Duration::from_secs(10);
 
-/// The first wait after a failed move to a LAN path; it doubles up to [`MOVE_RETRY_MAX`].
+/// Between the starts of two dials of the same device's addresses.
+const STAGGER: Duration = Duration::from_millis(250);
+/// How long direct addresses are tried alone before relays are tried too.
+const RELAY_HEAD_START: Duration = Duration::from_secs(2);
+/// The first wait after a failed move to a better path; it doubles up to
+/// [`MOVE_RETRY_MAX`].
 const MOVE_RETRY_MIN: Duration = Duration::from_secs(5);
 const MOVE_RETRY_MAX: Duration = Duration::from_secs(300);
 
@@ -140,34 +146,23 @@ impl Dialer {
             match self.context.registry.status(device) {
                 // (A session of ours that is not registered yet is about to be, or to end.)
                 None if own.is_none() => {
-                    for address in self.addresses(device).await {
-                        match self.transport.dial(&address, device).await {
-                            Ok(link) => {
-                                own = Some(self.start_session(link, device));
-                                break;
-                            }
-                            Err(e) => debug!(%address, error = %e, "dial failed"),
-                        }
+                    let addresses = self.addresses(device).await;
+                    if let Some((_, link)) = self.dial_first(device, addresses).await {
+                        own = Some(self.start_session(link, device));
                     }
                 }
                 Some(status) if Instant::now() >= move_after => {
                     let better = self.better_paths(device, &status).await;
                     let mut moved = better.is_empty();
-                    for address in better {
-                        match self.transport.dial(&address, device).await {
-                            Ok(link) => {
-                                let to = if status.path == PathKind::Relayed {
-                                    "direct"
-                                } else {
-                                    "LAN"
-                                };
-                                info!(from = %status.address, to = %address, "moving to a {to} path");
-                                own = Some(self.start_session(link, device));
-                                moved = true;
-                                break;
-                            }
-                            Err(e) => debug!(%address, error = %e, "better path not reachable"),
-                        }
+                    if let Some((address, link)) = self.dial_first(device, better).await {
+                        let to = if status.path == PathKind::Relayed {
+                            "direct"
+                        } else {
+                            "LAN"
+                        };
+                        info!(from = %status.address, to = %address, "moving to a {to} path");
+                        own = Some(self.start_session(link, device));
+                        moved = true;
                     }
                     if moved {
                         move_backoff = MOVE_RETRY_MIN;
@@ -209,6 +204,39 @@ impl Dialer {
             }
             backoff = (backoff * 2).min(retry_max.max(RETRY_MIN));
         }
+    }
+
+    /// Dials `addresses` (best first) until one answers, without waiting for each to fail
+    /// in turn (an address that drops packets costs a whole QUIC handshake timeout): each
+    /// starts [`STAGGER`] after the one before, relays not before [`RELAY_HEAD_START`], and
+    /// the first link made wins (the attempts still under way are dropped).
+    async fn dial_first(
+        &self,
+        device: DeviceId,
+        addresses: Vec<Address>,
+    ) -> Option<(Address, Arc<dyn Link>)> {
+        let mut attempts: FuturesUnordered<_> = addresses
+            .into_iter()
+            .enumerate()
+            .map(|(i, address)| {
+                let mut delay = STAGGER * u32::try_from(i).unwrap_or(u32::MAX);
+                if matches!(address, Address::Relay { .. }) {
+                    delay = delay.max(RELAY_HEAD_START);
+                }
+                async move {
+                    tokio::time::sleep(delay).await;
+                    let result = self.transport.dial(&address, device).await;
+                    (address, result)
+                }
+            })
+            .collect();
+        while let Some((address, result)) = attempts.next().await {
+            match result {
+                Ok(link) => return Some((address, link)),
+                Err(e) => debug!(%address, error = %e, "dial failed"),
+            }
+        }
+        None
     }
 
     /// Runs `link`'s session beside the dial loop, which goes on watching for a better path.
