@@ -6,8 +6,11 @@
 # discovery server, which our daemon announces to), `redis-server` (the discovery server's
 # shared store), `curl` (lookups at those servers), `setpriv` (util-linux: commands as
 # `nobody`, so file permissions bite when run as root), `mount` (a small tmpfs for the
-# full-disk test; needs root), `ip` (iproute2: the network namespaces of the discovery
-# tests; needs root) and `nft` (nftables: firewall rules inside those namespaces). On a Debian machine
+# full-disk test; needs root), `ip` and `tc` (iproute2: the network namespaces of the discovery
+# and relay tests, and rate limits on their links; needs root), `nft` (nftables: NAT
+# routers, packet loss and firewall rules inside those namespaces), `strelaysrv`
+# (Syncthing's relay server, which our daemons sync through) and `tcpdump` (records what
+# our relay sees, to check it is only ciphertext). On a Debian machine
 # that lacks a package, this installs it with apt-get when it runs as root (as CI does), and
 # otherwise says which package to install and stops: a test that needs it would fail anyway.
 #
@@ -25,6 +28,9 @@ declare -A needed=(
     [ip]=iproute2
     [curl]=curl
     [nft]=nftables
+    [tc]=iproute2
+    [strelaysrv]=syncthing-relaysrv
+    [tcpdump]=tcpdump
 )
 missing=()
 for command in "${!needed[@]}"; do

@@ -330,15 +330,15 @@ fn our_daemon_announces_to_syncthing_discosrv_and_looks_up_through_it() {
 }
 
 /// Debian's Syncthing in `node`, its GUI/REST on the node's LAN address.
-struct SyncthingDevice {
+pub(crate) struct SyncthingDevice {
     child: Child,
-    api: Api,
-    id: String,
+    pub(crate) api: Api,
+    pub(crate) id: String,
     _home: tempfile::TempDir,
 }
 
 impl SyncthingDevice {
-    fn start(net: &Netns, node: usize) -> Self {
+    pub(crate) fn start(net: &Netns, node: usize) -> Self {
         let home = tempfile::tempdir().unwrap();
         let out = Command::new("syncthing")
             .args(["generate", &format!("--home={}", home.path().display())])
@@ -391,12 +391,12 @@ impl SyncthingDevice {
         }
     }
 
-    fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         fs::read_to_string(self._home.path().join("syncthing.log")).unwrap_or_default()
     }
 
     /// A configuration change through Syncthing's REST API (it answers with no body).
-    fn change(&self, method: &str, path: &str, body: &Value) {
+    pub(crate) fn change(&self, method: &str, path: &str, body: &Value) {
         let request = ureq::http::Request::builder()
             .method(method)
             .uri(format!("{}{path}", self.api.base))

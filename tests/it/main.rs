@@ -23,6 +23,7 @@ mod pending_bounds;
 mod poisoned_counter;
 mod reconnect;
 mod relay;
+mod relay_syncthing;
 mod replacements;
 mod scan;
 mod slow_peer;

@@ -56,7 +56,8 @@ pub(crate) enum Nat {
     /// Linux masquerade: keeps the source port where it can (endpoint-independent
     /// mapping, so hole punching works).
     PortPreserving,
-    /// `masquerade random-fully`: a new random port per destination (symmetric NAT).
+    /// `masquerade fully-random` (iptables' `--random-fully`): a new random port per
+    /// connection (symmetric NAT).
     Symmetric,
 }
 
@@ -199,7 +200,7 @@ impl Netns {
         self.ok(router, ["sysctl", "-q", "-w", "net.ipv4.ip_forward=1"]);
         let masquerade = match nat {
             Nat::PortPreserving => "masquerade",
-            Nat::Symmetric => "masquerade random-fully",
+            Nat::Symmetric => "masquerade fully-random",
         };
         // Only answers (and the root namespace, which plays the test's eyes) come in.
         let lan_ip = self.ip(router);
