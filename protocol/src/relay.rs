@@ -453,7 +453,10 @@ mod tests {
         // JoinSessionRequest: header (magic, 3, 36), then opaque<32> = length 32 + key.
         let key = [7u8; 32];
         let bytes = Message::JoinSessionRequest { key }.encode();
-        assert_eq!(&bytes[..12], &[0x9E, 0x79, 0xBC, 0x40, 0, 0, 0, 3, 0, 0, 0, 36]);
+        assert_eq!(
+            &bytes[..12],
+            &[0x9E, 0x79, 0xBC, 0x40, 0, 0, 0, 3, 0, 0, 0, 36]
+        );
         assert_eq!(&bytes[12..16], &[0, 0, 0, 32]);
         assert_eq!(&bytes[16..], &key);
         // Response: code, then a padded string.

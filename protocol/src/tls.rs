@@ -475,7 +475,10 @@ mod tests {
         let mut client = ClientConnection::new(Arc::new(tls12), server_name()).unwrap();
         let mut server = ServerConnection::new(server_cfg.clone()).unwrap();
         handshake(&mut client, &mut server).unwrap();
-        assert_eq!(server.protocol_version(), Some(rustls::ProtocolVersion::TLSv1_2));
+        assert_eq!(
+            server.protocol_version(),
+            Some(rustls::ProtocolVersion::TLSv1_2)
+        );
         // Without a certificate, no handshake.
         let anonymous = ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()

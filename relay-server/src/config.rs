@@ -118,15 +118,16 @@ impl Config {
             self.handshake_timeout,
         ];
         if timeouts.iter().any(Duration::is_zero) {
-            return Err(ConfigError::Invalid("intervals and timeouts must be positive"));
+            return Err(ConfigError::Invalid(
+                "intervals and timeouts must be positive",
+            ));
         }
         if self.max_clients == 0 || self.max_sessions == 0 || self.max_pending_keys < 2 {
             return Err(ConfigError::Invalid(
                 "max-clients and max-sessions must be at least 1, max-pending-keys at least 2",
             ));
         }
-        if !self.connect_rate.is_finite() || self.connect_rate <= 0.0 || self.connect_burst < 1.0
-        {
+        if !self.connect_rate.is_finite() || self.connect_rate <= 0.0 || self.connect_burst < 1.0 {
             return Err(ConfigError::Invalid(
                 "connect-rate must be positive and connect-burst at least 1",
             ));

@@ -40,9 +40,8 @@ impl MessageReader {
     ) -> Result<Message, FrameError> {
         loop {
             if self.buf.len() >= HEADER_LEN {
-                let header: [u8; HEADER_LEN] = self.buf[..HEADER_LEN]
-                    .try_into()
-                    .expect("HEADER_LEN bytes");
+                let header: [u8; HEADER_LEN] =
+                    self.buf[..HEADER_LEN].try_into().expect("HEADER_LEN bytes");
                 let (_, len) = parse_header(&header)?;
                 if self.buf.len() >= HEADER_LEN + len {
                     let message = Message::decode(&header, &self.buf[HEADER_LEN..HEADER_LEN + len]);
@@ -111,7 +110,10 @@ mod tests {
             Message::Response(Response::new(Response::NOT_FOUND))
         );
         writer.await.unwrap();
-        assert!(matches!(reader.next(&mut rx).await, Err(FrameError::Closed)));
+        assert!(matches!(
+            reader.next(&mut rx).await,
+            Err(FrameError::Closed)
+        ));
     }
 
     #[tokio::test]
@@ -123,7 +125,10 @@ mod tests {
         let (mut tx, mut rx) = tokio::io::duplex(64);
         tx.write_all(&header).await.unwrap();
         let error = MessageReader::default().next(&mut rx).await.unwrap_err();
-        assert!(matches!(error, FrameError::Protocol(RelayError::BadLength(2000))));
+        assert!(matches!(
+            error,
+            FrameError::Protocol(RelayError::BadLength(2000))
+        ));
         // `read_one` leaves what follows the message in the stream.
         let mut bytes = Message::Pong.encode();
         bytes.extend(b"payload");

@@ -165,6 +165,9 @@ mod tests {
         let wait = limit.reserve(500, start);
         assert!((wait.as_secs_f64() - 0.5).abs() < 1e-6, "{wait:?}");
         // A second later the debt is paid and 500 bytes are saved again.
-        assert_eq!(limit.reserve(500, start + Duration::from_secs(1)), Duration::ZERO);
+        assert_eq!(
+            limit.reserve(500, start + Duration::from_secs(1)),
+            Duration::ZERO
+        );
     }
 }

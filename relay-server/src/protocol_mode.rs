@@ -101,10 +101,8 @@ async fn permanent(
     respond(relay, tls, Response::SUCCESS).await?;
     tracing::debug!(%device, "device joined");
     let config = &relay.config;
-    let mut pings = tokio::time::interval_at(
-        Instant::now() + config.ping_interval,
-        config.ping_interval,
-    );
+    let mut pings =
+        tokio::time::interval_at(Instant::now() + config.ping_interval, config.ping_interval);
     pings.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut heard = Instant::now();
     loop {

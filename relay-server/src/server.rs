@@ -111,10 +111,7 @@ impl Server {
             .saturating_add(SPARE_SOCKETS);
         let device_id = identity.device_id();
         let url = RelayUrl {
-            host: config
-                .ext_ip
-                .unwrap_or_else(|| local_addr.ip())
-                .to_string(),
+            host: config.ext_ip.unwrap_or_else(|| local_addr.ip()).to_string(),
             port: config.ext_port.unwrap_or(local_addr.port()),
             id: Some(device_id),
             token: Some(config.token.clone()).filter(|token| !token.is_empty()),

@@ -216,7 +216,6 @@ impl Sessions {
         }
         self.lock().sessions.remove(&id);
     }
-
 }
 
 /// Session mode: one plaintext connection that must send `JoinSessionRequest` within the

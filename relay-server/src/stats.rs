@@ -70,7 +70,8 @@ impl Stats {
     }
 
     pub(crate) fn proxied(&self, bytes: usize) {
-        self.bytes_proxied.fetch_add(bytes as u64, Ordering::Relaxed);
+        self.bytes_proxied
+            .fetch_add(bytes as u64, Ordering::Relaxed);
     }
 
     pub(crate) fn bytes_proxied(&self) -> u64 {

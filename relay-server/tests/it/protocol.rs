@@ -79,19 +79,11 @@ async fn a_second_join_of_the_same_device_is_already_connected() {
     let join = Message::JoinRelayRequest {
         token: String::new(),
     };
-    let mut first = crate::support::Client::connect(
-        relay.addr(),
-        relay.server.device_id(),
-        &identity,
-    )
-    .await;
+    let mut first =
+        crate::support::Client::connect(relay.addr(), relay.server.device_id(), &identity).await;
     assert_eq!(first.request(join.clone()).await.code, Response::SUCCESS);
-    let mut second = crate::support::Client::connect(
-        relay.addr(),
-        relay.server.device_id(),
-        &identity,
-    )
-    .await;
+    let mut second =
+        crate::support::Client::connect(relay.addr(), relay.server.device_id(), &identity).await;
     assert_eq!(
         second.request(join.clone()).await.code,
         Response::ALREADY_CONNECTED
@@ -105,7 +97,11 @@ async fn a_second_join_of_the_same_device_is_already_connected() {
 #[tokio::test]
 async fn private_relays_check_the_token() {
     let relay = Relay::start(|config| config.token = "sesame".into()).await;
-    assert!(relay.server.url().contains("token=sesame"), "{}", relay.server.url());
+    assert!(
+        relay.server.url().contains("token=sesame"),
+        "{}",
+        relay.server.url()
+    );
     let mut wrong = relay.connect().await;
     let reply = wrong
         .request(Message::JoinRelayRequest {

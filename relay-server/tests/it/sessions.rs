@@ -125,7 +125,10 @@ async fn idle_sessions_end_and_shutdown_ends_live_ones() {
     let started = tokio::time::Instant::now();
     expect_eof(&mut a, Duration::from_secs(3)).await;
     assert!(started.elapsed() >= Duration::from_millis(350));
-    assert!(!pinged.is_finished(), "the permanent connection was dropped");
+    assert!(
+        !pinged.is_finished(),
+        "the permanent connection was dropped"
+    );
 
     let relay = Relay::start(|_| {}).await;
     let (_permanent, mut a, mut b) = session(&relay).await;

@@ -49,7 +49,11 @@ impl Relay {
     /// A new device, joined (permanent mode) without a token.
     pub(crate) async fn join(&self) -> Client {
         let mut client = self.connect().await;
-        let reply = client.request(Message::JoinRelayRequest { token: String::new() }).await;
+        let reply = client
+            .request(Message::JoinRelayRequest {
+                token: String::new(),
+            })
+            .await;
         assert_eq!(reply, Response::new(Response::SUCCESS));
         client
     }
