@@ -136,3 +136,46 @@ async fn idle_sessions_end_and_shutdown_ends_live_ones() {
     relay.server.shutdown().await;
     expect_eof(&mut a, Duration::from_secs(3)).await;
 }
+
+#[tokio::test]
+async fn invitations_carry_the_external_address() {
+    let relay = Relay::start(|config| {
+        config.ext_ip = Some("192.0.2.1".parse().unwrap());
+        config.ext_port = Some(4000);
+    })
+    .await;
+    let url = relay.server.relay_url();
+    assert_eq!((url.host.as_str(), url.port), ("192.0.2.1", 4000));
+    assert_eq!(url.id, Some(relay.server.device_id()));
+    let mut target = relay.join().await;
+    let requester = Identity::generate().unwrap();
+    let Message::SessionInvitation(mine) = relay.connect_request(&requester, target.id).await
+    else {
+        panic!("no invitation");
+    };
+    let theirs = target.invitation().await;
+    for invitation in [mine, theirs] {
+        assert_eq!(invitation.address, Some("192.0.2.1".parse().unwrap()));
+        assert_eq!(invitation.port, 4000);
+    }
+}
+
+#[tokio::test]
+async fn rate_limits_slow_sessions_down() {
+    // 1 MB/s with a 2 MB burst: 3 MB take about a second, per session or for all of them.
+    for (per_session, global) in [(1_000_000, 0), (0, 1_000_000)] {
+        let relay = Relay::start(|config| {
+            config.per_session_rate = per_session;
+            config.global_rate = global;
+        })
+        .await;
+        let (_permanent, mut a, mut b) = session(&relay).await;
+        let started = tokio::time::Instant::now();
+        check_flow(&mut a, &mut b, &pattern(3_000_000, 4)).await;
+        let took = started.elapsed();
+        assert!(
+            (Duration::from_millis(800)..Duration::from_secs(4)).contains(&took),
+            "{per_session} {global}: {took:?}"
+        );
+    }
+}
