@@ -8,3 +8,4 @@ mod protocol;
 mod sessions;
 mod status;
 mod support;
+mod syncthing;
