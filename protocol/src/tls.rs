@@ -8,7 +8,8 @@
 //!   record it as pending and close the connection with a reason the peer can show;
 //! - [`PeerDecision::Reject`]: the handshake fails.
 //!
-//! Only TLS 1.3 is offered, with ring as the crypto provider.
+//! `peerfold/1` offers only TLS 1.3; the HTTPS (discovery) and relay configurations offer
+//! TLS 1.2 too, as Syncthing's clients and servers for those do. ring is the crypto provider.
 
 use std::fmt;
 use std::sync::Arc;
