@@ -56,6 +56,7 @@ async fn connect_floods_from_one_ip_are_limited() {
     let requester = Identity::generate().unwrap();
     let mut invited = 0;
     let mut refused = 0;
+    let started = Instant::now();
     for _ in 0..10 {
         match relay.connect_request(&requester, target.id).await {
             Message::SessionInvitation(_) => invited += 1,
@@ -66,8 +67,10 @@ async fn connect_floods_from_one_ip_are_limited() {
             other => panic!("{other:?}"),
         }
     }
-    // The burst, plus at most a refill or two while the test ran.
-    assert!((3..=5).contains(&invited), "{invited} invited");
+    // The burst, plus one a second while the test ran.
+    let refills = started.elapsed().as_secs() as usize + 1;
+    assert!((3..=3 + refills).contains(&invited), "{invited} invited");
+    assert!(refused >= 1, "nothing refused");
     assert_eq!(invited + refused, 10);
     // The target was not flooded either: it got as many invitations as were handed out.
     let mut target = target;
