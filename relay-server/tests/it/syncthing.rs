@@ -48,9 +48,11 @@ impl Home {
         self.dir.path().join("syncthing.log")
     }
 
-    /// Listens only on the relay, knows `peer` only at the relay, no discovery, no GUI.
-    fn configure(&self, peer: &str, relay_url: &str) {
+    /// Listens only on the relay, knows `peer` at `peer_address` (`dynamic`, with discovery
+    /// off, means nowhere), no GUI.
+    fn configure(&self, peer: &str, relay_url: &str, peer_address: &str) {
         let url = relay_url.replace('&', "&amp;");
+        let peer_address = peer_address.replace('&', "&amp;");
         let mut config = std::fs::read_to_string(self.config()).unwrap();
         let replace = |config: &mut String, from: &str, to: &str| {
             assert!(config.contains(from), "{from} not in config.xml");
@@ -82,7 +84,7 @@ impl Home {
         let device = format!(
             "<device id=\"{peer}\" name=\"peer\" compression=\"metadata\" introducer=\"false\" \
              skipIntroductionRemovals=\"false\" introducedBy=\"\">\n        \
-             <address>{url}</address>\n    </device>\n    <gui "
+             <address>{peer_address}</address>\n    </device>\n    <gui "
         );
         replace(&mut config, "<gui ", &device);
         std::fs::write(self.config(), config).unwrap();
@@ -107,39 +109,48 @@ fn read(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_default()
 }
 
+/// Waits until `done` holds, or fails with both logs after 60 s.
+async fn wait_for(what: &str, a: &Home, b: &Home, done: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !done() {
+        assert!(
+            Instant::now() < deadline,
+            "{what}: not within 60 s\n--- a\n{}\n--- b\n{}",
+            read(&a.log()),
+            read(&b.log())
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 #[tokio::test]
 async fn stock_syncthing_devices_connect_through_the_relay() {
     let relay = Relay::start(|_| {}).await;
     let url = relay.server.url();
     let (a, b) = tokio::join!(Home::generate(), Home::generate());
-    a.configure(&b.id, &url);
-    b.configure(&a.id, &url);
+    // Only b dials (a cannot, as it knows no address of b): when both dial at once, each
+    // Syncthing keeps its own connection and closes the other's, and both die.
+    a.configure(&b.id, &url, "dynamic");
+    b.configure(&a.id, &url, &url);
     let _a = a.serve();
+    // b starts once a has joined, so its first dial finds a (else it retries in ~20 s).
+    wait_for("a joins the relay", &a, &b, || {
+        read(&a.log()).contains("Joined relay")
+    })
+    .await;
     let _b = b.serve();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let connected = |home: &Home, peer: &str| {
-        read(&home.log())
-            .lines()
-            .any(|line| line.contains("Established secure connection") && line.contains(peer))
+    let connected = |home: &Home, peer: &str, side: &str| {
+        read(&home.log()).lines().any(|line| {
+            line.contains("Established secure connection")
+                && line.contains(peer)
+                && line.contains(side)
+        })
     };
-    while !(connected(&a, &b.id) && connected(&b, &a.id)) {
-        assert!(
-            Instant::now() < deadline,
-            "no relayed connection in 60 s\n--- a\n{}\n--- b\n{}",
-            read(&a.log()),
-            read(&b.log())
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    // Through us: one joined the relay and served the session's TLS, the other dialed.
-    let logs = read(&a.log()) + &read(&b.log());
-    assert!(logs.contains("Joined relay"), "{logs}");
-    assert!(logs.contains("/relay-server/"), "{logs}");
-    assert!(logs.contains("/relay-client/"), "{logs}");
+    wait_for("a relayed connection", &a, &b, || {
+        connected(&a, &b.id, "/relay-server/") && connected(&b, &a.id, "/relay-client/")
+    })
+    .await;
     let status = relay.status().await;
-    assert!(
-        status["numActiveSessions"].as_u64().unwrap() >= 1,
-        "{status}"
-    );
+    assert_eq!(status["numActiveSessions"], 1, "{status}");
     assert!(status["bytesProxied"].as_u64().unwrap() > 0, "{status}");
 }
