@@ -8,7 +8,8 @@
 //!   record it as pending and close the connection with a reason the peer can show;
 //! - [`PeerDecision::Reject`]: the handshake fails.
 //!
-//! Only TLS 1.3 is offered, with ring as the crypto provider.
+//! `peerfold/1` offers only TLS 1.3; the HTTPS (discovery) and relay configurations offer
+//! TLS 1.2 too, as Syncthing's clients and servers for those do. ring is the crypto provider.
 
 use std::fmt;
 use std::sync::Arc;
@@ -141,6 +142,38 @@ pub fn https_server_config(identity: &Identity) -> Result<ServerConfig, TlsConfi
             identity.private_key_der(),
         )?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(config)
+}
+
+/// The relay server's protocol mode (Syncthing relay protocol v1): TLS 1.2 and 1.3, ALPN
+/// `bep-relay`, a client certificate required (any well-formed one that signs the
+/// handshake: its SHA-256 is the client's device ID), and no session resumption, as
+/// strelaysrv sets `SessionTicketsDisabled`.
+pub fn relay_server_config(identity: &Identity) -> Result<ServerConfig, TlsConfigError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let verifier = DeviceIdVerifier::new(&provider, PeerPolicy::new(|_| PeerDecision::Accept));
+    let mut config = ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(rustls::DEFAULT_VERSIONS)?
+        .with_client_cert_verifier(Arc::new(verifier))
+        .with_single_cert(
+            vec![identity.certificate_der().clone()],
+            identity.private_key_der(),
+        )?;
+    config.alpn_protocols = vec![crate::relay::ALPN.to_vec()];
+    config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+    config.send_tls13_tickets = 0;
+    Ok(config)
+}
+
+/// A relay client's configuration: presents our certificate, offers ALPN `bep-relay`, and
+/// accepts the relay's certificate only if it is `relay` (the URL's `?id=`), or any
+/// certificate when the URL has no ID, as Syncthing's relay client does.
+pub fn relay_client_config(
+    identity: &Identity,
+    relay: Option<DeviceId>,
+) -> Result<ClientConfig, TlsConfigError> {
+    let mut config = https_client(Some(identity), relay)?;
+    config.alpn_protocols = vec![crate::relay::ALPN.to_vec()];
     Ok(config)
 }
 
@@ -402,6 +435,66 @@ mod tests {
             PeerPolicy::new(|_| PeerDecision::Accept),
         );
         assert!(result.is_err());
+    }
+
+    #[test]
+    fn relay_servers_require_a_certificate_speak_bep_relay_and_issue_no_tickets() {
+        let (relay, client_id, other) = (
+            Identity::generate().unwrap(),
+            Identity::generate().unwrap(),
+            Identity::generate().unwrap(),
+        );
+        let server_cfg = Arc::new(relay_server_config(&relay).unwrap());
+        assert_eq!(server_cfg.send_tls13_tickets, 0);
+        let client_cfg =
+            Arc::new(relay_client_config(&client_id, Some(relay.device_id())).unwrap());
+        let mut client = ClientConnection::new(client_cfg, server_name()).unwrap();
+        let mut server = ServerConnection::new(server_cfg.clone()).unwrap();
+        handshake(&mut client, &mut server).unwrap();
+        assert_eq!(
+            peer_device_id(server.peer_certificates().unwrap()),
+            Some(client_id.device_id())
+        );
+        assert_eq!(server.alpn_protocol(), Some(crate::relay::ALPN));
+        // TLS 1.2 is offered too (Syncthing's relay clients set MinVersion 1.2).
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let verifier = Arc::new(DeviceIdVerifier::new(
+            &provider,
+            PeerPolicy::new(|_| PeerDecision::Accept),
+        ));
+        let mut tls12 = ClientConfig::builder_with_provider(provider.clone())
+            .with_protocol_versions(&[&rustls::version::TLS12])
+            .unwrap()
+            .dangerous()
+            .with_custom_certificate_verifier(verifier.clone())
+            .with_client_auth_cert(
+                vec![client_id.certificate_der().clone()],
+                client_id.private_key_der(),
+            )
+            .unwrap();
+        tls12.alpn_protocols = vec![crate::relay::ALPN.to_vec()];
+        let mut client = ClientConnection::new(Arc::new(tls12), server_name()).unwrap();
+        let mut server = ServerConnection::new(server_cfg.clone()).unwrap();
+        handshake(&mut client, &mut server).unwrap();
+        assert_eq!(
+            server.protocol_version(),
+            Some(rustls::ProtocolVersion::TLSv1_2)
+        );
+        // Without a certificate, no handshake.
+        let anonymous = ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .dangerous()
+            .with_custom_certificate_verifier(verifier)
+            .with_no_client_auth();
+        let mut client = ClientConnection::new(Arc::new(anonymous), server_name()).unwrap();
+        let mut server = ServerConnection::new(server_cfg.clone()).unwrap();
+        assert!(handshake(&mut client, &mut server).is_err());
+        // A client pinned to another relay refuses this one.
+        let wrong = Arc::new(relay_client_config(&client_id, Some(other.device_id())).unwrap());
+        let mut client = ClientConnection::new(wrong, server_name()).unwrap();
+        let mut server = ServerConnection::new(server_cfg).unwrap();
+        assert!(handshake(&mut client, &mut server).is_err());
     }
 
     #[test]

@@ -1,0 +1,106 @@
+//! Copying a session's bytes both ways, verbatim.
+//!
+//! Each direction owns one 64 KiB buffer for its whole life (strelaysrv's
+//! `-network-buffer`), so proxying allocates nothing per read. A direction that reads
+//! nothing for the network timeout, or cannot write for as long, ends the session (as
+//! strelaysrv's read/write deadlines do). An end of stream is passed on as a half-close, so
+//! the other direction may finish what it is sending. The rate limits are token buckets
+//! charged after each read: the reader waits off its debt before writing.
+
+use std::io;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::limits::ByteRate;
+use crate::stats::Stats;
+
+/// Bytes read (and written) at a time per direction.
+const BUFFER: usize = 64 * 1024;
+
+/// One session's two sockets and what bounds the copying.
+#[derive(Debug)]
+pub(crate) struct Splice<'a> {
+    pub(crate) a: TcpStream,
+    pub(crate) b: TcpStream,
+    pub(crate) idle: Duration,
+    /// Shared by both directions: the session's total.
+    pub(crate) session_rate: Option<ByteRate>,
+    pub(crate) global_rate: Option<&'a ByteRate>,
+    pub(crate) stats: &'a Stats,
+    pub(crate) cancel: &'a CancellationToken,
+}
+
+/// How a splice ended.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum Ended {
+    /// Both sides closed their sending half.
+    #[error("both sides finished")]
+    Finished,
+    /// A socket failed or a direction idled out.
+    #[error("{0}")]
+    Failed(io::Error),
+    /// The relay or one of the session's devices went away.
+    #[error("cancelled")]
+    Cancelled,
+}
+
+/// Copies until both directions finish, one fails, or `cancel` fires. The sockets close
+/// when this returns.
+pub(crate) async fn splice(splice: Splice<'_>) -> Ended {
+    let _ = splice.a.set_nodelay(true);
+    let _ = splice.b.set_nodelay(true);
+    let (a_read, a_write) = splice.a.into_split();
+    let (b_read, b_write) = splice.b.into_split();
+    let rates: Vec<&ByteRate> = splice
+        .session_rate
+        .iter()
+        .chain(splice.global_rate)
+        .collect();
+    let one = pump(a_read, b_write, splice.idle, &rates, splice.stats);
+    let two = pump(b_read, a_write, splice.idle, &rates, splice.stats);
+    tokio::select! {
+        () = splice.cancel.cancelled() => Ended::Cancelled,
+        result = async { tokio::try_join!(one, two) } => match result {
+            Ok(_) => Ended::Finished,
+            Err(error) => Ended::Failed(error),
+        },
+    }
+}
+
+async fn pump(
+    mut from: OwnedReadHalf,
+    mut to: OwnedWriteHalf,
+    idle: Duration,
+    rates: &[&ByteRate],
+    stats: &Stats,
+) -> io::Result<()> {
+    let timed_out = || io::Error::new(io::ErrorKind::TimedOut, "idle for the network timeout");
+    let mut buf = vec![0; BUFFER];
+    loop {
+        let n = tokio::time::timeout(idle, from.read(&mut buf))
+            .await
+            .map_err(|_| timed_out())??;
+        if n == 0 {
+            to.shutdown().await?;
+            return Ok(());
+        }
+        let now = Instant::now();
+        let wait = rates
+            .iter()
+            .map(|rate| rate.reserve(n, now))
+            .max()
+            .unwrap_or_default();
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
+        }
+        tokio::time::timeout(idle, to.write_all(&buf[..n]))
+            .await
+            .map_err(|_| timed_out())??;
+        stats.proxied(n);
+    }
+}
