@@ -29,6 +29,7 @@ use crate::folder::registry::FolderRegistry;
 use crate::folder::{Folder, FolderHandle, scan_loop, summary_loop};
 use crate::life::Life;
 use crate::net::discovery::{DiscoveryMethod, GlobalDiscovery};
+use crate::net::relay::RelaySlot;
 use crate::net::{LocalDiscovery, NetError, Transport};
 use crate::peers::address_book::AddressBook;
 use crate::peers::connection::accept_loop;
@@ -278,6 +279,12 @@ impl Engine {
             }
         }
         methods
+    }
+
+    /// The relays among the listen addresses: which one this device holds a slot on
+    /// (error `None`), and why not on the others.
+    pub fn relay_slots(&self) -> Vec<RelaySlot> {
+        self.inner.transport.relays().slots()
     }
 
     /// This device's ID.

@@ -29,4 +29,4 @@ mod testing;
 pub use engine::{ConfigChangeError, Engine, EngineError, FolderLookupError, StartOptions};
 pub use net::NetError;
 pub use net::discovery::DiscoveryMethod;
-pub use net::relay::RelayClientError;
+pub use net::relay::{RelayClientError, RelaySlot};

@@ -385,6 +385,11 @@ fn two_peerfold_daemons_sync_through_debians_strelaysrv() {
     assert_eq!(address, relay.url);
     let api_a = Api::of(&a, &on_a);
     assert_eq!(connection(&api_a, &b.id()).unwrap().0, "relay-server");
+    // a lists the relay among its listeners, with its slot held.
+    let status = api_a.get("/rest/system/status");
+    let listener = &status["connectionServiceStatus"][relay.url.as_str()];
+    assert_eq!(listener["error"], Value::Null, "{status}");
+    assert_eq!(listener["lanAddresses"][0], relay.url.as_str(), "{status}");
 }
 
 #[test]
@@ -438,7 +443,13 @@ fn a_relayed_link_moves_to_a_direct_path_that_appears_without_interrupting_the_t
     });
     wait_for_same_tree("b has a's file", 120, (&root_a, &a), (&root_b, &b));
     assert_eq!(fs::read(root_b.join("big.bin")).unwrap(), content);
-    // Nothing failed along the way: no item ended with an error.
+    // Nothing failed along the way: no block request was cut off with the relayed link
+    // (it drained instead), and no item ended with an error.
+    assert!(
+        !b.log().contains("block request failed"),
+        "a request failed as the link moved:\n{}",
+        b.log()
+    );
     let finished = on_b
         .api
         .get("/rest/events?since=0&timeout=0&events=ItemFinished");

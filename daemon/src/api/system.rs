@@ -15,7 +15,7 @@ use super::{ApiError, ApiResult, AppState, Params, events, number};
 pub(super) async fn status(State(api): AppState) -> ApiResult {
     let engine = &api.engine;
     let listening = engine.listening();
-    let services: Map<String, Value> = listening
+    let mut services: Map<String, Value> = listening
         .iter()
         .map(|addr| {
             let url = format!("quic://{addr}");
@@ -25,6 +25,18 @@ pub(super) async fn status(State(api): AppState) -> ApiResult {
             )
         })
         .collect();
+    // A relay is a listener in Syncthing's terms: its address is the relay's while a slot
+    // is held there.
+    for slot in engine.relay_slots() {
+        let addresses: Vec<&str> = match slot.error {
+            None => vec![&slot.url],
+            Some(_) => Vec::new(),
+        };
+        services.insert(
+            slot.url.clone(),
+            json!({ "error": slot.error, "lanAddresses": addresses, "wanAddresses": addresses }),
+        );
+    }
     let uptime = jiff::Timestamp::now().as_second() - engine.started().as_second();
     let methods = engine.discovery_status();
     let discovery_status: Map<String, Value> = methods

@@ -14,7 +14,7 @@
 mod client;
 mod mux;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -45,6 +45,15 @@ const CLOSE_FLUSH: Duration = Duration::from_millis(200);
 /// Sessions from invitations being joined or not yet used, at most.
 const MAX_PENDING_SESSIONS: usize = 32;
 
+/// A relay among the listen addresses, as `/rest/system/status` reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RelaySlot {
+    /// The relay's URL as configured.
+    pub url: String,
+    /// Why this device holds no slot there, `None` while it does.
+    pub error: Option<String>,
+}
+
 /// The relayed side of one engine's transport.
 pub(crate) struct Relays {
     mux: Arc<MuxSocket>,
@@ -54,6 +63,8 @@ pub(crate) struct Relays {
     paths: Mutex<HashMap<SocketAddr, RelayedPath>>,
     /// The relay this device holds a slot on now, as its URL (announced by discovery).
     joined: watch::Sender<Option<String>>,
+    /// Each configured relay's state, by its configured URL (`RelaySlot::error`).
+    slots: Mutex<BTreeMap<String, Option<String>>>,
 }
 
 struct RelayedPath {
@@ -79,7 +90,25 @@ impl Relays {
             life,
             paths: Mutex::new(HashMap::new()),
             joined: watch::Sender::new(None),
+            slots: Mutex::new(BTreeMap::new()),
         }
+    }
+
+    /// Each relay among the listen addresses: held, or why not.
+    pub(crate) fn slots(&self) -> Vec<RelaySlot> {
+        let slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+        slots
+            .iter()
+            .map(|(url, error)| RelaySlot {
+                url: url.clone(),
+                error: error.clone(),
+            })
+            .collect()
+    }
+
+    fn set_slot(&self, relay: &Address, error: Option<String>) {
+        let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+        slots.insert(relay.to_string(), error);
     }
 
     fn paths(&self) -> MutexGuard<'_, HashMap<SocketAddr, RelayedPath>> {
@@ -170,9 +199,16 @@ impl Relays {
     pub(crate) async fn hold_slot(self: Arc<Self>, relays: Vec<Address>, config: Arc<LiveConfig>) {
         let mut backoff = RETRY_MIN;
         let mut next = 0;
+        let not_yet = || Some("no slot taken yet".to_owned());
+        for relay in &relays {
+            self.set_slot(relay, not_yet());
+        }
         loop {
             while !config.get().options.relays_enabled {
                 self.joined.send_replace(None);
+                for relay in &relays {
+                    self.set_slot(relay, Some("relays are disabled (relaysEnabled)".into()));
+                }
                 tokio::select! {
                     () = self.life.cancelled() => return,
                     () = config.changed() => {}
@@ -187,9 +223,13 @@ impl Relays {
             };
             self.joined.send_replace(None);
             match held {
-                Ok(()) => backoff = RETRY_MIN,
+                Ok(()) => {
+                    backoff = RETRY_MIN;
+                    self.set_slot(relay, not_yet());
+                }
                 Err(e) => {
                     warn!(relay = %relay, error = %e, "relay slot lost or refused; trying the next relay");
+                    self.set_slot(relay, Some(e.to_string()));
                     // A full turn of the list without luck waits before the next.
                     if next % relays.len() == 0 {
                         tokio::select! {
@@ -211,6 +251,7 @@ impl Relays {
         let announced = announced_url(&target.url);
         info!(relay = %announced, "holding a slot on the relay");
         self.joined.send_replace(Some(announced));
+        self.set_slot(relay, None);
         loop {
             let message = tokio::time::timeout(SILENCE_LIMIT, connection.receive())
                 .await
