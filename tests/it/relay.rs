@@ -429,7 +429,7 @@ fn a_relayed_link_moves_to_a_direct_path_that_appears_without_interrupting_the_t
     let content = noise(5, 40 << 20);
     fs::write(root_a.join("big.bin"), &content).unwrap();
     let listen = ["quic://0.0.0.0:22100", relay.url.as_str()];
-    let on_a = NsDaemon::serve_listening(&net, 0, &a, &listen);
+    let _on_a = NsDaemon::serve_listening(&net, 0, &a, &listen);
     let on_b = NsDaemon::serve_listening(&net, 1, &b, &listen);
     wait_until("b connects to a through the relay", &[&a, &b], || {
         connection(&on_b.api, &a.id()).is_some_and(|(kind, _)| kind.starts_with("relay-"))
