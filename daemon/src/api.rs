@@ -9,7 +9,7 @@ mod cluster;
 mod config_edit;
 mod config_json;
 mod db;
-mod events;
+pub(crate) mod events;
 mod folder_files;
 mod system;
 

@@ -19,6 +19,7 @@ use std::time::Duration;
 
 use peerfold_engine::Engine;
 use peerfold_engine::config::{ConfigEdit, Home};
+use peerfold_engine::events::ConnectionKind;
 use peerfold_engine::folder::{FolderHandle, FolderState};
 use peerfold_engine::model::rewrite::FolderAction;
 use peerfold_protocol::DeviceId;
@@ -28,6 +29,8 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::debug;
+
+use crate::api::events::connection_type;
 
 /// The socket's path in a home.
 pub(crate) fn socket_path(home: &Home) -> PathBuf {
@@ -205,6 +208,7 @@ async fn report(engine: &Engine, api_address: SocketAddr) -> Value {
                 "connected": peer.is_some(),
                 "paused": device.paused,
                 "address": peer.as_ref().map(|p| p.address.clone()),
+                "type": peer.as_ref().map(|p| connection_type(ConnectionKind::of(p.path, p.dialed))),
                 "inBytes": peer.as_ref().map_or(0, |p| p.stats.rx_bytes),
                 "outBytes": peer.as_ref().map_or(0, |p| p.stats.tx_bytes),
                 "globalBytes": global,

@@ -365,15 +365,7 @@ fn a_relay_killed_mid_transfer_and_restarted_loses_nothing_on_a_lossy_slow_link(
 fn two_peerfold_daemons_sync_through_debians_strelaysrv() {
     let relay_data = tempfile::tempdir().unwrap();
     let relay = RelayProcess::strelaysrv(Ipv4Addr::LOCALHOST, relay_data.path());
-    let a = Device::init();
-    let b = Device::init();
-    let root_a = a.add_folder("docs", "docs");
-    let root_b = b.add_folder("docs", "docs");
-    // b reaches a only through the relay; a knows b as dynamic (it never dials b).
-    a.ok(["device", "add", &b.id()]);
-    a.ok(["folder", "share", "docs", &b.id()]);
-    b.ok(["device", "add", &a.id(), "--address", &relay.url]);
-    b.ok(["folder", "share", "docs", &a.id()]);
+    let ([a, b], [root_a, root_b]) = reached_through(&[&relay.url]);
     fs::write(root_a.join("through.txt"), b"through strelaysrv").unwrap();
     fs::write(root_a.join("big.bin"), noise(3, 3 << 20)).unwrap();
     let on_a = a.serve_listening(&["quic://127.0.0.1:0", &relay.url]);
@@ -461,6 +453,23 @@ fn a_relayed_link_moves_to_a_direct_path_that_appears_without_interrupting_the_t
     assert!(address.starts_with(&net.ip(0).to_string()), "{address}");
 }
 
+/// Devices `a` and `b` sharing `docs`, on loopback: b knows a only by `relays` (its
+/// addresses), a knows b as `dynamic` and never dials it. Returns them and their folders.
+fn reached_through(relays: &[&str]) -> ([Device; 2], [PathBuf; 2]) {
+    let (a, b) = (Device::init(), Device::init());
+    let (root_a, root_b) = (a.add_folder("docs", "docs"), b.add_folder("docs", "docs"));
+    a.ok(["device", "add", &b.id()]);
+    a.ok(["folder", "share", "docs", &b.id()]);
+    let a_id = a.id();
+    let mut add = vec!["device", "add", &a_id];
+    for relay in relays {
+        add.extend(["--address", relay]);
+    }
+    b.ok(add);
+    b.ok(["folder", "share", "docs", &a_id]);
+    ([a, b], [root_a, root_b])
+}
+
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
 }
@@ -468,4 +477,31 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 fn rand_u64() -> u64 {
     use std::hash::{BuildHasher, RandomState};
     RandomState::new().hash_one(std::time::SystemTime::now())
+}
+
+#[test]
+fn a_relay_that_dies_is_replaced_by_the_next_one_on_the_list() {
+    let data = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    let mut first = RelayProcess::ours(Ipv4Addr::LOCALHOST, data[0].path());
+    let second = RelayProcess::ours(Ipv4Addr::LOCALHOST, data[1].path());
+    let ([a, b], [root_a, root_b]) = reached_through(&[&first.url, &second.url]);
+    fs::write(root_a.join("one.txt"), b"through the first relay").unwrap();
+    let on_a = a.serve_listening(&["quic://127.0.0.1:0", &first.url, &second.url]);
+    let on_b = b.serve();
+    let (api_a, api_b) = (Api::of(&a, &on_a), Api::of(&b, &on_b));
+    wait_for_same_tree("b has the first file", 60, (&root_a, &a), (&root_b, &b));
+    assert_eq!(connection(&api_b, &a.id()).unwrap().1, first.url);
+    let slot = |url: &str| {
+        api_a.get("/rest/system/status")["connectionServiceStatus"][url]["error"].clone()
+    };
+    assert_eq!(slot(&first.url), Value::Null);
+    assert_ne!(slot(&second.url), Value::Null, "one slot at a time");
+
+    first.kill();
+    crate::support::wait_until("a holds a slot on the second relay", 60, || {
+        slot(&second.url) == Value::Null && slot(&first.url) != Value::Null
+    });
+    fs::write(root_a.join("two.txt"), b"through the second relay").unwrap();
+    wait_for_same_tree("b has the second file", 60, (&root_a, &a), (&root_b, &b));
+    assert_eq!(connection(&api_b, &a.id()).unwrap().1, second.url);
 }

@@ -170,7 +170,7 @@ fn data(event: &Event) -> Value {
 }
 
 /// Syncthing's connection type for a side of a QUIC connection.
-pub(super) fn connection_type(kind: ConnectionKind) -> &'static str {
+pub(crate) fn connection_type(kind: ConnectionKind) -> &'static str {
     match kind {
         ConnectionKind::QuicClient => "quic-client",
         ConnectionKind::QuicServer => "quic-server",

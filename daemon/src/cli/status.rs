@@ -66,7 +66,7 @@ pub(super) fn status(home: &Home, json: bool, out: &mut impl Write) -> Result<()
         };
         writeln!(
             out,
-            "device {} {:<12} {} {} in {} B, out {} B, has {complete:.0}% of shared folders",
+            "device {} {:<12} {} {}{} in {} B, out {} B, has {complete:.0}% of shared folders",
             d["id"].as_str().unwrap_or_default(),
             d["name"].as_str().unwrap_or_default(),
             match (d["paused"] == true, d["connected"] == true) {
@@ -75,6 +75,10 @@ pub(super) fn status(home: &Home, json: bool, out: &mut impl Write) -> Result<()
                 (false, false) => "disconnected",
             },
             d["address"].as_str().unwrap_or("-"),
+            match d["type"].as_str() {
+                Some(kind) if kind.starts_with("relay") => " (through the relay)",
+                _ => "",
+            },
             d["inBytes"],
             d["outBytes"],
         )?;

@@ -10,7 +10,7 @@ use std::time::Duration;
 use peerfold_protocol::DeviceId;
 use peerfold_protocol::identity::Identity;
 use peerfold_protocol::relay::{self, Message, RelayUrl, SessionInvitation};
-use peerfold_protocol::tls::{self, PeerDecision, PeerPolicy};
+use peerfold_protocol::tls;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
@@ -106,17 +106,12 @@ impl RelayConnection {
         target: &RelayTarget,
         identity: &Identity,
     ) -> Result<Self, RelayClientError> {
-        let expected = target.url.id;
-        let policy = PeerPolicy::new(move |relay| match expected {
-            Some(id) if id != relay => PeerDecision::Reject,
-            _ => PeerDecision::Accept,
-        });
-        let mut config =
-            tls::client_config(identity, policy).map_err(|e| RelayClientError::Tls {
+        let config = tls::relay_client_config(identity, target.url.id).map_err(|e| {
+            RelayClientError::Tls {
                 url: target.text.clone(),
                 message: e.to_string(),
-            })?;
-        config.alpn_protocols = vec![relay::ALPN.to_vec()];
+            }
+        })?;
         let connector = TlsConnector::from(Arc::new(config));
         let host_port = target.host_port();
         let opened = async {
