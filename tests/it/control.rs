@@ -89,7 +89,7 @@ fn pause_resume_and_restart_through_the_api() {
     // Resumed (every device): dialed at once, and the file arrives.
     let (status, _) = api.call("POST", "/rest/system/resume");
     assert_eq!(status, 200);
-    wait_until("the file written while paused arrives", 30, || {
+    crate::ns_daemon::wait_until("the file written while paused arrives", &[&a, &b], || {
         root_b.join("while-paused.txt").exists()
     });
     let saved = fs::read_to_string(a.home().join("config.toml")).unwrap();
@@ -499,7 +499,7 @@ fn a_paused_folder_stops_and_resumes() {
 
     let out = a.ok(["folder", "resume", "docs"]);
     assert!(out.contains("Resumed"), "{out}");
-    wait_until("the file written while paused arrives", 30, || {
+    crate::ns_daemon::wait_until("the file written while paused arrives", &[&a, &b], || {
         root_b.join("while-paused.txt").exists()
     });
 

@@ -368,8 +368,9 @@ fn two_peerfold_daemons_sync_through_debians_strelaysrv() {
     let ([a, b], [root_a, root_b]) = reached_through(&[&relay.url]);
     fs::write(root_a.join("through.txt"), b"through strelaysrv").unwrap();
     fs::write(root_a.join("big.bin"), noise(3, 3 << 20)).unwrap();
-    let on_a = a.serve_listening(&["quic://127.0.0.1:0", &relay.url]);
-    let on_b = b.serve();
+    // QUIC on IPv6 sockets: relayed paths are then known to quinn by IPv4-mapped stand-ins.
+    let on_a = a.serve_listening(&["quic://[::1]:0", &relay.url]);
+    let on_b = b.serve_listening(&["quic://[::1]:0"]);
     wait_for_same_tree("b has a's files", 60, (&root_a, &a), (&root_b, &b));
     let api_b = Api::of(&b, &on_b);
     let (kind, address) = connection(&api_b, &a.id()).expect("b is connected to a");

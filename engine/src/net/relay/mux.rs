@@ -62,6 +62,8 @@ struct RelayedPath {
 /// The endpoint's socket: UDP plus relayed paths.
 pub(crate) struct MuxSocket {
     udp: Arc<dyn AsyncUdpSocket>,
+    /// The UDP socket is IPv6 (stand-ins are then handed to quinn IPv4-mapped).
+    ipv6: bool,
     paths: Mutex<HashMap<SocketAddr, RelayedPath>>,
     next: AtomicU32,
     /// Datagrams from every relayed path: (its stand-in address, the datagram).
@@ -90,6 +92,7 @@ impl MuxSocket {
     pub(crate) fn new(udp: Arc<dyn AsyncUdpSocket>) -> Self {
         let (to_quinn, from_relays) = mpsc::channel(RECV_QUEUE);
         Self {
+            ipv6: udp.local_addr().is_ok_and(|a| a.is_ipv6()),
             udp,
             paths: Mutex::new(HashMap::new()),
             next: AtomicU32::new(1),
@@ -110,10 +113,15 @@ impl MuxSocket {
     where
         S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
     {
-        let stand_in = stand_in(self.next.fetch_add(1, Ordering::Relaxed) & 0x0FFF_FFFF);
+        let key = stand_in(self.next.fetch_add(1, Ordering::Relaxed) & 0x0FFF_FFFF);
+        // quinn on an IPv6 socket speaks of IPv4 peers in their mapped form.
+        let stand_in = match (self.ipv6, key.ip()) {
+            (true, IpAddr::V4(v4)) => SocketAddr::new(IpAddr::V6(v4.to_ipv6_mapped()), key.port()),
+            _ => key,
+        };
         let (to_session, queued) = mpsc::channel(SEND_QUEUE);
         let ended = CancellationToken::new();
-        self.paths().insert(stand_in, RelayedPath { to_session });
+        self.paths().insert(key, RelayedPath { to_session });
         let (reader, writer) = tokio::io::split(stream);
         let mux = self.clone();
         let stop = ended.clone();
@@ -129,7 +137,7 @@ impl MuxSocket {
                 () = stopped.cancelled() => {}
             }
             stop.cancel();
-            mux.paths().remove(&stand_in);
+            mux.paths().remove(&key);
         });
         PathHandle { stand_in, ended }
     }
