@@ -15,7 +15,8 @@
 # (b) Memory: each relay freshly started: VmRSS idle, then with CLIENTS idle permanent
 #     clients joined (each its own TLS connection and certificate), then (restarted) with
 #     PAIRS active sessions pumping SESSION_RATE bytes/s each way per session (0 = as fast as
-#     the load generator can), all from bench/src/bin/relay_load.rs.
+#     the load generator can), then (restarted) the same sessions unpaced; the load comes
+#     from bench/src/bin/relay_load.rs.
 #
 # Usage: bench/relay.sh            (as root: unshare --net; ulimit -n)
 # Env:   BENCH_DIR     work directory (default /tmp/peerfold-relay-bench; the file is cached)
@@ -150,6 +151,15 @@ memory() {
     "$LOAD" sessions --relay "${URL[$s]}" --label "$s" --pairs "$PAIRS" \
         --secs "$SESSION_SECS" --rate "$SESSION_RATE" --watch-pid "${PID[$s]}" | tee -a "$RESULTS"
     stop_relay "$s"
+    if [[ $SESSION_RATE != 0 ]]; then
+        # The same sessions unpaced: what the relay (sharing the 2 cores with the load
+        # generator) carries at most.
+        start_relay "$s"
+        sleep 2
+        "$LOAD" sessions --relay "${URL[$s]}" --label "$s" --pairs "$PAIRS" \
+            --secs "$SESSION_SECS" --rate 0 --watch-pid "${PID[$s]}" | tee -a "$RESULTS"
+        stop_relay "$s"
+    fi
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -337,7 +347,8 @@ if any(speeds.values()):
          "%.2fx" % (cpu["ours"] / cpu["st"]) if cpu["ours"] and cpu["st"] else "")
 fresh = {s: (pick(test="fresh", relay=s) or [{}])[-1].get("rss_kib") for s in ("ours", "st")}
 idle = {s: (pick(test="idle", relay=s) or [{}])[-1] for s in ("ours", "st")}
-sess = {s: (pick(test="sessions", relay=s) or [{}])[-1] for s in ("ours", "st")}
+sess = {s: ([r for r in pick(test="sessions", relay=s) if r["rate_per_side"]] or [{}])[-1] for s in ("ours", "st")}
+fast = {s: ([r for r in pick(test="sessions", relay=s) if not r["rate_per_side"]] or [{}])[-1] for s in ("ours", "st")}
 def ratio(a, b):
     return "%.2fx" % (a / b) if a and b else ""
 if any(fresh.values()):
@@ -354,10 +365,17 @@ if any(fresh.values()):
          ratio(sess["ours"].get("mb_s"), sess["st"].get("mb_s")))
     line("sessions: relay CPU s per GB", ["-"] + ["%s" % sess[s].get("relay_cpu_s_per_gb", "-") for s in sess],
          ratio(sess["ours"].get("relay_cpu_s_per_gb"), sess["st"].get("relay_cpu_s_per_gb")))
+    if any(fast.values()):
+        line("unpaced sessions: relayed MB/s (both directions)", ["-"] + ["%s" % fast[s].get("mb_s", "-") for s in fast],
+             ratio(fast["ours"].get("mb_s"), fast["st"].get("mb_s")))
+        line("unpaced sessions: relay CPU s per GB", ["-"] + ["%s" % fast[s].get("relay_cpu_s_per_gb", "-") for s in fast],
+             ratio(fast["ours"].get("relay_cpu_s_per_gb"), fast["st"].get("relay_cpu_s_per_gb")))
+        line("unpaced sessions: RSS (median / max)", ["-"] + ["%s / %s" % (mb(fast[s].get("rss_kib")), mb(fast[s].get("rss_max_kib"))) for s in fast],
+             ratio(fast["ours"].get("rss_kib"), fast["st"].get("rss_kib")))
     line("peak RSS (VmHWM) idle / sessions", ["-"] + ["%s / %s" % (mb(idle[s].get("hwm_kib")), mb(sess[s].get("hwm_kib"))) for s in idle])
 for r in rows:
     if r.get("failures") or r.get("dropped_while_held") or r.get("identical") is False:
-        print("note: %s %s: failures %s, dropped %s (%s)" % (r.get("relay"), r.get("test"), r.get("failures"), r.get("dropped_while_held"), r.get("first_failure")))
+        print("note: %s %s (rate %s): failures %s, dropped %s (%s)" % (r.get("relay"), r.get("test"), r.get("rate_per_side"), r.get("failures"), r.get("dropped_while_held"), r.get("first_failure")))
 for m in ("ours", "st"):
     kinds = {r.get("connection") for r in sync[m]}
     if kinds - {"relay-client"}:
