@@ -11,7 +11,8 @@
 #     only once every block is written and verified); `cmp` then checks it against A's copy
 #     (not timed), and B's REST API must show the connection type expected (quic-client or
 #     relay-client). Relay CPU = utime + stime (/proc/PID/stat) of the relay process over the
-#     same interval. ROUNDS rounds, the order of the three rotating between rounds; medians.
+#     same interval, the daemons' likewise (B's from its start). ROUNDS rounds, the order of
+#     the three rotating between rounds; medians.
 # (b) Memory: each relay freshly started: VmRSS idle, then with CLIENTS idle permanent
 #     clients joined (each its own TLS connection and certificate), then (restarted) with
 #     PAIRS active sessions pumping SESSION_RATE bytes/s each way per session (0 = as fast as
@@ -29,13 +30,17 @@
 #        SESSION_SECS  seconds the sessions are measured (default 15)
 #        PARTS         "memory sync" (default), "memory" or "sync"
 #        NO_BUILD      set: take the binaries in $CARGO_TARGET_DIR/release as they are
-#        PERF          set: record `perf record -g` of each relay during its first sync run
-#                      into $BENCH_DIR/perf-RELAY.data
+#        PERF          set: `perf record -g` of A, B and the relay during the first sync run
+#                      of each mode, into $BENCH_DIR/perf-MODE.data (distorts that run)
+#        PERF_OPTS     perf record options (default "-g -F 499"; Rust frames need
+#                      "--call-graph dwarf,16384 -F 199")
 #        STRELAYSRV    (default /usr/bin/strelaysrv)
-# Our relay runs with --connect-rate 1000000 --connect-burst 1000000: the session load sends
-# PAIRS connect requests from 16 loopback IPs within a second, which the default per-IP limit
-# (10/s, burst 50) would refuse. strelaysrv 1.19 has no such limit. Both run with their
-# status endpoint on loopback (read only at the end, for bytesProxied).
+# Our relay runs with --connect-rate 1000000 --connect-burst 1000000, so that its per-IP
+# limit on connect requests (default 10/s, burst 50) never shapes the load: the session load
+# sends PAIRS connect requests within a fraction of a second, spread over 16 loopback source
+# IPs (at 100 pairs, about 7 per IP: the default would let them through too, more would not).
+# strelaysrv 1.19 has no such limit. Both run with their status endpoint on loopback (read
+# only at the end, for bytesProxied).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 WORK=${BENCH_DIR:-/tmp/peerfold-relay-bench}
@@ -68,6 +73,7 @@ ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
 mkdir -p "$WORK"
 RESULTS=$WORK/results.jsonl
+if [[ -n ${PERF:-} ]]; then rm -f "$WORK"/perf-*.data; fi
 : >"$RESULTS"
 load_avg() { sed 's/ [0-9]*\/.*//' /proc/loadavg; }
 echo "start: $(date -u +%FT%TZ); load: $(load_avg); $(nproc) cores; commit $(git rev-parse --short HEAD)"
@@ -237,23 +243,27 @@ sync_run() {
     if [[ $mode != direct ]]; then wait_for "A's relay slot" 60 a_on_relay; fi
     sleep 1
 
-    local relay_pid="" cpu0=0 cpu1=0 perf_pid=""
+    local relay_pid="" cpu0=0 cpu1=0 perf_pid="" a_pid=${DAEMONS[0]}
     if [[ $mode != direct ]]; then
         relay_pid=${PID[$mode]}
         cpu0=$(cpu "$relay_pid")
-        if [[ -n ${PERF:-} && ! -e $WORK/perf-$mode.data ]]; then
-            perf record -g -F 999 -p "$relay_pid" -o "$WORK/perf-$mode.data" 2>"$WORK/perf-$mode.log" &
-            perf_pid=$!
-            sleep 1
-        fi
     fi
     local load_before t0 t1 final=$D/b/root/big.bin
     load_before=$(load_avg)
+    local a_cpu0
+    a_cpu0=$(cpu "$a_pid")
     t0=$EPOCHREALTIME
     PEERFOLD_HOME=$D/b/home RUST_LOG=$LOG_FILTER "$PF" serve --listen quic://127.0.0.1:0 --api 127.0.0.1:0 \
         >"$D/b/serve.out" 2>"$D/b/serve.log" &
     DAEMONS+=($!)
     local b_pid=$! until=$((SECONDS + 1800))
+    if [[ -n ${PERF:-} && ! -e $WORK/perf-$mode.data ]]; then
+        # shellcheck disable=SC2086
+        perf record ${PERF_OPTS:--g -F 499} -p "$a_pid,$b_pid${relay_pid:+,$relay_pid}" \
+            -o "$WORK/perf-$mode.data" 2>"$WORK/perf-$mode.log" &
+        perf_pid=$!
+        echo "perf: A $a_pid, B $b_pid, relay ${relay_pid:-none} -> $WORK/perf-$mode.data"
+    fi
     until [[ -e $final ]] && (($(stat -c %s "$final") >= SIZE)); do
         if ((SECONDS > until)) || ! kill -0 "$b_pid" 2>/dev/null; then
             echo "$mode: B has no complete file" >&2
@@ -264,6 +274,9 @@ sync_run() {
     done
     t1=$EPOCHREALTIME
     if [[ -n $relay_pid ]]; then cpu1=$(cpu "$relay_pid"); fi
+    local a_cpu1 b_cpu1
+    a_cpu1=$(cpu "$a_pid")
+    b_cpu1=$(cpu "$b_pid")
     if [[ -n $perf_pid ]]; then kill -INT "$perf_pid"; wait "$perf_pid" || true; fi
 
     local identical=false kind port key
@@ -275,10 +288,12 @@ sync_run() {
     note "$(jq -nc --arg mode "$mode" --argjson round "$round" --argjson t0 "$t0" \
         --argjson t1 "$t1" --argjson size "$SIZE" --argjson c0 "$cpu0" --argjson c1 "$cpu1" \
         --argjson tick "$TICK" --arg kind "$kind" --argjson identical "$identical" \
-        --arg load "$load_before" \
+        --arg load "$load_before" --argjson a0 "$a_cpu0" --argjson a1 "$a_cpu1" \
+        --argjson b1 "$b_cpu1" \
         '{test: "sync", mode: $mode, round: $round, seconds: ($t1 - $t0), bytes: $size,
           mb_s: ($size / ($t1 - $t0) / 1e6), relay_cpu_s: (($c1 - $c0) / $tick),
           relay_cpu_s_per_gb: (($c1 - $c0) / $tick / ($size / 1e9)), connection: $kind,
+          a_cpu_s: (($a1 - $a0) / $tick), b_cpu_s: ($b1 / $tick),
           identical: $identical, load_before: $load}')"
     for p in "${DAEMONS[@]}"; do stop_pid "$p"; done
     DAEMONS=()
@@ -345,6 +360,9 @@ if any(speeds.values()):
     cpu = {m: med(sync[m], "relay_cpu_s_per_gb") for m in ("ours", "st")}
     line("relay CPU s per GB", ["-"] + ["-" if cpu[m] is None else "%.2f" % cpu[m] for m in cpu],
          "%.2fx" % (cpu["ours"] / cpu["st"]) if cpu["ours"] and cpu["st"] else "")
+    a = {m: med(sync[m], "a_cpu_s") for m in sync}
+    b = {m: med(sync[m], "b_cpu_s") for m in sync}
+    line("daemon CPU s, sender A / receiver B", ["-" if a[m] is None else "%.2f / %.2f" % (a[m], b[m]) for m in sync])
 fresh = {s: (pick(test="fresh", relay=s) or [{}])[-1].get("rss_kib") for s in ("ours", "st")}
 idle = {s: (pick(test="idle", relay=s) or [{}])[-1] for s in ("ours", "st")}
 sess = {s: ([r for r in pick(test="sessions", relay=s) if r["rate_per_side"]] or [{}])[-1] for s in ("ours", "st")}
