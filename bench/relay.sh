@@ -74,6 +74,7 @@ ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 mkdir -p "$WORK"
 RESULTS=$WORK/results.jsonl
 if [[ -n ${PERF:-} ]]; then rm -f "$WORK"/perf-*.data; fi
+rm -rf "$WORK/logs"
 : >"$RESULTS"
 load_avg() { sed 's/ [0-9]*\/.*//' /proc/loadavg; }
 echo "start: $(date -u +%FT%TZ); load: $(load_avg); $(nproc) cores; commit $(git rev-parse --short HEAD)"
@@ -297,6 +298,9 @@ sync_run() {
           identical: $identical, load_before: $load}')"
     for p in "${DAEMONS[@]}"; do stop_pid "$p"; done
     DAEMONS=()
+    # The daemons' warnings stay, for a run that stands out.
+    mkdir -p "$WORK/logs"
+    for side in a b; do cp "$D/$side/serve.log" "$WORK/logs/$mode-$round-$side.log"; done
     if [[ $identical != true ]]; then
         echo "$mode: B's file differs from A's" >&2
         return 1
