@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use quinn::udp::{RecvMeta, Transmit};
 use quinn::{AsyncUdpSocket, UdpPoller};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -35,6 +35,8 @@ const SEND_QUEUE: usize = 1024;
 const RECV_QUEUE: usize = 2048;
 /// How long a closing path may take to write what is still queued.
 const FLUSH_LIMIT: Duration = Duration::from_secs(1);
+/// How much of a session stream is read at once.
+const READ_CHUNK: usize = 256 * 1024;
 /// The largest datagram a frame holds (its length is a `u16`).
 const MAX_DATAGRAM: usize = u16::MAX as usize;
 
@@ -200,19 +202,32 @@ impl MuxSocket {
     }
 }
 
-/// Datagrams from a session stream: `u16` big-endian length, then the datagram.
+/// Datagrams from a session stream: `u16` big-endian length, then the datagram. The
+/// stream is read in large chunks and every whole frame in a chunk is handed on as a slice
+/// of it (a read per datagram, two with the length, was what a relayed path spent its time
+/// on: bench/RESULTS.md).
 async fn read_frames(
     mut reader: impl AsyncRead + Unpin,
     from: SocketAddr,
     to_quinn: &mpsc::Sender<(SocketAddr, Bytes)>,
 ) -> io::Result<()> {
-    let mut buf = BytesMut::with_capacity(64 * 1024);
+    let mut buf = BytesMut::with_capacity(READ_CHUNK);
     loop {
-        let len = usize::from(reader.read_u16().await?);
-        buf.resize(len, 0);
-        reader.read_exact(&mut buf[..len]).await?;
-        // quinn's queue full: dropped, as a busy UDP socket would.
-        let _ = to_quinn.try_send((from, buf.split().freeze()));
+        while let [high, low, ..] = buf[..] {
+            let len = usize::from(u16::from_be_bytes([high, low]));
+            if buf.len() < 2 + len {
+                break;
+            }
+            buf.advance(2);
+            // quinn's queue full: dropped, as a busy UDP socket would.
+            let _ = to_quinn.try_send((from, buf.split_to(len).freeze()));
+        }
+        // Room for at least one more whole frame (a new chunk once the datagrams handed
+        // on from this one are gone, or a copy of the partial frame into a fresh one).
+        buf.reserve(READ_CHUNK.max(2 + MAX_DATAGRAM));
+        if reader.read_buf(&mut buf).await? == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
     }
 }
 
@@ -303,5 +318,48 @@ impl AsyncUdpSocket for MuxSocket {
 
     fn may_fragment(&self) -> bool {
         self.udp.may_fragment()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::AsyncWriteExt;
+
+    use super::*;
+
+    /// Frames written in pieces that cut through lengths and bodies, and frames larger than
+    /// a read chunk's leftover, come out whole and in order; the end of the stream ends it.
+    #[tokio::test]
+    async fn frames_are_read_back_whole_whatever_the_stream_cuts() {
+        let datagrams: Vec<Vec<u8>> = (0..400u32)
+            .map(|i| {
+                let len = [0, 1, 1200, 1452, 9000, 65535][i as usize % 6];
+                (0..len).map(|j| (i as usize + j) as u8).collect()
+            })
+            .collect();
+        let mut wire = BytesMut::new();
+        for d in &datagrams {
+            push_frame(&mut wire, d);
+        }
+        let (mut write, read) = tokio::io::duplex(4096);
+        let from = stand_in(7);
+        let (to_quinn, mut received) = mpsc::channel(datagrams.len());
+        let writer = tokio::spawn(async move {
+            for (i, piece) in wire.chunks(777).enumerate() {
+                write.write_all(piece).await.unwrap();
+                if i % 50 == 0 {
+                    tokio::task::yield_now().await;
+                }
+            }
+        });
+        let ended = read_frames(read, from, &to_quinn).await;
+        writer.await.unwrap();
+        assert_eq!(ended.unwrap_err().kind(), io::ErrorKind::UnexpectedEof);
+        for expected in &datagrams {
+            let (addr, got) = received.try_recv().unwrap();
+            assert_eq!(addr, from);
+            assert_eq!(&got[..], &expected[..]);
+        }
+        assert!(received.try_recv().is_err());
     }
 }
