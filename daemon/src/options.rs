@@ -240,6 +240,9 @@ mod tests {
             ("localAnnounceEnabled", "no"),
             ("relaysEnabled", "off"),
             ("reconnectionIntervalS", "15"),
+            ("stunServers", "default,stun.example:3478,[2001:db8::1]:3478"),
+            ("stunKeepaliveStartS", "100"),
+            ("stunKeepaliveMinS", "10"),
         ];
         assert_eq!(cases.len(), SETTINGS.len(), "every option has a case");
         for (name, text) in cases {
@@ -266,6 +269,8 @@ mod tests {
             ("globalAnnounceServers", json!(["http://plain.example"])),
             ("reconnectionIntervalS", json!(0)),
             ("reconnectionIntervalS", json!(-5)),
+            ("stunServers", json!(["stun.example"])),
+            ("stunServers", json!(["stun.example:0"])),
         ] {
             let s = setting(name).unwrap();
             let err = change(s, &value).unwrap_err();

@@ -449,7 +449,7 @@ pub fn check_stun_server(server: &str) -> Result<(), Invalid> {
         Ok(())
     } else {
         Err(Invalid(format!(
-            "STUN server {server:?} must be HOST:PORT or \"default\""
+            "stunServers: {server:?} must be HOST:PORT or \"default\""
         )))
     }
 }

@@ -237,12 +237,14 @@ impl OptionChange {
                 }
                 o.stun_servers = list;
             }
+            // Each on its own here; the pair (start at least the minimum) is checked with
+            // the whole configuration, so both can change in one edit in either order.
             Self::StunKeepaliveStartS(seconds) => {
-                super::check_stun_keepalive(seconds, o.stun_keepalive_min_s)?;
+                super::check_stun_keepalive(seconds, seconds.clamp(1, 86_400))?;
                 o.stun_keepalive_start_s = seconds;
             }
             Self::StunKeepaliveMinS(seconds) => {
-                super::check_stun_keepalive(o.stun_keepalive_start_s, seconds)?;
+                super::check_stun_keepalive(0, seconds)?;
                 o.stun_keepalive_min_s = seconds;
             }
         }
