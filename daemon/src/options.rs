@@ -240,7 +240,10 @@ mod tests {
             ("localAnnounceEnabled", "no"),
             ("relaysEnabled", "off"),
             ("reconnectionIntervalS", "15"),
-            ("stunServers", "default,stun.example:3478,[2001:db8::1]:3478"),
+            (
+                "stunServers",
+                "default,stun.example:3478,[2001:db8::1]:3478",
+            ),
             ("stunKeepaliveStartS", "100"),
             ("stunKeepaliveMinS", "10"),
         ];

@@ -39,8 +39,8 @@ mod limits;
 mod metrics;
 mod proxy;
 mod server;
-mod stun;
 pub mod store;
+mod stun;
 
 pub use clock::{Clock, ManualClock};
 pub use config::{Cli, Config, ConfigError, StoreConfig};

@@ -112,7 +112,7 @@ impl Server {
             .and_then(|listener| listener.local_addr().ok());
         // STUN on UDP at the same port number as the listener.
         let stun_socket = if config.stun {
-            Some(stun::bind(local_addr).await?)
+            Some(stun::bind(local_addr, config.listen.port() == 0).await?)
         } else {
             None
         };

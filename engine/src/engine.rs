@@ -237,10 +237,10 @@ impl Engine {
             .life
             .spawn(engine.clone().accept_offers(requests));
         let life = engine.inner.life.clone();
-        engine
-            .inner
-            .life
-            .spawn_in(tracing::info_span!("global_discovery"), global.run(life.clone()));
+        engine.inner.life.spawn_in(
+            tracing::info_span!("global_discovery"),
+            global.run(life.clone()),
+        );
         engine
             .inner
             .life

@@ -91,7 +91,7 @@ impl Server {
             .and_then(|listener| listener.local_addr().ok());
         // STUN on UDP at the same port number as the relay's TCP port.
         let stun_socket = if config.stun {
-            Some(stun::bind(local_addr).await?)
+            Some(stun::bind(local_addr, config.listen.port() == 0).await?)
         } else {
             None
         };
@@ -147,9 +147,7 @@ impl Server {
             relay.tasks.spawn(status::serve(relay.clone(), listener));
         }
         if let Some(socket) = stun_socket {
-            relay
-                .tasks
-                .spawn(stun::serve(socket, relay.cancel.clone()));
+            relay.tasks.spawn(stun::serve(socket, relay.cancel.clone()));
         }
         relay.tasks.spawn(sample_loop(relay.clone()));
         tracing::info!(addr = %local_addr, device = %device_id, "relay started");

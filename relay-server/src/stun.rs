@@ -29,11 +29,19 @@ const SLACK: usize = 24;
 /// Receive buffer: a Binding request is small; anything longer is not one of ours.
 const BUF: usize = 548;
 
-/// Binds the UDP socket at `addr` (the relay's TCP address, same port number).
-pub(crate) async fn bind(addr: SocketAddr) -> Result<UdpSocket, Error> {
-    UdpSocket::bind(addr)
-        .await
-        .map_err(|source| Error::Bind { addr, source })
+/// Binds the UDP socket at `addr` (the relay's TCP address, same port number). When any
+/// port was asked for (`any_port`, tests) and that number is taken on UDP, any port will do.
+pub(crate) async fn bind(addr: SocketAddr, any_port: bool) -> Result<UdpSocket, Error> {
+    match UdpSocket::bind(addr).await {
+        Ok(socket) => Ok(socket),
+        Err(_) if any_port => {
+            let any = SocketAddr::new(addr.ip(), 0);
+            UdpSocket::bind(any)
+                .await
+                .map_err(|source| Error::Bind { addr: any, source })
+        }
+        Err(source) => Err(Error::Bind { addr, source }),
+    }
 }
 
 /// Answers Binding requests on `socket` until `cancel`.
@@ -54,10 +62,10 @@ pub(crate) async fn serve(socket: UdpSocket, cancel: CancellationToken) {
                 continue;
             }
         };
-        if let Some(answer) = answer(&buf[..len], from, &limiter, Instant::now()) {
-            if let Err(error) = socket.send_to(&answer, from).await {
-                tracing::debug!(%from, %error, "STUN answer not sent");
-            }
+        if let Some(answer) = answer(&buf[..len], from, &limiter, Instant::now())
+            && let Err(error) = socket.send_to(&answer, from).await
+        {
+            tracing::debug!(%from, %error, "STUN answer not sent");
         }
     }
 }

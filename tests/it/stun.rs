@@ -91,11 +91,7 @@ fn wan_addresses(service: &Value) -> Vec<String> {
 fn the_quic_socket_learns_its_address_from_a_stun_server_on_loopback() {
     let responder = Responder::start();
     let device = Device::init();
-    device.ok([
-        "config",
-        "set",
-        &format!("stunServers={}", responder.addr),
-    ]);
+    device.ok(["config", "set", &format!("stunServers={}", responder.addr)]);
     let running = device.serve();
     let api = Api::of(&device, &running);
     let me = format!("quic://127.0.0.1:{}", running.port);

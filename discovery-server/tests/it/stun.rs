@@ -25,7 +25,12 @@ async fn binding_requests_get_the_source_address_back() {
     let harness = Harness::start(Backend::Sqlite).await;
     let stun_addr = harness.server().stun_addr().expect("STUN is on by default");
     assert_eq!(stun_addr.port(), harness.addr().port());
-    let (me, answer) = ask(stun_addr, &stun::binding_request([5; 12]), Duration::from_secs(5)).await;
+    let (me, answer) = ask(
+        stun_addr,
+        &stun::binding_request([5; 12]),
+        Duration::from_secs(5),
+    )
+    .await;
     let answer = answer.expect("an answer");
     assert_eq!(stun::parse_binding_response(&answer), Some(([5; 12], me)));
     let (_, answer) = ask(stun_addr, &[0u8; 64], Duration::from_millis(300)).await;

@@ -74,7 +74,11 @@ pub struct PublicAddress {
 /// The next keep-alive interval: halved (not below `min`) when the mapping changed since
 /// the previous probe, else unchanged (Syncthing's `stunKeepalive` rule).
 pub(crate) fn next_interval(current: Duration, changed: bool, min: Duration) -> Duration {
-    if changed { (current / 2).max(min) } else { current }
+    if changed {
+        (current / 2).max(min)
+    } else {
+        current
+    }
 }
 
 /// The NAT type from the addresses servers saw in one round and our socket's port.

@@ -29,7 +29,12 @@ async fn binding_requests_get_the_source_address_back() {
     let answer = answer.expect("an answer");
     assert_eq!(stun::parse_binding_response(&answer), Some(([3; 12], me)));
     // Garbage, and a response sent as if it were a request, get nothing.
-    let (_, answer) = ask(stun_addr, b"GET / HTTP/1.0\r\n\r\n", Duration::from_millis(300)).await;
+    let (_, answer) = ask(
+        stun_addr,
+        b"GET / HTTP/1.0\r\n\r\n",
+        Duration::from_millis(300),
+    )
+    .await;
     assert_eq!(answer, None);
     let reply = stun::binding_response([3; 12], me);
     let (_, answer) = ask(stun_addr, &reply, Duration::from_millis(300)).await;
@@ -42,7 +47,12 @@ async fn no_stun_means_no_udp_answer() {
     let relay = Relay::start(|config| config.stun = false).await;
     assert_eq!(relay.server.stun_addr(), None);
     let to = SocketAddr::new(relay.addr().ip(), relay.addr().port());
-    let (_, answer) = ask(to, &stun::binding_request([4; 12]), Duration::from_millis(300)).await;
+    let (_, answer) = ask(
+        to,
+        &stun::binding_request([4; 12]),
+        Duration::from_millis(300),
+    )
+    .await;
     assert_eq!(answer, None);
     relay.server.shutdown().await;
 }

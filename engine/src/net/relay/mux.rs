@@ -25,10 +25,10 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
+use peerfold_protocol::stun::{self, TxId};
 use quinn::udp::{RecvMeta, Transmit};
 use quinn::{AsyncUdpSocket, UdpPoller};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use peerfold_protocol::stun::{self, TxId};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
@@ -204,8 +204,7 @@ impl MuxSocket {
         for i in 0..n {
             let m = meta[i];
             // A GRO batch (len > stride) is QUIC: STUN answers come one at a time.
-            if m.len == m.stride && m.len <= bufs[i].len() && self.stun_answer(&bufs[i][..m.len])
-            {
+            if m.len == m.stride && m.len <= bufs[i].len() && self.stun_answer(&bufs[i][..m.len]) {
                 continue;
             }
             if kept != i {
