@@ -57,6 +57,21 @@ pub(crate) const SETTINGS: &[Setting] = &[
         kind: Kind::Number,
         needs_restart: false,
     },
+    Setting {
+        name: "stunServers",
+        kind: Kind::List,
+        needs_restart: false,
+    },
+    Setting {
+        name: "stunKeepaliveStartS",
+        kind: Kind::Number,
+        needs_restart: false,
+    },
+    Setting {
+        name: "stunKeepaliveMinS",
+        kind: Kind::Number,
+        needs_restart: false,
+    },
 ];
 
 /// The option called `name`, or an error listing the ones there are.
@@ -86,6 +101,9 @@ pub(crate) fn get(config: &Config, setting: &Setting) -> Value {
         "localAnnounceEnabled" => json!(o.local_announce_enabled),
         "relaysEnabled" => json!(o.relays_enabled),
         "reconnectionIntervalS" => json!(o.reconnection_interval_s),
+        "stunServers" => json!(o.stun_servers),
+        "stunKeepaliveStartS" => json!(o.stun_keepalive_start_s),
+        "stunKeepaliveMinS" => json!(o.stun_keepalive_min_s),
         other => unreachable!("option {other} is in SETTINGS but has no field"),
     }
 }
@@ -114,6 +132,9 @@ pub(crate) fn change(setting: &Setting, value: &Value) -> Result<OptionChange, S
                     Err(format!("{name} must be 1 to 86400 seconds, not {number}"))
                 }
                 "reconnectionIntervalS" => Ok(OptionChange::ReconnectionIntervalS(number)),
+                // Checked against the other interval when applied.
+                "stunKeepaliveStartS" => Ok(OptionChange::StunKeepaliveStartS(number)),
+                "stunKeepaliveMinS" => Ok(OptionChange::StunKeepaliveMinS(number)),
                 other => unreachable!("number option {other} has no field"),
             }
         }
@@ -126,6 +147,12 @@ pub(crate) fn change(setting: &Setting, value: &Value) -> Result<OptionChange, S
                         config::check_announce_server(server).map_err(|e| e.to_string())?;
                     }
                     Ok(OptionChange::GlobalAnnounceServers(list))
+                }
+                "stunServers" => {
+                    for server in &list {
+                        config::check_stun_server(server).map_err(|e| e.to_string())?;
+                    }
+                    Ok(OptionChange::StunServers(list))
                 }
                 other => unreachable!("list option {other} has no field"),
             }
@@ -213,6 +240,12 @@ mod tests {
             ("localAnnounceEnabled", "no"),
             ("relaysEnabled", "off"),
             ("reconnectionIntervalS", "15"),
+            (
+                "stunServers",
+                "default,stun.example:3478,[2001:db8::1]:3478",
+            ),
+            ("stunKeepaliveStartS", "100"),
+            ("stunKeepaliveMinS", "10"),
         ];
         assert_eq!(cases.len(), SETTINGS.len(), "every option has a case");
         for (name, text) in cases {
@@ -239,6 +272,8 @@ mod tests {
             ("globalAnnounceServers", json!(["http://plain.example"])),
             ("reconnectionIntervalS", json!(0)),
             ("reconnectionIntervalS", json!(-5)),
+            ("stunServers", json!(["stun.example"])),
+            ("stunServers", json!(["stun.example:0"])),
         ] {
             let s = setting(name).unwrap();
             let err = change(s, &value).unwrap_err();

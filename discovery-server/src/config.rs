@@ -40,6 +40,8 @@ pub struct Config {
     pub sweep_interval: Duration,
     /// 404 replies per second the adaptive `Retry-After` aims for (stdiscosrv's default).
     pub desired_not_found_rate: f64,
+    /// Whether STUN Binding requests are answered on UDP at the listen port number.
+    pub stun: bool,
 }
 
 /// Where announcements are kept.
@@ -95,12 +97,14 @@ impl Default for Config {
             max_body_bytes: 16 * 1024,
             sweep_interval: Duration::from_secs(300),
             desired_not_found_rate: 1000.0,
+            stun: true,
         }
     }
 }
 
 impl Config {
-    /// A config for tests: listens on `127.0.0.1:0`, keeps its data in `data`, SQLite store.
+    /// A config for tests: listens on `127.0.0.1:0` (STUN on, on the same port number), keeps
+    /// its data in `data`, SQLite store.
     pub fn testing(data: &Path) -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
@@ -195,6 +199,9 @@ pub struct Cli {
     /// Requests a client IP may burst before the rate limit bites [default: 100].
     #[arg(long, value_name = "N")]
     pub rate_burst: Option<u32>,
+    /// Do not answer STUN Binding requests on UDP at the listen port number.
+    #[arg(long)]
+    pub no_stun: bool,
 }
 
 /// The `--config` file: the flags' names as keys, every key optional.
@@ -209,6 +216,7 @@ struct FileConfig {
     max_connections: Option<usize>,
     rate_limit: Option<f64>,
     rate_burst: Option<u32>,
+    no_stun: Option<bool>,
 }
 
 impl Cli {
@@ -250,6 +258,7 @@ impl Cli {
                 .rate_burst
                 .or(file.rate_burst)
                 .unwrap_or(defaults.rate_burst),
+            stun: !(self.no_stun || file.no_stun.unwrap_or(false)),
             ..defaults
         }
         .validate()

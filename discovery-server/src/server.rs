@@ -37,6 +37,7 @@ use crate::http::{App, MAX_HEADER_BYTES, Peer};
 use crate::limits::{NotFoundTracker, RateLimiter};
 use crate::metrics::Metrics;
 use crate::store::{RedisStore, SqliteStore, Store};
+use crate::stun;
 
 /// Connections the `--metrics-listen` listener serves at once.
 const METRICS_CONNECTIONS: usize = 64;
@@ -55,6 +56,7 @@ const HTTP2_STREAMS: u32 = 16;
 pub struct Server {
     local_addr: SocketAddr,
     metrics_addr: Option<SocketAddr>,
+    stun_addr: Option<SocketAddr>,
     device_id: DeviceId,
     http: bool,
     app: Arc<App>,
@@ -108,6 +110,15 @@ impl Server {
         let metrics_addr = metrics_listener
             .as_ref()
             .and_then(|listener| listener.local_addr().ok());
+        // STUN on UDP at the same port number as the listener.
+        let stun_socket = if config.stun {
+            Some(stun::bind(local_addr, config.listen.port() == 0).await?)
+        } else {
+            None
+        };
+        let stun_addr = stun_socket
+            .as_ref()
+            .and_then(|socket| socket.local_addr().ok());
 
         let now = Instant::now();
         let app = Arc::new(App {
@@ -143,6 +154,9 @@ impl Server {
                 true,
             ));
         }
+        if let Some(socket) = stun_socket {
+            tasks.spawn(stun::serve(socket, cancel.clone()));
+        }
         tasks.spawn(sweep_loop(
             app.clone(),
             config.sweep_interval,
@@ -158,6 +172,7 @@ impl Server {
         Ok(Self {
             local_addr,
             metrics_addr,
+            stun_addr,
             device_id: identity.device_id(),
             http: config.http,
             app,
@@ -174,6 +189,12 @@ impl Server {
     /// The plain-HTTP metrics listener's address, if one was asked for.
     pub fn metrics_addr(&self) -> Option<SocketAddr> {
         self.metrics_addr
+    }
+
+    /// The UDP address STUN Binding requests are answered at (the listen port number), if
+    /// STUN is on.
+    pub fn stun_addr(&self) -> Option<SocketAddr> {
+        self.stun_addr
     }
 
     /// The server's device ID: the SHA-256 of its certificate, for clients' `?id=` pinning.

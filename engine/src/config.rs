@@ -107,6 +107,20 @@ pub struct Options {
     /// Longest wait between two attempts to reach a disconnected device.
     #[serde(default = "default_reconnection_interval")]
     pub reconnection_interval_s: u64,
+    /// STUN servers the QUIC socket learns its public address from, as `HOST:PORT`;
+    /// `default` stands for this device's own relays (among the listen addresses) and
+    /// global discovery servers, which answer STUN on their ports (peerfold ships no public
+    /// STUN servers). Empty: no STUN.
+    #[serde(default = "default_stun_servers")]
+    pub stun_servers: Vec<String>,
+    /// Seconds between two STUN probes while the mapping holds (Syncthing's
+    /// `stunKeepaliveStartS`); 0 turns STUN off.
+    #[serde(default = "default_stun_keepalive_start")]
+    pub stun_keepalive_start_s: u64,
+    /// The shortest interval between probes: it halves towards this while the mapping
+    /// keeps changing (Syncthing's `stunKeepaliveMinS`).
+    #[serde(default = "default_stun_keepalive_min")]
+    pub stun_keepalive_min_s: u64,
 }
 
 impl Default for Options {
@@ -117,6 +131,9 @@ impl Default for Options {
             local_announce_enabled: true,
             relays_enabled: true,
             reconnection_interval_s: default_reconnection_interval(),
+            stun_servers: default_stun_servers(),
+            stun_keepalive_start_s: default_stun_keepalive_start(),
+            stun_keepalive_min_s: default_stun_keepalive_min(),
         }
     }
 }
@@ -366,6 +383,13 @@ impl Config {
         for server in &self.options.global_announce_servers {
             check_announce_server(server)?;
         }
+        for server in &self.options.stun_servers {
+            check_stun_server(server)?;
+        }
+        check_stun_keepalive(
+            self.options.stun_keepalive_start_s,
+            self.options.stun_keepalive_min_s,
+        )?;
         let default_path = &self.defaults.folder_path;
         if !(default_path == "~" || default_path.starts_with("~/") || default_path.starts_with('/'))
         {
@@ -410,6 +434,36 @@ pub fn check_announce_server(server: &str) -> Result<(), Invalid> {
             "discovery server {server:?} must be an https:// URL (https://HOST:PORT/?id=DEVICE-ID) or \"default\""
         ))),
     }
+}
+
+/// A STUN server is `HOST:PORT` (`[IPv6]:PORT`), or `default`.
+pub fn check_stun_server(server: &str) -> Result<(), Invalid> {
+    let ok = server == "default"
+        || server.rsplit_once(':').is_some_and(|(host, port)| {
+            !host.is_empty()
+                && !host.contains(char::is_whitespace)
+                && !host.contains('/')
+                && port.parse::<u16>().is_ok_and(|p| p != 0)
+        });
+    if ok {
+        Ok(())
+    } else {
+        Err(Invalid(format!(
+            "stunServers: {server:?} must be HOST:PORT or \"default\""
+        )))
+    }
+}
+
+/// The STUN intervals: a start of 0 (off) or at least the minimum, a minimum of 1 to
+/// 86400 seconds.
+pub fn check_stun_keepalive(start: u64, min: u64) -> Result<(), Invalid> {
+    if min == 0 || min > 86_400 || start > 86_400 || (start != 0 && start < min) {
+        return Err(Invalid(format!(
+            "stunKeepaliveStartS ({start}) must be 0 (off) or at least stunKeepaliveMinS ({min}), \
+             which must be 1 to 86400 seconds"
+        )));
+    }
+    Ok(())
 }
 
 /// A listen address is a QUIC address, or a relay to hold a slot on
@@ -464,6 +518,18 @@ fn default_announce_servers() -> Vec<String> {
 
 fn default_reconnection_interval() -> u64 {
     60
+}
+
+fn default_stun_servers() -> Vec<String> {
+    vec!["default".to_owned()]
+}
+
+fn default_stun_keepalive_start() -> u64 {
+    180
+}
+
+fn default_stun_keepalive_min() -> u64 {
+    20
 }
 
 fn default_folder_path() -> String {

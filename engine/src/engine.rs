@@ -30,6 +30,7 @@ use crate::folder::{Folder, FolderHandle, scan_loop, summary_loop};
 use crate::life::Life;
 use crate::net::discovery::{DiscoveryMethod, GlobalDiscovery};
 use crate::net::relay::RelaySlot;
+use crate::net::stun::{PublicAddress, Stun};
 use crate::net::{LocalDiscovery, NetError, Transport};
 use crate::peers::address_book::AddressBook;
 use crate::peers::connection::accept_loop;
@@ -116,6 +117,7 @@ struct Inner {
     book: Arc<AddressBook>,
     global: Arc<GlobalDiscovery>,
     local_discovery: Arc<LocalDiscovery>,
+    stun: Arc<Stun>,
     life: Life,
     /// A stop was asked for so that the engine starts again.
     restart: AtomicBool,
@@ -173,12 +175,19 @@ impl Engine {
             life: life.clone(),
         });
         let book = Arc::new(AddressBook::new(events.clone()));
+        // The first endpoint's public address, learned by STUN on its own socket.
+        let stun = Arc::new(Stun::new(
+            transport.relays().mux().clone(),
+            live.clone(),
+            listen.clone(),
+        ));
         let global = Arc::new(GlobalDiscovery::new(
             Arc::new(identity),
             live.clone(),
             book.clone(),
             transport.local_addrs(),
             transport.relays().joined(),
+            stun.announced(),
         ));
         let dialer = Arc::new(Dialer::new(
             transport.clone(),
@@ -209,6 +218,7 @@ impl Engine {
                 book,
                 global: global.clone(),
                 local_discovery,
+                stun: stun.clone(),
                 life,
                 restart: AtomicBool::new(false),
             }),
@@ -227,10 +237,14 @@ impl Engine {
             .life
             .spawn(engine.clone().accept_offers(requests));
         let life = engine.inner.life.clone();
+        engine.inner.life.spawn_in(
+            tracing::info_span!("global_discovery"),
+            global.run(life.clone()),
+        );
         engine
             .inner
             .life
-            .spawn_in(tracing::info_span!("global_discovery"), global.run(life));
+            .spawn_in(tracing::info_span!("stun"), stun.run(life));
         // A slot on one of the relays among the listen addresses, for devices that cannot
         // reach this one directly.
         let relays: Vec<Address> = listen
@@ -295,6 +309,12 @@ impl Engine {
     /// When the engine started.
     pub fn started(&self) -> jiff::Timestamp {
         self.inner.started
+    }
+
+    /// The first QUIC listener's public address as STUN servers see it, and what that says
+    /// about the NAT (`stunServers`).
+    pub fn public_address(&self) -> PublicAddress {
+        self.inner.stun.public_address()
     }
 
     /// Where the QUIC listeners are bound.

@@ -30,3 +30,4 @@ pub use engine::{ConfigChangeError, Engine, EngineError, FolderLookupError, Star
 pub use net::NetError;
 pub use net::discovery::DiscoveryMethod;
 pub use net::relay::{RelayClientError, RelaySlot};
+pub use net::stun::{NatType, PublicAddress};

@@ -1,13 +1,15 @@
 //! The transport: QUIC endpoints (quinn) with TLS pinned to device IDs (rustls), dialing
 //! and accepting, and the `Link` a QUIC connection is to the rest of the engine. The only
 //! module that names quinn, rustls or socket2, and (in `mdns`) mdns-sd; `relay` holds
-//! this device's slot on a relay and turns relay sessions into paths of the first endpoint.
+//! this device's slot on a relay and turns relay sessions into paths of the first endpoint;
+//! `stun` learns the first endpoint's public address on its own socket.
 
 mod bep_greeting;
 pub(crate) mod discovery;
 mod mdns;
 mod quic_link;
 pub(crate) mod relay;
+pub(crate) mod stun;
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::Arc;

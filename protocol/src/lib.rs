@@ -12,6 +12,7 @@
 //!   us learns who we are.
 //! - [`discovery`]: Syncthing's Global Discovery v3 messages and address fix-up.
 //! - [`relay`]: Syncthing's relay protocol v1 messages and relay URLs.
+//! - [`stun`]: STUN Binding requests and responses (public address discovery).
 
 pub mod bep_hello;
 pub mod chunking;
@@ -20,6 +21,7 @@ pub mod discovery;
 pub mod framing;
 pub mod identity;
 pub mod relay;
+pub mod stun;
 pub mod tls;
 pub mod version;
 

@@ -55,6 +55,8 @@ pub struct Config {
     pub provided_by: String,
     /// Relay pools, reported in `/status` only: this relay does not join pools.
     pub pools: Vec<String>,
+    /// Whether STUN Binding requests are answered on UDP at the listen port number.
+    pub stun: bool,
 }
 
 /// Why the configuration could not be used.
@@ -95,12 +97,14 @@ impl Default for Config {
             connect_burst: 50.0,
             provided_by: String::new(),
             pools: Vec::new(),
+            stun: true,
         }
     }
 }
 
 impl Config {
-    /// A config for tests: both listeners on `127.0.0.1:0`, identity kept in `data`.
+    /// A config for tests: both listeners on `127.0.0.1:0` (STUN on, on the relay's port
+    /// number), identity kept in `data`.
     pub fn testing(data: &Path) -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
@@ -253,6 +257,9 @@ pub struct Cli {
     /// Relay pools, comma-separated, shown in /status (this relay does not join pools).
     #[arg(long, value_delimiter = ',')]
     pub pools: Vec<String>,
+    /// Do not answer STUN Binding requests on UDP at the relay port number.
+    #[arg(long)]
+    pub no_stun: bool,
 }
 
 impl Cli {
@@ -292,6 +299,7 @@ impl Cli {
             connect_burst: self.connect_burst.unwrap_or(defaults.connect_burst),
             provided_by: self.provided_by,
             pools: self.pools,
+            stun: !self.no_stun,
         };
         config.validate()?;
         Ok(config)

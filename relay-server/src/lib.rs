@@ -18,6 +18,8 @@
 //! - `framing.rs`: reading and writing relay messages on a stream.
 //! - `limits.rs`: token buckets (per-IP connect requests, byte rates).
 //! - `stats.rs` and `status.rs`: the counters and the `/status` JSON endpoint.
+//! - `stun.rs`: the STUN responder on the relay's port number over UDP (`--no-stun` turns it
+//!   off), so devices learn their public UDP address.
 //! - `identity.rs`: the relay's certificate, made once in the data directory.
 //! - [`config`]: the runtime [`Config`] and the command line ([`Cli`]).
 //!
@@ -46,6 +48,7 @@ mod session;
 mod splice;
 mod stats;
 mod status;
+mod stun;
 
 pub use config::{Cli, Config, ConfigError};
 pub use error::Error;

@@ -28,7 +28,7 @@ use crate::limits::PerIpLimiter;
 use crate::registry::Registry;
 use crate::session::{SessionLimits, Sessions};
 use crate::stats::{SAMPLE_EVERY, Stats};
-use crate::{identity, protocol_mode, session, status};
+use crate::{identity, protocol_mode, session, status, stun};
 
 /// The first byte of a TLS handshake record.
 const TLS_HANDSHAKE: u8 = 0x16;
@@ -60,6 +60,7 @@ pub(crate) struct Relay {
 pub struct Server {
     local_addr: SocketAddr,
     status_addr: Option<SocketAddr>,
+    stun_addr: Option<SocketAddr>,
     device_id: DeviceId,
     url: RelayUrl,
     relay: Arc<Relay>,
@@ -88,6 +89,15 @@ impl Server {
         let status_addr = status_listener
             .as_ref()
             .and_then(|listener| listener.local_addr().ok());
+        // STUN on UDP at the same port number as the relay's TCP port.
+        let stun_socket = if config.stun {
+            Some(stun::bind(local_addr, config.listen.port() == 0).await?)
+        } else {
+            None
+        };
+        let stun_addr = stun_socket
+            .as_ref()
+            .and_then(|socket| socket.local_addr().ok());
 
         let cancel = CancellationToken::new();
         let tasks = TaskTracker::new();
@@ -136,11 +146,15 @@ impl Server {
         if let Some(listener) = status_listener {
             relay.tasks.spawn(status::serve(relay.clone(), listener));
         }
+        if let Some(socket) = stun_socket {
+            relay.tasks.spawn(stun::serve(socket, relay.cancel.clone()));
+        }
         relay.tasks.spawn(sample_loop(relay.clone()));
         tracing::info!(addr = %local_addr, device = %device_id, "relay started");
         Ok(Self {
             local_addr,
             status_addr,
+            stun_addr,
             device_id,
             url,
             relay,
@@ -155,6 +169,12 @@ impl Server {
     /// The plain-HTTP status listener's address, if one was asked for.
     pub fn status_addr(&self) -> Option<SocketAddr> {
         self.status_addr
+    }
+
+    /// The UDP address STUN Binding requests are answered at (the relay's port number), if
+    /// STUN is on.
+    pub fn stun_addr(&self) -> Option<SocketAddr> {
+        self.stun_addr
     }
 
     /// The relay's device ID: the SHA-256 of its certificate, for clients' `?id=` pinning.

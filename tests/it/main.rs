@@ -29,6 +29,7 @@ mod scan;
 mod slow_peer;
 mod soak;
 mod stall;
+mod stun;
 mod support;
 mod sync;
 mod wire_peer;

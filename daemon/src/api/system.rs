@@ -15,14 +15,22 @@ use super::{ApiError, ApiResult, AppState, Params, events, number};
 pub(super) async fn status(State(api): AppState) -> ApiResult {
     let engine = &api.engine;
     let listening = engine.listening();
+    // The first listener's socket also learns its public address (STUN): it is one of its
+    // WAN addresses, with what the mappings say about the NAT (`natType`, peerfold's own).
+    let public = engine.public_address();
     let mut services: Map<String, Value> = listening
         .iter()
-        .map(|addr| {
+        .enumerate()
+        .map(|(index, addr)| {
             let url = format!("quic://{addr}");
-            (
-                url.clone(),
-                json!({ "error": null, "lanAddresses": [url.clone()], "wanAddresses": [url] }),
-            )
+            let mut wan = vec![url.clone()];
+            let mut service = json!({ "error": null, "lanAddresses": [url.clone()] });
+            if index == 0 {
+                wan.extend(public.address.map(|a| format!("quic://{a}")));
+                service["natType"] = json!(public.nat_type.as_str());
+            }
+            service["wanAddresses"] = json!(wan);
+            (url, service)
         })
         .collect();
     // A relay is a listener in Syncthing's terms: its address is the relay's while a slot

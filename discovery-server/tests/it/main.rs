@@ -7,5 +7,6 @@ mod binary;
 mod limits;
 mod proxy;
 mod stores;
+mod stun;
 mod suite;
 mod support;

@@ -77,6 +77,12 @@ pub enum OptionChange {
     RelaysEnabled(bool),
     /// The longest wait between two dials of a disconnected device, in seconds (1..=86400).
     ReconnectionIntervalS(u64),
+    /// The STUN servers (`HOST:PORT` or `default`).
+    StunServers(Vec<String>),
+    /// Seconds between STUN probes while the mapping holds (0: no STUN).
+    StunKeepaliveStartS(u64),
+    /// The shortest interval between STUN probes.
+    StunKeepaliveMinS(u64),
 }
 
 impl ConfigEdit {
@@ -224,6 +230,22 @@ impl OptionChange {
                     )));
                 }
                 o.reconnection_interval_s = seconds;
+            }
+            Self::StunServers(list) => {
+                for server in &list {
+                    super::check_stun_server(server)?;
+                }
+                o.stun_servers = list;
+            }
+            // Each on its own here; the pair (start at least the minimum) is checked with
+            // the whole configuration, so both can change in one edit in either order.
+            Self::StunKeepaliveStartS(seconds) => {
+                super::check_stun_keepalive(seconds, seconds.clamp(1, 86_400))?;
+                o.stun_keepalive_start_s = seconds;
+            }
+            Self::StunKeepaliveMinS(seconds) => {
+                super::check_stun_keepalive(0, seconds)?;
+                o.stun_keepalive_min_s = seconds;
             }
         }
         Ok(())

@@ -66,6 +66,9 @@ pub(crate) struct GlobalDiscovery {
     /// The relay this device holds a slot on, if any (announced beside the listen
     /// addresses; a change is announced at once).
     relay: watch::Receiver<Option<String>>,
+    /// The first endpoint's public address as STUN learned it (announced beside the listen
+    /// addresses unless the NAT is symmetric; a change is announced at once).
+    public: watch::Receiver<Option<SocketAddr>>,
     /// When each looked-up device may be asked again. Held for map updates only.
     asked: Mutex<HashMap<DeviceId, Instant>>,
     /// Each configured server's last failure, by its configured URL. Held for updates only.
@@ -115,6 +118,7 @@ impl GlobalDiscovery {
         book: Arc<AddressBook>,
         listening: Vec<SocketAddr>,
         relay: watch::Receiver<Option<String>>,
+        public: watch::Receiver<Option<SocketAddr>>,
     ) -> Self {
         Self {
             identity,
@@ -122,6 +126,7 @@ impl GlobalDiscovery {
             book,
             listening,
             relay,
+            public,
             asked: Mutex::new(HashMap::new()),
             status: Mutex::new(BTreeMap::new()),
         }
@@ -206,15 +211,20 @@ impl GlobalDiscovery {
         let mut wait = FIRST_ANNOUNCE;
         let mut relay = self.relay.clone();
         relay.borrow_and_update();
+        let mut public = self.public.clone();
+        public.borrow_and_update();
         let mut announced = false;
         loop {
             tokio::select! {
                 () = stop.cancelled() => return,
                 () = tokio::time::sleep(wait) => {}
-                // A relay slot taken or lost: announced now (after the first wait).
+                // A relay slot taken or lost, or a new public address: announced now
+                // (after the first wait).
                 Ok(()) = relay.changed(), if announced => {}
+                Ok(()) = public.changed(), if announced => {}
             }
             relay.borrow_and_update();
+            public.borrow_and_update();
             announced = true;
             let (error, next) = match self.announce(&server, tls.clone()).await {
                 Ok(next) => (None, next),
@@ -232,7 +242,8 @@ impl GlobalDiscovery {
     }
 
     /// This device's announced addresses: the listen addresses as they are, an unspecified
-    /// host (`0.0.0.0`, `[::]`) left for the server to fill in with the address it sees.
+    /// host (`0.0.0.0`, `[::]`) left for the server to fill in with the address it sees,
+    /// then the public address STUN learned (if any), then the relay slot.
     fn announcement(&self) -> Announcement {
         let mut addresses: Vec<String> = self
             .listening
@@ -240,6 +251,12 @@ impl GlobalDiscovery {
             .map(|a| Address::quic(a.ip().to_string(), a.port()).to_string())
             .collect();
         addresses.dedup();
+        if let Some(public) = *self.public.borrow() {
+            let public = Address::quic(public.ip().to_string(), public.port()).to_string();
+            if !addresses.contains(&public) {
+                addresses.push(public);
+            }
+        }
         addresses.extend(self.relay.borrow().clone());
         Announcement { addresses }
     }

@@ -83,6 +83,11 @@ impl std::fmt::Debug for Relays {
 }
 
 impl Relays {
+    /// The first endpoint's socket (STUN probes go through it too).
+    pub(crate) fn mux(&self) -> &Arc<MuxSocket> {
+        &self.mux
+    }
+
     pub(crate) fn new(mux: Arc<MuxSocket>, identity: Arc<Identity>, life: Life) -> Self {
         Self {
             mux,

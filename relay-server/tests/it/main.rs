@@ -8,5 +8,6 @@ mod limits;
 mod protocol;
 mod sessions;
 mod status;
+mod stun;
 mod support;
 mod syncthing;

@@ -5,10 +5,16 @@
 //! connection is dialed, accepted, authenticated and run exactly like a direct one, and TLS
 //! stays end to end: the relay only ever carries QUIC packets.
 //!
+//! The same socket also carries the STUN probes of `net::stun` ([`MuxSocket::send_stun`]),
+//! so the mapping they learn is the one QUIC uses; their answers are taken out of what the
+//! UDP socket receives before quinn sees it.
+//!
 //! Who wakes me: quinn (sends, receives), the session streams' reader tasks. Whom I wake:
-//! quinn's endpoint driver (a datagram arrived on a relayed path).
+//! quinn's endpoint driver (a datagram arrived on a relayed path), a STUN probe waiting for
+//! its answer.
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::fmt;
 use std::io::{self, IoSliceMut};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -19,10 +25,11 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
+use peerfold_protocol::stun::{self, TxId};
 use quinn::udp::{RecvMeta, Transmit};
 use quinn::{AsyncUdpSocket, UdpPoller};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
@@ -71,7 +78,13 @@ pub(crate) struct MuxSocket {
     /// Datagrams from every relayed path: (its stand-in address, the datagram).
     from_relays: Mutex<mpsc::Receiver<(SocketAddr, Bytes)>>,
     to_quinn: mpsc::Sender<(SocketAddr, Bytes)>,
+    /// STUN transactions sent on this socket and not yet answered: the answer's mapped
+    /// address goes to the probe that waits for it.
+    stun_waiting: Mutex<HashMap<TxId, oneshot::Sender<SocketAddr>>>,
 }
+
+/// STUN transactions outstanding at once (each probe has one; more is a bug, refused).
+const MAX_STUN_WAITING: usize = 64;
 
 impl fmt::Debug for MuxSocket {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -100,7 +113,108 @@ impl MuxSocket {
             next: AtomicU32::new(1),
             from_relays: Mutex::new(from_relays),
             to_quinn,
+            stun_waiting: Mutex::new(HashMap::new()),
         }
+    }
+
+    fn stun_waiting(&self) -> MutexGuard<'_, HashMap<TxId, oneshot::Sender<SocketAddr>>> {
+        self.stun_waiting.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Sends a STUN Binding request with transaction ID `tx` to `to` through the UDP socket
+    /// quinn uses; the receiver gets the mapped address from the answer. Dropping it (or
+    /// calling [`MuxSocket::forget_stun`]) forgets the transaction.
+    pub(crate) fn send_stun(
+        &self,
+        to: SocketAddr,
+        tx: TxId,
+    ) -> io::Result<oneshot::Receiver<SocketAddr>> {
+        let (answer, answered) = oneshot::channel();
+        {
+            let mut waiting = self.stun_waiting();
+            waiting.retain(|_, sender| !sender.is_closed());
+            if waiting.len() >= MAX_STUN_WAITING {
+                return Err(io::Error::other("too many STUN transactions"));
+            }
+            match waiting.entry(tx) {
+                Entry::Occupied(_) => return Err(io::Error::other("STUN transaction reused")),
+                Entry::Vacant(slot) => slot.insert(answer),
+            };
+        }
+        // An IPv6 socket speaks of IPv4 peers in their mapped form.
+        let destination = match (self.ipv6, to.ip()) {
+            (true, IpAddr::V4(v4)) => SocketAddr::new(IpAddr::V6(v4.to_ipv6_mapped()), to.port()),
+            _ => to,
+        };
+        let request = stun::binding_request(tx);
+        let sent = self.udp.try_send(&Transmit {
+            destination,
+            ecn: None,
+            contents: &request,
+            segment_size: None,
+            src_ip: None,
+        });
+        if let Err(error) = sent {
+            self.forget_stun(tx);
+            return Err(error);
+        }
+        Ok(answered)
+    }
+
+    /// The UDP socket's port (0 if it cannot be read).
+    pub(crate) fn local_port(&self) -> u16 {
+        self.udp.local_addr().map_or(0, |a| a.port())
+    }
+
+    /// Whether the UDP socket is IPv4 (it then reaches IPv4 servers only).
+    pub(crate) fn is_ipv4(&self) -> bool {
+        !self.ipv6
+    }
+
+    /// Forgets an unanswered STUN transaction.
+    pub(crate) fn forget_stun(&self, tx: TxId) {
+        self.stun_waiting().remove(&tx);
+    }
+
+    /// Whether `datagram` is the answer to one of our STUN transactions (then handed to its
+    /// probe). QUIC packets never pass `is_stun` (a long header has the top bit set, a short
+    /// one bit 0x40), and the transaction ID must be one we are waiting for.
+    fn stun_answer(&self, datagram: &[u8]) -> bool {
+        let Some(tx) = stun::transaction_id(datagram) else {
+            return false;
+        };
+        let Some(probe) = self.stun_waiting().remove(&tx) else {
+            return false;
+        };
+        if let Some((_, mapped)) = stun::parse_binding_response(datagram) {
+            let _ = probe.send(mapped);
+        }
+        true
+    }
+
+    /// Takes the STUN answers out of `n` received datagrams, moving the others down so the
+    /// batch stays contiguous; returns how many are left for quinn.
+    fn take_stun_answers(
+        &self,
+        bufs: &mut [IoSliceMut<'_>],
+        meta: &mut [RecvMeta],
+        n: usize,
+    ) -> usize {
+        let mut kept = 0;
+        for i in 0..n {
+            let m = meta[i];
+            // A GRO batch (len > stride) is QUIC: STUN answers come one at a time.
+            if m.len == m.stride && m.len <= bufs[i].len() && self.stun_answer(&bufs[i][..m.len]) {
+                continue;
+            }
+            if kept != i {
+                let (head, tail) = bufs.split_at_mut(i);
+                head[kept][..m.len].copy_from_slice(&tail[0][..m.len]);
+                meta[kept] = m;
+            }
+            kept += 1;
+        }
+        kept
     }
 
     fn paths(&self) -> MutexGuard<'_, HashMap<SocketAddr, RelayedPath>> {
@@ -301,7 +415,14 @@ impl AsyncUdpSocket for MuxSocket {
         if let Poll::Ready(n) = self.poll_relayed(cx, bufs, meta) {
             return Poll::Ready(Ok(n));
         }
-        self.udp.poll_recv(cx, bufs, meta)
+        loop {
+            let n = std::task::ready!(self.udp.poll_recv(cx, bufs, meta))?;
+            // STUN answers are ours, not quinn's; a batch of nothing else is read again.
+            let kept = self.take_stun_answers(bufs, meta, n);
+            if kept > 0 || n == 0 {
+                return Poll::Ready(Ok(kept));
+            }
+        }
     }
 
     fn local_addr(&self) -> io::Result<SocketAddr> {

@@ -1,0 +1,110 @@
+//! The STUN responder: a UDP socket on the server's listen port number that answers STUN
+//! Binding requests with the source address it saw, so devices (peerfold's own among them)
+//! learn their public UDP mapping from a discovery server they already use, without a third
+//! party.
+//!
+//! Who wakes me: datagrams on the socket, the server's cancellation token. Whom I wake:
+//! nobody (it only answers).
+//!
+//! It answers only well-formed Binding requests (anything else is dropped unanswered), at
+//! most [`RATE`] a second per source IP (bursts of [`BURST`]), and never with more than the
+//! request plus [`SLACK`] bytes, so it cannot be used to amplify traffic.
+
+use std::net::SocketAddr;
+
+use peerfold_protocol::stun;
+use tokio::net::UdpSocket;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::error::Error;
+use crate::limits::RateLimiter;
+
+/// Binding requests per second per source IP, on average.
+const RATE: f64 = 10.0;
+/// Binding requests one source IP may send at once.
+const BURST: u32 = 20;
+/// How much larger than its request an answer may be (a 20-byte request with no attribute
+/// gets at most a 44-byte answer, IPv6).
+const SLACK: usize = 24;
+/// Receive buffer: a Binding request is small; anything longer is not one of ours.
+const BUF: usize = 548;
+
+/// Binds the UDP socket at `addr` (the server's TCP address, same port number). When any
+/// port was asked for (`any_port`, tests) and that number is taken on UDP, any port will do.
+pub(crate) async fn bind(addr: SocketAddr, any_port: bool) -> Result<UdpSocket, Error> {
+    match UdpSocket::bind(addr).await {
+        Ok(socket) => Ok(socket),
+        Err(_) if any_port => {
+            let any = SocketAddr::new(addr.ip(), 0);
+            UdpSocket::bind(any)
+                .await
+                .map_err(|source| Error::Bind { addr: any, source })
+        }
+        Err(source) => Err(Error::Bind { addr, source }),
+    }
+}
+
+/// Answers Binding requests on `socket` until `cancel`.
+pub(crate) async fn serve(socket: UdpSocket, cancel: CancellationToken) {
+    let limiter = RateLimiter::new(RATE, BURST);
+    let mut buf = [0u8; BUF];
+    loop {
+        let received = tokio::select! {
+            biased;
+            () = cancel.cancelled() => break,
+            received = socket.recv_from(&mut buf) => received,
+        };
+        let (len, from) = match received {
+            Ok(received) => received,
+            Err(error) => {
+                // ICMP errors reported on the socket and the like: nothing to do but go on.
+                tracing::debug!(%error, "STUN receive failed");
+                continue;
+            }
+        };
+        if let Some(answer) = answer(&buf[..len], from, &limiter, Instant::now())
+            && let Err(error) = socket.send_to(&answer, from).await
+        {
+            tracing::debug!(%from, %error, "STUN answer not sent");
+        }
+    }
+}
+
+/// The answer to a datagram `request` from `from`, if it gets one.
+fn answer(
+    request: &[u8],
+    from: SocketAddr,
+    limiter: &RateLimiter,
+    now: Instant,
+) -> Option<Vec<u8>> {
+    let tx = stun::parse_binding_request(request)?;
+    if limiter.check(from.ip(), now).is_err() {
+        tracing::debug!(%from, "STUN rate limit");
+        return None;
+    }
+    let answer = stun::binding_response(tx, from);
+    (answer.len() <= request.len() + SLACK).then_some(answer)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn answers_binding_requests_only_within_the_rate() {
+        let limiter = RateLimiter::new(RATE, BURST);
+        let from: SocketAddr = "198.51.100.9:4000".parse().unwrap();
+        let now = Instant::now();
+        let request = stun::binding_request([7; 12]);
+        let reply = answer(&request, from, &limiter, now).unwrap();
+        assert_eq!(stun::parse_binding_response(&reply), Some(([7; 12], from)));
+        assert!(answer(b"hello, anyone there?", from, &limiter, now).is_none());
+        let reply = stun::binding_response([7; 12], from);
+        assert!(answer(&reply, from, &limiter, now).is_none());
+        let answered = (0..100)
+            .filter(|_| answer(&request, from, &limiter, now).is_some())
+            .count();
+        assert_eq!(answered, BURST as usize - 1);
+    }
+}
