@@ -26,7 +26,8 @@ pub(super) async fn status(State(api): AppState) -> ApiResult {
             let mut wan = vec![url.clone()];
             let mut service = json!({ "error": null, "lanAddresses": [url.clone()] });
             if index == 0 {
-                wan.extend(public.address.map(|a| format!("quic://{a}")));
+                let mapped = public.address.map(|a| format!("quic://{a}"));
+                wan.extend(mapped.filter(|m| *m != url));
                 service["natType"] = json!(public.nat_type.as_str());
             }
             service["wanAddresses"] = json!(wan);
