@@ -7,6 +7,7 @@ use std::path::PathBuf;
 
 use peerfold_protocol::identity::IdentityError;
 use peerfold_protocol::tls::TlsConfigError;
+use peerfold_server_kit::identity::IdentityFileError;
 
 use crate::config::ConfigError;
 use crate::store::StoreError;
@@ -47,4 +48,13 @@ pub enum Error {
     /// The TLS configuration could not be built.
     #[error(transparent)]
     Tls(#[from] TlsConfigError),
+}
+
+impl From<IdentityFileError> for Error {
+    fn from(e: IdentityFileError) -> Self {
+        match e {
+            IdentityFileError::Io { path, source } => Self::Io { path, source },
+            IdentityFileError::Identity { path, source } => Self::Identity { path, source },
+        }
+    }
 }

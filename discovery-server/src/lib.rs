@@ -13,8 +13,9 @@
 //!   implementations.
 //! - `limits.rs`: the per-IP token bucket (429) and the adaptive not-found `Retry-After`.
 //! - `metrics.rs`: the Prometheus registry.
-//! - `stun.rs`: the STUN responder on UDP at the listen port number (`--no-stun` turns it off),
-//!   so devices learn their public UDP address.
+//! - From `peerfold-server-kit` (shared with the relay): the STUN responder on UDP at the
+//!   listen port number (`--no-stun` turns it off), so devices learn their public UDP
+//!   address, and the server's certificate, made once in the data directory.
 //! - [`config`]: the runtime [`Config`], the command line ([`Cli`]) and the TOML file.
 //! - [`clock`]: the injected wall clock, so tests check expiry without sleeping.
 //!
@@ -40,7 +41,6 @@ mod metrics;
 mod proxy;
 mod server;
 pub mod store;
-mod stun;
 
 pub use clock::{Clock, ManualClock};
 pub use config::{Cli, Config, ConfigError, StoreConfig};

@@ -9,7 +9,6 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::path::Path;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -20,8 +19,8 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use peerfold_protocol::DeviceId;
-use peerfold_protocol::identity::Identity;
 use peerfold_protocol::tls::{https_server_config, peer_device_id};
+use peerfold_server_kit::{identity, stun};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -37,7 +36,6 @@ use crate::http::{App, MAX_HEADER_BYTES, Peer};
 use crate::limits::{NotFoundTracker, RateLimiter};
 use crate::metrics::Metrics;
 use crate::store::{RedisStore, SqliteStore, Store};
-use crate::stun;
 
 /// Connections the `--metrics-listen` listener serves at once.
 const METRICS_CONNECTIONS: usize = 64;
@@ -82,7 +80,7 @@ impl Server {
         };
         // Files and SQLite block: do them off the runtime.
         let (identity, sqlite) = tokio::task::spawn_blocking(move || {
-            let identity = load_or_create_identity(&data)?;
+            let identity = identity::load_or_create(&data)?;
             let store = sqlite.map(|path| SqliteStore::open(&path)).transpose()?;
             Ok::<_, Error>((identity, store))
         })
@@ -112,7 +110,8 @@ impl Server {
             .and_then(|listener| listener.local_addr().ok());
         // STUN on UDP at the same port number as the listener.
         let stun_socket = if config.stun {
-            Some(stun::bind(local_addr, config.listen.port() == 0).await?)
+            let bound = stun::bind(local_addr, config.listen.port() == 0).await;
+            Some(bound.map_err(|(addr, source)| Error::Bind { addr, source })?)
         } else {
             None
         };
@@ -155,7 +154,9 @@ impl Server {
             ));
         }
         if let Some(socket) = stun_socket {
-            tasks.spawn(stun::serve(socket, cancel.clone()));
+            let limiter = RateLimiter::new(stun::RATE, stun::BURST);
+            let allow = move |ip, now| limiter.check(ip, now).is_ok();
+            tasks.spawn(stun::serve(socket, cancel.clone(), allow));
         }
         tasks.spawn(sweep_loop(
             app.clone(),
@@ -252,48 +253,6 @@ async fn bind(addr: SocketAddr) -> Result<TcpListener, Error> {
     TcpListener::bind(addr)
         .await
         .map_err(|source| Error::Bind { addr, source })
-}
-
-/// The certificate and key in `data`, made on first start.
-fn load_or_create_identity(data: &Path) -> Result<Identity, Error> {
-    let io = |path: &Path| {
-        let path = path.to_owned();
-        move |source| Error::Io { path, source }
-    };
-    std::fs::create_dir_all(data).map_err(io(data))?;
-    let cert_path = data.join("cert.pem");
-    let key_path = data.join("key.pem");
-    if cert_path.exists() {
-        let cert = std::fs::read(&cert_path).map_err(io(&cert_path))?;
-        let key = std::fs::read(&key_path).map_err(io(&key_path))?;
-        return Identity::from_pem(&cert, &key).map_err(|source| Error::Identity {
-            path: cert_path,
-            source,
-        });
-    }
-    let identity = Identity::generate().map_err(|source| Error::Identity {
-        path: cert_path.clone(),
-        source,
-    })?;
-    // The key first, private from the start; the certificate last, because its presence is
-    // what says "the identity exists".
-    write_private(&key_path, identity.private_key_pem().as_bytes()).map_err(io(&key_path))?;
-    let temporary = data.join("cert.pem.tmp");
-    std::fs::write(&temporary, identity.certificate_pem()).map_err(io(&temporary))?;
-    std::fs::rename(&temporary, &cert_path).map_err(io(&cert_path))?;
-    tracing::info!(path = %cert_path.display(), "made a new server identity");
-    Ok(identity)
-}
-
-fn write_private(path: &Path, contents: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options.open(path)?;
-    file.write_all(contents)?;
-    file.sync_all()
 }
 
 async fn sweep_loop(app: Arc<App>, every: Duration, cancel: CancellationToken) {

@@ -18,9 +18,9 @@
 //! - `framing.rs`: reading and writing relay messages on a stream.
 //! - `limits.rs`: token buckets (per-IP connect requests, byte rates).
 //! - `stats.rs` and `status.rs`: the counters and the `/status` JSON endpoint.
-//! - `stun.rs`: the STUN responder on the relay's port number over UDP (`--no-stun` turns it
-//!   off), so devices learn their public UDP address.
-//! - `identity.rs`: the relay's certificate, made once in the data directory.
+//! - From `peerfold-server-kit` (shared with the discovery server): the STUN responder on
+//!   the relay's port number over UDP (`--no-stun` turns it off), so devices learn their
+//!   public UDP address, and the relay's certificate, made once in the data directory.
 //! - [`config`]: the runtime [`Config`] and the command line ([`Cli`]).
 //!
 //! # Starting one in a test
@@ -39,7 +39,6 @@
 pub mod config;
 mod error;
 mod framing;
-mod identity;
 mod limits;
 mod protocol_mode;
 mod registry;
@@ -48,7 +47,6 @@ mod session;
 mod splice;
 mod stats;
 mod status;
-mod stun;
 
 pub use config::{Cli, Config, ConfigError};
 pub use error::Error;

@@ -27,27 +27,11 @@ fn main() -> anyhow::Result<()> {
         if let Some(addr) = server.status_addr() {
             println!("status on http://{addr}/status");
         }
-        shutdown_signal().await?;
+        peerfold_server_kit::shutdown_signal()
+            .await
+            .context("listening for SIGINT and SIGTERM")?;
         tracing::info!("shutting down");
         server.shutdown().await;
         anyhow::Ok(())
     })
-}
-
-/// Resolves on SIGINT (Ctrl-C) or SIGTERM (service managers, `docker stop`).
-async fn shutdown_signal() -> anyhow::Result<()> {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        let mut terminate = signal(SignalKind::terminate()).context("listening for SIGTERM")?;
-        tokio::select! {
-            result = tokio::signal::ctrl_c() => result.context("listening for SIGINT")?,
-            _ = terminate.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    tokio::signal::ctrl_c()
-        .await
-        .context("listening for Ctrl-C")?;
-    Ok(())
 }

@@ -15,6 +15,7 @@ use std::time::Duration;
 use peerfold_protocol::DeviceId;
 use peerfold_protocol::relay::RelayUrl;
 use peerfold_protocol::tls::relay_server_config;
+use peerfold_server_kit::{identity, stun};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
@@ -28,7 +29,7 @@ use crate::limits::PerIpLimiter;
 use crate::registry::Registry;
 use crate::session::{SessionLimits, Sessions};
 use crate::stats::{SAMPLE_EVERY, Stats};
-use crate::{identity, protocol_mode, session, status, stun};
+use crate::{protocol_mode, session, status};
 
 /// The first byte of a TLS handshake record.
 const TLS_HANDSHAKE: u8 = 0x16;
@@ -91,7 +92,8 @@ impl Server {
             .and_then(|listener| listener.local_addr().ok());
         // STUN on UDP at the same port number as the relay's TCP port.
         let stun_socket = if config.stun {
-            Some(stun::bind(local_addr, config.listen.port() == 0).await?)
+            let bound = stun::bind(local_addr, config.listen.port() == 0).await;
+            Some(bound.map_err(|(addr, source)| Error::Bind { addr, source })?)
         } else {
             None
         };
@@ -147,7 +149,11 @@ impl Server {
             relay.tasks.spawn(status::serve(relay.clone(), listener));
         }
         if let Some(socket) = stun_socket {
-            relay.tasks.spawn(stun::serve(socket, relay.cancel.clone()));
+            let limiter = PerIpLimiter::new(stun::RATE, f64::from(stun::BURST));
+            let allow = move |ip, now| limiter.allow(ip, now);
+            relay
+                .tasks
+                .spawn(stun::serve(socket, relay.cancel.clone(), allow));
         }
         relay.tasks.spawn(sample_loop(relay.clone()));
         tracing::info!(addr = %local_addr, device = %device_id, "relay started");
