@@ -1096,6 +1096,13 @@ fn bad_input_to_every_endpoint_is_refused_and_changes_nothing() {
         );
         let (status, text) = match answer {
             Ok(answer) => answer,
+            // A body over the limit is refused while the client may still be sending it:
+            // the connection then ends under the client (a broken pipe or a reset) before
+            // it reads the 413. That is the refusal too; a handler that panicked instead
+            // would show in the log, checked below.
+            Err(e) if row.status == 413 && (e.contains("Broken pipe") || e.contains("reset")) => {
+                continue;
+            }
             Err(e) => {
                 failures.push(format!("{shown}\n    {e}"));
                 continue;
