@@ -9,8 +9,9 @@
 # full-disk test; needs root), `ip` and `tc` (iproute2: the network namespaces of the discovery
 # and relay tests, and rate limits on their links; needs root), `nft` (nftables: NAT
 # routers, packet loss and firewall rules inside those namespaces), `strelaysrv`
-# (Syncthing's relay server, which our daemons sync through) and `tcpdump` (records what
-# our relay sees, to check it is only ciphertext). On a Debian machine
+# (Syncthing's relay server, which our daemons sync through), `tcpdump` (records what
+# our relay sees, to check it is only ciphertext) and `conntrack` (flushes a NAT router's
+# mappings under a hole-punched path). On a Debian machine
 # that lacks a package, this installs it with apt-get when it runs as root (as CI does), and
 # otherwise says which package to install and stops: a test that needs it would fail anyway.
 #
@@ -31,6 +32,7 @@ declare -A needed=(
     [tc]=iproute2
     [strelaysrv]=syncthing-relaysrv
     [tcpdump]=tcpdump
+    [conntrack]=conntrack
 )
 missing=()
 for command in "${!needed[@]}"; do

@@ -209,6 +209,7 @@ async fn report(engine: &Engine, api_address: SocketAddr) -> Value {
                 "paused": device.paused,
                 "address": peer.as_ref().map(|p| p.address.clone()),
                 "type": peer.as_ref().map(|p| connection_type(ConnectionKind::of(p.path, p.dialed))),
+                "holePunched": peer.as_ref().is_some_and(|p| p.punched),
                 "inBytes": peer.as_ref().map_or(0, |p| p.stats.rx_bytes),
                 "outBytes": peer.as_ref().map_or(0, |p| p.stats.tx_bytes),
                 "globalBytes": global,

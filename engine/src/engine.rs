@@ -35,6 +35,7 @@ use crate::net::{LocalDiscovery, NetError, Transport};
 use crate::peers::address_book::AddressBook;
 use crate::peers::connection::accept_loop;
 use crate::peers::dialer::Dialer;
+use crate::peers::punch::HolePunching;
 use crate::peers::session::SessionContext;
 use crate::peers::{PeerRegistry, PeerStatus, Peers, Reason};
 use crate::store::{PendingDevice, PendingFolder, StoreError, StoreHandle};
@@ -164,6 +165,12 @@ impl Engine {
             events: events.clone(),
             auto_accept,
         });
+        // The first endpoint's public address, learned by STUN on its own socket.
+        let stun = Arc::new(Stun::new(
+            transport.relays().mux().clone(),
+            live.clone(),
+            listen.clone(),
+        ));
         let session = Arc::new(SessionContext {
             me,
             config: live.clone(),
@@ -172,15 +179,10 @@ impl Engine {
             offers: offers.clone(),
             registry: registry.clone(),
             events: events.clone(),
+            punching: Arc::new(HolePunching::new(stun.clone())),
             life: life.clone(),
         });
         let book = Arc::new(AddressBook::new(events.clone()));
-        // The first endpoint's public address, learned by STUN on its own socket.
-        let stun = Arc::new(Stun::new(
-            transport.relays().mux().clone(),
-            live.clone(),
-            listen.clone(),
-        ));
         let global = Arc::new(GlobalDiscovery::new(
             Arc::new(identity),
             live.clone(),

@@ -168,6 +168,8 @@ pub enum Event {
         client_version: String,
         /// Which side dialed.
         kind: ConnectionKind,
+        /// A direct path hole punching opened.
+        punched: bool,
     },
     /// A peer's connection ended.
     DeviceDisconnected {

@@ -10,6 +10,7 @@ pub(crate) mod connection;
 pub(crate) mod dialer;
 mod flow;
 pub(crate) mod link;
+pub(crate) mod punch;
 mod registry;
 mod request;
 pub(crate) mod session;

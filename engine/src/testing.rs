@@ -17,6 +17,7 @@ use crate::folder::registry::FolderRegistry;
 use crate::folder::{Folder, FolderHandle};
 use crate::life::Life;
 use crate::peers::PeerRegistry;
+use crate::peers::punch::{HolePunching, NoPunching};
 use crate::peers::session::SessionContext;
 use crate::store::{LocalChange, StoreHandle};
 
@@ -70,6 +71,7 @@ impl Node {
             offers,
             registry: Arc::new(PeerRegistry::new(me)),
             events,
+            punching: Arc::new(HolePunching::new(Arc::new(NoPunching))),
             life: Life::default(),
         });
         let node = Self {

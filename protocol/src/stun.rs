@@ -71,6 +71,15 @@ pub fn binding_request(tx: TxId) -> Vec<u8> {
     encode(&msg)
 }
 
+/// A Binding indication with transaction ID `tx` (20 bytes): a datagram that asks for no
+/// answer (RFC 8489's keep-alive), sent to open a NAT mapping towards a peer (hole punching).
+pub fn binding_indication(tx: TxId) -> Vec<u8> {
+    let msg = StunMessageBuilder::new(BINDING, MessageClass::Indication)
+        .with_transaction_id(TransactionId::from(tx))
+        .build();
+    encode(&msg)
+}
+
 /// The transaction ID of a well-formed Binding request (its FINGERPRINT, if any, checked);
 /// `None` for anything else.
 pub fn parse_binding_request(b: &[u8]) -> Option<TxId> {
@@ -142,6 +151,18 @@ mod tests {
         assert_eq!(transaction_id(&req), Some(TX));
         assert_eq!(parse_binding_request(&req), Some(TX));
         assert_eq!(parse_binding_response(&req), None);
+    }
+
+    /// A punch is STUN (so a peerfold socket takes it out of what QUIC sees) and neither a
+    /// request a server would answer nor a response a probe would take.
+    #[test]
+    fn indication_is_stun_and_asks_for_nothing() {
+        let punch = binding_indication(TX);
+        assert_eq!(punch.len(), HEADER_LEN);
+        assert!(is_stun(&punch));
+        assert_eq!(transaction_id(&punch), Some(TX));
+        assert_eq!(parse_binding_request(&punch), None);
+        assert_eq!(parse_binding_response(&punch), None);
     }
 
     #[test]

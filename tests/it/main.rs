@@ -21,6 +21,7 @@ mod ns_daemon;
 mod peer_entries;
 mod pending_bounds;
 mod poisoned_counter;
+mod punch;
 mod reconnect;
 mod relay;
 mod relay_syncthing;

@@ -202,7 +202,13 @@ impl Netns {
             Nat::PortPreserving => "masquerade",
             Nat::Symmetric => "masquerade fully-random",
         };
-        // Only answers (and the root namespace, which plays the test's eyes) come in.
+        // Only answers (and the root namespace, which plays the test's eyes) come in. Like
+        // any home router's firewall (OpenWrt's drops what comes to it unasked on the WAN),
+        // it drops unasked TCP and UDP addressed to itself: accepted, such a packet would
+        // leave a conntrack entry that makes masquerade give the host's own next packet to
+        // that sender another port (machine-notes), so no hole could be punched; and after
+        // a `conntrack -F`, a TCP segment from outside would be answered with a reset
+        // instead of waiting for the host's next one to restore the mapping.
         let lan_ip = self.ip(router);
         let host_ip = self.host_ip();
         self.nft(
@@ -210,6 +216,7 @@ impl Netns {
             &format!(
                 "table ip pf_nat {{\n\
                  chain post {{ type nat hook postrouting priority srcnat; oifname \"eth0\" {masquerade}; }}\n\
+                 chain input {{ type filter hook input priority 0; iifname \"eth0\" ct state new meta l4proto {{ tcp, udp }} drop; }}\n\
                  chain forward {{ type filter hook forward priority 0; policy drop;\n\
                    ct state established,related accept;\n\
                    iifname \"lan0\" accept;\n\

@@ -82,8 +82,18 @@ impl Drop for NsDaemon {
 }
 
 /// Polls `condition` for up to 30 s; a timeout fails the test with the daemons' logs.
-pub(crate) fn wait_until(what: &str, devices: &[&Device], mut condition: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(30);
+pub(crate) fn wait_until(what: &str, devices: &[&Device], condition: impl FnMut() -> bool) {
+    wait_up_to(30, what, devices, condition);
+}
+
+/// Polls `condition` for up to `seconds`; a timeout fails the test with the daemons' logs.
+pub(crate) fn wait_up_to(
+    seconds: u64,
+    what: &str,
+    devices: &[&Device],
+    mut condition: impl FnMut() -> bool,
+) {
+    let deadline = Instant::now() + Duration::from_secs(seconds);
     while Instant::now() < deadline {
         if condition() {
             return;

@@ -163,7 +163,8 @@ struct Capture {
 impl Capture {
     fn start(interface: &str, filter: &str, file: PathBuf) -> Self {
         let mut child = Command::new("tcpdump")
-            .args(["-i", interface, "-n", "-U", "-s", "0", "-w"])
+            // A 32 MiB buffer: a loaded machine must not make it drop what it saw.
+            .args(["-i", interface, "-n", "-U", "-s", "0", "-B", "32768", "-w"])
             .arg(&file)
             .arg(filter)
             .stdin(Stdio::null())
@@ -195,7 +196,7 @@ impl Capture {
 }
 
 /// `/rest/system/connections` for `device`: (type, address) while connected.
-fn connection(api: &Api, device: &str) -> Option<(String, String)> {
+pub(crate) fn connection(api: &Api, device: &str) -> Option<(String, String)> {
     let connections = api.get("/rest/system/connections");
     let c = &connections["connections"][device];
     (c["connected"] == true).then(|| {
@@ -207,28 +208,28 @@ fn connection(api: &Api, device: &str) -> Option<(String, String)> {
 }
 
 /// Bytes received from `device` so far.
-fn in_bytes(api: &Api, device: &str) -> u64 {
+pub(crate) fn in_bytes(api: &Api, device: &str) -> u64 {
     api.get("/rest/system/connections")["connections"][device]["inBytesTotal"]
         .as_u64()
         .unwrap_or(0)
 }
 
-/// Two homes (`nat` on both), a discovery server and our relay on the "internet" (the root
+/// Two homes (behind `nats`), a discovery server and our relay on the "internet" (the root
 /// namespace), and two devices that know only each other's IDs, the server and the relay.
-struct TwoHomes {
-    net: Netns,
+pub(crate) struct TwoHomes {
+    pub(crate) net: Netns,
     server: OurServer,
-    relay: RelayProcess,
+    pub(crate) relay: RelayProcess,
     homes: [usize; 2],
-    routers: [usize; 2],
+    pub(crate) routers: [usize; 2],
     _relay_data: tempfile::TempDir,
 }
 
 impl TwoHomes {
-    fn new(nat: Nat) -> Self {
+    pub(crate) fn new(nats: [Nat; 2]) -> Self {
         let mut net = Netns::new(0);
-        let (router_a, home_a) = net.add_home(nat);
-        let (router_b, home_b) = net.add_home(nat);
+        let (router_a, home_a) = net.add_home(nats[0]);
+        let (router_b, home_b) = net.add_home(nats[1]);
         let server = OurServer::start(&net);
         let relay_data = tempfile::tempdir().unwrap();
         let relay = RelayProcess::ours(net.host_ip(), relay_data.path());
@@ -250,7 +251,7 @@ impl TwoHomes {
 
     /// Devices `a` and `b` sharing `docs`, each announcing to the server; returns them with
     /// their folder roots.
-    fn devices(&self) -> ([Device; 2], [PathBuf; 2]) {
+    pub(crate) fn devices(&self) -> ([Device; 2], [PathBuf; 2]) {
         let (a, b) = (
             global_device(&self.server.url()),
             global_device(&self.server.url()),
@@ -262,7 +263,7 @@ impl TwoHomes {
     /// Starts `device` in home `i`, listening on QUIC and holding a slot on the relay, and
     /// waits until the server lists its relay address (so the other side's first lookup
     /// finds it; a miss is not asked again for a minute).
-    fn serve(&self, i: usize, device: &Device) -> NsDaemon {
+    pub(crate) fn serve(&self, i: usize, device: &Device) -> NsDaemon {
         let daemon = NsDaemon::serve_listening(
             &self.net,
             self.homes[i],
@@ -280,7 +281,7 @@ impl TwoHomes {
 
 #[test]
 fn homes_behind_symmetric_nat_sync_through_our_relay_which_sees_no_plaintext() {
-    let homes = TwoHomes::new(Nat::Symmetric);
+    let homes = TwoHomes::new([Nat::Symmetric; 2]);
     let capture_file = tempfile::NamedTempFile::new().unwrap();
     let port = homes.relay.url.rsplit(':').next().unwrap();
     let port = port.split('/').next().unwrap();
@@ -326,7 +327,8 @@ fn homes_behind_symmetric_nat_sync_through_our_relay_which_sees_no_plaintext() {
 
 #[test]
 fn a_relay_killed_mid_transfer_and_restarted_loses_nothing_on_a_lossy_slow_link() {
-    let mut homes = TwoHomes::new(Nat::PortPreserving);
+    // Symmetric NATs: no hole can be punched, so the transfer stays on the relay.
+    let mut homes = TwoHomes::new([Nat::Symmetric; 2]);
     // 5% loss and 20 Mbit/s out of each home.
     for router in homes.routers {
         homes.net.loss(router, 5);

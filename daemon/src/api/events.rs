@@ -85,6 +85,7 @@ fn data(event: &Event) -> Value {
             client_name,
             client_version,
             kind,
+            punched,
         } => json!({
             "id": device.to_string(),
             "deviceName": name,
@@ -92,6 +93,7 @@ fn data(event: &Event) -> Value {
             "clientName": client_name,
             "clientVersion": client_version,
             "type": connection_type(*kind),
+            "holePunched": punched,
         }),
         Event::DeviceDisconnected { device, error } => {
             json!({ "id": device.to_string(), "error": error })

@@ -152,6 +152,8 @@ pub(super) async fn connections(State(api): AppState) -> ApiResult {
             "clientVersion": peer.as_ref().map(|p| p.client_version.clone()).unwrap_or_default(),
             "address": peer.as_ref().map(|p| p.address.clone()).unwrap_or_default(),
             "type": kind,
+            // peerfold's own: a direct path hole punching opened.
+            "holePunched": peer.as_ref().is_some_and(|p| p.punched),
             "isLocal": is_local,
             "crypto": if peer.is_some() { "TLS1.3-QUIC" } else { "" },
             "startedAt": peer

@@ -77,6 +77,7 @@ pub(super) fn status(home: &Home, json: bool, out: &mut impl Write) -> Result<()
             d["address"].as_str().unwrap_or("-"),
             match d["type"].as_str() {
                 Some(kind) if kind.starts_with("relay") => " (through the relay)",
+                Some(_) if d["holePunched"] == true => " (direct, hole punched)",
                 _ => "",
             },
             d["inBytes"],

@@ -28,6 +28,7 @@ use crate::config::live::LiveConfig;
 use crate::config::{Address, Options};
 use crate::life::Life;
 use crate::net::relay::MuxSocket;
+use crate::peers::punch::PunchPort;
 
 /// How long one Binding request waits for its answer; a probe tries three times, each
 /// waiting twice as long as the one before (0.5 + 1 + 2 s).
@@ -332,6 +333,25 @@ impl Stun {
                 debug!(%server, %error, "STUN server does not resolve");
                 None
             }
+        }
+    }
+}
+
+/// Hole punching asks the STUN client: its address is the one a punch opens, its socket the
+/// one the datagrams leave from.
+impl PunchPort for Stun {
+    fn public_address(&self) -> Option<(SocketAddr, NatType)> {
+        let state = self.public_address();
+        state.address.map(|a| (a, state.nat_type))
+    }
+
+    fn send_punch(&self, to: SocketAddr) {
+        let mut tx = [0u8; 12];
+        if ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut tx).is_err() {
+            return;
+        }
+        if let Err(error) = self.mux.send_punch(to, tx) {
+            debug!(%to, %error, "hole-punching datagram not sent");
         }
     }
 }

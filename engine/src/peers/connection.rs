@@ -10,7 +10,7 @@ use peerfold_protocol::DeviceId;
 use tracing::{Instrument, debug, info, warn};
 
 use super::Reason;
-use super::link::Link;
+use super::link::{Link, PathKind};
 use super::session::{self, SessionContext};
 use crate::events::{Event, PendingDeviceSeen};
 use crate::net::Transport;
@@ -86,7 +86,11 @@ async fn connection(context: &SessionContext, link: Arc<dyn Link>, peer: DeviceI
         link.close(&Reason::Duplicate);
         return;
     };
-    info!(%remote, dialed, "connected");
+    let punched = link.path() == PathKind::Direct && context.punching.opened(peer, &remote);
+    if punched {
+        context.registry.mark_punched(peer, link.id());
+    }
+    info!(%remote, dialed, punched, "connected");
     // Pulls that failed for want of this peer can go on now.
     for folder in context.folders.shared_with(peer) {
         folder.replan_everything();

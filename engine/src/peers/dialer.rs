@@ -23,10 +23,11 @@ use super::address_book::AddressBook;
 use super::addresses::{AddressSource, ConfiguredAddresses};
 use super::connection::run_connection;
 use super::link::{Link, PathKind};
+use super::punch::{MAX_ATTEMPTS, PunchSchedule};
 use super::registry::PeerStatus;
 use super::session::SessionContext;
 use crate::config::{Address, DeviceConfig};
-use crate::net::Transport;
+use crate::net::{NetError, Transport};
 
 /// The first reconnect backoff; it doubles up to the `reconnectionIntervalS` option.
 const RETRY_MIN: Duration = Duration::from_millis(500);
@@ -38,6 +39,10 @@ const HIGHER_ID_DIAL_DELAY: Duration = Duration::from_secs(1);
 /// is not redialed in a tight loop.
 const LASTED: Duration = Duration::from_secs(10);
 
+/// How long one dial may take. A NAT that drops the packets would hold it for QUIC's whole
+/// idle timeout (30 s), and a dial loop waits for its dials: four handshake attempts
+/// (0, 1, 3 and 7 s) fit in this.
+const DIAL_LIMIT: Duration = Duration::from_secs(10);
 /// Between the starts of two dials of the same device's addresses.
 const STAGGER: Duration = Duration::from_millis(250);
 /// How long direct addresses are tried alone before relays are tried too.
@@ -46,6 +51,12 @@ const RELAY_HEAD_START: Duration = Duration::from_secs(2);
 /// [`MOVE_RETRY_MAX`].
 const MOVE_RETRY_MIN: Duration = Duration::from_secs(5);
 const MOVE_RETRY_MAX: Duration = Duration::from_secs(300);
+/// How long a move to a better path may take to dial (a NAT that drops the packets would
+/// hold the dial loop for a whole QUIC handshake timeout).
+const MOVE_DIAL_LIMIT: Duration = Duration::from_secs(6);
+/// How long the direct handshake of a hole punch may take: the NATs are open by then, or
+/// they will not be.
+const PUNCH_DIAL_LIMIT: Duration = Duration::from_secs(5);
 
 /// The session of a link a dial loop made.
 struct OwnSession {
@@ -133,6 +144,8 @@ impl Dialer {
         let mut move_after = Instant::now();
         let mut move_backoff = MOVE_RETRY_MIN;
         let mut discovered = self.book.changed();
+        let mut registered = self.context.registry.registrations();
+        let mut punch = PunchSchedule::default();
         // The session of the link this loop dialed last, while it runs.
         let mut own: Option<OwnSession> = None;
         loop {
@@ -143,36 +156,64 @@ impl Dialer {
             }
             let retry_max =
                 Duration::from_secs(self.context.config.get().options.reconnection_interval_s);
-            match self.context.registry.status(device) {
-                // (A session of ours that is not registered yet is about to be, or to end.)
-                None if own.is_none() => {
-                    let addresses = self.addresses(device).await;
-                    if let Some((_, link)) = self.dial_first(device, addresses).await {
-                        own = Some(self.start_session(link, device));
-                    }
+            let status = self.context.registry.status(device);
+            if let Some(relayed) = self.punch_due(device, status.as_ref(), &mut punch) {
+                if let Some(link) = self.punch(device, &relayed, &mut punch).await {
+                    own = Some(self.start_session(link, device));
                 }
-                Some(status) if Instant::now() >= move_after => {
-                    let better = self.better_paths(device, &status).await;
-                    let mut moved = better.is_empty();
-                    if let Some((address, link)) = self.dial_first(device, better).await {
-                        let to = if status.path == PathKind::Relayed {
-                            "direct"
+            } else {
+                match status {
+                    // (A session of ours that is not registered yet is about to be, or to end.)
+                    None if own.is_none() => {
+                        let addresses = self.addresses(device).await;
+                        if let Some((_, link)) = self.dial_first(device, addresses).await {
+                            own = Some(self.start_session(link, device));
+                        }
+                    }
+                    // While hole punching may still open a path, the asking side leaves it
+                    // to that (a plain dial would open the same path, untold).
+                    Some(status)
+                        if Instant::now() >= move_after
+                            && !(status.path == PathKind::Relayed
+                                && me < device
+                                && punch.wake_at().is_some()) =>
+                    {
+                        let better = self.better_paths(device, &status).await;
+                        let mut moved = better.is_empty();
+                        let dialed =
+                            tokio::time::timeout(MOVE_DIAL_LIMIT, self.dial_first(device, better));
+                        if let Ok(Some((address, link))) = dialed.await {
+                            let to = if status.path == PathKind::Relayed {
+                                "direct"
+                            } else {
+                                "LAN"
+                            };
+                            info!(from = %status.address, to = %address, "moving to a {to} path");
+                            own = Some(self.start_session(link, device));
+                            moved = true;
+                        }
+                        if moved {
+                            move_backoff = MOVE_RETRY_MIN;
                         } else {
-                            "LAN"
-                        };
-                        info!(from = %status.address, to = %address, "moving to a {to} path");
-                        own = Some(self.start_session(link, device));
-                        moved = true;
+                            move_after = Instant::now() + move_backoff;
+                            move_backoff = (move_backoff * 2).min(MOVE_RETRY_MAX);
+                        }
                     }
-                    if moved {
-                        move_backoff = MOVE_RETRY_MIN;
-                    } else {
-                        move_after = Instant::now() + move_backoff;
-                        move_backoff = (move_backoff * 2).min(MOVE_RETRY_MAX);
-                    }
+                    _ => {}
                 }
-                _ => {}
             }
+            let punch_wake = self
+                .context
+                .registry
+                .status(device)
+                .filter(|s| s.path == PathKind::Relayed && me < device)
+                .and_then(|_| punch.wake_at());
+            let punch_wait = async {
+                match punch_wake {
+                    Some(at) => tokio::time::sleep_until(at.into()).await,
+                    None => std::future::pending().await,
+                }
+            };
             // Jitter from the device IDs, so two devices do not dial in lockstep.
             let jitter =
                 Duration::from_millis(u64::from(me.as_bytes()[0] ^ device.as_bytes()[0]) * 2);
@@ -180,6 +221,7 @@ impl Dialer {
             // address are looked at right away; so is the end of our own session, unless
             // it ended at once (a peer refusing us is not redialed in a tight loop).
             discovered.borrow_and_update();
+            registered.borrow_and_update();
             let own_ended = async {
                 match own.as_mut() {
                     Some(session) => {
@@ -200,6 +242,9 @@ impl Dialer {
                 }
                 () = self.context.config.changed() => {}
                 Ok(()) = discovered.changed() => {}
+                // A new link: a relayed one is punched through at once.
+                Ok(()) = registered.changed() => continue,
+                () = punch_wait => continue,
                 () = tokio::time::sleep(backoff.min(retry_max) + jitter) => {}
             }
             backoff = (backoff * 2).min(retry_max.max(RETRY_MIN));
@@ -225,7 +270,17 @@ impl Dialer {
                 }
                 async move {
                     tokio::time::sleep(delay).await;
-                    let result = self.transport.dial(&address, device).await;
+                    let result = match tokio::time::timeout(
+                        DIAL_LIMIT,
+                        self.transport.dial(&address, device),
+                    )
+                    .await
+                    {
+                        Ok(result) => result,
+                        Err(_) => Err(NetError::Connect(format!(
+                            "no handshake within {DIAL_LIMIT:?}"
+                        ))),
+                    };
                     (address, result)
                 }
             })
@@ -237,6 +292,71 @@ impl Dialer {
             }
         }
         None
+    }
+
+    /// The relayed link to hole-punch through now, if one is due: the lower device ID asks
+    /// (the other answers, `peers::punch`), over a relayed link registered for `device`.
+    fn punch_due(
+        &self,
+        device: DeviceId,
+        status: Option<&PeerStatus>,
+        schedule: &mut PunchSchedule,
+    ) -> Option<Arc<dyn Link>> {
+        if self.context.me > device || status?.path != PathKind::Relayed {
+            return None;
+        }
+        let relayed = self.context.registry.link(device)?;
+        (relayed.path() == PathKind::Relayed && schedule.due(relayed.id(), Instant::now()))
+            .then_some(relayed)
+    }
+
+    /// One hole-punching attempt over `relayed`: asks the peer to open its NAT towards us,
+    /// then dials the address it gave. Returns the direct link, or counts the failure.
+    async fn punch(
+        &self,
+        device: DeviceId,
+        relayed: &Arc<dyn Link>,
+        schedule: &mut PunchSchedule,
+    ) -> Option<Arc<dyn Link>> {
+        let started = Instant::now();
+        let attempt = schedule.attempts() + 1;
+        let outcome = match self.context.punching.ask(device, &**relayed).await {
+            Ok(theirs) => {
+                let addresses = theirs
+                    .iter()
+                    .map(|a| Address::quic(a.ip().to_string(), a.port()))
+                    .collect();
+                match tokio::time::timeout(PUNCH_DIAL_LIMIT, self.dial_first(device, addresses))
+                    .await
+                {
+                    Ok(Some(found)) => Ok(found),
+                    _ => Err(format!("no direct handshake with {theirs:?}")),
+                }
+            }
+            Err(e) => Err(e.to_string()),
+        };
+        match outcome {
+            Ok((address, link)) => {
+                info!(
+                    to = %address,
+                    attempt,
+                    took_ms = started.elapsed().as_millis(),
+                    "hole punched: moving to a direct path"
+                );
+                schedule.succeeded();
+                Some(link)
+            }
+            Err(why) => {
+                let last = schedule.failed(Instant::now());
+                info!(attempt, of = MAX_ATTEMPTS, %why, "hole punch attempt failed");
+                if last {
+                    info!(
+                        "hole punching gave up after {MAX_ATTEMPTS} attempts; staying on the relay"
+                    );
+                }
+                None
+            }
+        }
     }
 
     /// Runs `link`'s session beside the dial loop, which goes on watching for a better path.

@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use peerfold_protocol::DeviceId;
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -40,6 +41,8 @@ pub struct PeerStatus {
     pub connected_since: jiff::Timestamp,
     /// This device dialed it (rather than it us).
     pub dialed: bool,
+    /// A direct path that hole punching opened (`peers::punch`).
+    pub punched: bool,
     /// What it said in its Hello (empty until then).
     pub client_name: String,
     /// Its program's version.
@@ -60,6 +63,7 @@ struct Connected {
     dialed: bool,
     since: jiff::Timestamp,
     hello: Hello,
+    punched: bool,
 }
 
 #[derive(Default)]
@@ -75,6 +79,9 @@ pub(crate) struct PeerRegistry {
     inner: Mutex<Inner>,
     /// What each link's peer owes this device in block data.
     flow: FlowControl,
+    /// Counts the links registered: dial loops wake on it (a relayed link is worth
+    /// punching through at once).
+    registered: watch::Sender<u64>,
 }
 
 impl PeerRegistry {
@@ -83,7 +90,13 @@ impl PeerRegistry {
             me,
             inner: Mutex::default(),
             flow: FlowControl::default(),
+            registered: watch::Sender::new(0),
         }
+    }
+
+    /// Changes each time a link is registered.
+    pub(crate) fn registrations(&self) -> watch::Receiver<u64> {
+        self.registered.subscribe()
     }
 
     /// The one lock, held for map updates only (never across I/O). A panic under it leaves
@@ -164,8 +177,11 @@ impl PeerRegistry {
                 dialed,
                 since: jiff::Timestamp::now(),
                 hello: Hello::default(),
+                punched: false,
             },
         );
+        drop(inner);
+        self.registered.send_modify(|n| *n += 1);
         Ok(retired)
     }
 
@@ -175,6 +191,15 @@ impl PeerRegistry {
             && c.link.id() == link_id
         {
             c.hello = hello;
+        }
+    }
+
+    /// Records that `link` (when registered for `peer`) is a path hole punching opened.
+    pub(crate) fn mark_punched(&self, peer: DeviceId, link_id: usize) {
+        if let Some(c) = self.inner().connected.get_mut(&peer)
+            && c.link.id() == link_id
+        {
+            c.punched = true;
         }
     }
 
@@ -197,7 +222,8 @@ impl PeerRegistry {
         true
     }
 
-    fn link(&self, peer: DeviceId) -> Option<Arc<dyn Link>> {
+    /// The link that serves `peer`.
+    pub(super) fn link(&self, peer: DeviceId) -> Option<Arc<dyn Link>> {
         self.inner().connected.get(&peer).map(|c| c.link.clone())
     }
 
@@ -212,6 +238,7 @@ impl PeerRegistry {
             stats: c.link.stats(),
             connected_since: c.since,
             dialed: c.dialed,
+            punched: c.punched,
             client_name: c.hello.client_name.clone(),
             client_version: c.hello.client_version.clone(),
         })

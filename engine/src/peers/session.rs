@@ -21,6 +21,7 @@ use tracing::debug;
 
 use super::Reason;
 use super::link::{FrameReceiver, Link, LinkError};
+use super::punch::HolePunching;
 use super::registry::{Hello, PeerRegistry};
 use crate::config::live::LiveConfig;
 use crate::events::{ConnectionKind, Event, EventLog};
@@ -42,6 +43,7 @@ pub(crate) struct SessionContext {
     pub(crate) offers: Arc<Offers>,
     pub(crate) registry: Arc<PeerRegistry>,
     pub(crate) events: Arc<EventLog>,
+    pub(crate) punching: Arc<HolePunching>,
     pub(crate) life: Life,
 }
 
@@ -108,6 +110,10 @@ pub(crate) async fn run(
         client_name: their_hello.client_name,
         client_version: their_hello.client_version,
         kind: ConnectionKind::of(link.path(), dialed),
+        punched: context
+            .registry
+            .status(peer)
+            .is_some_and(|s| s.punched && s.address == link.remote_address()),
     });
 
     // Outgoing control messages go through one writer.

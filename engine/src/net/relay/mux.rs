@@ -6,8 +6,9 @@
 //! stays end to end: the relay only ever carries QUIC packets.
 //!
 //! The same socket also carries the STUN probes of `net::stun` ([`MuxSocket::send_stun`]),
-//! so the mapping they learn is the one QUIC uses; their answers are taken out of what the
-//! UDP socket receives before quinn sees it.
+//! so the mapping they learn is the one QUIC uses, and hole-punching datagrams
+//! ([`MuxSocket::send_punch`]), so the NAT opens for the port QUIC uses; STUN that arrives
+//! is taken out of what the UDP socket receives before quinn sees it.
 //!
 //! Who wakes me: quinn (sends, receives), the session streams' reader tasks. Whom I wake:
 //! quinn's endpoint driver (a datagram arrived on a relayed path), a STUN probe waiting for
@@ -141,24 +142,33 @@ impl MuxSocket {
                 Entry::Vacant(slot) => slot.insert(answer),
             };
         }
+        if let Err(error) = self.send_datagram(to, &stun::binding_request(tx)) {
+            self.forget_stun(tx);
+            return Err(error);
+        }
+        Ok(answered)
+    }
+
+    /// Sends a hole-punching datagram to `to` through the UDP socket quinn uses: a STUN
+    /// Binding indication, which asks for no answer and which a peerfold socket at the other
+    /// end takes out of what its QUIC sees (as it does STUN answers).
+    pub(crate) fn send_punch(&self, to: SocketAddr, tx: TxId) -> io::Result<()> {
+        self.send_datagram(to, &stun::binding_indication(tx))
+    }
+
+    fn send_datagram(&self, to: SocketAddr, contents: &[u8]) -> io::Result<()> {
         // An IPv6 socket speaks of IPv4 peers in their mapped form.
         let destination = match (self.ipv6, to.ip()) {
             (true, IpAddr::V4(v4)) => SocketAddr::new(IpAddr::V6(v4.to_ipv6_mapped()), to.port()),
             _ => to,
         };
-        let request = stun::binding_request(tx);
-        let sent = self.udp.try_send(&Transmit {
+        self.udp.try_send(&Transmit {
             destination,
             ecn: None,
-            contents: &request,
+            contents,
             segment_size: None,
             src_ip: None,
-        });
-        if let Err(error) = sent {
-            self.forget_stun(tx);
-            return Err(error);
-        }
-        Ok(answered)
+        })
     }
 
     /// The UDP socket's port (0 if it cannot be read).
@@ -176,17 +186,17 @@ impl MuxSocket {
         self.stun_waiting().remove(&tx);
     }
 
-    /// Whether `datagram` is the answer to one of our STUN transactions (then handed to its
-    /// probe). QUIC packets never pass `is_stun` (a long header has the top bit set, a short
-    /// one bit 0x40), and the transaction ID must be one we are waiting for.
+    /// Whether `datagram` is STUN, so not for quinn: the answer to one of our transactions
+    /// is handed to its probe, anything else (a peer's hole-punching indication, a stray
+    /// answer) dropped. QUIC packets never pass `is_stun` (a long header has the top bit
+    /// set, a short one bit 0x40).
     fn stun_answer(&self, datagram: &[u8]) -> bool {
         let Some(tx) = stun::transaction_id(datagram) else {
             return false;
         };
-        let Some(probe) = self.stun_waiting().remove(&tx) else {
-            return false;
-        };
-        if let Some((_, mapped)) = stun::parse_binding_response(datagram) {
+        if let Some(probe) = self.stun_waiting().remove(&tx)
+            && let Some((_, mapped)) = stun::parse_binding_response(datagram)
+        {
             let _ = probe.send(mapped);
         }
         true

@@ -2,7 +2,8 @@
 //! for a block the local index lists (`answer`); the requester checks the hash. What one
 //! connection may cost is bounded: requests served at once, bytes read and not yet sent,
 //! the size of a request frame, how long a stream may stay silent or stall, and how many
-//! refusals it may collect (`refusals`).
+//! refusals it may collect (`refusals`). A stream may also carry a peer's hole-punching
+//! request (`peers::punch`) or a liveness probe.
 
 mod answer;
 mod lists;
@@ -20,8 +21,10 @@ use tracing::{debug, warn};
 
 use super::{SessionContext, SessionError, kind_of};
 use crate::folder::registry::FolderRegistry;
+use crate::life::Life;
 use crate::peers::Reason;
 use crate::peers::link::{FramedStream, Link, LinkError};
+use crate::peers::punch::HolePunching;
 use crate::store::StoreHandle;
 use answer::Answer;
 use lists::BlockLists;
@@ -56,6 +59,8 @@ pub(super) async fn serve_requests(
         budget: Arc::new(Semaphore::new(SERVING_BUDGET as usize)),
         lists: BlockLists::default(),
         refusals: Mutex::new(Refusals::new(Instant::now())),
+        punching: context.punching.clone(),
+        life: context.life.clone(),
     });
     let limit = Arc::new(Semaphore::new(SERVING_CONCURRENCY));
     loop {
@@ -84,6 +89,8 @@ struct Serving {
     budget: Arc<Semaphore>,
     lists: BlockLists,
     refusals: Mutex<Refusals>,
+    punching: Arc<HolePunching>,
+    life: Life,
 }
 
 impl Serving {
@@ -98,6 +105,15 @@ impl Serving {
             Ok(Ok(Some(wire::Message {
                 body: Some(Body::Ping(_)),
             }))) => return,
+            // The peer asks for a hole punch (peers/punch).
+            Ok(Ok(Some(wire::Message {
+                body: Some(Body::Punch(punch)),
+            }))) => {
+                self.punching
+                    .answer(self.peer, stream, &punch, &self.life)
+                    .await;
+                return;
+            }
             Ok(Ok(Some(other))) => {
                 debug!(
                     kind = kind_of(Some(&other)),
