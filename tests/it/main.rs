@@ -22,6 +22,7 @@ mod peer_entries;
 mod pending_bounds;
 mod poisoned_counter;
 mod punch;
+mod punch_bench;
 mod reconnect;
 mod relay;
 mod relay_syncthing;

@@ -218,9 +218,9 @@ pub(crate) fn in_bytes(api: &Api, device: &str) -> u64 {
 /// namespace), and two devices that know only each other's IDs, the server and the relay.
 pub(crate) struct TwoHomes {
     pub(crate) net: Netns,
-    server: OurServer,
+    pub(crate) server: OurServer,
     pub(crate) relay: RelayProcess,
-    homes: [usize; 2],
+    pub(crate) homes: [usize; 2],
     pub(crate) routers: [usize; 2],
     _relay_data: tempfile::TempDir,
 }

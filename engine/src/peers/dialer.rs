@@ -178,25 +178,17 @@ impl Dialer {
                                 && me < device
                                 && punch.wake_at().is_some()) =>
                     {
-                        let better = self.better_paths(device, &status).await;
-                        let mut moved = better.is_empty();
-                        let dialed =
-                            tokio::time::timeout(MOVE_DIAL_LIMIT, self.dial_first(device, better));
-                        if let Ok(Some((address, link))) = dialed.await {
-                            let to = if status.path == PathKind::Relayed {
-                                "direct"
-                            } else {
-                                "LAN"
-                            };
-                            info!(from = %status.address, to = %address, "moving to a {to} path");
-                            own = Some(self.start_session(link, device));
-                            moved = true;
-                        }
-                        if moved {
-                            move_backoff = MOVE_RETRY_MIN;
-                        } else {
-                            move_after = Instant::now() + move_backoff;
-                            move_backoff = (move_backoff * 2).min(MOVE_RETRY_MAX);
+                        match self.move_to_better_path(device, &status).await {
+                            Ok(link) => {
+                                if let Some(link) = link {
+                                    own = Some(self.start_session(link, device));
+                                }
+                                move_backoff = MOVE_RETRY_MIN;
+                            }
+                            Err(()) => {
+                                move_after = Instant::now() + move_backoff;
+                                move_backoff = (move_backoff * 2).min(MOVE_RETRY_MAX);
+                            }
                         }
                     }
                     _ => {}
@@ -294,6 +286,30 @@ impl Dialer {
         None
     }
 
+    /// Dials a better path than the link `status` describes: the new link (`None` when
+    /// there is no better path to try), or `Err` when none answered.
+    async fn move_to_better_path(
+        &self,
+        device: DeviceId,
+        status: &PeerStatus,
+    ) -> Result<Option<Arc<dyn Link>>, ()> {
+        let better = self.better_paths(device, status).await;
+        if better.is_empty() {
+            return Ok(None);
+        }
+        let dialed = tokio::time::timeout(MOVE_DIAL_LIMIT, self.dial_first(device, better));
+        let Ok(Some((address, link))) = dialed.await else {
+            return Err(());
+        };
+        let to = if status.path == PathKind::Relayed {
+            "direct"
+        } else {
+            "LAN"
+        };
+        info!(from = %status.address, to = %address, "moving to a {to} path");
+        Ok(Some(link))
+    }
+
     /// The relayed link to hole-punch through now, if one is due: the lower device ID asks
     /// (the other answers, `peers::punch`), over a relayed link registered for `device`.
     fn punch_due(
@@ -337,10 +353,12 @@ impl Dialer {
         };
         match outcome {
             Ok((address, link)) => {
+                let carried = relayed.stats();
                 info!(
                     to = %address,
                     attempt,
                     took_ms = started.elapsed().as_millis(),
+                    relayed_bytes = carried.rx_bytes + carried.tx_bytes,
                     "hole punched: moving to a direct path"
                 );
                 schedule.succeeded();
