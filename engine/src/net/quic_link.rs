@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use bytes::Bytes;
 use peerfold_protocol::wire::{self, message::Body};
 
 use crate::peers::Reason;
@@ -87,30 +88,45 @@ impl Link for QuicLink {
         }
     }
 
-    /// Sends a Ping on a stream of its own: the peer's QUIC stack acknowledges it (within
-    /// its ack delay, 25 ms by default) whatever its session does with it (it reads the
-    /// first message of a stream and drops anything but a Request). Any datagram received
-    /// after that is a sign of life; a dead peer sends none, and a restarted one on the
-    /// same port answers with a stateless reset, which closes the connection.
+    /// Sends the peer something its QUIC stack must acknowledge and watches for any datagram
+    /// from it: a live peer's acks (within its ack delay, 25 ms by default) or its traffic
+    /// are the sign of life; a dead peer sends none, and a restarted one on the same port
+    /// answers with a stateless reset, which closes the connection. What is sent: a QUIC
+    /// DATAGRAM frame (not held back by flow control, so a busy link whose streams wait
+    /// for the peer's window still answers at once) and a Ping on a stream of its own (for
+    /// a peer that takes no datagrams). The watching starts before the sending, which may
+    /// wait.
     async fn answers(&self, within: Duration) -> bool {
         let before = self.connection.stats().udp_rx.datagrams;
-        let probe = async {
-            let mut stream = self.open().await.ok()?;
-            let ping = wire::Message {
-                body: Some(Body::Ping(wire::Ping {})),
-            };
-            stream.send.send(&ping).await.ok()?;
-            stream.send.finish().await.ok()?;
+        let ping = async {
+            let _ = self.connection.send_datagram(Bytes::from_static(b"."));
+            if let Ok(mut stream) = self.open().await {
+                let ping = wire::Message {
+                    body: Some(Body::Ping(wire::Ping {})),
+                };
+                if stream.send.send(&ping).await.is_ok() {
+                    let _ = stream.send.finish().await;
+                }
+            }
+            std::future::pending::<()>().await;
+        };
+        let heard = async {
             loop {
                 if self.connection.close_reason().is_some() {
-                    return None;
+                    return false;
                 }
                 if self.connection.stats().udp_rx.datagrams > before {
-                    return Some(());
+                    return true;
                 }
                 tokio::time::sleep(PROBE_POLL).await;
             }
         };
-        matches!(tokio::time::timeout(within, probe).await, Ok(Some(())))
+        let probe = async {
+            tokio::select! {
+                () = ping => false,
+                heard = heard => heard,
+            }
+        };
+        tokio::time::timeout(within, probe).await.unwrap_or(false)
     }
 }

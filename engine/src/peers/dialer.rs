@@ -54,6 +54,9 @@ const MOVE_RETRY_MAX: Duration = Duration::from_secs(300);
 /// How long a move to a better path may take to dial (a NAT that drops the packets would
 /// hold the dial loop for a whole QUIC handshake timeout).
 const MOVE_DIAL_LIMIT: Duration = Duration::from_secs(6);
+/// How long the device that does not ask for hole punches waits, after a relayed link is
+/// made, before it dials the peer's direct addresses itself.
+const PUNCH_HEAD_START: Duration = Duration::from_secs(5);
 /// How long the direct handshake of a hole punch may take: the NATs are open by then, or
 /// they will not be.
 const PUNCH_DIAL_LIMIT: Duration = Duration::from_secs(5);
@@ -171,12 +174,19 @@ impl Dialer {
                         }
                     }
                     // While hole punching may still open a path, the asking side leaves it
-                    // to that (a plain dial would open the same path, untold).
+                    // to that (a plain dial would open the same path, untold), and the
+                    // other side gives it a head start (its dial would race the punch).
                     Some(status)
                         if Instant::now() >= move_after
                             && !(status.path == PathKind::Relayed
-                                && me < device
-                                && punch.wake_at().is_some()) =>
+                                && if me < device {
+                                    punch.wake_at().is_some()
+                                } else {
+                                    jiff::Timestamp::now()
+                                        .duration_since(status.connected_since)
+                                        .unsigned_abs()
+                                        < PUNCH_HEAD_START
+                                }) =>
                     {
                         match self.move_to_better_path(device, &status).await {
                             Ok(link) => {
