@@ -11,6 +11,7 @@ mod config_json;
 mod db;
 pub(crate) mod events;
 mod folder_files;
+mod svc;
 mod system;
 
 use std::collections::HashMap;
@@ -37,6 +38,8 @@ pub(crate) struct Api {
     pub(crate) engine: Engine,
     pub(crate) address: SocketAddr,
     pub(crate) stop: CancellationToken,
+    /// Errors clients posted (`/rest/system/error`).
+    pub(crate) errors: system::PostedErrors,
 }
 
 /// The handlers' state.
@@ -140,6 +143,7 @@ pub(crate) async fn serve(engine: Engine, listener: TcpListener, stop: Cancellat
         engine,
         address,
         stop: stop.clone(),
+        errors: system::PostedErrors::default(),
     });
     if let Err(e) = axum::serve(listener, router(api))
         .with_graceful_shutdown(async move { stop.cancelled().await })
@@ -157,7 +161,16 @@ fn router(api: Arc<Api>) -> Router {
         .route("/rest/system/ping", get(system::ping).post(system::ping))
         .route("/rest/system/connections", get(system::connections))
         .route("/rest/system/discovery", get(system::discovery))
-        .route("/rest/system/error", get(system::errors))
+        .route(
+            "/rest/system/error",
+            get(system::errors).post(system::post_error),
+        )
+        .route("/rest/system/error/clear", post(system::clear_errors))
+        .route("/rest/system/upgrade", get(svc::upgrade).post(svc::upgrade))
+        .route("/rest/system/config/insync", get(svc::insync))
+        .route("/rest/config/insync", get(svc::insync))
+        .route("/rest/svc/random/string", get(svc::random))
+        .route("/rest/svc/lang", get(svc::lang))
         .route("/rest/system/shutdown", post(system::shutdown))
         .route("/rest/system/restart", post(system::restart))
         .route("/rest/system/pause", post(system::pause))

@@ -678,7 +678,7 @@ fn pairing_and_sharing_through_the_api_alone() {
     let (status, json) = api_b.send_json(
         "POST",
         "/rest/config/devices",
-        &serde_json::json!({ "deviceID": id_a, "addresses": ["tcp://1.2.3.4:22000"] }),
+        &serde_json::json!({ "deviceID": id_a, "addresses": ["udp://1.2.3.4:22000"] }),
     );
     assert_eq!(status, 400, "{json}");
     assert!(

@@ -26,6 +26,12 @@ const NO_INPUT: &[(&str, &str)] = &[
     ("GET", "/rest/system/connections"),
     ("GET", "/rest/system/discovery"),
     ("GET", "/rest/system/error"),
+    ("POST", "/rest/system/error/clear"),
+    ("GET", "/rest/system/upgrade"),
+    ("POST", "/rest/system/upgrade"),
+    ("GET", "/rest/system/config/insync"),
+    ("GET", "/rest/config/insync"),
+    ("GET", "/rest/svc/lang"),
     ("POST", "/rest/system/shutdown"),
     ("POST", "/rest/system/restart"),
     ("GET", "/rest/system/config"),
@@ -222,6 +228,12 @@ fn rows(device: &Device, me: &str) -> Vec<Row> {
         ("/rest/svc/deviceid", "POST"),
         ("/qr/", "POST"),
         ("/metrics", "POST"),
+        ("/rest/system/error/clear", "GET"),
+        ("/rest/system/upgrade", "DELETE"),
+        ("/rest/system/config/insync", "POST"),
+        ("/rest/config/insync", "POST"),
+        ("/rest/svc/random/string", "POST"),
+        ("/rest/svc/lang", "POST"),
     ] {
         rows.push(q(route, method, "", 405, "not allowed"));
     }
@@ -351,7 +363,7 @@ fn rows(device: &Device, me: &str) -> Vec<Row> {
             "addresses",
         ),
         devices(
-            format!(r#"{{"deviceID": "{unknown}", "addresses": ["tcp://192.0.2.1:22000"]}}"#),
+            format!(r#"{{"deviceID": "{unknown}", "addresses": ["udp://192.0.2.1:22000"]}}"#),
             400,
             "quic://",
         ),
@@ -776,8 +788,11 @@ fn rows(device: &Device, me: &str) -> Vec<Row> {
         } else {
             ""
         };
+        // Without `folder`, a scan covers every folder (Syncthing's rule): no refusal.
+        if route != "/rest/db/scan" {
+            rows.push(q(route, method, &format!("?x=1{file}"), 400, "\"folder\""));
+        }
         rows.extend([
-            q(route, method, &format!("?x=1{file}"), 400, "\"folder\""),
             q(route, method, &format!("?folder={file}"), 400, "\"folder\""),
             q(route, method, &format!("?folder=nope{file}"), 404, "nope"),
             q(
@@ -1027,6 +1042,29 @@ fn rows(device: &Device, me: &str) -> Vec<Row> {
             "?folder=x&device=NOT-AN-ID",
             400,
             "NOT-AN-ID",
+        ),
+        q("/rest/svc/random/string", "GET", "?length=0", 400, "length"),
+        q(
+            "/rest/svc/random/string",
+            "GET",
+            "?length=1025",
+            400,
+            "length",
+        ),
+        q(
+            "/rest/svc/random/string",
+            "GET",
+            "?length=ten",
+            400,
+            "length",
+        ),
+        b(
+            "/rest/system/error",
+            "POST",
+            "/rest/system/error",
+            "",
+            400,
+            "body",
         ),
         q("/rest/svc/deviceid", "GET", "", 400, "\"id\""),
         q("/rest/svc/deviceid", "GET", "?id=", 400, "\"id\""),

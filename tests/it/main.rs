@@ -6,6 +6,7 @@
 
 mod api;
 mod api_inputs;
+mod api_svc;
 mod big_index;
 mod cli;
 mod control;

@@ -9,6 +9,7 @@ use peerfold_engine::config::{
 };
 use peerfold_protocol::DeviceId;
 use serde_json::{Value, json};
+use tracing::warn;
 
 use super::config_json::{
     defaults_json, device_json, fixed_options_json, folder_json, options_json,
@@ -48,6 +49,31 @@ fn device_id_field(value: &Value) -> Result<DeviceId, String> {
 }
 
 /// A device object; fields it lacks keep `base`'s values (or the defaults).
+/// A device address as Syncthing's clients send it: an empty entry (stman sends `[""]`) is
+/// no address; `tcp://` (and `tcp4://`, `tcp6://`, `quic4://`, `quic6://`) is taken as
+/// `quic://` at the same host and port, with a warning in the log (peerfold dials QUIC
+/// only, and a Syncthing device listens for QUIC on its TCP port too).
+fn syncthing_address(text: &str) -> Result<Option<Address>, String> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Ok(None);
+    }
+    let mut owned = text.to_owned();
+    for scheme in ["tcp://", "tcp4://", "tcp6://", "quic4://", "quic6://"] {
+        if let Some(rest) = text.strip_prefix(scheme) {
+            owned = format!("quic://{rest}");
+            if scheme.starts_with("tcp") {
+                warn!(address = %text, as_quic = %owned, "peerfold dials QUIC only: a TCP address is taken as QUIC at the same host and port");
+            }
+            break;
+        }
+    }
+    owned
+        .parse::<Address>()
+        .map(Some)
+        .map_err(|e| format!("{e} (peerfold speaks QUIC: quic://HOST:PORT or dynamic)"))
+}
+
 fn device_from_json(value: &Value, base: Option<&DeviceConfig>) -> Result<DeviceConfig, String> {
     if !value.is_object() {
         return Err(format!("a device must be a JSON object, not {value}"));
@@ -60,16 +86,22 @@ fn device_from_json(value: &Value, base: Option<&DeviceConfig>) -> Result<Device
         None | Some(Value::Null) => {
             base.map_or_else(|| vec![Address::Dynamic], |b| b.addresses.clone())
         }
-        Some(Value::Array(list)) => list
-            .iter()
-            .map(|a| {
+        Some(Value::Array(list)) => {
+            let mut addresses = Vec::new();
+            for a in list {
                 let text = a
                     .as_str()
                     .ok_or_else(|| format!("addresses must be strings, not {a}"))?;
-                text.parse::<Address>()
-                    .map_err(|e| format!("{e} (peerfold speaks QUIC: quic://HOST:PORT or dynamic)"))
-            })
-            .collect::<Result<_, _>>()?,
+                if let Some(address) = syncthing_address(text)? {
+                    addresses.push(address);
+                }
+            }
+            // Syncthing's rule: no address at all means "find it".
+            if addresses.is_empty() {
+                addresses.push(Address::Dynamic);
+            }
+            addresses
+        }
         Some(other) => return Err(format!("\"addresses\" must be a list, not {other}")),
     };
     Ok(DeviceConfig {
@@ -102,16 +134,9 @@ fn folder_from_json(
         Some(p) => std::path::PathBuf::from(p),
         None => base.map(|b| b.path.clone()).ok_or("\"path\" is missing")?,
     };
-    let folder_type = match string_field(value, "type")?.as_deref() {
+    let folder_type = match string_field(value, "type")? {
         None => base.map_or(FolderType::SendReceive, |b| b.folder_type),
-        Some("sendreceive") => FolderType::SendReceive,
-        Some("sendonly") => FolderType::SendOnly,
-        Some("receiveonly") => FolderType::ReceiveOnly,
-        Some(other) => {
-            return Err(format!(
-                "folder type {other:?} is not supported (sendreceive, sendonly, receiveonly)"
-            ));
-        }
+        Some(text) => text.parse::<FolderType>().map_err(|e| e.to_string())?,
     };
     let devices = match value.get("devices") {
         None | Some(Value::Null) => base.map(|b| b.devices.clone()).unwrap_or_default(),

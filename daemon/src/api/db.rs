@@ -113,6 +113,10 @@ pub(super) async fn completion(State(api): AppState, params: Params) -> ApiResul
 }
 
 pub(super) async fn scan(State(api): AppState, params: Params) -> ApiResult {
+    // Without `folder`, every running folder is scanned, as Syncthing does.
+    if !params.contains_key("folder") {
+        return scan_all(&api).await;
+    }
     let folder = folder(&api, &params)?;
     // The whole folder is scanned, but a `sub` that could not be inside it is refused.
     if let Some(sub) = params.get("sub").filter(|s| !s.is_empty()) {
@@ -127,6 +131,19 @@ pub(super) async fn scan(State(api): AppState, params: Params) -> ApiResult {
     Ok(axum::Json(
         json!({ "folder": folder.id(), "changed": changed }),
     ))
+}
+
+/// Scans every running folder at once; returns when all are done, with what each changed.
+async fn scan_all(api: &super::Api) -> ApiResult {
+    let folders = api.engine.folders();
+    let scans = folders.iter().map(|f| f.scan());
+    let results = futures_util::future::join_all(scans).await;
+    let mut changed = serde_json::Map::new();
+    for (folder, result) in folders.iter().zip(results) {
+        let count = result.map_err(|e| ApiError::internal(format!("{}: {e}", folder.id())))?;
+        changed.insert(folder.id().to_owned(), json!(count));
+    }
+    Ok(axum::Json(json!({ "changed": changed })))
 }
 
 pub(super) async fn override_changes(State(api): AppState, params: Params) -> ApiResult {

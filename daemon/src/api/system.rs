@@ -121,8 +121,63 @@ pub(super) async fn discovery(State(api): AppState) -> ApiResult {
     Ok(axum::Json(Value::Object(known)))
 }
 
-pub(super) async fn errors() -> ApiResult {
-    Ok(axum::Json(json!({ "errors": null })))
+/// Errors posted through `POST /rest/system/error` (Syncthing's GUI and `syncthing cli
+/// errors push` add them; the GUI shows them until cleared), oldest first.
+#[derive(Debug, Default)]
+pub(crate) struct PostedErrors(
+    std::sync::Mutex<std::collections::VecDeque<(jiff::Timestamp, String)>>,
+);
+
+/// Posted errors kept (the oldest go first) and the bytes kept of each.
+const MAX_POSTED_ERRORS: usize = 100;
+const MAX_POSTED_ERROR_BYTES: usize = 1024;
+
+impl PostedErrors {
+    fn list(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::VecDeque<(jiff::Timestamp, String)>> {
+        // A list of strings: whole between statements.
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// `GET /rest/system/error`: `{"errors": null}` or the posted errors, as Syncthing's log
+/// lines (`when`, `message`, `level` 3 = warning).
+pub(super) async fn errors(State(api): AppState) -> ApiResult {
+    let list = api.errors.list();
+    if list.is_empty() {
+        return Ok(axum::Json(json!({ "errors": null })));
+    }
+    let errors: Vec<Value> = list
+        .iter()
+        .map(|(when, message)| json!({ "when": when.to_string(), "message": message, "level": 3 }))
+        .collect();
+    Ok(axum::Json(json!({ "errors": errors })))
+}
+
+/// `POST /rest/system/error`: the body (text) is added to the errors.
+pub(super) async fn post_error(State(api): AppState, body: String) -> ApiResult {
+    let mut message = body.trim().to_owned();
+    if message.is_empty() {
+        return Err(ApiError::bad_request("the body must be the error's text"));
+    }
+    let mut end = message.len().min(MAX_POSTED_ERROR_BYTES);
+    while !message.is_char_boundary(end) {
+        end -= 1;
+    }
+    message.truncate(end);
+    let mut list = api.errors.list();
+    if list.len() >= MAX_POSTED_ERRORS {
+        list.pop_front();
+    }
+    list.push_back((jiff::Timestamp::now(), message));
+    Ok(axum::Json(json!({})))
+}
+
+/// `POST /rest/system/error/clear`: forgets the posted errors.
+pub(super) async fn clear_errors(State(api): AppState) -> ApiResult {
+    api.errors.list().clear();
+    Ok(axum::Json(json!({})))
 }
 
 pub(super) async fn connections(State(api): AppState) -> ApiResult {

@@ -205,13 +205,30 @@ fn default_device_name() -> String {
         .unwrap_or_else(|| "peerfold".to_owned())
 }
 
-/// 32 URL-safe characters from the OS random source.
+/// 32 characters (A-Z, 2-7) from the OS random source: never a leading `-`, which
+/// `syncthing cli --gui-apikey KEY` would take for an option.
 fn random_api_key() -> String {
-    let mut bytes = [0u8; 24];
+    let mut bytes = [0u8; 20];
     // Without a working random source no key can be trusted; an empty key makes the API
     // refuse every request until one is set.
     if ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes).is_err() {
         return String::new();
     }
-    data_encoding::BASE64URL_NOPAD.encode(&bytes)
+    data_encoding::BASE32_NOPAD.encode(&bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Keys go on command lines (`syncthing cli --gui-apikey KEY`): letters and digits only.
+    #[test]
+    fn api_keys_are_32_letters_and_digits() {
+        for _ in 0..256 {
+            let key = random_api_key();
+            assert_eq!(key.len(), 32);
+            assert!(key.bytes().all(|b| b.is_ascii_alphanumeric()), "{key}");
+        }
+        assert_ne!(random_api_key(), random_api_key());
+    }
 }

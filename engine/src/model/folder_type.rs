@@ -29,7 +29,13 @@ impl FolderType {
 impl std::str::FromStr for FolderType {
     type Err = UnknownFolderType;
 
+    /// Syncthing's names, and the legacy ones it still takes (`readwrite`, `readonly`).
     fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text {
+            "readwrite" => return Ok(Self::SendReceive),
+            "readonly" => return Ok(Self::SendOnly),
+            _ => {}
+        }
         [Self::SendReceive, Self::SendOnly, Self::ReceiveOnly]
             .into_iter()
             .find(|t| t.as_str() == text)
@@ -41,3 +47,23 @@ impl std::str::FromStr for FolderType {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("unknown folder type {0:?} (sendreceive, sendonly or receiveonly)")]
 pub struct UnknownFolderType(pub String);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn syncthing_names_and_legacy_ones() {
+        for (text, kind) in [
+            ("sendreceive", FolderType::SendReceive),
+            ("readwrite", FolderType::SendReceive),
+            ("sendonly", FolderType::SendOnly),
+            ("readonly", FolderType::SendOnly),
+            ("receiveonly", FolderType::ReceiveOnly),
+        ] {
+            assert_eq!(text.parse::<FolderType>(), Ok(kind), "{text}");
+        }
+        assert!("receiveencrypted".parse::<FolderType>().is_err());
+        assert_eq!(FolderType::SendOnly.as_str(), "sendonly");
+    }
+}

@@ -1,0 +1,207 @@
+//! Syncthing's small endpoints its GUI and clients call first (issue 16): posted errors
+//! (through Debian's `syncthing cli errors`, as a user would), random strings, languages,
+//! whether the configuration is in sync, the upgrade check, and a scan of every folder.
+//! Needs Debian's `syncthing` (tests/run.sh installs it).
+
+use std::process::Command;
+
+use serde_json::Value;
+
+use crate::api::Api;
+use crate::support::Device;
+
+/// `POST /rest/db/scan` without `folder` scans every folder and returns once all are done.
+#[test]
+fn a_scan_without_a_folder_scans_them_all() {
+    let device = Device::init();
+    let roots = [
+        device.add_folder("one", "one"),
+        device.add_folder("two", "two"),
+    ];
+    let running = device.serve();
+    let api = Api::of(&device, &running);
+    for (i, root) in roots.iter().enumerate() {
+        std::fs::write(root.join(format!("new-{i}.txt")), b"fresh").unwrap();
+    }
+    let (status, answer) = api.send_json("POST", "/rest/db/scan", &serde_json::json!({}));
+    assert_eq!(status, 200, "{answer}");
+    assert!(answer["changed"].get("one").is_some(), "{answer}");
+    assert!(answer["changed"].get("two").is_some(), "{answer}");
+    for folder in ["one", "two"] {
+        let status = api.get(&format!("/rest/db/status?folder={folder}"));
+        assert_eq!(status["localFiles"], 1, "{folder}: {status}");
+    }
+}
+
+/// What Syncthing's clients send: `tcp://` addresses (taken as QUIC at the same host and
+/// port), an empty address list entry (stman's `[""]`: "find it"), legacy folder types.
+#[test]
+fn syncthing_clients_inputs_are_taken_as_syncthing_takes_them() {
+    let device = Device::init();
+    device.add_folder("docs", "docs");
+    let running = device.serve();
+    let api = Api::of(&device, &running);
+    let (peer_one, peer_two) = (Device::init().id(), Device::init().id());
+    api.ok_json(
+        "POST",
+        "/rest/config/devices",
+        serde_json::json!({ "deviceID": peer_one, "addresses": ["tcp://127.0.0.1:9", "quic4://127.0.0.1:10"] }),
+    );
+    let stored = api.get(&format!("/rest/config/devices/{peer_one}"));
+    assert_eq!(
+        stored["addresses"],
+        serde_json::json!(["quic://127.0.0.1:9", "quic://127.0.0.1:10"]),
+        "{stored}"
+    );
+    assert!(
+        device.log().contains("peerfold dials QUIC only"),
+        "the mapping is logged"
+    );
+    api.ok_json(
+        "POST",
+        "/rest/config/devices",
+        serde_json::json!({ "deviceID": peer_two, "addresses": [""] }),
+    );
+    let stored = api.get(&format!("/rest/config/devices/{peer_two}"));
+    assert_eq!(
+        stored["addresses"],
+        serde_json::json!(["dynamic"]),
+        "{stored}"
+    );
+    for (legacy, kind) in [("readonly", "sendonly"), ("readwrite", "sendreceive")] {
+        api.ok_json(
+            "PATCH",
+            "/rest/config/folders/docs",
+            serde_json::json!({ "type": legacy }),
+        );
+        assert_eq!(
+            api.get("/rest/config/folders/docs")["type"],
+            kind,
+            "{legacy}"
+        );
+    }
+    let (status, answer) = api.send_json(
+        "PATCH",
+        "/rest/config/folders/docs",
+        &serde_json::json!({ "type": "readmostly" }),
+    );
+    assert_eq!(status, 400, "{answer}");
+    assert!(
+        answer["error"].as_str().unwrap().contains("readmostly"),
+        "{answer}"
+    );
+}
+
+#[test]
+fn posted_errors_random_strings_languages_insync_and_upgrade() {
+    let device = Device::init();
+    let running = device.serve();
+    let api = Api::of(&device, &running);
+    // A fresh key goes on a command line as it is.
+    assert!(
+        api.key.bytes().all(|b| b.is_ascii_alphanumeric()),
+        "{}",
+        api.key
+    );
+    let cli_home = device.path("syncthing-cli-home");
+    std::fs::create_dir_all(&cli_home).unwrap();
+    let cli = |args: &[&str]| -> String {
+        let output = Command::new("syncthing")
+            .arg("cli")
+            .arg(format!("--gui-address=127.0.0.1:{}", running.api_port))
+            .arg(format!("--gui-apikey={}", api.key))
+            .args(args)
+            .env("HOME", &cli_home)
+            .output()
+            .expect("syncthing (apt-get install syncthing)");
+        let text = String::from_utf8_lossy(&output.stdout).into_owned();
+        assert!(
+            output.status.success(),
+            "syncthing cli {args:?}: {text}{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        text
+    };
+
+    // Errors: none, two posted as text (kept in order, with a time), shown and cleared
+    // through `syncthing cli` (its `errors push` panics in 1.19 before it sends anything).
+    assert_eq!(api.get("/rest/system/error")["errors"], Value::Null);
+    let post_text = |text: &str| {
+        let request = ureq::http::Request::builder()
+            .method("POST")
+            .uri(format!("{}/rest/system/error", api.base))
+            .header("X-API-Key", &api.key)
+            .body(text.to_owned())
+            .unwrap();
+        let response = api.agent.run(request).unwrap();
+        response.status().as_u16()
+    };
+    assert_eq!(post_text("the disk is on fire\n"), 200);
+    assert_eq!(post_text("and the backup too"), 200);
+    assert_eq!(post_text("  \n"), 400, "an empty error is refused");
+    let shown: Value = serde_json::from_str(&cli(&["errors", "show"])).unwrap();
+    let messages: Vec<&str> = shown["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["message"].as_str().unwrap())
+        .collect();
+    assert_eq!(messages, ["the disk is on fire", "and the backup too"]);
+    assert!(
+        shown["errors"][0]["when"]
+            .as_str()
+            .unwrap()
+            .parse::<jiff::Timestamp>()
+            .is_ok(),
+        "{shown}"
+    );
+    cli(&["errors", "clear"]);
+    assert_eq!(api.get("/rest/system/error")["errors"], Value::Null);
+
+    // Random strings: the length asked, two never alike.
+    let one = api.get("/rest/svc/random/string")["random"].clone();
+    assert_eq!(one.as_str().unwrap().len(), 32, "{one}");
+    assert_ne!(one, api.get("/rest/svc/random/string")["random"]);
+    let long = api.get("/rest/svc/random/string?length=200");
+    assert_eq!(long["random"].as_str().unwrap().len(), 200);
+    api.refused("GET", "/rest/svc/random/string?length=0", 400, "length");
+
+    // Languages, best first, from the browser's header.
+    let (status, body) = api.send(
+        "GET",
+        "/rest/svc/lang",
+        &[
+            ("X-API-Key", &api.key),
+            ("Accept-Language", "de-CH;q=0.4, nl-BE, fr;q=0.7"),
+        ],
+    );
+    assert_eq!(status, 200, "{body}");
+    let langs: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(langs, serde_json::json!(["nl-be", "fr", "de-ch"]));
+
+    // In sync until a change that needs a restart (the device name does not).
+    for path in ["/rest/config/insync", "/rest/system/config/insync"] {
+        assert_eq!(api.get(path)["configInSync"], true, "{path}");
+    }
+    api.ok_json(
+        "PATCH",
+        "/rest/config/options",
+        serde_json::json!({ "listenAddresses": ["quic://127.0.0.1:0"] }),
+    );
+    let required = api.get("/rest/config/restart-required")["requiresRestart"] == true;
+    assert_eq!(
+        api.get("/rest/config/insync")["configInSync"],
+        !required,
+        "insync is the opposite of restart-required"
+    );
+
+    // No self-upgrade: the running version is the latest, and asking to upgrade changes
+    // nothing (`syncthing cli operations upgrade` succeeds).
+    let upgrade = api.get("/rest/system/upgrade");
+    let running_version = format!("v{}", env!("CARGO_PKG_VERSION"));
+    assert_eq!(upgrade["running"], running_version.as_str(), "{upgrade}");
+    assert_eq!(upgrade["latest"], running_version.as_str());
+    assert_eq!(upgrade["newer"], false);
+    cli(&["operations", "upgrade"]);
+    assert_eq!(api.get("/rest/system/ping")["ping"], "pong");
+}
