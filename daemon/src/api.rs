@@ -245,6 +245,7 @@ fn router(api: Arc<Api>) -> Router {
         )
         .route("/rest/db/conflicts", get(folder_files::conflicts))
         .route("/rest/events", get(system::events))
+        .route("/rest/events/disk", get(system::disk_events))
         .route("/rest/stats/device", get(system::device_stats))
         .route("/rest/stats/folder", get(system::folder_stats))
         .route(

@@ -1,6 +1,9 @@
 //! The engine's event log: typed events, numbered, of which the newest `CAPACITY` are kept
 //! for clients that poll (`GET /rest/events?since=N`; the REST API alone turns them into
 //! Syncthing's JSON). A client that falls behind sees a gap in the IDs, as with Syncthing.
+//! Changes seen on disk (`LocalChangeDetected`, `RemoteChangeDetected`: one per name, so a
+//! big scan brings thousands) go to a log of their own with its own numbers
+//! (`/rest/events/disk`, as Syncthing keeps them apart), so they never push the others out.
 //!
 //! Who wakes me: every task that emits. Whom I wake: pollers waiting in [`EventLog::wait`].
 
@@ -253,6 +256,66 @@ pub enum Event {
     },
     /// The configuration changed and was saved.
     ConfigSaved,
+    /// A scan recorded a change of a name on disk.
+    LocalChangeDetected {
+        /// The folder.
+        folder: String,
+        /// Its label.
+        label: String,
+        /// The name.
+        path: String,
+        /// What happened to it.
+        action: DiskAction,
+        /// What it is (was, when deleted).
+        kind: crate::model::entry::FileKind,
+    },
+    /// The puller wrote a peer's change of a name to disk.
+    RemoteChangeDetected {
+        /// The folder.
+        folder: String,
+        /// Its label.
+        label: String,
+        /// The name.
+        path: String,
+        /// What happened to it.
+        action: DiskAction,
+        /// What it is (was, when deleted).
+        kind: crate::model::entry::FileKind,
+        /// The short ID of the device that made the change.
+        modified_by: String,
+    },
+}
+
+impl Event {
+    /// A change seen on disk: kept in the disk log.
+    pub fn is_disk(&self) -> bool {
+        matches!(
+            self,
+            Self::LocalChangeDetected { .. } | Self::RemoteChangeDetected { .. }
+        )
+    }
+}
+
+/// What a change did to a name (Syncthing's `action` of the disk events).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DiskAction {
+    /// The name is new.
+    Added,
+    /// The name changed.
+    Modified,
+    /// The name is gone.
+    Deleted,
+}
+
+impl DiskAction {
+    /// `added`, `modified` or `deleted`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Added => "added",
+            Self::Modified => "modified",
+            Self::Deleted => "deleted",
+        }
+    }
 }
 
 /// One event as it was logged.
@@ -266,15 +329,66 @@ pub struct LoggedEvent {
     pub event: Arc<Event>,
 }
 
-/// Appends events and wakes pollers.
-#[derive(Debug)]
+/// Appends events and wakes pollers: the disk events in a log of their own.
+#[derive(Debug, Default)]
 pub struct EventLog {
+    general: Ring,
+    disk: Ring,
+}
+
+impl EventLog {
+    /// Records an event.
+    pub(crate) fn emit(&self, event: Event) {
+        if event.is_disk() {
+            self.disk.push(event);
+        } else {
+            self.general.push(event);
+        }
+    }
+
+    /// Events (not disk events) after `since` that `wanted` keeps, at most `limit` of the
+    /// newest (0: all); waits up to `timeout` for the first one.
+    pub async fn wait(
+        &self,
+        since: u64,
+        wanted: impl Fn(&Event) -> bool,
+        limit: usize,
+        timeout: Duration,
+    ) -> Vec<LoggedEvent> {
+        self.general.wait(since, wanted, limit, timeout).await
+    }
+
+    /// Like [`EventLog::wait`], over the disk events (numbered on their own).
+    pub async fn wait_disk(
+        &self,
+        since: u64,
+        wanted: impl Fn(&Event) -> bool,
+        limit: usize,
+        timeout: Duration,
+    ) -> Vec<LoggedEvent> {
+        self.disk.wait(since, wanted, limit, timeout).await
+    }
+
+    #[cfg(test)]
+    pub(crate) fn after(
+        &self,
+        since: u64,
+        wanted: impl Fn(&Event) -> bool,
+        limit: usize,
+    ) -> Vec<LoggedEvent> {
+        self.general.after(since, wanted, limit)
+    }
+}
+
+/// One numbered ring of events.
+#[derive(Debug)]
+struct Ring {
     events: Mutex<VecDeque<LoggedEvent>>,
     /// The last event ID, for waiters.
     last: watch::Sender<u64>,
 }
 
-impl Default for EventLog {
+impl Default for Ring {
     fn default() -> Self {
         Self {
             events: Mutex::new(VecDeque::with_capacity(CAPACITY)),
@@ -283,10 +397,10 @@ impl Default for EventLog {
     }
 }
 
-impl EventLog {
+impl Ring {
     /// Records an event. (The lock guards a short push; a panic cannot leave the ring
     /// half-written, so a poisoned lock is still usable.)
-    pub(crate) fn emit(&self, event: Event) {
+    fn push(&self, event: Event) {
         let mut events = self.events.lock().unwrap_or_else(|p| p.into_inner());
         let id = events.back().map_or(1, |e| e.id + 1);
         if events.len() == CAPACITY {
@@ -301,9 +415,7 @@ impl EventLog {
         self.last.send_replace(id);
     }
 
-    /// Events after `since` that `wanted` keeps, at most `limit` of the newest (0: all);
-    /// waits up to `timeout` for the first one.
-    pub async fn wait(
+    async fn wait(
         &self,
         since: u64,
         wanted: impl Fn(&Event) -> bool,
@@ -324,12 +436,7 @@ impl EventLog {
         }
     }
 
-    pub(crate) fn after(
-        &self,
-        since: u64,
-        wanted: impl Fn(&Event) -> bool,
-        limit: usize,
-    ) -> Vec<LoggedEvent> {
+    fn after(&self, since: u64, wanted: impl Fn(&Event) -> bool, limit: usize) -> Vec<LoggedEvent> {
         let events = self.events.lock().unwrap_or_else(|p| p.into_inner());
         let mut found: Vec<LoggedEvent> = events
             .iter()
@@ -385,6 +492,28 @@ mod tests {
         let got = later.await.unwrap();
         assert_eq!(got[0].id, 3);
         assert_eq!(*got[0].event, folder_event("g"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn disk_events_are_numbered_apart_and_never_push_the_others_out() {
+        let log = EventLog::default();
+        log.emit(Event::ConfigSaved);
+        for i in 0..CAPACITY + 10 {
+            log.emit(Event::LocalChangeDetected {
+                folder: "f".into(),
+                label: "F".into(),
+                path: format!("n{i}"),
+                action: DiskAction::Added,
+                kind: crate::model::entry::FileKind::File,
+            });
+        }
+        let general = log.wait(0, |_| true, 0, Duration::ZERO).await;
+        assert_eq!(general.len(), 1, "the disk events went elsewhere");
+        assert_eq!(*general[0].event, Event::ConfigSaved);
+        let disk = log.wait_disk(0, |_| true, 0, Duration::ZERO).await;
+        assert_eq!(disk.len(), CAPACITY);
+        assert_eq!(disk[0].id, 11);
+        assert!(disk.iter().all(|e| e.event.is_disk()));
     }
 
     #[test]

@@ -223,6 +223,7 @@ fn rows(device: &Device, me: &str) -> Vec<Row> {
         ("/rest/db/ignores", "DELETE"),
         ("/rest/db/conflicts", "POST"),
         ("/rest/events", "POST"),
+        ("/rest/events/disk", "POST"),
         ("/rest/cluster/pending/devices", "POST"),
         ("/rest/cluster/pending/folders", "POST"),
         ("/rest/svc/deviceid", "POST"),
@@ -975,7 +976,9 @@ fn rows(device: &Device, me: &str) -> Vec<Row> {
         ("?timeout=3601", "timeout"),
         ("?timeout=99999999999999999999", "\"timeout\""),
     ] {
-        rows.push(q("/rest/events", "GET", query, 400, mentions));
+        for route in ["/rest/events", "/rest/events/disk"] {
+            rows.push(q(route, "GET", query, 400, mentions));
+        }
     }
 
     // Pending devices and folders, device IDs, QR codes.

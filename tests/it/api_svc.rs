@@ -205,3 +205,76 @@ fn posted_errors_random_strings_languages_insync_and_upgrade() {
     cli(&["operations", "upgrade"]);
     assert_eq!(api.get("/rest/system/ping")["ping"], "pong");
 }
+
+/// `/rest/events/disk`: a file made on a shows there as `LocalChangeDetected` (added), and
+/// on b, once pulled, as `RemoteChangeDetected` (modified by a); deleted, both again; none of
+/// them in `/rest/events`.
+#[test]
+fn disk_events_tell_local_and_remote_changes_apart() {
+    let (a, b) = (Device::init(), Device::init());
+    let root_a = a.add_folder("docs", "docs");
+    b.add_folder("docs", "docs");
+    let [running_a, running_b] = crate::sync::connect_devices(&a, &b);
+    let (api_a, api_b) = (Api::of(&a, &running_a), Api::of(&b, &running_b));
+    std::fs::create_dir_all(root_a.join("sub")).unwrap();
+    std::fs::write(root_a.join("sub/report.txt"), b"quarterly").unwrap();
+    api_a.ok_json("POST", "/rest/db/scan?folder=docs", Value::Null);
+    let disk_on = |api: &Api, kind: &str| -> Vec<Value> {
+        api.get("/rest/events/disk?since=0&timeout=0")
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["type"] == kind)
+            .map(|e| e["data"].clone())
+            .collect()
+    };
+    let local = disk_on(&api_a, "LocalChangeDetected");
+    let added = local
+        .iter()
+        .find(|d| d["path"] == "sub/report.txt")
+        .unwrap_or_else(|| panic!("{local:?}"));
+    assert_eq!(added["action"], "added");
+    assert_eq!(added["type"], "file");
+    assert_eq!(added["folderID"], "docs");
+    assert!(
+        local
+            .iter()
+            .any(|d| d["path"] == "sub" && d["type"] == "dir")
+    );
+    let a_short = a.id()[..7].to_owned();
+    crate::support::wait_until("b pulled the file", 30, || {
+        disk_on(&api_b, "RemoteChangeDetected")
+            .iter()
+            .any(|d| d["path"] == "sub/report.txt" && d["action"] == "modified")
+    });
+    let remote = disk_on(&api_b, "RemoteChangeDetected");
+    let pulled = remote
+        .iter()
+        .find(|d| d["path"] == "sub/report.txt")
+        .unwrap();
+    assert_eq!(pulled["modifiedBy"], a_short.as_str(), "{pulled}");
+
+    std::fs::remove_file(root_a.join("sub/report.txt")).unwrap();
+    api_a.ok_json("POST", "/rest/db/scan?folder=docs", Value::Null);
+    assert!(
+        disk_on(&api_a, "LocalChangeDetected")
+            .iter()
+            .any(|d| d["path"] == "sub/report.txt" && d["action"] == "deleted"),
+        "the deletion is told"
+    );
+    crate::support::wait_until("b deleted the file", 30, || {
+        disk_on(&api_b, "RemoteChangeDetected")
+            .iter()
+            .any(|d| d["path"] == "sub/report.txt" && d["action"] == "deleted")
+    });
+    // The general stream does not carry them, even when asked for by name.
+    let general = api_a.get("/rest/events?since=0&timeout=0");
+    assert!(
+        general
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|e| e["type"] != "LocalChangeDetected" && e["type"] != "RemoteChangeDetected"),
+        "{general}"
+    );
+}

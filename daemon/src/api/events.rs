@@ -5,6 +5,7 @@ use peerfold_engine::events::{
     ConnectionKind, Event, ItemAction, LoggedEvent, RemoteState, StateName,
 };
 use peerfold_engine::model::counts::FolderSummary;
+use peerfold_engine::model::entry::FileKind;
 use serde_json::{Value, json};
 
 use super::config_json::CONFIG_VERSION;
@@ -32,6 +33,8 @@ pub(super) fn type_name(event: &Event) -> &'static str {
         Event::FolderSummary { .. } => "FolderSummary",
         Event::FolderCompletion { .. } => "FolderCompletion",
         Event::ConfigSaved => "ConfigSaved",
+        Event::LocalChangeDetected { .. } => "LocalChangeDetected",
+        Event::RemoteChangeDetected { .. } => "RemoteChangeDetected",
     }
 }
 
@@ -60,8 +63,47 @@ pub(super) fn remote_state_name(state: RemoteState) -> &'static str {
     }
 }
 
+/// Syncthing's `type` of an entry in the disk events.
+fn entry_type(kind: FileKind) -> &'static str {
+    match kind {
+        FileKind::File => "file",
+        FileKind::Directory => "dir",
+        FileKind::Symlink => "symlink",
+    }
+}
+
 fn data(event: &Event) -> Value {
     match event {
+        Event::LocalChangeDetected {
+            folder,
+            label,
+            path,
+            action,
+            kind,
+        } => json!({
+            "folder": folder,
+            "folderID": folder,
+            "label": label,
+            "path": path,
+            "action": action.as_str(),
+            "type": entry_type(*kind),
+        }),
+        Event::RemoteChangeDetected {
+            folder,
+            label,
+            path,
+            action,
+            kind,
+            modified_by,
+        } => json!({
+            "folder": folder,
+            "folderID": folder,
+            "label": label,
+            "path": path,
+            "action": action.as_str(),
+            "type": entry_type(*kind),
+            "modifiedBy": modified_by,
+        }),
         Event::StartupComplete { device } => json!({ "myID": device.to_string() }),
         Event::StateChanged { folder, from, to } => {
             json!({ "folder": folder, "from": state_name(*from), "to": state_name(*to) })

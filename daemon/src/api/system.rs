@@ -329,10 +329,21 @@ pub(super) async fn folder_stats(State(api): AppState) -> ApiResult {
 /// The longest a poll may wait.
 const MAX_EVENT_TIMEOUT_S: u64 = 3600;
 
+/// `GET /rest/events`: every event but the disk ones.
 pub(super) async fn events(State(api): AppState, params: Params) -> ApiResult {
-    let since = number(&params, "since", 0)?;
-    let limit = number(&params, "limit", 0)?;
-    let timeout = number(&params, "timeout", 60)?;
+    poll_events(&api, &params, false).await
+}
+
+/// `GET /rest/events/disk`: `LocalChangeDetected` and `RemoteChangeDetected`, numbered on
+/// their own (Syncthing keeps them apart too).
+pub(super) async fn disk_events(State(api): AppState, params: Params) -> ApiResult {
+    poll_events(&api, &params, true).await
+}
+
+async fn poll_events(api: &super::Api, params: &Params, disk: bool) -> ApiResult {
+    let since = number(params, "since", 0)?;
+    let limit = number(params, "limit", 0)?;
+    let timeout = number(params, "timeout", 60)?;
     if timeout > MAX_EVENT_TIMEOUT_S {
         return Err(ApiError::bad_request(format!(
             "timeout must be at most {MAX_EVENT_TIMEOUT_S} seconds"
@@ -352,8 +363,11 @@ pub(super) async fn events(State(api): AppState, params: Params) -> ApiResult {
         |event: &Event| kinds.is_empty() || kinds.iter().any(|k| k == events::type_name(event));
     let limit = usize::try_from(limit).unwrap_or(usize::MAX);
     // A poll gives up when the API stops, so it never holds up a shutdown.
+    let log = api.engine.events();
+    let timeout = Duration::from_secs(timeout);
     let found = tokio::select! {
-        found = api.engine.events().wait(since, wanted, limit, Duration::from_secs(timeout)) => found,
+        found = log.wait_disk(since, &wanted, limit, timeout), if disk => found,
+        found = log.wait(since, &wanted, limit, timeout), if !disk => found,
         () = api.stop.cancelled() => Vec::new(),
     };
     Ok(axum::Json(Value::Array(

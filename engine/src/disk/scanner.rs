@@ -140,10 +140,22 @@ pub struct ScanProgress {
 
 /// Whether a change brings a new name or alters a known one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum ChangeKind {
+pub enum ChangeKind {
+    /// A name the index did not have.
     Added,
+    /// A known name, changed (or deleted).
     Changed,
+    /// A known name that the ignore patterns now cover.
     Ignored,
+}
+
+/// What a scan tells as it goes (`scan_folder_noting`).
+#[derive(Debug)]
+pub enum ScanNotice<'a> {
+    /// How far it has come.
+    Progress(ScanProgress),
+    /// A change it recorded in the index (a deletion is a `Changed` with `deleted` set).
+    Recorded(&'a LocalChange, ChangeKind),
 }
 
 /// What flows to the writing thread.
@@ -168,6 +180,21 @@ pub fn scan_folder(
     root: &Path,
     local: ShortId,
     mut progress: impl FnMut(ScanProgress),
+) -> Result<ScanReport, ScanError> {
+    scan_folder_noting(store, folder_id, root, local, |notice| {
+        if let ScanNotice::Progress(p) = notice {
+            progress(p);
+        }
+    })
+}
+
+/// [`scan_folder`], telling `notices` also of each change as it is recorded.
+pub fn scan_folder_noting(
+    store: &StoreHandle,
+    folder_id: &str,
+    root: &Path,
+    local: ShortId,
+    mut notices: impl FnMut(ScanNotice<'_>),
 ) -> Result<ScanReport, ScanError> {
     let started = Instant::now();
     check_root(root)?;
@@ -222,7 +249,7 @@ pub fn scan_folder(
         drop(write_tx);
         // Takes the receiver by value: if writing fails, the senders see a closed channel
         // and wind down instead of blocking.
-        let written = write_changes(store, folder, local, write_rx, &counters, &mut progress);
+        let written = write_changes(store, folder, local, write_rx, &counters, &mut notices);
         // The merger ends once the walk ends, whatever the writer did.
         let merged = merger
             .join()
@@ -251,13 +278,14 @@ pub fn scan_folder(
     }
     for batch in tombstones.chunks(BATCH_CHANGES) {
         let stuck = store.write_blocking(|s| s.apply_local_changes(folder, local, batch))?;
+        note_recorded(&mut notices, batch, None, &stuck);
         report.issues.extend(stuck.into_iter().map(stuck_issue));
     }
     report.deleted = tombstones.len() as u64;
     report.hashed_bytes = counters.hashed.load(Ordering::Relaxed);
     report.issues.sort_by(|a, b| a.name.cmp(&b.name));
     report.duration = started.elapsed();
-    progress(snapshot(&counters));
+    notices(ScanNotice::Progress(snapshot(&counters)));
     Ok(report)
 }
 
@@ -350,7 +378,7 @@ fn write_changes(
     local: ShortId,
     rx: Receiver<Vec<WriteMsg>>,
     counters: &Counters,
-    progress: &mut impl FnMut(ScanProgress),
+    notices: &mut impl FnMut(ScanNotice<'_>),
 ) -> Result<Written, StoreError> {
     let mut written = Written {
         added: 0,
@@ -359,6 +387,7 @@ fn write_changes(
         issues: Vec::new(),
     };
     let mut batch = Vec::with_capacity(BATCH_CHANGES);
+    let mut kinds = Vec::with_capacity(BATCH_CHANGES);
     let mut batch_started = Instant::now();
     let mut last_progress = Instant::now();
     let mut open = true;
@@ -372,6 +401,7 @@ fn write_changes(
                                 batch_started = Instant::now();
                             }
                             batch.push(change);
+                            kinds.push(kind);
                             match kind {
                                 ChangeKind::Added => written.added += 1,
                                 ChangeKind::Changed => written.changed += 1,
@@ -389,15 +419,36 @@ fn write_changes(
             && (!open || batch.len() >= BATCH_CHANGES || batch_started.elapsed() >= BATCH_WAIT)
         {
             let stuck = store.write_blocking(|s| s.apply_local_changes(folder, local, &batch))?;
+            note_recorded(notices, &batch, Some(&kinds), &stuck);
             written.issues.extend(stuck.into_iter().map(stuck_issue));
             batch.clear();
+            kinds.clear();
         }
         if last_progress.elapsed() >= PROGRESS_EVERY {
-            progress(snapshot(counters));
+            notices(ScanNotice::Progress(snapshot(counters)));
             last_progress = Instant::now();
         }
     }
     Ok(written)
+}
+
+/// Tells `notices` of the changes of `batch` the store recorded (not the `stuck` ones);
+/// `kinds` runs beside the batch (`None`: deletions, all `Changed`).
+fn note_recorded(
+    notices: &mut impl FnMut(ScanNotice<'_>),
+    batch: &[LocalChange],
+    kinds: Option<&[ChangeKind]>,
+    stuck: &[StuckChange],
+) {
+    for (i, change) in batch.iter().enumerate() {
+        if stuck.iter().any(|s| s.name == change.name) {
+            continue;
+        }
+        let kind = kinds
+            .and_then(|k| k.get(i).copied())
+            .unwrap_or(ChangeKind::Changed);
+        notices(ScanNotice::Recorded(change, kind));
+    }
 }
 
 /// A change the store could not record because its version cannot advance.

@@ -27,7 +27,7 @@ use super::needs::{needed_actions, needed_actions_for};
 use super::registry::FolderRegistry;
 use super::{Folder, FolderHandle, FolderState, Replan};
 use crate::disk::versions;
-use crate::events::Event;
+use crate::events::{DiskAction, Event};
 use crate::model::names::NameError;
 use crate::model::planner::Action;
 use crate::peers::Peers;
@@ -330,6 +330,22 @@ impl Puller {
         let name = action.name().unwrap_or_default().to_owned();
         if result.is_ok() {
             folder.note_synced(&name, deleted);
+            if let Some(target) = action.target() {
+                folder.events.emit(Event::RemoteChangeDetected {
+                    folder: folder.id.clone(),
+                    label: folder.config().label,
+                    path: target.name.clone(),
+                    // Whether the name existed here before is not known at this point:
+                    // a write is "modified", as Syncthing calls most of them.
+                    action: if target.deleted {
+                        DiskAction::Deleted
+                    } else {
+                        DiskAction::Modified
+                    },
+                    kind: target.kind,
+                    modified_by: target.modified_by.to_string(),
+                });
+            }
         }
         folder.events.emit(Event::ItemFinished {
             folder: folder.id.clone(),

@@ -11,8 +11,10 @@ use std::time::{Duration, Instant};
 use tracing::{info, warn};
 
 use super::{Folder, FolderState};
+use crate::disk::scanner::{ChangeKind, ScanNotice};
 use crate::disk::{scanner, versions};
-use crate::events::Event;
+use crate::events::{DiskAction, Event};
+use crate::store::LocalChange;
 
 /// How often a running scan announces its progress (Syncthing's scanProgressIntervalS).
 const SCAN_PROGRESS_EVERY: Duration = Duration::from_secs(2);
@@ -80,20 +82,29 @@ impl Folder {
         self.set_state(FolderState::Scanning);
         let started = Instant::now();
         let mut last_event: Option<Instant> = None;
-        let report = scanner::scan_folder(&self.store, &self.id, &root, self.me.short(), |p| {
-            self.set_scan_progress(Some(p));
-            // Announced once there is something to hash, then every couple of seconds.
-            if p.to_hash > 0 && last_event.is_none_or(|t| t.elapsed() >= SCAN_PROGRESS_EVERY) {
-                last_event = Some(Instant::now());
-                let rate = p.hashed as f64 / started.elapsed().as_secs_f64().max(0.001);
-                self.events.emit(Event::FolderScanProgress {
-                    folder: self.id.clone(),
-                    current: p.hashed,
-                    total: p.to_hash,
-                    rate: rate.round(),
-                });
-            }
-        });
+        let label = self.config().label;
+        let report =
+            scanner::scan_folder_noting(&self.store, &self.id, &root, self.me.short(), |notice| {
+                let p = match notice {
+                    ScanNotice::Progress(p) => p,
+                    ScanNotice::Recorded(change, kind) => {
+                        self.note_local_change(&label, change, kind);
+                        return;
+                    }
+                };
+                self.set_scan_progress(Some(p));
+                // Announced once there is something to hash, then every couple of seconds.
+                if p.to_hash > 0 && last_event.is_none_or(|t| t.elapsed() >= SCAN_PROGRESS_EVERY) {
+                    last_event = Some(Instant::now());
+                    let rate = p.hashed as f64 / started.elapsed().as_secs_f64().max(0.001);
+                    self.events.emit(Event::FolderScanProgress {
+                        folder: self.id.clone(),
+                        current: p.hashed,
+                        total: p.to_hash,
+                        rate: rate.round(),
+                    });
+                }
+            });
         self.set_scan_progress(None);
         let report = match report {
             Ok(report) => {
@@ -119,5 +130,25 @@ impl Folder {
             );
         }
         Ok(changed)
+    }
+}
+
+impl Folder {
+    /// A `LocalChangeDetected` event for a change a scan recorded (a name newly ignored is
+    /// not a change on disk).
+    fn note_local_change(&self, label: &str, change: &LocalChange, kind: ChangeKind) {
+        let action = match kind {
+            ChangeKind::Ignored => return,
+            _ if change.deleted => DiskAction::Deleted,
+            ChangeKind::Added => DiskAction::Added,
+            ChangeKind::Changed => DiskAction::Modified,
+        };
+        self.events.emit(Event::LocalChangeDetected {
+            folder: self.id.clone(),
+            label: label.to_owned(),
+            path: change.name.clone(),
+            action,
+            kind: change.kind,
+        });
     }
 }
