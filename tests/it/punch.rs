@@ -27,7 +27,7 @@ use crate::support::{Device, noise, wait_for_same_tree};
 const MAX_ATTEMPTS: usize = 4;
 
 /// `DeviceConnected` events `api` emitted about `device`: (time, type, hole punched).
-fn connections_seen(api: &Api, device: &str) -> Vec<(jiff::Timestamp, String, bool)> {
+pub(crate) fn connections_seen(api: &Api, device: &str) -> Vec<(jiff::Timestamp, String, bool)> {
     let events = api.get("/rest/events?since=0&timeout=0&events=DeviceConnected");
     events
         .as_array()

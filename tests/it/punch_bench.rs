@@ -14,6 +14,7 @@ use serde_json::json;
 use crate::api::Api;
 use crate::global_discovery::SyncthingDevice;
 use crate::netns::Nat;
+use crate::punch::connections_seen;
 use crate::relay::TwoHomes;
 
 /// How long a pair has to end direct after its first relayed connection.
@@ -28,24 +29,6 @@ struct Run {
     relayed_bytes: Option<u64>,
 }
 
-/// `DeviceConnected` events `api` emitted about `device`: (time, connection type). peerfold
-/// and Syncthing name the types alike (`relay-client`, `quic-server`...).
-fn connections_seen(api: &Api, device: &str) -> Vec<(jiff::Timestamp, String)> {
-    let events = api.get("/rest/events?since=0&timeout=0&events=DeviceConnected");
-    events
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|e| e["data"]["id"] == device)
-        .map(|e| {
-            (
-                e["time"].as_str().unwrap().parse().unwrap(),
-                e["data"]["type"].as_str().unwrap_or_default().to_owned(),
-            )
-        })
-        .collect()
-}
-
 /// Watches `b`'s connections to `a` until one is direct or [`WINDOW`] has passed since the
 /// first relayed one; returns the seconds from that relayed connection to the first direct
 /// one (0 when the first was direct), from the events' own times.
@@ -53,10 +36,11 @@ fn watch_pair(b: &Api, a: &str) -> Option<f64> {
     let deadline = Instant::now() + Duration::from_secs(180);
     let mut relayed_seen: Option<Instant> = None;
     while Instant::now() < deadline && relayed_seen.is_none_or(|at| at.elapsed() < WINDOW) {
+        // peerfold and Syncthing name the types alike (`relay-client`, `quic-server`...).
         let seen = connections_seen(b, a);
-        let relayed = seen.iter().find(|(_, kind)| kind.starts_with("relay"));
-        if let Some((at, _)) = seen.iter().find(|(_, kind)| kind.starts_with("quic")) {
-            return Some(relayed.map_or(0.0, |(relayed_at, _)| {
+        let relayed = seen.iter().find(|(_, kind, _)| kind.starts_with("relay"));
+        if let Some((at, _, _)) = seen.iter().find(|(_, kind, _)| kind.starts_with("quic")) {
+            return Some(relayed.map_or(0.0, |(relayed_at, _, _)| {
                 at.duration_since(*relayed_at).as_secs_f64().max(0.0)
             }));
         }

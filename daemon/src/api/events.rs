@@ -2,7 +2,7 @@
 //! knows them.
 
 use peerfold_engine::events::{
-    ConnectionKind, Event, ItemAction, LoggedEvent, RemoteState, StateName,
+    ConnectionKind, DiskAction, Event, ItemAction, LoggedEvent, RemoteState, StateName,
 };
 use peerfold_engine::model::counts::FolderSummary;
 use peerfold_engine::model::entry::FileKind;
@@ -72,6 +72,18 @@ fn entry_type(kind: FileKind) -> &'static str {
     }
 }
 
+/// What both disk events say of a change.
+fn disk_change(folder: &str, label: &str, path: &str, action: DiskAction, kind: FileKind) -> Value {
+    json!({
+        "folder": folder,
+        "folderID": folder,
+        "label": label,
+        "path": path,
+        "action": action.as_str(),
+        "type": entry_type(kind),
+    })
+}
+
 fn data(event: &Event) -> Value {
     match event {
         Event::LocalChangeDetected {
@@ -80,14 +92,7 @@ fn data(event: &Event) -> Value {
             path,
             action,
             kind,
-        } => json!({
-            "folder": folder,
-            "folderID": folder,
-            "label": label,
-            "path": path,
-            "action": action.as_str(),
-            "type": entry_type(*kind),
-        }),
+        } => disk_change(folder, label, path, *action, *kind),
         Event::RemoteChangeDetected {
             folder,
             label,
@@ -95,15 +100,11 @@ fn data(event: &Event) -> Value {
             action,
             kind,
             modified_by,
-        } => json!({
-            "folder": folder,
-            "folderID": folder,
-            "label": label,
-            "path": path,
-            "action": action.as_str(),
-            "type": entry_type(*kind),
-            "modifiedBy": modified_by,
-        }),
+        } => {
+            let mut data = disk_change(folder, label, path, *action, *kind);
+            data["modifiedBy"] = json!(modified_by);
+            data
+        }
         Event::StartupComplete { device } => json!({ "myID": device.to_string() }),
         Event::StateChanged { folder, from, to } => {
             json!({ "folder": folder, "from": state_name(*from), "to": state_name(*to) })
