@@ -67,7 +67,18 @@ struct Pair {
 
 impl Pair {
     fn start(nats: [Nat; 2], size: usize, rate_mbit: Option<u32>) -> Self {
+        Self::start_with(nats, size, rate_mbit, |_| {})
+    }
+
+    /// [`Pair::start`], with `prepare` run on the network before the daemons start.
+    fn start_with(
+        nats: [Nat; 2],
+        size: usize,
+        rate_mbit: Option<u32>,
+        prepare: impl FnOnce(&TwoHomes),
+    ) -> Self {
         let homes = TwoHomes::new(nats);
+        prepare(&homes);
         if let Some(mbit) = rate_mbit {
             homes.net.rate_limit(homes.routers[0], mbit);
         }
@@ -147,6 +158,20 @@ impl Pair {
     }
 }
 
+/// Makes home a's router drop UDP to and from home b's router (the direct path), until the
+/// table `pf_cut` is deleted; the relay (TCP, elsewhere) is untouched.
+fn cut_direct_path(homes: &TwoHomes) {
+    let router_b_ip = homes.net.ip(homes.routers[1]);
+    homes.net.nft(
+        homes.routers[0],
+        &format!(
+            "table ip pf_cut {{\n\
+             chain forward {{ type filter hook forward priority -5; ip daddr {router_b_ip} meta l4proto udp drop; ip saddr {router_b_ip} meta l4proto udp drop; }}\n\
+             }}\n"
+        ),
+    );
+}
+
 #[test]
 fn homes_behind_port_preserving_nats_end_on_a_punched_direct_path() {
     let pair = Pair::start([Nat::PortPreserving; 2], 8 << 20, None);
@@ -197,11 +222,7 @@ fn homes_behind_symmetric_nats_stay_relayed_and_stop_trying() {
 fn a_punched_path_that_breaks_falls_back_to_the_relay_and_comes_back() {
     // 64 MiB at 12 Mbit/s out of a's home: about 45 s, longer than the whole dance.
     let pair = Pair::start([Nat::PortPreserving; 2], 64 << 20, Some(12));
-    let (net, router_a, router_b) = (
-        &pair.homes.net,
-        pair.homes.routers[0],
-        pair.homes.routers[1],
-    );
+    let (net, router_a) = (&pair.homes.net, pair.homes.routers[0]);
     let a_id = pair.a_id();
     let b_api = pair.b_api();
     wait_up_to(60, "a punched path", &pair.all(), || punched(b_api, &a_id));
@@ -228,15 +249,7 @@ fn a_punched_path_that_breaks_falls_back_to_the_relay_and_comes_back() {
     assert!(received < pair.content.len() as u64, "still transferring");
 
     // The router drops the direct path and forgets its mappings.
-    let router_b_ip = net.ip(router_b);
-    net.nft(
-        router_a,
-        &format!(
-            "table ip pf_cut {{\n\
-             chain forward {{ type filter hook forward priority -5; ip daddr {router_b_ip} meta l4proto udp drop; ip saddr {router_b_ip} meta l4proto udp drop; }}\n\
-             }}\n"
-        ),
-    );
+    cut_direct_path(&pair.homes);
     net.ok(router_a, ["conntrack", "-F"]);
     let cut_at = Instant::now();
     wait_up_to(90, "the link falls back to the relay", &pair.all(), || {
@@ -267,4 +280,44 @@ fn a_punched_path_that_breaks_falls_back_to_the_relay_and_comes_back() {
         seen.last().is_some_and(|(_, _, punched)| *punched),
         "{seen:?}"
     );
+}
+
+/// A hole punched while a transfer runs over the relay moves it to the direct path without
+/// cutting a block request: the relayed link drains. (The routers drop the homes' direct
+/// UDP at first, so the first attempt fails and the transfer starts relayed.)
+#[test]
+fn a_hole_punched_mid_transfer_interrupts_nothing() {
+    let pair = Pair::start_with([Nat::PortPreserving; 2], 48 << 20, Some(20), |homes| {
+        cut_direct_path(homes);
+    });
+    let (net, router_a) = (&pair.homes.net, pair.homes.routers[0]);
+    let a_id = pair.a_id();
+    let b_api = pair.b_api();
+    wait_until("the transfer runs through the relay", &pair.all(), || {
+        connection(b_api, &a_id).is_some_and(|(kind, _)| kind.starts_with("relay-"))
+            && in_bytes(b_api, &a_id) > 4 << 20
+    });
+    wait_until("the first punch fails", &pair.all(), || {
+        pair.devices.iter().any(|d| failed_attempts(d) >= 1)
+    });
+    net.ok(router_a, ["nft", "delete", "table", "ip", "pf_cut"]);
+    wait_up_to(60, "the next attempt punches through", &pair.all(), || {
+        punched(b_api, &a_id)
+    });
+    assert!(
+        in_bytes(b_api, &a_id) < pair.content.len() as u64,
+        "the transfer was still running when the path moved"
+    );
+    pair.wait_synced();
+    for device in pair.all() {
+        assert!(
+            !device.log().contains("block request failed"),
+            "a request was cut as the link moved:\n{}",
+            device.log()
+        );
+    }
+    let finished = b_api.get("/rest/events?since=0&timeout=0&events=ItemFinished");
+    for event in finished.as_array().unwrap() {
+        assert_eq!(event["data"]["error"], serde_json::Value::Null, "{event}");
+    }
 }

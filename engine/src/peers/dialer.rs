@@ -57,6 +57,9 @@ const MOVE_DIAL_LIMIT: Duration = Duration::from_secs(6);
 /// How long the device that does not ask for hole punches waits, after a relayed link is
 /// made, before it dials the peer's direct addresses itself.
 const PUNCH_HEAD_START: Duration = Duration::from_secs(5);
+/// How long after answering a hole punch the other side still leaves the path to it (the
+/// asker retries 2, 4 and 8 s after a failure, each attempt taking up to 5 s more).
+const PUNCH_ASKED_WITHIN: Duration = Duration::from_secs(15);
 /// How long the direct handshake of a hole punch may take: the NATs are open by then, or
 /// they will not be.
 const PUNCH_DIAL_LIMIT: Duration = Duration::from_secs(5);
@@ -173,20 +176,13 @@ impl Dialer {
                             own = Some(self.start_session(link, device));
                         }
                     }
-                    // While hole punching may still open a path, the asking side leaves it
-                    // to that (a plain dial would open the same path, untold), and the
-                    // other side gives it a head start (its dial would race the punch).
+                    // While hole punching may still open a path, neither side dials the
+                    // peer's direct addresses itself: its link would race the punched one
+                    // (and the loser of two direct links is closed, cutting what ran on it).
                     Some(status)
                         if Instant::now() >= move_after
                             && !(status.path == PathKind::Relayed
-                                && if me < device {
-                                    punch.wake_at().is_some()
-                                } else {
-                                    jiff::Timestamp::now()
-                                        .duration_since(status.connected_since)
-                                        .unsigned_abs()
-                                        < PUNCH_HEAD_START
-                                }) =>
+                                && self.punching_may_open(device, &status, &punch)) =>
                     {
                         match self.move_to_better_path(device, &status).await {
                             Ok(link) => {
@@ -294,6 +290,28 @@ impl Dialer {
             }
         }
         None
+    }
+
+    /// Whether hole punching may still open a direct path to `device` over its relayed link
+    /// (`status`): for the asking side (lower ID), while attempts remain; for the other, in
+    /// the asker's head start after the relayed link is made, and while it keeps asking.
+    fn punching_may_open(
+        &self,
+        device: DeviceId,
+        status: &PeerStatus,
+        schedule: &PunchSchedule,
+    ) -> bool {
+        if self.context.me < device {
+            return schedule.wake_at().is_some();
+        }
+        let relayed_for = jiff::Timestamp::now()
+            .duration_since(status.connected_since)
+            .unsigned_abs();
+        relayed_for < PUNCH_HEAD_START
+            || self
+                .context
+                .punching
+                .answered_within(device, PUNCH_ASKED_WITHIN)
     }
 
     /// Dials a better path than the link `status` describes: the new link (`None` when

@@ -149,6 +149,14 @@ impl HolePunching {
         }
     }
 
+    /// Whether a Punch from `device` was answered within `within`: the asker is punching, so
+    /// a plain dial of ours would race its direct link.
+    pub(crate) fn answered_within(&self, device: DeviceId, within: Duration) -> bool {
+        locked(&self.answered)
+            .get(&device)
+            .is_some_and(|at| at.elapsed() < within)
+    }
+
     /// Notes that a direct link to or from `addresses` is being opened for `device`.
     fn expect(&self, device: DeviceId, addresses: Vec<SocketAddr>) {
         locked(&self.expected).insert(device, (addresses, Instant::now() + EXPECT_FOR));
