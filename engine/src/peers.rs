@@ -78,6 +78,10 @@ pub(crate) enum BlockError {
     /// The peer took longer over this request than its pace allows.
     #[error("the peer did not answer in time")]
     Overdue,
+    /// The request waited on a link that lost its place to a better one meanwhile: ask
+    /// again (the new link serves the device now).
+    #[error("the connection moved while the request waited")]
+    Moved,
 }
 
 /// Why a link is closed, as the peer is told.

@@ -318,6 +318,34 @@ fn a_hole_punched_mid_transfer_interrupts_nothing() {
     }
     let finished = b_api.get("/rest/events?since=0&timeout=0&events=ItemFinished");
     for event in finished.as_array().unwrap() {
-        assert_eq!(event["data"]["error"], serde_json::Value::Null, "{event}");
+        let why: Vec<String> = pair
+            .all()
+            .iter()
+            .flat_map(|d| {
+                d.log()
+                    .lines()
+                    .filter(|l| {
+                        [
+                            "block",
+                            "connected",
+                            "hole punch",
+                            "moving",
+                            "replaced",
+                            "drain",
+                        ]
+                        .iter()
+                        .any(|w| l.contains(w))
+                            && !l.contains("served block")
+                    })
+                    .map(str::to_owned)
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        assert_eq!(
+            event["data"]["error"],
+            serde_json::Value::Null,
+            "{event}\n{}",
+            why.join("\n")
+        );
     }
 }

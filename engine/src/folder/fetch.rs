@@ -11,7 +11,7 @@ use std::time::Duration;
 use peerfold_protocol::DeviceId;
 use peerfold_protocol::chunking::Block;
 use tokio::sync::MutexGuard;
-use tracing::warn;
+use tracing::{debug, warn};
 
 use super::Folder;
 use super::pull::{Expected, PullContext, PullError};
@@ -157,6 +157,10 @@ async fn from_peers(
                 Ok(_) => {
                     warn!(device = %device.short(), name = %request.name, offset = block.offset, "block failed its hash; discarded");
                     bad.push(*device);
+                }
+                // Asked again at once, on the link that took the old one's place.
+                Err(BlockError::Moved) => {
+                    debug!(device = %device.short(), name = %request.name, offset = block.offset, "the connection moved; asking again");
                 }
                 Err(e @ (BlockError::Slow | BlockError::Overdue)) => {
                     warn!(device = %device.short(), name = %request.name, offset = block.offset, error = %e, "block request given up; other peers are asked");

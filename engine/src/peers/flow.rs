@@ -148,7 +148,8 @@ impl PeerFlow {
 
     /// Notes a request of `size` bytes sent; the returned guard ends it.
     pub(crate) fn begin(self: &Arc<Self>, size: u32) -> Owed {
-        if self.owed.fetch_add(u64::from(size), Ordering::SeqCst) == 0 {
+        let before = self.owed.fetch_add(u64::from(size), Ordering::SeqCst);
+        if before == 0 {
             // Owing nothing before: the measurement starts now.
             let mut watch = self.watch();
             watch.since = Instant::now();
@@ -157,6 +158,7 @@ impl PeerFlow {
         Owed {
             flow: self.clone(),
             size: u64::from(size),
+            owed_at_send: before + u64::from(size),
             sent: Instant::now(),
             slow_windows: self.watch().slow_windows,
         }
@@ -199,6 +201,9 @@ impl PeerFlow {
 pub(crate) struct Owed {
     flow: Arc<PeerFlow>,
     size: u64,
+    /// What the peer owed on this link once this request was sent (this one included):
+    /// the queue it waits behind.
+    owed_at_send: u64,
     sent: Instant,
     slow_windows: u64,
 }
@@ -210,7 +215,10 @@ impl Owed {
         if slow_windows > self.slow_windows {
             return Verdict::Slow;
         }
-        let owed = self.flow.owed.load(Ordering::SeqCst) as f64;
+        // Its time comes from the queue it waits behind, which what came after it only
+        // lengthens: once a link stops taking new requests (it lost its place to a better
+        // one) and what it owes shrinks, the requests still waiting keep their time.
+        let owed = self.flow.owed.load(Ordering::SeqCst).max(self.owed_at_send) as f64;
         let pace = rate.unwrap_or(0.0).max(FLOOR_RATE as f64);
         let allowed = GRACE + Duration::from_secs_f64(2.0 * owed / pace);
         if now.duration_since(self.sent) > allowed {
@@ -283,6 +291,26 @@ mod tests {
         let (other, _o) = memory_pair();
         let other: Arc<dyn Link> = other;
         assert!(!Arc::ptr_eq(&flow, &control.of(&other)));
+    }
+
+    /// A request sent behind a long queue keeps the time that queue needs, even once the
+    /// requests ahead of it are answered and what the link owes shrinks (a link that lost
+    /// its place takes no new requests, so nothing lengthens the queue again).
+    #[tokio::test(start_paused = true)]
+    async fn a_request_keeps_the_time_of_the_queue_it_was_sent_behind() {
+        let flow = Arc::new(PeerFlow::new(Arc::new(Semaphore::new(TOTAL_WINDOW / 1024))));
+        let ahead: Vec<_> = (0..15).map(|_| flow.begin(1 << 20)).collect();
+        let last = flow.begin(1 << 20);
+        // The peer delivers 1 MiB/s: the 16 MiB queue needs 16 s, and GRACE more is allowed.
+        for _ in 0..2 {
+            flow.delivered.fetch_add(10 << 20, Ordering::SeqCst);
+            tokio::time::advance(STALL_WINDOW).await;
+            let _ = last.verdict(Instant::now());
+        }
+        drop(ahead);
+        // 20 s after it was sent, with only itself owed: without the queue it was sent
+        // behind it would get 10 s + 2 s and be overdue.
+        assert!(matches!(last.verdict(Instant::now()), Verdict::Wait));
     }
 
     #[tokio::test(start_paused = true)]

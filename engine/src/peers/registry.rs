@@ -15,7 +15,7 @@ use std::time::Duration;
 use peerfold_protocol::DeviceId;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::flow::FlowControl;
 use super::link::{Link, LinkStats, PathKind};
@@ -272,6 +272,15 @@ impl Peers for PeerRegistry {
         let link = self.link(device).ok_or(BlockError::PeerGone)?;
         let flow = self.flow.of(&link);
         let result = request::request_block(&*link, &flow, request).await;
+        if matches!(result, Err(BlockError::Slow | BlockError::Overdue))
+            && self.link(device).is_some_and(|now| now.id() != link.id())
+        {
+            // The link lost its place while the request waited on it (its queue drains
+            // slowly behind what was sent before): not the peer's fault; asked again on
+            // the new link.
+            debug!(device = %device.short(), "a request on a replaced link was slow; asking again on the new one");
+            return Err(BlockError::Moved);
+        }
         if matches!(result, Err(BlockError::Slow | BlockError::Overdue)) && flow.struck_out() {
             warn!(device = %device.short(), "block requests answered too slowly; disconnecting");
             link.close(&Reason::TooSlow);
