@@ -91,12 +91,9 @@ impl Server {
             .as_ref()
             .and_then(|listener| listener.local_addr().ok());
         // STUN on UDP at the same port number as the relay's TCP port.
-        let stun_socket = if config.stun {
-            let bound = stun::bind(local_addr, config.listen.port() == 0).await;
-            Some(bound.map_err(|(addr, source)| Error::Bind { addr, source })?)
-        } else {
-            None
-        };
+        let stun_socket = stun::bind(config.stun, local_addr, config.listen.port() == 0)
+            .await
+            .map_err(|(addr, source)| Error::Bind { addr, source })?;
         let stun_addr = stun_socket
             .as_ref()
             .and_then(|socket| socket.local_addr().ok());

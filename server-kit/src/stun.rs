@@ -26,9 +26,21 @@ const SLACK: usize = 24;
 /// Receive buffer: a Binding request is small; anything longer is not one of ours.
 const BUF: usize = 548;
 
-/// Binds the UDP socket at `addr` (the server's TCP address, same port number). When any
-/// port was asked for (`any_port`, tests) and that number is taken on UDP, any port will do.
+/// Binds the UDP socket at `addr` (the server's TCP address, same port number) when STUN
+/// is `enabled` (`None` when it is not). When any port was asked for (`any_port`, tests)
+/// and that number is taken on UDP, any port will do.
 pub async fn bind(
+    enabled: bool,
+    addr: SocketAddr,
+    any_port: bool,
+) -> Result<Option<UdpSocket>, (SocketAddr, std::io::Error)> {
+    if !enabled {
+        return Ok(None);
+    }
+    bind_at(addr, any_port).await.map(Some)
+}
+
+async fn bind_at(
     addr: SocketAddr,
     any_port: bool,
 ) -> Result<UdpSocket, (SocketAddr, std::io::Error)> {

@@ -88,8 +88,12 @@ fn curl_lookup(at: Option<(&Netns, usize)>, url: &str) -> Option<Value> {
 }
 
 pub(crate) fn addresses(found: &Value) -> Vec<String> {
-    found["addresses"]
-        .as_array()
+    strings(&found["addresses"])
+}
+
+/// The strings of a JSON list (none when it is not a list).
+pub(crate) fn strings(list: &Value) -> Vec<String> {
+    list.as_array()
         .into_iter()
         .flatten()
         .filter_map(Value::as_str)

@@ -12,7 +12,7 @@ use peerfold_protocol::stun;
 use serde_json::Value;
 
 use crate::api::Api;
-use crate::global_discovery::{OurServer, addresses, global_device};
+use crate::global_discovery::{OurServer, addresses, global_device, strings};
 use crate::netns::{Nat, Netns};
 use crate::ns_daemon::{NsDaemon, wait_until};
 use crate::support::{self, Device};
@@ -78,13 +78,7 @@ fn first_listener(api: &Api) -> (String, Value) {
 }
 
 fn wan_addresses(service: &Value) -> Vec<String> {
-    service["wanAddresses"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(Value::as_str)
-        .map(str::to_owned)
-        .collect()
+    strings(&service["wanAddresses"])
 }
 
 #[test]

@@ -166,6 +166,15 @@ impl Folder {
         &self.id
     }
 
+    /// The folder's label (without copying the rest of its settings).
+    pub(crate) fn label(&self) -> String {
+        self.config
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .label
+            .clone()
+    }
+
     /// A copy of the folder's current settings.
     pub fn config(&self) -> FolderConfig {
         self.config

@@ -333,7 +333,7 @@ impl Puller {
             if let Some(target) = action.target() {
                 folder.events.emit(Event::RemoteChangeDetected {
                     folder: folder.id.clone(),
-                    label: folder.config().label,
+                    label: folder.label(),
                     path: target.name.clone(),
                     // Whether the name existed here before is not known at this point:
                     // a write is "modified", as Syncthing calls most of them.

@@ -82,7 +82,7 @@ impl Folder {
         self.set_state(FolderState::Scanning);
         let started = Instant::now();
         let mut last_event: Option<Instant> = None;
-        let label = self.config().label;
+        let label = self.label();
         let report =
             scanner::scan_folder_noting(&self.store, &self.id, &root, self.me.short(), |notice| {
                 let p = match notice {
