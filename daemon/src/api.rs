@@ -12,6 +12,7 @@ mod db;
 pub(crate) mod events;
 mod folder_files;
 mod svc;
+mod syncthing_settings;
 mod system;
 
 use std::collections::HashMap;
@@ -215,7 +216,12 @@ fn router(api: Arc<Api>) -> Router {
                 .put(config_edit::put_options)
                 .patch(config_edit::put_options),
         )
-        .route("/rest/config/gui", get(config_json::gui))
+        .route(
+            "/rest/config/gui",
+            get(config_json::gui)
+                .put(config_edit::put_gui)
+                .patch(config_edit::put_gui),
+        )
         .route(
             "/rest/config/defaults/folder",
             get(config_json::default_folder)
@@ -224,7 +230,13 @@ fn router(api: Arc<Api>) -> Router {
         )
         .route(
             "/rest/config/defaults/device",
-            get(config_json::default_device),
+            get(config_json::default_device)
+                .put(config_edit::put_default_device)
+                .patch(config_edit::put_default_device),
+        )
+        .route(
+            "/rest/config/defaults/ignores",
+            get(config_json::default_ignores).put(config_edit::put_default_ignores),
         )
         .route(
             "/rest/config/restart-required",

@@ -3,6 +3,7 @@
 //! The file is read whole and written atomically. Unknown keys are refused so a typo does not
 //! silently do nothing; syntax errors name the line and column.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use peerfold_protocol::DeviceId;
@@ -13,13 +14,20 @@ use crate::disk::fsutil;
 mod address;
 pub(crate) mod diff;
 mod edit;
+mod folder;
 mod home;
 pub(crate) mod live;
 
-pub use crate::model::FolderType;
+pub use crate::model::{FolderType, PullOrder};
 pub use address::{Address, AddressError};
 pub use edit::{ConfigEdit, EditFileError, OptionChange, edit_file};
+pub use folder::{FolderConfig, MinDiskFree};
 pub use home::{HOME_ENV, Home, HomeError};
+
+/// Settings Syncthing's clients send that peerfold keeps, and gives back, but does not use
+/// (Syncthing's `copiers`, `hashers`, ...): the JSON text of each value by its Syncthing
+/// name. A client reads back what it wrote; the daemon logs that the setting has no effect.
+pub type UnusedSettings = BTreeMap<String, String>;
 
 /// Where the REST API listens unless configured otherwise (not Syncthing's 8384, so both can
 /// run on one host).
@@ -75,6 +83,9 @@ pub struct ApiConfig {
     /// The key clients must present.
     #[serde(default)]
     pub key: String,
+    /// Syncthing's GUI settings peerfold keeps for its clients but does not use.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub unused_syncthing_settings: UnusedSettings,
 }
 
 impl Default for ApiConfig {
@@ -82,6 +93,7 @@ impl Default for ApiConfig {
         Self {
             address: default_api_address(),
             key: String::new(),
+            unused_syncthing_settings: UnusedSettings::new(),
         }
     }
 }
@@ -121,6 +133,9 @@ pub struct Options {
     /// keeps changing (Syncthing's `stunKeepaliveMinS`).
     #[serde(default = "default_stun_keepalive_min")]
     pub stun_keepalive_min_s: u64,
+    /// Syncthing's options settings peerfold keeps for its clients but does not use.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub unused_syncthing_settings: UnusedSettings,
 }
 
 impl Default for Options {
@@ -134,6 +149,7 @@ impl Default for Options {
             stun_servers: default_stun_servers(),
             stun_keepalive_start_s: default_stun_keepalive_start(),
             stun_keepalive_min_s: default_stun_keepalive_min(),
+            unused_syncthing_settings: UnusedSettings::new(),
         }
     }
 }
@@ -174,54 +190,6 @@ pub fn expand_tilde(path: &str) -> Option<PathBuf> {
     }
 }
 
-/// One shared folder.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FolderConfig {
-    /// The ID, the same on every device.
-    pub id: String,
-    /// A human name.
-    #[serde(default)]
-    pub label: String,
-    /// The folder's root on this device.
-    pub path: PathBuf,
-    /// Send-receive, send-only or receive-only.
-    #[serde(default, rename = "type")]
-    pub folder_type: FolderType,
-    /// Devices the folder is shared with.
-    #[serde(default, with = "device_ids")]
-    pub devices: Vec<DeviceId>,
-    /// Seconds between full rescans while the daemon runs (Syncthing's rescanIntervalS).
-    #[serde(default = "default_rescan_interval")]
-    pub rescan_interval_s: u64,
-    /// Keep files that sync replaces or deletes in `.peerfold/versions/` (trash-can style).
-    #[serde(default = "default_true")]
-    pub versioning: bool,
-    /// Days a kept version stays before it is cleaned out (0: forever).
-    #[serde(default = "default_versions_max_age")]
-    pub versions_max_age_days: u64,
-    /// Paused: not scanned, watched or synced, and not offered to peers, until resumed.
-    #[serde(default, skip_serializing_if = "is_false")]
-    pub paused: bool,
-}
-
-impl FolderConfig {
-    /// A send-receive folder with default settings, shared with nobody yet.
-    pub fn new(id: String, label: String, path: PathBuf) -> Self {
-        Self {
-            id,
-            label,
-            path,
-            folder_type: FolderType::SendReceive,
-            devices: Vec::new(),
-            rescan_interval_s: default_rescan_interval(),
-            versioning: true,
-            versions_max_age_days: default_versions_max_age(),
-            paused: false,
-        }
-    }
-}
-
 /// One known device.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -242,6 +210,9 @@ pub struct DeviceConfig {
     /// without asking.
     #[serde(default, skip_serializing_if = "is_false")]
     pub auto_accept_folders: bool,
+    /// Syncthing's device settings peerfold keeps for its clients but does not use.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub unused_syncthing_settings: UnusedSettings,
 }
 
 impl DeviceConfig {
@@ -253,6 +224,7 @@ impl DeviceConfig {
             addresses,
             paused: false,
             auto_accept_folders: false,
+            unused_syncthing_settings: UnusedSettings::new(),
         }
     }
 }
@@ -297,8 +269,8 @@ impl Config {
             device_name,
             listen: default_listen(),
             api: ApiConfig {
-                address: default_api_address(),
                 key: api_key,
+                ..ApiConfig::default()
             },
             options: Options::default(),
             defaults: Defaults::default(),
@@ -356,6 +328,7 @@ impl Config {
         let mut seen = std::collections::HashSet::new();
         for folder in &self.folders {
             check_folder_id(&folder.id)?;
+            folder.check()?;
             if !seen.insert(folder.id.as_str()) {
                 return Err(Invalid(format!(
                     "folder {:?} is configured twice",
@@ -510,6 +483,10 @@ fn is_false(value: &bool) -> bool {
     !*value
 }
 
+fn is_true(value: &bool) -> bool {
+    *value
+}
+
 /// None: peerfold runs no public discovery servers. Devices find each other on the LAN,
 /// or through a `peerfold-discovery` their users run (`default` is accepted, and names none).
 fn default_announce_servers() -> Vec<String> {
@@ -534,14 +511,6 @@ fn default_stun_keepalive_min() -> u64 {
 
 fn default_folder_path() -> String {
     "~".to_owned()
-}
-
-fn default_versions_max_age() -> u64 {
-    30
-}
-
-fn default_rescan_interval() -> u64 {
-    3600
 }
 
 fn default_addresses() -> Vec<Address> {
@@ -591,15 +560,15 @@ pub(crate) mod device_id {
     }
 }
 
-mod device_ids {
+pub(crate) mod device_ids {
     use peerfold_protocol::DeviceId;
     use serde::{Deserialize, Deserializer, Serializer};
 
-    pub(super) fn serialize<S: Serializer>(ids: &[DeviceId], s: S) -> Result<S::Ok, S::Error> {
+    pub(crate) fn serialize<S: Serializer>(ids: &[DeviceId], s: S) -> Result<S::Ok, S::Error> {
         s.collect_seq(ids.iter().map(ToString::to_string))
     }
 
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<DeviceId>, D::Error> {
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<DeviceId>, D::Error> {
         Vec::<String>::deserialize(d)?
             .iter()
             .map(|text| {

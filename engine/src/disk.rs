@@ -2,6 +2,7 @@
 //! block reuse and the assembly of pulled files, and file-system helpers.
 
 pub(crate) mod assemble;
+pub(crate) mod conflicts;
 pub mod fsutil;
 pub(crate) mod reuse;
 pub mod scanner;

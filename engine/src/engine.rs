@@ -510,6 +510,12 @@ impl Engine {
     async fn start_folder(&self, config: FolderConfig) -> Result<(), StoreError> {
         let inner = &self.inner;
         let id = config.id.clone();
+        let config_watch = (
+            config.watch,
+            config
+                .watch_delay_s
+                .map_or(watch::DEFAULT_QUIET, Duration::from_secs_f64),
+        );
         let idx = inner.store.write(move |s| s.ensure_folder(&id)).await?;
         let folder = Arc::new(Folder::new(
             config,
@@ -523,13 +529,20 @@ impl Engine {
         let span = || tracing::info_span!("folder", id = %folder.id);
         let life = &inner.life;
         life.spawn_in(span(), scan_loop::scan_loop(folder.clone()));
-        let rescan = folder.clone();
-        life.spawn_in(
-            span(),
-            watch::run(folder.path(), folder.stop.clone(), move || {
-                rescan.rescan.notify_one()
-            }),
-        );
+        if config_watch.0 {
+            let rescan = folder.clone();
+            life.spawn_in(
+                span(),
+                watch::run(
+                    folder.path(),
+                    config_watch.1,
+                    folder.stop.clone(),
+                    move || rescan.rescan.notify_one(),
+                ),
+            );
+        } else {
+            tracing::info!(folder = %folder.id, "not watched (fsWatcherEnabled is off): changes are found by the periodic rescan");
+        }
         let peers: Arc<dyn Peers> = inner.registry.clone();
         life.spawn_in(
             span(),

@@ -14,4 +14,4 @@ pub mod refused;
 pub mod rewrite;
 pub mod view;
 
-pub use folder_type::{FolderType, UnknownFolderType};
+pub use folder_type::{FolderType, PullOrder, UnknownFolderType, UnknownPullOrder};

@@ -42,6 +42,7 @@ const NO_INPUT: &[(&str, &str)] = &[
     ("GET", "/rest/config/gui"),
     ("GET", "/rest/config/defaults/folder"),
     ("GET", "/rest/config/defaults/device"),
+    ("GET", "/rest/config/defaults/ignores"),
     ("GET", "/rest/config/restart-required"),
     ("GET", "/rest/cluster/pending/devices"),
     ("GET", "/rest/stats/device"),
@@ -205,9 +206,10 @@ fn rows(device: &Device, me: &str) -> Vec<Row> {
         ("/rest/config/devices", "DELETE"),
         ("/rest/config/folders", "DELETE"),
         ("/rest/config/options", "DELETE"),
-        ("/rest/config/gui", "PUT"),
+        ("/rest/config/gui", "DELETE"),
         ("/rest/config/defaults/folder", "DELETE"),
         ("/rest/config/defaults/device", "DELETE"),
+        ("/rest/config/defaults/ignores", "DELETE"),
         ("/rest/config/restart-required", "POST"),
         ("/rest/stats/device", "POST"),
         ("/rest/stats/folder", "DELETE"),
@@ -718,6 +720,59 @@ fn rows(device: &Device, me: &str) -> Vec<Row> {
             b(route, method, route, r#"{"path": 5}"#, 400, "path"),
         ]);
     }
+
+    // The default device and the GUI settings (PUT and PATCH alike): settings peerfold
+    // does not act on are refused, not dropped.
+    for method in ["PUT", "PATCH"] {
+        let route = "/rest/config/defaults/device";
+        rows.extend([
+            b(route, method, route, "{", 400, "invalid JSON"),
+            b(route, method, route, "[]", 400, "object"),
+            b(
+                route,
+                method,
+                route,
+                r#"{"introducer": true}"#,
+                400,
+                "introducer",
+            ),
+            b(
+                route,
+                method,
+                route,
+                r#"{"maxRecvKbps": 10}"#,
+                400,
+                "maxRecvKbps",
+            ),
+        ]);
+        let route = "/rest/config/gui";
+        rows.extend([
+            b(route, method, route, "{", 400, "invalid JSON"),
+            b(route, method, route, "[]", 400, "object"),
+            b(route, method, route, r#"{"address": 5}"#, 400, "address"),
+            b(route, method, route, r#"{"useTLS": true}"#, 400, "useTLS"),
+            b(
+                route,
+                method,
+                route,
+                r#"{"password": "secret"}"#,
+                400,
+                "password",
+            ),
+        ]);
+    }
+    let route = "/rest/config/defaults/ignores";
+    rows.extend([
+        b(route, "PUT", route, "{", 400, "invalid JSON"),
+        b(
+            route,
+            "PUT",
+            route,
+            r#"{"lines": ["*.tmp"]}"#,
+            400,
+            "ignores",
+        ),
+    ]);
 
     // Options (PUT and PATCH alike).
     for method in ["PUT", "PATCH"] {

@@ -29,6 +29,7 @@ mod relay;
 mod relay_syncthing;
 mod replacements;
 mod scan;
+mod settings;
 mod slow_peer;
 mod soak;
 mod stall;

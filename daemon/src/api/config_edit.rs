@@ -5,15 +5,17 @@
 
 use axum::extract::{Path, State};
 use peerfold_engine::config::{
-    Address, Config, ConfigEdit, DeviceConfig, FolderConfig, FolderType, OptionChange,
+    Address, Config, ConfigEdit, DeviceConfig, FolderConfig, FolderType, MinDiskFree, OptionChange,
 };
+use peerfold_engine::model::UnknownPullOrder;
 use peerfold_protocol::DeviceId;
 use serde_json::{Value, json};
 use tracing::warn;
 
 use super::config_json::{
-    defaults_json, device_json, fixed_options_json, folder_json, options_json,
+    defaults_json, device_json, fixed_options_json, folder_json, gui_json, options_json,
 };
+use super::syncthing_settings as settings;
 use super::{ApiError, ApiResult, AppState};
 use crate::options;
 
@@ -104,6 +106,16 @@ fn device_from_json(value: &Value, base: Option<&DeviceConfig>) -> Result<Device
         }
         Some(other) => return Err(format!("\"addresses\" must be a list, not {other}")),
     };
+    let fresh = DeviceConfig::new(id, String::new(), vec![Address::Dynamic]);
+    let unused_syncthing_settings = settings::take(
+        &settings::DEVICE,
+        value,
+        &device_json(base.unwrap_or(&fresh)),
+        &device_json(&fresh),
+        &base
+            .map(|b| b.unused_syncthing_settings.clone())
+            .unwrap_or_default(),
+    )?;
     Ok(DeviceConfig {
         id,
         name,
@@ -111,6 +123,7 @@ fn device_from_json(value: &Value, base: Option<&DeviceConfig>) -> Result<Device
         paused: bool_field(value, "paused")?.unwrap_or(base.is_some_and(|b| b.paused)),
         auto_accept_folders: bool_field(value, "autoAcceptFolders")?
             .unwrap_or(base.is_some_and(|b| b.auto_accept_folders)),
+        unused_syncthing_settings,
     })
 }
 
@@ -192,47 +205,131 @@ fn folder_from_json(
             }
         },
     };
+    let fresh = FolderConfig::new(id.clone(), String::new(), path.clone());
+    let start = base.unwrap_or(&fresh);
+    let reported = folder_json(start, me);
+    let unused_syncthing_settings = settings::take(
+        &settings::FOLDER,
+        value,
+        &reported,
+        &folder_json(&fresh, me),
+        &start.unused_syncthing_settings,
+    )?;
     Ok(FolderConfig {
-        id,
         label: string_field(value, "label")?
             .or_else(|| base.map(|b| b.label.clone()))
             .unwrap_or_default(),
-        path,
         folder_type,
         devices,
         rescan_interval_s,
         versioning,
         versions_max_age_days,
-        paused: bool_field(value, "paused")?.unwrap_or(base.is_some_and(|b| b.paused)),
+        paused: bool_field(value, "paused")?.unwrap_or(start.paused),
+        watch: bool_field(value, "fsWatcherEnabled")?.unwrap_or(start.watch),
+        watch_delay_s: watch_delay(value, &reported, start.watch_delay_s)?,
+        ignore_delete: bool_field(value, "ignoreDelete")?.unwrap_or(start.ignore_delete),
+        pull_order: match string_field(value, "order")? {
+            Some(text) => text.parse().map_err(|e: UnknownPullOrder| e.to_string())?,
+            None => start.pull_order,
+        },
+        max_conflicts: match value.get("maxConflicts") {
+            None | Some(Value::Null) => start.max_conflicts,
+            Some(v) => v
+                .as_i64()
+                .ok_or_else(|| format!("maxConflicts must be a whole number, not {v}"))?,
+        },
+        min_disk_free: match value.get("minDiskFree") {
+            None | Some(Value::Null) => start.min_disk_free.clone(),
+            Some(v) => min_disk_free(v)?,
+        },
+        unused_syncthing_settings,
+        ignore_permissions: bool_field(value, "ignorePerms")?.unwrap_or(start.ignore_permissions),
+        id,
+        path,
     })
 }
 
-/// Applies an options object to `config`. Options peerfold keeps are checked and set;
-/// the others may only repeat the value peerfold reports (clients send the whole object
-/// back), so a setting peerfold would ignore is refused rather than dropped in silence.
-fn option_changes(options: &Value) -> Result<Vec<OptionChange>, String> {
+/// `fsWatcherDelayS`: seconds, whole (Syncthing 1.x) or not (2.x). Peerfold's own quarter
+/// second is reported as 1, so a 1 sent back unchanged keeps it.
+fn watch_delay(
+    value: &Value,
+    reported: &Value,
+    current: Option<f64>,
+) -> Result<Option<f64>, String> {
+    match value.get("fsWatcherDelayS") {
+        None | Some(Value::Null) => Ok(current),
+        Some(v)
+            if reported
+                .get("fsWatcherDelayS")
+                .is_some_and(|r| settings::same(r, v)) =>
+        {
+            Ok(current)
+        }
+        Some(v) => v
+            .as_f64()
+            .map(Some)
+            .ok_or_else(|| format!("fsWatcherDelayS must be a number of seconds, not {v}")),
+    }
+}
+
+/// `minDiskFree`: `{"value": 1, "unit": "%"}` (units %, kB, MB, GB, TB).
+fn min_disk_free(value: &Value) -> Result<MinDiskFree, String> {
+    let amount = value.get("value").and_then(Value::as_f64).ok_or_else(|| {
+        format!("minDiskFree must be {{\"value\": NUMBER, \"unit\": \"%\"}}, not {value}")
+    })?;
+    let unit = string_field(value, "unit")?.unwrap_or_else(|| "%".to_owned());
+    Ok(MinDiskFree {
+        value: amount,
+        unit,
+    })
+}
+
+/// The changes an options object makes. Options peerfold uses are checked and set; the
+/// others are kept without effect or refused unless unchanged (see `syncthing_settings`):
+/// none is dropped in silence.
+fn option_changes(options: &Value, current: &Config) -> Result<Vec<OptionChange>, String> {
     let Some(fields) = options.as_object() else {
         return Err(format!("options must be a JSON object, not {options}"));
     };
     let fixed = fixed_options_json();
     let mut changes = Vec::new();
     for (name, value) in fields {
-        match options::setting(name) {
-            Ok(setting) => changes.push(options::change(setting, value)?),
-            Err(_) if fixed.get(name).is_none_or(|ours| ours == value) => {}
-            Err(_) => {
-                return Err(format!(
-                    "option {name:?} is not supported by peerfold (it keeps: {})",
-                    options::SETTINGS
-                        .iter()
-                        .map(|s| s.name)
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ));
-            }
+        if let Ok(setting) = options::setting(name) {
+            changes.push(options::change(setting, value)?);
         }
     }
+    let before = &current.options.unused_syncthing_settings;
+    let kept = settings::take(
+        &settings::OPTIONS,
+        options,
+        &options_json(current),
+        &fixed,
+        before,
+    )?;
+    if kept != *before {
+        changes.push(OptionChange::UnusedSyncthingSettings(kept));
+    }
     Ok(changes)
+}
+
+/// A `defaults` field peerfold does not keep (anything but the folder's path) may only
+/// repeat what peerfold reports.
+fn check_defaults_unchanged(sent: &Value, reported: &Value, what: &str) -> Result<(), String> {
+    let (Some(sent), Some(reported)) = (sent.as_object(), reported.as_object()) else {
+        return Ok(());
+    };
+    for (name, value) in sent {
+        if name != "path"
+            && reported
+                .get(name)
+                .is_some_and(|r| !settings::same(r, value))
+        {
+            return Err(format!(
+                "defaults.{what} setting {name:?} is not supported by peerfold yet (it keeps the default folder's path)"
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// The default folder path in a `defaults` object, if it sets one.
@@ -279,21 +376,48 @@ fn config_from_json(value: &Value, current: &Config, me: DeviceId) -> Result<Con
             .collect::<Result<_, _>>()?;
     }
     if let Some(options) = value.get("options") {
-        for change in option_changes(options)? {
+        for change in option_changes(options, current)? {
             ConfigEdit::SetOption(change)
                 .apply(&mut config, me)
                 .map_err(|e| e.to_string())?;
         }
     }
-    if let Some(defaults) = value.get("defaults")
-        && let Some(path) = default_folder_path(defaults)?
+    if let Some(defaults) = value.get("defaults") {
+        let reported = defaults_json(current, me);
+        for what in ["folder", "device"] {
+            if let Some(sent) = defaults.get(what) {
+                check_defaults_unchanged(sent, &reported[what], what)?;
+            }
+        }
+        if let Some(ignores) = defaults.get("ignores")
+            && !settings::same(ignores, &reported["ignores"])
+        {
+            return Err("defaults.ignores is not supported by peerfold yet (new folders start with no ignore patterns)".into());
+        }
+        if let Some(path) = default_folder_path(defaults)? {
+            config.defaults.folder_path = path;
+        }
+    }
+    if let Some(ignored) = value.get("remoteIgnoredDevices")
+        && ignored.as_array().is_none_or(|list| !list.is_empty())
     {
-        config.defaults.folder_path = path;
+        return Err(
+            "remoteIgnoredDevices is not supported by peerfold yet (dismiss a pending device instead)"
+                .into(),
+        );
     }
     if let Some(gui) = value.get("gui") {
         if !gui.is_object() {
             return Err(format!("\"gui\" must be a JSON object, not {gui}"));
         }
+        let fresh = Config::new(String::new(), String::new());
+        config.api.unused_syncthing_settings = settings::take(
+            &settings::GUI,
+            gui,
+            &gui_json(current),
+            &gui_json(&fresh),
+            &current.api.unused_syncthing_settings,
+        )?;
         if let Some(address) = string_field(gui, "address")? {
             config.api.address = address;
         }
@@ -321,6 +445,9 @@ pub(super) async fn put_default_folder(State(api): AppState, body: axum::body::B
     if !value.is_object() {
         return Err(ApiError::bad_request("the body must be a JSON object"));
     }
+    let reported = defaults_json(&api.engine.config(), api.engine.device_id());
+    check_defaults_unchanged(&value, &reported["folder"], "folder")
+        .map_err(ApiError::bad_request)?;
     let path = default_folder_path(&json!({ "folder": value })).map_err(ApiError::bad_request)?;
     let edit = ConfigEdit::Several(
         path.into_iter()
@@ -331,6 +458,47 @@ pub(super) async fn put_default_folder(State(api): AppState, body: axum::body::B
     Ok(axum::Json(
         defaults_json(&new, api.engine.device_id())["folder"].clone(),
     ))
+}
+
+/// PUT or PATCH of the default device: peerfold keeps none of its fields yet, so it may only
+/// repeat what peerfold reports.
+pub(super) async fn put_default_device(State(api): AppState, body: axum::body::Bytes) -> ApiResult {
+    let value = body_json(&body)?;
+    if !value.is_object() {
+        return Err(ApiError::bad_request("the body must be a JSON object"));
+    }
+    let reported = defaults_json(&api.engine.config(), api.engine.device_id());
+    check_defaults_unchanged(&value, &reported["device"], "device")
+        .map_err(ApiError::bad_request)?;
+    Ok(axum::Json(reported["device"].clone()))
+}
+
+/// PUT of the default ignore patterns: none, until peerfold keeps them.
+pub(super) async fn put_default_ignores(
+    State(api): AppState,
+    body: axum::body::Bytes,
+) -> ApiResult {
+    let value = body_json(&body)?;
+    let reported = defaults_json(&api.engine.config(), api.engine.device_id());
+    if !settings::same(&value, &reported["ignores"]) {
+        return Err(ApiError::bad_request(
+            "defaults.ignores is not supported by peerfold yet (new folders start with no ignore patterns)",
+        ));
+    }
+    Ok(axum::Json(reported["ignores"].clone()))
+}
+
+/// PUT or PATCH of the GUI settings (fields left out keep their values).
+pub(super) async fn put_gui(State(api): AppState, body: axum::body::Bytes) -> ApiResult {
+    let value = body_json(&body)?;
+    if !value.is_object() {
+        return Err(ApiError::bad_request("the body must be a JSON object"));
+    }
+    let (current, me) = (api.engine.config(), api.engine.device_id());
+    let new =
+        config_from_json(&json!({ "gui": value }), &current, me).map_err(ApiError::bad_request)?;
+    let new = change(&api, ConfigEdit::Replace(Box::new(new))).await?;
+    Ok(axum::Json(gui_json(&new)))
 }
 
 pub(super) async fn put_whole(State(api): AppState, body: axum::body::Bytes) -> ApiResult {
@@ -496,7 +664,7 @@ pub(super) async fn delete_folder(State(api): AppState, Path(id): Path<String>) 
 
 pub(super) async fn put_options(State(api): AppState, body: axum::body::Bytes) -> ApiResult {
     let value = body_json(&body)?;
-    let changes = option_changes(&value).map_err(ApiError::bad_request)?;
+    let changes = option_changes(&value, &api.engine.config()).map_err(ApiError::bad_request)?;
     let edit = ConfigEdit::Several(changes.into_iter().map(ConfigEdit::SetOption).collect());
     let new = change(&api, edit).await?;
     Ok(axum::Json(options_json(&new)))

@@ -8,6 +8,7 @@ use peerfold_engine::disk::scanner::MARKER_DIR;
 use peerfold_protocol::DeviceId;
 use serde_json::{Value, json};
 
+use super::syncthing_settings::with_kept;
 use super::{ApiError, ApiResult, AppState};
 use crate::options;
 
@@ -78,6 +79,12 @@ pub(super) async fn default_device(State(api): AppState) -> ApiResult {
     ))
 }
 
+pub(super) async fn default_ignores(State(api): AppState) -> ApiResult {
+    Ok(axum::Json(
+        defaults_json(&api.engine.config(), api.engine.device_id())["ignores"].clone(),
+    ))
+}
+
 pub(super) async fn gui(State(api): AppState) -> ApiResult {
     Ok(axum::Json(gui_json(&api.engine.config())))
 }
@@ -126,7 +133,7 @@ fn devices_json(config: &Config, me: DeviceId) -> Value {
 }
 
 pub(super) fn device_json(device: &DeviceConfig) -> Value {
-    json!({
+    let reported = json!({
         "deviceID": device.id.to_string(),
         "name": device.name,
         "addresses": device.addresses.iter().map(ToString::to_string).collect::<Vec<_>>(),
@@ -144,7 +151,8 @@ pub(super) fn device_json(device: &DeviceConfig) -> Value {
         "maxRequestKiB": 0,
         "untrusted": false,
         "remoteGUIPort": 0,
-    })
+    });
+    with_kept(reported, &device.unused_syncthing_settings)
 }
 
 pub(super) fn folder_json(folder: &FolderConfig, me: DeviceId) -> Value {
@@ -163,7 +171,9 @@ pub(super) fn folder_json(folder: &FolderConfig, me: DeviceId) -> Value {
     } else {
         json!({ "type": "", "params": {}, "cleanupIntervalS": 3600, "fsPath": "", "fsType": "basic" })
     };
-    json!({
+    // Syncthing 1.19's clients read whole seconds; 2.x's take fractions.
+    let watch_delay = folder.watch_delay_s.map_or(json!(1), whole_or_fraction);
+    let reported = json!({
         "id": folder.id,
         "label": folder.label,
         "filesystemType": "basic",
@@ -171,20 +181,20 @@ pub(super) fn folder_json(folder: &FolderConfig, me: DeviceId) -> Value {
         "type": folder.folder_type.as_str(),
         "devices": devices,
         "rescanIntervalS": folder.rescan_interval_s,
-        "fsWatcherEnabled": true,
-        "fsWatcherDelayS": 1,
-        "ignorePerms": false,
+        "fsWatcherEnabled": folder.watch,
+        "fsWatcherDelayS": watch_delay,
+        "ignorePerms": folder.ignore_permissions,
         "autoNormalize": true,
-        "minDiskFree": { "value": 1, "unit": "%" },
+        "minDiskFree": { "value": whole_or_fraction(folder.min_disk_free.value), "unit": folder.min_disk_free.unit },
         "versioning": versioning,
         "copiers": 0,
         "pullerMaxPendingKiB": 0,
         "hashers": 0,
-        "order": "random",
-        "ignoreDelete": false,
+        "order": folder.pull_order.as_str(),
+        "ignoreDelete": folder.ignore_delete,
         "scanProgressIntervalS": 0,
         "pullerPauseS": 0,
-        "maxConflicts": -1,
+        "maxConflicts": folder.max_conflicts,
         "disableSparseFiles": false,
         "disableTempIndexes": false,
         "paused": folder.paused,
@@ -198,11 +208,22 @@ pub(super) fn folder_json(folder: &FolderConfig, me: DeviceId) -> Value {
         "copyRangeMethod": "standard",
         "caseSensitiveFS": true,
         "junctionsAsDirs": false,
-    })
+    });
+    with_kept(reported, &folder.unused_syncthing_settings)
 }
 
-fn gui_json(config: &Config) -> Value {
-    json!({
+/// A number as Go writes it: whole ones without a fraction (1.19's clients read some
+/// settings into integers).
+fn whole_or_fraction(n: f64) -> Value {
+    if n.fract() == 0.0 && n.abs() < 1e15 {
+        json!(n as i64)
+    } else {
+        json!(n)
+    }
+}
+
+pub(super) fn gui_json(config: &Config) -> Value {
+    let reported = json!({
         "enabled": true,
         "address": config.api.address,
         "unixSocketPermissions": "",
@@ -216,7 +237,8 @@ fn gui_json(config: &Config) -> Value {
         "debugging": false,
         "insecureSkipHostcheck": false,
         "insecureAllowFrameLoading": false,
-    })
+    });
+    with_kept(reported, &config.api.unused_syncthing_settings)
 }
 
 /// Syncthing's options object: the ones peerfold keeps (see `options`), and Syncthing's
@@ -226,10 +248,11 @@ pub(super) fn options_json(config: &Config) -> Value {
     for setting in options::SETTINGS {
         all[setting.name] = options::get(config, setting);
     }
-    all
+    with_kept(all, &config.options.unused_syncthing_settings)
 }
 
-/// Options peerfold does not use, as Syncthing's defaults (clients expect every field).
+/// Options peerfold does not use, as it reports them when none is kept (clients expect
+/// every field).
 pub(super) fn fixed_options_json() -> Value {
     json!({
         "localAnnouncePort": 21027,
@@ -277,4 +300,37 @@ pub(super) fn fixed_options_json() -> Value {
         "connectionLimitMax": 0,
         "insecureAllowOldTLSVersions": false,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::syncthing_settings::{DEVICE, FOLDER, GUI, OPTIONS, Section};
+    use super::*;
+
+    fn assert_covers(section: &Section, reported: &Value, used: &[&str]) {
+        for name in reported.as_object().unwrap().keys() {
+            let known = section.used.contains(&name.as_str())
+                || used.contains(&name.as_str())
+                || section.unused.contains(&name.as_str())
+                || section.refused.iter().any(|(n, _)| n == name);
+            assert!(
+                known,
+                "{} setting {name:?} is neither used, kept nor refused",
+                section.name
+            );
+        }
+    }
+
+    #[test]
+    fn every_reported_setting_is_used_kept_or_refused() {
+        let me = DeviceId::from_bytes([1; 32]);
+        let config = Config::new("me".into(), "key".into());
+        let folder = FolderConfig::new("f".into(), String::new(), "/f".into());
+        assert_covers(&FOLDER, &folder_json(&folder, me), &[]);
+        let device = DeviceConfig::new(me, String::new(), vec![Address::Dynamic]);
+        assert_covers(&DEVICE, &device_json(&device), &[]);
+        assert_covers(&GUI, &gui_json(&config), &[]);
+        let used: Vec<&str> = options::SETTINGS.iter().map(|s| s.name).collect();
+        assert_covers(&OPTIONS, &options_json(&config), &used);
+    }
 }

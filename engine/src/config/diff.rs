@@ -5,7 +5,8 @@
 //! - A device added is dialed, and its pending entry dropped; a device removed or paused
 //!   is disconnected (and no longer dialed or accepted); a device resumed is dialed.
 //! - A folder added or resumed starts; a folder removed or paused stops, leaving its files
-//!   and index alone; a folder at a new root starts over.
+//!   and index alone; a folder at a new root, or whose watching changed, starts over; a
+//!   change of settings peerfold does not use does nothing.
 //! - A folder whose sharing or type changed gets its new settings, and the devices
 //!   concerned are disconnected, so they reconnect with a fresh ClusterConfig.
 
@@ -80,12 +81,18 @@ pub(crate) fn diff(old: &Config, new: &Config) -> Vec<Command> {
     }
     for folder in &new.folders {
         let before = old.folder(&folder.id);
-        if before != Some(folder) {
+        if before.is_none_or(|b| b.differs_in_effect(folder)) {
             let was_running = before.is_some_and(|b| !b.paused);
+            let restart = before.is_some_and(|b| {
+                b.path != folder.path
+                    || b.watch != folder.watch
+                    || b.watch_delay_s != folder.watch_delay_s
+            });
             if folder.paused {
                 commands.push(Command::StopFolder(folder.id.clone()));
-            } else if !was_running || before.is_some_and(|b| b.path != folder.path) {
-                // New, resumed, or at a new root (a different folder on disk): start over.
+            } else if !was_running || restart {
+                // New, resumed, at a new root (a different folder on disk), or watched
+                // differently: start over.
                 commands.push(Command::StartFolder(folder.clone()));
             } else {
                 commands.push(Command::UpdateFolder(folder.clone()));

@@ -83,6 +83,8 @@ pub enum OptionChange {
     StunKeepaliveStartS(u64),
     /// The shortest interval between STUN probes.
     StunKeepaliveMinS(u64),
+    /// Syncthing's options peerfold keeps for its clients but does not use (replaced whole).
+    UnusedSyncthingSettings(super::UnusedSettings),
 }
 
 impl ConfigEdit {
@@ -223,6 +225,7 @@ impl OptionChange {
             }
             Self::LocalAnnounceEnabled(on) => o.local_announce_enabled = on,
             Self::RelaysEnabled(on) => o.relays_enabled = on,
+            Self::UnusedSyncthingSettings(settings) => o.unused_syncthing_settings = settings,
             Self::ReconnectionIntervalS(seconds) => {
                 if seconds == 0 || seconds > 86_400 {
                     return Err(Invalid(format!(

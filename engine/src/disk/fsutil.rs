@@ -67,6 +67,25 @@ pub fn parent_escapes(root: &Path, name: &str) -> bool {
     false
 }
 
+/// Space on the file system holding `path`: what an unprivileged user may still write, and
+/// its whole size, in bytes.
+pub(crate) fn space(path: &Path) -> io::Result<Space> {
+    let stat = rustix::fs::statvfs(path)?;
+    Ok(Space {
+        available: stat.f_bavail.saturating_mul(stat.f_frsize),
+        total: stat.f_blocks.saturating_mul(stat.f_frsize),
+    })
+}
+
+/// A file system's free and total bytes.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Space {
+    /// Bytes an unprivileged user may still write.
+    pub(crate) available: u64,
+    /// The file system's size.
+    pub(crate) total: u64,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -181,19 +181,23 @@ pub fn scan_folder(
     local: ShortId,
     mut progress: impl FnMut(ScanProgress),
 ) -> Result<ScanReport, ScanError> {
-    scan_folder_noting(store, folder_id, root, local, |notice| {
+    scan_folder_noting(store, folder_id, root, local, false, |notice| {
         if let ScanNotice::Progress(p) = notice {
             progress(p);
         }
     })
 }
 
-/// [`scan_folder`], telling `notices` also of each change as it is recorded.
+/// [`scan_folder`], telling `notices` also of each change as it is recorded. With
+/// `ignore_permissions` (the folder's `ignorePerms`) permission bits are not read from disk:
+/// a known name keeps what its entry says, a new one is recorded as 0o644 (0o755 for a
+/// directory), so a mode change alone is no change and modes never leave this device.
 pub fn scan_folder_noting(
     store: &StoreHandle,
     folder_id: &str,
     root: &Path,
     local: ShortId,
+    ignore_permissions: bool,
     mut notices: impl FnMut(ScanNotice<'_>),
 ) -> Result<ScanReport, ScanError> {
     let started = Instant::now();
@@ -239,6 +243,7 @@ pub fn scan_folder_noting(
                     writes: Vec::new(),
                     tombstones: Vec::new(),
                     totals: ScanReport::default(),
+                    ignore_permissions,
                 };
                 reader.for_each_local_row(folder, |row| merge.row(row))?;
                 // Names after the last index row are all new.
@@ -305,6 +310,14 @@ fn check_root(root: &Path) -> Result<(), ScanError> {
     match std::fs::symlink_metadata(&marker) {
         Ok(meta) if meta.is_dir() => Ok(()),
         _ => Err(ScanError::MarkerMissing { path: marker }),
+    }
+}
+
+/// What an `ignorePerms` folder records for a name it has no entry for.
+fn default_permissions(kind: FileKind) -> u32 {
+    match kind {
+        FileKind::File => 0o644,
+        FileKind::Directory | FileKind::Symlink => 0o755,
     }
 }
 
@@ -489,6 +502,8 @@ struct Merge<'a> {
     writes: Vec<WriteMsg>,
     tombstones: Vec<LocalChange>,
     totals: ScanReport,
+    /// The folder's `ignorePerms`.
+    ignore_permissions: bool,
 }
 
 impl Merge<'_> {
@@ -563,13 +578,23 @@ impl Merge<'_> {
         }
     }
 
-    fn new_entry(&mut self, entry: DiskEntry) {
+    fn new_entry(&mut self, mut entry: DiskEntry) {
         self.count(&entry);
+        if self.ignore_permissions {
+            entry.permissions = default_permissions(entry.kind);
+        }
         self.record(entry, None, ChangeKind::Added);
     }
 
-    fn compare(&mut self, entry: DiskEntry, row: LocalRow) {
+    fn compare(&mut self, mut entry: DiskEntry, row: LocalRow) {
         self.count(&entry);
+        if self.ignore_permissions {
+            entry.permissions = if row.deleted || row.kind != entry.kind {
+                default_permissions(entry.kind)
+            } else {
+                row.permissions
+            };
+        }
         let kind = if row.deleted {
             ChangeKind::Added
         } else {

@@ -15,12 +15,17 @@ use tracing::{debug, warn};
 
 use crate::disk::scanner::MARKER_DIR;
 
-/// How long the folder must be quiet before a rescan starts.
-const DEBOUNCE: Duration = Duration::from_millis(250);
+/// How long the folder must be quiet before a rescan starts, unless configured.
+pub(crate) const DEFAULT_QUIET: Duration = Duration::from_millis(250);
 
 /// Watches the folder at `root` until `stop`, calling `changed` after each burst of
-/// changes.
-pub(crate) async fn run(root: PathBuf, stop: CancellationToken, changed: impl Fn() + Send) {
+/// changes, once the folder has been `quiet` for that long.
+pub(crate) async fn run(
+    root: PathBuf,
+    quiet: Duration,
+    stop: CancellationToken,
+    changed: impl Fn() + Send,
+) {
     // A trigger channel: one pending wake-up is all that matters.
     let (tx, mut rx) = mpsc::channel::<()>(1);
     let filter_root = root.clone();
@@ -57,7 +62,7 @@ pub(crate) async fn run(root: PathBuf, stop: CancellationToken, changed: impl Fn
                 biased;
                 () = stop.cancelled() => return,
                 event = rx.recv() => if event.is_none() { return },
-                () = tokio::time::sleep(DEBOUNCE) => break,
+                () = tokio::time::sleep(quiet) => break,
             }
         }
         debug!("change noticed; rescanning");

@@ -15,7 +15,7 @@ use tracing::{debug, warn};
 
 use super::Folder;
 use super::pull::{Expected, PullContext, PullError};
-use crate::disk::{assemble, reuse, versions};
+use crate::disk::{assemble, fsutil, reuse, versions};
 use crate::model::entry::FileEntry;
 use crate::peers::{BlockData, BlockError, BlockRequest, Peers};
 
@@ -35,6 +35,7 @@ pub(super) async fn fetch<'a>(
     path: &Path,
     expected: &Expected,
 ) -> Result<(u64, MutexGuard<'a, ()>), PullError> {
+    check_free_space(folder, target)?;
     let temp = assemble::temp_path(path);
     let result = assemble_file(folder, context, target, sources, path, &temp, expected).await;
     if let Err(PullError::Io(e)) = &result
@@ -43,6 +44,23 @@ pub(super) async fn fetch<'a>(
         let _ = fs::remove_file(&temp);
     }
     result
+}
+
+/// Refuses to start a file that would leave the folder's file system with less free space
+/// than its `minDiskFree`.
+fn check_free_space(folder: &Folder, target: &FileEntry) -> Result<(), PullError> {
+    let rule = folder.config().min_disk_free;
+    let space = fsutil::space(&folder.path())?;
+    let required = rule.required_bytes(space.total);
+    let left = space.available.saturating_sub(target.size);
+    if left < required {
+        return Err(PullError::InsufficientSpace {
+            size: target.size,
+            left,
+            required,
+        });
+    }
+    Ok(())
 }
 
 async fn assemble_file<'a>(

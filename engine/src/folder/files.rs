@@ -75,10 +75,11 @@ impl Folder {
 
     /// The versions this device still has to reach, in the order the puller would.
     pub async fn needed(&self) -> Result<Vec<FileEntry>, StoreError> {
-        let (idx, me, folder_type) = (self.idx, self.me, self.folder_type());
+        let (idx, me) = (self.idx, self.me);
+        let rules = super::needs::Rules::of(&self.config());
         let actions = self
             .store
-            .read(move |r| super::needs::needed_actions(r, idx, folder_type, me))
+            .read(move |r| super::needs::needed_actions(r, idx, rules, me))
             .await?;
         Ok(actions.iter().filter_map(|a| a.target().cloned()).collect())
     }

@@ -2,25 +2,59 @@
 
 use peerfold_protocol::DeviceId;
 
-use crate::model::FolderType;
+use crate::config::FolderConfig;
 use crate::model::entry::FileEntry;
 use crate::model::planner::{self, Action, Announced};
+use crate::model::{FolderType, PullOrder};
 use crate::store::{FolderIdx, StoreError, StoreReader};
+
+/// The folder settings that decide what it needs and in what order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Rules {
+    /// Send-receive, send-only or receive-only.
+    pub folder_type: FolderType,
+    /// Peers' deletions are not carried out (`ignoreDelete`).
+    pub ignore_delete: bool,
+    /// The order files are fetched in.
+    pub order: PullOrder,
+}
+
+impl Rules {
+    /// The rules of a folder's settings.
+    pub fn of(config: &FolderConfig) -> Self {
+        Self {
+            folder_type: config.folder_type,
+            ignore_delete: config.ignore_delete,
+            order: config.pull_order,
+        }
+    }
+}
+
+impl From<FolderType> for Rules {
+    fn from(folder_type: FolderType) -> Self {
+        Self {
+            folder_type,
+            ignore_delete: false,
+            order: PullOrder::default(),
+        }
+    }
+}
 
 /// Every action this device needs to bring `folder` to the global version, in the order the
 /// puller must carry them out. Names on which every device agrees cost one comparison each.
 pub fn needed_actions(
     store: &StoreReader,
     folder: FolderIdx,
-    folder_type: FolderType,
+    rules: impl Into<Rules>,
     this_device: DeviceId,
 ) -> Result<Vec<Action>, StoreError> {
+    let rules = rules.into();
     let mut actions = Vec::new();
     store.for_each_name(folder, this_device, |entries| {
-        actions.extend(action_for(&entries, folder_type, this_device));
+        actions.extend(action_for(&entries, rules, this_device));
         Ok::<(), StoreError>(())
     })?;
-    planner::order(&mut actions);
+    planner::order(&mut actions, rules.order);
     Ok(actions)
 }
 
@@ -29,22 +63,24 @@ pub fn needed_actions_for<'n>(
     store: &StoreReader,
     folder: FolderIdx,
     names: impl IntoIterator<Item = &'n str>,
-    folder_type: FolderType,
+    rules: impl Into<Rules>,
     this_device: DeviceId,
 ) -> Result<Vec<Action>, StoreError> {
+    let rules = rules.into();
     let mut actions = Vec::new();
     store.for_names(folder, names, this_device, |entries| {
-        actions.extend(action_for(&entries, folder_type, this_device));
+        actions.extend(action_for(&entries, rules, this_device));
         Ok::<(), StoreError>(())
     })?;
-    planner::order(&mut actions);
+    planner::order(&mut actions, rules.order);
     Ok(actions)
 }
 
-/// The action for one name, given every device's entry for it.
+/// The action for one name, given every device's entry for it. Under `ignoreDelete` a
+/// peer's deletion is left undone (the file and this device's entry stay).
 fn action_for(
     entries: &[(DeviceId, FileEntry)],
-    folder_type: FolderType,
+    rules: Rules,
     this_device: DeviceId,
 ) -> Option<Action> {
     let local = entries
@@ -64,7 +100,14 @@ fn action_for(
     {
         return None;
     }
-    Some(planner::plan(folder_type, local, &remote, this_device)).filter(|a| *a != Action::Nothing)
+    Some(planner::plan(
+        rules.folder_type,
+        local,
+        &remote,
+        this_device,
+    ))
+    .filter(|a| *a != Action::Nothing)
+    .filter(|a| !(rules.ignore_delete && a.is_delete()))
 }
 
 #[cfg(test)]

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use tokio::task::JoinSet;
 use tracing::warn;
 
-use super::needs::{needed_actions, needed_actions_for};
+use super::needs::{Rules, needed_actions, needed_actions_for};
 use super::registry::FolderRegistry;
 use super::{Folder, FolderHandle, FolderState, Replan};
 use crate::disk::versions;
@@ -62,6 +62,11 @@ pub(crate) enum PullError {
          never with them"
     )]
     DirectoryNotEmpty(String),
+    #[error(
+        "insufficient space: {size} bytes would leave {left} free on the folder's disk, \
+         which must keep {required} (minDiskFree)"
+    )]
+    InsufficientSpace { size: u64, left: u64, required: u64 },
     #[error("folder root or marker missing; not pulling")]
     RootMissing,
     #[error(transparent)]
@@ -119,18 +124,14 @@ pub(crate) async fn pull_loop(folder: FolderHandle, context: PullContext) {
 /// The actions a round carries out, planned on a read-only connection: a whole-folder plan
 /// takes seconds at 200,000 names, and the writer (records, block serving) must not wait.
 async fn plan(folder: &Folder, replan: Replan) -> Result<Vec<Action>, StoreError> {
-    let (idx, folder_type, me) = (folder.idx, folder.folder_type(), folder.me);
+    let (idx, rules, me) = (folder.idx, Rules::of(&folder.config()), folder.me);
     folder
         .store
         .read(move |store| match &replan {
-            Replan::Everything => needed_actions(store, idx, folder_type, me),
-            Replan::Names(names) => needed_actions_for(
-                store,
-                idx,
-                names.iter().map(String::as_str),
-                folder_type,
-                me,
-            ),
+            Replan::Everything => needed_actions(store, idx, rules, me),
+            Replan::Names(names) => {
+                needed_actions_for(store, idx, names.iter().map(String::as_str), rules, me)
+            }
         })
         .await
 }
@@ -217,7 +218,7 @@ impl Puller {
             .into_iter()
             .partition(|a| matches!(a, Action::Delete { .. }));
         let (fetches, ordered): (Vec<Action>, Vec<Action>) =
-            rest.into_iter().partition(apply::fetches);
+            rest.into_iter().partition(Action::fetches);
         self.rescan |= ordered.iter().any(|a| matches!(a, Action::Conflict { .. }));
         self.rescan |= fetches.iter().any(|a| matches!(a, Action::Conflict { .. }));
         for action in ordered {

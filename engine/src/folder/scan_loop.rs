@@ -83,8 +83,14 @@ impl Folder {
         let started = Instant::now();
         let mut last_event: Option<Instant> = None;
         let label = self.label();
-        let report =
-            scanner::scan_folder_noting(&self.store, &self.id, &root, self.me.short(), |notice| {
+        let ignore_permissions = self.config().ignore_permissions;
+        let report = scanner::scan_folder_noting(
+            &self.store,
+            &self.id,
+            &root,
+            self.me.short(),
+            ignore_permissions,
+            |notice| {
                 let p = match notice {
                     ScanNotice::Progress(p) => p,
                     ScanNotice::Recorded(change, kind) => {
@@ -104,7 +110,8 @@ impl Folder {
                         rate: rate.round(),
                     });
                 }
-            });
+            },
+        );
         self.set_scan_progress(None);
         let report = match report {
             Ok(report) => {

@@ -19,12 +19,13 @@
 //!   user reverts it.
 
 use std::cmp::Ordering as CmpOrdering;
+use std::hash::BuildHasher as _;
 
 use peerfold_protocol::DeviceId;
 use peerfold_protocol::version::Ordering;
 
-use crate::model::FolderType;
 use crate::model::entry::{FileEntry, FileKind, Timestamp};
+use crate::model::{FolderType, PullOrder};
 
 /// One device's entry for a name.
 #[derive(Clone, Copy, Debug)]
@@ -108,7 +109,17 @@ impl Action {
         }
     }
 
-    fn is_delete(&self) -> bool {
+    /// Whether it downloads content.
+    pub fn fetches(&self) -> bool {
+        match self {
+            Self::Fetch { .. } => true,
+            Self::Conflict { then, .. } => then.fetches(),
+            _ => false,
+        }
+    }
+
+    /// Whether it removes the local file (after keeping a conflict copy, maybe).
+    pub fn is_delete(&self) -> bool {
         match self {
             Self::Delete { .. } => true,
             Self::Conflict { then, .. } => then.is_delete(),
@@ -290,17 +301,9 @@ fn conflict_order(a: &FileEntry, b: &FileEntry) -> CmpOrdering {
 /// `dir/NAME.sync-conflict-YYYYMMDD-HHMMSS-SHORTID.EXT`, from the losing version's own
 /// modification time and modifier, so every device names the copy alike.
 pub fn conflict_copy_name(loser: &FileEntry) -> String {
-    let (dir, base) = match loser.name.rsplit_once('/') {
-        Some((dir, base)) => (Some(dir), base),
-        None => (None, loser.name.as_str()),
-    };
-    // A leading dot starts a hidden name, not an extension.
-    let (stem, ext) = match base.rfind('.') {
-        Some(i) if i > 0 => (&base[..i], &base[i..]),
-        _ => (base, ""),
-    };
+    let (dir, stem, ext) = conflict_name_parts(&loser.name);
     let copy = format!(
-        "{stem}.sync-conflict-{}-{}{ext}",
+        "{stem}{CONFLICT_MARK}{}-{}{ext}",
         utc_stamp(loser.modified),
         loser.modified_by
     );
@@ -310,6 +313,24 @@ pub fn conflict_copy_name(loser: &FileEntry) -> String {
     }
 }
 
+/// What sits between a conflict copy's stem and its time stamp.
+pub const CONFLICT_MARK: &str = ".sync-conflict-";
+
+/// A name's directory (if any), stem and extension (with its dot), as conflict copies of it
+/// are named: `dir/stem.sync-conflict-...ext`.
+pub fn conflict_name_parts(name: &str) -> (Option<&str>, &str, &str) {
+    let (dir, base) = match name.rsplit_once('/') {
+        Some((dir, base)) => (Some(dir), base),
+        None => (None, name),
+    };
+    // A leading dot starts a hidden name, not an extension.
+    let (stem, ext) = match base.rfind('.') {
+        Some(i) if i > 0 => (&base[..i], &base[i..]),
+        _ => (base, ""),
+    };
+    (dir, stem, ext)
+}
+
 fn utc_stamp(time: Timestamp) -> String {
     jiff::Timestamp::from_second(time.seconds)
         .map(|ts| ts.strftime("%Y%m%d-%H%M%S").to_string())
@@ -317,14 +338,34 @@ fn utc_stamp(time: Timestamp) -> String {
 }
 
 /// Orders actions so directories exist before their contents are written, and contents are
-/// removed before their directories: everything but deletions in name order (a parent sorts
-/// before its children), then deletions in reverse name order.
-pub fn order(actions: &mut [Action]) {
-    actions.sort_by(|a, b| match (a.is_delete(), b.is_delete()) {
-        (false, true) => CmpOrdering::Less,
-        (true, false) => CmpOrdering::Greater,
-        (false, false) => a.name().cmp(&b.name()),
-        (true, true) => b.name().cmp(&a.name()),
+/// removed before their directories: first what fetches no content (directories, symlinks,
+/// metadata) in name order (a parent sorts before its children), then the downloads in the
+/// folder's pull order (by name within a tie), then deletions in reverse name order.
+pub fn order(actions: &mut [Action], pull_order: PullOrder) {
+    let stage = |a: &Action| match a {
+        _ if a.is_delete() => 2,
+        _ if a.fetches() => 1,
+        _ => 0,
+    };
+    // Random order: names hashed with keys drawn afresh for this plan.
+    let shuffle = std::hash::RandomState::new();
+    let by_pull_order = |a: &FileEntry, b: &FileEntry| match pull_order {
+        PullOrder::Alphabetic => CmpOrdering::Equal,
+        PullOrder::Random => shuffle.hash_one(&a.name).cmp(&shuffle.hash_one(&b.name)),
+        PullOrder::SmallestFirst => a.size.cmp(&b.size),
+        PullOrder::LargestFirst => b.size.cmp(&a.size),
+        PullOrder::OldestFirst => a.modified.cmp(&b.modified),
+        PullOrder::NewestFirst => b.modified.cmp(&a.modified),
+    };
+    actions.sort_by(|a, b| {
+        stage(a).cmp(&stage(b)).then_with(|| match stage(a) {
+            0 => a.name().cmp(&b.name()),
+            1 => match (a.target(), b.target()) {
+                (Some(x), Some(y)) => by_pull_order(x, y).then_with(|| x.name.cmp(&y.name)),
+                _ => a.name().cmp(&b.name()),
+            },
+            _ => b.name().cmp(&a.name()),
+        })
     });
 }
 
@@ -582,9 +623,49 @@ mod tests {
             Action::CreateDirectory { target: dir("a/b") },
             Action::CreateDirectory { target: dir("a") },
         ];
-        order(&mut actions);
+        order(&mut actions, PullOrder::Alphabetic);
         let names: Vec<&str> = actions.iter().filter_map(Action::name).collect();
         assert_eq!(names, vec!["a", "a/b", "a/b/c", "old/x", "old"]);
+    }
+
+    #[test]
+    fn downloads_follow_the_pull_order_after_directories() {
+        let sized = |name: &str, size: u64, seconds: i64| Action::Fetch {
+            target: FileEntry {
+                size,
+                ..file(name, &[(2, 1)], 0, seconds)
+            },
+            sources: vec![],
+        };
+        let actions = vec![
+            sized("z", 1, 300),
+            sized("a", 30, 100),
+            sized("m", 20, 200),
+            Action::CreateDirectory {
+                target: FileEntry {
+                    kind: FileKind::Directory,
+                    ..file("zz", &[(2, 1)], 0, 0)
+                },
+            },
+        ];
+        let names = |order_by: PullOrder| {
+            let mut ordered = actions.clone();
+            order(&mut ordered, order_by);
+            ordered
+                .iter()
+                .filter_map(|a| a.name().map(str::to_owned))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(names(PullOrder::Alphabetic), ["zz", "a", "m", "z"]);
+        assert_eq!(names(PullOrder::SmallestFirst), ["zz", "z", "m", "a"]);
+        assert_eq!(names(PullOrder::LargestFirst), ["zz", "a", "m", "z"]);
+        assert_eq!(names(PullOrder::OldestFirst), ["zz", "a", "m", "z"]);
+        assert_eq!(names(PullOrder::NewestFirst), ["zz", "z", "m", "a"]);
+        let random = names(PullOrder::Random);
+        assert_eq!(random[0], "zz", "directories still come first");
+        let mut sorted = random.clone();
+        sorted.sort();
+        assert_eq!(sorted, ["a", "m", "z", "zz"]);
     }
 
     /// Arbitrary entries for one name. A version identifies one state of the name on every

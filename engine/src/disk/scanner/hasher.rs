@@ -67,7 +67,8 @@ pub(crate) fn hash_file(
                 name: job.entry.name.clone(),
                 kind: FileKind::File,
                 size: before.size(),
-                permissions: before.mode() & 0o7777,
+                // As the walk read them (or as the folder's `ignorePerms` set them).
+                permissions: job.entry.permissions,
                 modified: timestamp(&before),
                 deleted: false,
                 invalid: false,

@@ -3,6 +3,7 @@
 //! half-made change and a change never lands under a scan; a fetch holds it only to install
 //! the file it downloaded, never while it waits for peers.
 
+use std::borrow::Cow;
 use std::fs::{self, File};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
@@ -12,22 +13,13 @@ use tracing::{debug, info};
 use super::super::fetch;
 use super::{PullContext, PullError};
 use crate::disk::scanner::{MARKER_DIR, walk_timestamp};
-use crate::disk::{assemble, fsutil, versions};
+use crate::disk::{assemble, conflicts, fsutil, versions};
 use crate::events::{Event, ItemAction};
 use crate::folder::Folder;
 use crate::model::entry::{FileEntry, FileKind, PERMISSION_BITS};
 use crate::model::names;
 use crate::model::planner::Action;
 use crate::store::LocalChange;
-
-/// Whether `action` downloads a file's content (and so runs beside other work).
-pub(super) fn fetches(action: &Action) -> bool {
-    match action {
-        Action::Fetch { .. } => true,
-        Action::Conflict { then, .. } => fetches(then),
-        _ => false,
-    }
-}
 
 /// What the file at a name must still be when a download is installed over it.
 #[derive(Clone, Debug)]
@@ -96,28 +88,60 @@ pub(super) async fn execute(
     match action {
         Action::Nothing | Action::OutOfSync | Action::LocallyChanged => Ok(()),
         Action::Conflict { copy_name, then } => {
-            let from = names::join(&root, then.name().unwrap_or_default())?;
-            let to = names::join(&root, copy_name)?;
             if fsutil::parent_escapes(&root, copy_name) {
                 return Err(PullError::Escapes(copy_name.clone()));
             }
             let busy = folder.busy.lock().await;
-            if fs::symlink_metadata(&from).is_ok() && fs::symlink_metadata(&to).is_err() {
-                fs::rename(&from, &to)?;
-                info!(copy = %copy_name, "kept the losing version as a conflict copy");
-            }
-            if fetches(then) {
+            keep_losing_version(folder, &root, then.name().unwrap_or_default(), copy_name)?;
+            if then.fetches() {
                 drop(busy);
                 return execute_target(folder, context, then, true).await;
             }
             execute_target(folder, context, then, true).await
         }
-        other if fetches(other) => execute_target(folder, context, other, false).await,
+        other if other.fetches() => execute_target(folder, context, other, false).await,
         other => {
             let _busy = folder.busy.lock().await;
             execute_target(folder, context, other, false).await
         }
     }
+}
+
+/// Keeps the local version that lost a conflict: as the conflict copy `copy_name`, then
+/// the oldest copies of the name beyond the folder's `maxConflicts` go to versions; with
+/// `maxConflicts` 0 a losing file goes to versions directly (a directory or symlink still
+/// becomes a copy: nothing is lost).
+fn keep_losing_version(
+    folder: &Folder,
+    root: &Path,
+    name: &str,
+    copy_name: &str,
+) -> Result<(), PullError> {
+    let (from, to) = (names::join(root, name)?, names::join(root, copy_name)?);
+    let Ok(meta) = fs::symlink_metadata(&from) else {
+        return Ok(());
+    };
+    let config = folder.config();
+    if config.max_conflicts == 0 && meta.is_file() {
+        let keep_all = versions::Settings {
+            keep: true,
+            max_age_days: config.versions_max_age_days,
+        };
+        versions::keep(root, keep_all, name, &from)?;
+        info!(%name, "kept the losing version in versions (maxConflicts is 0)");
+        return Ok(());
+    }
+    if fs::symlink_metadata(&to).is_err() {
+        fs::rename(&from, &to)?;
+        info!(copy = %copy_name, "kept the losing version as a conflict copy");
+    }
+    conflicts::limit(
+        root,
+        name,
+        config.max_conflicts,
+        config.versions_max_age_days,
+    )?;
+    Ok(())
 }
 
 async fn execute_target(
@@ -154,7 +178,9 @@ async fn execute_target(
     if let Some(parent) = path.parent() {
         fs::create_dir_all(parent)?;
     }
-    let settings = versions::Settings::of(&folder.config());
+    let config = folder.config();
+    let settings = versions::Settings::of(&config);
+    let on_disk = disk_version(target, &path, config.ignore_permissions);
     // Whatever takes a file's place, the file is kept (versions); a directory in the way of
     // anything else goes only once empty.
     if target.deleted || target.kind != FileKind::Directory {
@@ -172,7 +198,7 @@ async fn execute_target(
                 if !path.is_dir() {
                     fs::create_dir(&path)?;
                 }
-                fs::set_permissions(&path, fs::Permissions::from_mode(applied_mode(target)))?;
+                fs::set_permissions(&path, fs::Permissions::from_mode(applied_mode(&on_disk)))?;
                 fs::symlink_metadata(&path)?.ino()
             }
             FileKind::Symlink => {
@@ -185,14 +211,14 @@ async fn execute_target(
                 Some(sources) => {
                     // Installed under `busy`, which is held until the record is written.
                     let (inode, _busy) =
-                        fetch::fetch(folder, context, target, sources, &path, &expected).await?;
+                        fetch::fetch(folder, context, &on_disk, sources, &path, &expected).await?;
                     record(folder, target, &path, inode).await?;
                     debug!(name = %target.name, "pulled");
                     return Ok(());
                 }
                 None => {
                     let file = File::options().write(true).open(&path)?;
-                    assemble::finish_metadata(&file, target)?;
+                    assemble::finish_metadata(&file, &on_disk)?;
                     file.metadata()?.ino()
                 }
             },
@@ -212,6 +238,29 @@ fn refuse_unless_empty(path: &Path, name: &str) -> Result<(), PullError> {
         return Err(PullError::DirectoryNotEmpty(name.to_owned()));
     }
     Ok(())
+}
+
+/// The version as written to disk. An `ignorePerms` folder keeps the mode a name already
+/// has (a new file gets 0o644, a new directory 0o755); its entry still records the peer's
+/// permissions, so nothing is announced back, and its scans do not read modes.
+fn disk_version<'a>(
+    target: &'a FileEntry,
+    path: &Path,
+    ignore_permissions: bool,
+) -> Cow<'a, FileEntry> {
+    if !ignore_permissions {
+        return Cow::Borrowed(target);
+    }
+    let is_dir = target.kind == FileKind::Directory;
+    let mode = fs::symlink_metadata(path)
+        .ok()
+        .filter(|m| m.is_dir() == is_dir && !m.file_type().is_symlink())
+        .map_or(if is_dir { 0o755 } else { 0o644 }, |m| {
+            m.mode() & PERMISSION_BITS
+        });
+    let mut owned = target.clone();
+    owned.permissions = mode;
+    Cow::Owned(owned)
 }
 
 /// The mode a pulled entry gets: only the 0o777 part (entries stored before peers' modes
