@@ -72,6 +72,21 @@ pub(crate) const SETTINGS: &[Setting] = &[
         kind: Kind::Number,
         needs_restart: false,
     },
+    Setting {
+        name: "maxSendKbps",
+        kind: Kind::Number,
+        needs_restart: false,
+    },
+    Setting {
+        name: "maxRecvKbps",
+        kind: Kind::Number,
+        needs_restart: false,
+    },
+    Setting {
+        name: "limitBandwidthInLan",
+        kind: Kind::Bool,
+        needs_restart: false,
+    },
 ];
 
 /// The option called `name`, or an error listing the ones there are.
@@ -104,6 +119,9 @@ pub(crate) fn get(config: &Config, setting: &Setting) -> Value {
         "stunServers" => json!(o.stun_servers),
         "stunKeepaliveStartS" => json!(o.stun_keepalive_start_s),
         "stunKeepaliveMinS" => json!(o.stun_keepalive_min_s),
+        "maxSendKbps" => json!(o.max_send_kbps),
+        "maxRecvKbps" => json!(o.max_recv_kbps),
+        "limitBandwidthInLan" => json!(o.limit_bandwidth_in_lan),
         other => unreachable!("option {other} is in SETTINGS but has no field"),
     }
 }
@@ -120,6 +138,7 @@ pub(crate) fn change(setting: &Setting, value: &Value) -> Result<OptionChange, S
                 "globalAnnounceEnabled" => OptionChange::GlobalAnnounceEnabled(flag),
                 "localAnnounceEnabled" => OptionChange::LocalAnnounceEnabled(flag),
                 "relaysEnabled" => OptionChange::RelaysEnabled(flag),
+                "limitBandwidthInLan" => OptionChange::LimitBandwidthInLan(flag),
                 other => unreachable!("bool option {other} has no field"),
             })
         }
@@ -135,6 +154,9 @@ pub(crate) fn change(setting: &Setting, value: &Value) -> Result<OptionChange, S
                 // Checked against the other interval when applied.
                 "stunKeepaliveStartS" => Ok(OptionChange::StunKeepaliveStartS(number)),
                 "stunKeepaliveMinS" => Ok(OptionChange::StunKeepaliveMinS(number)),
+                // KiB/s; 0: no limit.
+                "maxSendKbps" => Ok(OptionChange::MaxSendKbps(number)),
+                "maxRecvKbps" => Ok(OptionChange::MaxRecvKbps(number)),
                 other => unreachable!("number option {other} has no field"),
             }
         }
@@ -246,6 +268,9 @@ mod tests {
             ),
             ("stunKeepaliveStartS", "100"),
             ("stunKeepaliveMinS", "10"),
+            ("maxSendKbps", "2048"),
+            ("maxRecvKbps", "512"),
+            ("limitBandwidthInLan", "true"),
         ];
         assert_eq!(cases.len(), SETTINGS.len(), "every option has a case");
         for (name, text) in cases {
@@ -283,7 +308,7 @@ mod tests {
             );
         }
         assert!(
-            setting("maxSendKbps")
+            setting("natEnabled")
                 .unwrap_err()
                 .contains("listenAddresses")
         );

@@ -133,7 +133,18 @@ pub struct Options {
     /// keeps changing (Syncthing's `stunKeepaliveMinS`).
     #[serde(default = "default_stun_keepalive_min")]
     pub stun_keepalive_min_s: u64,
-    /// Syncthing's options settings peerfold keeps for its clients but does not use.
+    /// The most this device sends, in KiB/s, to all peers together (`maxSendKbps`; 0: no
+    /// limit).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub max_send_kbps: u64,
+    /// The most this device receives, in KiB/s, from all peers together (`maxRecvKbps`).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub max_recv_kbps: u64,
+    /// Whether the limits (these and each device's) hold for peers on the LAN too
+    /// (`limitBandwidthInLan`); by default LAN links are not limited.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub limit_bandwidth_in_lan: bool,
+    /// Syncthing's options peerfold keeps for its clients but does not use.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub unused_syncthing_settings: UnusedSettings,
 }
@@ -149,6 +160,9 @@ impl Default for Options {
             stun_servers: default_stun_servers(),
             stun_keepalive_start_s: default_stun_keepalive_start(),
             stun_keepalive_min_s: default_stun_keepalive_min(),
+            max_send_kbps: 0,
+            max_recv_kbps: 0,
+            limit_bandwidth_in_lan: false,
             unused_syncthing_settings: UnusedSettings::new(),
         }
     }
@@ -210,6 +224,12 @@ pub struct DeviceConfig {
     /// without asking.
     #[serde(default, skip_serializing_if = "is_false")]
     pub auto_accept_folders: bool,
+    /// The most this device sends to it, in KiB/s (`maxSendKbps`; 0: no limit).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub max_send_kbps: u64,
+    /// The most this device receives from it, in KiB/s (`maxRecvKbps`).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub max_recv_kbps: u64,
     /// Syncthing's device settings peerfold keeps for its clients but does not use.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub unused_syncthing_settings: UnusedSettings,
@@ -224,6 +244,8 @@ impl DeviceConfig {
             addresses,
             paused: false,
             auto_accept_folders: false,
+            max_send_kbps: 0,
+            max_recv_kbps: 0,
             unused_syncthing_settings: UnusedSettings::new(),
         }
     }
@@ -481,6 +503,10 @@ fn default_true() -> bool {
 
 fn is_false(value: &bool) -> bool {
     !*value
+}
+
+fn is_zero(value: &u64) -> bool {
+    *value == 0
 }
 
 fn is_true(value: &bool) -> bool {

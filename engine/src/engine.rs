@@ -36,6 +36,7 @@ use crate::peers::address_book::AddressBook;
 use crate::peers::connection::accept_loop;
 use crate::peers::dialer::Dialer;
 use crate::peers::punch::HolePunching;
+use crate::peers::rate::RateLimits;
 use crate::peers::session::SessionContext;
 use crate::peers::{PeerRegistry, PeerStatus, Peers, Reason};
 use crate::store::{PendingDevice, PendingFolder, StoreError, StoreHandle};
@@ -119,6 +120,7 @@ struct Inner {
     global: Arc<GlobalDiscovery>,
     local_discovery: Arc<LocalDiscovery>,
     stun: Arc<Stun>,
+    rates: Arc<RateLimits>,
     life: Life,
     /// A stop was asked for so that the engine starts again.
     restart: AtomicBool,
@@ -171,8 +173,11 @@ impl Engine {
             live.clone(),
             listen.clone(),
         ));
+        let rates = Arc::new(RateLimits::default());
+        rates.apply(&config);
         let session = Arc::new(SessionContext {
             me,
+            rates: rates.clone(),
             config: live.clone(),
             store: store.clone(),
             folders: folders.clone(),
@@ -221,6 +226,7 @@ impl Engine {
                 global: global.clone(),
                 local_discovery,
                 stun: stun.clone(),
+                rates,
                 life,
                 restart: AtomicBool::new(false),
             }),
@@ -449,6 +455,7 @@ impl Engine {
                 })?;
         }
         inner.config.commit(&change, new.clone()).await?;
+        inner.rates.apply(&new);
         for command in diff::diff(&old, &new) {
             self.carry_out(command).await;
         }

@@ -31,3 +31,4 @@ pub use net::NetError;
 pub use net::discovery::DiscoveryMethod;
 pub use net::relay::{RelayClientError, RelaySlot};
 pub use net::stun::{NatType, PublicAddress};
+pub use peers::rate::is_lan;

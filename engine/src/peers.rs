@@ -11,6 +11,7 @@ pub(crate) mod dialer;
 mod flow;
 pub(crate) mod link;
 pub(crate) mod punch;
+pub(crate) mod rate;
 mod registry;
 mod request;
 pub(crate) mod session;

@@ -65,6 +65,7 @@ impl Node {
         });
         let context = Arc::new(SessionContext {
             me,
+            rates: Arc::default(),
             config: live,
             store,
             folders,

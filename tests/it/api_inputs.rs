@@ -821,7 +821,8 @@ fn rows(device: &Device, me: &str) -> Vec<Row> {
                 400,
                 "globalAnnounceEnabled",
             ),
-            options(r#"{"maxSendKbps": 100}"#, 400, "maxSendKbps"),
+            options(r#"{"maxSendKbps": "fast"}"#, 400, "maxSendKbps"),
+            options(r#"{"natEnabled": true}"#, 400, "natEnabled"),
         ]);
     }
 

@@ -155,11 +155,15 @@ fn options_and_defaults_through_the_api_and_the_cli() {
     let (status, error) = api.send_json(
         "PATCH",
         "/rest/config/options",
-        &json!({ "maxSendKbps": 100 }),
+        &json!({ "natEnabled": true }),
     );
     assert_eq!(status, 400);
-    assert!(error["error"].as_str().unwrap().contains("maxSendKbps"));
-    api.ok_json("PATCH", "/rest/config/options", json!({ "maxSendKbps": 0 }));
+    assert!(error["error"].as_str().unwrap().contains("natEnabled"));
+    api.ok_json(
+        "PATCH",
+        "/rest/config/options",
+        json!({ "natEnabled": false }),
+    );
     for (body, mentions) in [
         (
             json!({ "globalAnnounceServers": "x" }),
@@ -249,7 +253,7 @@ fn options_and_defaults_through_the_api_and_the_cli() {
     assert_eq!(key["apiKey"].as_str(), Some(api.key.as_str()));
     let err = device.fails(1, ["config", "set", "relaysEnabled=maybe"]);
     assert!(err.contains("true or false"), "{err}");
-    let err = device.fails(1, ["config", "set", "maxSendKbps=1"]);
+    let err = device.fails(1, ["config", "set", "natEnabled=true"]);
     assert!(
         err.contains("globalAnnounceServers"),
         "lists the options: {err}"

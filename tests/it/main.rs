@@ -24,6 +24,7 @@ mod pending_bounds;
 mod poisoned_counter;
 mod punch;
 mod punch_bench;
+mod rate_limit;
 mod reconnect;
 mod relay;
 mod relay_syncthing;

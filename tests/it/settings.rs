@@ -166,7 +166,13 @@ fn every_syncthing_setting_is_kept_or_refused_never_dropped() {
     assert!(device_kept.iter().any(|k| k == "compression"));
     assert!(device_refused.iter().any(|k| k == "introducer"));
     assert!(options_kept.iter().any(|k| k == "urAccepted"));
-    assert!(options_refused.iter().any(|k| k == "maxRecvKbps"));
+    assert!(options_refused.iter().any(|k| k == "natEnabled"));
+    for name in ["maxSendKbps", "maxRecvKbps", "limitBandwidthInLan"] {
+        assert!(options_kept.iter().any(|k| k == name), "option {name}");
+    }
+    for name in ["maxSendKbps", "maxRecvKbps"] {
+        assert!(device_kept.iter().any(|k| k == name), "device {name}");
+    }
     assert!(gui_kept.iter().any(|k| k == "theme"));
     assert!(gui_refused.iter().any(|k| k == "password"));
     assert!(
@@ -230,17 +236,17 @@ fn every_syncthing_setting_is_kept_or_refused_never_dropped() {
 }
 
 /// Two connected daemons sharing "docs", with the APIs to change their settings.
-struct Pair {
-    a: Device,
-    b: Device,
-    root_a: std::path::PathBuf,
-    root_b: std::path::PathBuf,
-    api_a: Api,
-    api_b: Api,
+pub(crate) struct Pair {
+    pub(crate) a: Device,
+    pub(crate) b: Device,
+    pub(crate) root_a: std::path::PathBuf,
+    pub(crate) root_b: std::path::PathBuf,
+    pub(crate) api_a: Api,
+    pub(crate) api_b: Api,
     _running: [Running; 2],
 }
 
-fn pair() -> Pair {
+pub(crate) fn pair() -> Pair {
     let (a, b) = (Device::init(), Device::init());
     let root_a = a.add_folder("docs", "docs");
     let root_b = b.add_folder("docs", "docs");

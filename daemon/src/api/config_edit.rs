@@ -45,6 +45,17 @@ fn bool_field(value: &Value, name: &str) -> Result<Option<bool>, String> {
     }
 }
 
+/// A rate limit in KiB/s; 0 or less (Syncthing's way) is none.
+fn kib_per_second(value: &Value, name: &str) -> Result<Option<u64>, String> {
+    match value.get(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => match v.as_i64() {
+            Some(n) => Ok(Some(u64::try_from(n).unwrap_or(0))),
+            None => Err(format!("{name} must be a whole number of KiB/s, not {v}")),
+        },
+    }
+}
+
 fn device_id_field(value: &Value) -> Result<DeviceId, String> {
     let text = string_field(value, "deviceID")?.ok_or("\"deviceID\" is missing")?;
     text.parse().map_err(|e| format!("deviceID {text:?}: {e}"))
@@ -123,6 +134,10 @@ fn device_from_json(value: &Value, base: Option<&DeviceConfig>) -> Result<Device
         paused: bool_field(value, "paused")?.unwrap_or(base.is_some_and(|b| b.paused)),
         auto_accept_folders: bool_field(value, "autoAcceptFolders")?
             .unwrap_or(base.is_some_and(|b| b.auto_accept_folders)),
+        max_send_kbps: kib_per_second(value, "maxSendKbps")?
+            .unwrap_or(base.map_or(0, |b| b.max_send_kbps)),
+        max_recv_kbps: kib_per_second(value, "maxRecvKbps")?
+            .unwrap_or(base.map_or(0, |b| b.max_recv_kbps)),
         unused_syncthing_settings,
     })
 }

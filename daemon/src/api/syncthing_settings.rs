@@ -23,7 +23,6 @@ pub(super) struct Section {
     pub(super) refused: &'static [(&'static str, &'static str)],
 }
 
-const NOT_YET_RATE: &str = "is not supported by peerfold yet (no rate limits)";
 const NOT_YET_INTRODUCER: &str = "is not supported by peerfold yet (no introducer devices)";
 const NOT_YET_IGNORED: &str =
     "is not supported by peerfold yet (pending devices and folders can be dismissed instead)";
@@ -89,14 +88,14 @@ pub(super) const DEVICE: Section = Section {
         "addresses",
         "paused",
         "autoAcceptFolders",
+        "maxSendKbps",
+        "maxRecvKbps",
     ],
     unused: &["compression", "certName", "maxRequestKiB", "remoteGUIPort"],
     refused: &[
         ("introducer", NOT_YET_INTRODUCER),
         ("skipIntroductionRemovals", NOT_YET_INTRODUCER),
         ("introducedBy", NOT_YET_INTRODUCER),
-        ("maxSendKbps", NOT_YET_RATE),
-        ("maxRecvKbps", NOT_YET_RATE),
         ("ignoredFolders", NOT_YET_IGNORED),
         (
             "allowedNetworks",
@@ -188,9 +187,6 @@ pub(super) const OPTIONS: Section = Section {
         "connectionLimitMax",
     ],
     refused: &[
-        ("maxSendKbps", NOT_YET_RATE),
-        ("maxRecvKbps", NOT_YET_RATE),
-        ("limitBandwidthInLan", NOT_YET_RATE),
         (
             "natEnabled",
             "is not supported by peerfold (no UPnP or NAT-PMP: it punches holes through NATs instead)",

@@ -198,7 +198,7 @@ pub(super) async fn connections(State(api): AppState) -> ApiResult {
         let is_local = peer.as_ref().is_some_and(|p| {
             p.address
                 .parse::<std::net::SocketAddr>()
-                .is_ok_and(|a| is_lan(a.ip()))
+                .is_ok_and(|a| peerfold_engine::is_lan(a.ip()))
         });
         let entry = json!({
             "at": now,
@@ -226,13 +226,6 @@ pub(super) async fn connections(State(api): AppState) -> ApiResult {
         "connections": connections,
         "total": { "at": now, "inBytesTotal": total_in, "outBytesTotal": total_out },
     })))
-}
-
-fn is_lan(ip: std::net::IpAddr) -> bool {
-    match ip {
-        std::net::IpAddr::V4(v4) => v4.is_loopback() || v4.is_private() || v4.is_link_local(),
-        std::net::IpAddr::V6(v6) => v6.is_loopback() || v6.is_unique_local(),
-    }
 }
 
 pub(super) async fn shutdown(State(api): AppState) -> ApiResult {

@@ -83,6 +83,12 @@ pub enum OptionChange {
     StunKeepaliveStartS(u64),
     /// The shortest interval between STUN probes.
     StunKeepaliveMinS(u64),
+    /// The global send limit in KiB/s (0: none).
+    MaxSendKbps(u64),
+    /// The global receive limit in KiB/s (0: none).
+    MaxRecvKbps(u64),
+    /// Whether the limits hold for LAN peers too.
+    LimitBandwidthInLan(bool),
     /// Syncthing's options peerfold keeps for its clients but does not use (replaced whole).
     UnusedSyncthingSettings(super::UnusedSettings),
 }
@@ -226,6 +232,9 @@ impl OptionChange {
             Self::LocalAnnounceEnabled(on) => o.local_announce_enabled = on,
             Self::RelaysEnabled(on) => o.relays_enabled = on,
             Self::UnusedSyncthingSettings(settings) => o.unused_syncthing_settings = settings,
+            Self::MaxSendKbps(rate) => o.max_send_kbps = rate,
+            Self::MaxRecvKbps(rate) => o.max_recv_kbps = rate,
+            Self::LimitBandwidthInLan(on) => o.limit_bandwidth_in_lan = on,
             Self::ReconnectionIntervalS(seconds) => {
                 if seconds == 0 || seconds > 86_400 {
                     return Err(Invalid(format!(

@@ -82,6 +82,7 @@ async fn connection(context: &SessionContext, link: Arc<dyn Link>, peer: DeviceI
         link.close(&Reason::Paused);
         return;
     }
+    let link = context.rates.throttle(peer, link);
     let Some(retired) = context.registry.register(peer, link.clone(), dialed).await else {
         link.close(&Reason::Duplicate);
         return;

@@ -173,15 +173,16 @@ impl PeerFlow {
         self.strikes.load(Ordering::SeqCst) >= STRIKES_TO_DISCONNECT
     }
 
-    /// Closes the measurement window if it is over; returns how many were slow.
-    fn look(&self, now: Instant) -> (u64, Option<f64>) {
+    /// Closes the measurement window if it is over; returns how many were slow. A window
+    /// under this device's own receive limit (`limited`) is never the peer's fault.
+    fn look(&self, now: Instant, limited: bool) -> (u64, Option<f64>) {
         let mut watch = self.watch();
         let elapsed = now.duration_since(watch.since);
         if elapsed >= STALL_WINDOW {
             let delivered = self.delivered.load(Ordering::SeqCst);
             let got = delivered.saturating_sub(watch.delivered_then) as f64;
             let rate = got / elapsed.as_secs_f64();
-            if rate < FLOOR_RATE as f64 && self.owed.load(Ordering::SeqCst) > 0 {
+            if !limited && rate < FLOOR_RATE as f64 && self.owed.load(Ordering::SeqCst) > 0 {
                 // One strike per slow window, however many requests it fails.
                 watch.slow_windows += 1;
                 self.strike();
@@ -209,9 +210,10 @@ pub(crate) struct Owed {
 }
 
 impl Owed {
-    /// Whether to keep waiting for this request's answer.
-    pub(crate) fn verdict(&self, now: Instant) -> Verdict {
-        let (slow_windows, rate) = self.flow.look(now);
+    /// Whether to keep waiting for this request's answer (`limited`: this device's receive
+    /// limit holds the link back).
+    pub(crate) fn verdict(&self, now: Instant, limited: bool) -> Verdict {
+        let (slow_windows, rate) = self.flow.look(now, limited);
         if slow_windows > self.slow_windows {
             return Verdict::Slow;
         }
@@ -247,12 +249,26 @@ mod tests {
         let _held = flow.reserve(128 << 10).await;
         let owed = flow.begin(128 << 10);
         tokio::time::advance(STALL_WINDOW / 2).await;
-        assert!(matches!(owed.verdict(Instant::now()), Verdict::Wait));
+        assert!(matches!(owed.verdict(Instant::now(), false), Verdict::Wait));
         tokio::time::advance(STALL_WINDOW).await;
-        assert!(matches!(owed.verdict(Instant::now()), Verdict::Slow));
+        assert!(matches!(owed.verdict(Instant::now(), false), Verdict::Slow));
         // A request sent after the slow window is judged on the next one.
         let later = flow.begin(1024);
-        assert!(matches!(later.verdict(Instant::now()), Verdict::Wait));
+        assert!(matches!(
+            later.verdict(Instant::now(), false),
+            Verdict::Wait
+        ));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn slow_delivery_under_our_own_receive_limit_is_no_strike() {
+        let flow = Arc::new(PeerFlow::new(Arc::new(Semaphore::new(TOTAL_WINDOW / 1024))));
+        let _held = flow.reserve(128 << 10).await;
+        let owed = flow.begin(128 << 10);
+        tokio::time::advance(STALL_WINDOW + STALL_WINDOW / 2).await;
+        assert!(matches!(owed.verdict(Instant::now(), true), Verdict::Wait));
+        assert!(!flow.struck_out());
+        assert_eq!(flow.strikes.load(Ordering::SeqCst), 0);
     }
 
     #[tokio::test(start_paused = true)]
@@ -263,7 +279,7 @@ mod tests {
             // Other requests come in at 10 MiB/s.
             flow.delivered.fetch_add(100 << 20, Ordering::SeqCst);
             tokio::time::advance(STALL_WINDOW).await;
-            let verdict = silent.verdict(Instant::now());
+            let verdict = silent.verdict(Instant::now(), false);
             if matches!(verdict, Verdict::Overdue) {
                 return;
             }
@@ -305,12 +321,12 @@ mod tests {
         for _ in 0..2 {
             flow.delivered.fetch_add(10 << 20, Ordering::SeqCst);
             tokio::time::advance(STALL_WINDOW).await;
-            let _ = last.verdict(Instant::now());
+            let _ = last.verdict(Instant::now(), false);
         }
         drop(ahead);
         // 20 s after it was sent, with only itself owed: without the queue it was sent
         // behind it would get 10 s + 2 s and be overdue.
-        assert!(matches!(last.verdict(Instant::now()), Verdict::Wait));
+        assert!(matches!(last.verdict(Instant::now(), false), Verdict::Wait));
     }
 
     #[tokio::test(start_paused = true)]
@@ -320,7 +336,7 @@ mod tests {
         for window in 1..=3 {
             tokio::time::advance(STALL_WINDOW).await;
             for owed in &many {
-                let _ = owed.verdict(Instant::now());
+                let _ = owed.verdict(Instant::now(), false);
             }
             assert_eq!(flow.struck_out(), window == 3, "after window {window}");
         }

@@ -14,6 +14,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 
 use super::Reason;
+use super::rate::Throttle;
 
 /// Why a link or one of its streams stopped.
 #[derive(Debug, thiserror::Error)]
@@ -70,6 +71,11 @@ pub(crate) trait Link: Send + Sync + 'static {
     /// acknowledge and waits at most `within` for a sign of life. A closed link does not
     /// answer. (The registry asks before it lets an old link beat a new one.)
     async fn answers(&self, within: Duration) -> bool;
+    /// Whether this device's own receive limits hold the link back (then a peer that
+    /// delivers slowly is not to blame).
+    fn receive_limited(&self) -> bool {
+        false
+    }
 }
 
 /// A bidirectional stream of frames.
@@ -91,6 +97,7 @@ impl FramedStream {
         Self {
             send: FrameSender {
                 inner: Box::pin(write),
+                throttle: None,
             },
             recv: FrameReceiver {
                 inner: Box::pin(read),
@@ -98,14 +105,23 @@ impl FramedStream {
                 codec: FrameCodec::default(),
                 closed,
                 received: None,
+                throttle: None,
             },
         }
+    }
+
+    /// Holds the stream's bytes, both ways, to `throttle`'s limits.
+    pub(crate) fn throttle(&mut self, throttle: Arc<Throttle>) {
+        self.send.throttle = Some(throttle.clone());
+        self.recv.throttle = Some(throttle);
     }
 }
 
 /// Writes messages as frames.
 pub(crate) struct FrameSender {
     inner: Pin<Box<dyn AsyncWrite + Send>>,
+    /// The rate limits the bytes keep to, if any.
+    throttle: Option<Arc<Throttle>>,
 }
 
 impl FrameSender {
@@ -113,6 +129,9 @@ impl FrameSender {
     pub(crate) async fn send(&mut self, message: &wire::Message) -> Result<(), LinkError> {
         let mut buffer = BytesMut::new();
         FrameCodec::default().encode(message, &mut buffer)?;
+        if let Some(throttle) = &self.throttle {
+            throttle.sending(buffer.len()).await;
+        }
         self.inner.write_all(&buffer).await?;
         Ok(())
     }
@@ -128,6 +147,10 @@ impl FrameSender {
         let mut buffer = BytesMut::new();
         FrameCodec::default().encode(&message, &mut buffer)?;
         drop(message);
+        // Waiting for the limit is not the peer's stall.
+        if let Some(throttle) = &self.throttle {
+            throttle.sending(buffer.len()).await;
+        }
         let mut written = 0;
         while written < buffer.len() {
             match tokio::time::timeout(stall, self.inner.write(&buffer[written..])).await {
@@ -155,6 +178,8 @@ pub(crate) struct FrameReceiver {
     closed: Option<CancellationToken>,
     /// Where bytes are counted as they arrive, if anywhere.
     received: Option<Arc<AtomicU64>>,
+    /// The rate limits the bytes keep to, if any.
+    throttle: Option<Arc<Throttle>>,
 }
 
 impl FrameReceiver {
@@ -191,6 +216,9 @@ impl FrameReceiver {
             }
             if let Some(counter) = &self.received {
                 counter.fetch_add(read as u64, Ordering::Relaxed);
+            }
+            if let Some(throttle) = &self.throttle {
+                throttle.received(read).await;
             }
         }
     }

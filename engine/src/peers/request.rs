@@ -49,7 +49,7 @@ pub(super) async fn request_block(
     let answer = loop {
         tokio::select! {
             answer = &mut answer => break answer?,
-            _ = looks.tick() => match owed.verdict(Instant::now()) {
+            _ = looks.tick() => match owed.verdict(Instant::now(), link.receive_limited()) {
                 Verdict::Wait => {}
                 Verdict::Slow => return Err(BlockError::Slow),
                 Verdict::Overdue => return Err(BlockError::Overdue),

@@ -37,6 +37,8 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// What sessions work with.
 pub(crate) struct SessionContext {
     pub(crate) me: DeviceId,
+    /// Bandwidth limits every link keeps to.
+    pub(crate) rates: Arc<super::rate::RateLimits>,
     pub(crate) config: Arc<LiveConfig>,
     pub(crate) store: StoreHandle,
     pub(crate) folders: Arc<FolderRegistry>,
