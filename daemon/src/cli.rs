@@ -195,6 +195,10 @@ enum DeviceCommand {
         /// (`peerfold config` defaults; `~` unless changed).
         #[arg(long)]
         auto_accept_folders: bool,
+        /// An introducer: the devices it shares your folders with are added and shared
+        /// those folders too (Syncthing's introducer).
+        #[arg(long)]
+        introducer: bool,
     },
     /// Pause a device (all devices when none is named): it is disconnected and not let in.
     Pause {

@@ -16,6 +16,7 @@ pub(crate) mod diff;
 mod edit;
 mod folder;
 mod home;
+pub(crate) mod introduce;
 pub(crate) mod live;
 
 pub use crate::model::{FolderType, PullOrder};
@@ -224,6 +225,20 @@ pub struct DeviceConfig {
     /// without asking.
     #[serde(default, skip_serializing_if = "is_false")]
     pub auto_accept_folders: bool,
+    /// An introducer (`introducer`): the devices it shares this device's folders with are
+    /// added and shared those folders (see `config/introduce`).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub introducer: bool,
+    /// Devices this introducer stops sharing with stay (`skipIntroductionRemovals`).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub skip_introduction_removals: bool,
+    /// The introducer that added this device, if one did (`introducedBy`).
+    #[serde(
+        default,
+        with = "device_id::optional",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub introduced_by: Option<DeviceId>,
     /// The most this device sends to it, in KiB/s (`maxSendKbps`; 0: no limit).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub max_send_kbps: u64,
@@ -244,6 +259,9 @@ impl DeviceConfig {
             addresses,
             paused: false,
             auto_accept_folders: false,
+            introducer: false,
+            skip_introduction_removals: false,
+            introduced_by: None,
             max_send_kbps: 0,
             max_recv_kbps: 0,
             unused_syncthing_settings: UnusedSettings::new(),

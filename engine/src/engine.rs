@@ -18,12 +18,13 @@ use tokio::sync::mpsc;
 use tracing::{info, warn};
 
 use crate::config::diff::{self, Command, Why};
+use crate::config::introduce::{self, IntroducedFolder};
 use crate::config::live::LiveConfig;
 use crate::config::{Address, Config, ConfigEdit, FolderConfig, Home, HomeError, Invalid};
 use crate::disk::scanner::MARKER_DIR;
 use crate::disk::watch;
 use crate::events::{Event, EventLog, RemoteState};
-use crate::folder::offers::{self, AutoAccept, Offers};
+use crate::folder::offers::{self, AutoAccept, ConfigRequest, Offers};
 use crate::folder::pull::{self, PullContext};
 use crate::folder::registry::FolderRegistry;
 use crate::folder::{Folder, FolderHandle, scan_loop, summary_loop};
@@ -159,13 +160,13 @@ impl Engine {
         let transport = Arc::new(Transport::bind(&identity, accept, &listen, &life)?);
         let folders = Arc::new(FolderRegistry::default());
         let registry = Arc::new(PeerRegistry::new(me));
-        let (auto_accept, requests) = mpsc::channel(16);
+        let (requests_tx, requests) = mpsc::channel(16);
         let offers = Arc::new(Offers {
             config: live.clone(),
             folders: folders.clone(),
             store: store.clone(),
             events: events.clone(),
-            auto_accept,
+            requests: requests_tx,
         });
         // The first endpoint's public address, learned by STUN on its own socket.
         let stun = Arc::new(Stun::new(
@@ -243,7 +244,7 @@ impl Engine {
         engine
             .inner
             .life
-            .spawn(engine.clone().accept_offers(requests));
+            .spawn(engine.clone().config_requests(requests));
         let life = engine.inner.life.clone();
         engine.inner.life.spawn_in(
             tracing::info_span!("global_discovery"),
@@ -563,10 +564,8 @@ impl Engine {
         Ok(())
     }
 
-    /// Places offers from devices with auto-accept, one configuration change per request
-    /// (which reconnects the peer: its next session shares the new folders). Offers that
-    /// find no place, or whose change is refused, wait as pending.
-    async fn accept_offers(self, mut requests: mpsc::Receiver<AutoAccept>) {
+    /// Carries out the configuration changes peers' ClusterConfigs ask for, one at a time.
+    async fn config_requests(self, mut requests: mpsc::Receiver<ConfigRequest>) {
         loop {
             let request = tokio::select! {
                 biased;
@@ -576,22 +575,59 @@ impl Engine {
                     None => return,
                 },
             };
-            let AutoAccept { peer, offers } = request;
-            let mut refused = offers.clone();
-            match offers::place(&self.config(), peer, &offers) {
-                Ok((edit, left)) => match self.change_config(edit).await {
-                    Ok(_) => refused = left,
-                    Err(e) => {
-                        warn!(device = %peer.short(), error = %e, "cannot auto-accept offered folders")
-                    }
-                },
+            match request {
+                ConfigRequest::Accept(request) => self.accept_offers(request).await,
+                ConfigRequest::Introduce {
+                    introducer,
+                    folders,
+                } => self.take_introductions(introducer, folders).await,
+            }
+        }
+    }
+
+    /// Adds (and removes) the devices an introducer shares folders with, in one change
+    /// made against the configuration as it stands then.
+    async fn take_introductions(&self, introducer: DeviceId, folders: Vec<IntroducedFolder>) {
+        let before = self.config();
+        if introduce::introduce(&before, self.inner.me, introducer, &folders).is_none() {
+            return;
+        }
+        let edit = ConfigEdit::Introduce(introduce::Introduction {
+            introducer,
+            folders,
+        });
+        match self.change_config(edit).await {
+            Ok(after) => info!(
+                introducer = %introducer.short(),
+                devices_before = before.devices.len(),
+                devices_after = after.devices.len(),
+                "took the introducer's devices and folders"
+            ),
+            Err(e) => {
+                warn!(introducer = %introducer.short(), error = %e, "cannot take an introduction")
+            }
+        }
+    }
+
+    /// Places offers from a device with auto-accept, one configuration change per request
+    /// (which reconnects the peer: its next session shares the new folders). Offers that
+    /// find no place, or whose change is refused, wait as pending.
+    async fn accept_offers(&self, request: AutoAccept) {
+        let AutoAccept { peer, offers } = request;
+        let mut refused = offers.clone();
+        match offers::place(&self.config(), peer, &offers) {
+            Ok((edit, left)) => match self.change_config(edit).await {
+                Ok(_) => refused = left,
                 Err(e) => {
                     warn!(device = %peer.short(), error = %e, "cannot auto-accept offered folders")
                 }
+            },
+            Err(e) => {
+                warn!(device = %peer.short(), error = %e, "cannot auto-accept offered folders")
             }
-            for offer in &refused {
-                self.inner.offers.record_pending(peer, offer).await;
-            }
+        }
+        for offer in &refused {
+            self.inner.offers.record_pending(peer, offer).await;
         }
     }
 

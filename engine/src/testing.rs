@@ -12,7 +12,7 @@ use crate::config::live::LiveConfig;
 use crate::config::{Address, Config, DeviceConfig, FolderConfig, Home};
 use crate::disk::scanner::MARKER_DIR;
 use crate::events::{Event, EventLog};
-use crate::folder::offers::{AutoAccept, Offers};
+use crate::folder::offers::{ConfigRequest, Offers};
 use crate::folder::registry::FolderRegistry;
 use crate::folder::{Folder, FolderHandle};
 use crate::life::Life;
@@ -27,8 +27,8 @@ pub(crate) struct Node {
     _dir: tempfile::TempDir,
     pub(crate) me: DeviceId,
     pub(crate) context: Arc<SessionContext>,
-    /// Auto-accept requests the sessions made.
-    pub(crate) auto_accept: mpsc::Receiver<AutoAccept>,
+    /// Configuration requests the sessions made.
+    pub(crate) requests: mpsc::Receiver<ConfigRequest>,
 }
 
 impl Node {
@@ -55,13 +55,13 @@ impl Node {
         let live = Arc::new(LiveConfig::new(home, config));
         let events = Arc::new(EventLog::default());
         let folders = Arc::new(FolderRegistry::default());
-        let (tx, auto_accept) = mpsc::channel(16);
+        let (tx, requests) = mpsc::channel(16);
         let offers = Arc::new(Offers {
             config: live.clone(),
             folders: folders.clone(),
             store: store.clone(),
             events: events.clone(),
-            auto_accept: tx,
+            requests: tx,
         });
         let context = Arc::new(SessionContext {
             me,
@@ -79,7 +79,7 @@ impl Node {
             _dir: dir,
             me,
             context,
-            auto_accept,
+            requests,
         };
         node.start_folder();
         node

@@ -16,6 +16,7 @@ mod hostile;
 mod hostile_serve;
 mod index_check;
 mod index_rebuild;
+mod introducer;
 mod lan_discovery;
 mod netns;
 mod ns_daemon;

@@ -164,7 +164,8 @@ fn every_syncthing_setting_is_kept_or_refused_never_dropped() {
         assert!(folder_kept.iter().any(|k| k == name), "folder {name}");
     }
     assert!(device_kept.iter().any(|k| k == "compression"));
-    assert!(device_refused.iter().any(|k| k == "introducer"));
+    assert!(device_kept.iter().any(|k| k == "introducer"));
+    assert!(device_refused.iter().any(|k| k == "untrusted"));
     assert!(options_kept.iter().any(|k| k == "urAccepted"));
     assert!(options_refused.iter().any(|k| k == "natEnabled"));
     for name in ["maxSendKbps", "maxRecvKbps", "limitBandwidthInLan"] {
@@ -223,15 +224,15 @@ fn every_syncthing_setting_is_kept_or_refused_never_dropped() {
             "{field}"
         );
     }
-    let refused = cli(&["config", "devices", &peer, "introducer", "set", "true"]);
+    let refused = cli(&["config", "devices", &peer, "untrusted", "set", "true"]);
     let said = format!(
         "{}{}",
         String::from_utf8_lossy(&refused.stdout),
         String::from_utf8_lossy(&refused.stderr)
     );
     assert!(!refused.status.success(), "{said}");
-    assert!(said.contains("introducer"), "{said}");
-    let got = cli(&["config", "devices", &peer, "introducer", "get"]);
+    assert!(said.contains("untrusted"), "{said}");
+    let got = cli(&["config", "devices", &peer, "untrusted", "get"]);
     assert_eq!(String::from_utf8_lossy(&got.stdout).trim(), "false");
 }
 

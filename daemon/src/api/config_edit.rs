@@ -134,6 +134,17 @@ fn device_from_json(value: &Value, base: Option<&DeviceConfig>) -> Result<Device
         paused: bool_field(value, "paused")?.unwrap_or(base.is_some_and(|b| b.paused)),
         auto_accept_folders: bool_field(value, "autoAcceptFolders")?
             .unwrap_or(base.is_some_and(|b| b.auto_accept_folders)),
+        introducer: bool_field(value, "introducer")?.unwrap_or(base.is_some_and(|b| b.introducer)),
+        skip_introduction_removals: bool_field(value, "skipIntroductionRemovals")?
+            .unwrap_or(base.is_some_and(|b| b.skip_introduction_removals)),
+        introduced_by: match string_field(value, "introducedBy")? {
+            None => base.and_then(|b| b.introduced_by),
+            Some(text) if text.is_empty() => None,
+            Some(text) => Some(
+                text.parse()
+                    .map_err(|e| format!("introducedBy {text:?}: {e}"))?,
+            ),
+        },
         max_send_kbps: kib_per_second(value, "maxSendKbps")?
             .unwrap_or(base.map_or(0, |b| b.max_send_kbps)),
         max_recv_kbps: kib_per_second(value, "maxRecvKbps")?

@@ -23,7 +23,6 @@ pub(super) struct Section {
     pub(super) refused: &'static [(&'static str, &'static str)],
 }
 
-const NOT_YET_INTRODUCER: &str = "is not supported by peerfold yet (no introducer devices)";
 const NOT_YET_IGNORED: &str =
     "is not supported by peerfold yet (pending devices and folders can be dismissed instead)";
 
@@ -90,12 +89,12 @@ pub(super) const DEVICE: Section = Section {
         "autoAcceptFolders",
         "maxSendKbps",
         "maxRecvKbps",
+        "introducer",
+        "skipIntroductionRemovals",
+        "introducedBy",
     ],
     unused: &["compression", "certName", "maxRequestKiB", "remoteGUIPort"],
     refused: &[
-        ("introducer", NOT_YET_INTRODUCER),
-        ("skipIntroductionRemovals", NOT_YET_INTRODUCER),
-        ("introducedBy", NOT_YET_INTRODUCER),
         ("ignoredFolders", NOT_YET_IGNORED),
         (
             "allowedNetworks",

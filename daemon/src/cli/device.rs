@@ -22,13 +22,18 @@ pub(super) fn run(
             name,
             addresses,
             auto_accept_folders,
+            introducer,
         } => {
             let id: DeviceId = id.parse().with_context(|| format!("device ID {id:?}"))?;
             let addresses = addresses
                 .iter()
                 .map(|a| a.parse::<Address>())
                 .collect::<Result<Vec<_>, _>>()?;
-            add(home, id, name, addresses, auto_accept_folders, out)
+            let options = AddOptions {
+                auto_accept_folders,
+                introducer,
+            };
+            add(home, id, name, addresses, options, out)
         }
         DeviceCommand::Pending => pending(home, json, out),
         DeviceCommand::Pause { id } => pause(home, id.as_deref(), true, out),
@@ -37,13 +42,22 @@ pub(super) fn run(
     }
 }
 
+/// How a new device is trusted.
+#[derive(Clone, Copy, Debug, Default)]
+pub(super) struct AddOptions {
+    /// Folders it offers are added without asking.
+    pub(super) auto_accept_folders: bool,
+    /// The devices it shares folders with are added too.
+    pub(super) introducer: bool,
+}
+
 /// Adds a device that is not configured yet; no addresses means `dynamic` (discovery).
 pub(super) fn add(
     home: &Home,
     id: DeviceId,
     name: Option<String>,
     addresses: Vec<Address>,
-    auto_accept_folders: bool,
+    options: AddOptions,
     out: &mut impl Write,
 ) -> Result<()> {
     if id == home.identity()?.device_id() {
@@ -58,7 +72,8 @@ pub(super) fn add(
         addresses
     };
     let mut device = DeviceConfig::new(id, name.unwrap_or_default(), addresses);
-    device.auto_accept_folders = auto_accept_folders;
+    device.auto_accept_folders = options.auto_accept_folders;
+    device.introducer = options.introducer;
     match apply_edit(home, ConfigEdit::AddDevice(device))? {
         Applied::ByDaemon => writeln!(out, "Added device {id} (applied by the running daemon)")?,
         Applied::InFile(_) => writeln!(out, "Added device {id}")?,

@@ -57,6 +57,8 @@ pub(super) fn devices_json(devices: &[DeviceConfig]) -> Value {
                 "addresses": d.addresses,
                 "paused": d.paused,
                 "autoAcceptFolders": d.auto_accept_folders,
+                "introducer": d.introducer,
+                "introducedBy": d.introduced_by.map(|id| id.to_string()),
             })
         })
         .collect()

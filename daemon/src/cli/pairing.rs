@@ -64,7 +64,7 @@ pub(super) fn accept(
     out: &mut impl Write,
 ) -> Result<()> {
     if let Ok(device_id) = id.parse::<DeviceId>() {
-        return device::add(home, device_id, name, Vec::new(), false, out);
+        return device::add(home, device_id, name, Vec::new(), Default::default(), out);
     }
     let offers: Vec<_> = home
         .store()?

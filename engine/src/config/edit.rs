@@ -59,6 +59,10 @@ pub enum ConfigEdit {
     SetDefaultFolderPath(String),
     /// Several edits as one change: all or none.
     Several(Vec<ConfigEdit>),
+    /// What an introducer said of its folders' devices (the engine's own; never sent by a
+    /// client).
+    #[serde(skip)]
+    Introduce(super::introduce::Introduction),
 }
 
 /// One of the options peerfold keeps (Syncthing's names in the REST API and the CLI).
@@ -202,6 +206,12 @@ impl ConfigEdit {
             }
             Self::SetOption(change) => change.apply(config)?,
             Self::SetDefaultFolderPath(path) => config.defaults.folder_path = path,
+            Self::Introduce(introduction) => {
+                let (introducer, folders) = (introduction.introducer, &introduction.folders);
+                if let Some(new) = super::introduce::introduce(config, me, introducer, folders) {
+                    *config = new;
+                }
+            }
             Self::Several(edits) => {
                 for edit in edits {
                     edit.apply_in_place(config, me)?;

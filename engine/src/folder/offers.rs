@@ -21,6 +21,7 @@ use tracing::{info, warn};
 
 use super::FolderHandle;
 use super::registry::FolderRegistry;
+use crate::config::introduce::{IntroducedDevice, IntroducedFolder};
 use crate::config::live::LiveConfig;
 use crate::config::{self, Config, ConfigEdit, FolderConfig};
 use crate::events::{Event, EventLog, PendingFolderSeen};
@@ -44,6 +45,8 @@ pub(crate) struct Offer {
 #[derive(Clone, Debug)]
 pub(crate) struct OfferedFolder {
     pub(crate) offer: Offer,
+    /// The other devices the peer shares it with (for introductions).
+    pub(crate) others: Vec<IntroducedDevice>,
     /// The index ID the peer holds of this device's index, and its highest sequence.
     pub(crate) ours_held: Option<(u64, u64)>,
     /// The peer's own index ID.
@@ -67,13 +70,26 @@ pub(crate) struct AutoAccept {
     pub(crate) offers: Vec<Offer>,
 }
 
+/// A configuration change a peer's ClusterConfig asks the engine for.
+#[derive(Debug)]
+pub(crate) enum ConfigRequest {
+    /// Offers to place (the peer auto-accepts).
+    Accept(AutoAccept),
+    /// Who shares the folders an introducer shares with this device.
+    Introduce {
+        introducer: DeviceId,
+        folders: Vec<IntroducedFolder>,
+    },
+}
+
 /// The folders' answer to ClusterConfigs.
 pub(crate) struct Offers {
     pub(crate) config: Arc<LiveConfig>,
     pub(crate) folders: Arc<FolderRegistry>,
     pub(crate) store: StoreHandle,
     pub(crate) events: Arc<EventLog>,
-    pub(crate) auto_accept: mpsc::Sender<AutoAccept>,
+    /// The engine's configuration requests (auto-accepted offers, introductions).
+    pub(crate) requests: mpsc::Sender<ConfigRequest>,
 }
 
 impl Offers {
@@ -90,6 +106,21 @@ impl Offers {
             .devices
             .iter()
             .any(|d| d.id == peer && d.auto_accept_folders);
+        if config.devices.iter().any(|d| d.id == peer && d.introducer) {
+            let folders = offered
+                .iter()
+                .map(|f| IntroducedFolder {
+                    id: f.offer.id.clone(),
+                    devices: f.others.clone(),
+                })
+                .collect();
+            let request = ConfigRequest::Introduce {
+                introducer: peer,
+                folders,
+            };
+            // Waits for room: an introduction missed would wait for the next connection.
+            let _ = self.requests.send(request).await;
+        }
         let mut starts = Vec::new();
         let (mut taken, mut to_accept) = (0, Vec::new());
         for folder in offered {
@@ -131,14 +162,16 @@ impl Offers {
             });
         }
         if !to_accept.is_empty() {
-            let request = AutoAccept {
+            let request = ConfigRequest::Accept(AutoAccept {
                 peer,
                 offers: to_accept,
-            };
-            if let Err(full) = self.auto_accept.try_send(request) {
+            });
+            if let Err(full) = self.requests.try_send(request) {
                 // The engine is busy with others: these wait for the user instead.
-                let request = match full {
-                    mpsc::error::TrySendError::Full(r) | mpsc::error::TrySendError::Closed(r) => r,
+                let (mpsc::error::TrySendError::Full(ConfigRequest::Accept(request))
+                | mpsc::error::TrySendError::Closed(ConfigRequest::Accept(request))) = full
+                else {
+                    return Ok(starts);
                 };
                 for offer in &request.offers {
                     self.record_pending(peer, offer).await;
@@ -329,6 +362,7 @@ mod tests {
 
     fn offered(id: &str, ours_held: Option<(u64, u64)>) -> OfferedFolder {
         OfferedFolder {
+            others: Vec::new(),
             offer: offer(id, id),
             ours_held,
             their_index_id: 9,
@@ -378,10 +412,7 @@ mod tests {
             &**e,
             Event::PendingFolderAdded(seen) if seen.folder == "photos"
         )));
-        assert!(
-            node.auto_accept.try_recv().is_err(),
-            "nothing to auto-accept"
-        );
+        assert!(node.requests.try_recv().is_err(), "nothing to auto-accept");
     }
 
     #[tokio::test]
@@ -403,7 +434,9 @@ mod tests {
             .on_cluster_config(peer, &hostile)
             .await
             .unwrap();
-        let request = node.auto_accept.try_recv().unwrap();
+        let Ok(ConfigRequest::Accept(request)) = node.requests.try_recv() else {
+            panic!("an auto-accept request")
+        };
         assert_eq!(request.peer, peer);
         assert_eq!(
             request.offers.len(),

@@ -23,6 +23,7 @@ use super::Reason;
 use super::link::{FrameReceiver, Link, LinkError};
 use super::punch::HolePunching;
 use super::registry::{Hello, PeerRegistry};
+use crate::config::introduce::{IntroducedDevice, MAX_INTRODUCED_PER_FOLDER};
 use crate::config::live::LiveConfig;
 use crate::events::{ConnectionKind, Event, EventLog};
 use crate::folder::offers::{Offer, OfferedFolder, Offers};
@@ -286,7 +287,17 @@ async fn cluster_config(
     context: &SessionContext,
     peer: DeviceId,
 ) -> Result<wire::Message, SessionError> {
-    let (me, name) = (context.me, context.config.get().device_name.clone());
+    let config = context.config.get();
+    let (me, name) = (context.me, config.device_name.clone());
+    // Each device's name and addresses as configured here: what an introducer passes on.
+    let known: HashMap<DeviceId, (String, Vec<String>)> = config
+        .devices
+        .iter()
+        .map(|d| {
+            let addresses = d.addresses.iter().map(ToString::to_string).collect();
+            (d.id, (d.name.clone(), addresses))
+        })
+        .collect();
     let shared = context.folders.shared_with(peer);
     let described: Vec<_> = shared
         .iter()
@@ -307,10 +318,11 @@ async fn cluster_config(
                 for device in &config.devices {
                     let (index_id, max_sequence) =
                         store.remote_index_state(idx, *device)?.unwrap_or((0, 0));
+                    let (name, addresses) = known.get(device).cloned().unwrap_or_default();
                     devices.push(wire::FolderDevice {
                         id: device.as_bytes().to_vec(),
-                        name: String::new(),
-                        addresses: Vec::new(),
+                        name,
+                        addresses,
                         index_id,
                         max_sequence,
                     });
@@ -350,6 +362,7 @@ fn offered_folders(
                     id: folder.id.clone(),
                     label: folder.label.clone(),
                 },
+                others: Vec::new(),
                 ours_held: None,
                 their_index_id: 0,
             };
@@ -359,6 +372,13 @@ fn offered_folders(
                         offered.ours_held = Some((device.index_id, device.max_sequence));
                     }
                     Ok(id) if id == peer => offered.their_index_id = device.index_id,
+                    Ok(id) if offered.others.len() < MAX_INTRODUCED_PER_FOLDER => {
+                        offered.others.push(IntroducedDevice {
+                            id,
+                            name: device.name.clone(),
+                            addresses: device.addresses.clone(),
+                        });
+                    }
                     _ => {}
                 }
             }
