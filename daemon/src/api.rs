@@ -11,6 +11,7 @@ mod config_json;
 mod db;
 pub(crate) mod events;
 mod folder_files;
+mod logs;
 mod svc;
 mod syncthing_settings;
 mod system;
@@ -167,6 +168,9 @@ fn router(api: Arc<Api>) -> Router {
             get(system::errors).post(system::post_error),
         )
         .route("/rest/system/error/clear", post(system::clear_errors))
+        .route("/rest/system/log", get(logs::log))
+        .route("/rest/system/log.txt", get(logs::log_text))
+        .route("/rest/system/debug", get(logs::debug).post(logs::set_debug))
         .route("/rest/system/upgrade", get(svc::upgrade).post(svc::upgrade))
         .route("/rest/system/config/insync", get(svc::insync))
         .route("/rest/config/insync", get(svc::insync))

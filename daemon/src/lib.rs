@@ -13,5 +13,6 @@
 mod api;
 pub mod cli;
 mod control;
+pub mod logs;
 mod options;
 pub mod serve;

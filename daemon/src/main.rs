@@ -1,20 +1,14 @@
-//! The `peerfold` binary: parses the command line, sets up logging, runs the command, and
+//! The `peerfold` binary: parses the command line, sets up logging (`peerfold::logs`), runs the command, and
 //! turns an error into a one-line message and exit code 1 (clap exits 2 on usage errors).
 
 use std::process::ExitCode;
 
 use clap::Parser;
 use peerfold::cli::{Cli, run};
-use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    peerfold::logs::init();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         // `peerfold ls ... | head` closing the pipe early is not a failure.

@@ -1,6 +1,7 @@
 //! Syncthing's small endpoints its GUI and clients call first (issue 16): posted errors
 //! (through Debian's `syncthing cli errors`, as a user would), random strings, languages,
-//! whether the configuration is in sync, the upgrade check, and a scan of every folder.
+//! whether the configuration is in sync, the upgrade check, a scan of every folder, the
+//! recent log lines and debug facilities.
 //! Needs Debian's `syncthing` (tests/run.sh installs it).
 
 use std::process::Command;
@@ -277,4 +278,85 @@ fn disk_events_tell_local_and_remote_changes_apart() {
             .all(|e| e["type"] != "LocalChangeDetected" && e["type"] != "RemoteChangeDetected"),
         "{general}"
     );
+}
+
+/// `/rest/system/log` (and `.txt`) keep the recent lines, `since` cuts them;
+/// `/rest/system/debug` turns a facility's debug lines on and off.
+#[test]
+fn recent_log_lines_and_debug_facilities() {
+    let device = Device::init();
+    let root = device.add_folder("docs", "docs");
+    let running = device.serve();
+    let api = Api::of(&device, &running);
+    api.ok_json(
+        "PATCH",
+        "/rest/config/folders/docs",
+        serde_json::json!({ "label": "Docs" }),
+    );
+    let messages = |query: &str| -> Vec<Value> {
+        api.get(&format!("/rest/system/log{query}"))["messages"]
+            .as_array()
+            .unwrap()
+            .clone()
+    };
+    let saved = messages("")
+        .into_iter()
+        .find(|m| {
+            m["message"]
+                .as_str()
+                .unwrap()
+                .contains("configuration changed and saved")
+        })
+        .expect("the change is in the log");
+    assert_eq!(saved["level"], 2, "{saved}");
+    let when = saved["when"].as_str().unwrap().to_owned();
+    let later = messages(&format!("?since={when}"));
+    assert!(
+        later
+            .iter()
+            .all(|m| m["when"].as_str().unwrap() > when.as_str()),
+        "{later:?}"
+    );
+    let (status, text) = api.send(
+        "GET",
+        "/rest/system/log.txt",
+        &[("X-API-Key", api.key.as_str())],
+    );
+    assert_eq!(status, 200);
+    assert!(
+        text.contains("INFO: configuration changed and saved"),
+        "{text}"
+    );
+
+    let debug = api.get("/rest/system/debug");
+    assert!(debug["facilities"]["scanner"].is_string(), "{debug}");
+    assert_eq!(debug["enabled"], serde_json::json!([]));
+    let debug_lines = || {
+        messages("")
+            .into_iter()
+            .filter(|m| m["level"] == 0)
+            .filter(|m| m["message"].as_str().unwrap().contains("change noticed"))
+            .count()
+    };
+    assert_eq!(debug_lines(), 0, "no debug lines unless asked");
+    let on = api.ok_json(
+        "POST",
+        "/rest/system/debug?enable=scanner",
+        serde_json::json!({}),
+    );
+    assert_eq!(on["enabled"], serde_json::json!(["scanner"]));
+    std::fs::write(root.join("one.txt"), b"1").unwrap();
+    crate::support::wait_until("the watcher's debug line", 20, || debug_lines() > 0);
+    let off = api.ok_json(
+        "POST",
+        "/rest/system/debug?disable=scanner",
+        serde_json::json!({}),
+    );
+    assert_eq!(off["enabled"], serde_json::json!([]));
+    let before = debug_lines();
+    std::fs::write(root.join("two.txt"), b"2").unwrap();
+    crate::support::wait_until("two.txt is scanned", 20, || {
+        api.get("/rest/db/status?folder=docs")["localFiles"] == 2
+    });
+    assert_eq!(debug_lines(), before, "debug lines stop once disabled");
 }
