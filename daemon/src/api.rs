@@ -9,9 +9,11 @@ mod cluster;
 mod config_edit;
 mod config_json;
 mod db;
+mod db_tree;
 pub(crate) mod events;
 mod folder_files;
 mod logs;
+mod report;
 mod svc;
 mod syncthing_settings;
 mod system;
@@ -169,6 +171,8 @@ fn router(api: Arc<Api>) -> Router {
         )
         .route("/rest/system/error/clear", post(system::clear_errors))
         .route("/rest/system/log", get(logs::log))
+        .route("/rest/system/browse", get(report::browse))
+        .route("/rest/svc/report", get(report::report))
         .route("/rest/system/log.txt", get(logs::log_text))
         .route("/rest/system/debug", get(logs::debug).post(logs::set_debug))
         .route("/rest/system/upgrade", get(svc::upgrade).post(svc::upgrade))
@@ -253,6 +257,9 @@ fn router(api: Arc<Api>) -> Router {
         .route("/rest/db/revert", post(db::revert_changes))
         .route("/rest/db/file", get(db::file))
         .route("/rest/db/need", get(db::need))
+        .route("/rest/db/remoteneed", get(db_tree::remote_need))
+        .route("/rest/db/browse", get(db_tree::browse))
+        .route("/rest/db/prio", post(db_tree::prio))
         .route("/rest/folder/errors", get(db::errors))
         .route("/rest/folder/versions", get(folder_files::versions))
         .route(

@@ -666,6 +666,9 @@ fn pairing_and_sharing_through_the_api_alone() {
     );
     let saved = api_b.get("/rest/events?since=0&timeout=0&events=ConfigSaved");
     assert!(saved.as_array().unwrap().len() >= 2);
+    // Each carries the whole configuration, as Syncthing's (its GUI takes it as the new one).
+    let data = &saved[0]["data"];
+    assert_eq!(data, &api_b.get("/rest/config"), "ConfigSaved's data");
 
     // Bad input is refused with the reason, and changes nothing.
     let (status, json) = api_b.send_json(

@@ -81,6 +81,15 @@ fn syncthing_clients_inputs_are_taken_as_syncthing_takes_them() {
             "{legacy}"
         );
     }
+    // Override and revert on a folder of another type: 200 and nothing done, as Syncthing.
+    for action in ["override", "revert"] {
+        let answer = api.ok_json(
+            "POST",
+            &format!("/rest/db/{action}?folder=docs"),
+            serde_json::json!({}),
+        );
+        assert_eq!(answer["changed"], 0, "{action}: {answer}");
+    }
     let (status, answer) = api.send_json(
         "PATCH",
         "/rest/config/folders/docs",

@@ -490,7 +490,18 @@ fn a_paused_folder_stops_and_resumes() {
     let out = a.ok(["folder", "pause", "docs"]);
     assert!(out.contains("applied by the running daemon"), "{out}");
     assert_eq!(api.get("/rest/config/folders/docs")["paused"], true);
-    assert_eq!(api.get("/rest/db/status?folder=docs")["state"], "paused");
+    let paused = api.get("/rest/db/status?folder=docs");
+    assert_eq!(paused["state"], "paused");
+    // The fields clients parse are there for a paused folder too.
+    for field in [
+        "stateChanged",
+        "globalFiles",
+        "needBytes",
+        "sequence",
+        "errors",
+    ] {
+        assert!(!paused[field].is_null(), "{field}: {paused}");
+    }
     api.refused("GET", "/rest/db/need?folder=docs", 404, "paused");
     assert_eq!(status_of(&a)["folders"][0]["state"], "paused");
     fs::write(root_a.join("while-paused.txt"), b"waits").unwrap();

@@ -5,6 +5,7 @@
 //! the binary first and passes its path in `CARGO_BIN_EXE_peerfold`.
 
 mod api;
+mod api_db;
 mod api_inputs;
 mod api_svc;
 mod big_index;

@@ -1,8 +1,8 @@
 //! `/rest/db/*` and `/rest/folder/errors`: a folder's counts, needs, entries and actions.
 
 use axum::extract::State;
-use peerfold_engine::folder::FolderState;
-use peerfold_engine::model::counts::Counts;
+use peerfold_engine::folder::{FolderActionError, FolderState};
+use peerfold_engine::model::counts::{Counts, FolderSummary};
 use peerfold_engine::model::entry::{FileEntry, FileKind};
 use peerfold_engine::model::rewrite::FolderAction;
 use peerfold_protocol::DeviceId;
@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use super::{ApiError, ApiResult, AppState, Params, events, folder, number};
 
 /// Syncthing's default page size.
-const DEFAULT_PER_PAGE: u64 = 65536;
+pub(super) const DEFAULT_PER_PAGE: u64 = 65536;
 
 fn counts_json(prefix: &str, counts: &Counts, out: &mut serde_json::Map<String, Value>) {
     out.insert(format!("{prefix}Files"), json!(counts.files));
@@ -27,11 +27,14 @@ fn counts_json(prefix: &str, counts: &Counts, out: &mut serde_json::Map<String, 
 
 pub(super) async fn status(State(api): AppState, params: Params) -> ApiResult {
     let id = super::required(&params, "folder")?;
+    let since = api.engine.started().to_string();
     if api.engine.config().folder(id).is_some_and(|f| f.paused) {
-        // Not running: its counts are not kept up to date, so none are claimed.
-        return Ok(axum::Json(
-            json!({ "state": "paused", "error": "", "pullErrors": 0 }),
-        ));
+        // Not running: its counts are not kept up to date and read 0, in the shape
+        // clients parse.
+        let summary = FolderSummary::default();
+        return Ok(axum::Json(status_json(
+            &summary, "paused", "", 0, 0, &since,
+        )));
     }
     let folder = folder(&api, &params)?;
     let summary = folder.summary().await?;
@@ -42,6 +45,26 @@ pub(super) async fn status(State(api): AppState, params: Params) -> ApiResult {
         FolderState::Error(e) => e.clone(),
         _ => String::new(),
     };
+    let name = events::state_name(state.name());
+    Ok(axum::Json(status_json(
+        &summary,
+        name,
+        &error,
+        errors.len(),
+        sequence,
+        &since,
+    )))
+}
+
+/// Syncthing's folder status object.
+fn status_json(
+    summary: &FolderSummary,
+    state: &str,
+    error: &str,
+    errors: usize,
+    sequence: u64,
+    state_changed: &str,
+) -> Value {
     let mut out = serde_json::Map::new();
     counts_json("global", &summary.global, &mut out);
     counts_json("local", &summary.local, &mut out);
@@ -65,19 +88,16 @@ pub(super) async fn status(State(api): AppState, params: Params) -> ApiResult {
     ] {
         out.insert(key.into(), json!(0));
     }
-    out.insert("pullErrors".into(), json!(errors.len()));
-    out.insert("errors".into(), json!(errors.len()));
-    out.insert("state".into(), json!(events::state_name(state.name())));
-    out.insert(
-        "stateChanged".into(),
-        json!(api.engine.started().to_string()),
-    );
+    out.insert("pullErrors".into(), json!(errors));
+    out.insert("errors".into(), json!(errors));
+    out.insert("state".into(), json!(state));
+    out.insert("stateChanged".into(), json!(state_changed));
     out.insert("error".into(), json!(error));
     out.insert("sequence".into(), json!(sequence));
     out.insert("version".into(), json!(sequence));
     out.insert("ignorePatterns".into(), json!(false));
     out.insert("watchError".into(), json!(""));
-    Ok(axum::Json(Value::Object(out)))
+    Value::Object(out)
 }
 
 pub(super) async fn completion(State(api): AppState, params: Params) -> ApiResult {
@@ -156,17 +176,23 @@ pub(super) async fn revert_changes(State(api): AppState, params: Params) -> ApiR
 
 async fn folder_action(api: &super::Api, params: &Params, action: FolderAction) -> ApiResult {
     let folder = folder(api, params)?;
-    let changed = folder
-        .run_action(action)
-        .await
-        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let changed = match folder.run_action(action).await {
+        Ok(changed) => changed,
+        // Syncthing answers 200 and does nothing for a folder of another type; its
+        // clients count on that (the CLI says why instead).
+        Err(e @ FolderActionError::WrongType { .. }) => {
+            tracing::info!(reason = %e, "folder action does not apply; nothing done");
+            0
+        }
+        Err(e) => return Err(ApiError::bad_request(e.to_string())),
+    };
     Ok(axum::Json(
         json!({ "folder": folder.id(), "changed": changed }),
     ))
 }
 
 /// An entry in Syncthing's file-info shape.
-fn entry_json(entry: &FileEntry) -> Value {
+pub(super) fn entry_json(entry: &FileEntry) -> Value {
     json!({
         "name": entry.name,
         "type": match entry.kind {
@@ -215,7 +241,7 @@ pub(super) async fn file(State(api): AppState, params: Params) -> ApiResult {
 }
 
 /// How many entries come before page `page` (from 1) of `per_page`.
-fn page_start(page: u64, per_page: u64) -> Result<usize, ApiError> {
+pub(super) fn page_start(page: u64, per_page: u64) -> Result<usize, ApiError> {
     let start = (page - 1).checked_mul(per_page).ok_or_else(|| {
         ApiError::bad_request(format!(
             "query parameters \"page\" ({page}) and \"perpage\" ({per_page}) are out of range"

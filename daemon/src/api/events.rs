@@ -8,8 +8,6 @@ use peerfold_engine::model::counts::FolderSummary;
 use peerfold_engine::model::entry::FileKind;
 use serde_json::{Value, json};
 
-use super::config_json::CONFIG_VERSION;
-
 /// Syncthing's type name of an event.
 pub(super) fn type_name(event: &Event) -> &'static str {
     match event {
@@ -38,14 +36,20 @@ pub(super) fn type_name(event: &Event) -> &'static str {
     }
 }
 
-/// One logged event as Syncthing's REST API shows it.
-pub(super) fn to_syncthing(logged: &LoggedEvent) -> Value {
+/// One logged event as Syncthing's REST API shows it. `config` is the configuration in
+/// Syncthing's shape, which a ConfigSaved event carries (the one saved last: clients take it
+/// as the current one).
+pub(super) fn to_syncthing(logged: &LoggedEvent, config: Option<&Value>) -> Value {
+    let data = match &*logged.event {
+        Event::ConfigSaved => config.cloned().unwrap_or_else(|| json!({})),
+        event => data(event),
+    };
     json!({
         "id": logged.id,
         "globalID": logged.id,
         "type": type_name(&logged.event),
         "time": logged.time.to_string(),
-        "data": data(&logged.event),
+        "data": data,
     })
 }
 
@@ -210,7 +214,8 @@ fn data(event: &Event) -> Value {
             "remoteState": remote_state_name(*remote_state),
             "sequence": sequence,
         }),
-        Event::ConfigSaved => json!({ "version": CONFIG_VERSION }),
+        // Carries the configuration: see `to_syncthing`.
+        Event::ConfigSaved => json!({}),
     }
 }
 

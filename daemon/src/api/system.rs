@@ -363,8 +363,15 @@ async fn poll_events(api: &super::Api, params: &Params, disk: bool) -> ApiResult
         found = log.wait(since, &wanted, limit, timeout), if !disk => found,
         () = api.stop.cancelled() => Vec::new(),
     };
+    let config = found
+        .iter()
+        .any(|logged| matches!(*logged.event, Event::ConfigSaved))
+        .then(|| super::config_json::config_json(&api.engine.config(), api.engine.device_id()));
     Ok(axum::Json(Value::Array(
-        found.iter().map(events::to_syncthing).collect(),
+        found
+            .iter()
+            .map(|logged| events::to_syncthing(logged, config.as_ref()))
+            .collect(),
     )))
 }
 
@@ -460,7 +467,7 @@ pub(super) async fn metrics(State(api): AppState) -> impl IntoResponse {
 }
 
 /// The process's resident memory, from /proc.
-fn resident_bytes() -> u64 {
+pub(super) fn resident_bytes() -> u64 {
     std::fs::read_to_string("/proc/self/statm")
         .ok()
         .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())

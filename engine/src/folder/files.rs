@@ -8,6 +8,7 @@ use super::{Folder, FolderHandle};
 use crate::disk::fsutil;
 use crate::disk::scanner::IGNORE_FILE;
 use crate::disk::versions::{self, KeptVersion};
+use crate::model::counts;
 use crate::model::entry::FileEntry;
 use crate::model::view::NameView;
 use crate::store::StoreError;
@@ -82,6 +83,58 @@ impl Folder {
             .read(move |r| super::needs::needed_actions(r, idx, rules, me))
             .await?;
         Ok(actions.iter().filter_map(|a| a.target().cloned()).collect())
+    }
+
+    /// What `device` still lacks of the global version, in name order (Syncthing's
+    /// `remoteneed`).
+    pub async fn needed_by(&self, device: DeviceId) -> Result<Vec<FileEntry>, StoreError> {
+        let (idx, me) = (self.idx, self.me);
+        self.store
+            .read(move |r| {
+                let mut needed = Vec::new();
+                r.for_each_name(idx, me, |entries| {
+                    if let Some(entry) = counts::needs(&NameView::new(&entries, me), device) {
+                        needed.push(entry.clone());
+                    }
+                    Ok::<(), StoreError>(())
+                })?;
+                Ok(needed)
+            })
+            .await
+    }
+
+    /// The global version of every name under `prefix` (a directory; empty for the whole
+    /// folder) that exists, in name order: the tree Syncthing's `db/browse` shows.
+    pub async fn global_under(&self, prefix: &str) -> Result<Vec<FileEntry>, StoreError> {
+        let (idx, me) = (self.idx, self.me);
+        let under = if prefix.is_empty() {
+            String::new()
+        } else {
+            format!("{}/", prefix.trim_end_matches('/'))
+        };
+        self.store
+            .read(move |r| {
+                let mut found = Vec::new();
+                r.for_each_name(idx, me, |entries| {
+                    let view = NameView::new(&entries, me);
+                    if let Some(global) = view.global().map(|g| g.entry)
+                        && !global.deleted
+                        && global.name.starts_with(&under)
+                    {
+                        found.push(global.clone());
+                    }
+                    Ok::<(), StoreError>(())
+                })?;
+                Ok(found)
+            })
+            .await
+    }
+
+    /// Moves `name` to the front of the next pulls (Syncthing's `db/prio`).
+    pub fn bring_to_front(&self, name: &str) {
+        self.prioritize(name);
+        self.replan_names([name]);
+        self.pull.notify_one();
     }
 
     /// The ignore patterns (`.peerfoldignore`), one per line.

@@ -58,6 +58,8 @@ pub struct Folder {
     scan_progress: Mutex<Option<ScanProgress>>,
     /// What the next pull round must plan again.
     replan: Mutex<Replan>,
+    /// Names a client asked to have first (`db/prio`), most recent first.
+    priority: Mutex<Vec<String>>,
 }
 
 impl std::fmt::Debug for Folder {
@@ -102,6 +104,9 @@ pub(crate) enum Replan {
     /// Only these names (index updates from peers, names that failed).
     Names(BTreeSet<String>),
 }
+
+/// Names kept for `db/prio`.
+const PRIORITY_NAMES: usize = 100;
 
 /// Past this many names, planning the whole folder is cheaper than name by name.
 const REPLAN_NAMES_MAX: usize = 20_000;
@@ -158,7 +163,32 @@ impl Folder {
             stats: Mutex::new(FolderStats::default()),
             scan_progress: Mutex::new(None),
             replan: Mutex::new(Replan::Everything),
+            priority: Mutex::new(Vec::new()),
         }
+    }
+
+    /// Puts `name` first among the names to pull (at most [`PRIORITY_NAMES`] are kept).
+    pub(crate) fn prioritize(&self, name: &str) {
+        let mut priority = lock(&self.priority);
+        priority.retain(|n| n != name);
+        priority.insert(0, name.to_owned());
+        priority.truncate(PRIORITY_NAMES);
+    }
+
+    /// Orders downloads so the names asked for first come first (stable otherwise); a name
+    /// leaves the list once its download starts.
+    pub(crate) fn put_first(&self, fetches: &mut [crate::model::planner::Action]) {
+        let mut priority = lock(&self.priority);
+        if priority.is_empty() {
+            return;
+        }
+        let rank = |a: &crate::model::planner::Action| {
+            a.name()
+                .and_then(|n| priority.iter().position(|p| p == n))
+                .unwrap_or(usize::MAX)
+        };
+        fetches.sort_by_key(rank);
+        priority.retain(|p| !fetches.iter().any(|a| a.name() == Some(p.as_str())));
     }
 
     /// The folder's ID.

@@ -217,8 +217,9 @@ impl Puller {
         let (deletes, rest): (Vec<Action>, Vec<Action>) = actions
             .into_iter()
             .partition(|a| matches!(a, Action::Delete { .. }));
-        let (fetches, ordered): (Vec<Action>, Vec<Action>) =
+        let (mut fetches, ordered): (Vec<Action>, Vec<Action>) =
             rest.into_iter().partition(Action::fetches);
+        folder.put_first(&mut fetches);
         self.rescan |= ordered.iter().any(|a| matches!(a, Action::Conflict { .. }));
         self.rescan |= fetches.iter().any(|a| matches!(a, Action::Conflict { .. }));
         for action in ordered {

@@ -78,15 +78,28 @@ pub(crate) fn add_name(view: &NameView<'_>, devices: &[DeviceId], summaries: &mu
         }
         let Some(g) = &global else { continue };
         summary.global.add(g.entry);
-        let has_it = theirs.is_some_and(|t| t.version == g.entry.version);
-        if g.entry.deleted {
-            if theirs.is_some_and(|t| !t.deleted && !has_it) {
+        if let Some(needed) = needs(view, *device) {
+            if needed.deleted {
                 summary.need.deleted += 1;
+            } else {
+                summary.need.add(needed);
             }
-        } else if !has_it {
-            summary.need.add(g.entry);
         }
     }
+}
+
+/// The global version of the name, if `device` lacks it: a file, directory or symlink it
+/// does not have at that version, or a deletion it has not carried out.
+pub fn needs<'a>(view: &NameView<'a>, device: DeviceId) -> Option<&'a FileEntry> {
+    let global = view.global()?.entry;
+    let theirs = view.of(device);
+    let has_it = theirs.is_some_and(|t| t.version == global.version);
+    let needed = if global.deleted {
+        theirs.is_some_and(|t| !t.deleted && !has_it)
+    } else {
+        !has_it
+    };
+    needed.then_some(global)
 }
 
 #[cfg(test)]

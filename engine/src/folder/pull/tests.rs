@@ -205,3 +205,45 @@ async fn a_peer_that_vanishes_mid_file_costs_only_the_blocks_it_did_not_send() {
     );
     assert!(!node.root().join(".peerfold.big.bin.tmp").exists());
 }
+
+#[tokio::test]
+async fn a_name_brought_to_the_front_is_fetched_first_once() {
+    let node = Node::new(&[PEER]);
+    let folder = node.folder();
+    let fetch = |name: &str| crate::model::planner::Action::Fetch {
+        target: FileEntry {
+            name: name.into(),
+            kind: FileKind::File,
+            size: 1,
+            permissions: 0o644,
+            modified: Timestamp::default(),
+            deleted: false,
+            invalid: false,
+            sequence: 1,
+            version: VersionVector::new().incremented(PEER.short(), 1).unwrap(),
+            modified_by: PEER.short(),
+            symlink_target: String::new(),
+            blocks: Vec::new(),
+        },
+        sources: vec![PEER],
+    };
+    let names = |actions: &[crate::model::planner::Action]| -> Vec<String> {
+        actions
+            .iter()
+            .filter_map(|a| a.name().map(str::to_owned))
+            .collect()
+    };
+    folder.prioritize("c");
+    folder.prioritize("b");
+    let mut actions = vec![fetch("a"), fetch("b"), fetch("c"), fetch("d")];
+    folder.put_first(&mut actions);
+    assert_eq!(
+        names(&actions),
+        ["b", "c", "a", "d"],
+        "the latest asked for first"
+    );
+    // Started now, so the next round keeps the planner's order.
+    let mut again = vec![fetch("a"), fetch("b"), fetch("c"), fetch("d")];
+    folder.put_first(&mut again);
+    assert_eq!(names(&again), ["a", "b", "c", "d"]);
+}
