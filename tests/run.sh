@@ -10,8 +10,9 @@
 # and relay tests, and rate limits on their links; needs root), `nft` (nftables: NAT
 # routers, packet loss and firewall rules inside those namespaces), `strelaysrv`
 # (Syncthing's relay server, which our daemons sync through), `tcpdump` (records what
-# our relay sees, to check it is only ciphertext) and `conntrack` (flushes a NAT router's
-# mappings under a hole-punched path). On a Debian machine
+# our relay sees, to check it is only ciphertext), `conntrack` (flushes a NAT router's
+# mappings under a hole-punched path) and `syncthingctl` (syncthingtray: Syncthing's
+# command-line client, driven against our daemons). On a Debian machine
 # that lacks a package, this installs it with apt-get when it runs as root (as CI does), and
 # otherwise says which package to install and stops: a test that needs it would fail anyway.
 #
@@ -33,7 +34,10 @@ declare -A needed=(
     [strelaysrv]=syncthing-relaysrv
     [tcpdump]=tcpdump
     [conntrack]=conntrack
+    [syncthingctl]=syncthingtray
 )
+# Installed without their recommendations (syncthingtray's would bring a desktop's worth).
+light=(syncthingtray)
 missing=()
 for command in "${!needed[@]}"; do
     command -v "$command" >/dev/null 2>&1 || missing+=("${needed[$command]}")
@@ -42,7 +46,16 @@ if [ "${#missing[@]}" -gt 0 ]; then
     if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
         echo "tests/run.sh: installing ${missing[*]} (Debian packages the tests run)" >&2
         apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+        full=() bare=()
+        for package in "${missing[@]}"; do
+            if [[ " ${light[*]} " == *" $package "* ]]; then bare+=("$package"); else full+=("$package"); fi
+        done
+        if [ "${#full[@]}" -gt 0 ]; then
+            DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${full[@]}" >/dev/null
+        fi
+        if [ "${#bare[@]}" -gt 0 ]; then
+            DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${bare[@]}" >/dev/null
+        fi
     else
         echo "tests/run.sh: the tests need these Debian packages: ${missing[*]}" >&2
         echo "  install them (sudo apt-get install ${missing[*]}) or run this as root" >&2

@@ -21,6 +21,24 @@ pub struct ServeOptions {
     pub api: Option<String>,
 }
 
+impl ServeOptions {
+    /// After a run: addresses given on the command line with port 0 keep the ports they
+    /// got, so a restart leaves the daemon where its clients and peers know it is.
+    fn keep_ports(&mut self, running: &Running) {
+        if self.api.is_some() {
+            self.api = Some(running.api_address.to_string());
+        }
+        let bound = running.engine.listening();
+        let all_quic = self.listen.iter().all(|a| matches!(a, Address::Quic { .. }));
+        if !self.listen.is_empty() && all_quic && bound.len() == self.listen.len() {
+            self.listen = bound
+                .iter()
+                .map(|a| Address::quic(a.ip().to_string(), a.port()))
+                .collect();
+        }
+    }
+}
+
 /// How long a restart keeps trying to bind while the previous run's sockets close.
 const REBIND_FOR: Duration = Duration::from_secs(10);
 
@@ -31,6 +49,7 @@ pub fn serve(home: &Home, options: ServeOptions, banner: &mut impl Write) -> Res
         .enable_all()
         .build()
         .context("starting the async runtime")?;
+    let mut options = options;
     runtime.block_on(async {
         for round in 0.. {
             let running = Running::start(home, &options, round > 0).await?;
@@ -57,6 +76,7 @@ pub fn serve(home: &Home, options: ServeOptions, banner: &mut impl Write) -> Res
                 () = engine.stopped() => {}
             }
             let restart = engine.restart_requested();
+            options.keep_ports(&running);
             running.stop().await;
             if !restart {
                 return Ok(());

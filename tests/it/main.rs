@@ -39,5 +39,6 @@ mod stall;
 mod stun;
 mod support;
 mod sync;
+mod syncthingctl;
 mod wire_peer;
 mod wire_server;
