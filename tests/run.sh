@@ -11,10 +11,12 @@
 # routers, packet loss and firewall rules inside those namespaces), `strelaysrv`
 # (Syncthing's relay server, which our daemons sync through), `tcpdump` (records what
 # our relay sees, to check it is only ciphertext), `conntrack` (flushes a NAT router's
-# mappings under a hole-punched path) and `syncthingctl` (syncthingtray: Syncthing's
-# command-line client, driven against our daemons). On a Debian machine
-# that lacks a package, this installs it with apt-get when it runs as root (as CI does), and
-# otherwise says which package to install and stops: a test that needs it would fail anyway.
+# mappings under a hole-punched path), `syncthingctl` (syncthingtray: Syncthing's
+# command-line client, driven against our daemons) and `python3` with `venv` (a venv for
+# Syncthing's Python clients from PyPI: python-syncthing, syncthingmanager; pip reaches
+# PyPI). On a Debian machine that lacks a package, this installs it with apt-get when it
+# runs as root (as CI does), and otherwise says which package to install and stops: a test
+# that needs it would fail anyway.
 #
 # Extra arguments go to `cargo test` (e.g. `tests/run.sh -p peerfold-engine`).
 set -euo pipefail
@@ -35,6 +37,7 @@ declare -A needed=(
     [tcpdump]=tcpdump
     [conntrack]=conntrack
     [syncthingctl]=syncthingtray
+    [python3]=python3
 )
 # Installed without their recommendations (syncthingtray's would bring a desktop's worth).
 light=(syncthingtray)
@@ -42,6 +45,8 @@ missing=()
 for command in "${!needed[@]}"; do
     command -v "$command" >/dev/null 2>&1 || missing+=("${needed[$command]}")
 done
+# The PyPI clients' test makes a venv (Debian splits ensurepip out of python3).
+python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || missing+=(python3-venv)
 if [ "${#missing[@]}" -gt 0 ]; then
     if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
         echo "tests/run.sh: installing ${missing[*]} (Debian packages the tests run)" >&2

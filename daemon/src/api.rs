@@ -11,6 +11,7 @@ mod config_json;
 mod db;
 mod db_tree;
 pub(crate) mod events;
+mod folder_edit;
 mod folder_files;
 mod logs;
 mod report;
@@ -182,6 +183,7 @@ fn router(api: Arc<Api>) -> Router {
         .route("/rest/svc/lang", get(svc::lang))
         .route("/rest/system/shutdown", post(system::shutdown))
         .route("/rest/system/restart", post(system::restart))
+        .route("/rest/system/reset", post(system::reset))
         .route("/rest/system/pause", post(system::pause))
         .route("/rest/system/resume", post(system::resume))
         .route(

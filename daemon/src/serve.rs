@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use peerfold_engine::config::{Address, Home};
-use peerfold_engine::{Engine, EngineError, StartOptions};
+use peerfold_engine::{Engine, EngineError, IndexReset, StartOptions};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::warn;
@@ -29,7 +29,10 @@ impl ServeOptions {
             self.api = Some(running.api_address.to_string());
         }
         let bound = running.engine.listening();
-        let all_quic = self.listen.iter().all(|a| matches!(a, Address::Quic { .. }));
+        let all_quic = self
+            .listen
+            .iter()
+            .all(|a| matches!(a, Address::Quic { .. }));
         if !self.listen.is_empty() && all_quic && bound.len() == self.listen.len() {
             self.listen = bound
                 .iter()
@@ -76,15 +79,38 @@ pub fn serve(home: &Home, options: ServeOptions, banner: &mut impl Write) -> Res
                 () = engine.stopped() => {}
             }
             let restart = engine.restart_requested();
+            let reset = engine.reset_requested();
             options.keep_ports(&running);
             running.stop().await;
             if !restart {
                 return Ok(());
             }
+            if let Some(reset) = reset {
+                reset_index(home, &reset)?;
+            }
             let _ = writeln!(banner, "Restarting");
         }
         Ok(())
     })
+}
+
+/// Erases an index between two runs (nothing else has it open then).
+fn reset_index(home: &Home, reset: &IndexReset) -> Result<()> {
+    let folder = match reset {
+        IndexReset::All => None,
+        IndexReset::Folder(id) => Some(id.as_str()),
+    };
+    let erased = home
+        .store()
+        .context("opening the index to reset it")?
+        .forget_folders(folder)
+        .context("erasing the index")?;
+    tracing::info!(
+        ?reset,
+        folders = erased,
+        "index erased; it is rebuilt from disk and peers"
+    );
+    Ok(())
 }
 
 /// The engine and its adapters.

@@ -22,7 +22,7 @@ pub(crate) mod live;
 pub use crate::model::{FolderType, PullOrder};
 pub use address::{Address, AddressError};
 pub use edit::{ConfigEdit, EditFileError, OptionChange, edit_file};
-pub use folder::{FolderConfig, MinDiskFree};
+pub use folder::{FolderConfig, MinDiskFree, VersioningType};
 pub use home::{HOME_ENV, Home, HomeError};
 
 /// Settings Syncthing's clients send that peerfold keeps, and gives back, but does not use

@@ -6,5 +6,6 @@ pub(crate) mod conflicts;
 pub mod fsutil;
 pub(crate) mod reuse;
 pub mod scanner;
+pub(crate) mod versioning;
 pub mod versions;
 pub(crate) mod watch;

@@ -125,6 +125,17 @@ struct Inner {
     life: Life,
     /// A stop was asked for so that the engine starts again.
     restart: AtomicBool,
+    /// What index to erase before it starts again (`db reset`).
+    reset: std::sync::Mutex<Option<IndexReset>>,
+}
+
+/// An index to erase at a restart (Syncthing's `/rest/system/reset`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum IndexReset {
+    /// Every folder's.
+    All,
+    /// One folder's.
+    Folder(String),
 }
 
 impl std::fmt::Debug for Engine {
@@ -230,6 +241,7 @@ impl Engine {
                 rates,
                 life,
                 restart: AtomicBool::new(false),
+                reset: std::sync::Mutex::new(None),
             }),
         };
         for folder in config.folders.iter().filter(|f| !f.paused) {
@@ -644,6 +656,22 @@ impl Engine {
     pub fn request_restart(&self) {
         self.inner.restart.store(true, Ordering::Relaxed);
         self.request_stop();
+    }
+
+    /// Asks the engine to stop so that its host erases `reset` and starts it again (the
+    /// index is rebuilt from disk and from peers).
+    pub fn request_reset(&self, reset: IndexReset) {
+        *self.inner.reset.lock().unwrap_or_else(|e| e.into_inner()) = Some(reset);
+        self.request_restart();
+    }
+
+    /// The index erase asked for, if any.
+    pub fn reset_requested(&self) -> Option<IndexReset> {
+        self.inner
+            .reset
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Whether the stop was a request to restart.

@@ -26,7 +26,9 @@ pub mod store;
 #[cfg(test)]
 mod testing;
 
-pub use engine::{ConfigChangeError, Engine, EngineError, FolderLookupError, StartOptions};
+pub use engine::{
+    ConfigChangeError, Engine, EngineError, FolderLookupError, IndexReset, StartOptions,
+};
 pub use net::NetError;
 pub use net::discovery::DiscoveryMethod;
 pub use net::relay::{RelayClientError, RelaySlot};

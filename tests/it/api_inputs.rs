@@ -211,6 +211,7 @@ fn rows(device: &Device, me: &str) -> Vec<Row> {
         ("/rest/db/prio", "GET"),
         ("/rest/system/shutdown", "GET"),
         ("/rest/system/restart", "GET"),
+        ("/rest/system/reset", "GET"),
         ("/rest/system/pause", "GET"),
         ("/rest/system/resume", "GET"),
         ("/rest/system/config", "DELETE"),
@@ -577,9 +578,23 @@ fn rows(device: &Device, me: &str) -> Vec<Row> {
             "rescanIntervalS",
         ),
         folders(
-            format!(r#"{{"id": "new", "path": "{fresh}", "versioning": {{"type": "simple"}}}}"#),
+            format!(r#"{{"id": "new", "path": "{fresh}", "versioning": {{"type": "external"}}}}"#),
             400,
-            "simple",
+            "external",
+        ),
+        folders(
+            format!(
+                r#"{{"id": "new", "path": "{fresh}", "versioning": {{"type": "simple", "params": {{"keep": "-1"}}}}}}"#
+            ),
+            400,
+            "keep",
+        ),
+        folders(
+            format!(
+                r#"{{"id": "new", "path": "{fresh}", "versioning": {{"type": "staggered", "params": {{"versionsPath": "/elsewhere"}}}}}}"#
+            ),
+            400,
+            "versions path",
         ),
         folders(
             format!(r#"{{"id": "new", "path": "{fresh}", "versioning": "trashcan"}}"#),
@@ -1139,6 +1154,7 @@ fn rows(device: &Device, me: &str) -> Vec<Row> {
             "body",
         ),
         q("/rest/system/log", "GET", "?since=yesterday", 400, "since"),
+        q("/rest/system/reset", "POST", "?folder=nope", 404, "nope"),
         q(
             "/rest/db/remoteneed",
             "GET",

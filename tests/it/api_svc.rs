@@ -48,11 +48,17 @@ fn syncthing_clients_inputs_are_taken_as_syncthing_takes_them() {
         "/rest/config/devices",
         serde_json::json!({ "deviceID": peer_one, "addresses": ["tcp://127.0.0.1:9", "quic4://127.0.0.1:10"] }),
     );
+    // Read back as written (a client can find and remove what it wrote), dialed as QUIC.
     let stored = api.get(&format!("/rest/config/devices/{peer_one}"));
     assert_eq!(
         stored["addresses"],
-        serde_json::json!(["quic://127.0.0.1:9", "quic://127.0.0.1:10"]),
+        serde_json::json!(["tcp://127.0.0.1:9", "quic4://127.0.0.1:10"]),
         "{stored}"
+    );
+    let saved = std::fs::read_to_string(device.home().join("config.toml")).unwrap();
+    assert!(
+        saved.contains("\"quic://127.0.0.1:9\"") && saved.contains("\"quic://127.0.0.1:10\""),
+        "{saved}"
     );
     assert!(
         device.log().contains("peerfold dials QUIC only"),

@@ -63,12 +63,19 @@ fn a_full_disk_keeps_the_local_file_reports_the_error_and_recovers() {
     ]);
     let v1 = noise(1, 1 << 20);
     fs::write(root_a.join("big.bin"), &v1).unwrap();
-    let _running = connect_devices(&a, &b);
+    let running = connect_devices(&a, &b);
     wait_until("b has big.bin v1", 30, || {
         fs::read(root_b.join("big.bin")).is_ok_and(|d| d == v1)
     });
 
-    // 16 MiB cannot fit in 8 MiB.
+    // 16 MiB cannot fit in 8 MiB. With minDiskFree at 0 b tries, and the disk fills up
+    // (the default, 1%, refuses to start the file instead: tests/it/settings.rs).
+    let api_b = crate::api::Api::of(&b, &running[1]);
+    api_b.ok_json(
+        "PATCH",
+        "/rest/config/folders/docs",
+        serde_json::json!({ "minDiskFree": { "value": 0, "unit": "%" } }),
+    );
     let v2 = noise(2, 16 << 20);
     fs::write(root_a.join("big.bin"), &v2).unwrap();
     wait_until("b reports the full disk for big.bin", 60, || {

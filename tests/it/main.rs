@@ -10,6 +10,7 @@ mod api_inputs;
 mod api_svc;
 mod big_index;
 mod cli;
+mod clients;
 mod control;
 mod disk_full;
 mod global_discovery;

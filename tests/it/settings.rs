@@ -430,3 +430,68 @@ fn ignore_delete_and_max_conflicts_are_honoured() {
         );
     }
 }
+
+#[test]
+fn simple_and_staggered_versioning_as_syncthing_sets_them() {
+    let p = pair();
+    let notes = p.root_a.join("notes.txt");
+    // b keeps two versions of each file (Syncthing's simple versioning).
+    set(
+        &p.api_b,
+        json!({ "versioning": { "type": "simple", "params": { "keep": "2" } } }),
+    );
+    let versioning = p.api_b.get("/rest/config/folders/docs")["versioning"].clone();
+    assert_eq!(versioning["type"], "simple", "{versioning}");
+    assert_eq!(versioning["params"]["keep"], "2", "{versioning}");
+    for round in 0..4 {
+        let text = format!("edit {round}");
+        fs::write(&notes, &text).unwrap();
+        wait_until("b has the edit", 30, || {
+            fs::read_to_string(p.root_b.join("notes.txt")).is_ok_and(|t| t == text)
+        });
+    }
+    let versions = p.api_b.get("/rest/folder/versions?folder=docs");
+    let kept = versions["notes.txt"].as_array().unwrap();
+    assert_eq!(kept.len(), 2, "{versions}");
+    let stored: Vec<String> = fs::read_dir(p.root_b.join(".peerfold/versions"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    let mut contents: Vec<String> = stored
+        .iter()
+        .map(|n| fs::read_to_string(p.root_b.join(".peerfold/versions").join(n)).unwrap())
+        .collect();
+    contents.sort();
+    assert_eq!(
+        contents,
+        ["edit 1", "edit 2"],
+        "the newest two replaced: {stored:?}"
+    );
+    assert!(
+        stored
+            .iter()
+            .all(|n| n.starts_with("notes~") && n.ends_with(".txt")),
+        "{stored:?}"
+    );
+
+    // Staggered with a week's maximum age reads back in Syncthing's seconds.
+    set(
+        &p.api_b,
+        json!({ "versioning": { "type": "staggered", "params": { "maxAge": "604800" } } }),
+    );
+    let versioning = p.api_b.get("/rest/config/folders/docs")["versioning"].clone();
+    assert_eq!(versioning["type"], "staggered");
+    assert_eq!(versioning["params"]["maxAge"], "604800");
+    // External runs commands: refused with the reason, nothing changed.
+    let (status, answer) = p.api_b.send_json(
+        "PATCH",
+        "/rest/config/folders/docs",
+        &json!({ "versioning": { "type": "external", "params": { "command": "rm -rf /" } } }),
+    );
+    assert_eq!(status, 400, "{answer}");
+    assert!(answer["error"].as_str().unwrap().contains("external"));
+    assert_eq!(
+        p.api_b.get("/rest/config/folders/docs")["versioning"]["type"],
+        "staggered"
+    );
+}

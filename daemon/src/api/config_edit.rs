@@ -4,10 +4,7 @@
 //! refused instead.
 
 use axum::extract::{Path, State};
-use peerfold_engine::config::{
-    Address, Config, ConfigEdit, DeviceConfig, FolderConfig, FolderType, MinDiskFree, OptionChange,
-};
-use peerfold_engine::model::UnknownPullOrder;
+use peerfold_engine::config::{Address, Config, ConfigEdit, DeviceConfig, OptionChange};
 use peerfold_protocol::DeviceId;
 use serde_json::{Value, json};
 use tracing::warn;
@@ -15,6 +12,7 @@ use tracing::warn;
 use super::config_json::{
     defaults_json, device_json, fixed_options_json, folder_json, gui_json, options_json,
 };
+use super::folder_edit::folder_from_json;
 use super::syncthing_settings as settings;
 use super::{ApiError, ApiResult, AppState};
 use crate::options;
@@ -29,7 +27,7 @@ fn body_json(body: &axum::body::Bytes) -> Result<Value, ApiError> {
     serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("invalid JSON: {e}")))
 }
 
-fn string_field(value: &Value, name: &str) -> Result<Option<String>, String> {
+pub(super) fn string_field(value: &Value, name: &str) -> Result<Option<String>, String> {
     match value.get(name) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => Ok(Some(s.clone())),
@@ -37,7 +35,7 @@ fn string_field(value: &Value, name: &str) -> Result<Option<String>, String> {
     }
 }
 
-fn bool_field(value: &Value, name: &str) -> Result<Option<bool>, String> {
+pub(super) fn bool_field(value: &Value, name: &str) -> Result<Option<bool>, String> {
     match value.get(name) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::Bool(b)) => Ok(Some(*b)),
@@ -56,7 +54,7 @@ fn kib_per_second(value: &Value, name: &str) -> Result<Option<u64>, String> {
     }
 }
 
-fn device_id_field(value: &Value) -> Result<DeviceId, String> {
+pub(super) fn device_id_field(value: &Value) -> Result<DeviceId, String> {
     let text = string_field(value, "deviceID")?.ok_or("\"deviceID\" is missing")?;
     text.parse().map_err(|e| format!("deviceID {text:?}: {e}"))
 }
@@ -67,6 +65,18 @@ fn device_id_field(value: &Value) -> Result<DeviceId, String> {
 /// `quic://` at the same host and port, with a warning in the log (peerfold dials QUIC
 /// only, and a Syncthing device listens for QUIC on its TCP port too).
 fn syncthing_address(text: &str) -> Result<Option<Address>, String> {
+    let address = syncthing_address_quiet(text)?;
+    let text = text.trim();
+    if let Some(quic) = &address
+        && text.starts_with("tcp")
+    {
+        warn!(address = %text, as_quic = %quic, "peerfold dials QUIC only: a TCP address is taken as QUIC at the same host and port");
+    }
+    Ok(address)
+}
+
+/// [`syncthing_address`] without the log line.
+fn syncthing_address_quiet(text: &str) -> Result<Option<Address>, String> {
     let text = text.trim();
     if text.is_empty() {
         return Ok(None);
@@ -75,9 +85,6 @@ fn syncthing_address(text: &str) -> Result<Option<Address>, String> {
     for scheme in ["tcp://", "tcp4://", "tcp6://", "quic4://", "quic6://"] {
         if let Some(rest) = text.strip_prefix(scheme) {
             owned = format!("quic://{rest}");
-            if scheme.starts_with("tcp") {
-                warn!(address = %text, as_quic = %owned, "peerfold dials QUIC only: a TCP address is taken as QUIC at the same host and port");
-            }
             break;
         }
     }
@@ -85,6 +92,21 @@ fn syncthing_address(text: &str) -> Result<Option<Address>, String> {
         .parse::<Address>()
         .map(Some)
         .map_err(|e| format!("{e} (peerfold speaks QUIC: quic://HOST:PORT or dynamic)"))
+}
+
+/// Where a device's addresses are kept as a client wrote them.
+pub(super) const WRITTEN_ADDRESSES: &str = "addresses";
+
+/// The addresses of `device` as a client wrote them, while they still stand for the ones
+/// peerfold dials (a `tcp://` address it takes as `quic://`).
+pub(super) fn written_addresses(device: &DeviceConfig) -> Option<Vec<String>> {
+    let text = device.unused_syncthing_settings.get(WRITTEN_ADDRESSES)?;
+    let written: Vec<String> = serde_json::from_str(text).ok()?;
+    let mapped: Vec<Address> = written
+        .iter()
+        .filter_map(|a| syncthing_address_quiet(a).ok().flatten())
+        .collect();
+    (mapped == device.addresses).then_some(written)
 }
 
 fn device_from_json(value: &Value, base: Option<&DeviceConfig>) -> Result<DeviceConfig, String> {
@@ -118,7 +140,7 @@ fn device_from_json(value: &Value, base: Option<&DeviceConfig>) -> Result<Device
         Some(other) => return Err(format!("\"addresses\" must be a list, not {other}")),
     };
     let fresh = DeviceConfig::new(id, String::new(), vec![Address::Dynamic]);
-    let unused_syncthing_settings = settings::take(
+    let mut unused_syncthing_settings = settings::take(
         &settings::DEVICE,
         value,
         &device_json(base.unwrap_or(&fresh)),
@@ -127,6 +149,22 @@ fn device_from_json(value: &Value, base: Option<&DeviceConfig>) -> Result<Device
             .map(|b| b.unused_syncthing_settings.clone())
             .unwrap_or_default(),
     )?;
+    // Addresses written in Syncthing's forms (`tcp://...`) are kept as written too, so a
+    // client reads back, and can remove, what it wrote (see `written_addresses`).
+    if let Some(Value::Array(list)) = value.get("addresses") {
+        let written: Vec<&str> = list
+            .iter()
+            .filter_map(Value::as_str)
+            .map(str::trim)
+            .filter(|a| !a.is_empty())
+            .collect();
+        let ours: Vec<String> = addresses.iter().map(ToString::to_string).collect();
+        if written.is_empty() || written == ours {
+            unused_syncthing_settings.remove(WRITTEN_ADDRESSES);
+        } else {
+            unused_syncthing_settings.insert(WRITTEN_ADDRESSES.into(), json!(written).to_string());
+        }
+    }
     Ok(DeviceConfig {
         id,
         name,
@@ -150,163 +188,6 @@ fn device_from_json(value: &Value, base: Option<&DeviceConfig>) -> Result<Device
         max_recv_kbps: kib_per_second(value, "maxRecvKbps")?
             .unwrap_or(base.map_or(0, |b| b.max_recv_kbps)),
         unused_syncthing_settings,
-    })
-}
-
-/// A folder object; fields it lacks keep `base`'s values (or the defaults).
-fn folder_from_json(
-    value: &Value,
-    base: Option<&FolderConfig>,
-    me: DeviceId,
-) -> Result<FolderConfig, String> {
-    if !value.is_object() {
-        return Err(format!("a folder must be a JSON object, not {value}"));
-    }
-    let id = string_field(value, "id")?
-        .or_else(|| base.map(|b| b.id.clone()))
-        .ok_or("\"id\" is missing")?;
-    peerfold_engine::config::check_folder_id(&id).map_err(|e| e.to_string())?;
-    let path = match string_field(value, "path")? {
-        Some(p) if p.starts_with("~/") => dirs::home_dir()
-            .ok_or("no home directory to expand ~ in")?
-            .join(&p[2..]),
-        Some(p) => std::path::PathBuf::from(p),
-        None => base.map(|b| b.path.clone()).ok_or("\"path\" is missing")?,
-    };
-    let folder_type = match string_field(value, "type")? {
-        None => base.map_or(FolderType::SendReceive, |b| b.folder_type),
-        Some(text) => text.parse::<FolderType>().map_err(|e| e.to_string())?,
-    };
-    let devices = match value.get("devices") {
-        None | Some(Value::Null) => base.map(|b| b.devices.clone()).unwrap_or_default(),
-        Some(Value::Array(list)) => {
-            let mut devices = Vec::new();
-            for entry in list {
-                let device = device_id_field(entry)?;
-                // Syncthing lists the device itself among a folder's devices.
-                if device != me && !devices.contains(&device) {
-                    devices.push(device);
-                }
-            }
-            devices
-        }
-        Some(other) => return Err(format!("\"devices\" must be a list, not {other}")),
-    };
-    let rescan_interval_s = match value.get("rescanIntervalS") {
-        None | Some(Value::Null) => base.map_or(3600, |b| b.rescan_interval_s),
-        Some(v) => v
-            .as_u64()
-            .ok_or_else(|| format!("rescanIntervalS must be a whole number, not {v}"))?,
-    };
-    let (versioning, versions_max_age_days) = match value.get("versioning") {
-        None | Some(Value::Null) => {
-            base.map_or((true, 30), |b| (b.versioning, b.versions_max_age_days))
-        }
-        Some(v) if !v.is_object() => {
-            return Err(format!("\"versioning\" must be a JSON object, not {v}"));
-        }
-        Some(v) => match v.get("type").and_then(Value::as_str).unwrap_or("") {
-            "" | "none" => (false, base.map_or(30, |b| b.versions_max_age_days)),
-            "trashcan" => {
-                let days = v
-                    .get("params")
-                    .and_then(|p| p.get("cleanoutDays"))
-                    .and_then(|d| {
-                        d.as_str()
-                            .map(str::to_owned)
-                            .or_else(|| d.as_u64().map(|n| n.to_string()))
-                    })
-                    .map(|d| {
-                        d.parse::<u64>()
-                            .map_err(|_| format!("cleanoutDays must be a number, not {d:?}"))
-                    })
-                    .transpose()?
-                    .unwrap_or(30);
-                (true, days)
-            }
-            other => {
-                return Err(format!(
-                    "versioning type {other:?} is not supported (trashcan, or none)"
-                ));
-            }
-        },
-    };
-    let fresh = FolderConfig::new(id.clone(), String::new(), path.clone());
-    let start = base.unwrap_or(&fresh);
-    let reported = folder_json(start, me);
-    let unused_syncthing_settings = settings::take(
-        &settings::FOLDER,
-        value,
-        &reported,
-        &folder_json(&fresh, me),
-        &start.unused_syncthing_settings,
-    )?;
-    Ok(FolderConfig {
-        label: string_field(value, "label")?
-            .or_else(|| base.map(|b| b.label.clone()))
-            .unwrap_or_default(),
-        folder_type,
-        devices,
-        rescan_interval_s,
-        versioning,
-        versions_max_age_days,
-        paused: bool_field(value, "paused")?.unwrap_or(start.paused),
-        watch: bool_field(value, "fsWatcherEnabled")?.unwrap_or(start.watch),
-        watch_delay_s: watch_delay(value, &reported, start.watch_delay_s)?,
-        ignore_delete: bool_field(value, "ignoreDelete")?.unwrap_or(start.ignore_delete),
-        pull_order: match string_field(value, "order")? {
-            Some(text) => text.parse().map_err(|e: UnknownPullOrder| e.to_string())?,
-            None => start.pull_order,
-        },
-        max_conflicts: match value.get("maxConflicts") {
-            None | Some(Value::Null) => start.max_conflicts,
-            Some(v) => v
-                .as_i64()
-                .ok_or_else(|| format!("maxConflicts must be a whole number, not {v}"))?,
-        },
-        min_disk_free: match value.get("minDiskFree") {
-            None | Some(Value::Null) => start.min_disk_free.clone(),
-            Some(v) => min_disk_free(v)?,
-        },
-        unused_syncthing_settings,
-        ignore_permissions: bool_field(value, "ignorePerms")?.unwrap_or(start.ignore_permissions),
-        id,
-        path,
-    })
-}
-
-/// `fsWatcherDelayS`: seconds, whole (Syncthing 1.x) or not (2.x). Peerfold's own quarter
-/// second is reported as 1, so a 1 sent back unchanged keeps it.
-fn watch_delay(
-    value: &Value,
-    reported: &Value,
-    current: Option<f64>,
-) -> Result<Option<f64>, String> {
-    match value.get("fsWatcherDelayS") {
-        None | Some(Value::Null) => Ok(current),
-        Some(v)
-            if reported
-                .get("fsWatcherDelayS")
-                .is_some_and(|r| settings::same(r, v)) =>
-        {
-            Ok(current)
-        }
-        Some(v) => v
-            .as_f64()
-            .map(Some)
-            .ok_or_else(|| format!("fsWatcherDelayS must be a number of seconds, not {v}")),
-    }
-}
-
-/// `minDiskFree`: `{"value": 1, "unit": "%"}` (units %, kB, MB, GB, TB).
-fn min_disk_free(value: &Value) -> Result<MinDiskFree, String> {
-    let amount = value.get("value").and_then(Value::as_f64).ok_or_else(|| {
-        format!("minDiskFree must be {{\"value\": NUMBER, \"unit\": \"%\"}}, not {value}")
-    })?;
-    let unit = string_field(value, "unit")?.unwrap_or_else(|| "%".to_owned());
-    Ok(MinDiskFree {
-        value: amount,
-        unit,
     })
 }
 

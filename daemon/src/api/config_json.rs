@@ -3,7 +3,7 @@
 //! has no use for carry Syncthing's defaults, so Syncthing's clients parse it unchanged.
 
 use axum::extract::{Path, State};
-use peerfold_engine::config::{Address, Config, DeviceConfig, FolderConfig};
+use peerfold_engine::config::{Address, Config, DeviceConfig, FolderConfig, VersioningType};
 use peerfold_engine::disk::scanner::MARKER_DIR;
 use peerfold_protocol::DeviceId;
 use serde_json::{Value, json};
@@ -152,7 +152,15 @@ pub(super) fn device_json(device: &DeviceConfig) -> Value {
         "untrusted": false,
         "remoteGUIPort": 0,
     });
-    with_kept(reported, &device.unused_syncthing_settings)
+    // The addresses as written live among the kept settings; they count only while they
+    // still stand for the ones dialed.
+    let mut kept = device.unused_syncthing_settings.clone();
+    kept.remove(super::config_edit::WRITTEN_ADDRESSES);
+    let mut out = with_kept(reported, &kept);
+    if let Some(written) = super::config_edit::written_addresses(device) {
+        out["addresses"] = json!(written);
+    }
+    out
 }
 
 pub(super) fn folder_json(folder: &FolderConfig, me: DeviceId) -> Value {
@@ -160,17 +168,33 @@ pub(super) fn folder_json(folder: &FolderConfig, me: DeviceId) -> Value {
         .chain(folder.devices.iter().copied())
         .map(|id| json!({ "deviceID": id.to_string(), "introducedBy": "", "encryptionPassword": "" }))
         .collect();
-    let versioning = if folder.versioning {
-        json!({
-            "type": "trashcan",
-            "params": { "cleanoutDays": folder.versions_max_age_days.to_string() },
-            "cleanupIntervalS": 3600,
-            "fsPath": "",
-            "fsType": "basic",
-        })
-    } else {
-        json!({ "type": "", "params": {}, "cleanupIntervalS": 3600, "fsPath": "", "fsType": "basic" })
+    let params = match folder.versioning_type {
+        _ if !folder.versioning => json!({}),
+        VersioningType::Trashcan => {
+            json!({ "cleanoutDays": folder.versions_max_age_days.to_string() })
+        }
+        VersioningType::Simple => json!({
+            "keep": folder.versions_keep.to_string(),
+            "cleanoutDays": folder.versions_max_age_days.to_string(),
+        }),
+        VersioningType::Staggered => json!({
+            "maxAge": (folder.versions_max_age_days * 86_400).to_string(),
+            "cleanInterval": "3600",
+            "versionsPath": "",
+        }),
     };
+    let kind = if folder.versioning {
+        folder.versioning_type.as_str()
+    } else {
+        ""
+    };
+    let versioning = json!({
+        "type": kind,
+        "params": params,
+        "cleanupIntervalS": 3600,
+        "fsPath": "",
+        "fsType": "basic",
+    });
     // Syncthing 1.19's clients read whole seconds; 2.x's take fractions.
     let watch_delay = folder.watch_delay_s.map_or(json!(1), whole_or_fraction);
     let reported = json!({

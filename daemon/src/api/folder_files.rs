@@ -55,23 +55,26 @@ pub(super) async fn set_ignores(
     ))
 }
 
-/// Kept versions: `{name: [{versionTime, modTime, size}]}` (one per name, trash-can style).
+/// Kept versions: `{name: [{versionTime, modTime, size}]}`, oldest first (one per name
+/// trash-can style, several for simple and staggered versioning).
 pub(super) async fn versions(State(api): AppState, params: Params) -> ApiResult {
     let folder = folder(&api, &params)?;
     let kept = folder
         .versions()
         .await
         .map_err(|e| ApiError::internal(e.to_string()))?;
-    let out: Map<String, Value> = kept
-        .into_iter()
-        .map(|v| {
-            let modified = v.modified.map(|t| t.to_string()).unwrap_or_default();
-            (
-                v.name,
-                json!([{ "versionTime": modified, "modTime": modified, "size": v.size }]),
-            )
-        })
-        .collect();
+    let mut out: Map<String, Value> = Map::new();
+    for v in kept {
+        let modified = v.modified.map(|t| t.to_string()).unwrap_or_default();
+        let version_time = v
+            .kept_at
+            .map_or_else(|| modified.clone(), |t| t.to_string());
+        let entry = json!({ "versionTime": version_time, "modTime": modified, "size": v.size });
+        match out.entry(v.name).or_insert_with(|| json!([])) {
+            Value::Array(list) => list.push(entry),
+            _ => unreachable!("every name holds a list"),
+        }
+    }
     Ok(axum::Json(Value::Object(out)))
 }
 

@@ -131,7 +131,7 @@ mod tests {
         let base = root.path().display().to_string();
         assert_eq!(
             completions(&format!("{base}/pho")),
-            vec![format!("{base}/photos/"), format!("{base}/photos-2024/")]
+            vec![format!("{base}/photos-2024/"), format!("{base}/photos/")]
         );
         assert_eq!(completions(&format!("{base}/")).len(), 3);
         assert!(completions(&format!("{base}/nothing")).is_empty());

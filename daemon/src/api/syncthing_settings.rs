@@ -14,8 +14,7 @@ use tracing::warn;
 pub(super) struct Section {
     /// How errors name the object.
     pub(super) name: &'static str,
-    /// Parsed into the engine's settings (listed for the completeness test only).
-    #[allow(dead_code)]
+    /// Parsed into the engine's settings.
     pub(super) used: &'static [&'static str],
     /// Kept and given back, with no effect.
     pub(super) unused: &'static [&'static str],
@@ -38,6 +37,8 @@ pub(super) const FOLDER: Section = Section {
         "fsWatcherEnabled",
         "fsWatcherDelayS",
         "minDiskFree",
+        // Syncthing's legacy percentage, taken as minDiskFree (never given back).
+        "minDiskFreePct",
         "versioning",
         "order",
         "ignoreDelete",
@@ -252,7 +253,8 @@ pub(super) fn take(
     // The listed ones, and any Syncthing has that peerfold does not report (other versions'
     // settings: 1.19's `restartOnWakeup`, say).
     let unused = fields.iter().filter(|(name, _)| {
-        section.unused.contains(&name.as_str()) || reported.get(name.as_str()).is_none()
+        !section.used.contains(&name.as_str())
+            && (section.unused.contains(&name.as_str()) || reported.get(name.as_str()).is_none())
     });
     for (name, sent) in unused {
         if defaults.get(name).is_some_and(|d| same(d, sent)) {

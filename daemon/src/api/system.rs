@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use axum::extract::State;
 use axum::response::IntoResponse;
+use peerfold_engine::IndexReset;
 use peerfold_engine::config::ConfigEdit;
 use peerfold_engine::events::{ConnectionKind, Event};
 use peerfold_protocol::DeviceId;
@@ -238,6 +239,22 @@ pub(super) async fn restart(State(api): AppState) -> ApiResult {
     // Answered first; `serve` then starts the engine again with the saved configuration.
     api.engine.request_restart();
     Ok(axum::Json(json!({ "ok": "restarting" })))
+}
+
+/// Erases the index (of `folder=` only, if given) and restarts; the index is rebuilt from
+/// disk and from peers (Syncthing's reset).
+pub(super) async fn reset(State(api): AppState, params: Params) -> ApiResult {
+    let reset = match params.get("folder").filter(|f| !f.is_empty()) {
+        None => IndexReset::All,
+        Some(id) if api.engine.config().folder(id).is_some() => IndexReset::Folder(id.clone()),
+        Some(id) => return Err(ApiError::not_found(format!("no folder {id:?}"))),
+    };
+    let message = match &reset {
+        IndexReset::All => "resetting database".to_owned(),
+        IndexReset::Folder(id) => format!("resetting folder {id}"),
+    };
+    api.engine.request_reset(reset);
+    Ok(axum::Json(json!({ "ok": message })))
 }
 
 pub(super) async fn pause(State(api): AppState, params: Params) -> ApiResult {

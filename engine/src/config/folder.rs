@@ -33,9 +33,19 @@ pub struct FolderConfig {
     /// Keep files that sync replaces or deletes in `.peerfold/versions/` (trash-can style).
     #[serde(default = "default_true")]
     pub versioning: bool,
-    /// Days a kept version stays before it is cleaned out (0: forever).
+    /// Days a kept version stays before it is cleaned out (0: forever); for staggered
+    /// versioning, its maximum age.
     #[serde(default = "default_versions_max_age")]
     pub versions_max_age_days: u64,
+    /// How versions are kept (Syncthing's versioning types).
+    #[serde(default, skip_serializing_if = "VersioningType::is_default")]
+    pub versioning_type: VersioningType,
+    /// Versions kept per file by simple versioning (Syncthing's `keep`).
+    #[serde(
+        default = "default_versions_keep",
+        skip_serializing_if = "is_default_keep"
+    )]
+    pub versions_keep: u32,
     /// Paused: not scanned, watched or synced, and not offered to peers, until resumed.
     #[serde(default, skip_serializing_if = "is_false")]
     pub paused: bool,
@@ -87,6 +97,8 @@ impl FolderConfig {
             rescan_interval_s: default_rescan_interval(),
             versioning: true,
             versions_max_age_days: default_versions_max_age(),
+            versioning_type: VersioningType::default(),
+            versions_keep: default_versions_keep(),
             paused: false,
             watch: true,
             watch_delay_s: None,
@@ -106,6 +118,12 @@ impl FolderConfig {
         {
             return Err(Invalid(format!(
                 "folder {:?}: the watch delay must be more than 0 and at most 3600 seconds, not {delay}",
+                self.id
+            )));
+        }
+        if self.versions_keep == 0 {
+            return Err(Invalid(format!(
+                "folder {:?}: simple versioning must keep at least one version",
                 self.id
             )));
         }
@@ -200,6 +218,43 @@ impl MinDiskFree {
 
 fn default_versions_max_age() -> u64 {
     30
+}
+
+fn default_versions_keep() -> u32 {
+    5
+}
+
+fn is_default_keep(keep: &u32) -> bool {
+    *keep == default_versions_keep()
+}
+
+/// How a folder keeps the versions sync replaces or deletes (when it keeps them).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum VersioningType {
+    /// The last version of each file (`.peerfold/versions/NAME`).
+    #[default]
+    Trashcan,
+    /// The newest `versions_keep` versions of each file, tagged with when they were kept.
+    Simple,
+    /// Versions thinned out with age (one per 30 s in the first hour, per hour in the first
+    /// day, per day in the first 30 days, then per week), up to the maximum age.
+    Staggered,
+}
+
+impl VersioningType {
+    /// Syncthing's name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Trashcan => "trashcan",
+            Self::Simple => "simple",
+            Self::Staggered => "staggered",
+        }
+    }
+
+    fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
 }
 
 fn default_rescan_interval() -> u64 {

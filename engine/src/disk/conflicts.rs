@@ -38,10 +38,7 @@ pub(crate) fn limit(
     };
     copies.sort();
     let excess = copies.len().saturating_sub(max);
-    let keep_all = versions::Settings {
-        keep: true,
-        max_age_days,
-    };
+    let keep_all = versions::Settings::trashcan(max_age_days);
     for copy in &copies[..excess] {
         let name = match dir {
             Some(dir) => format!("{dir}/{copy}"),

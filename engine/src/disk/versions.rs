@@ -1,7 +1,9 @@
-//! Kept versions: files sync replaces or deletes go to `.peerfold/versions/NAME`
-//! (trash-can style: the newest replaced version of each name), when the folder keeps
-//! versions, and are cleaned out after the folder's maximum age. Whatever replaces a file
-//! (new content, a directory, a symlink, a deletion), the file is kept.
+//! Kept versions: files sync replaces or deletes go to `.peerfold/versions/`, when the
+//! folder keeps versions: trash-can style as `NAME` (the newest replaced version of each
+//! name), cleaned out after the folder's maximum age; or, for simple and staggered
+//! versioning, as `STEM~YYYYMMDD-HHMMSS.EXT`, several per name, thinned out as
+//! `versioning` says. Whatever replaces a file (new content, a directory, a symlink, a
+//! deletion), the file is kept.
 //!
 //! A name that changed kind can find an older kept entry of the other kind in its way (a
 //! kept file `x` where `x/y` is to be kept, or kept files under `x/` where the file `x`
@@ -12,7 +14,8 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use crate::config::FolderConfig;
+use super::versioning;
+use crate::config::{FolderConfig, VersioningType};
 use crate::disk::assemble;
 use crate::disk::scanner::MARKER_DIR;
 use crate::model::names::{self, NameError};
@@ -27,6 +30,10 @@ pub(crate) struct Settings {
     pub(crate) keep: bool,
     /// Days a kept version stays (0: forever).
     pub(crate) max_age_days: u64,
+    /// Trash can, simple or staggered.
+    pub(crate) kind: VersioningType,
+    /// Versions per name simple versioning keeps.
+    pub(crate) versions: u32,
 }
 
 impl Settings {
@@ -34,6 +41,19 @@ impl Settings {
         Self {
             keep: config.versioning,
             max_age_days: config.versions_max_age_days,
+            kind: config.versioning_type,
+            versions: config.versions_keep,
+        }
+    }
+
+    /// Trash-can versioning kept for `max_age_days` (what conflict copies beyond
+    /// `maxConflicts` go to, whatever the folder's own versioning).
+    pub(crate) fn trashcan(max_age_days: u64) -> Self {
+        Self {
+            keep: true,
+            max_age_days,
+            kind: VersioningType::Trashcan,
+            versions: 1,
         }
     }
 }
@@ -65,6 +85,9 @@ pub(crate) fn keep(
     if !settings.keep || !fs::symlink_metadata(path).is_ok_and(|m| m.is_file()) {
         return Ok(());
     }
+    if settings.kind != VersioningType::Trashcan {
+        return keep_tagged(root, settings, name, path);
+    }
     let versions = dir(root);
     let kept = names::join(&versions, name)?;
     make_room(&versions, name)?;
@@ -74,6 +97,101 @@ pub(crate) fn keep(
     fs::rename(path, &kept)?;
     tracing::debug!(%name, "kept the replaced version");
     Ok(())
+}
+
+/// Keeps the file as `STEM~NOW.EXT`, then lets go of that name's versions the folder's
+/// versioning no longer wants.
+fn keep_tagged(root: &Path, settings: Settings, name: &str, path: &Path) -> Result<(), KeepError> {
+    let versions = dir(root);
+    // A version's tag is later than every kept one of the name (two within a second: the
+    // later takes the next second), so tag order is the order they were kept in.
+    let mut now = jiff::Timestamp::now();
+    let probe = names::join(&versions, &versioning::tagged_name(name, now))?;
+    if let Some(latest) = probe.parent().and_then(|at| latest_tag(at, name))
+        && latest >= now
+    {
+        now = latest + jiff::SignedDuration::from_secs(1);
+    }
+    let mut kept = names::join(&versions, &versioning::tagged_name(name, now))?;
+    while fs::symlink_metadata(&kept).is_ok() {
+        now += jiff::SignedDuration::from_secs(1);
+        kept = names::join(&versions, &versioning::tagged_name(name, now))?;
+    }
+    let tagged = versioning::tagged_name(name, now);
+    make_room(&versions, &tagged)?;
+    if let Some(parent) = kept.parent() {
+        fs::create_dir_all(parent)?;
+    }
+    fs::rename(path, &kept)?;
+    tracing::debug!(%name, "kept a tagged version");
+    if let Some(parent) = kept.parent() {
+        thin_out(parent, settings, Some(name))?;
+    }
+    Ok(())
+}
+
+/// The latest tag among the kept versions of `name` in the directory `at`.
+fn latest_tag(at: &Path, name: &str) -> Option<jiff::Timestamp> {
+    let base = name.rsplit('/').next().unwrap_or(name);
+    fs::read_dir(at)
+        .ok()?
+        .flatten()
+        .filter_map(|e| versioning::parse_tagged(&e.file_name().to_string_lossy()))
+        .filter(|(original, _)| original == base)
+        .map(|(_, time)| time)
+        .max()
+}
+
+/// Removes the tagged versions in the directory `at` that the folder's versioning lets go
+/// (of one name, or of every name); returns how many.
+fn thin_out(at: &Path, settings: Settings, only: Option<&str>) -> std::io::Result<u64> {
+    let mut by_name: std::collections::BTreeMap<String, Vec<(jiff::Timestamp, PathBuf)>> =
+        std::collections::BTreeMap::new();
+    let Ok(entries) = fs::read_dir(at) else {
+        return Ok(0);
+    };
+    let only_base = only.map(|n| n.rsplit('/').next().unwrap_or(n));
+    for entry in entries.flatten() {
+        let file_name = entry.file_name().to_string_lossy().into_owned();
+        let Some((original, time)) = versioning::parse_tagged(&file_name) else {
+            continue;
+        };
+        if only_base.is_some_and(|b| b != original) || !entry.path().is_file() {
+            continue;
+        }
+        by_name
+            .entry(original)
+            .or_default()
+            .push((time, entry.path()));
+    }
+    let now = jiff::Timestamp::now();
+    let mut removed = 0;
+    for versions in by_name.values_mut() {
+        versions.sort();
+        let times: Vec<jiff::Timestamp> = versions.iter().map(|(t, _)| *t).collect();
+        let excess = match settings.kind {
+            VersioningType::Simple => {
+                let mut excess = versioning::simple_excess(&times, settings.versions as usize);
+                if settings.max_age_days > 0 {
+                    let cutoff = now.as_second() - (settings.max_age_days * 86_400) as i64;
+                    excess.extend((0..times.len()).filter(|&i| times[i].as_second() < cutoff));
+                }
+                excess
+            }
+            VersioningType::Staggered => {
+                versioning::staggered_excess(&times, now, (settings.max_age_days * 86_400) as i64)
+            }
+            VersioningType::Trashcan => Vec::new(),
+        };
+        let mut excess = excess;
+        excess.sort_unstable();
+        excess.dedup();
+        for i in excess {
+            fs::remove_file(&versions[i].1)?;
+            removed += 1;
+        }
+    }
+    Ok(removed)
 }
 
 /// Moves aside older kept entries that stand where `versions/name` needs a directory (a
@@ -139,8 +257,25 @@ pub(crate) fn remove(path: &Path) -> std::io::Result<()> {
     }
 }
 
-/// Deletes kept versions older than the folder's maximum age; returns how many.
+/// Deletes kept versions older than the folder's maximum age (simple and staggered: the
+/// ones their rules let go); returns how many.
 pub(crate) fn clean(root: &Path, settings: &Settings) -> std::io::Result<u64> {
+    if settings.kind != VersioningType::Trashcan {
+        let mut removed = 0;
+        let mut stack = vec![dir(root)];
+        while let Some(at) = stack.pop() {
+            removed += thin_out(&at, *settings, None)?;
+            if let Ok(entries) = fs::read_dir(&at) {
+                stack.extend(
+                    entries
+                        .flatten()
+                        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                        .map(|e| e.path()),
+                );
+            }
+        }
+        return Ok(removed);
+    }
     if settings.max_age_days == 0 {
         return Ok(0);
     }
@@ -167,8 +302,12 @@ pub(crate) fn clean(root: &Path, settings: &Settings) -> std::io::Result<u64> {
 /// A kept version.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct KeptVersion {
+    /// Where it is kept, relative to the versions directory.
+    pub stored: String,
     /// The name it had in the folder.
     pub name: String,
+    /// When it was kept, from its tag (tagged versions only).
+    pub kept_at: Option<jiff::Timestamp>,
     /// Its size.
     pub size: u64,
     /// When it was last modified (which, after the move, is when it was kept).
@@ -190,8 +329,15 @@ pub(crate) fn list(root: &Path) -> Vec<KeptVersion> {
             if meta.is_dir() {
                 stack.push(path);
             } else if let Ok(relative) = path.strip_prefix(&root) {
+                let stored = relative.to_string_lossy().into_owned();
+                let (name, kept_at) = match versioning::parse_tagged(&stored) {
+                    Some((name, at)) => (name, Some(at)),
+                    None => (stored.clone(), None),
+                };
                 out.push(KeptVersion {
-                    name: relative.to_string_lossy().into_owned(),
+                    stored,
+                    name,
+                    kept_at,
                     size: meta.len(),
                     modified: meta
                         .modified()
@@ -201,7 +347,7 @@ pub(crate) fn list(root: &Path) -> Vec<KeptVersion> {
             }
         }
     }
-    out.sort_by(|a, b| a.name.cmp(&b.name));
+    out.sort_by(|a, b| (&a.name, a.kept_at).cmp(&(&b.name, b.kept_at)));
     out
 }
 
@@ -216,10 +362,7 @@ mod tests {
         fs::create_dir_all(root.join(MARKER_DIR)).unwrap();
         fs::create_dir(root.join("a")).unwrap();
         fs::write(root.join("a/f.txt"), b"old").unwrap();
-        let on = Settings {
-            keep: true,
-            max_age_days: 0,
-        };
+        let on = Settings::trashcan(0);
         put_aside(root, on, "a/f.txt", &root.join("a/f.txt")).unwrap();
         assert!(!root.join("a/f.txt").exists());
         let kept = list(root);
@@ -239,10 +382,7 @@ mod tests {
         let temp = tempfile::tempdir().unwrap();
         let root = temp.path();
         fs::create_dir_all(root.join(MARKER_DIR)).unwrap();
-        let on = Settings {
-            keep: true,
-            max_age_days: 0,
-        };
+        let on = Settings::trashcan(0);
         // x was a file (kept), then a directory whose file x/y is kept now.
         fs::write(root.join("x"), b"file x").unwrap();
         keep(root, on, "x", &root.join("x")).unwrap();
@@ -257,9 +397,9 @@ mod tests {
         let names: Vec<&str> = kept.iter().map(|k| k.name.as_str()).collect();
         assert_eq!(names.len(), 3, "{names:?}");
         assert_eq!(fs::read(dir(root).join("x")).unwrap(), b"file x again");
-        let moved: Vec<&str> = names
+        let moved: Vec<&str> = kept
             .iter()
-            .copied()
+            .map(|k| k.stored.as_str())
             .filter(|n| n.starts_with("x~"))
             .collect();
         assert_eq!(moved.len(), 2, "{names:?}");
@@ -269,6 +409,50 @@ mod tests {
             .collect();
         assert!(contents.contains(&b"file x".to_vec()), "{names:?}");
         assert!(contents.contains(&b"x/y".to_vec()), "{names:?}");
+    }
+
+    #[test]
+    fn simple_versioning_keeps_the_newest_tagged_versions() {
+        let temp = tempfile::tempdir().unwrap();
+        let root = temp.path();
+        fs::create_dir_all(root.join(MARKER_DIR)).unwrap();
+        fs::create_dir(root.join("d")).unwrap();
+        let simple = Settings {
+            keep: true,
+            max_age_days: 0,
+            kind: VersioningType::Simple,
+            versions: 2,
+        };
+        for round in 0..4 {
+            fs::write(root.join("d/notes.txt"), format!("version {round}")).unwrap();
+            keep(root, simple, "d/notes.txt", &root.join("d/notes.txt")).unwrap();
+        }
+        let kept = list(root);
+        assert_eq!(kept.len(), 2, "{kept:?}");
+        for (v, round) in kept.iter().zip([2, 3]) {
+            assert_eq!(v.name, "d/notes.txt");
+            assert!(
+                v.stored.starts_with("d/notes~") && v.stored.ends_with(".txt"),
+                "{v:?}"
+            );
+            assert!(v.kept_at.is_some());
+            let text = fs::read_to_string(dir(root).join(&v.stored)).unwrap();
+            assert_eq!(
+                text,
+                format!("version {round}"),
+                "the newest two, oldest first"
+            );
+        }
+        assert_eq!(clean(root, &simple).unwrap(), 0);
+        // Staggered: versions a second apart in the first hour keep one per 30 s.
+        let staggered = Settings {
+            kind: VersioningType::Staggered,
+            max_age_days: 365,
+            ..simple
+        };
+        fs::write(root.join("d/notes.txt"), b"staggered").unwrap();
+        keep(root, staggered, "d/notes.txt", &root.join("d/notes.txt")).unwrap();
+        assert_eq!(list(root).len(), 1, "{:?}", list(root));
     }
 
     #[test]

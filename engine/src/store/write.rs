@@ -49,6 +49,35 @@ impl Store {
         Ok(FolderIdx(self.reads.conn.last_insert_rowid()))
     }
 
+    /// Erases what the index holds of the folder (`None`: of every folder): its entries,
+    /// every device's, and its index ID, in one transaction. The next scan rebuilds it from
+    /// disk as a new index (counters start after now) and peers send theirs again.
+    pub fn forget_folders(&mut self, folder_id: Option<&str>) -> Result<usize, StoreError> {
+        let tx = self.reads.conn.transaction()?;
+        let folders: Vec<i64> = match folder_id {
+            Some(id) => tx
+                .query_row("SELECT idx FROM folders WHERE id = ?1", [id], |r| r.get(0))
+                .optional()?
+                .into_iter()
+                .collect(),
+            None => tx
+                .prepare("SELECT idx FROM folders")?
+                .query_map([], |r| r.get(0))?
+                .collect::<Result<_, _>>()?,
+        };
+        for idx in &folders {
+            // local_blocks has no key to the folder: its rows go by the files they name.
+            tx.execute(
+                "DELETE FROM local_blocks WHERE file_id IN (SELECT id FROM files WHERE folder_idx = ?1)",
+                [idx],
+            )?;
+            // Files and remote index states go with it (ON DELETE CASCADE).
+            tx.execute("DELETE FROM folders WHERE idx = ?1", [idx])?;
+        }
+        tx.commit()?;
+        Ok(folders.len())
+    }
+
     /// Records changes observed on disk in one transaction: each gets the next sequence
     /// number and a version with one more change by `local`. A change whose version cannot
     /// advance (its counter is at the end of its range) is left out and returned.

@@ -123,10 +123,7 @@ fn keep_losing_version(
     };
     let config = folder.config();
     if config.max_conflicts == 0 && meta.is_file() {
-        let keep_all = versions::Settings {
-            keep: true,
-            max_age_days: config.versions_max_age_days,
-        };
+        let keep_all = versions::Settings::trashcan(config.versions_max_age_days);
         versions::keep(root, keep_all, name, &from)?;
         info!(%name, "kept the losing version in versions (maxConflicts is 0)");
         return Ok(());
