@@ -72,6 +72,45 @@ pub struct Config {
     /// Known devices.
     #[serde(default, rename = "device")]
     pub devices: Vec<DeviceConfig>,
+    /// Devices turned away without a pending entry (Syncthing's `remoteIgnoredDevices`).
+    #[serde(
+        default,
+        rename = "ignored_device",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub ignored_devices: Vec<IgnoredDevice>,
+}
+
+/// A device whose connections are turned away without being recorded as pending.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IgnoredDevice {
+    /// Its device ID.
+    #[serde(with = "device_id")]
+    pub id: DeviceId,
+    /// The name it gave when it was ignored.
+    #[serde(default)]
+    pub name: String,
+    /// Where it connected from.
+    #[serde(default)]
+    pub address: String,
+    /// When it was ignored (RFC 3339).
+    #[serde(default)]
+    pub time: String,
+}
+
+/// A folder a device offers that is not recorded as pending (Syncthing's `ignoredFolders`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IgnoredFolder {
+    /// The folder ID.
+    pub id: String,
+    /// Its label as offered.
+    #[serde(default)]
+    pub label: String,
+    /// When it was ignored (RFC 3339).
+    #[serde(default)]
+    pub time: String,
 }
 
 /// The REST API settings.
@@ -239,6 +278,9 @@ pub struct DeviceConfig {
         skip_serializing_if = "Option::is_none"
     )]
     pub introduced_by: Option<DeviceId>,
+    /// Folders it offers that are not recorded as pending (`ignoredFolders`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ignored_folders: Vec<IgnoredFolder>,
     /// The most this device sends to it, in KiB/s (`maxSendKbps`; 0: no limit).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub max_send_kbps: u64,
@@ -262,6 +304,7 @@ impl DeviceConfig {
             introducer: false,
             skip_introduction_removals: false,
             introduced_by: None,
+            ignored_folders: Vec::new(),
             max_send_kbps: 0,
             max_recv_kbps: 0,
             unused_syncthing_settings: UnusedSettings::new(),
@@ -316,6 +359,7 @@ impl Config {
             defaults: Defaults::default(),
             folders: Vec::new(),
             devices: Vec::new(),
+            ignored_devices: Vec::new(),
         }
     }
 

@@ -16,6 +16,7 @@ mod disk_full;
 mod global_discovery;
 mod hostile;
 mod hostile_serve;
+mod ignored;
 mod index_check;
 mod index_rebuild;
 mod introducer;

@@ -4,7 +4,9 @@
 //! refused instead.
 
 use axum::extract::{Path, State};
-use peerfold_engine::config::{Address, Config, ConfigEdit, DeviceConfig, OptionChange};
+use peerfold_engine::config::{
+    Address, Config, ConfigEdit, DeviceConfig, IgnoredDevice, IgnoredFolder, OptionChange,
+};
 use peerfold_protocol::DeviceId;
 use serde_json::{Value, json};
 use tracing::warn;
@@ -183,6 +185,21 @@ fn device_from_json(value: &Value, base: Option<&DeviceConfig>) -> Result<Device
                     .map_err(|e| format!("introducedBy {text:?}: {e}"))?,
             ),
         },
+        ignored_folders: match value.get("ignoredFolders") {
+            None => base.map(|b| b.ignored_folders.clone()).unwrap_or_default(),
+            Some(Value::Null) => Vec::new(),
+            Some(Value::Array(list)) => list
+                .iter()
+                .map(|f| {
+                    Ok(IgnoredFolder {
+                        id: string_field(f, "id")?.ok_or("an ignored folder needs its \"id\"")?,
+                        label: string_field(f, "label")?.unwrap_or_default(),
+                        time: string_field(f, "time")?.unwrap_or_default(),
+                    })
+                })
+                .collect::<Result<_, String>>()?,
+            Some(other) => return Err(format!("ignoredFolders must be a list, not {other}")),
+        },
         max_send_kbps: kib_per_second(value, "maxSendKbps")?
             .unwrap_or(base.map_or(0, |b| b.max_send_kbps)),
         max_recv_kbps: kib_per_second(value, "maxRecvKbps")?
@@ -305,13 +322,23 @@ fn config_from_json(value: &Value, current: &Config, me: DeviceId) -> Result<Con
             config.defaults.folder_path = path;
         }
     }
-    if let Some(ignored) = value.get("remoteIgnoredDevices")
-        && ignored.as_array().is_none_or(|list| !list.is_empty())
-    {
-        return Err(
-            "remoteIgnoredDevices is not supported by peerfold yet (dismiss a pending device instead)"
-                .into(),
-        );
+    match value.get("remoteIgnoredDevices") {
+        None => {}
+        Some(Value::Null) => config.ignored_devices.clear(),
+        Some(Value::Array(list)) => {
+            config.ignored_devices = list
+                .iter()
+                .map(|d| {
+                    Ok(IgnoredDevice {
+                        id: device_id_field(d)?,
+                        name: string_field(d, "name")?.unwrap_or_default(),
+                        address: string_field(d, "address")?.unwrap_or_default(),
+                        time: string_field(d, "time")?.unwrap_or_default(),
+                    })
+                })
+                .collect::<Result<_, String>>()?;
+        }
+        Some(other) => return Err(format!("remoteIgnoredDevices must be a list, not {other}")),
     }
     if let Some(gui) = value.get("gui") {
         if !gui.is_object() {

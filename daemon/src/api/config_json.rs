@@ -102,7 +102,12 @@ pub(super) fn config_json(config: &Config, me: DeviceId) -> Value {
         "gui": gui_json(config),
         "ldap": {},
         "options": options_json(config),
-        "remoteIgnoredDevices": [],
+        "remoteIgnoredDevices": config.ignored_devices.iter().map(|d| json!({
+            "deviceID": d.id.to_string(),
+            "name": d.name,
+            "address": d.address,
+            "time": d.time,
+        })).collect::<Vec<_>>(),
         "defaults": defaults_json(config, me),
     })
 }
@@ -147,7 +152,11 @@ pub(super) fn device_json(device: &DeviceConfig) -> Value {
         "autoAcceptFolders": device.auto_accept_folders,
         "maxSendKbps": device.max_send_kbps,
         "maxRecvKbps": device.max_recv_kbps,
-        "ignoredFolders": [],
+        "ignoredFolders": device.ignored_folders.iter().map(|f| json!({
+            "id": f.id,
+            "label": f.label,
+            "time": f.time,
+        })).collect::<Vec<_>>(),
         "maxRequestKiB": 0,
         "untrusted": false,
         "remoteGUIPort": 0,

@@ -22,9 +22,6 @@ pub(super) struct Section {
     pub(super) refused: &'static [(&'static str, &'static str)],
 }
 
-const NOT_YET_IGNORED: &str =
-    "is not supported by peerfold yet (pending devices and folders can be dismissed instead)";
-
 pub(super) const FOLDER: Section = Section {
     name: "folder",
     used: &[
@@ -93,10 +90,10 @@ pub(super) const DEVICE: Section = Section {
         "introducer",
         "skipIntroductionRemovals",
         "introducedBy",
+        "ignoredFolders",
     ],
     unused: &["compression", "certName", "maxRequestKiB", "remoteGUIPort"],
     refused: &[
-        ("ignoredFolders", NOT_YET_IGNORED),
         (
             "allowedNetworks",
             "is not supported by peerfold yet: a device is let in by its ID alone",

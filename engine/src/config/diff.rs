@@ -9,6 +9,7 @@
 //!   change of settings peerfold does not use does nothing.
 //! - A folder whose sharing or type changed gets its new settings, and the devices
 //!   concerned are disconnected, so they reconnect with a fresh ClusterConfig.
+//! - A device or a folder offer newly ignored leaves the pending lists.
 
 use std::collections::BTreeSet;
 
@@ -67,6 +68,20 @@ pub(crate) fn diff(old: &Config, new: &Config) -> Vec<Command> {
         } else {
             // New or resumed; a running dial loop picks up any other change itself.
             commands.push(Command::Dial(device.id));
+        }
+    }
+    // Ignoring a device or a folder it offers settles what it knocked with.
+    for ignored in &new.ignored_devices {
+        if !old.ignored_devices.iter().any(|d| d.id == ignored.id) {
+            commands.push(Command::ForgetPendingDevice(ignored.id));
+        }
+    }
+    for device in &new.devices {
+        let before = old.devices.iter().find(|d| d.id == device.id);
+        for folder in &device.ignored_folders {
+            if before.is_none_or(|b| !b.ignored_folders.iter().any(|f| f.id == folder.id)) {
+                commands.push(Command::ForgetPendingFolder(folder.id.clone(), device.id));
+            }
         }
     }
     for removed in old.devices.iter().filter(|d| !new_devices.contains(&d.id)) {
@@ -189,6 +204,29 @@ mod tests {
         assert!(back.contains(&Command::StartFolder(old.folders[0].clone())));
         assert!(back.contains(&Command::Dial(A)));
         assert!(back.contains(&Command::ForgetPendingDevice(B)));
+    }
+
+    #[test]
+    fn ignoring_a_device_or_an_offer_settles_it() {
+        let old = base();
+        let mut new = old.clone();
+        let stranger = DeviceId::from_bytes([9; 32]);
+        new.ignored_devices.push(crate::config::IgnoredDevice {
+            id: stranger,
+            name: String::new(),
+            address: String::new(),
+            time: String::new(),
+        });
+        new.devices[1]
+            .ignored_folders
+            .push(crate::config::IgnoredFolder {
+                id: "photos".into(),
+                label: String::new(),
+                time: String::new(),
+            });
+        let commands = diff(&old, &new);
+        assert!(commands.contains(&Command::ForgetPendingDevice(stranger)));
+        assert!(commands.contains(&Command::ForgetPendingFolder("photos".into(), B)));
     }
 
     #[test]

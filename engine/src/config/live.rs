@@ -58,6 +58,11 @@ impl LiveConfig {
         self.get().devices.iter().any(|d| d.id == id)
     }
 
+    /// Whether `id` is a device the user chose to ignore.
+    pub(crate) fn is_ignored(&self, id: DeviceId) -> bool {
+        self.get().ignored_devices.iter().any(|d| d.id == id)
+    }
+
     /// Whether `id` is a configured device that is paused.
     pub(crate) fn is_paused(&self, id: DeviceId) -> bool {
         self.get().devices.iter().any(|d| d.id == id && d.paused)

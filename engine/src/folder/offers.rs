@@ -106,6 +106,12 @@ impl Offers {
             .devices
             .iter()
             .any(|d| d.id == peer && d.auto_accept_folders);
+        let ignored = |id: &str| {
+            config
+                .devices
+                .iter()
+                .any(|d| d.id == peer && d.ignored_folders.iter().any(|f| f.id == id))
+        };
         if config.devices.iter().any(|d| d.id == peer && d.introducer) {
             let folders = offered
                 .iter()
@@ -129,8 +135,12 @@ impl Offers {
                 let paused_here = config
                     .folder(id)
                     .is_some_and(|f| f.paused && f.devices.contains(&peer));
-                // A peer cannot fill the database (or the configuration) with offers.
-                if paused_here || taken >= MAX_OFFERS_TAKEN || config::check_folder_id(id).is_err()
+                // A peer cannot fill the database (or the configuration) with offers; an
+                // offer the user ignored stays unrecorded.
+                if paused_here
+                    || ignored(id)
+                    || taken >= MAX_OFFERS_TAKEN
+                    || config::check_folder_id(id).is_err()
                 {
                     continue;
                 }

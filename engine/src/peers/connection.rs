@@ -56,6 +56,11 @@ pub(crate) async fn run_connection(
 
 async fn connection(context: &SessionContext, link: Arc<dyn Link>, peer: DeviceId, dialed: bool) {
     let remote = link.remote_address();
+    if !context.config.is_known(peer) && context.config.is_ignored(peer) {
+        debug!(device = %peer, %remote, "ignored device; turned away");
+        link.close(&Reason::UnknownDevice);
+        return;
+    }
     if !context.config.is_known(peer) {
         info!(device = %peer, %remote, "unknown device; recorded as pending");
         let now = jiff::Timestamp::now().as_second();

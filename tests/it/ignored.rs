@@ -1,0 +1,93 @@
+//! Ignoring, as Syncthing's GUI does it (issue 16): a knocking device put in
+//! `remoteIgnoredDevices`, and a folder offer put in the offering device's `ignoredFolders`,
+//! leave the pending lists and stay out of them when they come again.
+
+use serde_json::{Value, json};
+
+use crate::api::Api;
+use crate::settings::pair;
+use crate::support::{Device, knock_on, wait_until};
+
+/// Changes the whole configuration the way Syncthing's GUI saves it.
+fn save(api: &Api, change: impl FnOnce(&mut Value)) {
+    let mut config = api.get("/rest/config");
+    change(&mut config);
+    api.ok_json("PUT", "/rest/config", config);
+}
+
+#[test]
+fn ignored_devices_and_folder_offers_stay_out_of_the_pending_lists() {
+    // A stranger knocks, is ignored, and knocks again: not pending, nothing recorded.
+    let (host, stranger) = (Device::init(), Device::init());
+    host.add_folder("docs", "docs");
+    stranger.add_folder("docs", "docs");
+    let running = host.serve();
+    let api = Api::of(&host, &running);
+    let knocking = knock_on(&stranger, &host, running.port);
+    let id = stranger.id();
+    let pending = || api.get("/rest/cluster/pending/devices").get(&id).is_some();
+    wait_until("the stranger is pending", 30, pending);
+    save(
+        &api,
+        |c| {
+            c["remoteIgnoredDevices"] = json!([{ "deviceID": id, "name": "", "address": "", "time": "2026-01-01T00:00:00Z" }])
+        },
+    );
+    assert!(!pending(), "ignoring settles the pending entry");
+    assert_eq!(
+        api.get("/rest/config")["remoteIgnoredDevices"][0]["deviceID"],
+        id.as_str()
+    );
+    drop(knocking);
+    let _again = stranger.serve();
+    wait_until("the stranger knocks again", 30, || {
+        host.log().contains("ignored device; turned away")
+    });
+    assert!(!pending(), "an ignored device is not recorded again");
+
+    // A folder offer, ignored for the device that offers it.
+    let p = pair();
+    let photos = p.a.path("photos");
+    std::fs::create_dir_all(&photos).unwrap();
+    p.api_a.ok_json(
+        "POST",
+        "/rest/config/folders",
+        json!({ "id": "photos", "path": photos, "devices": [{ "deviceID": p.b.id() }] }),
+    );
+    let offered = || {
+        p.api_b
+            .get("/rest/cluster/pending/folders")
+            .get("photos")
+            .is_some()
+    };
+    wait_until("b sees the offer", 30, offered);
+    let a_id = p.a.id();
+    save(&p.api_b, |c| {
+        for device in c["devices"].as_array_mut().unwrap() {
+            if device["deviceID"] == a_id.as_str() {
+                device["ignoredFolders"] = json!([{ "id": "photos", "label": "", "time": "" }]);
+            }
+        }
+    });
+    assert!(!offered(), "ignoring the offer settles it");
+    // Offered again on a new connection: still not pending.
+    let b_id = p.b.id();
+    let connected =
+        || p.api_a.get("/rest/system/connections")["connections"][&b_id]["connected"] == true;
+    p.api_a.ok_json(
+        "POST",
+        &format!("/rest/system/pause?device={b_id}"),
+        json!({}),
+    );
+    wait_until("a lets b go", 30, || !connected());
+    p.api_a.ok_json(
+        "POST",
+        &format!("/rest/system/resume?device={b_id}"),
+        json!({}),
+    );
+    wait_until("a and b meet again", 30, connected);
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    assert!(!offered(), "an ignored offer is not recorded again");
+    let device = p.api_b.get(&format!("/rest/config/devices/{a_id}"));
+    assert_eq!(device["ignoredFolders"][0]["id"], "photos", "{device}");
+}
