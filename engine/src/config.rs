@@ -278,6 +278,9 @@ pub struct DeviceConfig {
         skip_serializing_if = "Option::is_none"
     )]
     pub introduced_by: Option<DeviceId>,
+    /// Networks it may connect from, as `ADDRESS/PREFIX` (`allowedNetworks`); empty: any.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_networks: Vec<String>,
     /// Folders it offers that are not recorded as pending (`ignoredFolders`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ignored_folders: Vec<IgnoredFolder>,
@@ -293,6 +296,23 @@ pub struct DeviceConfig {
 }
 
 impl DeviceConfig {
+    /// Whether a connection from `remote` (`IP:PORT`) may be this device's: any when no
+    /// network is listed; otherwise only from a listed one (a relayed connection, whose
+    /// address is the relay's path, is not).
+    pub fn may_connect_from(&self, remote: &str) -> bool {
+        if self.allowed_networks.is_empty() {
+            return true;
+        }
+        let Ok(address) = remote.parse::<std::net::SocketAddr>() else {
+            return false;
+        };
+        let ip = address.ip().to_canonical();
+        self.allowed_networks
+            .iter()
+            .filter_map(|n| n.parse::<ipnet::IpNet>().ok())
+            .any(|n| n.contains(&ip))
+    }
+
     /// A device with default settings.
     pub fn new(id: DeviceId, name: String, addresses: Vec<Address>) -> Self {
         Self {
@@ -304,6 +324,7 @@ impl DeviceConfig {
             introducer: false,
             skip_introduction_removals: false,
             introduced_by: None,
+            allowed_networks: Vec::new(),
             ignored_folders: Vec::new(),
             max_send_kbps: 0,
             max_recv_kbps: 0,
@@ -432,6 +453,14 @@ impl Config {
         for device in &self.devices {
             if !seen.insert(device.id) {
                 return Err(Invalid(format!("device {} is configured twice", device.id)));
+            }
+            for network in &device.allowed_networks {
+                network.parse::<ipnet::IpNet>().map_err(|_| {
+                    Invalid(format!(
+                        "device {}: allowed network {network:?} must be ADDRESS/PREFIX, e.g. 192.168.1.0/24",
+                        device.id
+                    ))
+                })?;
             }
         }
         for address in &self.listen {
@@ -715,6 +744,27 @@ mod tests {
         assert!(check_announce_server("https://disco.example:8443/?id=ABC").is_ok());
         assert!(check_announce_server("http://disco.example").is_err());
         assert!(check_announce_server("https://").is_err());
+    }
+
+    #[test]
+    fn allowed_networks_let_in_only_their_addresses() {
+        let id = DeviceId::from_bytes([5; 32]);
+        let mut device = DeviceConfig::new(id, String::new(), vec![Address::Dynamic]);
+        assert!(device.may_connect_from("203.0.113.9:22000"), "no list: any");
+        device.allowed_networks = vec!["192.168.1.0/24".into(), "fd00::/8".into()];
+        assert!(device.may_connect_from("192.168.1.20:22000"));
+        assert!(device.may_connect_from("[fd00::5]:22000"));
+        assert!(
+            device.may_connect_from("[::ffff:192.168.1.7]:1"),
+            "v4-mapped"
+        );
+        assert!(!device.may_connect_from("192.168.2.1:22000"));
+        assert!(!device.may_connect_from("relay://relay.example:22067"));
+        let mut config = Config::new("me".into(), "k".into());
+        device.allowed_networks.push("192.168.1.0".into());
+        config.devices.push(device);
+        let err = config.check().unwrap_err();
+        assert!(err.0.contains("ADDRESS/PREFIX"), "{err}");
     }
 
     #[test]

@@ -98,6 +98,8 @@ pub(crate) enum Reason {
     Replaced,
     /// The peer is not a configured device here.
     UnknownDevice,
+    /// The peer connected from outside its allowed networks.
+    NotAllowedNetwork,
     /// The peer is paused here (it tried to connect).
     Paused,
     /// The user paused the peer just now.
@@ -124,7 +126,7 @@ impl Reason {
             | Self::PausedNow
             | Self::Removed
             | Self::Reconfigured => 0,
-            Self::UnknownDevice => 1,
+            Self::UnknownDevice | Self::NotAllowedNetwork => 1,
             Self::Protocol(_) | Self::TooSlow => 2,
             Self::Paused => 3,
         }
@@ -140,6 +142,9 @@ impl std::fmt::Display for Reason {
             Self::Replaced => f.write_str("replaced by a better connection"),
             Self::UnknownDevice => {
                 f.write_str("this device is not accepted here: ask its owner to add your device ID")
+            }
+            Self::NotAllowedNetwork => {
+                f.write_str("this device is not accepted from this network here")
             }
             Self::Paused => f.write_str("this device is paused here"),
             Self::PausedNow => f.write_str("paused"),

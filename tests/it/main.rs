@@ -4,6 +4,7 @@
 //! This binary is attached to the `peerfold` package (see daemon/Cargo.toml) so cargo builds
 //! the binary first and passes its path in `CARGO_BIN_EXE_peerfold`.
 
+mod admission;
 mod api;
 mod api_db;
 mod api_inputs;
@@ -16,7 +17,6 @@ mod disk_full;
 mod global_discovery;
 mod hostile;
 mod hostile_serve;
-mod ignored;
 mod index_check;
 mod index_rebuild;
 mod introducer;

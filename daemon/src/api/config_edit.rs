@@ -185,6 +185,19 @@ fn device_from_json(value: &Value, base: Option<&DeviceConfig>) -> Result<Device
                     .map_err(|e| format!("introducedBy {text:?}: {e}"))?,
             ),
         },
+        allowed_networks: match value.get("allowedNetworks") {
+            None => base.map(|b| b.allowed_networks.clone()).unwrap_or_default(),
+            Some(Value::Null) => Vec::new(),
+            Some(Value::Array(list)) => list
+                .iter()
+                .map(|n| {
+                    n.as_str()
+                        .map(str::to_owned)
+                        .ok_or_else(|| format!("allowedNetworks must be strings, not {n}"))
+                })
+                .collect::<Result<_, String>>()?,
+            Some(other) => return Err(format!("allowedNetworks must be a list, not {other}")),
+        },
         ignored_folders: match value.get("ignoredFolders") {
             None => base.map(|b| b.ignored_folders.clone()).unwrap_or_default(),
             Some(Value::Null) => Vec::new(),

@@ -148,7 +148,7 @@ pub(super) fn device_json(device: &DeviceConfig) -> Value {
         "skipIntroductionRemovals": device.skip_introduction_removals,
         "introducedBy": device.introduced_by.map(|id| id.to_string()).unwrap_or_default(),
         "paused": device.paused,
-        "allowedNetworks": [],
+        "allowedNetworks": device.allowed_networks,
         "autoAcceptFolders": device.auto_accept_folders,
         "maxSendKbps": device.max_send_kbps,
         "maxRecvKbps": device.max_recv_kbps,

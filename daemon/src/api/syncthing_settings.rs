@@ -91,18 +91,13 @@ pub(super) const DEVICE: Section = Section {
         "skipIntroductionRemovals",
         "introducedBy",
         "ignoredFolders",
+        "allowedNetworks",
     ],
     unused: &["compression", "certName", "maxRequestKiB", "remoteGUIPort"],
-    refused: &[
-        (
-            "allowedNetworks",
-            "is not supported by peerfold yet: a device is let in by its ID alone",
-        ),
-        (
-            "untrusted",
-            "is not supported by peerfold yet (no encrypted devices)",
-        ),
-    ],
+    refused: &[(
+        "untrusted",
+        "is not supported by peerfold yet (no encrypted devices)",
+    )],
 };
 
 pub(super) const GUI: Section = Section {

@@ -68,6 +68,10 @@ pub(crate) fn diff(old: &Config, new: &Config) -> Vec<Command> {
         } else {
             // New or resumed; a running dial loop picks up any other change itself.
             commands.push(Command::Dial(device.id));
+            // Where it may connect from changed: its connection is checked again.
+            if before.is_some_and(|b| b.allowed_networks != device.allowed_networks) {
+                commands.push(Command::Disconnect(device.id, Why::Reconfigured));
+            }
         }
     }
     // Ignoring a device or a folder it offers settles what it knocked with.

@@ -87,6 +87,15 @@ async fn connection(context: &SessionContext, link: Arc<dyn Link>, peer: DeviceI
         link.close(&Reason::Paused);
         return;
     }
+    if context
+        .config
+        .device(peer)
+        .is_some_and(|d| !d.may_connect_from(&remote))
+    {
+        info!(%remote, "connection from outside the device's allowed networks; refused");
+        link.close(&Reason::NotAllowedNetwork);
+        return;
+    }
     let link = context.rates.throttle(peer, link);
     let Some(retired) = context.registry.register(peer, link.clone(), dialed).await else {
         link.close(&Reason::Duplicate);

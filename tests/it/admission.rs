@@ -1,6 +1,7 @@
-//! Ignoring, as Syncthing's GUI does it (issue 16): a knocking device put in
+//! Who gets in, by Syncthing's settings (issue 16): a knocking device put in
 //! `remoteIgnoredDevices`, and a folder offer put in the offering device's `ignoredFolders`,
-//! leave the pending lists and stay out of them when they come again.
+//! leave the pending lists and stay out of them when they come again; a device with
+//! `allowedNetworks` is let in only from those.
 
 use serde_json::{Value, json};
 
@@ -90,4 +91,37 @@ fn ignored_devices_and_folder_offers_stay_out_of_the_pending_lists() {
     assert!(!offered(), "an ignored offer is not recorded again");
     let device = p.api_b.get(&format!("/rest/config/devices/{a_id}"));
     assert_eq!(device["ignoredFolders"][0]["id"], "photos", "{device}");
+}
+
+#[test]
+fn a_device_is_let_in_only_from_its_allowed_networks() {
+    let p = pair();
+    let b_id = p.b.id();
+    let connected =
+        || p.api_a.get("/rest/system/connections")["connections"][&b_id]["connected"] == true;
+    wait_until("connected", 30, connected);
+    let device = format!("/rest/config/devices/{b_id}");
+    p.api_a.ok_json(
+        "PATCH",
+        &device,
+        json!({ "allowedNetworks": ["10.0.0.0/8"] }),
+    );
+    wait_until("b is turned away from loopback", 30, || {
+        !connected() && p.a.log().contains("outside the device's allowed networks")
+    });
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    assert!(!connected(), "not let back in");
+    let (status, answer) = p.api_a.send_json(
+        "PATCH",
+        &device,
+        &json!({ "allowedNetworks": ["localhost"] }),
+    );
+    assert_eq!(status, 400, "{answer}");
+    assert!(answer["error"].as_str().unwrap().contains("ADDRESS/PREFIX"));
+    p.api_a.ok_json(
+        "PATCH",
+        &device,
+        json!({ "allowedNetworks": ["127.0.0.0/8"] }),
+    );
+    wait_until("b is let in from loopback", 60, connected);
 }
