@@ -216,12 +216,21 @@ pub struct Defaults {
     /// ID) under this path. `~` is the user's home directory.
     #[serde(default = "default_folder_path")]
     pub folder_path: String,
+    /// The settings a new folder starts with (Syncthing's `defaults.folder`; its ID, label,
+    /// path and devices are not used). None: peerfold's own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub folder: Option<FolderConfig>,
+    /// Ignore patterns a folder added through the API starts with (`defaults.ignores`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ignores: Vec<String>,
 }
 
 impl Default for Defaults {
     fn default() -> Self {
         Self {
             folder_path: default_folder_path(),
+            folder: None,
+            ignores: Vec::new(),
         }
     }
 }
@@ -230,6 +239,21 @@ impl Defaults {
     /// The folder path with `~` expanded.
     pub fn folder_root(&self) -> Option<PathBuf> {
         expand_tilde(&self.folder_path)
+    }
+
+    /// A new folder: the default folder's settings with this ID, label and path, shared
+    /// with nobody yet.
+    pub fn new_folder(&self, id: String, label: String, path: PathBuf) -> FolderConfig {
+        match &self.folder {
+            Some(template) => FolderConfig {
+                id,
+                label,
+                path,
+                devices: Vec::new(),
+                ..template.clone()
+            },
+            None => FolderConfig::new(id, label, path),
+        }
     }
 }
 
@@ -476,6 +500,11 @@ impl Config {
             self.options.stun_keepalive_start_s,
             self.options.stun_keepalive_min_s,
         )?;
+        if let Some(template) = &self.defaults.folder {
+            template
+                .check()
+                .map_err(|Invalid(e)| Invalid(format!("the default folder: {e}")))?;
+        }
         let default_path = &self.defaults.folder_path;
         if !(default_path == "~" || default_path.starts_with("~/") || default_path.starts_with('/'))
         {

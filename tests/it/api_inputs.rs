@@ -745,6 +745,22 @@ fn rows(device: &Device, me: &str) -> Vec<Row> {
             b(route, method, route, "[]", 400, "object"),
             b(route, method, route, "\"/tmp\"", 400, "object"),
             b(route, method, route, r#"{"path": 5}"#, 400, "path"),
+            b(
+                route,
+                method,
+                route,
+                r#"{"maxConflicts": "x"}"#,
+                400,
+                "maxConflicts",
+            ),
+            b(
+                route,
+                method,
+                route,
+                r#"{"order": "sideways"}"#,
+                400,
+                "sideways",
+            ),
         ]);
     }
 
@@ -795,10 +811,19 @@ fn rows(device: &Device, me: &str) -> Vec<Row> {
             route,
             "PUT",
             route,
-            r#"{"lines": ["*.tmp"]}"#,
+            r#"{"lines": [5]}"#,
             400,
-            "ignores",
+            "ignore pattern",
         ),
+        b(
+            route,
+            "PUT",
+            route,
+            r#"{"lines": ["a\nb"]}"#,
+            400,
+            "one line",
+        ),
+        b(route, "PUT", route, r#"{"patterns": []}"#, 400, "lines"),
     ]);
 
     // Options (PUT and PATCH alike).

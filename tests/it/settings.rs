@@ -495,3 +495,55 @@ fn simple_and_staggered_versioning_as_syncthing_sets_them() {
         "staggered"
     );
 }
+
+#[test]
+fn the_default_folder_and_ignores_are_what_new_folders_start_with() {
+    let device = Device::init();
+    let running = device.serve();
+    let api = Api::of(&device, &running);
+    api.ok_json(
+        "PUT",
+        "/rest/config/defaults/folder",
+        json!({
+            "ignoreDelete": true,
+            "order": "newestFirst",
+            "copiers": 3,
+            "versioning": { "type": "simple", "params": { "keep": "4" } },
+        }),
+    );
+    api.ok_json(
+        "PUT",
+        "/rest/config/defaults/ignores",
+        json!({ "lines": ["*.tmp", "/cache"] }),
+    );
+    let defaults = api.get("/rest/config/defaults/folder");
+    assert_eq!(defaults["order"], "newestFirst", "{defaults}");
+    assert_eq!(
+        api.get("/rest/config/defaults/ignores")["lines"],
+        json!(["*.tmp", "/cache"])
+    );
+
+    // A folder added with only an ID and a path takes the defaults.
+    let root = device.path("new-folder");
+    fs::create_dir_all(&root).unwrap();
+    api.ok_json(
+        "POST",
+        "/rest/config/folders",
+        json!({ "id": "fresh", "path": root }),
+    );
+    let folder = api.get("/rest/config/folders/fresh");
+    assert_eq!(folder["ignoreDelete"], true, "{folder}");
+    assert_eq!(folder["order"], "newestFirst");
+    assert_eq!(folder["copiers"], 3);
+    assert_eq!(folder["versioning"]["type"], "simple");
+    assert_eq!(folder["versioning"]["params"]["keep"], "4");
+    wait_until("the default patterns are the folder's", 20, || {
+        api.get("/rest/db/ignores?folder=fresh")["ignore"] == json!(["*.tmp", "/cache"])
+    });
+
+    // Kept across a restart.
+    assert!(running.stop().success());
+    let running = device.serve();
+    let api = Api::of(&device, &running);
+    assert_eq!(api.get("/rest/config/defaults/folder"), defaults);
+}

@@ -285,6 +285,54 @@ fn default_folder_path(defaults: &Value) -> Result<Option<String>, String> {
     }
 }
 
+/// `config` with a `defaults` object applied: the default folder's settings (and its path,
+/// where auto-accepted folders go), the default ignore patterns; the default device may
+/// only repeat what peerfold reports.
+fn apply_defaults(config: &mut Config, defaults: &Value, me: DeviceId) -> Result<(), String> {
+    let reported = defaults_json(config, me);
+    if let Some(sent) = defaults.get("device") {
+        check_defaults_unchanged(sent, &reported["device"], "device")?;
+    }
+    if let Some(path) = default_folder_path(defaults)? {
+        config.defaults.folder_path = path;
+    }
+    if let Some(folder) = defaults.get("folder") {
+        // Parsed as a folder with a stand-in ID and path: neither is a default's.
+        let mut sent = folder.clone();
+        sent["id"] = json!("default-folder");
+        sent["path"] = json!("/");
+        let current =
+            config
+                .defaults
+                .new_folder("default-folder".into(), String::new(), "/".into());
+        let mut template = folder_from_json(&sent, Some(&current), &current, me)?;
+        template.id = String::new();
+        template.path = std::path::PathBuf::new();
+        config.defaults.folder = Some(template);
+    }
+    if let Some(ignores) = defaults.get("ignores") {
+        config.defaults.ignores = ignore_lines(ignores)?;
+    }
+    Ok(())
+}
+
+/// `{"lines": [...]}`: ignore patterns, one per line.
+fn ignore_lines(value: &Value) -> Result<Vec<String>, String> {
+    let lines = value
+        .get("lines")
+        .and_then(Value::as_array)
+        .ok_or_else(|| format!("ignores must be {{\"lines\": [...]}}, not {value}"))?;
+    lines
+        .iter()
+        .map(|l| {
+            l.as_str()
+                .filter(|l| !l.contains(['\n', '\r', '\0']))
+                .map(str::to_owned)
+                .ok_or_else(|| format!("an ignore pattern must be one line of text, not {l}"))
+        })
+        .collect()
+}
+
 /// A whole configuration in Syncthing's shape.
 fn config_from_json(value: &Value, current: &Config, me: DeviceId) -> Result<Config, String> {
     if !value.is_object() {
@@ -308,7 +356,12 @@ fn config_from_json(value: &Value, current: &Config, me: DeviceId) -> Result<Con
             .iter()
             .map(|f| {
                 let id = f.get("id").and_then(Value::as_str).unwrap_or_default();
-                folder_from_json(f, current.folder(id), me)
+                let template = current.defaults.new_folder(
+                    id.to_owned(),
+                    String::new(),
+                    std::path::PathBuf::new(),
+                );
+                folder_from_json(f, current.folder(id), &template, me)
             })
             .collect::<Result<_, _>>()?;
     }
@@ -320,20 +373,7 @@ fn config_from_json(value: &Value, current: &Config, me: DeviceId) -> Result<Con
         }
     }
     if let Some(defaults) = value.get("defaults") {
-        let reported = defaults_json(current, me);
-        for what in ["folder", "device"] {
-            if let Some(sent) = defaults.get(what) {
-                check_defaults_unchanged(sent, &reported[what], what)?;
-            }
-        }
-        if let Some(ignores) = defaults.get("ignores")
-            && !settings::same(ignores, &reported["ignores"])
-        {
-            return Err("defaults.ignores is not supported by peerfold yet (new folders start with no ignore patterns)".into());
-        }
-        if let Some(path) = default_folder_path(defaults)? {
-            config.defaults.folder_path = path;
-        }
+        apply_defaults(&mut config, defaults, me)?;
     }
     match value.get("remoteIgnoredDevices") {
         None => {}
@@ -392,19 +432,11 @@ pub(super) async fn put_default_folder(State(api): AppState, body: axum::body::B
     if !value.is_object() {
         return Err(ApiError::bad_request("the body must be a JSON object"));
     }
-    let reported = defaults_json(&api.engine.config(), api.engine.device_id());
-    check_defaults_unchanged(&value, &reported["folder"], "folder")
-        .map_err(ApiError::bad_request)?;
-    let path = default_folder_path(&json!({ "folder": value })).map_err(ApiError::bad_request)?;
-    let edit = ConfigEdit::Several(
-        path.into_iter()
-            .map(ConfigEdit::SetDefaultFolderPath)
-            .collect(),
-    );
-    let new = change(&api, edit).await?;
-    Ok(axum::Json(
-        defaults_json(&new, api.engine.device_id())["folder"].clone(),
-    ))
+    let me = api.engine.device_id();
+    let mut new = (*api.engine.config()).clone();
+    apply_defaults(&mut new, &json!({ "folder": value }), me).map_err(ApiError::bad_request)?;
+    let new = change(&api, ConfigEdit::Replace(Box::new(new))).await?;
+    Ok(axum::Json(defaults_json(&new, me)["folder"].clone()))
 }
 
 /// PUT or PATCH of the default device: peerfold keeps none of its fields yet, so it may only
@@ -426,13 +458,11 @@ pub(super) async fn put_default_ignores(
     body: axum::body::Bytes,
 ) -> ApiResult {
     let value = body_json(&body)?;
-    let reported = defaults_json(&api.engine.config(), api.engine.device_id());
-    if !settings::same(&value, &reported["ignores"]) {
-        return Err(ApiError::bad_request(
-            "defaults.ignores is not supported by peerfold yet (new folders start with no ignore patterns)",
-        ));
-    }
-    Ok(axum::Json(reported["ignores"].clone()))
+    let me = api.engine.device_id();
+    let mut new = (*api.engine.config()).clone();
+    apply_defaults(&mut new, &json!({ "ignores": value }), me).map_err(ApiError::bad_request)?;
+    let new = change(&api, ConfigEdit::Replace(Box::new(new))).await?;
+    Ok(axum::Json(defaults_json(&new, me)["ignores"].clone()))
 }
 
 /// PUT or PATCH of the GUI settings (fields left out keep their values).
@@ -557,12 +587,40 @@ pub(super) async fn post_folder(State(api): AppState, body: axum::body::Bytes) -
     let mut edits = Vec::new();
     for item in &items {
         let id = item.get("id").and_then(Value::as_str).unwrap_or_default();
-        let folder =
-            folder_from_json(item, current.folder(id), me).map_err(ApiError::bad_request)?;
+        let template =
+            current
+                .defaults
+                .new_folder(id.to_owned(), String::new(), std::path::PathBuf::new());
+        let folder = folder_from_json(item, current.folder(id), &template, me)
+            .map_err(ApiError::bad_request)?;
         edits.push(ConfigEdit::SetFolder(folder));
     }
+    let added: Vec<String> = edits
+        .iter()
+        .filter_map(|e| match e {
+            ConfigEdit::SetFolder(f) if current.folder(&f.id).is_none() => Some(f.id.clone()),
+            _ => None,
+        })
+        .collect();
     change(&api, ConfigEdit::Several(edits)).await?;
+    for id in added {
+        start_with_default_ignores(&api, &id).await;
+    }
     Ok(axum::Json(json!({})))
+}
+
+/// A folder just added gets the default ignore patterns, unless it has patterns of its own.
+async fn start_with_default_ignores(api: &super::Api, id: &str) {
+    let lines = api.engine.config().defaults.ignores.clone();
+    let Ok(folder) = api.engine.folder(id) else {
+        return;
+    };
+    if lines.is_empty() || !folder.ignores().await.is_ok_and(|own| own.is_empty()) {
+        return;
+    }
+    if let Err(e) = folder.set_ignores(&lines).await {
+        warn!(folder = %id, error = %e, "cannot write the default ignore patterns");
+    }
 }
 
 pub(super) async fn put_folders(State(api): AppState, body: axum::body::Bytes) -> ApiResult {
@@ -596,7 +654,12 @@ async fn edit_folder(api: &super::Api, id: &str, mut value: Value, patch: bool) 
         return Err(ApiError::bad_request("the body must be a JSON object"));
     }
     value["id"] = json!(id);
-    let folder = folder_from_json(&value, existing, me).map_err(ApiError::bad_request)?;
+    let template =
+        current
+            .defaults
+            .new_folder(id.to_owned(), String::new(), std::path::PathBuf::new());
+    let folder =
+        folder_from_json(&value, existing, &template, me).map_err(ApiError::bad_request)?;
     change(api, ConfigEdit::SetFolder(folder)).await?;
     Ok(axum::Json(json!({})))
 }

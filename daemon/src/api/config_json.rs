@@ -114,7 +114,7 @@ pub(super) fn config_json(config: &Config, me: DeviceId) -> Value {
 
 /// Syncthing's `defaults`: what a new folder and a new device get.
 pub(super) fn defaults_json(config: &Config, me: DeviceId) -> Value {
-    let folder = FolderConfig::new(
+    let folder = config.defaults.new_folder(
         String::new(),
         String::new(),
         std::path::PathBuf::from(&config.defaults.folder_path),
@@ -122,7 +122,7 @@ pub(super) fn defaults_json(config: &Config, me: DeviceId) -> Value {
     json!({
         "folder": folder_json(&folder, me),
         "device": device_json(&DeviceConfig::new(me, String::new(), vec![Address::Dynamic])),
-        "ignores": { "lines": [] },
+        "ignores": { "lines": config.defaults.ignores },
     })
 }
 

@@ -12,9 +12,11 @@ use super::config_json::folder_json;
 use super::syncthing_settings as settings;
 
 /// A folder object; fields it lacks keep `base`'s values (or the defaults).
+/// A new folder (no `base`) starts from `template`, the default folder's settings.
 pub(super) fn folder_from_json(
     value: &Value,
     base: Option<&FolderConfig>,
+    template: &FolderConfig,
     me: DeviceId,
 ) -> Result<FolderConfig, String> {
     if !value.is_object() {
@@ -31,12 +33,14 @@ pub(super) fn folder_from_json(
         Some(p) => std::path::PathBuf::from(p),
         None => base.map(|b| b.path.clone()).ok_or("\"path\" is missing")?,
     };
+    // From here on every setting a new folder does not set comes from the template.
+    let start = base.unwrap_or(template);
     let folder_type = match string_field(value, "type")? {
-        None => base.map_or(FolderType::SendReceive, |b| b.folder_type),
+        None => start.folder_type,
         Some(text) => text.parse::<FolderType>().map_err(|e| e.to_string())?,
     };
     let devices = match value.get("devices") {
-        None | Some(Value::Null) => base.map(|b| b.devices.clone()).unwrap_or_default(),
+        None | Some(Value::Null) => start.devices.clone(),
         Some(Value::Array(list)) => {
             let mut devices = Vec::new();
             for entry in list {
@@ -51,17 +55,16 @@ pub(super) fn folder_from_json(
         Some(other) => return Err(format!("\"devices\" must be a list, not {other}")),
     };
     let rescan_interval_s = match value.get("rescanIntervalS") {
-        None | Some(Value::Null) => base.map_or(3600, |b| b.rescan_interval_s),
+        None | Some(Value::Null) => start.rescan_interval_s,
         Some(v) => v
             .as_u64()
             .ok_or_else(|| format!("rescanIntervalS must be a whole number, not {v}"))?,
     };
     let versioning = match value.get("versioning") {
-        None | Some(Value::Null) => base.map(Versioning::of).unwrap_or_default(),
-        Some(v) => Versioning::from_json(v, base.map(Versioning::of).unwrap_or_default())?,
+        None | Some(Value::Null) => Versioning::of(start),
+        Some(v) => Versioning::from_json(v, Versioning::of(start))?,
     };
     let fresh = FolderConfig::new(id.clone(), String::new(), path.clone());
-    let start = base.unwrap_or(&fresh);
     let reported = folder_json(start, me);
     let unused_syncthing_settings = settings::take(
         &settings::FOLDER,
@@ -71,9 +74,7 @@ pub(super) fn folder_from_json(
         &start.unused_syncthing_settings,
     )?;
     Ok(FolderConfig {
-        label: string_field(value, "label")?
-            .or_else(|| base.map(|b| b.label.clone()))
-            .unwrap_or_default(),
+        label: string_field(value, "label")?.unwrap_or_else(|| start.label.clone()),
         folder_type,
         devices,
         rescan_interval_s,
@@ -126,12 +127,6 @@ struct Versioning {
     kind: VersioningType,
     max_age_days: u64,
     keep: u32,
-}
-
-impl Default for Versioning {
-    fn default() -> Self {
-        Self::of(&FolderConfig::new(String::new(), String::new(), "/".into()))
-    }
 }
 
 impl Versioning {

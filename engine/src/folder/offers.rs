@@ -23,7 +23,7 @@ use super::FolderHandle;
 use super::registry::FolderRegistry;
 use crate::config::introduce::{IntroducedDevice, IntroducedFolder};
 use crate::config::live::LiveConfig;
-use crate::config::{self, Config, ConfigEdit, FolderConfig};
+use crate::config::{self, Config, ConfigEdit};
 use crate::events::{Event, EventLog, PendingFolderSeen};
 use crate::store::{PendingFolder, StoreError, StoreHandle};
 
@@ -271,7 +271,10 @@ pub(crate) fn place(
             continue;
         };
         info!(folder = %offer.id, device = %peer.short(), path = %path.display(), "auto-accepted a new folder");
-        let mut folder = FolderConfig::new(offer.id.clone(), offer.label.clone(), path.clone());
+        let mut folder =
+            config
+                .defaults
+                .new_folder(offer.id.clone(), offer.label.clone(), path.clone());
         folder.devices.push(peer);
         new_paths.push(path);
         edits.push(ConfigEdit::AddFolder(folder));
@@ -293,7 +296,7 @@ fn is_plain_name(name: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{Address, DeviceConfig};
+    use crate::config::{Address, DeviceConfig, FolderConfig};
 
     const ME: DeviceId = DeviceId::from_bytes([1; 32]);
 
@@ -350,6 +353,28 @@ mod tests {
             ]
         );
         assert_eq!(refused, vec![offer("../up", "..")]);
+    }
+
+    #[test]
+    fn auto_accepted_folders_start_from_the_default_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = config_in(dir.path());
+        let mut template = FolderConfig::new(String::new(), String::new(), "/ignored".into());
+        template.ignore_delete = true;
+        template.rescan_interval_s = 60;
+        config.defaults.folder = Some(template);
+        let (edit, _) = place(&config, peer(), &[offer("photos", "Photos")]).unwrap();
+        let ConfigEdit::Several(edits) = edit else {
+            panic!("{edit:?}")
+        };
+        let [ConfigEdit::AddFolder(folder)] = edits.as_slice() else {
+            panic!("{edits:?}")
+        };
+        assert_eq!(folder.id, "photos");
+        assert_eq!(folder.path, dir.path().join("Photos"));
+        assert!(folder.ignore_delete);
+        assert_eq!(folder.rescan_interval_s, 60);
+        assert_eq!(folder.devices, vec![peer()]);
     }
 
     #[test]
