@@ -99,6 +99,38 @@ impl Api {
         json
     }
 
+    /// Runs Debian's `syncthing cli ARGS` against this API, with `home` as its HOME.
+    pub(crate) fn syncthing_cli(
+        &self,
+        home: &std::path::Path,
+        args: &[&str],
+    ) -> std::process::Output {
+        fs::create_dir_all(home).unwrap();
+        Command::new("syncthing")
+            .arg("cli")
+            .arg(format!(
+                "--gui-address={}",
+                self.base.trim_start_matches("http://")
+            ))
+            .arg(format!("--gui-apikey={}", self.key))
+            .args(args)
+            .env("HOME", home)
+            .output()
+            .expect("syncthing (apt-get install syncthing)")
+    }
+
+    /// [`Self::syncthing_cli`], which must succeed; what it printed.
+    pub(crate) fn syncthing_cli_ok(&self, home: &std::path::Path, args: &[&str]) -> String {
+        let output = self.syncthing_cli(home, args);
+        let text = String::from_utf8_lossy(&output.stdout).into_owned();
+        assert!(
+            output.status.success(),
+            "syncthing cli {args:?}: {text}{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        text
+    }
+
     /// A request that must fail with `status` and name the problem.
     pub(crate) fn refused(&self, method: &str, path: &str, status: u16, mentions: &str) {
         let (got, json) = self.call(method, path);
@@ -444,24 +476,7 @@ fn syncthing_cli_reads_through_our_api() {
         api.get("/rest/system/connections")["connections"][&b_id]["connected"] == true
     });
     let cli_home = a.path("syncthing-cli-home");
-    fs::create_dir_all(&cli_home).unwrap();
-    let cli = |args: &[&str]| -> String {
-        let output = Command::new(syncthing)
-            .arg("cli")
-            .arg(format!("--gui-address=127.0.0.1:{}", running_a.api_port))
-            .arg(format!("--gui-apikey={}", api.key))
-            .args(args)
-            .env("HOME", &cli_home)
-            .output()
-            .unwrap();
-        let text = String::from_utf8_lossy(&output.stdout).into_owned();
-        assert!(
-            output.status.success(),
-            "syncthing cli {args:?}: {text}{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        text
-    };
+    let cli = |args: &[&str]| api.syncthing_cli_ok(&cli_home, args);
     let system: Value = serde_json::from_str(&cli(&["show", "system"])).unwrap();
     assert_eq!(system["myID"], a.id().as_str());
     let connections: Value = serde_json::from_str(&cli(&["show", "connections"])).unwrap();

@@ -4,8 +4,6 @@
 //! recent log lines and debug facilities.
 //! Needs Debian's `syncthing` (tests/run.sh installs it).
 
-use std::process::Command;
-
 use serde_json::Value;
 
 use crate::api::Api;
@@ -120,24 +118,7 @@ fn posted_errors_random_strings_languages_insync_and_upgrade() {
         api.key
     );
     let cli_home = device.path("syncthing-cli-home");
-    std::fs::create_dir_all(&cli_home).unwrap();
-    let cli = |args: &[&str]| -> String {
-        let output = Command::new("syncthing")
-            .arg("cli")
-            .arg(format!("--gui-address=127.0.0.1:{}", running.api_port))
-            .arg(format!("--gui-apikey={}", api.key))
-            .args(args)
-            .env("HOME", &cli_home)
-            .output()
-            .expect("syncthing (apt-get install syncthing)");
-        let text = String::from_utf8_lossy(&output.stdout).into_owned();
-        assert!(
-            output.status.success(),
-            "syncthing cli {args:?}: {text}{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        text
-    };
+    let cli = |args: &[&str]| api.syncthing_cli_ok(&cli_home, args);
 
     // Errors: none, two posted as text (kept in order, with a time), shown and cleared
     // through `syncthing cli` (its `errors push` panics in 1.19 before it sends anything).

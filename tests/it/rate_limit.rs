@@ -66,6 +66,23 @@ fn rate_between(
     panic!("the transfer did not reach {to} bytes in {limit_s} s");
 }
 
+/// A rate (bytes/s) kept within 10% above `limit`, and not stalled far below it.
+fn assert_held_to(what: &str, rate: f64, limit: u64) {
+    println!(
+        "{what} of {} KiB/s: {:.1} MiB/s",
+        limit / 1024,
+        rate / MIB as f64
+    );
+    assert!(
+        rate <= limit as f64 * 1.10,
+        "{what}: {rate} B/s over the limit of {limit}"
+    );
+    assert!(
+        rate >= limit as f64 * 0.5,
+        "{what}: {rate} B/s, the transfer barely moved"
+    );
+}
+
 #[test]
 fn rate_limits_hold_transfers_to_their_rate_and_spare_the_lan() {
     let p = pair();
@@ -110,19 +127,7 @@ fn rate_limits_hold_transfers_to_their_rate_and_spare_the_lan() {
         )
     }))
     .unwrap_or_else(|_| panic!("a:\n{}\nb:\n{}", p.a.log(), p.b.log()));
-    println!(
-        "1 GiB under maxRecvKbps {}: {:.1} MiB/s",
-        limit / 1024,
-        rate / MIB as f64
-    );
-    assert!(
-        rate <= limit as f64 * 1.10,
-        "{rate} B/s over the limit of {limit}"
-    );
-    assert!(
-        rate >= limit as f64 * 0.5,
-        "{rate} B/s: the transfer barely moved"
-    );
+    assert_held_to("1 GiB under maxRecvKbps", rate, limit);
     wait_until("big.bin complete", 120, || {
         std::fs::metadata(&big).is_ok_and(|m| m.len() == 1024 * MIB)
     });
@@ -150,17 +155,5 @@ fn rate_limits_hold_transfers_to_their_rate_and_spare_the_lan() {
         || std::fs::metadata(&copy).is_ok_and(|m| m.len() == 160 * MIB),
         120,
     );
-    println!(
-        "device maxSendKbps {}: {:.1} MiB/s",
-        limit / 1024,
-        rate / MIB as f64
-    );
-    assert!(
-        rate <= limit as f64 * 1.10,
-        "{rate} B/s over the limit of {limit}"
-    );
-    assert!(
-        rate >= limit as f64 * 0.5,
-        "{rate} B/s: the transfer barely moved"
-    );
+    assert_held_to("a device's maxSendKbps", rate, limit);
 }

@@ -5,7 +5,6 @@
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
-use std::process::Command;
 
 use serde_json::{Value, json};
 
@@ -193,17 +192,7 @@ fn every_syncthing_setting_is_kept_or_refused_never_dropped() {
     // Debian's `syncthing cli` reads the whole configuration, changes one field and PUTs
     // it back: kept settings read back, a refused one fails with the reason.
     let cli_home = device.path("syncthing-cli-home");
-    fs::create_dir_all(&cli_home).unwrap();
-    let cli = |args: &[&str]| {
-        Command::new("syncthing")
-            .arg("cli")
-            .arg(format!("--gui-address=127.0.0.1:{}", running.api_port))
-            .arg(format!("--gui-apikey={}", api.key))
-            .args(args)
-            .env("HOME", &cli_home)
-            .output()
-            .expect("syncthing (apt-get install syncthing)")
-    };
+    let cli = |args: &[&str]| api.syncthing_cli(&cli_home, args);
     for (field, value) in [
         ("hashers", "5"),
         ("ignore-delete", "false"),

@@ -426,43 +426,37 @@ fn merged(mut current: Value, patch: &Value) -> Result<Value, ApiError> {
     Ok(current)
 }
 
-/// PUT or PATCH of the default folder: peerfold keeps its `path`.
-pub(super) async fn put_default_folder(State(api): AppState, body: axum::body::Bytes) -> ApiResult {
-    let value = body_json(&body)?;
-    if !value.is_object() {
+/// Applies one part of `defaults` (`folder`, `device` or `ignores`) from a request body;
+/// answers with that part as it stands.
+async fn put_default(api: &super::Api, part: &str, body: &axum::body::Bytes) -> ApiResult {
+    let value = body_json(body)?;
+    if part != "ignores" && !value.is_object() {
         return Err(ApiError::bad_request("the body must be a JSON object"));
     }
     let me = api.engine.device_id();
     let mut new = (*api.engine.config()).clone();
-    apply_defaults(&mut new, &json!({ "folder": value }), me).map_err(ApiError::bad_request)?;
-    let new = change(&api, ConfigEdit::Replace(Box::new(new))).await?;
-    Ok(axum::Json(defaults_json(&new, me)["folder"].clone()))
+    apply_defaults(&mut new, &json!({ part: value }), me).map_err(ApiError::bad_request)?;
+    let new = change(api, ConfigEdit::Replace(Box::new(new))).await?;
+    Ok(axum::Json(defaults_json(&new, me)[part].clone()))
+}
+
+/// PUT or PATCH of the default folder (its settings and its path).
+pub(super) async fn put_default_folder(State(api): AppState, body: axum::body::Bytes) -> ApiResult {
+    put_default(&api, "folder", &body).await
 }
 
 /// PUT or PATCH of the default device: peerfold keeps none of its fields yet, so it may only
 /// repeat what peerfold reports.
 pub(super) async fn put_default_device(State(api): AppState, body: axum::body::Bytes) -> ApiResult {
-    let value = body_json(&body)?;
-    if !value.is_object() {
-        return Err(ApiError::bad_request("the body must be a JSON object"));
-    }
-    let reported = defaults_json(&api.engine.config(), api.engine.device_id());
-    check_defaults_unchanged(&value, &reported["device"], "device")
-        .map_err(ApiError::bad_request)?;
-    Ok(axum::Json(reported["device"].clone()))
+    put_default(&api, "device", &body).await
 }
 
-/// PUT of the default ignore patterns: none, until peerfold keeps them.
+/// PUT of the default ignore patterns (`{"lines": [...]}`).
 pub(super) async fn put_default_ignores(
     State(api): AppState,
     body: axum::body::Bytes,
 ) -> ApiResult {
-    let value = body_json(&body)?;
-    let me = api.engine.device_id();
-    let mut new = (*api.engine.config()).clone();
-    apply_defaults(&mut new, &json!({ "ignores": value }), me).map_err(ApiError::bad_request)?;
-    let new = change(&api, ConfigEdit::Replace(Box::new(new))).await?;
-    Ok(axum::Json(defaults_json(&new, me)["ignores"].clone()))
+    put_default(&api, "ignores", &body).await
 }
 
 /// PUT or PATCH of the GUI settings (fields left out keep their values).

@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use super::{ApiError, ApiResult, AppState, Params, events, folder, number};
 
 /// Syncthing's default page size.
-pub(super) const DEFAULT_PER_PAGE: u64 = 65536;
+const DEFAULT_PER_PAGE: u64 = 65536;
 
 fn counts_json(prefix: &str, counts: &Counts, out: &mut serde_json::Map<String, Value>) {
     out.insert(format!("{prefix}Files"), json!(counts.files));
@@ -240,54 +240,65 @@ pub(super) async fn file(State(api): AppState, params: Params) -> ApiResult {
     })))
 }
 
-/// How many entries come before page `page` (from 1) of `per_page`.
-pub(super) fn page_start(page: u64, per_page: u64) -> Result<usize, ApiError> {
-    let start = (page - 1).checked_mul(per_page).ok_or_else(|| {
-        ApiError::bad_request(format!(
-            "query parameters \"page\" ({page}) and \"perpage\" ({per_page}) are out of range"
-        ))
-    })?;
-    Ok(usize::try_from(start).unwrap_or(usize::MAX))
+/// `page=` (from 1) and `perpage=` of a paged list.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Page {
+    pub(super) page: u64,
+    pub(super) per_page: u64,
+    start: usize,
+}
+
+impl Page {
+    pub(super) fn of(params: &Params) -> Result<Self, ApiError> {
+        let page = number(params, "page", 1)?.max(1);
+        let per_page = number(params, "perpage", DEFAULT_PER_PAGE)?.max(1);
+        let start = (page - 1).checked_mul(per_page).ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "query parameters \"page\" ({page}) and \"perpage\" ({per_page}) are out of range"
+            ))
+        })?;
+        Ok(Self {
+            page,
+            per_page,
+            start: usize::try_from(start).unwrap_or(usize::MAX),
+        })
+    }
+
+    /// This page's items of `all`.
+    pub(super) fn of_items<T>(&self, all: impl IntoIterator<Item = T>) -> impl Iterator<Item = T> {
+        all.into_iter()
+            .skip(self.start)
+            .take(usize::try_from(self.per_page).unwrap_or(usize::MAX))
+    }
 }
 
 pub(super) async fn need(State(api): AppState, params: Params) -> ApiResult {
     let folder = folder(&api, &params)?;
-    let page = number(&params, "page", 1)?.max(1);
-    let per_page = number(&params, "perpage", DEFAULT_PER_PAGE)?.max(1);
-    let start = page_start(page, per_page)?;
-    let needed: Vec<Value> = folder
-        .needed()
-        .await?
-        .iter()
-        .skip(start)
-        .take(usize::try_from(per_page).unwrap_or(usize::MAX))
+    let page = Page::of(&params)?;
+    let needed: Vec<Value> = page
+        .of_items(&folder.needed().await?)
         .map(entry_json)
         .collect();
     Ok(axum::Json(json!({
         "progress": [],
         "queued": [],
         "rest": needed,
-        "page": page,
-        "perpage": per_page,
+        "page": page.page,
+        "perpage": page.per_page,
     })))
 }
 
 pub(super) async fn errors(State(api): AppState, params: Params) -> ApiResult {
     let folder = folder(&api, &params)?;
-    let page = number(&params, "page", 1)?.max(1);
-    let per_page = number(&params, "perpage", DEFAULT_PER_PAGE)?.max(1);
-    let start = page_start(page, per_page)?;
-    let errors: Vec<Value> = folder
-        .errors()
-        .into_iter()
-        .skip(start)
-        .take(usize::try_from(per_page).unwrap_or(usize::MAX))
+    let page = Page::of(&params)?;
+    let errors: Vec<Value> = page
+        .of_items(folder.errors())
         .map(|(path, error)| json!({ "path": path, "error": error }))
         .collect();
     Ok(axum::Json(json!({
         "folder": folder.id(),
         "errors": errors,
-        "page": page,
-        "perpage": per_page,
+        "page": page.page,
+        "perpage": page.per_page,
     })))
 }

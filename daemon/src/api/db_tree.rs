@@ -9,8 +9,8 @@ use peerfold_engine::model::entry::{FileEntry, FileKind};
 use peerfold_protocol::DeviceId;
 use serde_json::{Value, json};
 
-use super::db::{DEFAULT_PER_PAGE, entry_json, page_start};
-use super::{ApiError, ApiResult, AppState, Params, folder, number};
+use super::db::{Page, entry_json};
+use super::{ApiError, ApiResult, AppState, Params, folder};
 
 /// `levels=`: how deep below the prefix to go (-1, the default: all the way).
 fn levels(params: &Params) -> Result<i64, ApiError> {
@@ -91,19 +91,13 @@ pub(super) async fn remote_need(State(api): AppState, params: Params) -> ApiResu
             folder.id()
         )));
     }
-    let page = number(&params, "page", 1)?.max(1);
-    let per_page = number(&params, "perpage", DEFAULT_PER_PAGE)?.max(1);
-    let start = page_start(page, per_page)?;
-    let files: Vec<Value> = folder
-        .needed_by(device)
-        .await?
-        .iter()
-        .skip(start)
-        .take(usize::try_from(per_page).unwrap_or(usize::MAX))
+    let page = Page::of(&params)?;
+    let files: Vec<Value> = page
+        .of_items(&folder.needed_by(device).await?)
         .map(entry_json)
         .collect();
     Ok(axum::Json(
-        json!({ "files": files, "page": page, "perpage": per_page }),
+        json!({ "files": files, "page": page.page, "perpage": page.per_page }),
     ))
 }
 

@@ -5,17 +5,14 @@
 
 use jiff::Timestamp;
 
+use crate::model::planner::conflict_name_parts;
+
 /// `stem~YYYYMMDD-HHMMSS.ext`: the version tag (UTC) goes before the extension, as
 /// Syncthing names versions, so a kept `report.pdf` still opens as a PDF.
 pub(crate) fn tagged_name(name: &str, at: Timestamp) -> String {
-    let (dir, base) = match name.rsplit_once('/') {
-        Some((dir, base)) => (Some(dir), base),
-        None => (None, name),
-    };
-    let (stem, ext) = match base.rfind('.') {
-        Some(i) if i > 0 => (&base[..i], &base[i..]),
-        _ => (base, ""),
-    };
+    // Split as conflict copies are named: a leading dot starts a hidden name, not an
+    // extension.
+    let (dir, stem, ext) = conflict_name_parts(name);
     let tagged = format!("{stem}~{}{ext}", at.strftime("%Y%m%d-%H%M%S"));
     match dir {
         Some(dir) => format!("{dir}/{tagged}"),
