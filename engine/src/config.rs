@@ -16,6 +16,7 @@ pub(crate) mod diff;
 mod edit;
 mod folder;
 mod home;
+mod ignored;
 pub(crate) mod introduce;
 pub(crate) mod live;
 
@@ -24,6 +25,7 @@ pub use address::{Address, AddressError};
 pub use edit::{ConfigEdit, EditFileError, OptionChange, edit_file};
 pub use folder::{FolderConfig, MinDiskFree, VersioningType};
 pub use home::{HOME_ENV, Home, HomeError};
+pub use ignored::{IgnoredDevice, IgnoredFolder};
 
 /// Settings Syncthing's clients send that peerfold keeps, and gives back, but does not use
 /// (Syncthing's `copiers`, `hashers`, ...): the JSON text of each value by its Syncthing
@@ -79,38 +81,6 @@ pub struct Config {
         skip_serializing_if = "Vec::is_empty"
     )]
     pub ignored_devices: Vec<IgnoredDevice>,
-}
-
-/// A device whose connections are turned away without being recorded as pending.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct IgnoredDevice {
-    /// Its device ID.
-    #[serde(with = "device_id")]
-    pub id: DeviceId,
-    /// The name it gave when it was ignored.
-    #[serde(default)]
-    pub name: String,
-    /// Where it connected from.
-    #[serde(default)]
-    pub address: String,
-    /// When it was ignored (RFC 3339).
-    #[serde(default)]
-    pub time: String,
-}
-
-/// A folder a device offers that is not recorded as pending (Syncthing's `ignoredFolders`).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct IgnoredFolder {
-    /// The folder ID.
-    pub id: String,
-    /// Its label as offered.
-    #[serde(default)]
-    pub label: String,
-    /// When it was ignored (RFC 3339).
-    #[serde(default)]
-    pub time: String,
 }
 
 /// The REST API settings.
