@@ -3,8 +3,11 @@
 //!
 //! Every request must name a local host in its `Host` header (against DNS rebinding) and,
 //! except under `/rest/noauth/`, carry the API key as `X-API-Key: KEY` or
-//! `Authorization: Bearer KEY`. Errors are JSON `{"error": "..."}` with a 4xx status.
+//! `Authorization: Bearer KEY`, or come from the web GUI with its session and CSRF token
+//! (`auth`). Errors are JSON `{"error": "..."}` with a 4xx status. Paths outside `/rest/`
+//! are the web GUI's files (`gui`).
 
+mod auth;
 mod cluster;
 mod config_edit;
 mod config_json;
@@ -13,6 +16,7 @@ mod db_tree;
 pub(crate) mod events;
 mod folder_edit;
 mod folder_files;
+mod gui;
 mod logs;
 mod report;
 mod svc;
@@ -25,7 +29,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -45,6 +49,8 @@ pub(crate) struct Api {
     pub(crate) stop: CancellationToken,
     /// Errors clients posted (`/rest/system/error`).
     pub(crate) errors: system::PostedErrors,
+    /// The web GUI's sessions and CSRF tokens.
+    pub(crate) guard: auth::Guard,
 }
 
 /// The handlers' state.
@@ -144,13 +150,16 @@ pub(crate) async fn serve(engine: Engine, listener: TcpListener, stop: Cancellat
     let Ok(address) = listener.local_addr() else {
         return;
     };
+    let engine_short_id = engine.device_id().short().to_string();
     let api = Arc::new(Api {
         engine,
         address,
         stop: stop.clone(),
         errors: system::PostedErrors::default(),
+        guard: auth::Guard::new(engine_short_id, address.ip().is_loopback()),
     });
-    if let Err(e) = axum::serve(listener, router(api))
+    let app = router(api).into_make_service_with_connect_info::<SocketAddr>();
+    if let Err(e) = axum::serve(listener, app)
         .with_graceful_shutdown(async move { stop.cancelled().await })
         .await
     {
@@ -263,12 +272,19 @@ fn router(api: Arc<Api>) -> Router {
         .route("/rest/db/browse", get(db_tree::browse))
         .route("/rest/db/prio", post(db_tree::prio))
         .route("/rest/folder/errors", get(db::errors))
-        .route("/rest/folder/versions", get(folder_files::versions))
+        .route(
+            "/rest/folder/versions",
+            get(folder_files::versions).post(folder_files::restore_versions),
+        )
         .route(
             "/rest/db/ignores",
             get(folder_files::get_ignores).post(folder_files::set_ignores),
         )
         .route("/rest/db/conflicts", get(folder_files::conflicts))
+        .route(
+            "/rest/db/conflicts/resolve",
+            post(folder_files::resolve_conflict),
+        )
         .route("/rest/events", get(system::events))
         .route("/rest/events/disk", get(system::disk_events))
         .route("/rest/stats/device", get(system::device_stats))
@@ -286,15 +302,17 @@ fn router(api: Arc<Api>) -> Router {
         .route("/metrics", get(system::metrics))
         .route_layer(axum::middleware::from_fn_with_state(
             api.clone(),
-            require_key,
+            auth::authenticate,
         ));
     Router::new()
         .route(
             "/rest/noauth/health",
             get(|| async { axum::Json(json!({ "status": "OK" })) }),
         )
+        .route("/rest/noauth/auth/password", post(auth::login))
+        .route("/rest/noauth/auth/logout", post(auth::logout))
         .merge(routes)
-        .fallback(|| async { ApiError::not_found("no such endpoint") })
+        .fallback(gui::serve)
         .layer(axum::middleware::from_fn_with_state(local, check_host))
         .layer(axum::middleware::from_fn(json_errors))
         .with_state(api)
@@ -375,37 +393,6 @@ fn is_local_host(host: &str, local: Option<SocketAddr>) -> bool {
     match name.parse::<std::net::IpAddr>() {
         Ok(ip) => ip.is_loopback() || local.is_some_and(|l| l.ip() == ip),
         Err(_) => false,
-    }
-}
-
-/// Lets a request through only with the API key.
-async fn require_key(
-    State(api): AppState,
-    headers: HeaderMap,
-    request: Request,
-    next: Next,
-) -> Response {
-    let presented = headers
-        .get("x-api-key")
-        .and_then(|v| v.to_str().ok())
-        .or_else(|| {
-            headers
-                .get(header::AUTHORIZATION)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.strip_prefix("Bearer "))
-        });
-    let expected = api.engine.config().api.key.clone();
-    match presented {
-        Some(key)
-            if !expected.is_empty() && constant_time_eq(key.as_bytes(), expected.as_bytes()) =>
-        {
-            next.run(request).await
-        }
-        _ => (
-            StatusCode::UNAUTHORIZED,
-            axum::Json(json!({ "error": "missing or wrong API key (X-API-Key or Authorization: Bearer; see `peerfold api-key`)" })),
-        )
-            .into_response(),
     }
 }
 

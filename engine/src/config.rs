@@ -93,6 +93,13 @@ pub struct ApiConfig {
     /// The key clients must present.
     #[serde(default)]
     pub key: String,
+    /// The web GUI's user; with `password_hash`, browsers must log in (required before the
+    /// GUI is served on an address other than loopback).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub user: String,
+    /// The GUI password as an argon2 PHC string (`$argon2id$...`), never the password.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub password_hash: String,
     /// Syncthing's GUI settings peerfold keeps for its clients but does not use.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub unused_syncthing_settings: UnusedSettings,
@@ -103,6 +110,8 @@ impl Default for ApiConfig {
         Self {
             address: default_api_address(),
             key: String::new(),
+            user: String::new(),
+            password_hash: String::new(),
             unused_syncthing_settings: UnusedSettings::new(),
         }
     }

@@ -132,6 +132,14 @@ impl Api {
     }
 
     /// A request that must fail with `status` and name the problem.
+    /// A JSON request that must be refused with 400 and an error that `mentions`.
+    pub(crate) fn refused_json(&self, method: &str, path: &str, body: Value, mentions: &str) {
+        let (status, json) = self.send_json(method, path, &body);
+        assert_eq!(status, 400, "{method} {path} {body}: {json}");
+        let error = json["error"].as_str().unwrap_or_default();
+        assert!(error.contains(mentions), "{method} {path}: {error:?}");
+    }
+
     pub(crate) fn refused(&self, method: &str, path: &str, status: u16, mentions: &str) {
         let (got, json) = self.call(method, path);
         assert_eq!(got, status, "{method} {path}: {json}");

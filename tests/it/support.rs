@@ -243,11 +243,16 @@ impl Device {
 
     /// Like [`Device::serve`], listening on `listen` (QUIC addresses first, then relays).
     pub(crate) fn serve_listening(&self, listen: &[&str]) -> Running {
+        self.serve_with_api(listen, "127.0.0.1:0")
+    }
+
+    /// Like [`Device::serve_listening`], with the REST API (and GUI) on `api`.
+    pub(crate) fn serve_with_api(&self, listen: &[&str], api: &str) -> Running {
         use std::io::BufRead;
         let mut child = Command::new(env!("CARGO_BIN_EXE_peerfold"))
             .arg("serve")
             .args(listen.iter().flat_map(|address| ["--listen", address]))
-            .args(["--api", "127.0.0.1:0"])
+            .args(["--api", api])
             .env("PEERFOLD_HOME", self.home())
             .env("RUST_LOG", "peerfold=debug")
             .stdout(std::process::Stdio::piped())

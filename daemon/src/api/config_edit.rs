@@ -411,6 +411,14 @@ fn config_from_json(value: &Value, current: &Config, me: DeviceId) -> Result<Con
         if let Some(key) = string_field(gui, "apiKey")?.filter(|k| !k.is_empty()) {
             config.api.key = key;
         }
+        if let Some(user) = string_field(gui, "user")? {
+            config.api.user = user;
+        }
+        // Handlers pass passwords through `auth::hash_new_password` first: only a PHC
+        // string (or nothing) arrives here.
+        if let Some(hash) = string_field(gui, "password")? {
+            config.api.password_hash = hash;
+        }
     }
     Ok(config)
 }
@@ -461,11 +469,12 @@ pub(super) async fn put_default_ignores(
 
 /// PUT or PATCH of the GUI settings (fields left out keep their values).
 pub(super) async fn put_gui(State(api): AppState, body: axum::body::Bytes) -> ApiResult {
-    let value = body_json(&body)?;
+    let mut value = body_json(&body)?;
     if !value.is_object() {
         return Err(ApiError::bad_request("the body must be a JSON object"));
     }
     let (current, me) = (api.engine.config(), api.engine.device_id());
+    super::auth::hash_new_password(&mut value, &current.api.password_hash).await?;
     let new =
         config_from_json(&json!({ "gui": value }), &current, me).map_err(ApiError::bad_request)?;
     let new = change(&api, ConfigEdit::Replace(Box::new(new))).await?;
@@ -473,9 +482,12 @@ pub(super) async fn put_gui(State(api): AppState, body: axum::body::Bytes) -> Ap
 }
 
 pub(super) async fn put_whole(State(api): AppState, body: axum::body::Bytes) -> ApiResult {
-    let value = body_json(&body)?;
-    let me = api.engine.device_id();
-    let new = config_from_json(&value, &api.engine.config(), me).map_err(ApiError::bad_request)?;
+    let mut value = body_json(&body)?;
+    let (current, me) = (api.engine.config(), api.engine.device_id());
+    if let Some(gui) = value.get_mut("gui") {
+        super::auth::hash_new_password(gui, &current.api.password_hash).await?;
+    }
+    let new = config_from_json(&value, &current, me).map_err(ApiError::bad_request)?;
     let new = change(&api, ConfigEdit::Replace(Box::new(new))).await?;
     Ok(axum::Json(super::config_json::config_json(&new, me)))
 }

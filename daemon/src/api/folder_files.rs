@@ -2,7 +2,7 @@
 //! conflict copies.
 
 use axum::extract::State;
-use peerfold_engine::folder::IgnoresError;
+use peerfold_engine::folder::{ConflictChoice, IgnoresError, RestoreError};
 use serde_json::{Map, Value, json};
 
 use super::{ApiError, ApiResult, AppState, Params, folder};
@@ -97,5 +97,71 @@ pub(super) async fn conflicts(State(api): AppState, params: Params) -> ApiResult
         .collect();
     Ok(axum::Json(
         json!({ "folder": folder.id(), "conflicts": copies }),
+    ))
+}
+
+/// `POST /rest/folder/versions?folder=ID` with `{"NAME": "VERSION_TIME", ...}` (as
+/// Syncthing): puts those kept versions back, keeping the files they replace as versions.
+/// Answers `{}`, or `{"NAME": "why"}` for the ones that failed.
+pub(super) async fn restore_versions(
+    State(api): AppState,
+    params: Params,
+    body: axum::body::Bytes,
+) -> ApiResult {
+    let folder = folder(&api, &params)?;
+    let value: Value = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request(format!("invalid JSON: {e}")))?;
+    let wanted = value.as_object().ok_or_else(|| {
+        ApiError::bad_request("the body must be {\"NAME\": \"VERSION_TIME\", ...}")
+    })?;
+    let mut failed = Map::new();
+    for (name, time) in wanted {
+        let Some(time) = time.as_str() else {
+            failed.insert(
+                name.clone(),
+                json!(format!("the version time must be a string, not {time}")),
+            );
+            continue;
+        };
+        if let Err(e) = folder.restore_version(name, time).await {
+            failed.insert(name.clone(), json!(e.to_string()));
+        }
+    }
+    Ok(axum::Json(Value::Object(failed)))
+}
+
+/// `POST /rest/db/conflicts/resolve?folder=ID` with `{"conflict": COPY, "keep":
+/// "original" | "conflict" | "both"}` (peerfold's own): the losing file goes to versions.
+pub(super) async fn resolve_conflict(
+    State(api): AppState,
+    params: Params,
+    body: axum::body::Bytes,
+) -> ApiResult {
+    let folder = folder(&api, &params)?;
+    let value: Value = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request(format!("invalid JSON: {e}")))?;
+    let usage =
+        "the body must be {\"conflict\": NAME, \"keep\": \"original\" | \"conflict\" | \"both\"}";
+    let copy = value["conflict"]
+        .as_str()
+        .ok_or_else(|| ApiError::bad_request(usage))?;
+    let choice = match value["keep"].as_str() {
+        Some("original") => ConflictChoice::Original,
+        Some("conflict") => ConflictChoice::Conflict,
+        Some("both") => ConflictChoice::Both,
+        _ => return Err(ApiError::bad_request(usage)),
+    };
+    let kept = folder
+        .resolve_conflict(copy, choice)
+        .await
+        .map_err(|e| match e {
+            RestoreError::NotAConflictCopy(_)
+            | RestoreError::Missing(_)
+            | RestoreError::NotAFile(_)
+            | RestoreError::Name(_) => ApiError::bad_request(e.to_string()),
+            other => ApiError::internal(other.to_string()),
+        })?;
+    Ok(axum::Json(
+        json!({ "ok": format!("resolved: {kept} stays"), "kept": kept }),
     ))
 }

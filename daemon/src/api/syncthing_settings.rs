@@ -102,20 +102,12 @@ pub(super) const DEVICE: Section = Section {
 
 pub(super) const GUI: Section = Section {
     name: "gui",
-    used: &["address", "apiKey"],
+    used: &["address", "apiKey", "user", "password"],
     unused: &["unixSocketPermissions", "authMode", "theme", "debugging"],
     refused: &[
         (
             "enabled",
             "cannot be turned off: peerfold's REST API always runs",
-        ),
-        (
-            "user",
-            "is not supported by peerfold yet: clients sign in with the API key",
-        ),
-        (
-            "password",
-            "is not supported by peerfold yet: clients sign in with the API key",
         ),
         (
             "useTLS",

@@ -199,7 +199,7 @@ impl Folder {
 }
 
 /// `dir/stem.sync-conflict-YYYYMMDD-HHMMSS-DEVICE.ext` -> `dir/stem.ext`.
-fn original_of(name: &str) -> Option<String> {
+pub(super) fn original_of(name: &str) -> Option<String> {
     let (dir, base) = match name.rsplit_once('/') {
         Some((dir, base)) => (Some(dir), base),
         None => (None, name),

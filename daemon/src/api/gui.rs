@@ -1,0 +1,244 @@
+//! The web GUI's files, served at the API address: embedded in the binary from
+//! `daemon/gui/`, or read from the directory named by `PEERFOLD_GUI_DIR` (GUI development
+//! without rebuilding, or another GUI such as Syncthing's).
+//!
+//! Files are sent gzipped when the browser takes it, with an ETag so an unchanged file
+//! costs a 304. A page served to an allowed browser carries the CSRF cookie its scripts
+//! echo (see `auth`); `meta.js` tells them the cookie's suffix and whether they are
+//! logged in, as Syncthing's GUI expects.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Component, Path, PathBuf};
+use std::sync::{Arc, LazyLock};
+
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use serde_json::json;
+
+use super::auth::{Browser, NEEDS_LOGIN};
+use super::{ApiError, AppState};
+
+/// The directory to serve instead of the embedded files.
+pub(crate) const GUI_DIR_ENV: &str = "PEERFOLD_GUI_DIR";
+
+/// What the embedded pages may load: only this origin; no inline scripts.
+const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; img-src 'self' data:; \
+     style-src 'self' 'unsafe-inline'; object-src 'none'; frame-ancestors 'none'; base-uri 'none'";
+
+#[derive(rust_embed::Embed)]
+#[folder = "gui/"]
+struct Embedded;
+
+/// One file, ready to send.
+#[derive(Debug)]
+struct Asset {
+    body: Bytes,
+    gzipped: Option<Bytes>,
+    etag: String,
+    content_type: String,
+}
+
+impl Asset {
+    fn new(name: &str, body: Vec<u8>) -> Self {
+        let content_type = mime_guess::from_path(name)
+            .first_or_octet_stream()
+            .to_string();
+        let etag = format!("\"{}\"", &blake3::hash(&body).to_hex()[..32]);
+        let textual = content_type.starts_with("text/")
+            || content_type.contains("javascript")
+            || content_type.contains("json")
+            || content_type.contains("svg");
+        let gzipped = textual.then(|| gzip(&body)).flatten();
+        Self {
+            body: body.into(),
+            gzipped,
+            etag,
+            content_type,
+        }
+    }
+}
+
+/// The embedded files by path, compressed once (notes for developers, `*.md`, stay out).
+static EMBEDDED: LazyLock<HashMap<String, Arc<Asset>>> = LazyLock::new(|| {
+    Embedded::iter()
+        .filter(|name| !name.ends_with(".md"))
+        .filter_map(|name| {
+            let file = Embedded::get(&name)?;
+            let asset = Asset::new(&name, file.data.into_owned());
+            Some((name.to_string(), Arc::new(asset)))
+        })
+        .collect()
+});
+
+/// Every path the API router does not know: a GUI file, `meta.js`, or a JSON 404 under
+/// `/rest/`.
+pub(super) async fn serve(State(api): AppState, uri: Uri, headers: HeaderMap) -> Response {
+    let path = uri.path();
+    if path.starts_with("/rest/") {
+        return ApiError::not_found("no such endpoint").into_response();
+    }
+    let config = api.engine.config().api.clone();
+    let browser = api.guard.browser(&config, &headers);
+    if browser == Browser::NeedsLogin {
+        return (StatusCode::FORBIDDEN, NEEDS_LOGIN).into_response();
+    }
+    let name = match path.trim_start_matches('/') {
+        "" => "index.html",
+        other => other,
+    };
+    let mut response = if name == "meta.js" {
+        meta(&api, &browser)
+    } else {
+        match load(name).await {
+            Some(asset) => send(&asset, &headers),
+            None => (StatusCode::NOT_FOUND, format!("no such page: {path}")).into_response(),
+        }
+    };
+    // Only pages of this daemon's own origin get the token (SameSite=Strict, Host-checked).
+    if let Browser::Allowed { csrf } = &browser
+        && let Some(cookie) = api.guard.csrf_cookie_for(csrf.as_deref(), &headers)
+    {
+        response.headers_mut().append(header::SET_COOKIE, cookie);
+    }
+    response
+}
+
+/// `var metadata = {...};`: the device ID, the cookie suffix and whether this browser
+/// is logged in.
+fn meta(api: &super::Api, browser: &Browser) -> Response {
+    let id = api.engine.device_id();
+    let metadata = json!({
+        "deviceID": id.to_string(),
+        "deviceIDShort": id.short().to_string(),
+        "authenticated": matches!(browser, Browser::Allowed { .. }),
+    });
+    (
+        [
+            (header::CONTENT_TYPE, "application/javascript"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        format!("var metadata = {metadata};\n"),
+    )
+        .into_response()
+}
+
+/// The file `name` from the override directory or the embedded set.
+async fn load(name: &str) -> Option<Arc<Asset>> {
+    match std::env::var_os(GUI_DIR_ENV) {
+        Some(dir) => {
+            let path = inside(Path::new(&dir), name)?;
+            let body = tokio::task::spawn_blocking(move || std::fs::read(path))
+                .await
+                .ok()?
+                .ok()?;
+            Some(Arc::new(Asset::new(name, body)))
+        }
+        None => EMBEDDED.get(name).cloned(),
+    }
+}
+
+/// `dir/name` if `name` is a plain relative path (no `..`, no root), else `None`.
+fn inside(dir: &Path, name: &str) -> Option<PathBuf> {
+    let relative = Path::new(name);
+    relative
+        .components()
+        .all(|c| matches!(c, Component::Normal(_)))
+        .then(|| dir.join(relative))
+}
+
+fn send(asset: &Asset, request: &HeaderMap) -> Response {
+    let etag = HeaderValue::from_str(&asset.etag).ok();
+    let mut headers = HeaderMap::new();
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    headers.insert(header::VARY, HeaderValue::from_static("Accept-Encoding"));
+    headers.insert(
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    if std::env::var_os(GUI_DIR_ENV).is_none() {
+        headers.insert(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(CONTENT_SECURITY_POLICY),
+        );
+    }
+    if let Some(etag) = &etag {
+        headers.insert(header::ETAG, etag.clone());
+    }
+    let unchanged = request
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|tags| tags.split(',').any(|t| t.trim() == asset.etag));
+    if unchanged {
+        return (StatusCode::NOT_MODIFIED, headers).into_response();
+    }
+    if let Ok(content_type) = HeaderValue::from_str(&asset.content_type) {
+        headers.insert(header::CONTENT_TYPE, content_type);
+    }
+    let takes_gzip = request
+        .get(header::ACCEPT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|e| e.trim().starts_with("gzip")));
+    match &asset.gzipped {
+        Some(gzipped) if takes_gzip => {
+            headers.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+            (headers, gzipped.clone()).into_response()
+        }
+        _ => (headers, asset.body.clone()).into_response(),
+    }
+}
+
+fn gzip(body: &[u8]) -> Option<Bytes> {
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    encoder.write_all(body).ok()?;
+    encoder.finish().ok().map(Bytes::from)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_plain_relative_names_are_read_from_the_directory() {
+        let dir = Path::new("/srv/gui");
+        assert_eq!(
+            inside(dir, "app.js"),
+            Some(PathBuf::from("/srv/gui/app.js"))
+        );
+        assert_eq!(
+            inside(dir, "vendor/preact-htm.js"),
+            Some(PathBuf::from("/srv/gui/vendor/preact-htm.js"))
+        );
+        for hostile in [
+            "../etc/passwd",
+            "vendor/../../x",
+            "/etc/passwd",
+            "./a/../../b",
+        ] {
+            assert_eq!(inside(dir, hostile), None, "{hostile}");
+        }
+    }
+
+    #[test]
+    fn the_embedded_gui_has_its_page_and_scripts_gzipped() {
+        let index = EMBEDDED.get("index.html").expect("index.html is embedded");
+        assert!(index.content_type.starts_with("text/html"));
+        let gzipped = index.gzipped.as_ref().expect("text is gzipped");
+        let mut plain = Vec::new();
+        std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&gzipped[..]), &mut plain)
+            .unwrap();
+        assert_eq!(plain, index.body);
+        assert!(
+            EMBEDDED
+                .get("app.js")
+                .is_some_and(|a| a.content_type.contains("javascript"))
+        );
+        assert!(
+            !EMBEDDED.keys().any(|k| k.ends_with(".md")),
+            "notes stay out"
+        );
+    }
+}
