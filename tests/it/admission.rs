@@ -125,3 +125,28 @@ fn a_device_is_let_in_only_from_its_allowed_networks() {
     );
     wait_until("b is let in from loopback", 60, connected);
 }
+
+/// A device the host does not accept backs off between attempts (0.5 s, doubling) instead
+/// of redialing the moment it is refused: before the fix it knocked hundreds of times a
+/// second, each refusal a handshake on both sides and a line in the host's log.
+#[test]
+fn a_refused_device_backs_off_instead_of_redialing_at_once() {
+    let (host, stranger) = (Device::init(), Device::init());
+    host.add_folder("docs", "docs");
+    stranger.add_folder("docs", "docs");
+    let running = host.serve();
+    let _knocking = knock_on(&stranger, &host, running.port);
+    let refusals = || {
+        host.log()
+            .matches("unknown device; recorded as pending")
+            .count()
+    };
+    wait_until("the stranger knocks", 30, || refusals() > 0);
+    std::thread::sleep(std::time::Duration::from_secs(4));
+    // 0.5 + 1 + 2 s of backoff in 4 s: a handful of attempts, never a storm.
+    let knocks = refusals();
+    assert!(
+        (1..=8).contains(&knocks),
+        "{knocks} refused attempts in 4 s"
+    );
+}

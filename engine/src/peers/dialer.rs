@@ -237,6 +237,14 @@ impl Dialer {
                         backoff = RETRY_MIN;
                         continue;
                     }
+                    // It ended at once (the peer refused us, or the link broke): wait
+                    // before redialing, or a refusing peer is dialed in a tight loop.
+                    tokio::select! {
+                        biased;
+                        () = life.cancelled() => return self.stop_dialing(device),
+                        () = self.context.config.changed() => {}
+                        () = tokio::time::sleep(backoff.min(retry_max) + jitter) => {}
+                    }
                 }
                 () = self.context.config.changed() => {}
                 Ok(()) = discovered.changed() => {}
