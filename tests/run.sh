@@ -14,7 +14,8 @@
 # mappings under a hole-punched path), `syncthingctl` (syncthingtray: Syncthing's
 # command-line client, driven against our daemons) and `python3` with `venv` (a venv for
 # Syncthing's Python clients from PyPI: python-syncthing, syncthingmanager; pip reaches
-# PyPI). On a Debian machine that lacks a package, this installs it with apt-get when it
+# PyPI), `chromium` and `chromedriver` (chromium-driver: a real headless browser for the web
+# GUI's tests, driven over WebDriver). On a Debian machine that lacks a package, this installs it with apt-get when it
 # runs as root (as CI does), and otherwise says which package to install and stops: a test
 # that needs it would fail anyway.
 #
@@ -38,9 +39,11 @@ declare -A needed=(
     [conntrack]=conntrack
     [syncthingctl]=syncthingtray
     [python3]=python3
+    [chromium]=chromium
+    [chromedriver]=chromium-driver
 )
 # Installed without their recommendations (syncthingtray's would bring a desktop's worth).
-light=(syncthingtray)
+light=(syncthingtray chromium chromium-driver)
 missing=()
 for command in "${!needed[@]}"; do
     command -v "$command" >/dev/null 2>&1 || missing+=("${needed[$command]}")
