@@ -796,13 +796,14 @@ fn rows(device: &Device, me: &str) -> Vec<Row> {
             b(route, method, route, "[]", 400, "object"),
             b(route, method, route, r#"{"address": 5}"#, 400, "address"),
             b(route, method, route, r#"{"useTLS": true}"#, 400, "useTLS"),
+            // A bcrypt hash from a Syncthing configuration cannot be checked by peerfold.
             b(
                 route,
                 method,
                 route,
-                r#"{"password": "secret"}"#,
+                r#"{"password": "$2a$10$abcdefghijklmnopqrstuvwxyz0123456789ABCDEFGHIJKLMNOPQ"}"#,
                 400,
-                "password",
+                "bcrypt",
             ),
         ]);
     }
