@@ -285,6 +285,7 @@ fn router(api: Arc<Api>) -> Router {
             "/rest/db/conflicts/resolve",
             post(folder_files::resolve_conflict),
         )
+        .route("/rest/db/transfers", get(folder_files::transfers))
         .route("/rest/events", get(system::events))
         .route("/rest/events/disk", get(system::disk_events))
         .route("/rest/stats/device", get(system::device_stats))

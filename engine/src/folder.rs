@@ -16,6 +16,7 @@ mod restore;
 pub(crate) mod scan_loop;
 pub(crate) mod summary_cache;
 pub(crate) mod summary_loop;
+mod transfers;
 
 pub use actions::FolderActionError;
 pub use files::{ConflictCopy, FileInfo, IgnoresError};
@@ -23,3 +24,4 @@ pub(crate) use handle::Replan;
 pub use handle::{Folder, FolderHandle, FolderState, FolderStats};
 pub use restore::{ConflictChoice, RestoreError};
 pub use scan_loop::ScanFailed;
+pub use transfers::{Download, Upload};

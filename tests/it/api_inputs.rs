@@ -239,6 +239,7 @@ fn rows(device: &Device, me: &str) -> Vec<Row> {
         ("/rest/folder/versions", "DELETE"),
         ("/rest/db/ignores", "DELETE"),
         ("/rest/db/conflicts", "POST"),
+        ("/rest/db/transfers", "POST"),
         ("/rest/events", "POST"),
         ("/rest/events/disk", "POST"),
         ("/rest/cluster/pending/devices", "POST"),
@@ -452,13 +453,22 @@ fn rows(device: &Device, me: &str) -> Vec<Row> {
         b(one, "PUT", &unknown_path, "[]", 400, "object"),
         b(one, "PUT", &unknown_path, "\"name\"", 400, "object"),
         b(one, "PUT", &unknown_path, "5", 400, "object"),
+        // This device's own entry: only its name, which must be text.
         b(
             one,
             "PUT",
             &format!("/rest/config/devices/{me}"),
-            "{}",
+            r#"{"name": 5}"#,
             400,
-            "own ID",
+            "name",
+        ),
+        b(
+            one,
+            "PATCH",
+            &format!("/rest/config/devices/{me}"),
+            "[]",
+            400,
+            "object",
         ),
         b(
             one,
@@ -899,6 +909,7 @@ fn rows(device: &Device, me: &str) -> Vec<Row> {
         ("/rest/db/conflicts", "GET"),
         ("/rest/folder/versions", "POST"),
         ("/rest/db/conflicts/resolve", "POST"),
+        ("/rest/db/transfers", "GET"),
     ] {
         let file = if route == "/rest/db/file" {
             "&file=a"

@@ -307,6 +307,60 @@ fn with_a_password_the_gui_asks_to_log_in() {
             cookies.contains("CSRF-Token-") && !cookies.contains("sessionid-"),
             "{cookies}"
         );
+        // Renaming this device from Settings (its own entry's name, as Syncthing's GUI).
+        chrome.click("nav-settings").await;
+        chrome
+            .type_into("settings-name", "renamed in the GUI")
+            .await;
+        chrome.click("settings-device-save").await;
+        let api = &api;
+        chrome
+            .wait_until("the new name is saved", 10, || async move {
+                api.get("/rest/config")["devices"][0]["name"] == "renamed in the GUI"
+            })
+            .await;
+        no_script_errors(&chrome).await;
+    });
+}
+
+#[test]
+fn transfers_show_on_both_sides_with_progress() {
+    let (a, b) = (Device::init(), Device::init());
+    let (root_a, root_b) = (a.add_folder("docs", "docs"), b.add_folder("docs", "docs"));
+    pair(&a, &b, None);
+    a.ok(["folder", "share", "docs", &b.id()]);
+    b.ok(["folder", "share", "docs", &a.id()]);
+    let running_b = b.serve();
+    pair_address(&a, &b, running_b.port);
+    let running_a = a.serve();
+    // A slow sender (loopback counts as LAN, so the LAN is limited too): 24 MiB at 3 MiB/s.
+    Api::of(&a, &running_a).ok_json(
+        "PATCH",
+        "/rest/config/options",
+        json!({ "maxSendKbps": 3072, "limitBandwidthInLan": true }),
+    );
+    fs::write(root_a.join("big.bin"), crate::support::noise(5, 24 << 20)).unwrap();
+    run(async {
+        let chrome = Chrome::start(1280, 900).await;
+        open_dashboard(&chrome, &gui(&running_b), &b).await;
+        chrome.click("nav-transfers").await;
+        chrome
+            .wait_attr("transfer-big.bin", "data-direction", "down", 60)
+            .await;
+        chrome.wait_text("transfer-big.bin", "%", 10).await;
+        chrome.screenshot("transfers").await;
+        open_dashboard(&chrome, &gui(&running_a), &a).await;
+        chrome.click("nav-transfers").await;
+        chrome
+            .wait_attr("transfer-big.bin", "data-direction", "up", 30)
+            .await;
+        chrome.wait_text("transfer-big.bin", "sent", 10).await;
+        wait_until("b has big.bin", 60, || tree(&root_b) == tree(&root_a));
+        chrome
+            .wait_until("the upload leaves the page", 30, || async {
+                chrome.has("no-transfers").await
+            })
+            .await;
         no_script_errors(&chrome).await;
     });
 }

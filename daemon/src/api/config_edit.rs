@@ -349,6 +349,13 @@ fn config_from_json(value: &Value, current: &Config, me: DeviceId) -> Result<Con
             })
             .filter(|d| d.as_ref().map_or(true, |d| d.id != me))
             .collect::<Result<_, _>>()?;
+        // This device's own entry names it (Syncthing's GUI renames a device so).
+        let own = list
+            .iter()
+            .find(|d| device_id_field(d).is_ok_and(|id| id == me));
+        if let Some(name) = own.and_then(|d| d.get("name")).and_then(Value::as_str) {
+            config.device_name = name.to_owned();
+        }
     }
     if let Some(folders) = value.get("folders") {
         let list = folders.as_array().ok_or("\"folders\" must be a list")?;
@@ -552,6 +559,24 @@ pub(super) async fn patch_device(
     edit_device(&api, &id, body_json(&body)?, true).await
 }
 
+/// This device's own entry (Syncthing lists it among the devices): its `name` is this
+/// device's name, which is how Syncthing's GUI renames a device; nothing else of it can
+/// change.
+async fn rename_self(api: &super::Api, value: &Value) -> ApiResult {
+    if !value.is_object() {
+        return Err(ApiError::bad_request("the body must be a JSON object"));
+    }
+    let current = api.engine.config();
+    let me = api.engine.device_id();
+    let mut new = (*current).clone();
+    if let Some(name) = string_field(value, "name").map_err(ApiError::bad_request)? {
+        new.device_name = name;
+    }
+    let new = change(api, ConfigEdit::Replace(Box::new(new))).await?;
+    let own = super::config_json::devices_json(&new, me)[0].clone();
+    Ok(axum::Json(own))
+}
+
 fn device_path_id(id: &str) -> Result<DeviceId, ApiError> {
     id.parse()
         .map_err(|e| ApiError::bad_request(format!("device ID {id:?}: {e}")))
@@ -560,7 +585,7 @@ fn device_path_id(id: &str) -> Result<DeviceId, ApiError> {
 async fn edit_device(api: &super::Api, id: &str, mut value: Value, patch: bool) -> ApiResult {
     let wanted = device_path_id(id)?;
     if wanted == api.engine.device_id() {
-        return Err(ApiError::bad_request("that is this device's own ID"));
+        return rename_self(api, &value).await;
     }
     let current = api.engine.config();
     let existing = current.devices.iter().find(|d| d.id == wanted);

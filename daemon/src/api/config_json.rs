@@ -127,7 +127,7 @@ pub(super) fn defaults_json(config: &Config, me: DeviceId) -> Value {
 }
 
 /// Every device, this one first (Syncthing lists itself among the devices).
-fn devices_json(config: &Config, me: DeviceId) -> Value {
+pub(super) fn devices_json(config: &Config, me: DeviceId) -> Value {
     let this = DeviceConfig::new(me, config.device_name.clone(), vec![Address::Dynamic]);
     Value::Array(
         std::iter::once(&this)

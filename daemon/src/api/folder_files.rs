@@ -165,3 +165,39 @@ pub(super) async fn resolve_conflict(
         json!({ "ok": format!("resolved: {kept} stays"), "kept": kept }),
     ))
 }
+
+/// `GET /rest/db/transfers[?folder=ID]` (peerfold's own, for the GUI's Transfers page):
+/// files being downloaded, with their progress and sources, and files peers fetched from
+/// this device in the last seconds, with the bytes sent.
+pub(super) async fn transfers(State(api): AppState, params: Params) -> ApiResult {
+    let folders = match params.get("folder") {
+        Some(_) => vec![folder(&api, &params)?],
+        None => api.engine.folders(),
+    };
+    let (mut downloads, mut uploads) = (Vec::new(), Vec::new());
+    for folder in folders {
+        let (down, up) = folder.transfers();
+        downloads.extend(down.into_iter().map(|d| {
+            json!({
+                "folder": folder.id(),
+                "name": d.name,
+                "bytesTotal": d.bytes_total,
+                "bytesDone": d.bytes_done,
+                "devices": d.sources.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                "elapsedS": d.elapsed.as_secs_f64(),
+            })
+        }));
+        uploads.extend(up.into_iter().map(|u| {
+            json!({
+                "folder": folder.id(),
+                "name": u.name,
+                "device": u.device.to_string(),
+                "bytesSent": u.bytes_sent,
+                "elapsedS": u.elapsed.as_secs_f64(),
+            })
+        }));
+    }
+    Ok(axum::Json(
+        json!({ "downloads": downloads, "uploads": uploads }),
+    ))
+}

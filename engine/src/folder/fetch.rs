@@ -88,13 +88,22 @@ async fn assemble_file<'a>(
         .await
         .map_err(std::io::Error::other)??
     };
+    let to_fetch: u64 = missing.iter().map(|(_, b)| u64::from(b.size)).sum();
+    let progress = folder.transfers.download(
+        &target.name,
+        target.size,
+        target.size.saturating_sub(to_fetch),
+        sources,
+    );
     let sources: Arc<[DeviceId]> = sources.into();
     let file = Arc::new(file);
     let mut flusher = assemble::EarlyFlush::new(file.clone());
     let mut requests = tokio::task::JoinSet::new();
     for (index, block) in missing {
         while requests.len() >= REQUESTS_IN_FLIGHT {
-            flusher.wrote(write_fetched(&file, requests.join_next().await)?);
+            let written = write_fetched(&file, requests.join_next().await)?;
+            progress.add(written);
+            flusher.wrote(written);
         }
         let request = BlockRequest {
             folder: folder.id.clone(),
@@ -109,7 +118,9 @@ async fn assemble_file<'a>(
         ));
     }
     while let Some(result) = requests.join_next().await {
-        flusher.wrote(write_fetched(&file, Some(result))?);
+        let written = write_fetched(&file, Some(result))?;
+        progress.add(written);
+        flusher.wrote(written);
     }
     flusher.finish().await;
     // The download took a while: a scan may have seen the file change meanwhile.

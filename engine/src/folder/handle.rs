@@ -60,6 +60,8 @@ pub struct Folder {
     replan: Mutex<Replan>,
     /// Names a client asked to have first (`db/prio`), most recent first.
     priority: Mutex<Vec<String>>,
+    /// Files moving now, both ways.
+    pub(crate) transfers: super::transfers::Transfers,
 }
 
 impl std::fmt::Debug for Folder {
@@ -164,6 +166,7 @@ impl Folder {
             scan_progress: Mutex::new(None),
             replan: Mutex::new(Replan::Everything),
             priority: Mutex::new(Vec::new()),
+            transfers: super::transfers::Transfers::default(),
         }
     }
 

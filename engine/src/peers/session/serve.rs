@@ -175,7 +175,14 @@ impl Serving {
                 let _ = stream.send.finish().await;
                 // Tests count "served block" lines.
                 match code {
-                    wire::ErrorCode::None => debug!(size, "served block"),
+                    wire::ErrorCode::None => {
+                        if let Some(folder) = self.folders.get(&request.folder) {
+                            folder
+                                .transfers
+                                .served(self.peer, &request.name, size as u64);
+                        }
+                        debug!(size, "served block")
+                    }
                     _ => debug!(code = code as i32, "refused a block request"),
                 }
             }
