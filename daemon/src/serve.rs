@@ -64,8 +64,8 @@ pub fn serve(home: &Home, options: ServeOptions, banner: &mut impl Write) -> Res
                 addrs.join(", ")
             );
             text += &format!(
-                "REST API on http://{} (key: `peerfold api-key`)\n",
-                running.api_address
+                "REST API on http://{} (key: `peerfold api-key`)\nWeb GUI on http://{}/\n",
+                running.api_address, running.api_address
             );
             // After a restart nobody may read stdout any more: that must not stop the daemon.
             let printed = banner
