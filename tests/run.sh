@@ -15,7 +15,9 @@
 # command-line client, driven against our daemons) and `python3` with `venv` (a venv for
 # Syncthing's Python clients from PyPI: python-syncthing, syncthingmanager; pip reaches
 # PyPI), `chromium` and `chromedriver` (chromium-driver: a real headless browser for the web
-# GUI's tests, driven over WebDriver). On a Debian machine that lacks a package, this installs it with apt-get when it
+# GUI's tests, driven over WebDriver), `libjs-bootstrap` and `fonts-fork-awesome` (with
+# Syncthing's source package, fetched by tests/syncthing-gui.sh: Syncthing's own GUI, which
+# a test has peerfold serve). On a Debian machine that lacks a package, this installs it with apt-get when it
 # runs as root (as CI does), and otherwise says which package to install and stops: a test
 # that needs it would fail anyway.
 #
@@ -43,13 +45,16 @@ declare -A needed=(
     [chromedriver]=chromium-driver
 )
 # Installed without their recommendations (syncthingtray's would bring a desktop's worth).
-light=(syncthingtray chromium chromium-driver)
+light=(syncthingtray chromium chromium-driver libjs-bootstrap fonts-fork-awesome)
 missing=()
 for command in "${!needed[@]}"; do
     command -v "$command" >/dev/null 2>&1 || missing+=("${needed[$command]}")
 done
 # The PyPI clients' test makes a venv (Debian splits ensurepip out of python3).
 python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || missing+=(python3-venv)
+# Syncthing's own GUI, served by peerfold in a test, takes these from Debian as its build does.
+[ -d /usr/share/javascript/bootstrap ] || missing+=(libjs-bootstrap)
+[ -d /usr/share/fonts-fork-awesome ] || missing+=(fonts-fork-awesome)
 if [ "${#missing[@]}" -gt 0 ]; then
     if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
         echo "tests/run.sh: installing ${missing[*]} (Debian packages the tests run)" >&2
@@ -70,5 +75,10 @@ if [ "${#missing[@]}" -gt 0 ]; then
         exit 1
     fi
 fi
+
+# Syncthing 1.19's web GUI from Debian's source package (tests/it/syncthing_gui.rs serves
+# it from peerfold); a failure here fails that test only, saying why.
+tests/syncthing-gui.sh "${CARGO_TARGET_DIR:-target}/syncthing-gui" ||
+    echo "tests/run.sh: could not assemble Syncthing's GUI (see above)" >&2
 
 exec cargo test --workspace --locked "$@"

@@ -88,6 +88,8 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        // The client sees why; the log too (a GUI may show it nowhere).
+        debug!(status = self.status.as_u16(), error = %self.message, "request refused");
         (self.status, axum::Json(json!({ "error": self.message }))).into_response()
     }
 }
@@ -150,13 +152,15 @@ pub(crate) async fn serve(engine: Engine, listener: TcpListener, stop: Cancellat
     let Ok(address) = listener.local_addr() else {
         return;
     };
-    let engine_short_id = engine.device_id().short().to_string();
+    // Syncthing names its CSRF cookie and header after the first 5 characters of the
+    // device ID, and its GUI computes them so: the same names serve that GUI too.
+    let csrf_suffix: String = engine.device_id().to_string().chars().take(5).collect();
     let api = Arc::new(Api {
         engine,
         address,
         stop: stop.clone(),
         errors: system::PostedErrors::default(),
-        guard: auth::Guard::new(engine_short_id, address.ip().is_loopback()),
+        guard: auth::Guard::new(csrf_suffix, address.ip().is_loopback()),
     });
     let app = router(api).into_make_service_with_connect_info::<SocketAddr>();
     if let Err(e) = axum::serve(listener, app)
@@ -314,9 +318,27 @@ fn router(api: Arc<Api>) -> Router {
         .route("/rest/noauth/auth/logout", post(auth::logout))
         .merge(routes)
         .fallback(gui::serve)
+        .layer(axum::middleware::map_response_with_state(
+            api.clone(),
+            with_details,
+        ))
         .layer(axum::middleware::from_fn_with_state(local, check_host))
         .layer(axum::middleware::from_fn(json_errors))
         .with_state(api)
+}
+
+/// Syncthing's response headers naming the device and version: its GUI learns its CSRF
+/// names from `X-Syncthing-Id`.
+async fn with_details(State(api): AppState, mut response: Response) -> Response {
+    let headers = response.headers_mut();
+    if let Ok(id) = header::HeaderValue::from_str(&api.engine.device_id().to_string()) {
+        headers.insert("x-syncthing-id", id);
+    }
+    headers.insert(
+        "x-syncthing-version",
+        header::HeaderValue::from_static(concat!("v", env!("CARGO_PKG_VERSION"))),
+    );
+    response
 }
 
 /// Puts axum's own refusals (a wrong method, a path parameter that is not UTF-8, a body

@@ -214,15 +214,18 @@ pub(crate) fn to_text(value: &Value) -> String {
     }
 }
 
+/// A list of strings; empty entries are none (Syncthing's GUI sends `[""]` for an empty
+/// text field).
 fn string_list(name: &str, value: &Value) -> Result<Vec<String>, String> {
     value
         .as_array()
         .ok_or_else(|| format!("{name} must be a list of strings, not {value}"))?
         .iter()
+        .filter(|entry| entry.as_str().is_none_or(|s| !s.trim().is_empty()))
         .map(|entry| {
             entry
                 .as_str()
-                .map(str::to_owned)
+                .map(|s| s.trim().to_owned())
                 .ok_or_else(|| format!("{name} must hold strings, not {entry}"))
         })
         .collect()

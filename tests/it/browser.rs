@@ -139,6 +139,35 @@ impl Chrome {
         }
     }
 
+    /// Clicks the first displayed element `xpath` finds (for pages without `data-test`
+    /// names, as Syncthing's GUI), retrying while none is there or clickable yet.
+    pub(crate) async fn click_xpath(&self, xpath: &str) {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let mut last = String::from("none found");
+            for element in self
+                .client
+                .find_all(Locator::XPath(xpath))
+                .await
+                .unwrap_or_default()
+            {
+                if !element.is_displayed().await.unwrap_or(false) {
+                    continue;
+                }
+                match element.click().await {
+                    Ok(()) => return,
+                    Err(e) => last = e.to_string(),
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "clicking {xpath}: {last}\n{}",
+                self.page_text().await
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
     /// Clicks the element named `inner` inside the one named `outer`.
     pub(crate) async fn click_in(&self, outer: &str, inner: &str) {
         let container = self.el(outer).await;

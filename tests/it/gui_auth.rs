@@ -115,7 +115,7 @@ fn on_loopback_a_served_page_is_enough_and_the_csrf_token_is_required() {
     let device = Device::init();
     let running = device.serve();
     let base = format!("http://127.0.0.1:{}", running.api_port);
-    let short = &device.id()[..7];
+    let short = &device.id()[..5];
     let mut browser = Browser::new(&base);
 
     // No page served yet: no token, and the API refuses.
@@ -167,6 +167,11 @@ fn on_loopback_a_served_page_is_enough_and_the_csrf_token_is_required() {
     let (status, _) = browser.send("GET", "/", &[("Host", "evil.example")], None);
     assert_eq!(status, 403);
 
+    // Every answer names the device, as Syncthing's do (its GUI reads it).
+    let response = ureq::get(format!("{base}/rest/noauth/health"))
+        .call()
+        .unwrap();
+    assert_eq!(response.headers()["x-syncthing-id"], device.id().as_str());
     // meta.js says who this is, as Syncthing's GUI expects.
     let (status, meta) = browser.send("GET", "/meta.js", &[], None);
     assert_eq!(status, 200);
@@ -203,7 +208,7 @@ fn with_a_password_the_browser_logs_in_and_wrong_passwords_are_limited() {
     let running = device.serve();
     let base = format!("http://127.0.0.1:{}", running.api_port);
     let api = Api::of(&device, &running);
-    let short = &device.id()[..7];
+    let short = &device.id()[..5];
 
     // Scripts set the login with the key; the password is stored as an argon2 hash.
     let gui = api.ok_json(

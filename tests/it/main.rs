@@ -45,6 +45,7 @@ mod stall;
 mod stun;
 mod support;
 mod sync;
+mod syncthing_gui;
 mod syncthingctl;
 mod wire_peer;
 mod wire_server;

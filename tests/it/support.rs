@@ -248,11 +248,17 @@ impl Device {
 
     /// Like [`Device::serve_listening`], with the REST API (and GUI) on `api`.
     pub(crate) fn serve_with_api(&self, listen: &[&str], api: &str) -> Running {
+        self.serve_with(listen, api, &[])
+    }
+
+    /// Like [`Device::serve_with_api`], with extra environment variables.
+    pub(crate) fn serve_with(&self, listen: &[&str], api: &str, env: &[(&str, &str)]) -> Running {
         use std::io::BufRead;
         let mut child = Command::new(env!("CARGO_BIN_EXE_peerfold"))
             .arg("serve")
             .args(listen.iter().flat_map(|address| ["--listen", address]))
             .args(["--api", api])
+            .envs(env.iter().copied())
             .env("PEERFOLD_HOME", self.home())
             .env("RUST_LOG", "peerfold=debug")
             .stdout(std::process::Stdio::piped())

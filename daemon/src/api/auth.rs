@@ -3,10 +3,11 @@
 //!
 //! A browser never sees the API key. When the GUI has a user and password, logging in
 //! (`POST /rest/noauth/auth/password`) sets an HttpOnly, SameSite=Strict session cookie
-//! (`sessionid-SHORTID`); without them (allowed on a loopback address only) the browser
+//! (`sessionid-XXXXX`); without them (allowed on a loopback address only) the browser
 //! needs no session. Either way, every `/rest` call from a browser carries the header
-//! `X-CSRF-Token-SHORTID` with the value of the `CSRF-Token-SHORTID` cookie, which only a
-//! page this daemon served can read: another site's page cannot forge it.
+//! `X-CSRF-Token-XXXXX` with the value of the `CSRF-Token-XXXXX` cookie, which only a
+//! page this daemon served can read: another site's page cannot forge it. `XXXXX` is the
+//! first 5 characters of the device ID, as in Syncthing.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
@@ -42,8 +43,8 @@ const MAX_LOGIN_BODY: usize = 4096;
 /// Sessions, CSRF tokens and the login limiter of one API server.
 #[derive(Debug)]
 pub(crate) struct Guard {
-    /// This device's short ID: the cookies' and header's suffix, so two daemons on one
-    /// host (different ports, same cookie jar) do not clobber each other's cookies.
+    /// The cookies' and header's suffix (the device ID's first 5 characters), so two
+    /// daemons on one host (different ports, one cookie jar) keep apart cookies.
     suffix: String,
     /// Whether the API listens on a loopback address only (no login needed then).
     loopback: bool,
@@ -78,11 +79,11 @@ pub(crate) enum Browser {
 }
 
 impl Guard {
-    pub(crate) fn new(short_id: String, loopback: bool) -> Self {
+    pub(crate) fn new(suffix: String, loopback: bool) -> Self {
         let quota =
             Quota::per_minute(NonZeroU32::new(LOGINS_PER_MINUTE).unwrap_or(NonZeroU32::MIN));
         Self {
-            suffix: short_id,
+            suffix,
             loopback,
             state: Mutex::new(Tokens::default()),
             logins: RateLimiter::keyed(quota),

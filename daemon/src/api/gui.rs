@@ -129,15 +129,46 @@ fn meta(api: &super::Api, browser: &Browser) -> Response {
 async fn load(name: &str) -> Option<Arc<Asset>> {
     match std::env::var_os(GUI_DIR_ENV) {
         Some(dir) => {
-            let path = inside(Path::new(&dir), name)?;
-            let body = tokio::task::spawn_blocking(move || std::fs::read(path))
-                .await
-                .ok()?
-                .ok()?;
-            Some(Arc::new(Asset::new(name, body)))
+            let name = name.to_owned();
+            let (file, body) =
+                tokio::task::spawn_blocking(move || read_from_dir(Path::new(&dir), &name))
+                    .await
+                    .ok()??;
+            Some(Arc::new(Asset::new(&file, body)))
         }
         None => EMBEDDED.get(name).cloned(),
     }
+}
+
+/// Reads `name` from the override directory; returns the file's name (for its type) and
+/// its bytes. A directory laid out as Syncthing's `gui/` (themes as subdirectories,
+/// `default/index.html`: what Syncthing's `STGUIASSETS` names) is served as Syncthing
+/// serves it: files from `default/`, `theme-assets/THEME/FILE` from that theme (else
+/// `default/`), and `themes.json` listing the themes.
+fn read_from_dir(dir: &Path, name: &str) -> Option<(String, Vec<u8>)> {
+    if !dir.join("default").join("index.html").is_file() {
+        let body = std::fs::read(inside(dir, name)?).ok()?;
+        return Some((name.to_owned(), body));
+    }
+    if name == "themes.json" {
+        let mut themes: Vec<String> = std::fs::read_dir(dir)
+            .ok()?
+            .filter_map(Result::ok)
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+            .filter_map(|e| e.file_name().into_string().ok())
+            .collect();
+        themes.sort();
+        let body = serde_json::to_vec(&json!({ "themes": themes })).ok()?;
+        return Some((name.to_owned(), body));
+    }
+    let (theme, file) = name
+        .strip_prefix("theme-assets/")
+        .and_then(|rest| rest.split_once('/'))
+        .unwrap_or(("default", name));
+    [theme, "default"].into_iter().find_map(|theme| {
+        let body = std::fs::read(inside(dir, &format!("{theme}/{file}"))?).ok()?;
+        Some((file.to_owned(), body))
+    })
 }
 
 /// `dir/name` if `name` is a plain relative path (no `..`, no root), else `None`.
@@ -220,6 +251,40 @@ mod tests {
         ] {
             assert_eq!(inside(dir, hostile), None, "{hostile}");
         }
+    }
+
+    #[test]
+    fn a_syncthing_gui_tree_is_served_by_theme() {
+        let dir = tempfile::tempdir().unwrap();
+        let dir = dir.path();
+        for (path, text) in [
+            ("default/index.html", "index"),
+            ("default/assets/css/theme.css", "default theme"),
+            ("dark/assets/css/theme.css", "dark theme"),
+            ("secret.txt", "outside every theme"),
+        ] {
+            std::fs::create_dir_all(dir.join(path).parent().unwrap()).unwrap();
+            std::fs::write(dir.join(path), text).unwrap();
+        }
+        let read =
+            |name: &str| read_from_dir(dir, name).map(|(_, b)| String::from_utf8(b).unwrap());
+        assert_eq!(read("index.html").as_deref(), Some("index"));
+        assert_eq!(
+            read("theme-assets/dark/assets/css/theme.css").as_deref(),
+            Some("dark theme")
+        );
+        // A theme without the file falls back to the default theme's.
+        assert_eq!(
+            read("theme-assets/light/assets/css/theme.css").as_deref(),
+            Some("default theme")
+        );
+        assert_eq!(
+            read("themes.json").as_deref(),
+            Some(r#"{"themes":["dark","default"]}"#)
+        );
+        assert_eq!(read("secret.txt"), None);
+        assert_eq!(read("theme-assets/../secret.txt"), None);
+        assert_eq!(read("theme-assets/x/../../secret.txt"), None);
     }
 
     #[test]

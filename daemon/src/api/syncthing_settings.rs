@@ -236,8 +236,13 @@ pub(super) fn take(
     }
     // The listed ones, and any Syncthing has that peerfold does not report (other versions'
     // settings: 1.19's `restartOnWakeup`, say).
+    // `$$hashKey` (AngularJS's bookkeeping) and `_listenAddressesStr` and the like (its
+    // form fields) come along when Syncthing's GUI sends its objects as they are: never
+    // settings, Syncthing's own server ignores them too.
     let unused = fields.iter().filter(|(name, _)| {
-        !section.used.contains(&name.as_str())
+        !name.starts_with("$$")
+            && !name.starts_with('_')
+            && !section.used.contains(&name.as_str())
             && (section.unused.contains(&name.as_str()) || reported.get(name.as_str()).is_none())
     });
     for (name, sent) in unused {
@@ -267,7 +272,7 @@ mod tests {
         let none = UnusedSettings::new();
         let kept = take(
             &FOLDER,
-            &json!({ "copiers": 4, "markerName": ".peerfold", "somethingNew": 1 }),
+            &json!({ "copiers": 4, "markerName": ".peerfold", "somethingNew": 1, "$$hashKey": "object:7", "_pathStr": "x" }),
             &reported,
             &reported,
             &none,
@@ -275,7 +280,11 @@ mod tests {
         .unwrap();
         assert_eq!(kept.get("copiers").map(String::as_str), Some("4"));
         assert_eq!(kept.get("somethingNew").map(String::as_str), Some("1"));
-        assert_eq!(kept.len(), 2, "{kept:?}");
+        assert_eq!(
+            kept.len(),
+            2,
+            "$$hashKey and _pathStr are no settings: {kept:?}"
+        );
         assert_eq!(with_kept(reported.clone(), &kept)["copiers"], 4);
         let back = take(
             &FOLDER,
