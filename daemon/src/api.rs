@@ -356,6 +356,7 @@ async fn json_errors(request: Request, next: Next) -> Response {
     }
     let (parts, body) = response.into_parts();
     let allow = parts.headers.get(header::ALLOW).cloned();
+    let challenge = parts.headers.get(header::WWW_AUTHENTICATE).cloned();
     let text = axum::body::to_bytes(body, 64 * 1024)
         .await
         .unwrap_or_default();
@@ -374,6 +375,9 @@ async fn json_errors(request: Request, next: Next) -> Response {
     let mut out = ApiError { status, message }.into_response();
     if let Some(allow) = allow {
         out.headers_mut().insert(header::ALLOW, allow);
+    }
+    if let Some(challenge) = challenge {
+        out.headers_mut().insert(header::WWW_AUTHENTICATE, challenge);
     }
     out
 }

@@ -106,3 +106,55 @@ fn syncthing_s_own_gui_drives_peerfold() {
     assert!(!log.contains("status=400"), "{log}");
     assert!(!log.contains("_listenAddressesStr") && !log.contains("$$hashKey"));
 }
+
+/// With a GUI user and password, Syncthing 1.19's GUI logs in as it does against
+/// Syncthing: the page asks for HTTP basic authentication, which opens a session.
+#[test]
+fn syncthing_s_own_gui_logs_in_with_basic_authentication() {
+    let gui = syncthing_gui();
+    let device = Device::init();
+    device.add_labeled_folder("docs", "docs", "Documents");
+    let running = device.serve_with(
+        &["quic://127.0.0.1:0"],
+        "127.0.0.1:0",
+        &[("PEERFOLD_GUI_DIR", gui.to_str().unwrap())],
+    );
+    let api = Api::of(&device, &running);
+    api.ok_json(
+        "PATCH",
+        "/rest/config/gui",
+        json!({ "user": "admin", "password": "s3cret" }),
+    );
+    let port = running.api_port;
+    // Without credentials the page asks for them; wrong ones are refused.
+    let (status, _) = api.send("GET", "/", &[]);
+    assert_eq!(status, 401);
+    let asked = ureq::get(format!("http://127.0.0.1:{port}/"))
+        .config()
+        .http_status_as_error(false)
+        .build()
+        .call()
+        .unwrap();
+    assert!(
+        asked.headers()["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .starts_with("Basic"),
+        "{:?}",
+        asked.headers()
+    );
+    let (status, _) = api.send("GET", "/", &[("Authorization", "Basic YWRtaW46d3Jvbmc=")]);
+    assert_eq!(status, 401, "admin:wrong");
+    run(async {
+        let chrome = Chrome::start(1280, 900).await;
+        chrome
+            .open(&format!("http://admin:s3cret@127.0.0.1:{port}/"))
+            .await;
+        chrome
+            .wait_until("Syncthing's GUI shows peerfold's folder", 30, || async {
+                chrome.page_text().await.contains("Documents")
+            })
+            .await;
+    });
+    assert!(device.log().contains("GUI login (HTTP basic)"));
+}

@@ -180,6 +180,47 @@ impl Guard {
         set_cookie(Cookie::build((self.csrf_cookie(), token)).http_only(false))
     }
 
+    /// The session cookie for session `id` (for the browser's session only, unless `stay`).
+    pub(crate) fn session_set_cookie(&self, id: String, stay: bool) -> Option<HeaderValue> {
+        let mut session = Cookie::build((self.session_cookie(), id)).http_only(true);
+        if stay {
+            session = session.max_age(cookie::time::Duration::seconds(
+                SESSION_LIFETIME.as_secs().try_into().unwrap_or(i64::MAX),
+            ));
+        }
+        set_cookie(session)
+    }
+
+    /// HTTP basic authentication, as Syncthing's own GUI (1.19) logs in: right credentials
+    /// in `Authorization: Basic` open a session (its ID and CSRF token); limited like the
+    /// login form.
+    pub(crate) async fn basic_login(
+        &self,
+        api: &ApiConfig,
+        headers: &HeaderMap,
+        client: IpAddr,
+    ) -> Option<(String, String)> {
+        if !has_login(api) {
+            return None;
+        }
+        let (user, password) = basic_credentials(headers)?;
+        if self.logins.check_key(&client).is_err() {
+            warn!(%client, "too many GUI login attempts");
+            return None;
+        }
+        let good_user = constant_time_eq(user.as_bytes(), api.user.as_bytes());
+        let hash = api.password_hash.clone();
+        let good_password = tokio::task::spawn_blocking(move || verify_password(&password, &hash))
+            .await
+            .unwrap_or(false);
+        if !(good_user && good_password) {
+            warn!(%client, "GUI login failed");
+            return None;
+        }
+        info!(%client, user, "GUI login (HTTP basic)");
+        self.open_session(api, SESSION_LIFETIME)
+    }
+
     fn open_session(&self, api: &ApiConfig, lifetime: Duration) -> Option<(String, String)> {
         let id = random_string(32)?;
         let csrf = random_string(32)?;
@@ -299,15 +340,9 @@ pub(super) async fn login(
         .open_session(&config, SESSION_LIFETIME)
         .ok_or_else(|| ApiError::internal("no random source for a session"))?;
     info!(client = %peer.ip(), user, "GUI login");
-    let mut session = Cookie::build((guard.session_cookie(), id)).http_only(true);
-    if stay {
-        session = session.max_age(cookie::time::Duration::seconds(
-            SESSION_LIFETIME.as_secs().try_into().unwrap_or(i64::MAX),
-        ));
-    }
     let mut response = StatusCode::NO_CONTENT.into_response();
     for cookie in [
-        set_cookie(session),
+        guard.session_set_cookie(id, stay),
         set_cookie(Cookie::build((guard.csrf_cookie(), csrf)).http_only(false)),
     ]
     .into_iter()
@@ -393,6 +428,20 @@ fn fingerprint(api: &ApiConfig) -> blake3::Hash {
     hasher.update(b"\0");
     hasher.update(api.password_hash.as_bytes());
     hasher.finalize()
+}
+
+/// User and password from `Authorization: Basic BASE64(user:password)`.
+fn basic_credentials(headers: &HeaderMap) -> Option<(String, String)> {
+    let encoded = headers
+        .get(header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .strip_prefix("Basic ")?;
+    let decoded = data_encoding::BASE64
+        .decode(encoded.trim().as_bytes())
+        .ok()?;
+    let (user, password) = std::str::from_utf8(&decoded).ok()?.split_once(':')?;
+    Some((user.to_owned(), password.to_owned()))
 }
 
 fn presented_key(headers: &HeaderMap) -> Option<&str> {
@@ -531,6 +580,23 @@ mod tests {
             Browser::NotLoggedIn,
             "gone for good"
         );
+    }
+
+    #[test]
+    fn basic_credentials_are_read() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::AUTHORIZATION,
+            "Basic YWRtaW46cGE6c3M=".parse().unwrap(),
+        );
+        assert_eq!(
+            basic_credentials(&headers),
+            Some(("admin".into(), "pa:ss".into()))
+        );
+        headers.insert(header::AUTHORIZATION, "Basic !!!".parse().unwrap());
+        assert_eq!(basic_credentials(&headers), None);
+        headers.insert(header::AUTHORIZATION, "Bearer KEY".parse().unwrap());
+        assert_eq!(basic_credentials(&headers), None);
     }
 
     #[test]

@@ -9,10 +9,11 @@
 
 use std::collections::HashMap;
 use std::io::Write;
+use std::net::SocketAddr;
 use std::path::{Component, Path, PathBuf};
 use std::sync::{Arc, LazyLock};
 
-use axum::extract::State;
+use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
@@ -75,15 +76,41 @@ static EMBEDDED: LazyLock<HashMap<String, Arc<Asset>>> = LazyLock::new(|| {
 
 /// Every path the API router does not know: a GUI file, `meta.js`, or a JSON 404 under
 /// `/rest/`.
-pub(super) async fn serve(State(api): AppState, uri: Uri, headers: HeaderMap) -> Response {
+pub(super) async fn serve(
+    State(api): AppState,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
     let path = uri.path();
     if path.starts_with("/rest/") {
         return ApiError::not_found("no such endpoint").into_response();
     }
     let config = api.engine.config().api.clone();
-    let browser = api.guard.browser(&config, &headers);
+    let mut browser = api.guard.browser(&config, &headers);
     if browser == Browser::NeedsLogin {
         return (StatusCode::FORBIDDEN, NEEDS_LOGIN).into_response();
+    }
+    // Syncthing's own GUI logs in with HTTP basic authentication, asked for by the page.
+    let mut session = None;
+    if browser == Browser::NotLoggedIn
+        && let Some((id, csrf)) = api.guard.basic_login(&config, &headers, peer.ip()).await
+    {
+        browser = Browser::Allowed {
+            csrf: Some(csrf.clone()),
+        };
+        session = api.guard.session_set_cookie(id, false);
+    }
+    if browser == Browser::NotLoggedIn && serves_syncthing_gui() {
+        return (
+            StatusCode::UNAUTHORIZED,
+            [(
+                header::WWW_AUTHENTICATE,
+                "Basic realm=\"Authorization Required\"",
+            )],
+            "log in",
+        )
+            .into_response();
     }
     let name = match path.trim_start_matches('/') {
         "" => "index.html",
@@ -97,6 +124,9 @@ pub(super) async fn serve(State(api): AppState, uri: Uri, headers: HeaderMap) ->
             None => (StatusCode::NOT_FOUND, format!("no such page: {path}")).into_response(),
         }
     };
+    if let Some(cookie) = session {
+        response.headers_mut().append(header::SET_COOKIE, cookie);
+    }
     // Only pages of this daemon's own origin get the token (SameSite=Strict, Host-checked).
     if let Browser::Allowed { csrf } = &browser
         && let Some(cookie) = api.guard.csrf_cookie_for(csrf.as_deref(), &headers)
@@ -138,6 +168,13 @@ async fn load(name: &str) -> Option<Arc<Asset>> {
         }
         None => EMBEDDED.get(name).cloned(),
     }
+}
+
+/// Whether the override directory holds a GUI laid out as Syncthing's (see
+/// [`read_from_dir`]): Syncthing's own GUI, which logs in with HTTP basic authentication.
+fn serves_syncthing_gui() -> bool {
+    std::env::var_os(GUI_DIR_ENV)
+        .is_some_and(|dir| Path::new(&dir).join("default").join("index.html").is_file())
 }
 
 /// Reads `name` from the override directory; returns the file's name (for its type) and
