@@ -898,9 +898,11 @@ fn ignores_versions_conflicts_and_item_events() {
     // Versions: b keeps what a's edit replaced.
     fs::write(root_a.join("note.txt"), b"second").unwrap();
     fs::write(root_a.join("hidden.secret"), b"never leaves a").unwrap();
-    wait_until("b has the edit", 30, || {
-        fs::read(root_b.join("note.txt")).is_ok_and(|d| d == b"second")
-    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !fs::read(root_b.join("note.txt")).is_ok_and(|d| d == b"second") {
+        assert!(Instant::now() < deadline, "b has the edit\n--- a:\n{}\n--- b:\n{}", a.log(), b.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
     let versions = api_b.get("/rest/folder/versions?folder=docs");
     assert_eq!(versions["note.txt"][0]["size"], 5, "{versions}");
     assert!(!root_b.join("hidden.secret").exists());

@@ -916,8 +916,9 @@ fn rows(device: &Device, me: &str) -> Vec<Row> {
         } else {
             ""
         };
-        // Without `folder`, a scan covers every folder (Syncthing's rule): no refusal.
-        if route != "/rest/db/scan" {
+        // Without `folder`, a scan covers every folder (Syncthing's rule), and the
+        // transfers list all folders': no refusal.
+        if route != "/rest/db/scan" && route != "/rest/db/transfers" {
             rows.push(q(route, method, &format!("?x=1{file}"), 400, "\"folder\""));
         }
         rows.extend([
