@@ -122,6 +122,8 @@ struct Inner {
     local_discovery: Arc<LocalDiscovery>,
     stun: Arc<Stun>,
     rates: Arc<RateLimits>,
+    /// The one file-system watcher every folder's changes come through.
+    watchers: Arc<watch::Watchers>,
     life: Life,
     /// A stop was asked for so that the engine starts again.
     restart: AtomicBool,
@@ -239,6 +241,7 @@ impl Engine {
                 local_discovery,
                 stun: stun.clone(),
                 rates,
+                watchers: Arc::default(),
                 life,
                 restart: AtomicBool::new(false),
                 reset: std::sync::Mutex::new(None),
@@ -554,6 +557,7 @@ impl Engine {
             life.spawn_in(
                 span(),
                 watch::run(
+                    inner.watchers.clone(),
                     folder.path(),
                     config_watch.1,
                     folder.stop.clone(),

@@ -900,7 +900,12 @@ fn ignores_versions_conflicts_and_item_events() {
     fs::write(root_a.join("hidden.secret"), b"never leaves a").unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
     while !fs::read(root_b.join("note.txt")).is_ok_and(|d| d == b"second") {
-        assert!(Instant::now() < deadline, "b has the edit\n--- a:\n{}\n--- b:\n{}", a.log(), b.log());
+        assert!(
+            Instant::now() < deadline,
+            "b has the edit\n--- a:\n{}\n--- b:\n{}",
+            a.log(),
+            b.log()
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     let versions = api_b.get("/rest/folder/versions?folder=docs");

@@ -418,3 +418,38 @@ fn a_file_that_keeps_changing_is_never_indexed_with_mixed_content() {
         .unwrap();
     assert_eq!(names, vec!["still.txt"], "not indexed with mixed content");
 }
+
+/// Every folder is watched, however many there are: all share one inotify instance (one
+/// per folder hit the kernel's 128 instances per user with a few hundred folders, and the
+/// rest were found only by the hourly rescan).
+#[test]
+fn two_hundred_folders_are_all_watched_through_one_inotify_instance() {
+    let device = Device::init();
+    let running = device.serve();
+    let api = crate::api::Api::of(&device, &running);
+    let roots: Vec<_> = (0..200)
+        .map(|i| {
+            let root = device.path(&format!("f{i}"));
+            api.ok_json(
+                "POST",
+                "/rest/config/folders",
+                serde_json::json!({ "id": format!("f{i}"), "path": root }),
+            );
+            root
+        })
+        .collect();
+    let watching = || device.log().matches("watching").count();
+    crate::support::wait_until("every folder watches", 60, || watching() >= 200);
+    assert!(!device.log().contains("cannot watch"), "{}", device.log());
+    let inotify = fs::read_dir(format!("/proc/{}/fd", running.pid()))
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter(|fd| fs::read_link(fd.path()).is_ok_and(|l| l.as_os_str() == "anon_inode:inotify"))
+        .count();
+    assert_eq!(inotify, 1, "inotify instances of the daemon");
+    // A change in the last folder is noticed (the periodic rescan is an hour away).
+    fs::write(roots[199].join("late.txt"), "noticed").unwrap();
+    crate::support::wait_until("the change is indexed", 20, || {
+        api.call("GET", "/rest/db/file?folder=f199&file=late.txt").0 == 200
+    });
+}

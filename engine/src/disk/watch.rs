@@ -4,11 +4,16 @@
 //! so it reaches the index within about a second. Events about peerfold's own files (the
 //! marker directory, temp files) are ignored. When watching is impossible (too many
 //! watches, unsupported file system) the periodic rescan still catches every change.
+//!
+//! All folders share one watcher (`Watchers`): one inotify instance for the whole daemon,
+//! events routed to the folders whose root holds the path. (One instance per folder ran
+//! into the kernel's limit of 128 instances per user with a few hundred folders.)
 
 use std::path::{Component, Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use notify::{RecursiveMode, Watcher};
+use notify::{RecommendedWatcher, RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
@@ -18,9 +23,96 @@ use crate::disk::scanner::MARKER_DIR;
 /// How long the folder must be quiet before a rescan starts, unless configured.
 pub(crate) const DEFAULT_QUIET: Duration = Duration::from_millis(250);
 
+/// Watched roots and where to send word of a change under each.
+type Routes = Arc<Mutex<Vec<(PathBuf, mpsc::Sender<()>)>>>;
+
+/// The daemon's one file-system watcher, shared by every folder.
+#[derive(Default)]
+pub(crate) struct Watchers {
+    /// Made at the first folder (the notify thread starts with it).
+    watcher: Mutex<Option<RecommendedWatcher>>,
+    routes: Routes,
+}
+
+impl std::fmt::Debug for Watchers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Watchers").finish_non_exhaustive()
+    }
+}
+
+impl Watchers {
+    /// Starts watching `root`; a change under it (not peerfold's own files) is sent to
+    /// `tx`. Watching ends when the returned guard is dropped.
+    fn watch(self: &Arc<Self>, root: &Path, tx: mpsc::Sender<()>) -> notify::Result<WatchGuard> {
+        // Short critical sections only: the notify thread takes `routes` for each event.
+        let mut watcher = self.watcher.lock().unwrap_or_else(PoisonError::into_inner);
+        if watcher.is_none() {
+            let routes = self.routes.clone();
+            *watcher = Some(notify::recommended_watcher(move |event| {
+                route(&routes, event)
+            })?);
+        }
+        if let Some(watcher) = watcher.as_mut() {
+            watcher.watch(root, RecursiveMode::Recursive)?;
+        }
+        self.routes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push((root.to_owned(), tx));
+        Ok(WatchGuard {
+            watchers: self.clone(),
+            root: root.to_owned(),
+        })
+    }
+}
+
+/// Sends word of `event` to the folders whose root holds one of its paths.
+fn route(routes: &Routes, event: notify::Result<notify::Event>) {
+    // Reads (our own scans and peers' block requests open files) change nothing.
+    let Ok(event) = event else { return };
+    if matches!(event.kind, notify::EventKind::Access(_)) {
+        return;
+    }
+    let routes = routes.lock().unwrap_or_else(PoisonError::into_inner);
+    for (root, tx) in routes.iter() {
+        if event
+            .paths
+            .iter()
+            .any(|p| p.starts_with(root) && !is_internal(root, p))
+        {
+            let _ = tx.try_send(());
+        }
+    }
+}
+
+/// A watched root; dropping it stops watching.
+struct WatchGuard {
+    watchers: Arc<Watchers>,
+    root: PathBuf,
+}
+
+impl Drop for WatchGuard {
+    fn drop(&mut self) {
+        let mut watcher = self
+            .watchers
+            .watcher
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(watcher) = watcher.as_mut() {
+            let _ = watcher.unwatch(&self.root);
+        }
+        self.watchers
+            .routes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .retain(|(root, _)| *root != self.root);
+    }
+}
+
 /// Watches the folder at `root` until `stop`, calling `changed` after each burst of
 /// changes, once the folder has been `quiet` for that long.
 pub(crate) async fn run(
+    watchers: Arc<Watchers>,
     root: PathBuf,
     quiet: Duration,
     stop: CancellationToken,
@@ -28,27 +120,19 @@ pub(crate) async fn run(
 ) {
     // A trigger channel: one pending wake-up is all that matters.
     let (tx, mut rx) = mpsc::channel::<()>(1);
-    let filter_root = root.clone();
-    let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        // Reads (our own scans and peers' block requests open files) change nothing.
-        if let Ok(event) = event
-            && !matches!(event.kind, notify::EventKind::Access(_))
-            && event.paths.iter().any(|p| !is_internal(&filter_root, p))
-        {
-            let _ = tx.try_send(());
-        }
-    });
-    let mut watcher = match watcher {
-        Ok(watcher) => watcher,
-        Err(e) => {
+    // Adding a recursive watch walks the tree (a watch per directory): off the runtime.
+    let watching = {
+        let (watchers, root) = (watchers.clone(), root.clone());
+        tokio::task::spawn_blocking(move || watchers.watch(&root, tx)).await
+    };
+    let _guard = match watching {
+        Ok(Ok(guard)) => guard,
+        Ok(Err(e)) => {
             warn!(error = %e, "cannot watch; relying on periodic rescans");
             return;
         }
+        Err(_) => return,
     };
-    if let Err(e) = watcher.watch(&root, RecursiveMode::Recursive) {
-        warn!(error = %e, "cannot watch; relying on periodic rescans");
-        return;
-    }
     debug!("watching");
     loop {
         tokio::select! {
@@ -98,5 +182,31 @@ mod tests {
         assert!(is_internal(root, Path::new("/f/a/.peerfold.b.tmp")));
         assert!(!is_internal(root, Path::new("/f/a/b")));
         assert!(!is_internal(root, Path::new("/f/a/.peerfold")));
+    }
+
+    #[test]
+    fn events_go_to_the_folder_that_holds_the_path() {
+        let routes: Routes = Arc::default();
+        let (tx_a, mut rx_a) = mpsc::channel(1);
+        let (tx_b, mut rx_b) = mpsc::channel(1);
+        routes.lock().unwrap().push(("/f/a".into(), tx_a));
+        routes.lock().unwrap().push(("/f/ab".into(), tx_b));
+        let event = |path: &str| {
+            Ok(
+                notify::Event::new(notify::EventKind::Create(notify::event::CreateKind::File))
+                    .add_path(path.into()),
+            )
+        };
+        route(&routes, event("/f/ab/x"));
+        assert!(rx_a.try_recv().is_err(), "/f/a does not hold /f/ab/x");
+        assert!(rx_b.try_recv().is_ok());
+        route(&routes, event("/f/a/.peerfold/index"));
+        assert!(rx_a.try_recv().is_err(), "peerfold's own files");
+        route(&routes, event("/f/a/y"));
+        assert!(rx_a.try_recv().is_ok());
+        let read = notify::Event::new(notify::EventKind::Access(notify::event::AccessKind::Any))
+            .add_path("/f/a/y".into());
+        route(&routes, Ok(read));
+        assert!(rx_a.try_recv().is_err(), "reads change nothing");
     }
 }
