@@ -377,7 +377,8 @@ async fn json_errors(request: Request, next: Next) -> Response {
         out.headers_mut().insert(header::ALLOW, allow);
     }
     if let Some(challenge) = challenge {
-        out.headers_mut().insert(header::WWW_AUTHENTICATE, challenge);
+        out.headers_mut()
+            .insert(header::WWW_AUTHENTICATE, challenge);
     }
     out
 }

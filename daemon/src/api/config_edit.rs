@@ -25,7 +25,8 @@ async fn change(api: &super::Api, edit: ConfigEdit) -> Result<std::sync::Arc<Con
 }
 
 /// The request body as JSON (axum's own rejection would answer in plain text).
-fn body_json(body: &axum::body::Bytes) -> Result<Value, ApiError> {
+/// A request body as JSON, or a 400 that says why not.
+pub(super) fn body_json(body: &axum::body::Bytes) -> Result<Value, ApiError> {
     serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("invalid JSON: {e}")))
 }
 

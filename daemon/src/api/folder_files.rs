@@ -5,6 +5,7 @@ use axum::extract::State;
 use peerfold_engine::folder::{ConflictChoice, IgnoresError, RestoreError};
 use serde_json::{Map, Value, json};
 
+use super::config_edit::body_json;
 use super::{ApiError, ApiResult, AppState, Params, folder};
 
 /// The largest ignore file accepted.
@@ -34,8 +35,7 @@ pub(super) async fn set_ignores(
     if body.len() > MAX_IGNORE_BYTES {
         return Err(ApiError::bad_request("ignore patterns over 1 MiB"));
     }
-    let value: Value = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::bad_request(format!("invalid JSON: {e}")))?;
+    let value = body_json(&body)?;
     let lines = value["ignore"]
         .as_array()
         .ok_or_else(|| ApiError::bad_request("the body must be {\"ignore\": [\"pattern\", ...]}"))?
@@ -109,8 +109,7 @@ pub(super) async fn restore_versions(
     body: axum::body::Bytes,
 ) -> ApiResult {
     let folder = folder(&api, &params)?;
-    let value: Value = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::bad_request(format!("invalid JSON: {e}")))?;
+    let value = body_json(&body)?;
     let wanted = value.as_object().ok_or_else(|| {
         ApiError::bad_request("the body must be {\"NAME\": \"VERSION_TIME\", ...}")
     })?;
@@ -138,8 +137,7 @@ pub(super) async fn resolve_conflict(
     body: axum::body::Bytes,
 ) -> ApiResult {
     let folder = folder(&api, &params)?;
-    let value: Value = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::bad_request(format!("invalid JSON: {e}")))?;
+    let value = body_json(&body)?;
     let usage =
         "the body must be {\"conflict\": NAME, \"keep\": \"original\" | \"conflict\" | \"both\"}";
     let copy = value["conflict"]
