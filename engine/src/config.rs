@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use crate::disk::fsutil;
 
 mod address;
+mod defaults;
 pub(crate) mod diff;
 mod edit;
 mod folder;
@@ -22,6 +23,7 @@ pub(crate) mod live;
 
 pub use crate::model::{FolderType, PullOrder};
 pub use address::{Address, AddressError};
+pub use defaults::Defaults;
 pub use edit::{ConfigEdit, EditFileError, OptionChange, edit_file};
 pub use folder::{FolderConfig, MinDiskFree, VersioningType};
 pub use home::{HOME_ENV, Home, HomeError};
@@ -183,55 +185,6 @@ impl Default for Options {
             max_recv_kbps: 0,
             limit_bandwidth_in_lan: false,
             unused_syncthing_settings: UnusedSettings::new(),
-        }
-    }
-}
-
-/// Defaults for new items (Syncthing's `defaults` section).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Defaults {
-    /// Where auto-accepted folders go: each one in a directory named after its label (or
-    /// ID) under this path. `~` is the user's home directory.
-    #[serde(default = "default_folder_path")]
-    pub folder_path: String,
-    /// The settings a new folder starts with (Syncthing's `defaults.folder`; its ID, label,
-    /// path and devices are not used). None: peerfold's own.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub folder: Option<FolderConfig>,
-    /// Ignore patterns a folder added through the API starts with (`defaults.ignores`).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub ignores: Vec<String>,
-}
-
-impl Default for Defaults {
-    fn default() -> Self {
-        Self {
-            folder_path: default_folder_path(),
-            folder: None,
-            ignores: Vec::new(),
-        }
-    }
-}
-
-impl Defaults {
-    /// The folder path with `~` expanded.
-    pub fn folder_root(&self) -> Option<PathBuf> {
-        expand_tilde(&self.folder_path)
-    }
-
-    /// A new folder: the default folder's settings with this ID, label and path, shared
-    /// with nobody yet.
-    pub fn new_folder(&self, id: String, label: String, path: PathBuf) -> FolderConfig {
-        match &self.folder {
-            Some(template) => FolderConfig {
-                id,
-                label,
-                path,
-                devices: Vec::new(),
-                ..template.clone()
-            },
-            None => FolderConfig::new(id, label, path),
         }
     }
 }
@@ -632,10 +585,6 @@ fn default_stun_keepalive_start() -> u64 {
 
 fn default_stun_keepalive_min() -> u64 {
     20
-}
-
-fn default_folder_path() -> String {
-    "~".to_owned()
 }
 
 fn default_addresses() -> Vec<Address> {

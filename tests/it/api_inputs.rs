@@ -776,8 +776,8 @@ fn rows(device: &Device, me: &str) -> Vec<Row> {
         ]);
     }
 
-    // The default device and the GUI settings (PUT and PATCH alike): settings peerfold
-    // does not act on are refused, not dropped.
+    // The default device and the GUI settings (PUT and PATCH alike): wrong types, and
+    // settings peerfold does not act on, are refused, not dropped.
     for method in ["PUT", "PATCH"] {
         let route = "/rest/config/defaults/device";
         rows.extend([
@@ -787,7 +787,7 @@ fn rows(device: &Device, me: &str) -> Vec<Row> {
                 route,
                 method,
                 route,
-                r#"{"introducer": true}"#,
+                r#"{"introducer": 1}"#,
                 400,
                 "introducer",
             ),
@@ -795,9 +795,9 @@ fn rows(device: &Device, me: &str) -> Vec<Row> {
                 route,
                 method,
                 route,
-                r#"{"maxRecvKbps": 10}"#,
+                r#"{"untrusted": true}"#,
                 400,
-                "maxRecvKbps",
+                "untrusted",
             ),
         ]);
         let route = "/rest/config/gui";

@@ -539,3 +539,71 @@ fn the_default_folder_and_ignores_are_what_new_folders_start_with() {
     let api = Api::of(&device, &running);
     assert_eq!(api.get("/rest/config/defaults/folder"), defaults);
 }
+
+/// Syncthing's default device: what a device added through the API, the CLI or an
+/// introducer starts with; what is given when adding it wins.
+#[test]
+fn the_default_device_is_what_new_devices_start_with() {
+    let device = Device::init();
+    let running = device.serve();
+    let api = Api::of(&device, &running);
+    api.ok_json(
+        "PUT",
+        "/rest/config/defaults/device",
+        json!({
+            "autoAcceptFolders": true,
+            "maxRecvKbps": 100,
+            "allowedNetworks": ["127.0.0.0/8"],
+            "compression": "always",
+        }),
+    );
+    let defaults = api.get("/rest/config/defaults/device");
+    assert_eq!(defaults["autoAcceptFolders"], true, "{defaults}");
+    assert_eq!(defaults["compression"], "always");
+    let stored = fs::read_to_string(device.home().join("config.toml")).unwrap();
+    assert!(stored.contains("[defaults.device]"), "{stored}");
+
+    // Through the API: only the ID given.
+    let by_api = Device::init().id();
+    api.ok_json(
+        "POST",
+        "/rest/config/devices",
+        json!({ "deviceID": by_api }),
+    );
+    let added = api.get(&format!("/rest/config/devices/{by_api}"));
+    assert_eq!(added["autoAcceptFolders"], true, "{added}");
+    assert_eq!(added["maxRecvKbps"], 100);
+    assert_eq!(added["allowedNetworks"], json!(["127.0.0.0/8"]));
+    assert_eq!(added["compression"], "always");
+    // What the client sends wins over the default.
+    let explicit = Device::init().id();
+    api.ok_json(
+        "POST",
+        "/rest/config/devices",
+        json!({ "deviceID": explicit, "autoAcceptFolders": false, "maxRecvKbps": 5 }),
+    );
+    let added = api.get(&format!("/rest/config/devices/{explicit}"));
+    assert_eq!(
+        (
+            added["autoAcceptFolders"].clone(),
+            added["maxRecvKbps"].clone()
+        ),
+        (json!(false), json!(5))
+    );
+    // Through the CLI.
+    let by_cli = Device::init().id();
+    device.ok(["device", "add", &by_cli, "--name", "cli"]);
+    let added = api.get(&format!("/rest/config/devices/{by_cli}"));
+    assert_eq!(
+        (added["name"].clone(), added["maxRecvKbps"].clone()),
+        (json!("cli"), json!(100))
+    );
+    // Back to peerfold's own default: nothing kept.
+    api.ok_json(
+        "PUT",
+        "/rest/config/defaults/device",
+        json!({ "autoAcceptFolders": false, "maxRecvKbps": 0, "allowedNetworks": [], "compression": "metadata" }),
+    );
+    let stored = fs::read_to_string(device.home().join("config.toml")).unwrap();
+    assert!(!stored.contains("[defaults.device]"), "{stored}");
+}

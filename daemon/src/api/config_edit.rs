@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use tracing::warn;
 
 use super::config_json::{
-    defaults_json, device_json, fixed_options_json, folder_json, gui_json, options_json,
+    defaults_json, device_json, fixed_options_json, folder_json, gui_json, new_device, options_json,
 };
 use super::folder_edit::folder_from_json;
 use super::syncthing_settings as settings;
@@ -110,6 +110,17 @@ pub(super) fn written_addresses(device: &DeviceConfig) -> Option<Vec<String>> {
         .filter_map(|a| syncthing_address_quiet(a).ok().flatten())
         .collect();
     (mapped == device.addresses).then_some(written)
+}
+
+/// What fields a device object leaves out keep: the device's own, or, for a new one, the
+/// default device's (`defaults.device`).
+fn device_base(config: &Config, id: DeviceId) -> Option<DeviceConfig> {
+    config
+        .devices
+        .iter()
+        .find(|d| d.id == id)
+        .cloned()
+        .or_else(|| config.defaults.new_device(id))
 }
 
 fn device_from_json(value: &Value, base: Option<&DeviceConfig>) -> Result<DeviceConfig, String> {
@@ -250,26 +261,6 @@ fn option_changes(options: &Value, current: &Config) -> Result<Vec<OptionChange>
     Ok(changes)
 }
 
-/// A `defaults` field peerfold does not keep (anything but the folder's path) may only
-/// repeat what peerfold reports.
-fn check_defaults_unchanged(sent: &Value, reported: &Value, what: &str) -> Result<(), String> {
-    let (Some(sent), Some(reported)) = (sent.as_object(), reported.as_object()) else {
-        return Ok(());
-    };
-    for (name, value) in sent {
-        if name != "path"
-            && reported
-                .get(name)
-                .is_some_and(|r| !settings::same(r, value))
-        {
-            return Err(format!(
-                "defaults.{what} setting {name:?} is not supported by peerfold yet (it keeps the default folder's path)"
-            ));
-        }
-    }
-    Ok(())
-}
-
 /// The default folder path in a `defaults` object, if it sets one.
 fn default_folder_path(defaults: &Value) -> Result<Option<String>, String> {
     if !defaults.is_object() {
@@ -287,12 +278,18 @@ fn default_folder_path(defaults: &Value) -> Result<Option<String>, String> {
 }
 
 /// `config` with a `defaults` object applied: the default folder's settings (and its path,
-/// where auto-accepted folders go), the default ignore patterns; the default device may
-/// only repeat what peerfold reports.
+/// where auto-accepted folders go), the default device's settings, the default ignore
+/// patterns.
 fn apply_defaults(config: &mut Config, defaults: &Value, me: DeviceId) -> Result<(), String> {
-    let reported = defaults_json(config, me);
-    if let Some(sent) = defaults.get("device") {
-        check_defaults_unchanged(sent, &reported["device"], "device")?;
+    if let Some(device) = defaults.get("device") {
+        // Parsed as a device with this device's ID as a stand-in: it is no default's.
+        let mut sent = device.clone();
+        sent["deviceID"] = json!(me.to_string());
+        let current = new_device(config, me);
+        let template = device_from_json(&sent, Some(&current))?;
+        config.defaults.device = (template
+            != DeviceConfig::new(me, String::new(), vec![Address::Dynamic]))
+        .then_some(template);
     }
     if let Some(path) = default_folder_path(defaults)? {
         config.defaults.folder_path = path;
@@ -346,7 +343,7 @@ fn config_from_json(value: &Value, current: &Config, me: DeviceId) -> Result<Con
             .iter()
             .map(|d| {
                 let id = device_id_field(d)?;
-                device_from_json(d, current.devices.iter().find(|c| c.id == id))
+                device_from_json(d, device_base(current, id).as_ref())
             })
             .filter(|d| d.as_ref().map_or(true, |d| d.id != me))
             .collect::<Result<_, _>>()?;
@@ -532,8 +529,8 @@ pub(super) async fn post_device(State(api): AppState, body: axum::body::Bytes) -
         if id == api.engine.device_id() {
             return Err(ApiError::bad_request("that is this device's own ID"));
         }
-        let base = current.devices.iter().find(|d| d.id == id);
-        let device = device_from_json(item, base).map_err(ApiError::bad_request)?;
+        let device = device_from_json(item, device_base(&current, id).as_ref())
+            .map_err(ApiError::bad_request)?;
         edits.push(ConfigEdit::SetDevice(device));
     }
     change(&api, ConfigEdit::Several(edits)).await?;

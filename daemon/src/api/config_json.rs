@@ -112,6 +112,14 @@ pub(super) fn config_json(config: &Config, me: DeviceId) -> Value {
     })
 }
 
+/// The device a new one starts as, with ID `id`.
+pub(super) fn new_device(config: &Config, id: DeviceId) -> DeviceConfig {
+    config
+        .defaults
+        .new_device(id)
+        .unwrap_or_else(|| DeviceConfig::new(id, String::new(), vec![Address::Dynamic]))
+}
+
 /// Syncthing's `defaults`: what a new folder and a new device get.
 pub(super) fn defaults_json(config: &Config, me: DeviceId) -> Value {
     let folder = config.defaults.new_folder(
@@ -121,7 +129,7 @@ pub(super) fn defaults_json(config: &Config, me: DeviceId) -> Value {
     );
     json!({
         "folder": folder_json(&folder, me),
-        "device": device_json(&DeviceConfig::new(me, String::new(), vec![Address::Dynamic])),
+        "device": device_json(&new_device(config, me)),
         "ignores": { "lines": config.defaults.ignores },
     })
 }

@@ -63,17 +63,23 @@ pub(super) fn add(
     if id == home.identity()?.device_id() {
         bail!("{id} is this device's own ID");
     }
-    if home.config()?.devices.iter().any(|d| d.id == id) {
+    let config = home.config()?;
+    if config.devices.iter().any(|d| d.id == id) {
         bail!("device {id} is already configured");
     }
-    let addresses = if addresses.is_empty() {
-        vec![Address::Dynamic]
-    } else {
-        addresses
-    };
-    let mut device = DeviceConfig::new(id, name.unwrap_or_default(), addresses);
-    device.auto_accept_folders = options.auto_accept_folders;
-    device.introducer = options.introducer;
+    // The default device's settings (`defaults.device`), then what was given here.
+    let mut device = config
+        .defaults
+        .new_device(id)
+        .unwrap_or_else(|| DeviceConfig::new(id, String::new(), vec![Address::Dynamic]));
+    if let Some(name) = name {
+        device.name = name;
+    }
+    if !addresses.is_empty() {
+        device.addresses = addresses;
+    }
+    device.auto_accept_folders |= options.auto_accept_folders;
+    device.introducer |= options.introducer;
     match apply_edit(home, ConfigEdit::AddDevice(device))? {
         Applied::ByDaemon => writeln!(out, "Added device {id} (applied by the running daemon)")?,
         Applied::InFile(_) => writeln!(out, "Added device {id}")?,

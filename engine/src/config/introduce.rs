@@ -70,7 +70,8 @@ pub(crate) fn introduce(
             .take(MAX_INTRODUCED_PER_FOLDER)
         {
             if !new.devices.iter().any(|d| d.id == device.id) {
-                new.devices.push(introduced(device, introducer));
+                let added = introduced(&new.defaults, device, introducer);
+                new.devices.push(added);
             }
             if !folder.devices.contains(&device.id) {
                 folder.devices.push(device.id);
@@ -113,8 +114,12 @@ pub(crate) fn introduce(
 }
 
 /// A new device as the introducer described it (its addresses that parse; `dynamic` if
-/// none does).
-fn introduced(device: &IntroducedDevice, introducer: DeviceId) -> DeviceConfig {
+/// none does), with the default device's other settings.
+fn introduced(
+    defaults: &super::Defaults,
+    device: &IntroducedDevice,
+    introducer: DeviceId,
+) -> DeviceConfig {
     let mut addresses: Vec<Address> = device
         .addresses
         .iter()
@@ -125,7 +130,12 @@ fn introduced(device: &IntroducedDevice, introducer: DeviceId) -> DeviceConfig {
         addresses.push(Address::Dynamic);
     }
     let name: String = device.name.chars().take(64).collect();
-    let mut config = DeviceConfig::new(device.id, name, addresses);
+    // The default device's settings (Syncthing's rule), with what the introducer said.
+    let mut config = defaults
+        .new_device(device.id)
+        .unwrap_or_else(|| DeviceConfig::new(device.id, String::new(), Vec::new()));
+    config.name = name;
+    config.addresses = addresses;
     config.introduced_by = Some(introducer);
     config
 }
