@@ -93,19 +93,27 @@ struct WatchGuard {
 
 impl Drop for WatchGuard {
     fn drop(&mut self) {
-        let mut watcher = self
-            .watchers
-            .watcher
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        if let Some(watcher) = watcher.as_mut() {
-            let _ = watcher.unwatch(&self.root);
-        }
         self.watchers
             .routes
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .retain(|(root, _)| *root != self.root);
+        // The watcher's lock may be held while another folder's recursive watch walks its
+        // tree: never waited for on a runtime thread.
+        let (watchers, root) = (self.watchers.clone(), std::mem::take(&mut self.root));
+        let unwatch = move || {
+            let mut watcher = watchers
+                .watcher
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            if let Some(watcher) = watcher.as_mut() {
+                let _ = watcher.unwatch(&root);
+            }
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => drop(runtime.spawn_blocking(unwatch)),
+            Err(_) => unwatch(),
+        }
     }
 }
 
