@@ -106,7 +106,15 @@ impl Drop for WatchGuard {
                 .watcher
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner);
-            if let Some(watcher) = watcher.as_mut() {
+            // A folder restarted meanwhile (settings changed) watches the root again: it
+            // routes the root under this same lock, so it is seen here.
+            let again = watchers
+                .routes
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .iter()
+                .any(|(r, _)| *r == root);
+            if let Some(watcher) = watcher.as_mut().filter(|_| !again) {
                 let _ = watcher.unwatch(&root);
             }
         };
