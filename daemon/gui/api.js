@@ -3,7 +3,8 @@
 
 /* global metadata */
 const meta = window.metadata || {};
-const csrfName = 'CSRF-Token-' + (meta.deviceIDShort || '');
+// Syncthing's names: the device ID's first 5 characters (so its own GUI works too).
+const csrfName = 'CSRF-Token-' + (meta.deviceID || '').slice(0, 5);
 
 function csrfToken() {
   for (const part of document.cookie.split(';')) {
