@@ -16,6 +16,8 @@ import urllib.parse
 import urllib.request
 import xml.etree.ElementTree as ET
 
+from sync import children, cpu_ticks as one_cpu_ticks  # bench/sync.py's /proc readers
+
 ST = "/usr/bin/syncthing"
 SHARES_PER_FOLDER = 3
 LIVE = []  # daemon processes and browsers still running, for the cleanup
@@ -44,30 +46,9 @@ def rss_mib(pid):
     raise RuntimeError(f"no VmRSS for {pid}")
 
 
-def children(pid):
-    """Child processes of pid (scanning /proc)."""
-    out = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as f:
-                    if int(f.read().rsplit(")", 1)[1].split()[1]) == pid:
-                        out.append(int(entry))
-            except (OSError, IndexError, ValueError):
-                pass
-    return sorted(out)
-
-
 def cpu_ticks(pids):
-    total = 0
-    for pid in pids:
-        try:
-            with open(f"/proc/{pid}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])
-        except (OSError, IndexError, ValueError):
-            pass
-    return total
+    """utime + stime of the processes, in clock ticks."""
+    return sum(one_cpu_ticks(pid) for pid in pids)
 
 
 TICK = os.sysconf("SC_CLK_TCK")
