@@ -16,7 +16,7 @@ import urllib.parse
 import urllib.request
 import xml.etree.ElementTree as ET
 
-from sync import children, cpu_ticks as one_cpu_ticks  # bench/sync.py's /proc readers
+from sync import children, set_st_options, cpu_ticks as one_cpu_ticks  # bench/sync.py's helpers
 
 ST = "/usr/bin/syncthing"
 SHARES_PER_FOLDER = 3
@@ -351,17 +351,7 @@ class Syncthing(Daemon):
         for tag in ("user", "password"):
             for el in gui.findall(tag):
                 gui.remove(el)
-        options = cfg.find("options")
-        for el in options.findall("listenAddress"):
-            options.remove(el)
-        listen = ET.Element("listenAddress")
-        listen.text = f"tcp://127.0.0.1:{free_port()}"
-        options.insert(0, listen)
-        for key, value in ST_OPTIONS.items():
-            el = options.find(key)
-            if el is None:
-                el = ET.SubElement(options, key)
-            el.text = value
+        set_st_options(cfg.find("options"), f"tcp://127.0.0.1:{free_port()}", ST_OPTIONS)
         defaults = cfg.find("defaults")
         last_device = max(i for i, el in enumerate(cfg) if el.tag == "device")
         for n, (did, name) in enumerate(self.setup.devices):

@@ -500,6 +500,20 @@ ST_OPTIONS = {
 }
 
 
+def set_st_options(options, listen_url, values):
+    """Syncthing's <options>: one listen address, and `values` by element name."""
+    for el in options.findall("listenAddress"):
+        options.remove(el)
+    listen = ET.Element("listenAddress")
+    listen.text = listen_url
+    options.insert(0, listen)
+    for key, value in values.items():
+        el = options.find(key)
+        if el is None:
+            el = ET.SubElement(options, key)
+        el.text = value
+
+
 class SyncthingPair(Pair):
     name = "syncthing"
 
@@ -518,17 +532,7 @@ class SyncthingPair(Pair):
         path = os.path.join(self.home[w], "config.xml")
         tree = ET.parse(path)
         cfg = tree.getroot()
-        options = cfg.find("options")
-        for el in options.findall("listenAddress"):
-            options.remove(el)
-        listen = ET.Element("listenAddress")
-        listen.text = f"tcp://{ADDR[w]}:{ST_PORT}"
-        options.insert(0, listen)
-        for key, value in ST_OPTIONS.items():
-            el = options.find(key)
-            if el is None:
-                el = ET.SubElement(options, key)
-            el.text = value
+        set_st_options(cfg.find("options"), f"tcp://{ADDR[w]}:{ST_PORT}", ST_OPTIONS)
         cfg.find("gui/address").text = "127.0.0.1:8384"
         defaults = cfg.find("defaults")
         # The peer, from the default device template.
