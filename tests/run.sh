@@ -55,6 +55,8 @@ python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || missing+=(python3-venv)
 # Syncthing's own GUI, served by peerfold in a test, takes these from Debian as its build does.
 [ -d /usr/share/javascript/bootstrap ] || missing+=(libjs-bootstrap)
 [ -d /usr/share/fonts-fork-awesome ] || missing+=(fonts-fork-awesome)
+# tests/syncthing-gui.sh unpacks Syncthing's source tarball (.tar.xz).
+command -v xz >/dev/null 2>&1 || missing+=(xz-utils)
 if [ "${#missing[@]}" -gt 0 ]; then
     if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
         echo "tests/run.sh: installing ${missing[*]} (Debian packages the tests run)" >&2
