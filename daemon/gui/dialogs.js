@@ -174,8 +174,8 @@ function DeviceDialog({ id, prefill, share, hints = {}, onClose }) {
         placeholder="XXXXXXX-XXXXXXX-XXXXXXX-XXXXXXX-XXXXXXX-XXXXXXX-XXXXXXX-XXXXXXX"
         onInput=${(e) => setIdText(e.target.value)} />
     </label>
-    ${!editing && check.error && html`<p class="error small" data-test="device-id-error">${check.error}</p>`}
-    ${!editing && check.id && html`<p class="ok small" data-test="device-id-ok">✓ ${check.id}</p>`}
+    ${!editing && html`<p class=${'id-check small ' + (check.error ? 'error' : 'ok')} data-test=${check.error ? 'device-id-error' : check.id ? 'device-id-ok' : 'device-id-pending'}
+      >${check.error || (check.id && '✓ ' + check.id)}</p>`}
     ${suggestions.length > 0 && html`<div class="suggest"><span class="muted small">Seen nearby:</span>
       ${suggestions.map(([d, v]) => html`<button class="small" key=${d} data-test=${'device-suggestion-' + d}
         onClick=${() => { setIdText(d); if ((v.addresses || []).length && addrs === 'dynamic') setAddrs('dynamic'); }}>${d.slice(0, 7)}</button>`)}</div>`}

@@ -125,6 +125,7 @@ impl Chrome {
 
     pub(crate) async fn click(&self, test: &str) {
         let element = self.el(test).await;
+        settle(&element).await;
         // A dialog may still be sliding in: retry while something else takes the click.
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {
@@ -294,4 +295,19 @@ pub(crate) fn run<F: Future<Output = ()>>(test: F) {
         .build()
         .unwrap()
         .block_on(test);
+}
+
+/// Waits (up to 2 s) until `element` stays where it is for 100 ms: a click aimed at a
+/// button that moves (a line appearing above it) lands on whatever took its place.
+async fn settle(element: &Element) {
+    let deadline = Instant::now() + Duration::from_secs(2);
+    let mut last = element.rectangle().await.ok();
+    while Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let now = element.rectangle().await.ok();
+        if now == last {
+            return;
+        }
+        last = now;
+    }
 }
