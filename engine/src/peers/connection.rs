@@ -98,6 +98,13 @@ async fn connection(context: &SessionContext, link: Arc<dyn Link>, peer: DeviceI
     }
     let link = context.rates.throttle(peer, link);
     let Some(retired) = context.registry.register(peer, link.clone(), dialed).await else {
+        // Not cut: the peer may have taken this link as its own and be waiting on block
+        // requests over it. The session answers them and closes it once it is quiet.
+        let lost = tokio_util::sync::CancellationToken::new();
+        lost.cancel();
+        if let Err(e) = session::run(context, link.clone(), peer, dialed, lost).await {
+            debug!(error = %e, "a connection that lost to another one ended");
+        }
         link.close(&Reason::Duplicate);
         return;
     };

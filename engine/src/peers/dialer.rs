@@ -178,7 +178,7 @@ impl Dialer {
                     }
                     // While hole punching may still open a path, neither side dials the
                     // peer's direct addresses itself: its link would race the punched one
-                    // (and the loser of two direct links is closed, cutting what ran on it).
+                    // (one of them would lose and drain, its transfers moving over for nothing).
                     Some(status)
                         if Instant::now() >= move_after
                             && !(status.path == PathKind::Relayed

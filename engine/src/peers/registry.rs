@@ -109,7 +109,9 @@ impl PeerRegistry {
     /// the token that fires when it is retired in turn. A direct link beats a relayed one;
     /// between two of a kind, both devices keep the one the lower device ID dialed (the
     /// other is refused, here or there). A live link that loses its place is retired, not
-    /// closed: its session drains it. An old link the new one would lose to is
+    /// closed: its session drains it. A refused link is drained too (`session::run`): the
+    /// two sides may see two crossing dials arrive in opposite orders, and the peer may be
+    /// asking for blocks over the one refused here. An old link the new one would lose to is
     /// asked first whether it still answers ([`PROBE_WITHIN`]): a peer that crashed and
     /// restarted dials a new link while its old one looks alive here until QUIC's idle
     /// timeout (30 s), so a silent old link is closed and the new one kept.

@@ -67,6 +67,11 @@ pub(crate) enum SessionError {
 /// better link took this one's place in the registry), the session stops exchanging
 /// indexes (the new link's session does that), lets the requests under way on this link
 /// finish, and closes it when it has gone quiet.
+///
+/// A link that lost to a live one before it was registered comes with `retired` already
+/// fired: the peer may have taken it as its link to this device (the two sides see the two
+/// links arrive in either order) and be asking for blocks over it, so it gets its handshake
+/// and its answers like any retired link, and no index, event or offer.
 pub(crate) async fn run(
     context: &SessionContext,
     link: Arc<dyn Link>,
@@ -74,6 +79,7 @@ pub(crate) async fn run(
     dialed: bool,
     retired: CancellationToken,
 ) -> Result<(), SessionError> {
+    let lost = retired.is_cancelled();
     let control = if dialed {
         link.open().await?
     } else {
@@ -97,6 +103,10 @@ pub(crate) async fn run(
         version_bytes = their_hello.client_version.len(),
         "hello"
     );
+    if lost {
+        drain(context, &link, peer, Reason::Duplicate).await;
+        return Ok(());
+    }
     let their_hello = KeptHello::from(their_hello);
     context.registry.said_hello(
         peer,
@@ -176,6 +186,20 @@ pub(crate) async fn run(
     }
     link.close(&Reason::Replaced);
     Ok(())
+}
+
+/// A link that lost before its session began: answers the peer's block requests on it
+/// until it is quiet, then closes it for `reason`. (Its control stream stays open
+/// meanwhile: its end would end the peer's session on it, and the requests with it.)
+async fn drain(context: &SessionContext, link: &Arc<dyn Link>, peer: DeviceId, reason: Reason) {
+    debug!("another live connection is kept; answering requests on this one until it is quiet");
+    tokio::select! {
+        biased;
+        () = context.life.cancelled() => {}
+        _ = serve::serve_requests(context, link.clone(), peer) => {}
+        () = quiet(&**link) => {}
+    }
+    link.close(&reason);
 }
 
 /// How long a retired link must carry nothing before it is closed, and the most it is
@@ -387,5 +411,7 @@ fn offered_folders(
         .collect()
 }
 
+#[cfg(test)]
+mod crossing_tests;
 #[cfg(test)]
 mod tests;

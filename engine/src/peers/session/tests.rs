@@ -9,7 +9,7 @@ use crate::peers::{BlockError, BlockRequest, Peers, Reason};
 use crate::testing::Node;
 
 /// Two nodes sharing `docs` with each other.
-async fn pair() -> (Node, Node) {
+pub(super) async fn pair() -> (Node, Node) {
     let a = Node::new(&[]);
     let b = Node::new(&[a.me]);
     a.know(b.me).await;
