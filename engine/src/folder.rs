@@ -4,6 +4,7 @@
 //! through the `Peers` port.
 
 mod actions;
+pub(crate) mod counts_changed;
 mod fetch;
 mod files;
 mod handle;
@@ -14,7 +15,6 @@ pub(crate) mod refused;
 pub(crate) mod registry;
 mod restore;
 pub(crate) mod scan_loop;
-pub(crate) mod summary_cache;
 pub(crate) mod summary_loop;
 mod transfers;
 

@@ -13,6 +13,7 @@
 //! - `write`: transactions and writes (`impl Store`).
 //! - `clock`: a folder's sequence number and this device's version counters, as writes use them.
 //! - `receive`: peers' index batches, checked against this device's own counters.
+//! - `tally`: the folder counters (global, local and need counts), kept with the entries.
 //! - `handle`: [`StoreHandle`].
 
 mod clock;
@@ -21,6 +22,7 @@ mod handle;
 mod read;
 mod receive;
 mod schema;
+mod tally;
 mod write;
 
 use std::ops::Deref;
@@ -296,10 +298,13 @@ impl Store {
             reads: StoreReader { conn },
             path: path.to_owned(),
         };
-        store.migrate(version).map_err(|e| match e {
-            StoreError::Sqlite(e) => classify(path, e),
-            other => other,
-        })?;
+        store
+            .migrate(version)
+            .and_then(|()| store.build_missing_tallies())
+            .map_err(|e| match e {
+                StoreError::Sqlite(e) => classify(path, e),
+                other => other,
+            })?;
         Ok(store)
     }
 
@@ -309,6 +314,16 @@ impl Store {
             tx.execute_batch(sql)?;
             tx.pragma_update(None, "application_id", schema::APPLICATION_ID)?;
             tx.pragma_update(None, "user_version", i as i64 + 1)?;
+            tx.commit()?;
+        }
+        Ok(())
+    }
+
+    /// Counts the folders indexed before the counters existed (once: one walk each).
+    fn build_missing_tallies(&mut self) -> Result<(), StoreError> {
+        for folder in tally::untallied(&self.reads.conn)? {
+            let tx = self.reads.conn.transaction()?;
+            tally::rebuild(&tx, folder)?;
             tx.commit()?;
         }
         Ok(())
@@ -379,5 +394,7 @@ fn classify(path: &Path, error: rusqlite::Error) -> StoreError {
 
 #[cfg(test)]
 mod counter_tests;
+#[cfg(test)]
+mod tally_tests;
 #[cfg(test)]
 mod tests;

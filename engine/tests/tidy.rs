@@ -32,7 +32,12 @@ fn rust_files(dir: &Path) -> Vec<PathBuf> {
 
 /// The file's code lines before its tests (`#[cfg(test)]`), without comments.
 fn code_lines(path: &Path) -> Vec<(usize, String)> {
-    if path.file_name().is_some_and(|n| n == "tests.rs") {
+    // Test modules: `tests.rs` and `*_tests.rs`.
+    if path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| n == "tests.rs" || n.ends_with("_tests.rs"))
+    {
         return Vec::new();
     }
     let text = fs::read_to_string(path).unwrap();

@@ -4,20 +4,19 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use peerfold_protocol::DeviceId;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use super::summary_cache::CountsChanged;
+use super::counts_changed::CountsChanged;
 use crate::config::FolderConfig;
 use crate::disk::scanner::ScanProgress;
 use crate::events::{Event, EventLog, StateName};
 use crate::model::FolderType;
-use crate::model::counts::{self, FolderSummary};
+use crate::model::counts::FolderSummary;
 use crate::model::refused::RefusedEntries;
-use crate::model::view::NameView;
 use crate::store::{FolderIdx, StoreError, StoreHandle};
 
 /// A running folder, shared by its tasks and the adapters.
@@ -338,36 +337,17 @@ impl Folder {
         self.store.read(move |r| r.sequence(idx)).await
     }
 
-    /// Several devices' views of the folder from one walk of the index (this device's own
-    /// for `me`), on a read-only connection so the walk holds up no writer.
+    /// Several devices' views of the folder (this device's own for `me`), from the
+    /// store's counters: a few rows, however large the folder.
     pub async fn summaries(&self, devices: &[DeviceId]) -> Result<Vec<FolderSummary>, StoreError> {
         let (idx, me, devices) = (self.idx, self.me, devices.to_vec());
-        let (seen, started) = (self.counts_changed.generation(), Instant::now());
-        let mine = devices.first() == Some(&me);
-        let summaries = self
-            .store
-            .read(move |reader| {
-                let mut summaries = vec![FolderSummary::default(); devices.len()];
-                reader.for_each_name(idx, me, |entries| {
-                    counts::add_name(&NameView::new(&entries, me), &devices, &mut summaries);
-                    Ok::<(), StoreError>(())
-                })?;
-                Ok::<_, StoreError>(summaries)
-            })
-            .await?;
-        if mine {
-            let cost = started.elapsed();
-            self.counts_changed.keep(summaries[0], seen, cost);
-        }
-        Ok(summaries)
+        self.store
+            .read(move |reader| reader.summaries(idx, &devices, me))
+            .await
     }
 
-    /// This device's view of the folder: walked afresh, or for a large folder the last
-    /// walk's (see `summary_cache.rs`: an outdated one asks the summary task for a walk).
+    /// This device's view of the folder.
     pub async fn summary(&self) -> Result<FolderSummary, StoreError> {
-        if let Some(kept) = self.counts_changed.kept_if_costly() {
-            return Ok(kept);
-        }
         Ok(self.summaries(&[self.me]).await?.remove(0))
     }
 }

@@ -1,13 +1,12 @@
 //! Announces a folder's counts when they may have changed: Syncthing's FolderSummary for
-//! this device and FolderCompletion for each device the folder is shared with. One walk of
-//! the index serves them all, and walks are spaced out so that a large folder in heavy
-//! sync spends little time on them.
+//! this device and FolderCompletion for each device the folder is shared with, read from
+//! the store's counters, at most once a second.
 //!
 //! Who wakes me: `counts_changed` (scans that changed something, index updates from
 //! peers, pull rounds). Whom I wake: nobody; I emit events.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use peerfold_protocol::DeviceId;
 
@@ -18,14 +17,6 @@ use crate::peers::Peers;
 
 /// The least time between two announcements of a folder's counts.
 const ANNOUNCE_EVERY: Duration = Duration::from_secs(1);
-/// Announcing may take at most about a tenth of the time (the walk is costly on large
-/// folders)...
-const ANNOUNCE_COST_FACTOR: u32 = 10;
-/// ...but the rest after a walk is at most this: `/rest/db/status` answers a large folder
-/// from the last walk (`summary_cache`), so a longer rest left it showing counts minutes
-/// old after a peer's 1,000,000 entries.
-const MAX_REST: Duration = Duration::from_secs(10);
-
 /// Runs until the folder stops.
 pub(crate) async fn summary_loop(
     folder: FolderHandle,
@@ -38,13 +29,12 @@ pub(crate) async fn summary_loop(
             () = folder.stop.cancelled() => return,
             () = folder.counts_changed.notified() => {}
         }
-        // Let a burst of changes settle into one walk.
+        // Let a burst of changes settle into one announcement.
         tokio::select! {
             biased;
             () = folder.stop.cancelled() => return,
             () = tokio::time::sleep(ANNOUNCE_EVERY) => {}
         }
-        let started = Instant::now();
         let mut devices = vec![folder.me];
         devices.extend(folder.config().devices);
         let (Ok(summaries), Ok(sequence)) =
@@ -66,12 +56,6 @@ pub(crate) async fn summary_loop(
                 remote_state: remote_state(&*peers, &config, *device),
                 sequence,
             });
-        }
-        let cost = (started.elapsed() * ANNOUNCE_COST_FACTOR).min(MAX_REST + ANNOUNCE_EVERY);
-        tokio::select! {
-            biased;
-            () = folder.stop.cancelled() => return,
-            () = tokio::time::sleep(cost.saturating_sub(ANNOUNCE_EVERY)) => {}
         }
     }
 }

@@ -22,7 +22,7 @@ pub struct Counts {
 }
 
 impl Counts {
-    fn add(&mut self, entry: &FileEntry) {
+    pub(crate) fn add(&mut self, entry: &FileEntry) {
         if entry.deleted {
             self.deleted += 1;
             return;
@@ -68,7 +68,9 @@ impl FolderSummary {
     }
 }
 
-/// Adds one name to the summaries of `devices` (same order).
+/// Adds one name to the summaries of `devices` (same order): the full walk the counters
+/// are checked against.
+#[cfg(test)]
 pub(crate) fn add_name(view: &NameView<'_>, devices: &[DeviceId], summaries: &mut [FolderSummary]) {
     let global = view.global();
     for (device, summary) in devices.iter().zip(summaries) {
@@ -85,6 +87,117 @@ pub(crate) fn add_name(view: &NameView<'_>, devices: &[DeviceId], summaries: &mu
                 summary.need.add(needed);
             }
         }
+    }
+}
+
+/// Signed changes to [`Counts`], summed as entries change and added to the counters the
+/// store keeps (`store::tally`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CountsDelta {
+    /// Regular files.
+    pub files: i64,
+    /// Directories.
+    pub directories: i64,
+    /// Symlinks.
+    pub symlinks: i64,
+    /// Deletions.
+    pub deleted: i64,
+    /// Bytes of the files.
+    pub bytes: i64,
+}
+
+impl CountsDelta {
+    /// Adds (`sign` 1) or takes away (`sign` -1) `counts`.
+    pub fn add(&mut self, counts: &Counts, sign: i64) {
+        self.files += sign * counts.files as i64;
+        self.directories += sign * counts.directories as i64;
+        self.symlinks += sign * counts.symlinks as i64;
+        self.deleted += sign * counts.deleted as i64;
+        self.bytes += sign * counts.bytes as i64;
+    }
+
+    /// Adds (`sign` 1) or takes away (`sign` -1) another delta.
+    pub fn merge(&mut self, other: &CountsDelta, sign: i64) {
+        self.files += sign * other.files;
+        self.directories += sign * other.directories;
+        self.symlinks += sign * other.symlinks;
+        self.deleted += sign * other.deleted;
+        self.bytes += sign * other.bytes;
+    }
+
+    /// Whether it changes nothing.
+    pub fn is_zero(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+/// What one name adds to a folder's counters. A device with no entry for a name needs its
+/// global version unless that is a deletion, so the counters keep the global counts and,
+/// per device that has an entry, its local counts and how its need differs from that
+/// default (`need_fix`): a device's need is then the global counts without deletions plus
+/// its fix, and a name costs the counters only the devices that announced it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NameTally {
+    /// The global version's counts.
+    pub global: Counts,
+    /// Per device with an entry: (device, local counts, need minus the default need).
+    pub devices: Vec<(DeviceId, Counts, CountsDelta)>,
+}
+
+/// The tally of one name, from every device's entry for it.
+pub fn name_tally(entries: &[(DeviceId, FileEntry)]) -> NameTally {
+    // `me` does not matter: the global version and needs depend on the entries alone.
+    let me = entries
+        .first()
+        .map_or(DeviceId::from_bytes([0; 32]), |(d, _)| *d);
+    let view = NameView::new(entries, me);
+    let mut tally = NameTally::default();
+    let mut default_need = Counts::default();
+    if let Some(g) = view.global() {
+        tally.global.add(g.entry);
+        if !g.entry.deleted {
+            default_need.add(g.entry);
+        }
+    }
+    for (device, entry) in entries {
+        let mut local = Counts::default();
+        if !entry.invalid {
+            local.add(entry);
+        }
+        let mut need = Counts::default();
+        if let Some(needed) = needs(&view, *device) {
+            if needed.deleted {
+                need.deleted += 1;
+            } else {
+                need.add(needed);
+            }
+        }
+        let mut fix = CountsDelta::default();
+        fix.add(&need, 1);
+        fix.add(&default_need, -1);
+        tally.devices.push((*device, local, fix));
+    }
+    tally
+}
+
+/// A device's summary from the folder's counters: `global`, its own `local` counts and
+/// `need_fix` (both zero for a device that announced nothing).
+pub fn summary_from_counters(
+    global: Counts,
+    local: Counts,
+    need_fix: CountsDelta,
+) -> FolderSummary {
+    let need = |default: u64, fix: i64| default.saturating_add_signed(fix);
+    FolderSummary {
+        local,
+        global,
+        need: Counts {
+            files: need(global.files, need_fix.files),
+            directories: need(global.directories, need_fix.directories),
+            symlinks: need(global.symlinks, need_fix.symlinks),
+            deleted: need(0, need_fix.deleted),
+            bytes: need(global.bytes, need_fix.bytes),
+        },
     }
 }
 

@@ -9,6 +9,7 @@ use super::codec::{decode_blocks, entry_from_row, hash_prefix, kind_of};
 use super::{
     FolderIdx, LOCAL_DEVICE, LocalRow, PendingDevice, PendingFolder, StoreError, StoreReader,
 };
+use crate::model::counts::FolderSummary;
 use crate::model::entry::{FileEntry, FileKind, Timestamp};
 
 impl StoreReader {
@@ -258,6 +259,17 @@ impl StoreReader {
             visit(entry)?;
         }
         Ok(())
+    }
+
+    /// The folder's summaries for `devices` (`local` is this device) from its counters,
+    /// without a walk.
+    pub fn summaries(
+        &self,
+        folder: FolderIdx,
+        devices: &[DeviceId],
+        local: DeviceId,
+    ) -> Result<Vec<FolderSummary>, StoreError> {
+        super::tally::summaries(&self.conn, folder, devices, local)
     }
 
     /// Calls `visit` once per name of the folder, in name order, with every device's entry

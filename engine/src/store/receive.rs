@@ -11,6 +11,7 @@ use rusqlite::{Transaction, params};
 
 use super::clock::FolderClock;
 use super::codec::entry_from_row;
+use super::tally::Tally;
 use super::write::store_remote;
 use super::{FolderIdx, LOCAL_DEVICE, ReceivedBatch, Store, StoreError, StuckChange};
 use crate::model::entry::FileEntry;
@@ -56,11 +57,11 @@ impl Store {
         }
         // Refused entries count as seen: the peer need not send them again.
         let max_sequence = entries.iter().map(|e| e.sequence).max().unwrap_or(0);
+        let mut tally = Tally::new(folder);
         store_remote(
             &tx,
-            folder,
-            device,
-            index_id,
+            &mut tally,
+            (folder, device, index_id),
             taken.iter().copied(),
             max_sequence,
         )?;
@@ -70,13 +71,24 @@ impl Store {
              AND device_idx = (SELECT idx FROM devices WHERE device_id = ?3)",
         )?;
         for (name, _) in &received.refused {
+            tally.before(&tx, name)?;
             forget.execute(params![folder.0, name, device.as_bytes().as_slice()])?;
+            tally.after(&tx, name)?;
         }
         drop(forget);
         let time = clock.counter_time(now);
         for remote in taken {
-            outdate_forgotten(&tx, folder, me, remote, time, &mut clock, &mut received)?;
+            outdate_forgotten(
+                &tx,
+                &mut tally,
+                (folder, me),
+                remote,
+                time,
+                &mut clock,
+                &mut received,
+            )?;
         }
+        tally.commit(&tx)?;
         clock.write(&tx, folder)?;
         tx.commit()?;
         Ok(received)
@@ -87,8 +99,8 @@ impl Store {
 /// device, when `remote` shows it is history a rebuilt index forgot.
 fn outdate_forgotten(
     tx: &Transaction<'_>,
-    folder: FolderIdx,
-    me: ShortId,
+    tally: &mut Tally,
+    (folder, me): (FolderIdx, ShortId),
     remote: &FileEntry,
     time: u64,
     clock: &mut FolderClock,
@@ -121,12 +133,14 @@ fn outdate_forgotten(
     };
     clock.note_issued(version.counter(me));
     let sequence = clock.next_sequence();
+    tally.before(tx, &local.name)?;
     tx.prepare_cached("UPDATE files SET version = ?1, sequence = ?2 WHERE id = ?3")?
         .execute(params![
             wire::Vector::from(&version).encode_to_vec(),
             sequence,
             id
         ])?;
+    tally.after(tx, &local.name)?;
     received.outdated.push(local.name);
     Ok(())
 }

@@ -101,4 +101,23 @@ pub(super) const MIGRATIONS: &[&str] = &[
     ALTER TABLE folders ADD COLUMN issued INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE folders ADD COLUMN counter_floor INTEGER NOT NULL DEFAULT 0;
     ",
+    // 6: the folder counters (see `tally`), changed with the entries they count. A folder
+    // from before has `tallied` 0: its counters are rebuilt by a walk when the store opens.
+    "
+    CREATE TABLE tallies (
+        folder_idx   INTEGER NOT NULL REFERENCES folders (idx) ON DELETE CASCADE,
+        -- 0: this device (and the global counts)
+        device_idx   INTEGER NOT NULL,
+        -- 0: the global counts; 1: the device's local counts; 2: its need minus the need
+        -- of a device that announced nothing
+        scope        INTEGER NOT NULL,
+        files        INTEGER NOT NULL,
+        directories  INTEGER NOT NULL,
+        symlinks     INTEGER NOT NULL,
+        deleted      INTEGER NOT NULL,
+        bytes        INTEGER NOT NULL,
+        PRIMARY KEY (folder_idx, device_idx, scope)
+    ) WITHOUT ROWID;
+    ALTER TABLE folders ADD COLUMN tallied INTEGER NOT NULL DEFAULT 0;
+    ",
 ];

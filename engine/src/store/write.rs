@@ -12,6 +12,7 @@ use rusqlite::{OptionalExtension, Transaction, params};
 
 use super::clock::{FolderClock, unix_now};
 use super::codec::{decode_blocks, decode_version, encode_blocks, hash_prefix};
+use super::tally::Tally;
 use super::{FolderIdx, LOCAL_DEVICE, LocalChange, PendingFolder, Store, StoreError, StuckChange};
 use crate::model::entry::FileEntry;
 
@@ -43,7 +44,7 @@ impl Store {
             return Ok(idx);
         }
         self.reads.conn.execute(
-            "INSERT INTO folders (id, index_id, counter_floor) VALUES (?1, ?2, ?3)",
+            "INSERT INTO folders (id, index_id, counter_floor, tallied) VALUES (?1, ?2, ?3, 1)",
             params![folder_id, random_index_id(), now.saturating_add(1) as i64],
         )?;
         Ok(FolderIdx(self.reads.conn.last_insert_rowid()))
@@ -103,6 +104,7 @@ impl Store {
         let mut clock = FolderClock::read(&tx, folder)?;
         let time = clock.counter_time(now);
         let mut stuck = Vec::new();
+        let mut tally = Tally::new(folder);
         for change in changes {
             let previous = previous_by_id(&tx, &change.name, change.previous)?;
             let version = match previous.version.clone().incremented(local, time) {
@@ -117,8 +119,10 @@ impl Store {
             };
             clock.note_issued(version.counter(local));
             let sequence = clock.next_sequence();
-            record(&tx, folder, change, sequence, &version, local, &previous)?;
+            let at = (folder, sequence);
+            record(&tx, &mut tally, at, change, &version, local, &previous)?;
         }
+        tally.commit(&tx)?;
         clock.write(&tx, folder)?;
         tx.commit()?;
         Ok(stuck)
@@ -140,15 +144,10 @@ impl Store {
             None => previous_by_name(&tx, folder, &change.name)?,
         };
         let sequence = clock.next_sequence();
-        record(
-            &tx,
-            folder,
-            change,
-            sequence,
-            version,
-            modified_by,
-            &previous,
-        )?;
+        let mut tally = Tally::new(folder);
+        let at = (folder, sequence);
+        record(&tx, &mut tally, at, change, version, modified_by, &previous)?;
+        tally.commit(&tx)?;
         clock.write(&tx, folder)?;
         tx.commit()?;
         Ok(sequence as u64)
@@ -164,12 +163,15 @@ impl Store {
     ) -> Result<(), StoreError> {
         let tx = self.reads.conn.transaction()?;
         let mut clock = FolderClock::read(&tx, folder)?;
+        let mut tally = Tally::new(folder);
         for (change, version) in rewrites {
             let previous = previous_by_name(&tx, folder, &change.name)?;
             clock.note_issued(version.counter(me));
             let sequence = clock.next_sequence();
-            record(&tx, folder, change, sequence, version, me, &previous)?;
+            let at = (folder, sequence);
+            record(&tx, &mut tally, at, change, version, me, &previous)?;
         }
+        tally.commit(&tx)?;
         clock.write(&tx, folder)?;
         tx.commit()?;
         Ok(())
@@ -188,7 +190,15 @@ impl Store {
     ) -> Result<(), StoreError> {
         let tx = self.reads.conn.transaction()?;
         let max_sequence = entries.iter().map(|e| e.sequence).max().unwrap_or(0);
-        store_remote(&tx, folder, device, index_id, entries.iter(), max_sequence)?;
+        let mut tally = Tally::new(folder);
+        store_remote(
+            &tx,
+            &mut tally,
+            (folder, device, index_id),
+            entries.iter(),
+            max_sequence,
+        )?;
+        tally.commit(&tx)?;
         tx.commit()?;
         Ok(())
     }
@@ -203,12 +213,28 @@ impl Store {
         device: DeviceId,
         limit: usize,
     ) -> Result<usize, StoreError> {
-        Ok(self.reads.conn.execute(
-            "DELETE FROM files WHERE id IN
-                (SELECT id FROM files WHERE folder_idx = ?1
-                 AND device_idx = (SELECT idx FROM devices WHERE device_id = ?2) LIMIT ?3)",
-            params![folder.0, device.as_bytes().as_slice(), limit as i64],
-        )?)
+        let tx = self.reads.conn.transaction()?;
+        let rows: Vec<(i64, String)> = tx
+            .prepare_cached(
+                "SELECT id, name FROM files WHERE folder_idx = ?1
+                 AND device_idx = (SELECT idx FROM devices WHERE device_id = ?2) LIMIT ?3",
+            )?
+            .query_map(
+                params![folder.0, device.as_bytes().as_slice(), limit as i64],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )?
+            .collect::<Result<_, _>>()?;
+        let mut tally = Tally::new(folder);
+        let mut delete = tx.prepare_cached("DELETE FROM files WHERE id = ?1")?;
+        for (id, name) in &rows {
+            tally.before(&tx, name)?;
+            delete.execute([id])?;
+            tally.after(&tx, name)?;
+        }
+        drop(delete);
+        tally.commit(&tx)?;
+        tx.commit()?;
+        Ok(rows.len())
     }
 
     /// Remembers a device that tried to connect without being configured, as the newest;
@@ -305,9 +331,8 @@ fn ensure_device(tx: &Transaction<'_>, device: DeviceId) -> Result<i64, StoreErr
 /// index was seen up to `max_sequence`. A new index ID drops what was held of the device.
 pub(super) fn store_remote<'e>(
     tx: &Transaction<'_>,
-    folder: FolderIdx,
-    device: DeviceId,
-    index_id: u64,
+    tally: &mut Tally,
+    (folder, device, index_id): (FolderIdx, DeviceId, u64),
     entries: impl Iterator<Item = &'e FileEntry>,
     max_sequence: u64,
 ) -> Result<(), StoreError> {
@@ -319,10 +344,21 @@ pub(super) fn store_remote<'e>(
         .query_row(params![folder.0, device_idx], |r| r.get(0))
         .optional()?;
     if known != Some(index_id as i64) {
+        // Usually nothing is left: a session drops a replaced index slice by slice first.
+        let names: Vec<String> = tx
+            .prepare_cached("SELECT name FROM files WHERE folder_idx = ?1 AND device_idx = ?2")?
+            .query_map(params![folder.0, device_idx], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
+        for name in &names {
+            tally.before(tx, name)?;
+        }
         tx.execute(
             "DELETE FROM files WHERE folder_idx = ?1 AND device_idx = ?2",
             params![folder.0, device_idx],
         )?;
+        for name in &names {
+            tally.after(tx, name)?;
+        }
         tx.execute(
             "INSERT OR REPLACE INTO remote_indexes (folder_idx, device_idx, index_id,
                                                     max_sequence)
@@ -344,6 +380,7 @@ pub(super) fn store_remote<'e>(
             blocks = excluded.blocks",
     )?;
     for e in entries {
+        tally.replace(tx, &e.name, device_idx, Some(e))?;
         upsert.execute(params![
             folder.0,
             device_idx,
@@ -424,11 +461,12 @@ fn previous_from(name: &str, row: Option<(Vec<u8>, Vec<u8>)>) -> Result<Previous
 }
 
 /// Writes `change` as this device's entry with `version`, and keeps the block index in step.
+/// (`at`: the folder and the entry's sequence number.) Counts the change in `tally`.
 fn record(
     tx: &Transaction<'_>,
-    folder: FolderIdx,
+    tally: &mut Tally,
+    (folder, sequence): (FolderIdx, i64),
     change: &LocalChange,
-    sequence: i64,
     version: &VersionVector,
     modified_by: ShortId,
     previous: &Previous,
@@ -439,6 +477,21 @@ fn record(
         (Some(blocks), false) => blocks.as_slice(),
         (None, false) => previous.blocks.as_slice(),
     };
+    let entry = FileEntry {
+        name: change.name.clone(),
+        kind: change.kind,
+        size: change.size,
+        permissions: change.permissions,
+        modified: change.modified,
+        deleted: change.deleted,
+        invalid: change.invalid,
+        sequence: sequence as u64,
+        version: version.clone(),
+        modified_by,
+        symlink_target: change.symlink_target.clone(),
+        blocks: blocks.to_vec(),
+    };
+    tally.replace(tx, &change.name, LOCAL_DEVICE, Some(&entry))?;
     let blocks_blob = encode_blocks(blocks);
     let file_id = tx
         .prepare_cached(

@@ -150,7 +150,6 @@ pub(super) async fn receive(
         let items = entries.len();
         let names: Option<Vec<String>> =
             (!full).then(|| entries.iter().map(|e| e.name.clone()).collect());
-        folder.counts_changed.entries_arriving(items);
         let started = std::time::Instant::now();
         let stored = store_in_slices(&folder, peer, index_id, entries).await;
         debug!(entries = items, full, took = ?started.elapsed(), "stored an index batch");
