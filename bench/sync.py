@@ -4,7 +4,7 @@
 Usage (as root: it creates network namespaces):
 
     bench/sync.py [--runs N] [--cases a,b,c,d,e] [--only peerfold|syncthing|both]
-                  [--scale full|small] [--no-build] [--bin DIR]
+                  [--scale full|small] [--no-build] [--bin DIR] [--fs host|xfs|btrfs]
 
 Cases: (a) one 1 GiB file, (b) 20,000 files of 4-64 KiB, (c) 200,000 files of 1-4 KiB,
 (d) after (a), on the same pair: 1 byte overwritten in the middle, 1 byte inserted near the
@@ -40,15 +40,18 @@ Per transfer (A has the data and has indexed it; B starts with an empty folder):
 B's tree is then compared with A's (names and BLAKE2 hashes). Edits (d) and new files (e)
 count as done when B's file has A's content (hashed when its stat changes).
 
-Completion checks are spaced by ten times their own duration: peerfold's status walks the
-whole index (2 s for 200,000 files), so polling it often slows the daemon being measured.
+Completion checks are spaced by ten times their own duration (peerfold's status walked the
+whole index before it kept counters: 2 s for 200,000 files), so polling never slows the
+daemon being measured. `--fs xfs` (or btrfs) puts both daemons' folders on a loop-mounted
+filesystem with reflinks, for (d).
 The peerfold binaries are copied to $BENCH_DIR/bin first, so one run uses one consistent
 pair even if target/release is rebuilt meanwhile (--bin DIR takes them from DIR instead of
 building). Work data and daemon logs are under $BENCH_DIR (default
 /tmp/peerfold-sync-bench), raw results in results-*.json there.
 
-The raw quinn throughput is not measured here: the reference figure is quoted from
-/work/shared/specs/machine-notes.md.
+The raw QUIC reference is measured by the same script on the same link before the
+transfers: `quic_raw` (bench/src/bin/quic_raw.rs) moves the (a) file's size from A to B on
+one stream of one quinn connection with peerfold's TLS and receive window.
 """
 
 import argparse
@@ -82,9 +85,9 @@ NS = {"a": "pfbenchA", "b": "pfbenchB"}
 IFACE = {"a": "pfbA", "b": "pfbB"}
 ADDR = {"a": "10.77.0.1", "b": "10.77.0.2"}
 PF_PORT, ST_PORT = 22100, 22000
-QUINN_RAW_MB_S = 900
-QUINN_RAW = ("quinn, one connection, one stream, loopback: about 900 MB/s "
-             "(from /work/shared/specs/machine-notes.md, not measured by this script)")
+QR = os.path.join(BIN, "quic_raw")
+RAW_PORT = 22200
+RAW = {}  # the raw QUIC reference of this run: {"mb_s": ..., "seconds": ...}
 SETTLE = 5.0
 
 SCALES = {
@@ -93,6 +96,9 @@ SCALES = {
 }
 
 LIVE = set()  # every daemon process still running, for the cleanup
+PAIRS_ROOT = [WORK]  # where pairs keep their folders and homes (a loop filesystem with --fs)
+FS_PACKAGES = {"xfs": ("mkfs.xfs", "xfsprogs", ["-q", "-m", "reflink=1"]),
+               "btrfs": ("mkfs.btrfs", "btrfs-progs", ["-q"])}
 
 
 class NotReady(Exception):
@@ -355,7 +361,7 @@ class Pair:
 
     def __init__(self, label):
         self.label = label
-        self.dir = os.path.join(WORK, label)
+        self.dir = os.path.join(PAIRS_ROOT[0], label)
         shutil.rmtree(self.dir, ignore_errors=True)
         self.root = {w: os.path.join(self.dir, w) for w in "ab"}
         for path in self.root.values():
@@ -631,6 +637,28 @@ def transfer(kind, case, run, make):
         raise
 
 
+def raw_quic(size):
+    """The raw QUIC reference: quic_raw moves `size` bytes from A to B on one stream of one
+    connection with peerfold's TLS and receive window, over the same veth link."""
+    recv = subprocess.Popen(["ip", "netns", "exec", NS["b"], QR, "recv", "--listen",
+                             f"{ADDR['b']}:{RAW_PORT}"], stdout=subprocess.PIPE, text=True)
+    LIVE.add(recv)
+    try:
+        device = recv.stdout.readline().split(":", 1)[1].strip()
+        recv.stdout.readline()  # listening on ...
+        sent = subprocess.run(["ip", "netns", "exec", NS["a"], QR, "send", "--to",
+                               f"{ADDR['b']}:{RAW_PORT}", "--device", device, "--bytes",
+                               str(size)], capture_output=True, text=True, timeout=600)
+        if sent.returncode != 0:
+            raise RuntimeError(f"quic_raw send failed: {sent.stderr.strip()}")
+        result = json.loads(sent.stdout.strip().splitlines()[-1])
+        recv.wait(timeout=30)
+        return {"mb_s": result["mb_s"], "seconds": result["seconds"]}
+    finally:
+        stop_process(recv)
+        LIVE.discard(recv)
+
+
 def wait_same_file(pair, rel, timeout):
     """Seconds until B's copy of rel equals A's. B's file is hashed only when its stat
     changes (both daemons rename a finished temp file into place); the time taken is when
@@ -708,7 +736,7 @@ def prepare_binaries(args):
     src = args.bin or os.path.join(ROOT, "target/release")
     os.makedirs(BIN, exist_ok=True)
     info = []
-    for name in ("peerfold", "peerfold-bench"):
+    for name in ("peerfold", "peerfold-bench", "quic_raw"):
         shutil.copy2(os.path.join(src, name), os.path.join(BIN, name))
         st = os.stat(os.path.join(BIN, name))
         with open(os.path.join(BIN, name), "rb") as f:
@@ -716,6 +744,38 @@ def prepare_binaries(args):
         mtime = datetime.datetime.fromtimestamp(st.st_mtime).isoformat(timespec="seconds")
         info.append(f"{name} (built {mtime}, sha256 {digest}...)")
     return f"{src}: " + ", ".join(info)
+
+
+class LoopFs:
+    """--fs xfs|btrfs: both daemons' folders on a filesystem with reflinks, made in a
+    sparse image file and loop-mounted under the work dir (the package that makes it is
+    installed with apt-get when missing)."""
+
+    def __init__(self, kind):
+        self.kind = kind
+        self.image = os.path.join(WORK, f"{kind}.img")
+        self.mount = os.path.join(WORK, kind)
+
+    def setup(self):
+        mkfs, package, options = FS_PACKAGES[self.kind]
+        if shutil.which(mkfs) is None:
+            print(f"{mkfs} not found: apt-get install -y {package}", flush=True)
+            if subprocess.run(["apt-get", "install", "-y", package]).returncode != 0:
+                sys.exit(f"could not install {package}: apt-get update && apt-get install "
+                         f"-y {package}, or run without --fs")
+        self.teardown()
+        with open(self.image, "wb") as f:
+            f.truncate(16 << 30)
+        sh(mkfs, *options, self.image)
+        os.makedirs(self.mount, exist_ok=True)
+        sh("mount", "-o", "loop", self.image, self.mount)
+        PAIRS_ROOT[0] = self.mount
+
+    def teardown(self):
+        if os.path.ismount(self.mount):
+            subprocess.run(["umount", self.mount], check=False)
+        if os.path.exists(self.image):
+            os.remove(self.image)
 
 
 def ensure_syncthing():
@@ -825,7 +885,7 @@ def report(results, failures, case_labels, kinds, runs):
         print("speedup = Syncthing time / peerfold time (above 1: peerfold is faster); the other "
               "ratios are peerfold / Syncthing (below 1: peerfold uses less).\n")
         print("| case | speedup | wire pf/ST | peak RSS pf/ST (A; B) | steady RSS pf/ST (A; B) "
-              "| pf throughput / raw quinn |")
+              "| pf throughput / raw QUIC |")
         print("| --- | --- | --- | --- | --- | --- |")
         for c in transfers:
             p, s = pf(c), st(c)
@@ -837,7 +897,7 @@ def report(results, failures, case_labels, kinds, runs):
                   f"{ratio(med(p, 'peak_b'), med(s, 'peak_b'))} | "
                   f"{ratio(med(p, 'steady_a'), med(s, 'steady_a'))}; "
                   f"{ratio(med(p, 'steady_b'), med(s, 'steady_b'))} | "
-                  f"{100 * med(p, 'mb_s') / QUINN_RAW_MB_S:.0f}% |")
+                  f"{raw_share(med(p, 'mb_s'))} |")
         for e, label in edit_labels.items():
             p = [r[e] for r in pf("d")]
             s = [r[e] for r in st("d")]
@@ -848,11 +908,18 @@ def report(results, failures, case_labels, kinds, runs):
             print(f"| (e) small new file | {ratio(med(st('e'), 'seconds'), med(pf('e'), 'seconds'))}"
                   f" | {ratio(med(pf('e'), 'wire_per_file'), med(st('e'), 'wire_per_file'))} "
                   f"| | | |")
-    print(f"\nReference: {QUINN_RAW}.")
+    if RAW:
+        print(f"\nReference: raw QUIC (quic_raw: one quinn connection, one stream, "
+              f"peerfold's TLS and receive window, A to B over the same link): "
+              f"{RAW['mb_s']:.0f} MB/s ({RAW['seconds']:.2f} s).")
     if failures:
         print("\nFailures:")
         for f in failures:
             print(f"- {f}")
+
+
+def raw_share(mb_s):
+    return f"{100 * mb_s / RAW['mb_s']:.0f}%" if RAW and mb_s else "-"
 
 
 # ---------------------------------------------------------------- main
@@ -867,6 +934,9 @@ def main():
                         help="do not run cargo build; use target/release as it is")
     parser.add_argument("--bin", help="take peerfold and peerfold-bench from DIR "
                         "(implies --no-build)")
+    parser.add_argument("--fs", choices=["host", *sorted(FS_PACKAGES)], default="host",
+                        help="put the folders on a loop-mounted XFS or btrfs (reflinks) "
+                        "instead of the work dir's filesystem")
     args = parser.parse_args()
     cases = [c.strip() for c in args.cases.split(",") if c.strip()]
     if not cases or any(c not in "abcde" for c in cases):
@@ -918,14 +988,25 @@ def main():
     print(f"- binaries: {binaries}")
     print(f"- syncthing: {st_version}")
     print(f"- runs: {args.runs}, cases: {','.join(cases)}, daemons: {', '.join(kinds)}, "
-          f"scale: {args.scale}")
+          f"scale: {args.scale}, folders on: {args.fs}")
     print(f"- link: namespaces {NS['a']} / {NS['b']}, veth {IFACE['a']} {ADDR['a']} <-> "
           f"{IFACE['b']} {ADDR['b']}; work dir {WORK}\n", flush=True)
 
     results, failures = {}, []
+    loop_fs = LoopFs(args.fs) if args.fs != "host" else None
     transfers = [c for c in "abc" if c in cases or (c == "a" and ("d" in cases or "e" in cases))]
     try:
         NET.setup()
+        if loop_fs:
+            loop_fs.setup()
+        if "a" in transfers:
+            try:
+                RAW.update(raw_quic(big))
+                print(f"raw QUIC reference: {RAW['mb_s']:.0f} MB/s "
+                      f"({RAW['seconds']:.2f} s for {big_label})", flush=True)
+            except (RuntimeError, subprocess.SubprocessError, ValueError, IndexError) as e:
+                failures.append(f"raw QUIC reference: {e}")
+                print(f"  raw QUIC reference FAILED: {e}", flush=True)
         for run in range(args.runs):
             for c in transfers:
                 for k in kinds:
@@ -964,6 +1045,8 @@ def main():
         for proc in list(LIVE):
             stop_process(proc)
         NET.teardown()
+        if loop_fs:
+            loop_fs.teardown()
         path = os.path.join(WORK, f"results-{stamp}.json")
         with open(path, "w") as f:
             json.dump({"args": vars(args), "binaries": binaries, "syncthing": st_version,
