@@ -533,12 +533,7 @@ impl Engine {
     async fn start_folder(&self, config: FolderConfig) -> Result<(), StoreError> {
         let inner = &self.inner;
         let id = config.id.clone();
-        let config_watch = (
-            config.watch,
-            config
-                .watch_delay_s
-                .map_or(watch::DEFAULT_QUIET, Duration::from_secs_f64),
-        );
+        let config_watch = (config.watch, watch::Quiet::of(config.watch_delay_s));
         let idx = inner.store.write(move |s| s.ensure_folder(&id)).await?;
         let folder = Arc::new(Folder::new(
             config,

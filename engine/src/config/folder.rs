@@ -54,7 +54,8 @@ pub struct FolderConfig {
     #[serde(default = "default_true", skip_serializing_if = "is_true")]
     pub watch: bool,
     /// Seconds the folder must be quiet after a change before it is rescanned
-    /// (`fsWatcherDelayS`); unset: a quarter of a second.
+    /// (`fsWatcherDelayS`); unset: a quarter of a second, 40 ms after a finished change
+    /// (`disk::watch::Quiet`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub watch_delay_s: Option<f64>,
     /// Permission bits are neither announced nor applied (`ignorePerms`): for file systems

@@ -22,9 +22,50 @@ use crate::disk::scanner::MARKER_DIR;
 
 /// How long the folder must be quiet before a rescan starts, unless configured.
 pub(crate) const DEFAULT_QUIET: Duration = Duration::from_millis(250);
+/// The same when the last change was a finished one (a file closed after writing, a name
+/// created, removed or renamed), unless a delay is configured: the change is complete,
+/// so it need not wait out a writer that may still be busy.
+pub(crate) const SETTLED_QUIET: Duration = Duration::from_millis(40);
+
+/// How long the folder must be quiet before a rescan starts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Quiet {
+    /// After a change that may go on (data written to a file still open).
+    pub(crate) after_change: Duration,
+    /// After a finished change.
+    pub(crate) after_settled: Duration,
+}
+
+impl Quiet {
+    /// The folder's `fsWatcherDelayS` for both, or unset the defaults.
+    pub(crate) fn of(delay_s: Option<f64>) -> Self {
+        match delay_s {
+            Some(seconds) => {
+                let delay = Duration::from_secs_f64(seconds);
+                Self {
+                    after_change: delay,
+                    after_settled: delay,
+                }
+            }
+            None => Self {
+                after_change: DEFAULT_QUIET,
+                after_settled: SETTLED_QUIET,
+            },
+        }
+    }
+}
+
+/// What a file-system event says of the change.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Change {
+    /// It may go on (data written).
+    Ongoing,
+    /// It is complete.
+    Settled,
+}
 
 /// Watched roots and where to send word of a change under each.
-type Routes = Arc<Mutex<Vec<(PathBuf, mpsc::Sender<()>)>>>;
+type Routes = Arc<Mutex<Vec<(PathBuf, mpsc::Sender<Change>)>>>;
 
 /// The daemon's one file-system watcher, shared by every folder.
 #[derive(Default)]
@@ -43,7 +84,11 @@ impl std::fmt::Debug for Watchers {
 impl Watchers {
     /// Starts watching `root`; a change under it (not peerfold's own files) is sent to
     /// `tx`. Watching ends when the returned guard is dropped.
-    fn watch(self: &Arc<Self>, root: &Path, tx: mpsc::Sender<()>) -> notify::Result<WatchGuard> {
+    fn watch(
+        self: &Arc<Self>,
+        root: &Path,
+        tx: mpsc::Sender<Change>,
+    ) -> notify::Result<WatchGuard> {
         // Short critical sections only: the notify thread takes `routes` for each event.
         let mut watcher = self.watcher.lock().unwrap_or_else(PoisonError::into_inner);
         if watcher.is_none() {
@@ -68,11 +113,10 @@ impl Watchers {
 
 /// Sends word of `event` to the folders whose root holds one of its paths.
 fn route(routes: &Routes, event: notify::Result<notify::Event>) {
-    // Reads (our own scans and peers' block requests open files) change nothing.
     let Ok(event) = event else { return };
-    if matches!(event.kind, notify::EventKind::Access(_)) {
+    let Some(change) = change_of(&event.kind) else {
         return;
-    }
+    };
     let routes = routes.lock().unwrap_or_else(PoisonError::into_inner);
     for (root, tx) in routes.iter() {
         if event
@@ -80,7 +124,8 @@ fn route(routes: &Routes, event: notify::Result<notify::Event>) {
             .iter()
             .any(|p| p.starts_with(root) && !is_internal(root, p))
         {
-            let _ = tx.try_send(());
+            // Full: the scan loop is behind on events already; this one changes nothing.
+            let _ = tx.try_send(change);
         }
     }
 }
@@ -125,17 +170,32 @@ impl Drop for WatchGuard {
     }
 }
 
+/// What an event of `kind` says of the change; `None` for reads (our own scans and peers'
+/// block requests open files), which change nothing.
+fn change_of(kind: &notify::EventKind) -> Option<Change> {
+    use notify::EventKind;
+    use notify::event::{AccessKind, AccessMode, ModifyKind};
+    match kind {
+        EventKind::Access(AccessKind::Close(AccessMode::Write)) => Some(Change::Settled),
+        EventKind::Access(_) => None,
+        EventKind::Create(_) | EventKind::Remove(_) | EventKind::Modify(ModifyKind::Name(_)) => {
+            Some(Change::Settled)
+        }
+        _ => Some(Change::Ongoing),
+    }
+}
+
 /// Watches the folder at `root` until `stop`, calling `changed` after each burst of
 /// changes, once the folder has been `quiet` for that long.
 pub(crate) async fn run(
     watchers: Arc<Watchers>,
     root: PathBuf,
-    quiet: Duration,
+    quiet: Quiet,
     stop: CancellationToken,
     changed: impl Fn() + Send,
 ) {
-    // A trigger channel: one pending wake-up is all that matters.
-    let (tx, mut rx) = mpsc::channel::<()>(1);
+    // Only the kind of the last event matters: a few in the queue are plenty.
+    let (tx, mut rx) = mpsc::channel::<Change>(16);
     // Adding a recursive watch walks the tree (a watch per directory): off the runtime.
     let watching = {
         let (watchers, root) = (watchers.clone(), root.clone());
@@ -151,18 +211,23 @@ pub(crate) async fn run(
     };
     debug!("watching");
     loop {
-        tokio::select! {
+        let mut last = tokio::select! {
             biased;
             () = stop.cancelled() => return,
-            event = rx.recv() => if event.is_none() { return },
-        }
-        // Wait for a quiet moment so a burst of writes costs one scan.
+            event = rx.recv() => match event { Some(change) => change, None => return },
+        };
+        // Wait for a quiet moment so a burst of writes costs one scan; shorter after a
+        // finished change.
         loop {
+            let wait = match last {
+                Change::Ongoing => quiet.after_change,
+                Change::Settled => quiet.after_settled,
+            };
             tokio::select! {
                 biased;
                 () = stop.cancelled() => return,
-                event = rx.recv() => if event.is_none() { return },
-                () = tokio::time::sleep(quiet) => break,
+                event = rx.recv() => match event { Some(change) => last = change, None => return },
+                () = tokio::time::sleep(wait) => break,
             }
         }
         debug!("change noticed; rescanning");
@@ -190,6 +255,36 @@ fn is_internal(root: &Path, path: &Path) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_closed_file_or_a_new_name_is_a_finished_change_and_a_read_none() {
+        use notify::EventKind;
+        use notify::event::{
+            AccessKind, AccessMode, CreateKind, DataChange, ModifyKind, RemoveKind, RenameMode,
+        };
+        let settled = [
+            EventKind::Access(AccessKind::Close(AccessMode::Write)),
+            EventKind::Create(CreateKind::File),
+            EventKind::Remove(RemoveKind::Any),
+            EventKind::Modify(ModifyKind::Name(RenameMode::Both)),
+        ];
+        for kind in settled {
+            assert_eq!(change_of(&kind), Some(Change::Settled), "{kind:?}");
+        }
+        assert_eq!(
+            change_of(&EventKind::Modify(ModifyKind::Data(DataChange::Any))),
+            Some(Change::Ongoing)
+        );
+        for kind in [
+            EventKind::Access(AccessKind::Open(AccessMode::Read)),
+            EventKind::Access(AccessKind::Close(AccessMode::Read)),
+        ] {
+            assert_eq!(change_of(&kind), None, "{kind:?}");
+        }
+        // A configured delay holds for both; unset, a finished change waits less.
+        assert_eq!(Quiet::of(Some(2.0)).after_settled, Duration::from_secs(2));
+        assert!(Quiet::of(None).after_settled < Quiet::of(None).after_change);
+    }
 
     #[test]
     fn own_files_do_not_trigger_scans() {
