@@ -33,6 +33,9 @@ pub(crate) struct BlockRequest {
     pub(crate) name: String,
     /// Where the block lies and what it hashes to.
     pub(crate) block: Block,
+    /// Bytes at the block's start the requester holds already: only the rest is asked
+    /// for (`wire::Request::skip`). 0: all of it.
+    pub(crate) skip: u32,
 }
 
 /// A block's data as a peer sent it; while it lives it holds its room in the peer's

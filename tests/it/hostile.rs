@@ -36,6 +36,7 @@ async fn a_peer_that_keeps_sending_invalid_requests_is_disconnected() {
                 offset: 0,
                 size: 10,
                 hash: vec![0; 32],
+                skip: 0,
             }),
         )
         .await;

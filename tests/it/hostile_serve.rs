@@ -123,6 +123,7 @@ fn request(id: u64, name: &str, offset: u64, size: u32, hash: Vec<u8>) -> Body {
         offset,
         size,
         hash,
+        skip: 0,
     })
 }
 

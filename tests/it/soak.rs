@@ -268,6 +268,7 @@ fn request(id: u64, name: &str, offset: u64, size: u32, hash: [u8; 32]) -> wire:
         offset,
         size,
         hash: hash.to_vec(),
+        skip: 0,
     }
 }
 

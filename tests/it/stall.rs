@@ -142,6 +142,7 @@ async fn request_block(
             offset: block.offset,
             size: block.size,
             hash: block.hash.clone(),
+            skip: 0,
         }),
     )
     .await

@@ -146,6 +146,17 @@ impl Holders<'_> {
     }
 }
 
+/// A block of the target no local file holds whole.
+pub(crate) struct Missing {
+    /// Its place in the target's block list.
+    pub(crate) index: usize,
+    pub(crate) block: Block,
+    /// The start of it the file's earlier version had, when that version ended inside it
+    /// (data was appended: its last block grew): only the rest need be fetched, and the
+    /// whole block is checked once put together. Empty: fetch it all.
+    pub(crate) held: Vec<u8>,
+}
+
 /// Consecutive blocks of the target that lie consecutively in one unchanged holder.
 struct Range {
     holder: (String, String),
@@ -157,15 +168,14 @@ struct Range {
 }
 
 /// Writes into `temp` every block of `target` (a file of folder `folder_id`) found on
-/// disk, and returns the others with their index in the block list. Blocking: run it off
-/// the async threads.
+/// disk, and returns the others. Blocking: run it off the async threads.
 pub(crate) fn fill_from_disk(
     store: &StoreHandle,
     folders: FolderLookup<'_>,
     folder_id: &str,
     target: &FileEntry,
     temp: &File,
-) -> Result<Vec<(usize, Block)>, std::io::Error> {
+) -> Result<Vec<Missing>, std::io::Error> {
     let mut holders = Holders {
         store,
         folders,
@@ -226,7 +236,38 @@ pub(crate) fn fill_from_disk(
         }
     }
     missing.sort_by_key(|(index, _)| *index);
-    Ok(missing)
+    let own = holders
+        .known
+        .get(&(folder_id.to_owned(), target.name.clone()));
+    Ok(missing
+        .into_iter()
+        .map(|(index, block)| Missing {
+            index,
+            block,
+            held: own.map(|own| held_start(own, &block)).unwrap_or_default(),
+        })
+        .collect())
+}
+
+/// The start of `block` that `own` (the file's earlier version) holds when its last block
+/// begins where `block` does and ends inside it, as after an append; empty otherwise.
+fn held_start(own: &Holder, block: &Block) -> Vec<u8> {
+    let (Some(file), Some((old_size, _))) = (&own.file, own.indexed) else {
+        return Vec::new();
+    };
+    let ends_inside = block.offset < old_size && old_size < block.offset + u64::from(block.size);
+    let was_last = own
+        .blocks
+        .values()
+        .any(|b| b.offset == block.offset && b.offset + u64::from(b.size) == old_size);
+    if !ends_inside || !was_last || !own.unchanged() {
+        return Vec::new();
+    }
+    let mut start = vec![0; (old_size - block.offset) as usize];
+    match file.read_exact_at(&mut start, block.offset) {
+        Ok(()) => start,
+        Err(_) => Vec::new(),
+    }
 }
 
 /// Adds `block` (at `there` in holder `key`) to the last range when it continues it.

@@ -88,7 +88,7 @@ async fn assemble_file<'a>(
         .await
         .map_err(std::io::Error::other)??
     };
-    let to_fetch: u64 = missing.iter().map(|(_, b)| u64::from(b.size)).sum();
+    let to_fetch: u64 = missing.iter().map(|m| u64::from(m.block.size)).sum();
     let progress = folder.transfers.download(
         &target.name,
         target.size,
@@ -99,7 +99,7 @@ async fn assemble_file<'a>(
     let file = Arc::new(file);
     let mut flusher = assemble::EarlyFlush::new(file.clone());
     let mut requests = tokio::task::JoinSet::new();
-    for (index, block) in missing {
+    for reuse::Missing { index, block, held } in missing {
         while requests.len() >= REQUESTS_IN_FLIGHT {
             let written = write_fetched(&file, requests.join_next().await)?;
             progress.add(written);
@@ -109,10 +109,11 @@ async fn assemble_file<'a>(
             folder: folder.id.clone(),
             name: target.name.clone(),
             block,
+            skip: held.len() as u32,
         };
         requests.spawn(from_peers(
             context.peers.clone(),
-            request,
+            (request, held),
             sources.clone(),
             index,
         ));
@@ -159,10 +160,12 @@ fn write_fetched(file: &fs::File, result: Option<Fetched>) -> Result<u64, PullEr
 
 /// A block from the connected peers that have this version, checked against its hash; a
 /// peer whose data fails the check, or that is too slow, is not asked again for it. Block
-/// `index` picks the peer to ask first, so requests spread over all sources.
+/// `index` picks the peer to ask first, so requests spread over all sources. `held` is the
+/// start of the block this device has (the request skips it): put before what the peer
+/// sends, and dropped (the whole block asked for) if the two do not make the block.
 async fn from_peers(
     peers: Arc<dyn Peers>,
-    request: BlockRequest,
+    (mut request, mut held): (BlockRequest, Vec<u8>),
     sources: Arc<[DeviceId]>,
     index: usize,
 ) -> Result<(Block, BlockData), PullError> {
@@ -182,8 +185,20 @@ async fn from_peers(
                 continue;
             }
             match peers.request_block(*device, &request).await {
-                Ok(data) if blake3::hash(&data.data) == block.hash => return Ok((block, data)),
-                Ok(_) => {
+                Ok(mut data) => {
+                    if !held.is_empty() && held.len() + data.data.len() == block.size as usize {
+                        let mut whole = std::mem::take(&mut held);
+                        whole.extend_from_slice(&data.data);
+                        data.data = whole.into();
+                    }
+                    if blake3::hash(&data.data) == block.hash {
+                        return Ok((block, data));
+                    }
+                    if request.skip > 0 {
+                        debug!(name = %request.name, offset = block.offset, "the start held here is not this block's; asking for all of it");
+                        (request.skip, held) = (0, Vec::new());
+                        continue;
+                    }
                     warn!(device = %device.short(), name = %request.name, offset = block.offset, "block failed its hash; discarded");
                     bad.push(*device);
                 }

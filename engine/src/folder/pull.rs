@@ -377,6 +377,8 @@ impl Puller {
 }
 
 #[cfg(test)]
+mod append_tests;
+#[cfg(test)]
 mod replace_tests;
 #[cfg(test)]
 mod tests;

@@ -25,11 +25,14 @@ pub(super) async fn request_block(
     request: &BlockRequest,
 ) -> Result<BlockData, BlockError> {
     let size = request.block.size;
-    let held = flow.reserve(size).await;
+    // What the peer owes: the block past what the request skips (a peer that predates
+    // `skip` sends it all, which the frame limit allows).
+    let owed_bytes = size - request.skip.min(size);
+    let held = flow.reserve(owed_bytes).await;
     let mut stream = link.open().await?;
     stream.recv.limit(size as usize + RESPONSE_OVERHEAD);
     stream.recv.count_into(flow.delivered.clone());
-    let owed = flow.begin(size);
+    let owed = flow.begin(owed_bytes);
     let message = wire::Message {
         body: Some(Body::Request(wire::Request {
             id: 0,
@@ -38,6 +41,7 @@ pub(super) async fn request_block(
             offset: request.block.offset,
             size,
             hash: request.block.hash.as_bytes().to_vec(),
+            skip: request.skip,
         })),
     };
     stream.send.send(&message).await?;

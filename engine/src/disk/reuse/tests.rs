@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime};
 
 use peerfold_protocol::chunking::Chunker;
 
-use super::fill_from_disk;
+use super::{Missing, fill_from_disk};
 use crate::model::entry::FileEntry;
 use crate::testing::Node;
 
@@ -46,9 +46,14 @@ fn target(node: &Node, name: &str, data: &[u8]) -> FileEntry {
     entry
 }
 
-/// Fills a temp file for `wanted` from the node's disk; returns the temp file's content
-/// where blocks were filled, and how many blocks are left to fetch.
+/// Fills a temp file for `wanted` from the node's disk; returns it and the indexes of the
+/// blocks left to fetch.
 fn fill(node: &Node, wanted: &FileEntry) -> (File, Vec<usize>) {
+    let (temp, missing) = fill_missing(node, wanted);
+    (temp, missing.into_iter().map(|m| m.index).collect())
+}
+
+fn fill_missing(node: &Node, wanted: &FileEntry) -> (File, Vec<Missing>) {
     let temp_path = node.root().join(".peerfold.temp.tmp");
     let temp = File::options()
         .read(true)
@@ -61,7 +66,7 @@ fn fill(node: &Node, wanted: &FileEntry) -> (File, Vec<usize>) {
     let root = node.root();
     let lookup = move |id: &str| (id == "docs").then(|| (folder.idx, root.clone()));
     let missing = fill_from_disk(&node.context.store, &lookup, "docs", wanted, &temp).unwrap();
-    (temp, missing.into_iter().map(|(i, _)| i).collect())
+    (temp, missing)
 }
 
 /// Every block of `wanted` not in `missing` is in `temp` as the target has it.
@@ -140,4 +145,32 @@ fn the_edges_of_a_copied_range_are_read_back() {
     let (temp, missing) = fill(&node, &wanted);
     assert_eq!(missing, vec![0], "the first block is fetched");
     assert_filled(&temp, &wanted, &old, &missing);
+}
+
+#[test]
+fn after_an_append_the_grown_last_block_is_fetched_past_what_was_there() {
+    let node = Node::new(&[]);
+    let old = content();
+    node.write_file("big.bin", &old);
+    let mut appended = old.clone();
+    appended.extend_from_slice(&content()[..1 << 20]);
+    let wanted = target(&node, "big.bin", &appended);
+    let (temp, missing) = fill_missing(&node, &wanted);
+    let indexes: Vec<usize> = missing.iter().map(|m| m.index).collect();
+    assert_filled(&temp, &wanted, &appended, &indexes);
+    // The block the old end falls in: its start is held, from the old file's last block.
+    let spanning: Vec<&Missing> = missing
+        .iter()
+        .filter(|m| m.block.offset < old.len() as u64)
+        .collect();
+    assert_eq!(spanning.len(), 1, "one block spans the old end");
+    let m = spanning[0];
+    assert_eq!(m.held, old[m.block.offset as usize..]);
+    // The new blocks past the old end hold nothing.
+    assert!(
+        missing
+            .iter()
+            .filter(|m| m.block.offset >= old.len() as u64)
+            .all(|m| m.held.is_empty())
+    );
 }

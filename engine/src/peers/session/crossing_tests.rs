@@ -36,6 +36,7 @@ fn keep_requesting(
                     folder: "docs".into(),
                     name: FILE.into(),
                     block: *block,
+                    skip: 0,
                 };
                 match registry.request_block(from, &request).await {
                     Ok(data) => {

@@ -58,6 +58,7 @@ async fn indexes_cross_and_blocks_are_served_then_the_link_ends_cleanly() {
         folder: "docs".into(),
         name: "hello.txt".into(),
         block: global.blocks[0],
+        skip: 0,
     };
     let data = b
         .context
@@ -66,6 +67,21 @@ async fn indexes_cross_and_blocks_are_served_then_the_link_ends_cleanly() {
         .await
         .unwrap();
     assert_eq!(&data.data[..], b"hello from a");
+    // Skipping the start B holds: only the rest comes; all of it skipped is refused.
+    let tail = BlockRequest {
+        skip: 6,
+        ..request.clone()
+    };
+    let data = b.context.registry.request_block(me_a, &tail).await.unwrap();
+    assert_eq!(&data.data[..], b"from a");
+    let nothing = BlockRequest {
+        skip: request.block.size,
+        ..request.clone()
+    };
+    assert!(matches!(
+        b.context.registry.request_block(me_a, &nothing).await,
+        Err(BlockError::Refused(_))
+    ));
     // A block the index does not list is refused, not read.
     let mut wrong = request.clone();
     wrong.block.hash = blake3::hash(b"something else");

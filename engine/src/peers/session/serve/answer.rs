@@ -44,6 +44,7 @@ pub(super) async fn answer(
         || names::validate(&request.name).is_err()
         || request.size == 0
         || request.size > MAX_BLOCK_SIZE
+        || request.skip >= request.size
     {
         return Answer::Malformed(wire::ErrorCode::InvalidFile);
     }
@@ -91,11 +92,15 @@ pub(super) async fn answer(
         return Answer::Missing;
     };
     // The file may have changed since it was indexed: what does not hash right is not sent.
+    // A `skip` leaves out the start the requester holds (the whole block is checked here).
+    let skip = request.skip as usize;
     let data = tokio::task::spawn_blocking(move || {
         let file = std::fs::File::open(path).ok()?;
         let mut data = vec![0u8; block.size as usize];
         file.read_exact_at(&mut data, block.offset).ok()?;
-        Some(data).filter(|data| blake3::hash(data) == block.hash)
+        let mut data = Some(data).filter(|data| blake3::hash(data) == block.hash)?;
+        data.drain(..skip);
+        Some(data)
     })
     .await
     .ok()
