@@ -238,6 +238,10 @@ pub enum Event {
         summary: FolderSummary,
         /// Its state.
         state: StateName,
+        /// When the state last changed.
+        state_changed: jiff::Timestamp,
+        /// Items that failed to sync.
+        errors: usize,
         /// Its local sequence.
         sequence: u64,
     },

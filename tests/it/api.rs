@@ -953,4 +953,22 @@ fn ignores_versions_conflicts_and_item_events() {
             .iter()
             .any(|e| e["data"]["folder"] == "docs" && e["data"]["summary"]["globalFiles"].is_u64())
     });
+    // With every field `/rest/db/status` has: syncthingctl parses `stateChanged` as a time
+    // (an empty one made it fail, then spin).
+    let summaries = api_b.get("/rest/events?since=0&timeout=0&events=FolderSummary");
+    let summary = &summaries.as_array().unwrap().last().unwrap()["data"]["summary"];
+    let status = api_b.get("/rest/db/status?folder=docs");
+    for (key, _) in status.as_object().unwrap() {
+        assert!(
+            summary.get(key).is_some(),
+            "FolderSummary lacks {key}: {summary}"
+        );
+    }
+    for changed in [&summary["stateChanged"], &status["stateChanged"]] {
+        let text = changed.as_str().unwrap_or_default();
+        assert!(
+            text.parse::<jiff::Timestamp>().is_ok(),
+            "stateChanged {changed}"
+        );
+    }
 }

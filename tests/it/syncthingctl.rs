@@ -12,11 +12,13 @@ use crate::api::Api;
 use crate::settings::pair;
 use crate::support::wait_until;
 
-/// Runs `syncthingctl ARGS` against the API at `api` from `dir`; returns its output.
+/// Runs `syncthingctl ARGS` against the API at `api` from `dir`; returns its output. Killed
+/// after two minutes: after some errors it spins instead of exiting.
 fn ctl(api: &Api, dir: &Path, args: &[&str]) -> Output {
     let runtime = std::env::temp_dir().join("syncthingctl-runtime");
     std::fs::create_dir_all(&runtime).unwrap();
-    Command::new("syncthingctl")
+    Command::new("timeout")
+        .args(["--kill-after=5", "120", "syncthingctl"])
         .args(args)
         .arg("--no-color")
         .env("SYNCTHING_CTL_URL", &api.base)

@@ -52,12 +52,12 @@ pub(super) async fn status(State(api): AppState, params: Params) -> ApiResult {
         &error,
         errors.len(),
         sequence,
-        &since,
+        &folder.state_changed().to_string(),
     )))
 }
 
 /// Syncthing's folder status object.
-fn status_json(
+pub(super) fn status_json(
     summary: &FolderSummary,
     state: &str,
     error: &str,

@@ -4,7 +4,6 @@
 use peerfold_engine::events::{
     ConnectionKind, DiskAction, Event, ItemAction, LoggedEvent, RemoteState, StateName,
 };
-use peerfold_engine::model::counts::FolderSummary;
 use peerfold_engine::model::entry::FileKind;
 use serde_json::{Value, json};
 
@@ -194,8 +193,21 @@ fn data(event: &Event) -> Value {
             folder,
             summary,
             state,
+            state_changed,
+            errors,
             sequence,
-        } => json!({ "folder": folder, "summary": summary_json(summary, *state, *sequence) }),
+        } => json!({
+            "folder": folder,
+            // The fields `/rest/db/status` has (clients parse `stateChanged` as a time).
+            "summary": super::db::status_json(
+                summary,
+                state_name(*state),
+                "",
+                *errors,
+                *sequence,
+                &state_changed.to_string(),
+            ),
+        }),
         Event::FolderCompletion {
             folder,
             device,
@@ -227,32 +239,4 @@ pub(crate) fn connection_type(kind: ConnectionKind) -> &'static str {
         ConnectionKind::RelayClient => "relay-client",
         ConnectionKind::RelayServer => "relay-server",
     }
-}
-
-/// FolderSummary's counts, with the fields `/rest/db/status` has for them.
-fn summary_json(s: &FolderSummary, state: StateName, sequence: u64) -> Value {
-    json!({
-        "globalFiles": s.global.files,
-        "globalDirectories": s.global.directories,
-        "globalSymlinks": s.global.symlinks,
-        "globalDeleted": s.global.deleted,
-        "globalBytes": s.global.bytes,
-        "globalTotalItems": s.global.items() + s.global.deleted,
-        "localFiles": s.local.files,
-        "localDirectories": s.local.directories,
-        "localSymlinks": s.local.symlinks,
-        "localDeleted": s.local.deleted,
-        "localBytes": s.local.bytes,
-        "localTotalItems": s.local.items() + s.local.deleted,
-        "needFiles": s.need.files,
-        "needDirectories": s.need.directories,
-        "needSymlinks": s.need.symlinks,
-        "needDeletes": s.need.deleted,
-        "needBytes": s.need.bytes,
-        "needTotalItems": s.need.items() + s.need.deleted,
-        "inSyncFiles": s.global.files.saturating_sub(s.need.files),
-        "inSyncBytes": s.global.bytes.saturating_sub(s.need.bytes),
-        "state": state_name(state),
-        "sequence": sequence,
-    })
 }

@@ -47,7 +47,8 @@ pub struct Folder {
     /// ran beside the puller would index a file between its rename and its record as a
     /// local change.
     pub(crate) busy: tokio::sync::Mutex<()>,
-    state: Mutex<FolderState>,
+    /// What it does, and since when.
+    state: Mutex<(FolderState, jiff::Timestamp)>,
     /// Names the last pull round could not bring up to date, with why.
     pull_errors: Mutex<BTreeMap<String, String>>,
     /// Entries refused from peers (see `refused.rs`).
@@ -158,7 +159,7 @@ impl Folder {
             local_changed: Notify::new(),
             counts_changed: CountsChanged::default(),
             busy: tokio::sync::Mutex::new(()),
-            state: Mutex::new(FolderState::Idle),
+            state: Mutex::new((FolderState::Idle, jiff::Timestamp::now())),
             pull_errors: Mutex::new(BTreeMap::new()),
             refused: Mutex::new(RefusedEntries::default()),
             stats: Mutex::new(FolderStats::default()),
@@ -247,12 +248,12 @@ impl Folder {
 
     pub(crate) fn set_state(&self, state: FolderState) {
         let mut current = lock(&self.state);
-        if *current == state {
+        if current.0 == state {
             return;
         }
-        let from = current.name();
-        *current = state;
-        let to = current.name();
+        let from = current.0.name();
+        *current = (state, jiff::Timestamp::now());
+        let to = current.0.name();
         drop(current);
         self.events.emit(Event::StateChanged {
             folder: self.id.clone(),
@@ -263,7 +264,12 @@ impl Folder {
 
     /// What the folder is doing.
     pub fn state(&self) -> FolderState {
-        lock(&self.state).clone()
+        lock(&self.state).0.clone()
+    }
+
+    /// When its state last changed (Syncthing's `stateChanged`).
+    pub fn state_changed(&self) -> jiff::Timestamp {
+        lock(&self.state).1
     }
 
     /// The next pull round plans the whole folder.

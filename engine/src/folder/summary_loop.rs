@@ -46,6 +46,8 @@ pub(crate) async fn summary_loop(
             folder: folder.id.clone(),
             summary: summaries[0],
             state: folder.state().name(),
+            state_changed: folder.state_changed(),
+            errors: folder.errors().len(),
             sequence,
         });
         for (device, summary) in devices.iter().zip(&summaries).skip(1) {
