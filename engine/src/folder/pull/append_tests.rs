@@ -9,7 +9,7 @@ use bytes::Bytes;
 use peerfold_protocol::DeviceId;
 use peerfold_protocol::chunking::Chunker;
 
-use super::{PullContext, Puller, Replan, plan};
+use super::tests::pull_once;
 use crate::model::entry::FileEntry;
 use crate::peers::{BlockData, BlockError, BlockRequest, Peers, Reason};
 use crate::testing::Node;
@@ -84,18 +84,6 @@ fn grown(node: &Node, old: &[u8], new: &[u8]) {
         .write_blocking(|s| s.apply_remote_index(idx, PEER, 1, &[entry]))
         .map_err(|e: crate::store::StoreError| e)
         .unwrap();
-}
-
-async fn pull_once(node: &Node, peers: Arc<dyn Peers>) {
-    let folder = node.folder();
-    let actions = plan(&folder, Replan::Everything).await.unwrap();
-    let context = PullContext {
-        peers,
-        folders: node.context.folders.clone(),
-    };
-    let mut puller = Puller::new(folder, context);
-    puller.round(actions, true).await;
-    puller.settle().await;
 }
 
 #[tokio::test]

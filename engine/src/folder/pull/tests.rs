@@ -112,7 +112,8 @@ fn node_offered(content: &[u8]) -> Node {
     node
 }
 
-async fn pull_once(node: &Node, peers: Arc<dyn Peers>) {
+/// One pull round of the node's `docs` folder against `peers`, settled.
+pub(super) async fn pull_once(node: &Node, peers: Arc<dyn Peers>) {
     let folder = node.folder();
     let actions = plan(&folder, Replan::Everything).await.unwrap();
     let context = PullContext {
