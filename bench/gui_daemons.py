@@ -16,7 +16,7 @@ import urllib.parse
 import urllib.request
 import xml.etree.ElementTree as ET
 
-from sync import children, set_st_options, cpu_ticks as one_cpu_ticks  # bench/sync.py's helpers
+from sync import ST_OPTIONS, children, set_st_options, cpu_ticks as one_cpu_ticks  # bench/sync.py's
 
 ST = "/usr/bin/syncthing"
 SHARES_PER_FOLDER = 3
@@ -297,18 +297,6 @@ class Peerfold(Daemon):
                                    f"{e.read()[:200]!r}") from e
             if got.get("id") != did:
                 raise RuntimeError(f"peerfold on generated device ID {did}: {got}")
-
-
-ST_OPTIONS = {
-    "globalAnnounceEnabled": "false",
-    "localAnnounceEnabled": "false",
-    "relaysEnabled": "false",
-    "natEnabled": "false",
-    "urAccepted": "-1",
-    "crashReportingEnabled": "false",
-    "autoUpgradeIntervalH": "0",
-    "startBrowser": "false",
-}
 
 
 class Syncthing(Daemon):
