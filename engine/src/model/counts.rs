@@ -153,10 +153,12 @@ pub fn name_tally(entries: &[(DeviceId, FileEntry)]) -> NameTally {
     let view = NameView::new(entries, me);
     let mut tally = NameTally::default();
     let mut default_need = Counts::default();
-    if let Some(g) = view.global() {
-        tally.global.add(g.entry);
-        if !g.entry.deleted {
-            default_need.add(g.entry);
+    // Once per name, not per device: this runs twice for every row written.
+    let global = view.global().map(|g| g.entry);
+    if let Some(g) = global {
+        tally.global.add(g);
+        if !g.deleted {
+            default_need.add(g);
         }
     }
     for (device, entry) in entries {
@@ -165,11 +167,11 @@ pub fn name_tally(entries: &[(DeviceId, FileEntry)]) -> NameTally {
             local.add(entry);
         }
         let mut need = Counts::default();
-        if let Some(needed) = needs(&view, *device) {
-            if needed.deleted {
+        if let Some(g) = global.filter(|g| lacks(g, Some(entry))) {
+            if g.deleted {
                 need.deleted += 1;
             } else {
-                need.add(needed);
+                need.add(g);
             }
         }
         let mut fix = CountsDelta::default();
@@ -205,14 +207,17 @@ pub fn summary_from_counters(
 /// does not have at that version, or a deletion it has not carried out.
 pub fn needs<'a>(view: &NameView<'a>, device: DeviceId) -> Option<&'a FileEntry> {
     let global = view.global()?.entry;
-    let theirs = view.of(device);
+    lacks(global, view.of(device)).then_some(global)
+}
+
+/// Whether a device whose entry is `theirs` lacks `global`.
+fn lacks(global: &FileEntry, theirs: Option<&FileEntry>) -> bool {
     let has_it = theirs.is_some_and(|t| t.version == global.version);
-    let needed = if global.deleted {
+    if global.deleted {
         theirs.is_some_and(|t| !t.deleted && !has_it)
     } else {
         !has_it
-    };
-    needed.then_some(global)
+    }
 }
 
 #[cfg(test)]

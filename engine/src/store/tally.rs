@@ -246,8 +246,15 @@ pub(super) fn summaries(
     Ok(out)
 }
 
-/// Counts from summed deltas (never below zero: a negative sum would be a bug, shown as 0).
+/// Counts from summed deltas. A negative sum would be a bug in the counting: shown as 0,
+/// and logged (`POST /rest/system/reset?folder=` rebuilds the index and its counters).
 fn counts(d: CountsDelta) -> Counts {
+    if [d.files, d.directories, d.symlinks, d.deleted, d.bytes]
+        .iter()
+        .any(|v| *v < 0)
+    {
+        tracing::warn!(?d, "a folder counter fell below zero");
+    }
     let n = |v: i64| u64::try_from(v).unwrap_or(0);
     Counts {
         files: n(d.files),
