@@ -58,11 +58,9 @@ impl Home {
             assert!(config.contains(from), "{from} not in config.xml");
             *config = config.replacen(from, to, 1);
         };
-        replace(
-            &mut config,
-            "<listenAddress>default</listenAddress>",
-            &format!("<listenAddress>{url}</listenAddress>"),
-        );
+        // `generate` writes `default`, or, when port 22000 is taken (another test's
+        // Syncthing), three explicit addresses on a random port: all give way to the relay.
+        config = only_listen_address(&config, &url);
         for option in [
             "globalAnnounceEnabled",
             "localAnnounceEnabled",
@@ -103,6 +101,27 @@ impl Home {
             .spawn()
             .unwrap()
     }
+}
+
+/// `config` with its `<listenAddress>` lines replaced by one listening on `url`.
+fn only_listen_address(config: &str, url: &str) -> String {
+    let mut out = String::with_capacity(config.len());
+    let mut placed = false;
+    for line in config.lines() {
+        let trimmed = line.trim_start();
+        if trimmed.starts_with("<listenAddress>") {
+            if !placed {
+                let indent = &line[..line.len() - trimmed.len()];
+                out += &format!("{indent}<listenAddress>{url}</listenAddress>\n");
+                placed = true;
+            }
+            continue;
+        }
+        out += line;
+        out.push('\n');
+    }
+    assert!(placed, "no <listenAddress> in config.xml:\n{config}");
+    out
 }
 
 fn read(path: &Path) -> String {
