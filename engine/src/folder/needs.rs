@@ -1,5 +1,7 @@
 //! Glue between the store and the planner: what a folder needs, from what the store holds.
 
+use std::ops::ControlFlow;
+
 use peerfold_protocol::DeviceId;
 
 use crate::config::FolderConfig;
@@ -48,14 +50,58 @@ pub fn needed_actions(
     rules: impl Into<Rules>,
     this_device: DeviceId,
 ) -> Result<Vec<Action>, StoreError> {
+    Ok(needed_page(store, folder, rules, this_device, None, usize::MAX)?.actions)
+}
+
+/// How many actions a page of a whole-folder plan holds at most: memory stays flat however
+/// much a folder needs (a million-file folder needs a million actions on its first pull).
+#[cfg(not(test))]
+pub(crate) const PLAN_PAGE: usize = 10_000;
+/// In tests, every plan of more than a few names is paged.
+#[cfg(test)]
+pub(crate) const PLAN_PAGE: usize = 3;
+
+/// One page of a whole-folder plan: what the names after a point need, up to a limit.
+#[derive(Debug)]
+pub struct PlanPage {
+    /// The actions, in the order the puller carries them out.
+    pub actions: Vec<Action>,
+    /// The last name looked at, when the page filled up before the folder's end: the next
+    /// page starts after it. `None`: the page reached the end.
+    pub next: Option<String>,
+}
+
+/// The actions of the names after `after` (from the first when `None`) until `limit` of
+/// them need one, in the puller's order (within the page: a folder needing more than a page
+/// is pulled page by page in name order, each page in the folder's pull order).
+pub fn needed_page(
+    store: &StoreReader,
+    folder: FolderIdx,
+    rules: impl Into<Rules>,
+    this_device: DeviceId,
+    after: Option<&str>,
+    limit: usize,
+) -> Result<PlanPage, StoreError> {
     let rules = rules.into();
     let mut actions = Vec::new();
-    store.for_each_name(folder, this_device, |entries| {
+    let mut next = None;
+    store.for_each_name_after(folder, this_device, after, |entries| {
         actions.extend(action_for(&entries, rules, this_device));
-        Ok::<(), StoreError>(())
+        if actions.len() < limit {
+            return Ok::<_, StoreError>(ControlFlow::Continue(()));
+        }
+        next = entries.first().map(|(_, e)| e.name.clone());
+        Ok(ControlFlow::Break(()))
     })?;
     planner::order(&mut actions, rules.order);
-    Ok(actions)
+    Ok(PlanPage { actions, next })
+}
+
+/// Whether names after `last` may lie under `name` (a directory's contents sort after it,
+/// between `name/` and `name0`): its deletion waits until the walk is past them.
+pub(crate) fn subtree_continues_after(name: &str, last: &str) -> bool {
+    let end = [name.as_bytes(), b"0"].concat();
+    name <= last && last.as_bytes() < end.as_slice()
 }
 
 /// [`needed_actions`] for the given names only: what changed since the last plan.
@@ -298,5 +344,72 @@ mod tests {
         .unwrap();
         assert_eq!(actions.len(), 2);
         assert_eq!(store.remote_index_state(folder, ME).unwrap(), None);
+    }
+
+    #[test]
+    fn a_whole_folder_plan_comes_in_pages_that_resume_after_their_last_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(&dir.path().join("index.db")).unwrap();
+        let folder = store.ensure_folder("f").unwrap();
+        store
+            .apply_local_changes(folder, ME.short(), &[local_file("c-same", b"same")])
+            .unwrap();
+        let same = local_entries(&store, folder).remove(0);
+        let v = VersionVector::new().incremented(PEER.short(), 1).unwrap();
+        let mut batch: Vec<FileEntry> = ["a", "b", "d", "e", "f", "g", "h"]
+            .iter()
+            .zip(1..)
+            .map(|(name, seq)| remote_file(name, name.as_bytes(), v.clone(), seq))
+            .collect();
+        batch.push(FileEntry {
+            sequence: 8,
+            ..same
+        });
+        store.apply_remote_index(folder, PEER, 1, &batch).unwrap();
+        let reader = store.reader().unwrap();
+        let mut pages = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let page = needed_page(
+                &reader,
+                folder,
+                FolderType::SendReceive,
+                ME,
+                after.as_deref(),
+                3,
+            )
+            .unwrap();
+            let names: Vec<String> = page
+                .actions
+                .iter()
+                .filter_map(Action::name)
+                .map(str::to_owned)
+                .collect();
+            pages.push(names);
+            after = page.next;
+            if after.is_none() {
+                break;
+            }
+        }
+        // The name every device agrees on takes no room in a page; the last page is short.
+        assert_eq!(pages, [vec!["a", "b", "d"], vec!["e", "f", "g"], vec!["h"]]);
+        assert_eq!(
+            needed_actions(&reader, folder, FolderType::SendReceive, ME)
+                .unwrap()
+                .len(),
+            7
+        );
+    }
+
+    #[test]
+    fn a_directory_deletion_waits_while_its_contents_may_come_in_a_later_page() {
+        // The walk stopped at "d-x": "d/..." sorts after it, so "d" may still hold files.
+        assert!(subtree_continues_after("d", "d-x"));
+        assert!(subtree_continues_after("d", "d"));
+        assert!(subtree_continues_after("d", "d/a"));
+        // Past "d0" every name under "d/" has been looked at.
+        assert!(!subtree_continues_after("d", "d0"));
+        assert!(!subtree_continues_after("d", "e"));
+        assert!(!subtree_continues_after("d/a", "d"));
     }
 }

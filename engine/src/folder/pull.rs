@@ -15,6 +15,7 @@
 //! outside the folder root.
 
 mod apply;
+mod plan;
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
@@ -23,15 +24,15 @@ use std::time::{Duration, Instant};
 use tokio::task::JoinSet;
 use tracing::warn;
 
-use super::needs::{Rules, needed_actions, needed_actions_for};
 use super::registry::FolderRegistry;
-use super::{Folder, FolderHandle, FolderState, Replan};
+use super::{FolderHandle, FolderState, Replan};
 use crate::disk::versions;
 use crate::events::{DiskAction, Event};
 use crate::model::names::NameError;
 use crate::model::planner::Action;
 use crate::peers::Peers;
 use crate::store::StoreError;
+use plan::{Covered, Planned, plan};
 
 pub(crate) use apply::Expected;
 
@@ -88,6 +89,8 @@ pub(crate) struct PullContext {
 pub(crate) async fn pull_loop(folder: FolderHandle, context: PullContext) {
     let mut puller = Puller::new(folder, context);
     let mut last_full_plan = Instant::now();
+    // A whole-folder walk in progress: its next page starts after this name.
+    let mut walk: Option<String> = None;
     loop {
         tokio::select! {
             biased;
@@ -107,33 +110,34 @@ pub(crate) async fn pull_loop(folder: FolderHandle, context: PullContext) {
             }
         }
         let replan = puller.folder.take_replan();
-        let complete = matches!(replan, Replan::Everything);
-        if complete {
+        // Everything starts the walk again; a walk goes on once a round finished what it
+        // started (else what it left, planned by name, comes first).
+        let page_after = if matches!(replan, Replan::Everything) {
             last_full_plan = Instant::now();
-        }
-        match plan(&puller.folder, replan).await {
-            Ok(actions) => puller.round(actions, complete).await,
+            Some(None)
+        } else if !puller.interrupted {
+            walk.take().map(Some)
+        } else {
+            None
+        };
+        let paging = page_after.is_some();
+        match plan(&puller.folder, replan, page_after).await {
+            Ok(planned) => {
+                if paging {
+                    walk.clone_from(&planned.next);
+                }
+                puller.round(planned).await;
+                if walk.is_some() && !puller.interrupted {
+                    puller.folder.pull.notify_one();
+                }
+            }
             Err(e) => {
                 warn!(error = %e, "cannot plan");
+                walk = None;
                 puller.folder.replan_everything();
             }
         }
     }
-}
-
-/// The actions a round carries out, planned on a read-only connection: a whole-folder plan
-/// takes seconds at 200,000 names, and the writer (records, block serving) must not wait.
-async fn plan(folder: &Folder, replan: Replan) -> Result<Vec<Action>, StoreError> {
-    let (idx, rules, me) = (folder.idx, Rules::of(&folder.config()), folder.me);
-    folder
-        .store
-        .read(move |store| match &replan {
-            Replan::Everything => needed_actions(store, idx, rules, me),
-            Replan::Names(names) => {
-                needed_actions_for(store, idx, names.iter().map(String::as_str), rules, me)
-            }
-        })
-        .await
 }
 
 /// What a fetch task ends with.
@@ -155,6 +159,8 @@ struct Puller {
     errors: BTreeMap<String, String>,
     /// Whether the last round asked for a rescan (conflicts, local changes under a pull).
     rescan: bool,
+    /// Whether the last round left work undone to let new work start.
+    interrupted: bool,
     /// A round is running (downloads that end meanwhile do not settle it).
     in_round: bool,
     started: Instant,
@@ -170,6 +176,7 @@ impl Puller {
             deferred: HashSet::new(),
             errors: BTreeMap::new(),
             rescan: false,
+            interrupted: false,
             in_round: false,
             started: Instant::now(),
         }
@@ -180,22 +187,29 @@ impl Puller {
     /// (distinct names, parents created as needed), which go on after the round if new
     /// work comes; then deletions, children first, once no download is in flight (a
     /// download may still copy blocks from a file being deleted).
-    /// `complete`: the actions are a whole-folder plan (errors of names it lacks are gone).
-    async fn round(&mut self, actions: Vec<Action>, complete: bool) {
+    async fn round(&mut self, planned: Planned) {
         self.in_round = true;
-        self.run_round(actions, complete).await;
+        self.folder
+            .replan_names(planned.deferred.iter().map(String::as_str));
+        self.interrupted = self
+            .run_round(planned.actions, planned.covered.as_ref())
+            .await;
         self.in_round = false;
         self.settle_round();
     }
 
-    async fn run_round(&mut self, actions: Vec<Action>, complete: bool) {
+    /// Whether it stopped early, leaving work to the next round. `covered`: the names a
+    /// page of the whole-folder plan looked at (errors of those it has no action for are
+    /// gone).
+    async fn run_round(&mut self, actions: Vec<Action>, covered: Option<&Covered>) -> bool {
         let folder = self.folder.clone();
         if self.fetching.is_empty() {
             self.started = Instant::now();
         }
-        if complete {
+        if let Some(covered) = covered {
             let in_flight = &self.in_flight;
-            self.errors.retain(|name, _| in_flight.contains(name));
+            self.errors
+                .retain(|name, _| in_flight.contains(name) || !covered.contains(name));
         }
         let (busy_names, actions): (Vec<Action>, Vec<Action>) = actions
             .into_iter()
@@ -224,7 +238,7 @@ impl Puller {
         self.rescan |= fetches.iter().any(|a| matches!(a, Action::Conflict { .. }));
         for action in ordered {
             if folder.stop.is_cancelled() {
-                return;
+                return true;
             }
             let result = apply::execute(&folder, &self.context, &action).await;
             self.report(&action, false, result);
@@ -244,7 +258,7 @@ impl Puller {
             }
             tokio::select! {
                 biased;
-                () = folder.stop.cancelled() => return,
+                () = folder.stop.cancelled() => return true,
                 Some(done) = self.fetching.join_next() => self.finished(done),
                 () = &mut patience, if !impatient => impatient = true,
                 // New work: the next round starts it while these downloads go on.
@@ -258,15 +272,16 @@ impl Puller {
         folder.replan_names(waiting.iter().filter_map(Action::name));
         if interrupted {
             folder.replan_names(deletes.iter().filter_map(Action::name));
-        } else {
-            for action in deletes {
-                if folder.stop.is_cancelled() {
-                    return;
-                }
-                let result = apply::execute(&folder, &self.context, &action).await;
-                self.report(&action, true, result);
-            }
+            return !(waiting.is_empty() && deletes.is_empty());
         }
+        for action in deletes {
+            if folder.stop.is_cancelled() {
+                return true;
+            }
+            let result = apply::execute(&folder, &self.context, &action).await;
+            self.report(&action, true, result);
+        }
+        false
     }
 
     fn start(&mut self, action: Action) {
@@ -378,6 +393,8 @@ impl Puller {
 
 #[cfg(test)]
 mod append_tests;
+#[cfg(test)]
+mod paging_tests;
 #[cfg(test)]
 mod replace_tests;
 #[cfg(test)]

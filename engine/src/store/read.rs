@@ -1,6 +1,8 @@
 //! Every read-only query. They run on any [`StoreReader`]: a read-only connection beside the
 //! writer, or the writer itself (a [`Store`](super::Store) derefs to its reader).
 
+use std::ops::ControlFlow;
+
 use peerfold_protocol::DeviceId;
 use peerfold_protocol::chunking::Block;
 use rusqlite::{Connection, OptionalExtension, params};
@@ -280,19 +282,38 @@ impl StoreReader {
         local: DeviceId,
         mut visit: impl FnMut(Vec<(DeviceId, FileEntry)>) -> Result<(), E>,
     ) -> Result<(), E> {
+        self.for_each_name_after(folder, local, None, |entries| {
+            visit(entries).map(|()| ControlFlow::Continue(()))
+        })
+    }
+
+    /// [`StoreReader::for_each_name`] from the first name after `after` (byte order; from
+    /// the start when `None`), until `visit` breaks.
+    pub fn for_each_name_after<E: From<StoreError>>(
+        &self,
+        folder: FolderIdx,
+        local: DeviceId,
+        after: Option<&str>,
+        mut visit: impl FnMut(Vec<(DeviceId, FileEntry)>) -> Result<ControlFlow<()>, E>,
+    ) -> Result<(), E> {
         let mut group: Vec<(DeviceId, FileEntry)> = Vec::new();
-        for_each_row(&self.conn, folder, None, local, |device, entry| {
+        let rows = after.map_or(Rows::All, Rows::After);
+        let mut stopped = false;
+        for_each_row(&self.conn, folder, rows, local, |device, entry| {
             if group
                 .first()
                 .is_some_and(|(_, first)| first.name != entry.name)
+                && visit(std::mem::take(&mut group))?.is_break()
             {
-                visit(std::mem::take(&mut group))?;
+                stopped = true;
+                return Ok(ControlFlow::Break(()));
             }
             group.push((device, entry));
-            Ok::<(), E>(())
+            Ok::<_, E>(ControlFlow::Continue(()))
         })?;
-        if !group.is_empty() {
-            visit(group)?;
+        if !stopped && !group.is_empty() {
+            // The last name: whether it asks to stop changes nothing.
+            let _ = visit(group)?;
         }
         Ok(())
     }
@@ -307,10 +328,16 @@ impl StoreReader {
     ) -> Result<(), E> {
         for name in names {
             let mut group = Vec::new();
-            for_each_row(&self.conn, folder, Some(name), local, |device, entry| {
-                group.push((device, entry));
-                Ok::<(), E>(())
-            })?;
+            for_each_row(
+                &self.conn,
+                folder,
+                Rows::Named(name),
+                local,
+                |device, entry| {
+                    group.push((device, entry));
+                    Ok::<_, E>(ControlFlow::Continue(()))
+                },
+            )?;
             if !group.is_empty() {
                 visit(group)?;
             }
@@ -373,17 +400,17 @@ impl StoreReader {
 fn for_each_row<E: From<StoreError>>(
     conn: &Connection,
     folder: FolderIdx,
-    name: Option<&str>,
+    which: Rows<'_>,
     local: DeviceId,
-    mut visit: impl FnMut(DeviceId, FileEntry) -> Result<(), E>,
+    mut visit: impl FnMut(DeviceId, FileEntry) -> Result<ControlFlow<()>, E>,
 ) -> Result<(), E> {
     const SELECT: &str = "SELECT f.name, f.kind, f.size, f.permissions, f.modified_s,
                 f.modified_ns, f.deleted, f.invalid, f.sequence, f.version, f.modified_by,
                 f.symlink_target, f.blocks, d.device_id
          FROM files f LEFT JOIN devices d ON d.idx = f.device_idx";
     let (mut stmt, mut rows);
-    match name {
-        Some(name) => {
+    match which {
+        Rows::Named(name) => {
             stmt = conn
                 .prepare_cached(&format!("{SELECT} WHERE f.folder_idx = ?1 AND f.name = ?2"))
                 .map_err(StoreError::from)?;
@@ -391,7 +418,17 @@ fn for_each_row<E: From<StoreError>>(
                 .query(params![folder.0, name])
                 .map_err(StoreError::from)?;
         }
-        None => {
+        Rows::After(name) => {
+            stmt = conn
+                .prepare_cached(&format!(
+                    "{SELECT} WHERE f.folder_idx = ?1 AND f.name > ?2 ORDER BY f.name"
+                ))
+                .map_err(StoreError::from)?;
+            rows = stmt
+                .query(params![folder.0, name])
+                .map_err(StoreError::from)?;
+        }
+        Rows::All => {
             stmt = conn
                 .prepare_cached(&format!("{SELECT} WHERE f.folder_idx = ?1 ORDER BY f.name"))
                 .map_err(StoreError::from)?;
@@ -410,9 +447,22 @@ fn for_each_row<E: From<StoreError>>(
                 detail: format!("device: {e}"),
             })?,
         };
-        visit(device, entry)?;
+        if visit(device, entry)?.is_break() {
+            break;
+        }
     }
     Ok(())
+}
+
+/// Which rows of a folder `for_each_row` reads.
+#[derive(Clone, Copy)]
+enum Rows<'a> {
+    /// Every row, in name order.
+    All,
+    /// The rows of one name.
+    Named(&'a str),
+    /// The rows of names after this one, in name order.
+    After(&'a str),
 }
 
 /// A local file's version and, when asked for, its block list (`local_block_list`).

@@ -112,17 +112,27 @@ fn node_offered(content: &[u8]) -> Node {
     node
 }
 
-/// One pull round of the node's `docs` folder against `peers`, settled.
+/// One whole-folder pull of the node's `docs` folder against `peers` (every page of the
+/// walk, a round each), settled.
 pub(super) async fn pull_once(node: &Node, peers: Arc<dyn Peers>) {
     let folder = node.folder();
-    let actions = plan(&folder, Replan::Everything).await.unwrap();
     let context = PullContext {
         peers,
         folders: node.context.folders.clone(),
     };
-    let mut puller = Puller::new(folder, context);
-    puller.round(actions, true).await;
-    puller.settle().await;
+    let mut puller = Puller::new(folder.clone(), context);
+    let mut after = None;
+    loop {
+        let planned = plan(&folder, Replan::Names(Default::default()), Some(after))
+            .await
+            .unwrap();
+        after = planned.next.clone();
+        puller.round(planned).await;
+        puller.settle().await;
+        if after.is_none() {
+            break;
+        }
+    }
 }
 
 fn content() -> Vec<u8> {
