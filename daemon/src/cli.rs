@@ -45,6 +45,13 @@ pub struct Cli {
     command: Command,
 }
 
+impl Cli {
+    /// Whether the command runs the daemon (a long-lived, many-threaded process).
+    pub fn serves(&self) -> bool {
+        matches!(self.command, Command::Serve { .. })
+    }
+}
+
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Create this device's identity, configuration and index; print its device ID.

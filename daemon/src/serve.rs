@@ -49,6 +49,9 @@ const REBIND_FOR: Duration = Duration::from_secs(10);
 /// starts it again in the same process (and PID). `banner` gets what a user needs to know.
 pub fn serve(home: &Home, options: ServeOptions, banner: &mut impl Write) -> Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
+        // Blocking work (SQLite, fsync, file reads) is bounded where it starts; this bounds
+        // the rest. Each thread costs a stack and, in glibc, may take a malloc arena.
+        .max_blocking_threads(64)
         .enable_all()
         .build()
         .context("starting the async runtime")?;

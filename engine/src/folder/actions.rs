@@ -67,7 +67,7 @@ impl Folder {
                 actual: self.folder_type().as_str(),
             });
         }
-        let _busy = self.busy.lock().await;
+        let _busy = self.busy.write().await;
         let folder = self.clone();
         let changed = tokio::task::spawn_blocking(move || {
             let now = u64::try_from(jiff::Timestamp::now().as_second()).unwrap_or(0);

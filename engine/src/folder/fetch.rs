@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use peerfold_protocol::DeviceId;
 use peerfold_protocol::chunking::Block;
-use tokio::sync::MutexGuard;
+use tokio::sync::RwLockReadGuard;
 use tracing::{debug, warn};
 
 use super::Folder;
@@ -34,7 +34,7 @@ pub(super) async fn fetch<'a>(
     sources: &[DeviceId],
     path: &Path,
     expected: &Expected,
-) -> Result<(u64, MutexGuard<'a, ()>), PullError> {
+) -> Result<(u64, RwLockReadGuard<'a, ()>), PullError> {
     check_free_space(folder, target)?;
     let temp = assemble::temp_path(path);
     let result = assemble_file(folder, context, target, sources, path, &temp, expected).await;
@@ -71,7 +71,7 @@ async fn assemble_file<'a>(
     path: &Path,
     temp: &Path,
     expected: &Expected,
-) -> Result<(u64, MutexGuard<'a, ()>), PullError> {
+) -> Result<(u64, RwLockReadGuard<'a, ()>), PullError> {
     let file = assemble::open_temp(temp)?;
     let missing = {
         let (store, folders, folder_id, target, temp_file) = (
@@ -125,7 +125,9 @@ async fn assemble_file<'a>(
     }
     flusher.finish().await;
     // The download took a while: a scan may have seen the file change meanwhile.
-    let busy = folder.busy.lock().await;
+    // Shared: installs of other names go on beside it (their fsyncs overlap); a scan or
+    // any other change to the folder waits for all of them.
+    let busy = folder.busy.read().await;
     expected.check(folder, &target.name, path).await?;
     // fsync blocks for milliseconds: on a blocking thread, so the network goes on and the
     // fsyncs of files pulled side by side share journal commits.

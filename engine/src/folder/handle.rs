@@ -43,10 +43,11 @@ pub struct Folder {
     /// Woken when counts may have changed (FolderSummary and FolderCompletion); keeps the
     /// last summary of a large folder.
     pub(crate) counts_changed: CountsChanged,
-    /// Held by a scan, a pull round (planning included) and a folder action: a scan that
-    /// ran beside the puller would index a file between its rename and its record as a
-    /// local change.
-    pub(crate) busy: tokio::sync::Mutex<()>,
+    /// Held by a scan, a folder action and each change the puller makes: a scan that ran
+    /// beside the puller would index a file between its rename and its record as a local
+    /// change. Downloads share it to install and record (names differ, and their fsyncs
+    /// overlap); everything else holds it alone.
+    pub(crate) busy: tokio::sync::RwLock<()>,
     /// What it does, and since when.
     state: Mutex<(FolderState, jiff::Timestamp)>,
     /// Names the last pull round could not bring up to date, with why.
@@ -158,7 +159,7 @@ impl Folder {
             rescan: Notify::new(),
             local_changed: Notify::new(),
             counts_changed: CountsChanged::default(),
-            busy: tokio::sync::Mutex::new(()),
+            busy: tokio::sync::RwLock::new(()),
             state: Mutex::new((FolderState::Idle, jiff::Timestamp::now())),
             pull_errors: Mutex::new(BTreeMap::new()),
             refused: Mutex::new(RefusedEntries::default()),

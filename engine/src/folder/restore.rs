@@ -157,7 +157,7 @@ impl super::Folder {
         self: &FolderHandle,
         work: impl FnOnce(&super::Folder) -> Result<T, RestoreError> + Send + 'static,
     ) -> Result<T, RestoreError> {
-        let busy = self.busy.lock().await;
+        let busy = self.busy.write().await;
         let folder = self.clone();
         let out = tokio::task::spawn_blocking(move || work(&folder))
             .await

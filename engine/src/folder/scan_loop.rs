@@ -57,7 +57,7 @@ impl Folder {
     /// Scans the folder now (between pull rounds), and tells the index senders and the
     /// puller when something changed. Returns whether it did.
     pub async fn scan(self: &super::FolderHandle) -> Result<bool, ScanFailed> {
-        let busy = self.busy.lock().await;
+        let busy = self.busy.write().await;
         let (folder, span) = (self.clone(), tracing::Span::current());
         let result = tokio::task::spawn_blocking(move || span.in_scope(|| folder.scan_now())).await;
         drop(busy);

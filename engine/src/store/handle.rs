@@ -13,12 +13,22 @@
 
 use std::any::Any;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+
+use tokio::sync::Semaphore;
 
 use super::{Store, StoreError, StoreReader};
 
-/// Idle read-only connections kept for reuse; more are opened when needed, and closed after.
-const IDLE_READERS: usize = 4;
+/// Read-only connections `read` uses at once; more callers wait for one. Each connection
+/// has its own page cache and opening one parses the schema: under load (a peer pulling
+/// with hundreds of block requests in flight, each looked up in the index) an unbounded
+/// pool opened and dropped connections by the hundred, on as many blocking threads.
+const READERS: usize = 6;
+/// Read-only connections of the pool, at most: `read` uses up to [`READERS`] of them,
+/// blocking callers (a download looking for local copies of its blocks, the scanner) the
+/// rest, and wait for one when all are in use. Before, a connection was opened (and its
+/// schema parsed) for every call past the few idle ones.
+const POOLED_READERS: usize = 2 * READERS;
 
 /// A clone-able handle to the index: the writer, and read-only connections beside it.
 #[derive(Clone, Debug)]
@@ -32,8 +42,23 @@ struct Inner {
     path: PathBuf,
     /// The only writing connection.
     writer: Mutex<Store>,
-    /// Read-only connections not in use.
-    idle_readers: Mutex<Vec<StoreReader>>,
+    /// The read-only connections.
+    pool: Mutex<ReaderPool>,
+    /// Signalled when a connection comes back to the pool.
+    returned: Condvar,
+    /// Turns to use a read-only connection through `read`.
+    read_turns: Semaphore,
+    /// The turn to use the writer through `write`: callers wait for it here, on the
+    /// runtime, instead of each on a blocking thread of its own (32 downloads recording at
+    /// once kept 32 threads parked on the writer's lock).
+    write_turn: Semaphore,
+}
+
+/// The pool's read-only connections: those not in use, and how many exist.
+#[derive(Debug, Default)]
+struct ReaderPool {
+    idle: Vec<StoreReader>,
+    open: usize,
 }
 
 impl StoreHandle {
@@ -43,7 +68,10 @@ impl StoreHandle {
             inner: Arc::new(Inner {
                 path: store.path.clone(),
                 writer: Mutex::new(store),
-                idle_readers: Mutex::new(Vec::new()),
+                pool: Mutex::new(ReaderPool::default()),
+                returned: Condvar::new(),
+                read_turns: Semaphore::new(READERS),
+                write_turn: Semaphore::new(1),
             }),
         }
     }
@@ -64,12 +92,15 @@ impl StoreHandle {
         T: Send + 'static,
         E: From<StoreError> + Send + 'static,
     {
+        // The semaphore is never closed.
+        let _turn = self.inner.write_turn.acquire().await;
         let handle = self.clone();
         unblock(move || handle.write_blocking(f)).await
     }
 
     /// Runs `f` with a pooled read-only connection on a blocking thread: it neither waits
-    /// for the writer nor holds it up. Needs a tokio runtime.
+    /// for the writer nor holds it up. At most [`READERS`] run at once; the others wait
+    /// (asynchronously) for their turn. Needs a tokio runtime.
     pub async fn read<T, E>(
         &self,
         f: impl FnOnce(&StoreReader) -> Result<T, E> + Send + 'static,
@@ -78,6 +109,8 @@ impl StoreHandle {
         T: Send + 'static,
         E: From<StoreError> + Send + 'static,
     {
+        // The semaphore is never closed.
+        let _turn = self.inner.read_turns.acquire().await;
         let handle = self.clone();
         unblock(move || handle.read_blocking(f)).await
     }
@@ -97,19 +130,37 @@ impl StoreHandle {
         &self,
         f: impl FnOnce(&StoreReader) -> Result<T, E>,
     ) -> Result<T, E> {
-        let idle = lock(&self.inner.idle_readers).pop();
-        let reader = match idle {
-            Some(reader) => reader,
-            None => StoreReader::open(&self.inner.path)?,
+        let lease = Lease {
+            pool: &self.inner,
+            reader: Some(self.take_reader()?),
         };
-        let result = f(&reader);
-        // A reader holds no transaction between calls (its statements are reset once `f`
-        // returns), so the next caller sees every commit made since.
-        let mut idle = lock(&self.inner.idle_readers);
-        if idle.len() < IDLE_READERS {
-            idle.push(reader);
+        f(lease
+            .reader
+            .as_ref()
+            .expect("a lease holds its reader until dropped"))
+    }
+
+    /// An idle pooled connection, a new one while the pool has room, or the next one
+    /// returned.
+    fn take_reader(&self) -> Result<StoreReader, StoreError> {
+        let mut pool = lock(&self.inner.pool);
+        loop {
+            if let Some(reader) = pool.idle.pop() {
+                return Ok(reader);
+            }
+            if pool.open < POOLED_READERS {
+                pool.open += 1;
+                drop(pool);
+                return StoreReader::open(&self.inner.path).inspect_err(|_| {
+                    lock(&self.inner.pool).open -= 1;
+                });
+            }
+            pool = self
+                .inner
+                .returned
+                .wait(pool)
+                .unwrap_or_else(PoisonError::into_inner);
         }
-        result
     }
 
     /// A dedicated read-only connection for a long walk (a scan's merge, a whole-folder
@@ -126,9 +177,26 @@ impl StoreHandle {
     }
 }
 
+/// A pooled connection in use; it goes back to the pool when dropped, even if the caller
+/// panicked. A reader holds no transaction between calls (its statements are reset once
+/// the caller is done), so the next caller sees every commit made since.
+struct Lease<'a> {
+    pool: &'a Inner,
+    reader: Option<StoreReader>,
+}
+
+impl Drop for Lease<'_> {
+    fn drop(&mut self) {
+        if let Some(reader) = self.reader.take() {
+            lock(&self.pool.pool).idle.push(reader);
+            self.pool.returned.notify_one();
+        }
+    }
+}
+
 /// Takes one of the handle's locks. A panic while the writer was held leaves SQLite
 /// consistent (its open transaction rolls back when the `Transaction` drops, and committed
-/// ones are whole), and a panic while the idle-reader list was held left a valid `Vec`, so a
+/// ones are whole), and a panic while the pool was held left it valid, so a
 /// poisoned lock is still usable: take it anyway rather than spread the panic.
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|p| p.into_inner())
@@ -316,5 +384,40 @@ mod tests {
             .unwrap();
         assert_eq!(lost, None, "the panicked transaction rolled back");
         assert_eq!(kept, Some(folder));
+    }
+
+    #[test]
+    fn many_blocking_readers_share_a_bounded_pool_and_a_panic_returns_its_connection() {
+        let (_dir, handle) = handle();
+        handle.write_blocking(|s| s.ensure_folder("f")).unwrap();
+        let threads: Vec<_> = (0..3 * POOLED_READERS)
+            .map(|_| {
+                let handle = handle.clone();
+                std::thread::spawn(move || {
+                    handle.read_blocking(|r| {
+                        std::thread::sleep(Duration::from_millis(20));
+                        r.folder("f")
+                    })
+                })
+            })
+            .collect();
+        for thread in threads {
+            assert!(thread.join().unwrap().unwrap().is_some());
+        }
+        let opened = lock(&handle.inner.pool).open;
+        assert!(
+            (1..=POOLED_READERS).contains(&opened),
+            "{opened} connections opened"
+        );
+        let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            handle.read_blocking(|_| -> Result<(), StoreError> { panic!("in a read") })
+        }));
+        assert!(panicked.is_err());
+        let pool = lock(&handle.inner.pool);
+        assert_eq!(
+            pool.idle.len(),
+            pool.open,
+            "every connection is back in the pool"
+        );
     }
 }

@@ -91,7 +91,7 @@ pub(super) async fn execute(
             if fsutil::parent_escapes(&root, copy_name) {
                 return Err(PullError::Escapes(copy_name.clone()));
             }
-            let busy = folder.busy.lock().await;
+            let busy = folder.busy.write().await;
             keep_losing_version(folder, &root, then.name().unwrap_or_default(), copy_name)?;
             if then.fetches() {
                 drop(busy);
@@ -101,7 +101,7 @@ pub(super) async fn execute(
         }
         other if other.fetches() => execute_target(folder, context, other, false).await,
         other => {
-            let _busy = folder.busy.lock().await;
+            let _busy = folder.busy.write().await;
             execute_target(folder, context, other, false).await
         }
     }

@@ -35,6 +35,9 @@ const SERVING_CONCURRENCY: usize = 256;
 /// Bytes of block data read for one connection and not yet taken by QUIC: one largest
 /// block. (Before, 256 requests of 16 MiB each could be held at once.)
 const SERVING_BUDGET: u32 = MAX_BLOCK_SIZE;
+/// Block reads from disk at once per connection, each on a blocking thread: a peer asking
+/// for hundreds of small blocks at once kept as many threads reading.
+const DISK_READS: usize = 8;
 /// The largest frame a request stream takes: a Request is its folder ID, name, hash and
 /// three numbers.
 const MAX_REQUEST_FRAME_LEN: usize = 64 << 10;
@@ -57,6 +60,7 @@ pub(super) async fn serve_requests(
         link: link.clone(),
         peer,
         budget: Arc::new(Semaphore::new(SERVING_BUDGET as usize)),
+        disk_reads: Semaphore::new(DISK_READS),
         lists: BlockLists::default(),
         refusals: Mutex::new(Refusals::new(Instant::now())),
         punching: context.punching.clone(),
@@ -87,6 +91,7 @@ struct Serving {
     link: Arc<dyn Link>,
     peer: DeviceId,
     budget: Arc<Semaphore>,
+    disk_reads: Semaphore,
     lists: BlockLists,
     refusals: Mutex<Refusals>,
     punching: Arc<HolePunching>,
@@ -137,7 +142,7 @@ impl Serving {
         let answer = answer::answer(
             &self.folders,
             &self.store,
-            &self.budget,
+            (&self.budget, &self.disk_reads),
             &self.lists,
             self.peer,
             &request,

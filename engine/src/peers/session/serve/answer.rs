@@ -28,11 +28,12 @@ pub(super) enum Answer {
 }
 
 /// Answers `request` from `peer`; `budget` holds the bytes read for this peer and not yet
-/// sent, `lists` the block lists its requests were checked against lately.
+/// sent, `disk_reads` the turns to read from disk, `lists` the block lists its requests
+/// were checked against lately.
 pub(super) async fn answer(
     folders: &FolderRegistry,
     store: &StoreHandle,
-    budget: &Arc<Semaphore>,
+    (budget, disk_reads): (&Arc<Semaphore>, &Semaphore),
     lists: &BlockLists,
     peer: DeviceId,
     request: &wire::Request,
@@ -94,6 +95,9 @@ pub(super) async fn answer(
     // The file may have changed since it was indexed: what does not hash right is not sent.
     // A `skip` leaves out the start the requester holds (the whole block is checked here).
     let skip = request.skip as usize;
+    let Ok(_reading) = disk_reads.acquire().await else {
+        return Answer::Missing;
+    };
     let data = tokio::task::spawn_blocking(move || {
         let file = std::fs::File::open(path).ok()?;
         let mut data = vec![0u8; block.size as usize];
