@@ -16,7 +16,7 @@ import urllib.parse
 import urllib.request
 import xml.etree.ElementTree as ET
 
-from sync import ST_OPTIONS, children, set_st_options, cpu_ticks as one_cpu_ticks  # bench/sync.py's
+from benchlib import ST_OPTIONS, children, set_st_options, cpu_ticks as one_cpu_ticks
 
 ST = "/usr/bin/syncthing"
 SHARES_PER_FOLDER = 3

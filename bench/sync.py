@@ -56,9 +56,7 @@ one stream of one quinn connection with peerfold's TLS and receive window.
 
 import argparse
 import copy
-import ctypes
 import datetime
-import hashlib
 import http.client
 import json
 import os
@@ -66,20 +64,19 @@ import platform
 import random
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
 import time
 import xml.etree.ElementTree as ET
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-WORK = os.environ.get("BENCH_DIR", "/tmp/peerfold-sync-bench")
-BIN = os.path.join(WORK, "bin")
-LOGS = os.path.join(WORK, "logs")
-PF = os.path.join(BIN, "peerfold")
-PB = os.path.join(BIN, "peerfold-bench")
-ST = "syncthing"
+from benchlib import (
+    BIN, LIVE, LOGS, NotReady, NsHTTPConnection, PB, PF, ST, ST_OPTIONS, WORK, children,
+    count_files, cpu_since, cpu_snapshot, ensure_syncthing, file_hash, fmt_bytes, fmt_s,
+    git_info, prepare_binaries, rss_kib, set_st_options, sh, stat_sig, stop_process,
+    tree_digest, tree_stats, wait_quiet)
+from sync_report import report
+
 
 NS = {"a": "pfbenchA", "b": "pfbenchB"}
 IFACE = {"a": "pfbA", "b": "pfbB"}
@@ -95,21 +92,10 @@ SCALES = {
     "small": {"big": 64 << 20, "b": (2000, 4096, 65536), "c": (5000, 1024, 4096)},
 }
 
-LIVE = set()  # every daemon process still running, for the cleanup
 PAIRS_ROOT = [WORK]  # where pairs keep their folders and homes (a loop filesystem with --fs)
 FS_PACKAGES = {"xfs": ("mkfs.xfs", "xfsprogs", ["-q", "-m", "reflink=1"]),
                "btrfs": ("mkfs.btrfs", "btrfs-progs", ["-q"])}
 
-
-class NotReady(Exception):
-    pass
-
-
-def sh(*cmd, **kw):
-    out = subprocess.run(cmd, capture_output=True, text=True, **kw)
-    if out.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)}: exit {out.returncode}: {out.stderr.strip()}")
-    return out.stdout
 
 
 # ---------------------------------------------------------------- network namespaces
@@ -172,206 +158,34 @@ class Net:
 
 NET = Net()
 
-_libc = ctypes.CDLL(None, use_errno=True)
-CLONE_NEWNET = 0x40000000
-
-
-def _setns(fd):
-    if _libc.setns(fd, CLONE_NEWNET) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"setns: {os.strerror(err)}")
-
-
-def connect_in_ns(ns, address, timeout):
-    """A TCP connection made from inside network namespace ns (sockets stay in the
-    namespace they were created in, so this thread can switch back at once)."""
-    own = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
-    target = os.open(f"/run/netns/{ns}", os.O_RDONLY)
-    try:
-        _setns(target)
-        try:
-            return socket.create_connection(address, timeout)
-        finally:
-            _setns(own)
-    finally:
-        os.close(own)
-        os.close(target)
-
-
-class NsHTTPConnection(http.client.HTTPConnection):
-    def __init__(self, ns, host, port, timeout):
-        self.ns = ns
-        super().__init__(host, port, timeout=timeout)
-
-    def connect(self):
-        self.sock = connect_in_ns(self.ns, (self.host, self.port), self.timeout)
-
-
-# ---------------------------------------------------------------- helpers
-
-def rss_kib(pid, field):
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith(field):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
-
-
-def children(pid):
-    """Child processes of pid (scanning /proc: this kernel has no .../children file)."""
-    out = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as f:
-                    if int(f.read().rsplit(")", 1)[1].split()[1]) == pid:
-                        out.append(int(entry))
-            except (OSError, IndexError, ValueError):
-                pass
-    return sorted(out)
-
-
-def cpu_ticks(pid):
-    """utime + stime of a process, in clock ticks."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        return int(fields[11]) + int(fields[12])
-    except (OSError, IndexError, ValueError):
-        return 0
-
-
-def machine_busy_ticks():
-    with open("/proc/stat") as f:
-        v = [int(x) for x in f.readline().split()[1:]]
-    return sum(v[:8]) - v[3] - v[4]  # all but idle and iowait
-
-
-TICK = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_snapshot(pair):
-    me = os.times()
-    return {"a": sum(cpu_ticks(p) for p in pair.pids("a")),
-            "b": sum(cpu_ticks(p) for p in pair.pids("b")) if "b" in pair.procs else 0,
-            "machine": machine_busy_ticks(),
-            "me": me.user + me.system + me.children_user + me.children_system}
-
-
-def cpu_since(pair, before, wall):
-    """CPU seconds used by each daemon since `before`, and the cores used meanwhile by
-    everything else on the machine (other users' builds make the figures noisy)."""
-    now = cpu_snapshot(pair)
-    a = (now["a"] - before["a"]) / TICK
-    b = (now["b"] - before["b"]) / TICK
-    machine = (now["machine"] - before["machine"]) / TICK
-    others = max(0.0, machine - a - b - (now["me"] - before["me"]))
-    return {"cpu_a": a, "cpu_b": b, "others_cores": others / wall}
-
-
-def wait_quiet(limit=0.3, patience=900):
-    """Wait (up to `patience` s) until the machine's other load is under `limit` cores, so
-    that a case does not start in the middle of someone's build. Returns the busy cores
-    seen last."""
-    start, said = time.monotonic(), False
-    while True:
-        b0 = machine_busy_ticks()
-        time.sleep(2)
-        busy = (machine_busy_ticks() - b0) / TICK / 2
-        if busy < limit or time.monotonic() - start > patience:
-            if busy >= limit:
-                print(f"  note: machine still busy ({busy:.2f} cores), going on", flush=True)
-            return busy
-        if not said:
-            print(f"  waiting for a quiet machine ({busy:.2f} cores busy) ...", flush=True)
-            said = True
-
-
-def file_hash(path):
-    h = hashlib.blake2b()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def daemon_file(rel):
-    """Files and directories that belong to a daemon, not to the synced data."""
-    first = rel.split(os.sep)[0]
-    base = os.path.basename(rel)
-    return (first in (".peerfold", ".peerfoldignore", ".stfolder", ".stversions", ".stignore")
-            or base.startswith(".syncthing.") or base.startswith("~syncthing~")
-            or (base.startswith(".peerfold.") and base.endswith(".tmp")))
-
-
-def walk_files(root):
-    for d, dirs, files in os.walk(root):
-        rel_d = os.path.relpath(d, root)
-        dirs[:] = sorted(x for x in dirs
-                         if not daemon_file(os.path.normpath(os.path.join(rel_d, x))))
-        for f in sorted(files):
-            rel = os.path.normpath(os.path.join(rel_d, f))
-            if not daemon_file(rel):
-                yield rel, os.path.join(d, f)
-
-
-def count_files(root):
-    """Names of data files under root (daemon files and temp files left out)."""
-    n = 0
-    for d, dirs, files in os.walk(root):
-        if d == root:
-            dirs[:] = [x for x in dirs if not daemon_file(x)]
-        n += sum(1 for f in files if not (f.startswith(".peerfold.") or f.startswith(
-            ".syncthing.") or f.startswith("~syncthing~") or (d == root and daemon_file(f))))
-    return n
-
-
-def tree_stats(root):
-    count = total = 0
-    for _, path in walk_files(root):
-        count += 1
-        total += os.path.getsize(path)
-    return count, total
-
-
-def tree_digest(root):
-    h = hashlib.blake2b()
-    for rel, path in walk_files(root):
-        h.update(rel.encode() + b"\0" + file_hash(path).encode())
-    return h.hexdigest()
-
-
-def stat_sig(path):
-    try:
-        st = os.stat(path)
-        return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
-    except FileNotFoundError:
-        return None
 
 
 # ---------------------------------------------------------------- daemon pairs
 
 class Pair:
-    """Device a (has the data) and device b (pulls it), folder "bench"."""
+    """Device a (has the data) and device b (pulls it), folder "bench". With `ns` and
+    `addr` ({device: namespace}, {device: address}) any number of devices, each knowing
+    and sharing the folder with every other (bench/scale.py's (g))."""
 
     name = None
 
-    def __init__(self, label):
+    def __init__(self, label, ns=None, addr=None):
         self.label = label
+        self.ns, self.addr = ns or NS, addr or ADDR
         self.dir = os.path.join(PAIRS_ROOT[0], label)
         shutil.rmtree(self.dir, ignore_errors=True)
-        self.root = {w: os.path.join(self.dir, w) for w in "ab"}
+        self.root = {w: os.path.join(self.dir, w) for w in self.ns}
         for path in self.root.values():
             os.makedirs(path)
         self.procs = {}
-        self.logs = {w: os.path.join(LOGS, f"{label}-{w}.log") for w in "ab"}
+        self.logs = {w: os.path.join(LOGS, f"{label}-{w}.log") for w in self.ns}
+
+    def others(self, w):
+        return [other for other in self.ns if other != w]
 
     def launch(self, w, argv, env):
         log = open(self.logs[w], "w")
-        proc = subprocess.Popen(["ip", "netns", "exec", NS[w], *argv], env=env, stdout=log,
+        proc = subprocess.Popen(["ip", "netns", "exec", self.ns[w], *argv], env=env, stdout=log,
                                 stderr=subprocess.STDOUT, start_new_session=True)
         log.close()
         self.procs[w] = proc
@@ -432,7 +246,7 @@ class Pair:
 
     def describe(self):
         out = []
-        for w in "ab":
+        for w in self.ns:
             try:
                 out.append(f"{w}: {json.dumps(self.folder_status(w))}")
             except NotReady as e:
@@ -440,31 +254,21 @@ class Pair:
         return "; ".join(out)
 
 
-def stop_process(proc):
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-    LIVE.discard(proc)
-
-
 class PeerfoldPair(Pair):
     name = "peerfold"
 
-    def __init__(self, label):
-        super().__init__(label)
-        self.home = {w: os.path.join(self.dir, f"{w}-home") for w in "ab"}
-        for w in "ab":
+    def __init__(self, label, ns=None, addr=None):
+        super().__init__(label, ns, addr)
+        self.home = {w: os.path.join(self.dir, f"{w}-home") for w in self.ns}
+        for w in self.ns:
             self.cli(w, "init")
             self.cli(w, "folder", "add", "--id", "bench", "--path", self.root[w])
-        ids = {w: self.cli(w, "id").strip() for w in "ab"}
-        for w, other in (("a", "b"), ("b", "a")):
-            self.cli(w, "device", "add", ids[other], "--address",
-                     f"quic://{ADDR[other]}:{PF_PORT}")
-            self.cli(w, "folder", "share", "bench", ids[other])
+        self.ids = {w: self.cli(w, "id").strip() for w in self.ns}
+        for w in self.ns:
+            for other in self.others(w):
+                self.cli(w, "device", "add", self.ids[other], "--address",
+                         f"quic://{self.addr[other]}:{PF_PORT}")
+                self.cli(w, "folder", "share", "bench", self.ids[other])
 
     def env(self, w):
         return {**os.environ, "PEERFOLD_HOME": self.home[w]}
@@ -476,7 +280,8 @@ class PeerfoldPair(Pair):
         return out.stdout
 
     def start(self, w):
-        self.launch(w, [PF, "serve", "--listen", f"quic://{ADDR[w]}:{PF_PORT}"], self.env(w))
+        self.launch(w, [PF, "serve", "--listen", f"quic://{self.addr[w]}:{PF_PORT}"],
+                    self.env(w))
 
     def status(self, w):
         return json.loads(self.cli(w, "status", "--json"))
@@ -493,81 +298,65 @@ class PeerfoldPair(Pair):
         return (f["local"]["files"] >= files and f["local"]["bytes"] >= size
                 and f["need"]["files"] == 0)
 
-
-ST_OPTIONS = {
-    "globalAnnounceEnabled": "false",
-    "localAnnounceEnabled": "false",
-    "relaysEnabled": "false",
-    "natEnabled": "false",
-    "urAccepted": "-1",
-    "crashReportingEnabled": "false",
-    "autoUpgradeIntervalH": "0",
-    "startBrowser": "false",
-}
+    def connected(self, w):
+        """How many of its peers w is connected to."""
+        return sum(1 for d in self.status(w)["devices"] if d["connected"])
 
 
-def set_st_options(options, listen_url, values):
-    """Syncthing's <options>: one listen address, and `values` by element name."""
-    for el in options.findall("listenAddress"):
-        options.remove(el)
-    listen = ET.Element("listenAddress")
-    listen.text = listen_url
-    options.insert(0, listen)
-    for key, value in values.items():
-        el = options.find(key)
-        if el is None:
-            el = ET.SubElement(options, key)
-        el.text = value
+def configure_syncthing(home, listen, root, peers):
+    """Edits a generated Syncthing home: options as ST_OPTIONS, one listen address, the GUI
+    on 127.0.0.1:8384, `peers` ((id, name, address) each) as devices from the default device
+    template, folder "bench" at `root` shared with all of them. Returns the API key."""
+    path = os.path.join(home, "config.xml")
+    tree = ET.parse(path)
+    cfg = tree.getroot()
+    set_st_options(cfg.find("options"), listen, ST_OPTIONS)
+    cfg.find("gui/address").text = "127.0.0.1:8384"
+    defaults = cfg.find("defaults")
+    # The folder, from the default folder template (which lists this device).
+    folder = copy.deepcopy(defaults.find("folder"))
+    folder.set("id", "bench")
+    folder.set("label", "bench")
+    folder.set("path", root)
+    for peer_id, name, address in peers:
+        device = copy.deepcopy(defaults.find("device"))
+        device.set("id", peer_id)
+        device.set("name", name)
+        device.find("address").text = address
+        last_device = max(i for i, el in enumerate(cfg) if el.tag == "device")
+        cfg.insert(last_device + 1, device)
+        shared = ET.Element("device", {"id": peer_id, "introducedBy": ""})
+        ET.SubElement(shared, "encryptionPassword")
+        mine = [i for i, el in enumerate(folder) if el.tag == "device"]
+        folder.insert(mine[-1] + 1 if mine else 0, shared)
+    cfg.insert(0, folder)
+    tree.write(path)
+    os.makedirs(os.path.join(root, ".stfolder"), exist_ok=True)
+    return cfg.find("gui/apikey").text
 
 
 class SyncthingPair(Pair):
     name = "syncthing"
 
-    def __init__(self, label):
-        super().__init__(label)
-        self.home = {w: os.path.join(self.dir, f"{w}-home") for w in "ab"}
-        ids, self.key = {}, {}
-        for w in "ab":
+    def __init__(self, label, ns=None, addr=None):
+        super().__init__(label, ns, addr)
+        self.home = {w: os.path.join(self.dir, f"{w}-home") for w in self.ns}
+        self.ids, self.key = {}, {}
+        for w in self.ns:
             sh(ST, "generate", "--home", self.home[w], "--no-default-folder")
-            ids[w] = sh(ST, "serve", "--home", self.home[w], "--device-id").strip()
-        for w, other in (("a", "b"), ("b", "a")):
-            self.key[w] = self.configure(w, other, ids)
-            os.makedirs(os.path.join(self.root[w], ".stfolder"), exist_ok=True)
-
-    def configure(self, w, other, ids):
-        path = os.path.join(self.home[w], "config.xml")
-        tree = ET.parse(path)
-        cfg = tree.getroot()
-        set_st_options(cfg.find("options"), f"tcp://{ADDR[w]}:{ST_PORT}", ST_OPTIONS)
-        cfg.find("gui/address").text = "127.0.0.1:8384"
-        defaults = cfg.find("defaults")
-        # The peer, from the default device template.
-        device = copy.deepcopy(defaults.find("device"))
-        device.set("id", ids[other])
-        device.set("name", other)
-        device.find("address").text = f"tcp://{ADDR[other]}:{ST_PORT}"
-        children = list(cfg)
-        last_device = max(i for i, el in enumerate(children) if el.tag == "device")
-        cfg.insert(last_device + 1, device)
-        # The folder, from the default folder template (which lists this device).
-        folder = copy.deepcopy(defaults.find("folder"))
-        folder.set("id", "bench")
-        folder.set("label", "bench")
-        folder.set("path", self.root[w])
-        shared = ET.Element("device", {"id": ids[other], "introducedBy": ""})
-        ET.SubElement(shared, "encryptionPassword")
-        mine = [i for i, el in enumerate(folder) if el.tag == "device"]
-        folder.insert(mine[-1] + 1 if mine else 0, shared)
-        cfg.insert(0, folder)
-        tree.write(path)
-        return cfg.find("gui/apikey").text
+            self.ids[w] = sh(ST, "serve", "--home", self.home[w], "--device-id").strip()
+        for w in self.ns:
+            peers = [(self.ids[other], other, f"tcp://{self.addr[other]}:{ST_PORT}")
+                     for other in self.others(w)]
+            self.key[w] = configure_syncthing(self.home[w], f"tcp://{self.addr[w]}:{ST_PORT}",
+                                              self.root[w], peers)
 
     def start(self, w):
         self.launch(w, [ST, "serve", "--home", self.home[w], "--no-browser", "--no-restart",
                         "--no-default-folder"], {**os.environ, "STNOUPGRADE": "1"})
 
     def get(self, w, path):
-        conn = NsHTTPConnection(NS[w], "127.0.0.1", 8384, timeout=60)
+        conn = NsHTTPConnection(self.ns[w], "127.0.0.1", 8384, timeout=60)
         try:
             conn.request("GET", path, headers={"X-API-Key": self.key[w]})
             resp = conn.getresponse()
@@ -592,6 +381,11 @@ class SyncthingPair(Pair):
         return (s["state"] == "idle" and s["localFiles"] >= files and s["localBytes"] >= size
                 and s["needFiles"] == 0 and s.get("needDeletes", 0) == 0)
 
+    def connected(self, w):
+        """How many of its peers w is connected to."""
+        connections = self.get(w, "/rest/system/connections")["connections"]
+        return sum(1 for c in connections.values() if c["connected"])
+
 
 KINDS = {"peerfold": PeerfoldPair, "syncthing": SyncthingPair}
 
@@ -607,34 +401,40 @@ def transfer(kind, case, run, make):
         pair.start("a")
         pair.wait(lambda: pair.a_scanned(files, size), 3600, 0.25)
         time.sleep(1)
-        quiet = wait_quiet()
-        before, cpu0, t0 = NET.counters(), cpu_snapshot(pair), time.monotonic()
-        pair.start("b")
-        # B is up when its control interface answers (peerfold status socket, Syncthing REST);
-        # the sync time runs from there.
-        startup = pair.wait(lambda: pair.folder_status("b") is not None, 300, 0.02, since=t0)
-        t1 = time.monotonic()
-        # Complete: every file is on B's disk under its final name (both daemons rename a
-        # finished temp file into place; counting names is cheap and outside the daemons),
-        # and B's own status agrees. The tree is compared with A's afterwards.
-        pair.wait(lambda: count_files(pair.root["b"]) >= files, 3600, 0.05, since=t1)
-        seconds = pair.wait(lambda: pair.b_complete(files, size), 3600, 0.05, since=t1)
-        cpu = cpu_since(pair, cpu0, time.monotonic() - t0)
-        time.sleep(SETTLE)
-        result = {
-            "seconds": seconds, "startup": startup, "files": files, "bytes": size,
-            "mb_s": size / seconds / 1e6, "wire": NET.wire_since(before),
-            "peak_a": pair.rss("a", "VmHWM"), "peak_b": pair.rss("b", "VmHWM"),
-            "steady_a": pair.rss("a", "VmRSS"), "steady_b": pair.rss("b", "VmRSS"),
-            "monitor_rss": pair.monitor_rss(), "busy_before": quiet, **cpu,
-        }
-        if tree_digest(pair.root["b"]) != tree_digest(pair.root["a"]):
-            raise RuntimeError(f"B reported complete but its tree differs from A's "
-                               f"({tree_stats(pair.root['b'])} vs {(files, size)})")
-        return pair, result
+        return pair, pull_everything(pair, files, size)
     except BaseException:
         pair.stop()  # the data stays in the work dir for a look; the logs are in LOGS
         raise
+
+
+def pull_everything(pair, files, size):
+    """Starts B (empty) beside A (running, indexed) and times it until it has A's `files`
+    files of `size` bytes in all; checks B's tree against A's."""
+    quiet = wait_quiet()
+    before, cpu0, t0 = NET.counters(), cpu_snapshot(pair), time.monotonic()
+    pair.start("b")
+    # B is up when its control interface answers (peerfold status socket, Syncthing REST);
+    # the sync time runs from there.
+    startup = pair.wait(lambda: pair.folder_status("b") is not None, 300, 0.02, since=t0)
+    t1 = time.monotonic()
+    # Complete: every file is on B's disk under its final name (both daemons rename a
+    # finished temp file into place; counting names is cheap and outside the daemons),
+    # and B's own status agrees. The tree is compared with A's afterwards.
+    pair.wait(lambda: count_files(pair.root["b"]) >= files, 3600, 0.05, since=t1)
+    seconds = pair.wait(lambda: pair.b_complete(files, size), 3600, 0.05, since=t1)
+    cpu = cpu_since(pair, cpu0, time.monotonic() - t0)
+    time.sleep(SETTLE)
+    result = {
+        "seconds": seconds, "startup": startup, "files": files, "bytes": size,
+        "mb_s": size / seconds / 1e6, "wire": NET.wire_since(before),
+        "peak_a": pair.rss("a", "VmHWM"), "peak_b": pair.rss("b", "VmHWM"),
+        "steady_a": pair.rss("a", "VmRSS"), "steady_b": pair.rss("b", "VmRSS"),
+        "monitor_rss": pair.monitor_rss(), "busy_before": quiet, **cpu,
+    }
+    if tree_digest(pair.root["b"]) != tree_digest(pair.root["a"]):
+        raise RuntimeError(f"B reported complete but its tree differs from A's "
+                           f"({tree_stats(pair.root['b'])} vs {(files, size)})")
+    return result
 
 
 def raw_quic(size):
@@ -660,25 +460,37 @@ def raw_quic(size):
 
 
 def wait_same_file(pair, rel, timeout):
-    """Seconds until B's copy of rel equals A's. B's file is hashed only when its stat
-    changes (both daemons rename a finished temp file into place); the time taken is when
-    that change was seen, not when the hash finished."""
-    a_path, b_path = os.path.join(pair.root["a"], rel), os.path.join(pair.root["b"], rel)
-    seen = stat_sig(b_path)
-    want = None
+    """Seconds until B's copy of rel equals A's."""
+    return arrival_times(pair, rel, timeout, "a", ["b"])["b"]
+
+
+def arrival_times(pair, rel, timeout, src, dsts):
+    """Seconds until each device of `dsts` has `src`'s copy of rel. A copy is hashed only
+    when its stat changes (both daemons rename a finished temp file into place); the time
+    taken is when that change was seen, not when the hash finished."""
+    src_path = os.path.join(pair.root[src], rel)
+    paths = {w: os.path.join(pair.root[w], rel) for w in dsts}
+    seen = {w: stat_sig(path) for w, path in paths.items()}
+    want, times = None, {}
     start = time.monotonic()
     while time.monotonic() - start < timeout:
         pair.check_alive()
-        sig = stat_sig(b_path)
-        if sig is not None and sig != seen:
+        for w, path in paths.items():
+            sig = stat_sig(path)
+            if w in times or sig is None or sig == seen[w]:
+                continue
             at = time.monotonic() - start
-            seen = sig
+            seen[w] = sig
             if want is None:
-                want = file_hash(a_path)
-            if sig[1] == os.path.getsize(a_path) and file_hash(b_path) == want:
-                return at
+                want = file_hash(src_path)
+            if sig[1] == os.path.getsize(src_path) and file_hash(path) == want:
+                times[w] = at
+        if len(times) == len(paths):
+            return times
         time.sleep(0.02)
-    raise RuntimeError(f"{rel} not on B after {timeout} s; last state: {pair.describe()}")
+    missing = sorted(set(paths) - set(times))
+    raise RuntimeError(f"{rel} not on {', '.join(missing)} after {timeout} s; "
+                       f"last state: {pair.describe()}")
 
 
 def edits(pair):
@@ -727,24 +539,6 @@ def latency(pair, n=10):
 
 # ---------------------------------------------------------------- setup
 
-def prepare_binaries(args):
-    if args.bin is None and not args.no_build:
-        print("building release binaries (cargo build --release -p peerfold -p peerfold-bench)",
-              flush=True)
-        subprocess.run(["cargo", "build", "--release", "-q", "-p", "peerfold", "-p",
-                        "peerfold-bench"], cwd=ROOT, check=True)
-    src = args.bin or os.path.join(ROOT, "target/release")
-    os.makedirs(BIN, exist_ok=True)
-    info = []
-    for name in ("peerfold", "peerfold-bench", "quic_raw"):
-        shutil.copy2(os.path.join(src, name), os.path.join(BIN, name))
-        st = os.stat(os.path.join(BIN, name))
-        with open(os.path.join(BIN, name), "rb") as f:
-            digest = hashlib.sha256(f.read()).hexdigest()[:16]
-        mtime = datetime.datetime.fromtimestamp(st.st_mtime).isoformat(timespec="seconds")
-        info.append(f"{name} (built {mtime}, sha256 {digest}...)")
-    return f"{src}: " + ", ".join(info)
-
 
 class LoopFs:
     """--fs xfs|btrfs: both daemons' folders on a filesystem with reflinks, made in a
@@ -776,150 +570,6 @@ class LoopFs:
             subprocess.run(["umount", self.mount], check=False)
         if os.path.exists(self.image):
             os.remove(self.image)
-
-
-def ensure_syncthing():
-    if shutil.which(ST) is None:
-        print("syncthing not found: apt-get install -y syncthing", flush=True)
-        if subprocess.run(["apt-get", "install", "-y", "syncthing"]).returncode != 0:
-            sys.exit("could not install syncthing: run `apt-get update && apt-get install -y "
-                     "syncthing`, or use --only peerfold")
-    return sh(ST, "--version").strip()
-
-
-def git_info():
-    try:
-        head = sh("git", "-C", ROOT, "rev-parse", "--short", "HEAD").strip()
-        dirty = sh("git", "-C", ROOT, "status", "--porcelain", "--", "daemon", "protocol",
-                   "proto").split("\n")
-        dirty = [line[3:] for line in dirty if line.strip()]
-        return head + (f" (uncommitted changes in {', '.join(dirty)})" if dirty else "")
-    except (RuntimeError, OSError):
-        return "unknown"
-
-
-# ---------------------------------------------------------------- report
-
-def med(results, key):
-    values = [r[key] for r in results]
-    return statistics.median(values) if values else None
-
-
-def fmt_bytes(n):
-    if n is None:
-        return "-"
-    if n >= 1e6:
-        return f"{n / 1e6:,.1f} MB"
-    return f"{n / 1e3:,.1f} KB"
-
-
-def fmt_s(s):
-    return "-" if s is None else (f"{s:.2f} s" if s < 100 else f"{s:.0f} s")
-
-
-def ratio(x, y, digits=2):
-    if x is None or y is None or y == 0:
-        return "-"
-    return f"{x / y:.{digits}f}"
-
-
-def report(results, failures, case_labels, kinds, runs):
-    transfers = [c for c in "abc" if any(results.get((c, k)) for k in kinds)]
-    agg = "median of " + str(runs) + " runs" if runs > 1 else "one run"
-    print(f"\n## Results ({agg})\n")
-    print("| case | daemon | time | B startup | throughput | on the wire | wire / data "
-          "| peak RSS A / B | steady RSS A / B | CPU A / B | others |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
-    for c in transfers:
-        for k in kinds:
-            rs = results.get((c, k), [])
-            if not rs:
-                continue
-            print(f"| {case_labels[c]} | {k} | {fmt_s(med(rs, 'seconds'))} | "
-                  f"{fmt_s(med(rs, 'startup'))} | {med(rs, 'mb_s'):.1f} MB/s | "
-                  f"{fmt_bytes(med(rs, 'wire'))} | {med(rs, 'wire') / med(rs, 'bytes'):.3f} | "
-                  f"{med(rs, 'peak_a'):.1f} / {med(rs, 'peak_b'):.1f} MB | "
-                  f"{med(rs, 'steady_a'):.1f} / {med(rs, 'steady_b'):.1f} MB | "
-                  f"{med(rs, 'cpu_a'):.1f} / {med(rs, 'cpu_b'):.1f} s | "
-                  f"{med(rs, 'others_cores'):.2f} |")
-    print("\ntime: from B's control interface answering (peerfold status socket, Syncthing "
-          "REST) until B reports the folder complete; B startup: from starting B's process "
-          "until then. Throughput = data bytes / time. On the wire: veth rx+tx, both "
-          "directions, from B's start until 5 s after completion. Peak RSS: VmHWM of each "
-          "daemon at the end; steady: VmRSS 5 s after completion. CPU: CPU seconds of each "
-          "daemon from B's start to completion. others: cores used meanwhile by everything "
-          "else on the machine (noise).")
-    monitors = [r["monitor_rss"] for (c, k), rs in results.items() if c in "abc"
-                and k == "syncthing" for r in rs if r.get("monitor_rss")]
-    if monitors:
-        print(f"Syncthing RSS is its worker process; each instance also runs a monitor "
-              f"process (its parent) of about {statistics.median(monitors):.1f} MB RSS, "
-              f"mostly the same binary's pages, not counted above.")
-    edit_labels = {"overwrite": "1 byte overwritten in the middle",
-                   "insert": "1 byte inserted near the start", "append": "1 MiB appended"}
-    if any(results.get(("d", k)) for k in kinds):
-        print("\n(d) edits to the big file after (a), on the same pair:\n")
-        print("| edit | daemon | time until B has it | on the wire |")
-        print("| --- | --- | --- | --- |")
-        for e, label in edit_labels.items():
-            for k in kinds:
-                rs = [r[e] for r in results.get(("d", k), [])]
-                if rs:
-                    print(f"| {label} | {k} | {fmt_s(med(rs, 'seconds'))} | "
-                          f"{fmt_bytes(med(rs, 'wire'))} |")
-    if any(results.get(("e", k)) for k in kinds):
-        print("\n(e) a 1,000-byte new file, from write on A to complete on B (median of 10):\n")
-        print("| daemon | median | min - max | on the wire per file |")
-        print("| --- | --- | --- | --- |")
-        for k in kinds:
-            rs = results.get(("e", k), [])
-            if rs:
-                every = [t for r in rs for t in r["all"]]
-                print(f"| {k} | {med(rs, 'seconds'):.3f} s | {min(every):.3f} - "
-                      f"{max(every):.3f} s | {fmt_bytes(med(rs, 'wire_per_file'))} |")
-
-    if len(kinds) == 2:
-        pf = lambda c: results.get((c, "peerfold"), [])  # noqa: E731
-        st = lambda c: results.get((c, "syncthing"), [])  # noqa: E731
-        print("\n## peerfold against Syncthing\n")
-        print("speedup = Syncthing time / peerfold time (above 1: peerfold is faster); the other "
-              "ratios are peerfold / Syncthing (below 1: peerfold uses less).\n")
-        print("| case | speedup | wire pf/ST | peak RSS pf/ST (A; B) | steady RSS pf/ST (A; B) "
-              "| pf throughput / raw QUIC |")
-        print("| --- | --- | --- | --- | --- | --- |")
-        for c in transfers:
-            p, s = pf(c), st(c)
-            if not p or not s:
-                continue
-            print(f"| {case_labels[c]} | {ratio(med(s, 'seconds'), med(p, 'seconds'))} | "
-                  f"{ratio(med(p, 'wire'), med(s, 'wire'))} | "
-                  f"{ratio(med(p, 'peak_a'), med(s, 'peak_a'))}; "
-                  f"{ratio(med(p, 'peak_b'), med(s, 'peak_b'))} | "
-                  f"{ratio(med(p, 'steady_a'), med(s, 'steady_a'))}; "
-                  f"{ratio(med(p, 'steady_b'), med(s, 'steady_b'))} | "
-                  f"{raw_share(med(p, 'mb_s'))} |")
-        for e, label in edit_labels.items():
-            p = [r[e] for r in pf("d")]
-            s = [r[e] for r in st("d")]
-            if p and s:
-                print(f"| (d) {label} | {ratio(med(s, 'seconds'), med(p, 'seconds'))} | "
-                      f"{ratio(med(p, 'wire'), med(s, 'wire'))} | | | |")
-        if pf("e") and st("e"):
-            print(f"| (e) small new file | {ratio(med(st('e'), 'seconds'), med(pf('e'), 'seconds'))}"
-                  f" | {ratio(med(pf('e'), 'wire_per_file'), med(st('e'), 'wire_per_file'))} "
-                  f"| | | |")
-    if RAW:
-        print(f"\nReference: raw QUIC (quic_raw: one quinn connection, one stream, "
-              f"peerfold's TLS and receive window, A to B over the same link): "
-              f"{RAW['mb_s']:.0f} MB/s ({RAW['seconds']:.2f} s).")
-    if failures:
-        print("\nFailures:")
-        for f in failures:
-            print(f"- {f}")
-
-
-def raw_share(mb_s):
-    return f"{100 * mb_s / RAW['mb_s']:.0f}%" if RAW and mb_s else "-"
 
 
 # ---------------------------------------------------------------- main
@@ -1053,7 +703,7 @@ def main():
                        "results": {f"{c}-{k}": v for (c, k), v in results.items()},
                        "failures": failures}, f, indent=1)
         print(f"\nraw results: {path}; daemon logs: {LOGS}")
-    report(results, failures, case_labels, kinds, args.runs)
+    report(results, failures, case_labels, kinds, args.runs, RAW)
 
 
 if __name__ == "__main__":
