@@ -556,7 +556,7 @@ impl Engine {
                     folder.path(),
                     config_watch.1,
                     folder.stop.clone(),
-                    move || rescan.rescan.notify_one(),
+                    move || rescan.watched.notify_one(),
                 ),
             );
         } else {

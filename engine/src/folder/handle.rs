@@ -38,6 +38,9 @@ pub struct Folder {
     pub(crate) pull: Notify,
     /// Woken when the folder should be rescanned.
     pub(crate) rescan: Notify,
+    /// Woken by the file-system watcher: a rescan, unless the puller is busy (its own
+    /// renames wake the watcher too), then once it is done or a while has passed.
+    pub(crate) watched: Notify,
     /// Wakes the index senders when local entries changed.
     pub(crate) local_changed: Notify,
     /// Woken when counts may have changed (FolderSummary and FolderCompletion); keeps the
@@ -157,6 +160,7 @@ impl Folder {
             stop,
             pull: Notify::new(),
             rescan: Notify::new(),
+            watched: Notify::new(),
             local_changed: Notify::new(),
             counts_changed: CountsChanged::default(),
             busy: tokio::sync::RwLock::new(()),

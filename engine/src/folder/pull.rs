@@ -100,11 +100,11 @@ pub(crate) async fn pull_loop(folder: FolderHandle, context: PullContext) {
                 continue;
             }
             () = puller.folder.pull.notified() => {}
+            // Names that failed are planned again (each round ends by asking for them); now
+            // and then everything is, as a safety net. (A whole-folder plan for every retry
+            // walked a million names every 10 s while one file failed.)
             () = tokio::time::sleep(RETRY_EVERY) => {
-                // Retry what failed; now and then look at everything, as a safety net.
-                if !puller.folder.pull_errors().is_empty()
-                    || last_full_plan.elapsed() > FULL_PLAN_EVERY
-                {
+                if last_full_plan.elapsed() > FULL_PLAN_EVERY {
                     puller.folder.replan_everything();
                 }
             }
@@ -126,6 +126,7 @@ pub(crate) async fn pull_loop(folder: FolderHandle, context: PullContext) {
                 if paging {
                     walk.clone_from(&planned.next);
                 }
+                puller.more_pages = walk.is_some();
                 puller.round(planned).await;
                 if walk.is_some() && !puller.interrupted {
                     puller.folder.pull.notify_one();
@@ -134,6 +135,7 @@ pub(crate) async fn pull_loop(folder: FolderHandle, context: PullContext) {
             Err(e) => {
                 warn!(error = %e, "cannot plan");
                 walk = None;
+                puller.more_pages = false;
                 puller.folder.replan_everything();
             }
         }
@@ -161,6 +163,8 @@ struct Puller {
     rescan: bool,
     /// Whether the last round left work undone to let new work start.
     interrupted: bool,
+    /// Whether a whole-folder walk has pages still to come: the folder stays syncing.
+    more_pages: bool,
     /// A round is running (downloads that end meanwhile do not settle it).
     in_round: bool,
     started: Instant,
@@ -177,6 +181,7 @@ impl Puller {
             errors: BTreeMap::new(),
             rescan: false,
             interrupted: false,
+            more_pages: false,
             in_round: false,
             started: Instant::now(),
         }
@@ -331,7 +336,7 @@ impl Puller {
         }
         folder.set_pull_errors(self.errors.clone());
         folder.replan_names(self.errors.keys().map(String::as_str));
-        if self.fetching.is_empty() && folder.state() == FolderState::Syncing {
+        if self.fetching.is_empty() && !self.more_pages && folder.state() == FolderState::Syncing {
             folder.note_pull_round(self.started.elapsed());
             folder.set_state(FolderState::Idle);
             folder.counts_changed.notify_one();
