@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Duration;
 
@@ -41,6 +42,9 @@ pub struct Folder {
     /// Woken by the file-system watcher: a rescan, unless the puller is busy (its own
     /// renames wake the watcher too), then once it is done or a while has passed.
     pub(crate) watched: Notify,
+    /// The puller has work in flight or pages of a walk to come (a scan in between does
+    /// not change that, whatever state it shows meanwhile).
+    pub(crate) pulling: AtomicBool,
     /// Wakes the index senders when local entries changed.
     pub(crate) local_changed: Notify,
     /// Woken when counts may have changed (FolderSummary and FolderCompletion); keeps the
@@ -161,6 +165,7 @@ impl Folder {
             pull: Notify::new(),
             rescan: Notify::new(),
             watched: Notify::new(),
+            pulling: AtomicBool::new(false),
             local_changed: Notify::new(),
             counts_changed: CountsChanged::default(),
             busy: tokio::sync::RwLock::new(()),

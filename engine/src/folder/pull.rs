@@ -19,6 +19,7 @@ mod plan;
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use tokio::task::JoinSet;
@@ -226,6 +227,7 @@ impl Puller {
             }
         }
         if !actions.is_empty() {
+            folder.pulling.store(true, Ordering::Relaxed);
             folder.set_state(FolderState::Syncing);
         }
         for action in &actions {
@@ -336,9 +338,14 @@ impl Puller {
         }
         folder.set_pull_errors(self.errors.clone());
         folder.replan_names(self.errors.keys().map(String::as_str));
-        if self.fetching.is_empty() && !self.more_pages && folder.state() == FolderState::Syncing {
+        if self.fetching.is_empty()
+            && !self.more_pages
+            && folder.pulling.swap(false, Ordering::Relaxed)
+        {
             folder.note_pull_round(self.started.elapsed());
-            folder.set_state(FolderState::Idle);
+            if folder.state() == FolderState::Syncing {
+                folder.set_state(FolderState::Idle);
+            }
             folder.counts_changed.notify_one();
         }
         if std::mem::take(&mut self.rescan) {

@@ -6,6 +6,7 @@
 //! changes). Whom I wake: the index senders (`local_changed`), the puller (`pull`) and the
 //! summary task (`counts_changed`) when a scan recorded changes.
 
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use tracing::{info, warn};
@@ -65,10 +66,12 @@ pub(crate) async fn scan_loop(folder: super::FolderHandle) {
 /// Syncthing's folder likewise scans between pulls.
 const WATCH_DEFERRED_AT_MOST: Duration = Duration::from_secs(60);
 
-/// Waits while the folder is syncing, at most `limit`; false if the folder stopped.
+/// Waits while the puller has work, at most `limit`; false if the folder stopped. (Not the
+/// folder's state: a scan shows its own, and the next watched change found the folder
+/// "idle" after each scan, so scans ran back to back beside a long pull.)
 async fn while_pulling(folder: &Folder, limit: Duration) -> bool {
     let deadline = tokio::time::Instant::now() + limit;
-    while folder.state() == FolderState::Syncing && tokio::time::Instant::now() < deadline {
+    while folder.pulling.load(Ordering::Relaxed) && tokio::time::Instant::now() < deadline {
         tokio::select! {
             biased;
             () = folder.stop.cancelled() => return false,
@@ -142,7 +145,11 @@ impl Folder {
         self.set_scan_progress(None);
         let report = match report {
             Ok(report) => {
-                self.set_state(FolderState::Idle);
+                self.set_state(if self.pulling.load(Ordering::Relaxed) {
+                    FolderState::Syncing
+                } else {
+                    FolderState::Idle
+                });
                 self.note_scan(started.elapsed());
                 report
             }
@@ -193,8 +200,9 @@ mod tests {
 
     use tokio::time::Instant;
 
+    use std::sync::atomic::Ordering;
+
     use super::while_pulling;
-    use crate::folder::FolderState;
     use crate::testing::Node;
 
     #[tokio::test(start_paused = true)]
@@ -206,19 +214,19 @@ mod tests {
         let start = Instant::now();
         assert!(while_pulling(&folder, limit).await);
         assert_eq!(start.elapsed(), Duration::ZERO);
-        // Syncing: until it is done.
-        folder.set_state(FolderState::Syncing);
+        // Pulling: until it is done.
+        folder.pulling.store(true, Ordering::Relaxed);
         let waiting = tokio::spawn({
             let folder = folder.clone();
             async move { while_pulling(&folder, limit).await }
         });
         tokio::time::sleep(Duration::from_secs(5)).await;
         assert!(!waiting.is_finished());
-        folder.set_state(FolderState::Idle);
+        folder.pulling.store(false, Ordering::Relaxed);
         assert!(waiting.await.unwrap());
         assert!(start.elapsed() < Duration::from_secs(6));
-        // Syncing for good: not longer than the limit.
-        folder.set_state(FolderState::Syncing);
+        // Pulling for good: not longer than the limit.
+        folder.pulling.store(true, Ordering::Relaxed);
         let start = Instant::now();
         assert!(while_pulling(&folder, limit).await);
         assert!((limit..limit + Duration::from_secs(1)).contains(&start.elapsed()));
