@@ -316,3 +316,19 @@ def ratio(x, y, digits=2):
     if x is None or y is None or y == 0:
         return "-"
     return f"{x / y:.{digits}f}"
+
+
+def start_run(args, need_syncthing):
+    """What every benchmark run does first: the log directory, the binaries (built unless
+    told otherwise), Syncthing when needed, SIGTERM and SIGHUP as interrupts (results so
+    far are kept). Returns (binaries, Syncthing's version or "-", a timestamp for files)."""
+    os.makedirs(LOGS, exist_ok=True)
+    binaries = prepare_binaries(args)
+    st_version = ensure_syncthing() if need_syncthing else "-"
+
+    def on_signal(signum, _frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGHUP, on_signal)
+    return binaries, st_version, datetime.datetime.now().strftime("%Y%m%d-%H%M%S")

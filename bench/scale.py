@@ -32,7 +32,6 @@ import datetime
 import json
 import os
 import random
-import signal
 import statistics
 import subprocess
 import sys
@@ -40,8 +39,8 @@ import time
 
 import sync
 from benchlib import (
-    LIVE, LOGS, PB, WORK, NotReady, NsHTTPConnection, ensure_syncthing, fmt_bytes, fmt_s,
-    git_info, prepare_binaries, sh, stop_process, tree_stats, wait_quiet)
+    LIVE, LOGS, PB, WORK, NotReady, NsHTTPConnection, fmt_bytes, fmt_s,
+    git_info, start_run, sh, stop_process, tree_stats, wait_quiet)
 
 SETTLE = 5.0
 FILE_SIZES = (128, 1024)
@@ -264,16 +263,7 @@ def main():
         sys.exit("bench/scale.py must run as root: it creates network namespaces. "
                  "Try: sudo bench/scale.py")
     kinds = ["peerfold", "syncthing"] if args.only == "both" else [args.only]
-    os.makedirs(LOGS, exist_ok=True)
-    binaries = prepare_binaries(args)
-    st_version = ensure_syncthing() if "g" in cases and "syncthing" in kinds else "-"
-
-    def on_signal(signum, _frame):
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGHUP, on_signal)
-    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    binaries, st_version, stamp = start_run(args, "g" in cases and "syncthing" in kinds)
     print(f"# scale benchmark, {datetime.datetime.now().isoformat(timespec='seconds')}")
     print(f"- machine: {os.cpu_count()} cores, load {os.getloadavg()}")
     print(f"- peerfold source: {git_info()}; binaries: {binaries}")

@@ -63,7 +63,6 @@ import os
 import platform
 import random
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -72,8 +71,8 @@ import xml.etree.ElementTree as ET
 
 from benchlib import (
     BIN, LIVE, LOGS, NotReady, NsHTTPConnection, PB, PF, ST, ST_OPTIONS, WORK, children,
-    count_files, cpu_since, cpu_snapshot, ensure_syncthing, file_hash, fmt_bytes, fmt_s,
-    git_info, prepare_binaries, rss_kib, set_st_options, sh, stat_sig, stop_process,
+    count_files, cpu_since, cpu_snapshot, file_hash, fmt_bytes, fmt_s,
+    git_info, start_run, rss_kib, set_st_options, sh, stat_sig, stop_process,
     tree_digest, tree_stats, wait_quiet)
 from sync_report import report
 
@@ -618,17 +617,7 @@ def main():
                                           str(max_c), "3"], check=True),
     }
 
-    os.makedirs(LOGS, exist_ok=True)
-    binaries = prepare_binaries(args)
-    st_version = ensure_syncthing() if "syncthing" in kinds else "-"
-
-    def on_signal(signum, _frame):
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGHUP, on_signal)
-
-    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    binaries, st_version, stamp = start_run(args, "syncthing" in kinds)
     print(f"# sync benchmark, {datetime.datetime.now().isoformat(timespec='seconds')}")
     print(f"- machine: {os.cpu_count()} cores, {platform.platform()}, load {os.getloadavg()}")
     if args.bin:
