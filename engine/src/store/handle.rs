@@ -99,7 +99,7 @@ impl StoreHandle {
     }
 
     /// Runs `f` with a pooled read-only connection on a blocking thread: it neither waits
-    /// for the writer nor holds it up. At most [`READERS`] run at once; the others wait
+    /// for the writer nor holds it up. At most six run at once; the others wait
     /// (asynchronously) for their turn. Needs a tokio runtime.
     pub async fn read<T, E>(
         &self,
