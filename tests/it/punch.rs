@@ -266,7 +266,10 @@ fn a_punched_path_that_breaks_falls_back_to_the_relay_and_comes_back() {
     );
     net.ok(router_a, ["nft", "delete", "table", "ip", "pf_cut"]);
     let healed_at = Instant::now();
-    wait_up_to(60, "the link is punched again", &pair.all(), || {
+    // Moves to a better path back off (5 s doubling) while the path is cut: on a loaded
+    // machine the fallback took 50 s, and the next try can come a minute or more after the
+    // path is back. This bounds the wait, it measures nothing.
+    wait_up_to(180, "the link is punched again", &pair.all(), || {
         punched(b_api, &a_id)
     });
     println!(
