@@ -90,8 +90,6 @@ pub(crate) struct PullContext {
 pub(crate) async fn pull_loop(folder: FolderHandle, context: PullContext) {
     let mut puller = Puller::new(folder, context);
     let mut last_full_plan = Instant::now();
-    // A whole-folder walk in progress: its next page starts after this name.
-    let mut walk: Option<String> = None;
     loop {
         tokio::select! {
             biased;
@@ -117,7 +115,7 @@ pub(crate) async fn pull_loop(folder: FolderHandle, context: PullContext) {
             last_full_plan = Instant::now();
             Some(None)
         } else if !puller.interrupted {
-            walk.take().map(Some)
+            puller.walk.take().map(Some)
         } else {
             None
         };
@@ -125,18 +123,16 @@ pub(crate) async fn pull_loop(folder: FolderHandle, context: PullContext) {
         match plan(&puller.folder, replan, page_after).await {
             Ok(planned) => {
                 if paging {
-                    walk.clone_from(&planned.next);
+                    puller.walk.clone_from(&planned.next);
                 }
-                puller.more_pages = walk.is_some();
                 puller.round(planned).await;
-                if walk.is_some() && !puller.interrupted {
+                if puller.walk.is_some() && !puller.interrupted {
                     puller.folder.pull.notify_one();
                 }
             }
             Err(e) => {
                 warn!(error = %e, "cannot plan");
-                walk = None;
-                puller.more_pages = false;
+                puller.walk = None;
                 puller.folder.replan_everything();
             }
         }
@@ -164,8 +160,9 @@ struct Puller {
     rescan: bool,
     /// Whether the last round left work undone to let new work start.
     interrupted: bool,
-    /// Whether a whole-folder walk has pages still to come: the folder stays syncing.
-    more_pages: bool,
+    /// A whole-folder walk in progress: its next page starts after this name (the folder
+    /// stays syncing meanwhile).
+    walk: Option<String>,
     /// A round is running (downloads that end meanwhile do not settle it).
     in_round: bool,
     started: Instant,
@@ -182,7 +179,7 @@ impl Puller {
             errors: BTreeMap::new(),
             rescan: false,
             interrupted: false,
-            more_pages: false,
+            walk: None,
             in_round: false,
             started: Instant::now(),
         }
@@ -339,7 +336,7 @@ impl Puller {
         folder.set_pull_errors(self.errors.clone());
         folder.replan_names(self.errors.keys().map(String::as_str));
         if self.fetching.is_empty()
-            && !self.more_pages
+            && self.walk.is_none()
             && folder.pulling.swap(false, Ordering::Relaxed)
         {
             folder.note_pull_round(self.started.elapsed());
