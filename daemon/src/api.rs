@@ -40,12 +40,17 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
+pub(crate) use auth::BrowserTokens;
+
 /// What every handler gets: the engine, where the API listens, and the signal that it
 /// stops (long polls give up then).
 #[derive(Debug)]
 pub(crate) struct Api {
     pub(crate) engine: Engine,
     pub(crate) address: SocketAddr,
+    /// Cancelled when the API stops, and as soon as a client asks the daemon to stop or
+    /// restart: long polls end then, as failures (Syncthing's GUI takes any answer to its
+    /// poll for "back after the restart").
     pub(crate) stop: CancellationToken,
     /// Errors clients posted (`/rest/system/error`).
     pub(crate) errors: system::PostedErrors,
@@ -81,6 +86,13 @@ impl ApiError {
     pub(crate) fn internal(message: impl Into<String>) -> Self {
         Self {
             status: StatusCode::INTERNAL_SERVER_ERROR,
+            message: message.into(),
+        }
+    }
+
+    pub(crate) fn unavailable(message: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::SERVICE_UNAVAILABLE,
             message: message.into(),
         }
     }
@@ -148,7 +160,13 @@ pub(crate) fn folder(api: &Api, params: &Params) -> Result<FolderHandle, ApiErro
 }
 
 /// Serves the API until `stop`.
-pub(crate) async fn serve(engine: Engine, listener: TcpListener, stop: CancellationToken) {
+/// `tokens` are the browsers' sessions and CSRF tokens, which outlive a restart.
+pub(crate) async fn serve(
+    engine: Engine,
+    listener: TcpListener,
+    stop: CancellationToken,
+    tokens: BrowserTokens,
+) {
     let Ok(address) = listener.local_addr() else {
         return;
     };
@@ -158,9 +176,10 @@ pub(crate) async fn serve(engine: Engine, listener: TcpListener, stop: Cancellat
     let api = Arc::new(Api {
         engine,
         address,
-        stop: stop.clone(),
+        // A child: a handler cancels it on a restart request without stopping the server.
+        stop: stop.child_token(),
         errors: system::PostedErrors::default(),
-        guard: auth::Guard::new(csrf_suffix, address.ip().is_loopback()),
+        guard: auth::Guard::new(csrf_suffix, address.ip().is_loopback(), tokens),
     });
     let app = router(api).into_make_service_with_connect_info::<SocketAddr>();
     if let Err(e) = axum::serve(listener, app)

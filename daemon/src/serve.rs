@@ -12,6 +12,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::warn;
 
+use crate::api::BrowserTokens;
+
 /// What `peerfold serve` overrides for one run (never saved).
 #[derive(Clone, Debug, Default)]
 pub struct ServeOptions {
@@ -56,9 +58,10 @@ pub fn serve(home: &Home, options: ServeOptions, banner: &mut impl Write) -> Res
         .build()
         .context("starting the async runtime")?;
     let mut options = options;
+    let tokens = BrowserTokens::default();
     runtime.block_on(async {
         for round in 0.. {
-            let running = Running::start(home, &options, round > 0).await?;
+            let running = Running::start(home, &options, round > 0, &tokens).await?;
             let engine = &running.engine;
             let addrs: Vec<String> = engine.listening().iter().map(ToString::to_string).collect();
             let mut text = format!(
@@ -127,10 +130,15 @@ struct Running {
 impl Running {
     /// Starts the engine, then binds the REST API and the control socket. After a restart
     /// the previous run's sockets may still be closing: binding is retried for a while.
-    async fn start(home: &Home, options: &ServeOptions, retry_bind: bool) -> Result<Self> {
+    async fn start(
+        home: &Home,
+        options: &ServeOptions,
+        retry_bind: bool,
+        tokens: &BrowserTokens,
+    ) -> Result<Self> {
         let deadline = Instant::now() + REBIND_FOR;
         loop {
-            match Self::try_start(home, options).await {
+            match Self::try_start(home, options, tokens).await {
                 Err(StartError::Engine(e))
                     if e.is_listen() && retry_bind && Instant::now() < deadline => {}
                 Err(StartError::Api(_)) if retry_bind && Instant::now() < deadline => {}
@@ -140,7 +148,11 @@ impl Running {
         }
     }
 
-    async fn try_start(home: &Home, options: &ServeOptions) -> Result<Self, StartError> {
+    async fn try_start(
+        home: &Home,
+        options: &ServeOptions,
+        tokens: &BrowserTokens,
+    ) -> Result<Self, StartError> {
         let start = StartOptions {
             listen: options.listen.clone(),
         };
@@ -170,6 +182,7 @@ impl Running {
             engine.clone(),
             listener,
             stop_adapters.clone(),
+            tokens.clone(),
         ));
         match crate::control::bind(home) {
             Ok(listener) => {

@@ -24,6 +24,8 @@ const PATIENCE: Duration = Duration::from_secs(30);
 /// A chromedriver process and one browser session on it.
 pub(crate) struct Chrome {
     driver: Child,
+    /// Where chromedriver listens (for its Chrome DevTools door).
+    driver_port: u16,
     pub(crate) client: Client,
     /// Where screenshots go.
     pub(crate) shots: PathBuf,
@@ -87,9 +89,29 @@ impl Chrome {
         std::fs::create_dir_all(&shots).unwrap();
         Self {
             driver,
+            driver_port: port,
             client,
             shots,
         }
+    }
+
+    /// Runs `script` in every page opened from now on, before the page's own scripts
+    /// (DevTools' `Page.addScriptToEvaluateOnNewDocument`, through chromedriver's door to
+    /// it): how a test watches a page it did not write, as Syncthing's GUI.
+    pub(crate) async fn before_every_page(&self, script: &str) {
+        let session = self.client.session_id().await.unwrap().expect("a session");
+        let door = format!(
+            "http://127.0.0.1:{}/session/{session}/goog/cdp/execute",
+            self.driver_port
+        );
+        let body = json!({
+            "cmd": "Page.addScriptToEvaluateOnNewDocument",
+            "params": { "source": script },
+        });
+        // chromedriver answers on its own thread; this runtime only waits here.
+        ureq::post(&door)
+            .send_json(body)
+            .expect("chromedriver's DevTools door");
     }
 
     pub(crate) async fn open(&self, url: &str) {

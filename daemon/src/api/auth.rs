@@ -12,7 +12,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroU32;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use argon2::Argon2;
@@ -48,9 +48,15 @@ pub(crate) struct Guard {
     suffix: String,
     /// Whether the API listens on a loopback address only (no login needed then).
     loopback: bool,
-    state: Mutex<Tokens>,
+    state: BrowserTokens,
     logins: DefaultKeyedRateLimiter<IpAddr>,
 }
+
+/// The sessions and CSRF tokens browsers were given, kept across restarts within one
+/// process: Syncthing's GUI waits through a restart and goes on with the tokens it has
+/// (it would wait forever on refusals otherwise).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct BrowserTokens(Arc<Mutex<Tokens>>);
 
 #[derive(Debug, Default)]
 struct Tokens {
@@ -79,13 +85,13 @@ pub(crate) enum Browser {
 }
 
 impl Guard {
-    pub(crate) fn new(suffix: String, loopback: bool) -> Self {
+    pub(crate) fn new(suffix: String, loopback: bool, tokens: BrowserTokens) -> Self {
         let quota =
             Quota::per_minute(NonZeroU32::new(LOGINS_PER_MINUTE).unwrap_or(NonZeroU32::MIN));
         Self {
             suffix,
             loopback,
-            state: Mutex::new(Tokens::default()),
+            state: tokens,
             logins: RateLimiter::keyed(quota),
         }
     }
@@ -105,6 +111,7 @@ impl Guard {
     fn tokens(&self) -> std::sync::MutexGuard<'_, Tokens> {
         // The lock guards only map lookups; a panic elsewhere cannot leave them half-done.
         self.state
+            .0
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
@@ -514,8 +521,8 @@ mod tests {
     #[test]
     fn without_login_only_loopback_is_allowed() {
         let (local, open) = (
-            Guard::new("ABCDEFG".into(), true),
-            Guard::new("ABCDEFG".into(), false),
+            Guard::new("ABCDEFG".into(), true, BrowserTokens::default()),
+            Guard::new("ABCDEFG".into(), false, BrowserTokens::default()),
         );
         let none = HeaderMap::new();
         assert_eq!(
@@ -532,7 +539,7 @@ mod tests {
 
     #[test]
     fn open_csrf_tokens_are_checked() {
-        let guard = Guard::new("ABCDEFG".into(), false);
+        let guard = Guard::new("ABCDEFG".into(), false, BrowserTokens::default());
         let cookie = guard.csrf_cookie_for(None, &HeaderMap::new()).unwrap();
         let token = cookie
             .to_str()
@@ -560,7 +567,7 @@ mod tests {
 
     #[test]
     fn sessions_end_when_the_password_changes() {
-        let guard = Guard::new("ABCDEFG".into(), false);
+        let guard = Guard::new("ABCDEFG".into(), false, BrowserTokens::default());
         let api = config("admin", Some("one"));
         let (id, csrf) = guard.open_session(&api, SESSION_LIFETIME).unwrap();
         let headers = with_cookie("sessionid-ABCDEFG", &id);
@@ -601,12 +608,35 @@ mod tests {
 
     #[test]
     fn expired_sessions_are_refused() {
-        let guard = Guard::new("ABCDEFG".into(), false);
+        let guard = Guard::new("ABCDEFG".into(), false, BrowserTokens::default());
         let api = config("admin", Some("pw"));
         let (id, _) = guard.open_session(&api, Duration::ZERO).unwrap();
         assert_eq!(
             guard.browser(&api, &with_cookie("sessionid-ABCDEFG", &id)),
             Browser::NotLoggedIn
         );
+    }
+
+    #[test]
+    fn sessions_and_tokens_outlive_a_restart() {
+        let tokens = BrowserTokens::default();
+        let before = Guard::new("ABCDEFG".into(), false, tokens.clone());
+        let api = config("admin", Some("pw"));
+        let (id, csrf) = before.open_session(&api, Duration::from_secs(60)).unwrap();
+        let open = before.csrf_cookie_for(None, &HeaderMap::new()).unwrap();
+        let open = open.to_str().unwrap().split(';').next().unwrap();
+        let open = open.split_once('=').unwrap().1.to_owned();
+        // The API server of the next run gets the same tokens.
+        let after = Guard::new("ABCDEFG".into(), false, tokens);
+        assert_eq!(
+            after.browser(&api, &with_cookie("sessionid-ABCDEFG", &id)),
+            Browser::Allowed { csrf: Some(csrf) }
+        );
+        let mut headers = HeaderMap::new();
+        headers.insert("x-csrf-token-abcdefg", open.parse().unwrap());
+        assert!(after.csrf_ok(None, &headers));
+        // Tokens of another process are not there.
+        let other = Guard::new("ABCDEFG".into(), false, BrowserTokens::default());
+        assert!(!other.csrf_ok(None, &headers));
     }
 }

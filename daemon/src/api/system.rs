@@ -231,12 +231,14 @@ pub(super) async fn connections(State(api): AppState) -> ApiResult {
 
 pub(super) async fn shutdown(State(api): AppState) -> ApiResult {
     // Answered first; the engine then stops the way SIGTERM stops it.
+    api.stop.cancel();
     api.engine.request_stop();
     Ok(axum::Json(json!({ "ok": "shutting down" })))
 }
 
 pub(super) async fn restart(State(api): AppState) -> ApiResult {
     // Answered first; `serve` then starts the engine again with the saved configuration.
+    api.stop.cancel();
     api.engine.request_restart();
     Ok(axum::Json(json!({ "ok": "restarting" })))
 }
@@ -253,6 +255,7 @@ pub(super) async fn reset(State(api): AppState, params: Params) -> ApiResult {
         IndexReset::All => "resetting database".to_owned(),
         IndexReset::Folder(id) => format!("resetting folder {id}"),
     };
+    api.stop.cancel();
     api.engine.request_reset(reset);
     Ok(axum::Json(json!({ "ok": message })))
 }
@@ -372,13 +375,19 @@ async fn poll_events(api: &super::Api, params: &Params, disk: bool) -> ApiResult
     let wanted =
         |event: &Event| kinds.is_empty() || kinds.iter().any(|k| k == events::type_name(event));
     let limit = usize::try_from(limit).unwrap_or(usize::MAX);
-    // A poll gives up when the API stops, so it never holds up a shutdown.
+    // A poll fails when the daemon is about to stop or restart, so it never holds up a
+    // shutdown and never passes the events of one for "back online".
+    let stopping = || ApiError::unavailable("the daemon is stopping");
+    if api.stop.is_cancelled() {
+        return Err(stopping());
+    }
     let log = api.engine.events();
     let timeout = Duration::from_secs(timeout);
     let found = tokio::select! {
+        biased;
+        () = api.stop.cancelled() => return Err(stopping()),
         found = log.wait_disk(since, &wanted, limit, timeout), if disk => found,
         found = log.wait(since, &wanted, limit, timeout), if !disk => found,
-        () = api.stop.cancelled() => Vec::new(),
     };
     let config = found
         .iter()
