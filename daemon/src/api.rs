@@ -13,6 +13,7 @@ mod config_edit;
 mod config_json;
 mod db;
 mod db_tree;
+mod debug;
 pub(crate) mod events;
 mod folder_edit;
 mod folder_files;
@@ -324,6 +325,7 @@ fn router(api: Arc<Api>) -> Router {
         .route("/rest/svc/deviceid", get(cluster::device_id))
         .route("/qr/", get(cluster::qr))
         .route("/metrics", get(system::metrics))
+        .merge(debug_routes(&api))
         .route_layer(axum::middleware::from_fn_with_state(
             api.clone(),
             auth::authenticate,
@@ -344,6 +346,21 @@ fn router(api: Arc<Api>) -> Router {
         .layer(axum::middleware::from_fn_with_state(local, check_host))
         .layer(axum::middleware::from_fn(json_errors))
         .with_state(api)
+}
+
+/// Syncthing's `/rest/debug/*`, answered only while the GUI setting `debugging` is on.
+fn debug_routes(api: &Arc<Api>) -> Router<Arc<Api>> {
+    Router::new()
+        .route("/rest/debug/peerCompletion", get(debug::peer_completion))
+        .route("/rest/debug/file", get(debug::file))
+        .route("/rest/debug/support", get(debug::support))
+        .route("/rest/debug/cpuprof", get(debug::go_profile))
+        .route("/rest/debug/heapprof", get(debug::go_profile))
+        .route("/rest/debug/httpmetrics", get(debug::no_http_metrics))
+        .route_layer(axum::middleware::from_fn_with_state(
+            api.clone(),
+            debug::only_when_debugging,
+        ))
 }
 
 /// Syncthing's response headers naming the device and version: its GUI learns its CSRF

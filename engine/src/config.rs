@@ -102,6 +102,9 @@ pub struct ApiConfig {
     /// The GUI password as an argon2 PHC string (`$argon2id$...`), never the password.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub password_hash: String,
+    /// Syncthing's `debugging`: the debug endpoints (`/rest/debug/*`) answer.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub debugging: bool,
     /// Syncthing's GUI settings peerfold keeps for its clients but does not use.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub unused_syncthing_settings: UnusedSettings,
@@ -114,6 +117,7 @@ impl Default for ApiConfig {
             key: String::new(),
             user: String::new(),
             password_hash: String::new(),
+            debugging: false,
             unused_syncthing_settings: UnusedSettings::new(),
         }
     }

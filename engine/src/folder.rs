@@ -19,7 +19,7 @@ pub(crate) mod summary_loop;
 mod transfers;
 
 pub use actions::FolderActionError;
-pub use files::{ConflictCopy, FileInfo, IgnoresError};
+pub use files::{ConflictCopy, DeviceVersion, FileInfo, IgnoresError};
 pub(crate) use handle::Replan;
 pub use handle::{Folder, FolderHandle, FolderState, FolderStats};
 pub use restore::{ConflictChoice, RestoreError};

@@ -7,6 +7,7 @@
 mod admission;
 mod api;
 mod api_db;
+mod api_debug;
 mod api_inputs;
 mod api_svc;
 mod big_index;

@@ -424,6 +424,9 @@ fn config_from_json(value: &Value, current: &Config, me: DeviceId) -> Result<Con
         if let Some(hash) = string_field(gui, "password")? {
             config.api.password_hash = hash;
         }
+        if let Some(on) = bool_field(gui, "debugging")? {
+            config.api.debugging = on;
+        }
     }
     Ok(config)
 }

@@ -275,7 +275,7 @@ pub(super) fn gui_json(config: &Config) -> Value {
         "apiKey": config.api.key,
         "insecureAdminAccess": false,
         "theme": "default",
-        "debugging": false,
+        "debugging": config.api.debugging,
         "insecureSkipHostcheck": false,
         "insecureAllowFrameLoading": false,
     });

@@ -36,8 +36,14 @@ pub(super) async fn log(params: Params) -> ApiResult {
 }
 
 pub(super) async fn log_text(params: Params) -> Result<impl IntoResponse, ApiError> {
+    let text = lines_text(since(&params)?);
+    Ok(([("content-type", "text/plain; charset=utf-8")], text))
+}
+
+/// The recent log lines (after `since`) as text, one a line.
+pub(super) fn lines_text(since: Option<jiff::Timestamp>) -> String {
     let mut text = String::new();
-    for line in logs().since(since(&params)?) {
+    for line in logs().since(since) {
         let level = match line.level {
             0 => "DEBUG",
             1 => "VERBOSE",
@@ -46,7 +52,7 @@ pub(super) async fn log_text(params: Params) -> Result<impl IntoResponse, ApiErr
         };
         text.push_str(&format!("{} {level}: {}\n", when(&line), line.message));
     }
-    Ok(([("content-type", "text/plain; charset=utf-8")], text))
+    text
 }
 
 pub(super) async fn debug() -> ApiResult {

@@ -102,8 +102,8 @@ pub(super) const DEVICE: Section = Section {
 
 pub(super) const GUI: Section = Section {
     name: "gui",
-    used: &["address", "apiKey", "user", "password"],
-    unused: &["unixSocketPermissions", "authMode", "theme", "debugging"],
+    used: &["address", "apiKey", "user", "password", "debugging"],
+    unused: &["unixSocketPermissions", "authMode", "theme"],
     refused: &[
         (
             "enabled",

@@ -2,6 +2,7 @@
 //! what this device still needs, the ignore patterns, kept versions and conflict copies.
 
 use peerfold_protocol::DeviceId;
+use peerfold_protocol::version::VersionVector;
 
 use super::scan_loop::ScanFailed;
 use super::{Folder, FolderHandle};
@@ -22,6 +23,21 @@ pub struct FileInfo {
     pub global: Option<FileEntry>,
     /// Other devices that announced the global version.
     pub availability: Vec<DeviceId>,
+    /// What every device (this one included) announced of the name.
+    pub announced: Vec<DeviceVersion>,
+}
+
+/// One device's version of a name.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DeviceVersion {
+    /// Who announced it.
+    pub device: DeviceId,
+    /// Its version vector.
+    pub version: VersionVector,
+    /// Whether it is a deletion.
+    pub deleted: bool,
+    /// Whether the device cannot offer it (ignored or unreadable there).
+    pub invalid: bool,
 }
 
 /// A conflict copy and the name it is a copy of.
@@ -71,6 +87,15 @@ impl Folder {
             local: view.local().cloned(),
             availability: global.map(|g| view.holders_of(g.entry)).unwrap_or_default(),
             global: global.map(|g| g.entry.clone()),
+            announced: entries
+                .iter()
+                .map(|(device, entry)| DeviceVersion {
+                    device: *device,
+                    version: entry.version.clone(),
+                    deleted: entry.deleted,
+                    invalid: entry.invalid,
+                })
+                .collect(),
         }))
     }
 
