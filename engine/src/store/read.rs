@@ -136,7 +136,8 @@ impl StoreReader {
         known_sequence: Option<u64>,
     ) -> Result<Option<ListedFile>, StoreError> {
         let mut stmt = self.conn.prepare_cached(
-            "SELECT sequence, CASE WHEN sequence = ?4 THEN NULL ELSE blocks END FROM files
+            "SELECT sequence, CASE WHEN sequence = ?4 THEN NULL ELSE blocks END,
+                    size, modified_s, modified_ns FROM files
              WHERE folder_idx = ?1 AND device_idx = ?2 AND name = ?3
              AND deleted = 0 AND invalid = 0 AND kind = ?5",
         )?;
@@ -161,7 +162,15 @@ impl StoreReader {
                 Some(decode_blocks(name, packed)?)
             }
         };
-        Ok(Some(ListedFile { sequence, blocks }))
+        Ok(Some(ListedFile {
+            sequence,
+            blocks,
+            size: row.get::<_, i64>(2)? as u64,
+            modified: Timestamp {
+                seconds: row.get(3)?,
+                nanos: row.get(4)?,
+            },
+        }))
     }
 
     /// How many local files hold a block with this hash (for tests and diagnostics).
@@ -472,4 +481,8 @@ pub struct ListedFile {
     pub sequence: u64,
     /// The block list, unless the caller already had this version's.
     pub blocks: Option<Vec<Block>>,
+    /// The file's size when it was indexed.
+    pub size: u64,
+    /// The file's modification time when it was indexed.
+    pub modified: Timestamp,
 }

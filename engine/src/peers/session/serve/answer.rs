@@ -1,8 +1,8 @@
 //! One block request: checked, then checked against the index, then read. Nothing is read
 //! from disk for a block the local index does not list in that file at that offset with that
-//! size and hash, and nothing beyond the connection's byte budget.
+//! size and hash, and nothing beyond the connection's byte budget. A block of a file changed
+//! since it was indexed is hashed before it goes out (`read_block`).
 
-use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 
 use peerfold_protocol::DeviceId;
@@ -12,9 +12,11 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing::warn;
 
 use super::lists::BlockLists;
+use crate::disk::scanner::walk_timestamp;
 use crate::folder::registry::FolderRegistry;
+use crate::model::entry::Timestamp;
 use crate::model::names;
-use crate::store::{ListedFile, StoreHandle};
+use crate::store::StoreHandle;
 
 /// What a request gets.
 pub(super) enum Answer {
@@ -65,52 +67,128 @@ pub(super) async fn answer(
     // and a wrong guess costs an index lookup, not a read.
     let (idx, name) = (folder.idx, request.name.clone());
     let known = lists.sequence(idx, &name);
-    let sequence = match store
+    let listed = match store
         .read(move |r| r.local_block_list(idx, &name, known))
         .await
     {
-        Ok(Some(ListedFile {
-            sequence,
-            blocks: None,
-        })) => sequence,
-        Ok(Some(ListedFile {
-            sequence,
-            blocks: Some(blocks),
-        })) => {
-            lists.keep(idx, &request.name, sequence, blocks);
-            sequence
-        }
+        Ok(Some(listed)) => listed,
         Ok(None) => return Answer::Missing,
         Err(e) => {
             warn!(error = %e, "cannot look up a requested block");
             return Answer::Missing;
         }
     };
+    let (sequence, indexed) = (listed.sequence, (listed.size, listed.modified));
+    if let Some(blocks) = listed.blocks {
+        lists.keep(idx, &request.name, sequence, blocks);
+    }
     if !lists.lists(idx, &request.name, sequence, &block) {
         return Answer::Missing;
     }
     let Ok(held) = budget.clone().acquire_many_owned(block.size).await else {
         return Answer::Missing;
     };
-    // The file may have changed since it was indexed: what does not hash right is not sent.
-    // A `skip` leaves out the start the requester holds (the whole block is checked here).
     let skip = request.skip as usize;
     let Ok(_reading) = disk_reads.acquire().await else {
         return Answer::Missing;
     };
-    let data = tokio::task::spawn_blocking(move || {
-        let file = std::fs::File::open(path).ok()?;
-        let mut data = vec![0u8; block.size as usize];
-        file.read_exact_at(&mut data, block.offset).ok()?;
-        let mut data = Some(data).filter(|data| blake3::hash(data) == block.hash)?;
-        data.drain(..skip);
-        Some(data)
-    })
-    .await
-    .ok()
-    .flatten();
+    let data = tokio::task::spawn_blocking(move || read_block(&path, &block, indexed, skip))
+        .await
+        .ok()
+        .flatten();
     match data {
         Some(data) => Answer::Data(data, held),
         None => Answer::Missing,
+    }
+}
+
+/// Reads `block` of the file at `path`, without the first `skip` bytes (the requester holds
+/// them). A file whose size and time are still those it was indexed with holds what was
+/// indexed: its blocks go out unhashed, as the requester checks every hash anyway. A file
+/// changed since is checked here, so a stale block is never sent.
+fn read_block(
+    path: &std::path::Path,
+    block: &Block,
+    (size, modified): (u64, Timestamp),
+    skip: usize,
+) -> Option<Vec<u8>> {
+    let file = std::fs::File::open(path).ok()?;
+    let len = block.size as usize;
+    // Read into spare capacity: zeroing 128 KiB per block first cost as much as a copy.
+    let mut data = Vec::with_capacity(len);
+    while data.len() < len {
+        let at = block.offset + data.len() as u64;
+        // Extends `data` by what was read.
+        let read = rustix::io::pread(&file, rustix::buffer::spare_capacity(&mut data), at).ok()?;
+        if read == 0 {
+            return None;
+        }
+    }
+    let unchanged = file
+        .metadata()
+        .is_ok_and(|m| m.len() == size && walk_timestamp(&m) == modified);
+    if !unchanged && blake3::hash(&data) != block.hash {
+        return None;
+    }
+    data.drain(..skip);
+    Some(data)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A file of 8 KiB and its one block, with the size and time it has now.
+    fn indexed_file(dir: &std::path::Path) -> (std::path::PathBuf, Block, (u64, Timestamp)) {
+        let path = dir.join("file");
+        let data: Vec<u8> = (0..8192u32).map(|i| (i % 251) as u8).collect();
+        std::fs::write(&path, &data).unwrap();
+        let block = Block {
+            offset: 0,
+            size: 8192,
+            hash: blake3::hash(&data),
+        };
+        let meta = std::fs::metadata(&path).unwrap();
+        (path, block, (meta.len(), walk_timestamp(&meta)))
+    }
+
+    #[test]
+    fn an_unchanged_file_serves_its_block_past_the_skip() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, block, indexed) = indexed_file(dir.path());
+        let data = read_block(&path, &block, indexed, 100).unwrap();
+        assert_eq!(data.len(), 8192 - 100);
+        assert_eq!(data[0], (100 % 251) as u8);
+    }
+
+    #[test]
+    fn a_file_changed_since_indexed_is_checked_before_it_is_served() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, block, indexed) = indexed_file(dir.path());
+        // Same size, other bytes, another time: the hash no longer matches.
+        std::fs::write(&path, vec![7u8; 8192]).unwrap();
+        let later = std::time::SystemTime::now() + std::time::Duration::from_secs(5);
+        std::fs::File::options()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_modified(later)
+            .unwrap();
+        assert_eq!(read_block(&path, &block, indexed, 0), None);
+        // Touched but not changed: the hash still matches, so it is served.
+        let (path, block, indexed) = indexed_file(dir.path());
+        std::fs::File::options()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_modified(later)
+            .unwrap();
+        assert_eq!(
+            read_block(&path, &block, indexed, 0).map(|d| d.len()),
+            Some(8192)
+        );
+        // Shorter than the block: nothing.
+        std::fs::write(&path, b"short").unwrap();
+        assert_eq!(read_block(&path, &block, indexed, 0), None);
     }
 }
