@@ -153,8 +153,7 @@ fn syncthing_s_own_gui_drives_peerfold() {
         gui.click_in("folder-0", "button[@ng-click='editFolderExisting(folder)']")
             .await;
         gui.type_in("folderLabel", "Documents (edited)").await;
-        gui.click("//div[@id='editFolder']//button[@ng-click='saveFolder()']")
-            .await;
+        gui.save("editFolder", "saveFolder()").await;
         gui.until("the folder's label is saved", || {
             api.get("/rest/config/folders/docs")["label"] == "Documents (edited)"
         })
@@ -162,28 +161,27 @@ fn syncthing_s_own_gui_drives_peerfold() {
 
         // Pause and resume the folder, then all folders.
         let folder_paused = || api.get("/rest/config/folders/docs")["paused"].clone();
-        gui.click_in(
-            "folder-0",
-            "button[@ng-click='setFolderPause(folder.id, true)']",
-        )
-        .await;
-        gui.until("the folder is paused", || folder_paused() == true)
+        for paused in [true, false] {
+            gui.click_in(
+                "folder-0",
+                &format!("button[@ng-click='setFolderPause(folder.id, {paused})']"),
+            )
             .await;
-        gui.click_in(
-            "folder-0",
-            "button[@ng-click='setFolderPause(folder.id, false)']",
-        )
-        .await;
-        gui.until("the folder is resumed", || folder_paused() == false)
+            gui.until(&format!("the folder's paused is {paused}"), || {
+                folder_paused() == paused
+            })
             .await;
-        gui.click("//button[@ng-click='setAllFoldersPause(true)']")
+        }
+        for paused in [true, false] {
+            gui.click(&format!(
+                "//button[@ng-click='setAllFoldersPause({paused})']"
+            ))
             .await;
-        gui.until("every folder is paused", || folder_paused() == true)
+            gui.until(&format!("every folder's paused is {paused}"), || {
+                folder_paused() == paused
+            })
             .await;
-        gui.click("//button[@ng-click='setAllFoldersPause(false)']")
-            .await;
-        gui.until("every folder is resumed", || folder_paused() == false)
-            .await;
+        }
 
         // The device: its name edited, paused and resumed alone and with all devices.
         let device = || api.get(&format!("/rest/config/devices/{laptop}"));
@@ -193,42 +191,39 @@ fn syncthing_s_own_gui_drives_peerfold() {
         )
         .await;
         gui.type_in("name", "laptop (edited)").await;
-        gui.click("//div[@id='editDevice']//button[@ng-click='saveDevice()']")
-            .await;
+        gui.save("editDevice", "saveDevice()").await;
         gui.until("the device's new name is saved", || {
             device()["name"] == "laptop (edited)"
         })
         .await;
-        gui.click_in(
-            "device-0",
-            "button[@ng-click='setDevicePause(deviceCfg.deviceID, true)']",
-        )
-        .await;
-        gui.until("the device is paused", || device()["paused"] == true)
+        for paused in [true, false] {
+            gui.click_in(
+                "device-0",
+                &format!("button[@ng-click='setDevicePause(deviceCfg.deviceID, {paused})']"),
+            )
             .await;
-        gui.click_in(
-            "device-0",
-            "button[@ng-click='setDevicePause(deviceCfg.deviceID, false)']",
-        )
-        .await;
-        gui.until("the device is resumed", || device()["paused"] == false)
+            gui.until(&format!("the device's paused is {paused}"), || {
+                device()["paused"] == paused
+            })
             .await;
-        gui.click("//button[@ng-click='setAllDevicesPause(true)']")
+        }
+        for paused in [true, false] {
+            gui.click(&format!(
+                "//button[@ng-click='setAllDevicesPause({paused})']"
+            ))
             .await;
-        gui.until("every device is paused", || device()["paused"] == true)
+            gui.until(&format!("every device's paused is {paused}"), || {
+                device()["paused"] == paused
+            })
             .await;
-        gui.click("//button[@ng-click='setAllDevicesPause(false)']")
-            .await;
-        gui.until("every device is resumed", || device()["paused"] == false)
-            .await;
+        }
 
         // Add a device by its ID.
         let phone = Device::init().id();
         gui.click("//button[@ng-click='addDevice()']").await;
         gui.type_in("deviceID", &phone).await;
         gui.type_in("name", "phone").await;
-        gui.click("//div[@id='editDevice']//button[@ng-click='saveDevice()']")
-            .await;
+        gui.save("editDevice", "saveDevice()").await;
         gui.until("the new device is saved", || {
             let (status, body) = api.call("GET", &format!("/rest/config/devices/{phone}"));
             status == 200 && body["name"] == "phone"
@@ -240,8 +235,7 @@ fn syncthing_s_own_gui_drives_peerfold() {
         gui.click("//button[@ng-click='addFolder()']").await;
         gui.type_in("folderLabel", "Photos").await;
         gui.type_in("folderPath", photos.to_str().unwrap()).await;
-        gui.click("//div[@id='editFolder']//button[@ng-click='saveFolder()']")
-            .await;
+        gui.save("editFolder", "saveFolder()").await;
         gui.until("the new folder is saved and running", || {
             let folders = api.get("/rest/config/folders");
             folders.as_array().unwrap().iter().any(|folder| {
@@ -262,8 +256,7 @@ fn syncthing_s_own_gui_drives_peerfold() {
         gui.click("//div[@id='settings']//a[@href='#settings-connections']")
             .await;
         gui.type_in("MaxRecvKbps", "4096").await;
-        gui.click("//div[@id='settings']//button[@ng-click='saveSettings()']")
-            .await;
+        gui.save("settings", "saveSettings()").await;
         gui.until("the settings are saved", || {
             let config = api.get("/rest/config");
             let me = a.id();
@@ -373,6 +366,15 @@ impl Gui<'_> {
         self.until_async(&format!("panel #{id} opens"), shown).await;
         // Bootstrap slides it open; a click meanwhile may land on the moving part.
         tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+
+    /// Clicks the button `ng_click` of dialog `id` once the form lets it: the GUI checks
+    /// some fields (a device ID) asynchronously, with the button disabled meanwhile.
+    async fn save(&self, id: &str, ng_click: &str) {
+        self.click(&format!(
+            "//div[@id='{id}']//button[@ng-click='{ng_click}'][not(@disabled)]"
+        ))
+        .await;
     }
 
     /// Picks `ng_click` from the Actions menu of the navigation bar.

@@ -152,6 +152,11 @@ mod tests {
         (path, block, (meta.len(), walk_timestamp(&meta)))
     }
 
+    fn touch(path: &std::path::Path, when: std::time::SystemTime) {
+        let file = std::fs::File::options().write(true).open(path).unwrap();
+        file.set_modified(when).unwrap();
+    }
+
     #[test]
     fn an_unchanged_file_serves_its_block_past_the_skip() {
         let dir = tempfile::tempdir().unwrap();
@@ -168,21 +173,11 @@ mod tests {
         // Same size, other bytes, another time: the hash no longer matches.
         std::fs::write(&path, vec![7u8; 8192]).unwrap();
         let later = std::time::SystemTime::now() + std::time::Duration::from_secs(5);
-        std::fs::File::options()
-            .write(true)
-            .open(&path)
-            .unwrap()
-            .set_modified(later)
-            .unwrap();
+        touch(&path, later);
         assert_eq!(read_block(&path, &block, indexed, 0), None);
         // Touched but not changed: the hash still matches, so it is served.
         let (path, block, indexed) = indexed_file(dir.path());
-        std::fs::File::options()
-            .write(true)
-            .open(&path)
-            .unwrap()
-            .set_modified(later)
-            .unwrap();
+        touch(&path, later);
         assert_eq!(
             read_block(&path, &block, indexed, 0).map(|d| d.len()),
             Some(8192)
