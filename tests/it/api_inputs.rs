@@ -54,6 +54,11 @@ const NO_INPUT: &[(&str, &str)] = &[
     ("GET", "/rest/stats/device"),
     ("GET", "/rest/stats/folder"),
     ("GET", "/metrics"),
+    ("GET", "/rest/debug/peerCompletion"),
+    ("GET", "/rest/debug/support"),
+    ("GET", "/rest/debug/cpuprof"),
+    ("GET", "/rest/debug/heapprof"),
+    ("GET", "/rest/debug/httpmetrics"),
 ];
 
 /// One bad request and the refusal it must get.
@@ -196,6 +201,12 @@ fn rows(device: &Device, me: &str) -> Vec<Row> {
 
     // /rest/noauth and /rest/system: no parameters but the ones listed; wrong methods.
     for (route, method) in [
+        ("/rest/debug/peerCompletion", "POST"),
+        ("/rest/debug/support", "POST"),
+        ("/rest/debug/cpuprof", "POST"),
+        ("/rest/debug/heapprof", "POST"),
+        ("/rest/debug/httpmetrics", "DELETE"),
+        ("/rest/debug/file", "POST"),
         ("/rest/noauth/health", "POST"),
         ("/rest/system/status", "DELETE"),
         ("/rest/system/version", "DELETE"),
@@ -899,6 +910,7 @@ fn rows(device: &Device, me: &str) -> Vec<Row> {
         ("/rest/db/override", "POST"),
         ("/rest/db/revert", "POST"),
         ("/rest/db/file", "GET"),
+        ("/rest/debug/file", "GET"),
         ("/rest/db/need", "GET"),
         ("/rest/db/remoteneed", "GET"),
         ("/rest/db/browse", "GET"),
@@ -911,7 +923,7 @@ fn rows(device: &Device, me: &str) -> Vec<Row> {
         ("/rest/db/conflicts/resolve", "POST"),
         ("/rest/db/transfers", "GET"),
     ] {
-        let file = if route == "/rest/db/file" {
+        let file = if route.ends_with("/file") {
             "&file=a"
         } else {
             ""
@@ -1089,6 +1101,14 @@ fn rows(device: &Device, me: &str) -> Vec<Row> {
             "a/../../b",
         ),
         q("/rest/db/file", "GET", "?folder=docs", 400, "\"file\""),
+        q("/rest/debug/file", "GET", "?folder=docs", 400, "\"file\""),
+        q(
+            "/rest/debug/file",
+            "GET",
+            "?folder=docs&file=../../etc/passwd",
+            404,
+            "../../etc/passwd",
+        ),
         q(
             "/rest/db/file",
             "GET",
@@ -1369,6 +1389,8 @@ fn bad_input_to_every_endpoint_is_refused_and_changes_nothing() {
         "/rest/config/devices",
         json!({ "deviceID": known, "name": "known", "addresses": ["dynamic"] }),
     );
+    // The debug endpoints answer only with `debugging` on: their own checks are tested here.
+    api.ok_json("PATCH", "/rest/config/gui", json!({ "debugging": true }));
     let before = api.get("/rest/config");
 
     let rows = rows(&device, &me);
