@@ -1,7 +1,7 @@
 //! `/rest/db/*` and `/rest/folder/errors`: a folder's counts, needs, entries and actions.
 
 use axum::extract::State;
-use peerfold_engine::folder::{FolderActionError, FolderState};
+use peerfold_engine::folder::{FileInfo, FolderActionError, FolderState};
 use peerfold_engine::model::counts::{Counts, FolderSummary};
 use peerfold_engine::model::entry::{FileEntry, FileKind};
 use peerfold_engine::model::rewrite::FolderAction;
@@ -228,16 +228,21 @@ pub(super) async fn file(State(api): AppState, params: Params) -> ApiResult {
         .file_info(name)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("no file {name:?} in the folder")))?;
+    Ok(axum::Json(file_json(&info)))
+}
+
+/// `/rest/db/file`'s answer for one name (the debug endpoint adds to it).
+pub(super) fn file_json(info: &FileInfo) -> Value {
     let availability: Vec<Value> = info
         .availability
         .iter()
         .map(|d| json!({ "id": d.to_string(), "fromTemporary": false }))
         .collect();
-    Ok(axum::Json(json!({
+    json!({
         "availability": availability,
         "global": info.global.as_ref().map(entry_json),
         "local": info.local.as_ref().map(entry_json),
-    })))
+    })
 }
 
 /// `page=` (from 1) and `perpage=` of a paged list.

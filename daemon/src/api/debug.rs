@@ -16,7 +16,7 @@ use peerfold_engine::folder::DeviceVersion;
 use serde_json::{Value, json};
 use zip::write::SimpleFileOptions;
 
-use super::db::entry_json;
+use super::db::file_json;
 use super::{ApiError, ApiResult, AppState, Params, config_json, logs, report, system};
 
 /// Lets a debug request through only while `debugging` is on.
@@ -67,14 +67,11 @@ pub(super) async fn file(State(api): AppState, params: Params) -> ApiResult {
         .file_info(name)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("no file {name:?} in the folder")))?;
+    let mut answer = file_json(&info);
     let global_version = info.global.as_ref().map(|g| &g.version);
-    Ok(axum::Json(json!({
-        "availability": info.availability.iter().map(ToString::to_string).collect::<Vec<_>>(),
-        "global": info.global.as_ref().map(entry_json),
-        "local": info.local.as_ref().map(entry_json),
-        "globalVersions": version_list(&info.announced, global_version),
-        "mtime": { "err": null, "value": { "real": null, "virtual": null } },
-    })))
+    answer["globalVersions"] = json!(version_list(&info.announced, global_version));
+    answer["mtime"] = json!({ "err": null, "value": { "real": null, "virtual": null } });
+    Ok(axum::Json(answer))
 }
 
 /// The devices' versions grouped as Syncthing's `VersionList` prints them, the global
