@@ -383,6 +383,7 @@ fn cluster_config(peer: DeviceId, id: &str) -> Body {
             }],
             ..Default::default()
         }],
+        ..Default::default()
     })
 }
 
@@ -396,6 +397,7 @@ fn small_cluster_config(peer: DeviceId) -> Body {
             }],
             ..Default::default()
         }],
+        ..Default::default()
     })
 }
 

@@ -11,6 +11,7 @@ mod api_debug;
 mod api_inputs;
 mod api_svc;
 mod big_index;
+mod block_deltas;
 mod browser;
 mod cli;
 mod clients;

@@ -63,7 +63,10 @@ async fn offer(
     send(&mut tx, Body::Hello(hello)).await;
     send(
         &mut tx,
-        Body::ClusterConfig(wire::ClusterConfig { folders }),
+        Body::ClusterConfig(wire::ClusterConfig {
+            folders,
+            block_list_deltas: false,
+        }),
     )
     .await;
     let mut buf = BytesMut::new();

@@ -127,6 +127,7 @@ pub(crate) fn offering_docs(peer: DeviceId) -> wire::ClusterConfig {
             }],
             ..Default::default()
         }],
+        ..Default::default()
     }
 }
 

@@ -162,6 +162,7 @@ impl FileEntry {
                 .collect(),
             symlink_target: self.symlink_target.clone(),
             modified_by: self.modified_by.0,
+            blocks_delta: None,
         }
     }
 
@@ -179,6 +180,10 @@ impl FileEntry {
             Ok(wire::FileKind::Symlink) => FileKind::Symlink,
             Err(_) => return Err(invalid("unknown kind")),
         };
+        if info.blocks_delta.is_some() {
+            // `block_delta::expand` makes the list whole first, with this device's entry.
+            return Err(invalid("block list given as a change that was not applied"));
+        }
         if info.modified_ns > 999_999_999 {
             return Err(invalid("nanoseconds out of range"));
         }

@@ -5,6 +5,7 @@
 //! Who wakes me: the link (frames), the index senders' wake-ups (`local_changed`). Whom I
 //! wake: the puller and the summary task of a folder whose remote index changed.
 
+mod deltas;
 mod index;
 mod serve;
 
@@ -61,6 +62,13 @@ pub(crate) enum SessionError {
     Timeout,
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// Not the peer's fault: this device's entry changed after the peer based a block list
+    /// on it. The next session takes the peer's index again from that entry on.
+    #[error(
+        "the peer sent a block list as a change to an entry of ours that has changed since \
+         (its sequence {sequence}); reconnecting to take the whole list"
+    )]
+    DeltaBaseGone { sequence: u64 },
 }
 
 /// Runs the session until the link closes or the engine stops. Once `retired` fires (a
@@ -150,6 +158,7 @@ pub(crate) async fn run(
     tokio::pin!(writer);
 
     let offered = offered_folders(context.me, peer, &their_config);
+    let deltas_to = their_config.block_list_deltas.then_some(peer);
     let starts = context.offers.on_cluster_config(peer, &offered).await?;
     let mut their_index_ids = HashMap::new();
     for start in starts {
@@ -159,6 +168,7 @@ pub(crate) async fn run(
             start.folder,
             start.send_after,
             outbox.clone(),
+            deltas_to,
         ));
     }
     // The session keeps one sender itself: with no folder shared (yet), the writer must
@@ -367,7 +377,10 @@ async fn cluster_config(
         })
         .await?;
     Ok(wire::Message {
-        body: Some(Body::ClusterConfig(wire::ClusterConfig { folders })),
+        body: Some(Body::ClusterConfig(wire::ClusterConfig {
+            folders,
+            block_list_deltas: true,
+        })),
     })
 }
 

@@ -388,6 +388,33 @@ impl StoreReader {
         Ok(())
     }
 
+    /// The sequence number and block list of `device`'s entry (this device's with `None`)
+    /// for each of `names` it holds, as a base for block lists sent or received as changes
+    /// (`model::block_delta`).
+    pub fn block_lists(
+        &self,
+        folder: FolderIdx,
+        device: Option<DeviceId>,
+        names: &[String],
+    ) -> Result<Vec<(String, u64, Vec<Block>)>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT f.sequence, f.blocks FROM files f
+             WHERE f.folder_idx = ?1 AND f.name = ?2 AND f.device_idx = CASE
+                WHEN ?3 IS NULL THEN ?4
+                ELSE (SELECT idx FROM devices WHERE device_id = ?3) END",
+        )?;
+        let device = device.map(|d| d.as_bytes().to_vec());
+        let mut out = Vec::new();
+        for name in names {
+            let mut rows = stmt.query(params![folder.0, name, device, LOCAL_DEVICE])?;
+            if let Some(row) = rows.next()? {
+                let (sequence, packed): (i64, Vec<u8>) = (row.get(0)?, row.get(1)?);
+                out.push((name.clone(), sequence as u64, decode_blocks(name, &packed)?));
+            }
+        }
+        Ok(out)
+    }
+
     /// The recorded blocks of the local file with row id `id` (empty if there is none).
     pub fn local_blocks(&self, id: i64) -> Result<Vec<Block>, StoreError> {
         let mut stmt = self

@@ -10,7 +10,7 @@ use prost::Message as _;
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
-use super::{SessionContext, SessionError};
+use super::{SessionContext, SessionError, deltas};
 use crate::events::Event;
 use crate::folder::FolderHandle;
 use crate::folder::refused::Malformed;
@@ -36,11 +36,13 @@ const FORGET_SLICE: usize = 5_000;
 const INDEX_POLL: Duration = Duration::from_secs(1);
 
 /// Sends the folder's local entries with sequence numbers after `start`, then keeps sending
-/// new ones as they appear, until the session's writer is gone.
+/// new ones as they appear, until the session's writer is gone. A `peer` that takes block
+/// lists as changes gets large files' lists as changes to what it announced (`deltas`).
 pub(super) async fn send_index(
     folder: FolderHandle,
     start: u64,
     outbox: mpsc::Sender<wire::Message>,
+    peer: Option<DeviceId>,
 ) {
     let mut after = start;
     let mut first = true;
@@ -57,11 +59,16 @@ pub(super) async fn send_index(
                 Vec::new()
             }
         };
+        let bases = match peer {
+            Some(peer) => deltas::bases(&folder, peer, &batch).await,
+            None => HashMap::new(),
+        };
         let (folder_type, me) = (folder.folder_type(), folder.me.short());
         let mut files = Vec::new();
         let mut bytes = 0;
         for entry in &batch {
-            let info = announce::announced(entry, folder_type, me);
+            let mut info = announce::announced(entry, folder_type, me);
+            deltas::shorten(&mut info, entry, bases.get(&entry.name));
             bytes += info.encoded_len();
             if bytes > BATCH_BYTES && !files.is_empty() {
                 break;
@@ -129,6 +136,7 @@ pub(super) async fn receive(
                 "index for folder {folder_id:?}, which is not shared with this device"
             )));
         }
+        let (files, base_gone) = deltas::expand(&folder, files).await;
         let mut entries = Vec::with_capacity(files.len());
         let mut malformed = Malformed::default();
         for info in files {
@@ -172,6 +180,9 @@ pub(super) async fn receive(
             Some(names) => folder.replan_names(names.iter().map(String::as_str)),
         }
         folder.pull.notify_one();
+        if let Some(sequence) = base_gone {
+            return Err(SessionError::DeltaBaseGone { sequence });
+        }
     }
     Ok(())
 }

@@ -1,0 +1,109 @@
+//! Block lists as changes (`model::block_delta`) on the index exchange. The sender gives a
+//! large file's list as a change to the entry the peer announced for the same name (for a
+//! file both hold, the list before the edit); the receiver makes it whole again from its own
+//! entry before the batch is checked and stored.
+//!
+//! The receiver's entry can move on after it announced it (it changed the file too): the
+//! sender's delta then names a base that is gone. The receiver stores the batch up to that
+//! entry and ends the session; the next one resends from there, and by then the sender holds
+//! the receiver's newer entry (or sends the whole list when they share nothing).
+
+use std::collections::HashMap;
+
+use peerfold_protocol::DeviceId;
+use peerfold_protocol::chunking::Block;
+use peerfold_protocol::wire;
+use tracing::warn;
+
+use crate::folder::FolderHandle;
+use crate::model::block_delta::{self, DeltaError};
+use crate::model::entry::FileEntry;
+
+/// The peer's announced entries (sequence number, block list) for the large files of
+/// `batch`, by name: the bases their lists can be sent as changes to.
+pub(super) async fn bases(
+    folder: &FolderHandle,
+    peer: DeviceId,
+    batch: &[FileEntry],
+) -> HashMap<String, (u64, Vec<Block>)> {
+    let names: Vec<String> = batch
+        .iter()
+        .filter(|e| e.blocks.len() >= block_delta::MIN_BLOCKS)
+        .map(|e| e.name.clone())
+        .collect();
+    lists(folder, Some(peer), names).await
+}
+
+/// `device`'s entries (this device's with `None`) for `names`: sequence number and block
+/// list by name. None on a store error: whole lists then, which cost bytes, not correctness.
+async fn lists(
+    folder: &FolderHandle,
+    device: Option<DeviceId>,
+    names: Vec<String>,
+) -> HashMap<String, (u64, Vec<Block>)> {
+    if names.is_empty() {
+        return HashMap::new();
+    }
+    let idx = folder.idx;
+    match folder
+        .store
+        .read(move |r| r.block_lists(idx, device, &names))
+        .await
+    {
+        Ok(lists) => lists
+            .into_iter()
+            .map(|(name, sequence, blocks)| (name, (sequence, blocks)))
+            .collect(),
+        Err(e) => {
+            warn!(error = %e, "cannot read block lists for the index exchange");
+            HashMap::new()
+        }
+    }
+}
+
+/// `info` (the wire form of `entry`) with its block list as a change to `base`, when they
+/// share blocks.
+pub(super) fn shorten(
+    info: &mut wire::FileInfo,
+    entry: &FileEntry,
+    base: Option<&(u64, Vec<Block>)>,
+) {
+    if let Some((sequence, base)) = base
+        && let Some(shared) = block_delta::shared(base, &entry.blocks)
+    {
+        block_delta::shorten(info, *sequence, shared);
+    }
+}
+
+/// Makes the block lists of a received batch whole from this device's entries. Returns the
+/// batch up to (not including) the first entry whose base is gone, with that entry's
+/// sequence number; the rest must come again. A delta that does not fit its base stays on
+/// its entry, which `FileEntry::from_wire` then refuses.
+pub(super) async fn expand(
+    folder: &FolderHandle,
+    mut files: Vec<wire::FileInfo>,
+) -> (Vec<wire::FileInfo>, Option<u64>) {
+    let names: Vec<String> = files
+        .iter()
+        .filter(|f| f.blocks_delta.is_some())
+        .map(|f| f.name.clone())
+        .collect();
+    if names.is_empty() {
+        return (files, None);
+    }
+    let bases = lists(folder, None, names).await;
+    let mut gone: Option<u64> = None;
+    for info in &mut files {
+        let base = bases.get(&info.name).map(|(s, b)| (*s, b.as_slice()));
+        match block_delta::expand(info, base) {
+            Ok(()) | Err(DeltaError::OutOfRange) => {}
+            Err(DeltaError::BaseGone) => {
+                gone = Some(gone.map_or(info.sequence, |g| g.min(info.sequence)));
+            }
+        }
+    }
+    if let Some(first_gone) = gone {
+        files.retain(|f| f.sequence < first_gone);
+    }
+    (files, gone)
+}
