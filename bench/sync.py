@@ -515,6 +515,9 @@ def edits(pair):
         ("insert", lambda: subprocess.run([PB, "insert", path, "4096", "1"], check=True)),
         ("append", append),
     ]:
+        # What earlier cases and edits left to write back (a GiB per install, 200,000
+        # files after (c)) is written first, so each edit is timed on a quiet disk.
+        os.sync()
         before = NET.counters()
         action()
         seconds = wait_same_file(pair, "big.bin", 600)

@@ -260,6 +260,7 @@ impl Store {
         })?;
         let corrupt = |e: rusqlite::Error| classify(path, e);
         conn.busy_timeout(BUSY_TIMEOUT).map_err(corrupt)?;
+        stable_plans(&conn).map_err(corrupt)?;
         let application_id: i32 = conn
             .pragma_query_value(None, "application_id", |r| r.get(0))
             .map_err(corrupt)?;
@@ -347,8 +348,22 @@ impl StoreReader {
             source,
         })?;
         conn.busy_timeout(BUSY_TIMEOUT)?;
+        stable_plans(&conn)?;
         Ok(Self { conn })
     }
+}
+
+/// Keeps each cached statement's query plan whatever values are bound to it (SQLite's
+/// query planner stability guarantee). The bundled SQLite is built with STAT4, which
+/// otherwise re-plans a statement when a bound value might change its plan: in a profile
+/// of 20,000 files pulled, re-preparing cached statements on every call took 6% of the
+/// receiver's CPU.
+fn stable_plans(conn: &Connection) -> rusqlite::Result<()> {
+    conn.set_db_config(
+        rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG,
+        true,
+    )?;
+    Ok(())
 }
 
 /// The most of SQLite's report on a damaged database that goes into the error, which is

@@ -61,6 +61,17 @@ fn file(evil: &Identity, name: &str, data: &[u8], value: u64, sequence: u64) -> 
     }
 }
 
+/// What names a base list in a change: BLAKE3 over each block's size (u32, little-endian)
+/// and hash.
+fn digest(blocks: &[wire::BlockInfo]) -> Vec<u8> {
+    let mut hasher = blake3::Hasher::new();
+    for block in blocks {
+        hasher.update(&block.size.to_le_bytes());
+        hasher.update(&block.hash);
+    }
+    hasher.finalize().as_bytes().to_vec()
+}
+
 /// The ClusterConfig of a peer that takes block lists as changes.
 fn taking_deltas(evil: &Identity) -> wire::ClusterConfig {
     wire::ClusterConfig {
@@ -92,6 +103,41 @@ async fn announcement(
             return info;
         }
     }
+}
+
+/// Waits until the daemon's file at `path` holds `data`, then for its announcement of it:
+/// the peer's list of the entry at `sequence`, given whole as a change to that entry, with
+/// no block of its own.
+async fn installed_and_echoed(
+    rx: &mut quinn::RecvStream,
+    buf: &mut BytesMut,
+    path: &std::path::Path,
+    data: &[u8],
+    (sequence, blocks): (u64, &[wire::BlockInfo]),
+) -> wire::FileInfo {
+    tokio::task::block_in_place(|| {
+        wait_until("the peer's version arrives", 60, || {
+            fs::read(path).is_ok_and(|d| d == data)
+        })
+    });
+    let name = path.file_name().unwrap().to_str().unwrap();
+    let installed = announcement(rx, buf, name, |f| f.size == data.len() as u64).await;
+    let delta = installed
+        .blocks_delta
+        .clone()
+        .expect("announced as a change");
+    assert_eq!(delta.base_sequence, sequence, "based on the peer's entry");
+    assert_eq!(delta.base_digest, digest(blocks));
+    assert_eq!(
+        (delta.kept_prefix as usize, delta.kept_suffix),
+        (blocks.len(), 0)
+    );
+    assert!(
+        installed.blocks.is_empty(),
+        "{} blocks",
+        installed.blocks.len()
+    );
+    installed
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -129,33 +175,21 @@ async fn large_files_travel_as_changes_to_the_block_list_both_ways() {
     });
 
     let v1 = file(&evil, "big.bin", &first, 1, 1);
-    let v1_blocks = v1.blocks.len();
-    assert!(v1_blocks >= 32, "a file of many blocks: {v1_blocks}");
+    let v1_blocks = v1.blocks.clone();
+    assert!(
+        v1_blocks.len() >= 32,
+        "a file of many blocks: {}",
+        v1_blocks.len()
+    );
     let body = wire::Index {
         folder: "docs".into(),
         files: vec![v1],
     };
     send(&mut tx, Body::Index(body)).await;
     let path = a.path("docs").join("big.bin");
-    tokio::task::block_in_place(|| {
-        wait_until("version 1 arrives", 60, || {
-            fs::read(&path).is_ok_and(|d| d == first)
-        })
-    });
-
     // The daemon announces what it installed: the list the peer sent, so all of it as a
     // change to the peer's entry, and no block at all.
-    let installed = announcement(&mut rx, &mut buf, "big.bin", |f| {
-        f.size == first.len() as u64
-    })
-    .await;
-    let delta = installed.blocks_delta.expect("announced as a change");
-    assert_eq!(delta.base_sequence, 1, "based on the peer's entry");
-    assert_eq!(
-        (delta.kept_prefix as usize, delta.kept_suffix),
-        (v1_blocks, 0)
-    );
-    assert!(installed.blocks.is_empty(), "{:?}", installed.blocks.len());
+    let installed = installed_and_echoed(&mut rx, &mut buf, &path, &first, (1, &v1_blocks)).await;
 
     // The peer's version 2 as a change to the daemon's entry: a few new blocks.
     let mut v2 = file(&evil, "big.bin", &second, 2, 2);
@@ -166,7 +200,7 @@ async fn large_files_travel_as_changes_to_the_block_list_both_ways() {
         .take_while(|(a, b)| a.hash == b.hash)
         .count();
     assert!(
-        prefix > v1_blocks / 3,
+        prefix > v1_blocks.len() / 3,
         "the edit keeps the blocks before it"
     );
     v2.blocks.drain(..prefix);
@@ -174,30 +208,14 @@ async fn large_files_travel_as_changes_to_the_block_list_both_ways() {
         base_sequence: installed.sequence,
         kept_prefix: prefix as u32,
         kept_suffix: 0,
+        base_digest: digest(&v1_blocks),
     });
-    let sent_blocks = v2.blocks.len();
     let body = wire::IndexUpdate {
         folder: "docs".into(),
         files: vec![v2],
     };
     send(&mut tx, Body::IndexUpdate(body)).await;
-    tokio::task::block_in_place(|| {
-        wait_until("version 2 arrives", 60, || {
-            fs::read(&path).is_ok_and(|d| d == second)
-        })
-    });
-    let echoed = announcement(&mut rx, &mut buf, "big.bin", |f| {
-        f.size == second.len() as u64
-    })
-    .await;
-    let delta = echoed.blocks_delta.expect("announced as a change");
-    assert_eq!(delta.base_sequence, 2);
-    assert_eq!(
-        delta.kept_prefix as usize,
-        whole.len(),
-        "sent {sent_blocks} blocks"
-    );
-    assert!(echoed.blocks.is_empty());
+    installed_and_echoed(&mut rx, &mut buf, &path, &second, (2, &whole)).await;
     // What the daemon recorded is the whole list.
     let api = Api::of(&a, &running);
     let recorded =
@@ -223,7 +241,7 @@ async fn a_change_to_an_entry_that_moved_on_ends_the_session_and_comes_again() {
     stale.blocks_delta = Some(wire::BlockListDelta {
         base_sequence: 77,
         kept_prefix: 4,
-        kept_suffix: 0,
+        ..Default::default()
     });
     let files = vec![
         file(&evil, "before.txt", b"before", 1, 1),

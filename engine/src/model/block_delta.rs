@@ -9,6 +9,8 @@
 use peerfold_protocol::chunking::Block;
 use peerfold_protocol::wire;
 
+use super::entry::wire_block;
+
 /// Lists shorter than this go whole: a delta saves little and costs the sender a lookup.
 pub const MIN_BLOCKS: usize = 16;
 
@@ -35,8 +37,20 @@ pub fn shared(base: &[Block], new: &[Block]) -> Option<Shared> {
     (prefix + suffix > 0).then_some(Shared { prefix, suffix })
 }
 
-/// The blocks of `info` past what it shares with `base`, with the delta that names the rest.
-pub fn shorten(info: &mut wire::FileInfo, base_sequence: u64, shared: Shared) {
+/// What names a base list beside its sequence number: BLAKE3 over each block's size
+/// (little-endian) and hash.
+fn digest(base: &[Block]) -> Vec<u8> {
+    let mut hasher = blake3::Hasher::new();
+    for block in base {
+        hasher.update(&block.size.to_le_bytes());
+        hasher.update(block.hash.as_bytes());
+    }
+    hasher.finalize().as_bytes().to_vec()
+}
+
+/// The blocks of `info` past what it shares with `base` (the receiver's entry of sequence
+/// `base_sequence`), with the delta that names the rest.
+pub fn shorten(info: &mut wire::FileInfo, (base_sequence, base): (u64, &[Block]), shared: Shared) {
     let end = info.blocks.len() - shared.suffix;
     info.blocks.truncate(end);
     info.blocks.drain(..shared.prefix);
@@ -44,6 +58,7 @@ pub fn shorten(info: &mut wire::FileInfo, base_sequence: u64, shared: Shared) {
         base_sequence,
         kept_prefix: shared.prefix as u32,
         kept_suffix: shared.suffix as u32,
+        base_digest: digest(base),
     });
 }
 
@@ -67,7 +82,9 @@ pub fn expand(info: &mut wire::FileInfo, base: Option<(u64, &[Block])>) -> Resul
     let Some(delta) = &info.blocks_delta else {
         return Ok(());
     };
-    let Some((_, base)) = base.filter(|(s, _)| *s == delta.base_sequence) else {
+    let Some((_, base)) =
+        base.filter(|(s, list)| *s == delta.base_sequence && digest(list) == delta.base_digest)
+    else {
         return Err(DeltaError::BaseGone);
     };
     let (prefix, suffix) = (delta.kept_prefix as usize, delta.kept_suffix as usize);
@@ -77,16 +94,11 @@ pub fn expand(info: &mut wire::FileInfo, base: Option<(u64, &[Block])>) -> Resul
     {
         return Err(DeltaError::OutOfRange);
     }
-    let to_wire = |b: &Block| wire::BlockInfo {
-        offset: 0,
-        size: b.size,
-        hash: b.hash.as_bytes().to_vec(),
-    };
     let middle = std::mem::take(&mut info.blocks);
     let mut blocks = Vec::with_capacity(prefix + middle.len() + suffix);
-    blocks.extend(base[..prefix].iter().map(to_wire));
+    blocks.extend(base[..prefix].iter().map(wire_block));
     blocks.extend(middle);
-    blocks.extend(base[base.len() - suffix..].iter().map(to_wire));
+    blocks.extend(base[base.len() - suffix..].iter().map(wire_block));
     let mut offset = 0u64;
     for block in &mut blocks {
         block.offset = offset;
@@ -122,14 +134,7 @@ mod tests {
         wire::FileInfo {
             name: "f".into(),
             size: list.iter().map(|b| u64::from(b.size)).sum(),
-            blocks: list
-                .iter()
-                .map(|b| wire::BlockInfo {
-                    offset: b.offset,
-                    size: b.size,
-                    hash: b.hash.as_bytes().to_vec(),
-                })
-                .collect(),
+            blocks: list.iter().map(wire_block).collect(),
             ..Default::default()
         }
     }
@@ -139,7 +144,7 @@ mod tests {
         let whole = info_of(new);
         let mut sent = whole.clone();
         if let Some(shared) = shared(base, new) {
-            shorten(&mut sent, 7, shared);
+            shorten(&mut sent, (7, base), shared);
         }
         let mut received = sent.clone();
         expand(&mut received, Some((7, base))).unwrap();
@@ -206,29 +211,36 @@ mod tests {
     fn a_delta_on_another_base_or_out_of_its_range_is_refused() {
         let old = blocks(&many(1, 30));
         let mut sent = info_of(&old);
-        shorten(&mut sent, 7, shared(&old, &old).unwrap());
+        shorten(&mut sent, (7, &old), shared(&old, &old).unwrap());
         let mut moved_on = sent.clone();
         assert_eq!(
             expand(&mut moved_on, Some((8, &old))),
             Err(DeltaError::BaseGone)
         );
+        // The same sequence number on another list (an index rebuilt since).
+        let mut other = old.clone();
+        other[29].size += 1;
+        assert_eq!(
+            expand(&mut moved_on, Some((7, &other))),
+            Err(DeltaError::BaseGone)
+        );
         let mut gone = sent.clone();
         assert_eq!(expand(&mut gone, None), Err(DeltaError::BaseGone));
         let mut too_long = sent.clone();
+        let delta = too_long.blocks_delta.as_mut().unwrap();
+        (delta.kept_prefix, delta.kept_suffix) = (20, 11);
+        let refused = too_long.clone();
         assert_eq!(
-            expand(&mut too_long, Some((7, &old[..29]))),
+            expand(&mut too_long, Some((7, &old))),
             Err(DeltaError::OutOfRange)
         );
         assert_eq!(
-            too_long, sent,
+            too_long, refused,
             "an entry whose delta failed is left as it came"
         );
         let mut huge = sent;
-        huge.blocks_delta = Some(wire::BlockListDelta {
-            base_sequence: 7,
-            kept_prefix: u32::MAX,
-            kept_suffix: u32::MAX,
-        });
+        let delta = huge.blocks_delta.as_mut().unwrap();
+        (delta.kept_prefix, delta.kept_suffix) = (u32::MAX, u32::MAX);
         assert_eq!(
             expand(&mut huge, Some((7, &old))),
             Err(DeltaError::OutOfRange)

@@ -133,6 +133,15 @@ impl EntryError {
     }
 }
 
+/// A block as it travels in an entry's block list.
+pub fn wire_block(block: &Block) -> wire::BlockInfo {
+    wire::BlockInfo {
+        offset: block.offset,
+        size: block.size,
+        hash: block.hash.as_bytes().to_vec(),
+    }
+}
+
 impl FileEntry {
     /// The entry as it travels in Index and IndexUpdate messages.
     pub fn to_wire(&self) -> wire::FileInfo {
@@ -151,15 +160,7 @@ impl FileEntry {
             invalid: self.invalid,
             sequence: self.sequence,
             version: Some(wire::Vector::from(&self.version)),
-            blocks: self
-                .blocks
-                .iter()
-                .map(|b| wire::BlockInfo {
-                    offset: b.offset,
-                    size: b.size,
-                    hash: b.hash.as_bytes().to_vec(),
-                })
-                .collect(),
+            blocks: self.blocks.iter().map(wire_block).collect(),
             symlink_target: self.symlink_target.clone(),
             modified_by: self.modified_by.0,
             blocks_delta: None,

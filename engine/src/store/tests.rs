@@ -185,3 +185,15 @@ fn a_block_is_listed_only_at_its_offset_with_its_size_and_hash() {
         .unwrap();
     assert!(!listed(&store, "x", a), "a deleted file lists nothing");
 }
+
+#[test]
+fn every_connection_keeps_its_query_plans_whatever_is_bound() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("index.db")).unwrap();
+    let qpsg = rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG;
+    assert!(store.reads.conn.db_config(qpsg).unwrap(), "the writer");
+    assert!(
+        store.reader().unwrap().conn.db_config(qpsg).unwrap(),
+        "a reader"
+    );
+}

@@ -71,7 +71,7 @@ pub(super) fn shorten(
     if let Some((sequence, base)) = base
         && let Some(shared) = block_delta::shared(base, &entry.blocks)
     {
-        block_delta::shorten(info, *sequence, shared);
+        block_delta::shorten(info, (*sequence, base), shared);
     }
 }
 
