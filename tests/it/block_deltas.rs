@@ -8,13 +8,16 @@ use std::fs;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
+use peerfold_protocol::DeviceId;
 use peerfold_protocol::chunking::Chunker;
 use peerfold_protocol::identity::Identity;
 use peerfold_protocol::wire::{self, message::Body};
 
 use crate::api::Api;
 use crate::support::wait_until;
-use crate::wire_peer::{next, offering_docs, plain_hello, send, serving_docs_to, try_handshake};
+use crate::wire_peer::{
+    Control, next, offering_docs, plain_hello, send, serving_docs_to, try_handshake,
+};
 use crate::wire_server::{Answer, serve_blocks};
 
 /// `len` bytes that differ for each `seed`.
@@ -78,6 +81,13 @@ fn taking_deltas(evil: &Identity) -> wire::ClusterConfig {
         block_list_deltas: true,
         ..offering_docs(evil.device_id())
     }
+}
+
+/// Connects to the daemon at `port` as `evil`, a peer that takes block lists as changes.
+async fn connect_taking_deltas(evil: &Identity, a_id: DeviceId, port: u16) -> Control {
+    try_handshake(evil, a_id, port, plain_hello(), taking_deltas(evil))
+        .await
+        .expect("the daemon completes the handshake")
 }
 
 /// The daemon's next announcement of `name` that `wanted` accepts (within 30 s).
@@ -144,15 +154,8 @@ async fn installed_and_echoed(
 async fn large_files_travel_as_changes_to_the_block_list_both_ways() {
     let evil = Identity::generate().unwrap();
     let (a, running, a_id) = serving_docs_to(&[&evil]);
-    let (connection, mut tx, mut rx, mut buf) = try_handshake(
-        &evil,
-        a_id,
-        running.port,
-        plain_hello(),
-        taking_deltas(&evil),
-    )
-    .await
-    .expect("the daemon completes the handshake");
+    let (connection, mut tx, mut rx, mut buf) =
+        connect_taking_deltas(&evil, a_id, running.port).await;
 
     // Version 2 changes a few bytes in the middle and appends 200 KiB: with content-defined
     // blocks, most of version 1's blocks stay.
@@ -227,15 +230,7 @@ async fn large_files_travel_as_changes_to_the_block_list_both_ways() {
 async fn a_change_to_an_entry_that_moved_on_ends_the_session_and_comes_again() {
     let evil = Identity::generate().unwrap();
     let (a, running, a_id) = serving_docs_to(&[&evil]);
-    let (connection, mut tx, _rx, _buf) = try_handshake(
-        &evil,
-        a_id,
-        running.port,
-        plain_hello(),
-        taking_deltas(&evil),
-    )
-    .await
-    .expect("the daemon completes the handshake");
+    let (connection, mut tx, _rx, _buf) = connect_taking_deltas(&evil, a_id, running.port).await;
     let mut stale = file(&evil, "big.bin", &noise("big", 1 << 20), 1, 2);
     stale.blocks.drain(..4);
     stale.blocks_delta = Some(wire::BlockListDelta {
@@ -248,14 +243,11 @@ async fn a_change_to_an_entry_that_moved_on_ends_the_session_and_comes_again() {
         stale,
         file(&evil, "after.txt", b"after", 1, 3),
     ];
-    send(
-        &mut tx,
-        Body::Index(wire::Index {
-            folder: "docs".into(),
-            files,
-        }),
-    )
-    .await;
+    let body = wire::Index {
+        folder: "docs".into(),
+        files,
+    };
+    send(&mut tx, Body::Index(body)).await;
     let reason = tokio::time::timeout(Duration::from_secs(10), connection.closed())
         .await
         .expect("the daemon ends the session");
@@ -272,15 +264,8 @@ async fn a_change_to_an_entry_that_moved_on_ends_the_session_and_comes_again() {
         assert!(held("before.txt"));
         assert!(!held("big.bin") && !held("after.txt"));
     });
-    let (_connection, _tx, mut rx, mut buf) = try_handshake(
-        &evil,
-        a_id,
-        running.port,
-        plain_hello(),
-        taking_deltas(&evil),
-    )
-    .await
-    .expect("the daemon takes the peer again");
+    let (_connection, _tx, mut rx, mut buf) =
+        connect_taking_deltas(&evil, a_id, running.port).await;
     let config = loop {
         match next(&mut rx, &mut buf).await.expect("a ClusterConfig").body {
             Some(Body::ClusterConfig(config)) => break config,
