@@ -85,7 +85,15 @@ fn taking_deltas(evil: &Identity) -> wire::ClusterConfig {
 
 /// Connects to the daemon at `port` as `evil`, a peer that takes block lists as changes.
 async fn connect_taking_deltas(evil: &Identity, a_id: DeviceId, port: u16) -> Control {
-    try_handshake(evil, a_id, port, plain_hello(), taking_deltas(evil))
+    connect_with_index(evil, a_id, port, 1).await
+}
+
+/// Like [`connect_taking_deltas`], with the peer's own index under `index_id` (a new one
+/// says it was rebuilt).
+async fn connect_with_index(evil: &Identity, a_id: DeviceId, port: u16, index_id: u64) -> Control {
+    let mut config = taking_deltas(evil);
+    config.folders[0].devices[0].index_id = index_id;
+    try_handshake(evil, a_id, port, plain_hello(), config)
         .await
         .expect("the daemon completes the handshake")
 }
@@ -278,4 +286,38 @@ async fn a_change_to_an_entry_that_moved_on_ends_the_session_and_comes_again() {
         .find(|d| d.id == evil.device_id().as_bytes())
         .expect("the peer's index is listed");
     assert_eq!(held.max_sequence, 1, "the index is asked for again after 1");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_with_a_new_index_gets_whole_lists() {
+    let evil = Identity::generate().unwrap();
+    let (a, running, a_id) = serving_docs_to(&[&evil]);
+    let (connection, mut tx, mut rx, mut buf) =
+        connect_taking_deltas(&evil, a_id, running.port).await;
+    let data = noise("v1", 2 << 20);
+    let served = data.clone();
+    let _server = serve_blocks(connection.clone(), move |request: &wire::Request| {
+        let start = request.offset as usize;
+        Answer::Data(Bytes::copy_from_slice(
+            &served[start + request.skip as usize..start + request.size as usize],
+        ))
+    });
+    let entry = file(&evil, "big.bin", &data, 1, 1);
+    let blocks = entry.blocks.clone();
+    let body = wire::Index {
+        folder: "docs".into(),
+        files: vec![entry],
+    };
+    send(&mut tx, Body::Index(body)).await;
+    let path = a.path("docs").join("big.bin");
+    installed_and_echoed(&mut rx, &mut buf, &path, &data, (1, &blocks)).await;
+    connection.close(0u32.into(), b"rebuilt");
+
+    // The peer lost its index: what the daemon holds of the old one names lists the peer
+    // no longer has, so the file goes out whole.
+    let (_connection, _tx, mut rx, mut buf) =
+        connect_with_index(&evil, a_id, running.port, 2).await;
+    let whole = announcement(&mut rx, &mut buf, "big.bin", |_| true).await;
+    assert!(whole.blocks_delta.is_none(), "{:?}", whole.blocks_delta);
+    assert_eq!(whole.blocks, blocks);
 }

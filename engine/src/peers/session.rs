@@ -158,11 +158,14 @@ pub(crate) async fn run(
     tokio::pin!(writer);
 
     let offered = offered_folders(context.me, peer, &their_config);
-    let deltas_to = their_config.block_list_deltas.then_some(peer);
     let starts = context.offers.on_cluster_config(peer, &offered).await?;
     let mut their_index_ids = HashMap::new();
     for start in starts {
         their_index_ids.insert(start.folder.id.clone(), start.their_index_id);
+        // Bases for block lists as changes: the peer's entries of its current index.
+        let deltas_to = their_config
+            .block_list_deltas
+            .then_some((peer, start.their_index_id));
         // Each sender ends when the writer is gone, i.e. when this session ends.
         context.life.spawn(index::send_index(
             start.folder,

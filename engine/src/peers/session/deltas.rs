@@ -6,7 +6,9 @@
 //! The receiver's entry can move on after it announced it (it changed the file too): the
 //! sender's delta then names a base that is gone. The receiver stores the batch up to that
 //! entry and ends the session; the next one resends from there, and by then the sender holds
-//! the receiver's newer entry (or sends the whole list when they share nothing).
+//! the receiver's newer entry (or sends the whole list when they share nothing). Entries
+//! held of an index the peer has replaced are never bases (their sequence numbers name
+//! another list), and a base's digest catches any other list under the same number.
 
 use std::collections::HashMap;
 
@@ -20,10 +22,13 @@ use crate::model::block_delta::{self, DeltaError};
 use crate::model::entry::FileEntry;
 
 /// The peer's announced entries (sequence number, block list) for the large files of
-/// `batch`, by name: the bases their lists can be sent as changes to.
+/// `batch`, by name: the bases their lists can be sent as changes to. None while what is
+/// held of the peer is an index it has since replaced (`index_id` is the one it has now):
+/// its entries there would name sequence numbers of a list it no longer holds, and a peer
+/// whose new index is still empty would never let them go.
 pub(super) async fn bases(
     folder: &FolderHandle,
-    peer: DeviceId,
+    (peer, index_id): (DeviceId, u64),
     batch: &[FileEntry],
 ) -> HashMap<String, (u64, Vec<Block>)> {
     let names: Vec<String> = batch
@@ -31,7 +36,22 @@ pub(super) async fn bases(
         .filter(|e| e.blocks.len() >= block_delta::MIN_BLOCKS)
         .map(|e| e.name.clone())
         .collect();
-    lists(folder, Some(peer), names).await
+    if names.is_empty() {
+        return HashMap::new();
+    }
+    let idx = folder.idx;
+    match folder
+        .store
+        .read(move |r| r.remote_index_state(idx, peer))
+        .await
+    {
+        Ok(Some((held, _))) if held == index_id => lists(folder, Some(peer), names).await,
+        Ok(_) => HashMap::new(),
+        Err(e) => {
+            warn!(error = %e, "cannot read what is held of the peer's index");
+            HashMap::new()
+        }
+    }
 }
 
 /// `device`'s entries (this device's with `None`) for `names`: sequence number and block

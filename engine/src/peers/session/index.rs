@@ -36,13 +36,14 @@ const FORGET_SLICE: usize = 5_000;
 const INDEX_POLL: Duration = Duration::from_secs(1);
 
 /// Sends the folder's local entries with sequence numbers after `start`, then keeps sending
-/// new ones as they appear, until the session's writer is gone. A `peer` that takes block
-/// lists as changes gets large files' lists as changes to what it announced (`deltas`).
+/// new ones as they appear, until the session's writer is gone. A peer that takes block
+/// lists as changes (`deltas_to`: its ID and the ID of its index now) gets large files'
+/// lists as changes to what it announced (`deltas`).
 pub(super) async fn send_index(
     folder: FolderHandle,
     start: u64,
     outbox: mpsc::Sender<wire::Message>,
-    peer: Option<DeviceId>,
+    deltas_to: Option<(DeviceId, u64)>,
 ) {
     let mut after = start;
     let mut first = true;
@@ -59,7 +60,7 @@ pub(super) async fn send_index(
                 Vec::new()
             }
         };
-        let bases = match peer {
+        let bases = match deltas_to {
             Some(peer) => deltas::bases(&folder, peer, &batch).await,
             None => HashMap::new(),
         };
