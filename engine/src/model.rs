@@ -4,7 +4,7 @@
 //! of this device's own version counters in what peers send.
 
 pub mod announce;
-pub mod block_delta;
+pub(crate) mod block_delta;
 pub mod counts;
 pub mod entry;
 mod folder_type;

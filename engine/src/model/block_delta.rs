@@ -12,18 +12,18 @@ use peerfold_protocol::wire;
 use super::entry::wire_block;
 
 /// Lists shorter than this go whole: a delta saves little and costs the sender a lookup.
-pub const MIN_BLOCKS: usize = 16;
+pub(crate) const MIN_BLOCKS: usize = 16;
 
 /// How `new` differs from `base`: the count of leading and trailing blocks they share.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Shared {
+pub(crate) struct Shared {
     pub prefix: usize,
     pub suffix: usize,
 }
 
 /// The blocks `new` shares with `base` at its start and its end (by size and hash), or
 /// `None` when it shares none (the whole list goes out then).
-pub fn shared(base: &[Block], new: &[Block]) -> Option<Shared> {
+pub(crate) fn shared(base: &[Block], new: &[Block]) -> Option<Shared> {
     let same = |a: &Block, b: &Block| a.size == b.size && a.hash == b.hash;
     let prefix = base.iter().zip(new).take_while(|(a, b)| same(a, b)).count();
     let room = base.len().min(new.len()) - prefix;
@@ -50,7 +50,11 @@ fn digest(base: &[Block]) -> Vec<u8> {
 
 /// The blocks of `info` past what it shares with `base` (the receiver's entry of sequence
 /// `base_sequence`), with the delta that names the rest.
-pub fn shorten(info: &mut wire::FileInfo, (base_sequence, base): (u64, &[Block]), shared: Shared) {
+pub(crate) fn shorten(
+    info: &mut wire::FileInfo,
+    (base_sequence, base): (u64, &[Block]),
+    shared: Shared,
+) {
     let end = info.blocks.len() - shared.suffix;
     info.blocks.truncate(end);
     info.blocks.drain(..shared.prefix);
@@ -64,7 +68,7 @@ pub fn shorten(info: &mut wire::FileInfo, (base_sequence, base): (u64, &[Block])
 
 /// Why a delta could not be applied.
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
-pub enum DeltaError {
+pub(crate) enum DeltaError {
     /// The receiver's entry is not the one the sender based the delta on (it changed since,
     /// or is gone): only the whole list will do.
     #[error("the block list it changes is not held here any more")]
@@ -78,7 +82,10 @@ pub enum DeltaError {
 /// its sequence number), offsets recounted; `FileEntry::from_wire` checks the result as it
 /// checks any list. An entry without a delta is left as it is, and so is one whose delta
 /// cannot be applied (`from_wire` refuses it then).
-pub fn expand(info: &mut wire::FileInfo, base: Option<(u64, &[Block])>) -> Result<(), DeltaError> {
+pub(crate) fn expand(
+    info: &mut wire::FileInfo,
+    base: Option<(u64, &[Block])>,
+) -> Result<(), DeltaError> {
     let Some(delta) = &info.blocks_delta else {
         return Ok(());
     };

@@ -134,7 +134,7 @@ impl EntryError {
 }
 
 /// A block as it travels in an entry's block list.
-pub fn wire_block(block: &Block) -> wire::BlockInfo {
+pub(crate) fn wire_block(block: &Block) -> wire::BlockInfo {
     wire::BlockInfo {
         offset: block.offset,
         size: block.size,

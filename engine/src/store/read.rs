@@ -1,6 +1,7 @@
 //! Every read-only query. They run on any [`StoreReader`]: a read-only connection beside the
 //! writer, or the writer itself (a [`Store`](super::Store) derefs to its reader).
 
+use std::collections::HashMap;
 use std::ops::ControlFlow;
 
 use peerfold_protocol::DeviceId;
@@ -396,7 +397,7 @@ impl StoreReader {
         folder: FolderIdx,
         device: Option<DeviceId>,
         names: &[String],
-    ) -> Result<Vec<(String, u64, Vec<Block>)>, StoreError> {
+    ) -> Result<HashMap<String, (u64, Vec<Block>)>, StoreError> {
         let mut stmt = self.conn.prepare_cached(
             "SELECT f.sequence, f.blocks FROM files f
              WHERE f.folder_idx = ?1 AND f.name = ?2 AND f.device_idx = CASE
@@ -404,12 +405,13 @@ impl StoreReader {
                 ELSE (SELECT idx FROM devices WHERE device_id = ?3) END",
         )?;
         let device = device.map(|d| d.as_bytes().to_vec());
-        let mut out = Vec::new();
+        let mut out = HashMap::new();
         for name in names {
             let mut rows = stmt.query(params![folder.0, name, device, LOCAL_DEVICE])?;
             if let Some(row) = rows.next()? {
                 let (sequence, packed): (i64, Vec<u8>) = (row.get(0)?, row.get(1)?);
-                out.push((name.clone(), sequence as u64, decode_blocks(name, &packed)?));
+                let blocks = decode_blocks(name, &packed)?;
+                out.insert(name.clone(), (sequence as u64, blocks));
             }
         }
         Ok(out)

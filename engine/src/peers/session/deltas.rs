@@ -20,6 +20,7 @@ use tracing::warn;
 use crate::folder::FolderHandle;
 use crate::model::block_delta::{self, DeltaError};
 use crate::model::entry::FileEntry;
+use crate::store::StoreError;
 
 /// The peer's announced entries (sequence number, block list) for the large files of
 /// `batch`, by name: the bases their lists can be sent as changes to. None while what is
@@ -40,45 +41,17 @@ pub(super) async fn bases(
         return HashMap::new();
     }
     let idx = folder.idx;
-    match folder
+    let read = folder
         .store
-        .read(move |r| r.remote_index_state(idx, peer))
-        .await
-    {
-        Ok(Some((held, _))) if held == index_id => lists(folder, Some(peer), names).await,
-        Ok(_) => HashMap::new(),
-        Err(e) => {
-            warn!(error = %e, "cannot read what is held of the peer's index");
-            HashMap::new()
-        }
-    }
-}
-
-/// `device`'s entries (this device's with `None`) for `names`: sequence number and block
-/// list by name. None on a store error: whole lists then, which cost bytes, not correctness.
-async fn lists(
-    folder: &FolderHandle,
-    device: Option<DeviceId>,
-    names: Vec<String>,
-) -> HashMap<String, (u64, Vec<Block>)> {
-    if names.is_empty() {
-        return HashMap::new();
-    }
-    let idx = folder.idx;
-    match folder
-        .store
-        .read(move |r| r.block_lists(idx, device, &names))
-        .await
-    {
-        Ok(lists) => lists
-            .into_iter()
-            .map(|(name, sequence, blocks)| (name, (sequence, blocks)))
-            .collect(),
-        Err(e) => {
-            warn!(error = %e, "cannot read block lists for the index exchange");
-            HashMap::new()
-        }
-    }
+        .read(move |r| match r.remote_index_state(idx, peer)? {
+            Some((held, _)) if held == index_id => r.block_lists(idx, Some(peer), &names),
+            _ => Ok(HashMap::new()),
+        });
+    read.await.unwrap_or_else(|e: StoreError| {
+        // Whole lists then: they cost bytes, not correctness.
+        warn!(error = %e, "cannot read the peer's block lists");
+        HashMap::new()
+    })
 }
 
 /// `info` (the wire form of `entry`) with its block list as a change to `base`, when they
@@ -98,20 +71,25 @@ pub(super) fn shorten(
 /// Makes the block lists of a received batch whole from this device's entries. Returns the
 /// batch up to (not including) the first entry whose base is gone, with that entry's
 /// sequence number; the rest must come again. A delta that does not fit its base stays on
-/// its entry, which `FileEntry::from_wire` then refuses.
+/// its entry, which `FileEntry::from_wire` then refuses. A store that cannot be read ends
+/// the session as itself (taking it for "every base gone" would name the wrong cause).
 pub(super) async fn expand(
     folder: &FolderHandle,
     mut files: Vec<wire::FileInfo>,
-) -> (Vec<wire::FileInfo>, Option<u64>) {
+) -> Result<(Vec<wire::FileInfo>, Option<u64>), StoreError> {
     let names: Vec<String> = files
         .iter()
         .filter(|f| f.blocks_delta.is_some())
         .map(|f| f.name.clone())
         .collect();
     if names.is_empty() {
-        return (files, None);
+        return Ok((files, None));
     }
-    let bases = lists(folder, None, names).await;
+    let idx = folder.idx;
+    let bases = folder
+        .store
+        .read(move |r| r.block_lists(idx, None, &names))
+        .await?;
     let mut gone: Option<u64> = None;
     for info in &mut files {
         let base = bases.get(&info.name).map(|(s, b)| (*s, b.as_slice()));
@@ -125,5 +103,5 @@ pub(super) async fn expand(
     if let Some(first_gone) = gone {
         files.retain(|f| f.sequence < first_gone);
     }
-    (files, gone)
+    Ok((files, gone))
 }

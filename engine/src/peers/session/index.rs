@@ -137,7 +137,7 @@ pub(super) async fn receive(
                 "index for folder {folder_id:?}, which is not shared with this device"
             )));
         }
-        let (files, base_gone) = deltas::expand(&folder, files).await;
+        let (files, base_gone) = deltas::expand(&folder, files).await?;
         let mut entries = Vec::with_capacity(files.len());
         let mut malformed = Malformed::default();
         for info in files {
