@@ -51,7 +51,7 @@ building). Work data and daemon logs are under $BENCH_DIR (default
 
 The raw QUIC reference is measured by the same script on the same link before the
 transfers: `quic_raw` (bench/src/bin/quic_raw.rs) moves the (a) file's size from A to B on
-one stream of one quinn connection with peerfold's TLS and receive window.
+one stream of one quinn connection with peerfold's TLS and windows.
 """
 
 import argparse
@@ -438,7 +438,7 @@ def pull_everything(pair, files, size):
 
 def raw_quic(size):
     """The raw QUIC reference: quic_raw moves `size` bytes from A to B on one stream of one
-    connection with peerfold's TLS and receive window, over the same veth link."""
+    connection with peerfold's TLS and windows, over the same veth link."""
     recv = subprocess.Popen(["ip", "netns", "exec", NS["b"], QR, "recv", "--listen",
                              f"{ADDR['b']}:{RAW_PORT}"], stdout=subprocess.PIPE, text=True)
     LIVE.add(recv)

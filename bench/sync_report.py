@@ -93,7 +93,7 @@ def report(results, failures, case_labels, kinds, runs, raw):
                   f"| | | |")
     if raw:
         print(f"\nReference: raw QUIC (quic_raw: one quinn connection, one stream, "
-              f"peerfold's TLS and receive window, A to B over the same link): "
+              f"peerfold's TLS and windows, A to B over the same link): "
               f"{raw['mb_s']:.0f} MB/s ({raw['seconds']:.2f} s).")
     if failures:
         print("\nFailures:")

@@ -23,6 +23,7 @@ use tracing::{debug, info, warn};
 use crate::config::Address;
 use crate::life::Life;
 use crate::peers::Reason;
+use crate::peers::flow::Windows;
 use crate::peers::link::Link;
 pub(crate) use mdns::LocalDiscovery;
 use quic_link::QuicLink;
@@ -32,9 +33,6 @@ use relay::{MuxSocket, Relays};
 /// keep healthy ones open.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 const KEEP_ALIVE: Duration = Duration::from_secs(10);
-
-/// Unread bytes a peer may have sent on one connection, all streams together.
-const RECEIVE_WINDOW: u32 = 24 << 20;
 
 /// Bytes the kernel may queue on a QUIC socket before it drops datagrams. The default
 /// (about 200 KiB) drops thousands of packets per GiB on loopback, and every drop halves
@@ -84,9 +82,14 @@ fn transport_config() -> Arc<quinn::TransportConfig> {
     // One stream per block request: allow many in flight.
     transport.max_concurrent_bidi_streams(1024u32.into());
     // What a peer may send that this device has not read yet, over all streams (the
-    // default is unbounded: 1,024 streams of 1.25 MB each). Above the 16 MiB a peer may
-    // owe in block data (peers/flow), so it never slows a transfer.
-    transport.receive_window(RECEIVE_WINDOW.into());
+    // default is unbounded: 1,024 streams of 1.25 MB each), and what this device may have
+    // sent unacknowledged (default 10 MB): the windows of a link with no round trip to
+    // speak of; `QuicLink` sizes them to the handshake's round trip (peers/flow).
+    let windows = Windows::for_round_trip(Duration::ZERO);
+    transport.send_window(windows.send);
+    transport.receive_window(
+        quinn::VarInt::from_u64(windows.receive).expect("a window of a few MiB is a VarInt"),
+    );
     Arc::new(transport)
 }
 

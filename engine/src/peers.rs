@@ -8,7 +8,7 @@ pub(crate) mod address_book;
 pub(crate) mod addresses;
 pub(crate) mod connection;
 pub(crate) mod dialer;
-mod flow;
+pub(crate) mod flow;
 pub(crate) mod link;
 pub(crate) mod punch;
 pub(crate) mod rate;

@@ -292,8 +292,7 @@ impl Store {
             .map_err(corrupt)?;
         conn.pragma_update(None, "foreign_keys", true)
             .map_err(corrupt)?;
-        // 8 MiB of page cache: enough to keep the hot index pages of a large folder.
-        conn.pragma_update(None, "cache_size", -8192)
+        conn.pragma_update(None, "cache_size", WRITER_CACHE_KIB)
             .map_err(corrupt)?;
         let mut store = Self {
             reads: StoreReader { conn },
@@ -349,9 +348,19 @@ impl StoreReader {
         })?;
         conn.busy_timeout(BUSY_TIMEOUT)?;
         stable_plans(&conn)?;
+        conn.pragma_update(None, "cache_size", READER_CACHE_KIB)?;
         Ok(Self { conn })
     }
 }
+
+/// The writer's page cache (negative: KiB, SQLite's convention). Pages it does not hold
+/// come from the kernel's page cache, one `pread` each: with 8 MiB (and SQLite's default
+/// 2 MB for each of up to twelve readers) each daemon held 7-10 MB more in (b) and (c) of
+/// bench/sync.py, and neither the time nor the CPU moved when they were cut
+/// (bench/RESULTS.md, "Windows and caches sized").
+const WRITER_CACHE_KIB: i64 = -2048;
+/// Each read-only connection's page cache: readers look up a few rows at a time.
+const READER_CACHE_KIB: i64 = -512;
 
 /// Keeps each cached statement's query plan whatever values are bound to it (SQLite's
 /// query planner stability guarantee). The bundled SQLite is built with STAT4, which

@@ -21,8 +21,10 @@ use peerfold_protocol::identity::Identity;
 use peerfold_protocol::tls::{PeerDecision, PeerPolicy, client_config, server_config};
 use serde_json::json;
 
-/// The daemon's connection-wide receive window (engine/src/net.rs).
-const RECEIVE_WINDOW: u32 = 24 << 20;
+/// The daemon's connection-wide windows on a link with a short round trip, like the
+/// bench's veth pair (`Windows` in engine/src/peers/flow.rs).
+const RECEIVE_WINDOW: u32 = 4 << 20;
+const SEND_WINDOW: u64 = 1 << 20;
 
 #[derive(Debug, Parser)]
 #[command(about = "raw QUIC throughput with peerfold's TLS, for bench/sync.py")]
@@ -53,6 +55,7 @@ enum Command {
 fn transport() -> Arc<quinn::TransportConfig> {
     let mut transport = quinn::TransportConfig::default();
     transport.receive_window(RECEIVE_WINDOW.into());
+    transport.send_window(SEND_WINDOW);
     Arc::new(transport)
 }
 

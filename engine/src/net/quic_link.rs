@@ -6,21 +6,33 @@ use bytes::Bytes;
 use peerfold_protocol::wire::{self, message::Body};
 
 use crate::peers::Reason;
+use crate::peers::flow::Windows;
 use crate::peers::link::{FramedStream, Link, LinkError, LinkStats, PathKind, next_link_id};
 
 /// A QUIC connection to a peer, direct or through a relay.
 pub(super) struct QuicLink {
     connection: quinn::Connection,
     id: usize,
+    /// The round trip when the handshake completed.
+    round_trip: Duration,
     /// The relay's URL, for a connection over a relayed path.
     relay: Option<String>,
 }
 
 impl QuicLink {
+    /// A connection whose handshake is complete: its windows are sized to the round trip
+    /// the handshake measured (the transport starts every connection at the floors).
     pub(super) fn new(connection: quinn::Connection) -> Self {
+        let round_trip = connection.rtt();
+        let windows = Windows::for_round_trip(round_trip);
+        connection.set_send_window(windows.send);
+        if let Ok(receive) = quinn::VarInt::from_u64(windows.receive) {
+            connection.set_receive_window(receive);
+        }
         Self {
             connection,
             id: next_link_id(),
+            round_trip,
             relay: None,
         }
     }
@@ -96,6 +108,10 @@ impl Link for QuicLink {
     /// for the peer's window still answers at once) and a Ping on a stream of its own (for
     /// a peer that takes no datagrams). The watching starts before the sending, which may
     /// wait.
+    fn round_trip(&self) -> Duration {
+        self.round_trip
+    }
+
     async fn answers(&self, within: Duration) -> bool {
         let before = self.connection.stats().udp_rx.datagrams;
         let ping = async {

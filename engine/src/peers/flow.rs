@@ -18,8 +18,16 @@ use tokio::time::Instant;
 
 use super::link::Link;
 
-/// Bytes of block data one peer may owe this device at once (the largest block fits).
-pub(crate) const PEER_WINDOW: usize = 16 << 20;
+/// Bytes of block data one peer may owe this device at once on a short link; a larger
+/// block takes the whole window.
+const PEER_WINDOW_FLOOR: usize = 2 << 20;
+/// What one peer may owe at most, however long the link.
+const PEER_WINDOW_CEILING: usize = 16 << 20;
+/// Bytes QUIC may hold unacknowledged (or read from disk and not yet taken by QUIC) per
+/// connection on a short link.
+const SEND_WINDOW_FLOOR: u64 = 1 << 20;
+/// The rate the windows are sized to keep up on a long link: 1 Gbit/s.
+const SIZED_RATE: f64 = 125e6;
 /// Bytes all peers together may owe this device at once.
 pub(crate) const TOTAL_WINDOW: usize = 64 << 20;
 /// What any request may take, however little the peer owes.
@@ -30,6 +38,36 @@ pub(crate) const FLOOR_RATE: u64 = 16 << 10;
 pub(crate) const STALL_WINDOW: Duration = Duration::from_secs(10);
 /// Slow windows and overdue requests a link is allowed before it is closed.
 pub(crate) const STRIKES_TO_DISCONNECT: u32 = 3;
+
+/// The buffers a link gets for its round trip. Each is at least what a bulk transfer
+/// needs in flight at the link's rate (twice the rate times the round trip): a short link
+/// gets the floors, which keep both ends' memory small and the data in the CPU's caches
+/// (larger windows on the bench's veth link held 25 MB more on each side and were no
+/// faster, bench/RESULTS.md); a long one gets room for 1 Gbit/s, up to the ceilings.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Windows {
+    /// What QUIC may hold unacknowledged, and what is read for the peer and not yet
+    /// taken by QUIC.
+    pub(crate) send: u64,
+    /// What the peer may send that this device has not read yet, all streams together:
+    /// twice what it may owe in block data, so index traffic has room beside the blocks.
+    pub(crate) receive: u64,
+    /// Block data the peer may owe this device at once.
+    pub(crate) owed: usize,
+}
+
+impl Windows {
+    /// The windows for a link whose round trip (measured before any load) is `round_trip`.
+    pub(crate) fn for_round_trip(round_trip: Duration) -> Self {
+        let in_flight = (2.0 * round_trip.as_secs_f64() * SIZED_RATE) as usize;
+        let owed = in_flight.clamp(PEER_WINDOW_FLOOR, PEER_WINDOW_CEILING);
+        Self {
+            send: (in_flight as u64).clamp(SEND_WINDOW_FLOOR, PEER_WINDOW_CEILING as u64),
+            receive: 2 * owed as u64,
+            owed,
+        }
+    }
+}
 
 /// Windows are counted in KiB: semaphores count permits in `u32`.
 fn kib(bytes: u32) -> u32 {
@@ -65,7 +103,8 @@ impl FlowControl {
         {
             return flow.clone();
         }
-        let flow = Arc::new(PeerFlow::new(self.total.clone()));
+        let window = Windows::for_round_trip(link.round_trip()).owed;
+        let flow = Arc::new(PeerFlow::new(self.total.clone(), window));
         links.push((Arc::downgrade(link), flow.clone()));
         flow
     }
@@ -74,6 +113,8 @@ impl FlowControl {
 /// What one link owes and how it delivers.
 pub(crate) struct PeerFlow {
     window: Arc<Semaphore>,
+    /// The window's size in KiB: a larger request takes all of it.
+    window_kib: u32,
     total: Arc<Semaphore>,
     /// Bytes requested and not yet received in full.
     owed: AtomicU64,
@@ -111,9 +152,11 @@ pub(crate) enum Verdict {
 }
 
 impl PeerFlow {
-    fn new(total: Arc<Semaphore>) -> Self {
+    fn new(total: Arc<Semaphore>, window: usize) -> Self {
+        let window_kib = kib(window as u32);
         Self {
-            window: Arc::new(Semaphore::new(PEER_WINDOW / 1024)),
+            window: Arc::new(Semaphore::new(window_kib as usize)),
+            window_kib,
             total,
             owed: AtomicU64::new(0),
             delivered: Arc::new(AtomicU64::new(0)),
@@ -133,7 +176,7 @@ impl PeerFlow {
 
     /// Waits for room for `size` bytes in this peer's window and in the total.
     pub(crate) async fn reserve(&self, size: u32) -> Held {
-        let permits = kib(size);
+        let permits = kib(size).min(self.window_kib);
         // Never closed: both semaphores live as long as `self`.
         let peer = self.window.clone().acquire_many_owned(permits).await;
         let total = self.total.clone().acquire_many_owned(permits).await;
@@ -245,7 +288,10 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_peer_that_delivers_nothing_is_slow_after_one_window() {
-        let flow = Arc::new(PeerFlow::new(Arc::new(Semaphore::new(TOTAL_WINDOW / 1024))));
+        let flow = Arc::new(PeerFlow::new(
+            Arc::new(Semaphore::new(TOTAL_WINDOW / 1024)),
+            PEER_WINDOW_CEILING,
+        ));
         let _held = flow.reserve(128 << 10).await;
         let owed = flow.begin(128 << 10);
         tokio::time::advance(STALL_WINDOW / 2).await;
@@ -262,7 +308,10 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn slow_delivery_under_our_own_receive_limit_is_no_strike() {
-        let flow = Arc::new(PeerFlow::new(Arc::new(Semaphore::new(TOTAL_WINDOW / 1024))));
+        let flow = Arc::new(PeerFlow::new(
+            Arc::new(Semaphore::new(TOTAL_WINDOW / 1024)),
+            PEER_WINDOW_CEILING,
+        ));
         let _held = flow.reserve(128 << 10).await;
         let owed = flow.begin(128 << 10);
         tokio::time::advance(STALL_WINDOW + STALL_WINDOW / 2).await;
@@ -273,7 +322,10 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_fast_peer_passes_windows_but_one_silent_request_is_overdue() {
-        let flow = Arc::new(PeerFlow::new(Arc::new(Semaphore::new(TOTAL_WINDOW / 1024))));
+        let flow = Arc::new(PeerFlow::new(
+            Arc::new(Semaphore::new(TOTAL_WINDOW / 1024)),
+            PEER_WINDOW_CEILING,
+        ));
         let silent = flow.begin(1 << 20);
         for _ in 0..3 {
             // Other requests come in at 10 MiB/s.
@@ -295,7 +347,9 @@ mod tests {
         let link: Arc<dyn Link> = link;
         let flow = control.of(&link);
         assert!(Arc::ptr_eq(&flow, &control.of(&link)));
-        let held = flow.reserve(PEER_WINDOW as u32).await;
+        // A link with no round trip to speak of gets the floor.
+        let held = flow.reserve(PEER_WINDOW_FLOOR as u32 - 1024).await;
+        let _last_kib = flow.reserve(1024).await;
         let waiting = tokio::time::timeout(Duration::from_secs(1), flow.reserve(1024)).await;
         assert!(
             waiting.is_err(),
@@ -309,12 +363,48 @@ mod tests {
         assert!(!Arc::ptr_eq(&flow, &control.of(&other)));
     }
 
+    #[test]
+    fn windows_grow_with_the_round_trip_between_floors_and_ceilings() {
+        let lan = Windows::for_round_trip(Duration::from_micros(200));
+        assert_eq!(
+            lan,
+            Windows {
+                send: SEND_WINDOW_FLOOR,
+                receive: 2 * PEER_WINDOW_FLOOR as u64,
+                owed: PEER_WINDOW_FLOOR,
+            }
+        );
+        // 40 ms at 1 Gbit/s: 10 MB in flight.
+        let wan = Windows::for_round_trip(Duration::from_millis(40));
+        assert_eq!((wan.send, wan.owed), (10_000_000, 10_000_000));
+        assert_eq!(wan.receive, 20_000_000);
+        let far = Windows::for_round_trip(Duration::from_secs(1));
+        assert_eq!(far.owed, PEER_WINDOW_CEILING);
+        assert_eq!(far.send, PEER_WINDOW_CEILING as u64);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_block_larger_than_the_window_takes_all_of_it() {
+        let flow = Arc::new(PeerFlow::new(
+            Arc::new(Semaphore::new(TOTAL_WINDOW / 1024)),
+            PEER_WINDOW_FLOOR,
+        ));
+        let largest = flow.reserve(16 << 20).await;
+        let waiting = tokio::time::timeout(Duration::from_secs(1), flow.reserve(1024)).await;
+        assert!(waiting.is_err(), "the large block holds the whole window");
+        drop(largest);
+        let _next = flow.reserve(16 << 20).await;
+    }
+
     /// A request sent behind a long queue keeps the time that queue needs, even once the
     /// requests ahead of it are answered and what the link owes shrinks (a link that lost
     /// its place takes no new requests, so nothing lengthens the queue again).
     #[tokio::test(start_paused = true)]
     async fn a_request_keeps_the_time_of_the_queue_it_was_sent_behind() {
-        let flow = Arc::new(PeerFlow::new(Arc::new(Semaphore::new(TOTAL_WINDOW / 1024))));
+        let flow = Arc::new(PeerFlow::new(
+            Arc::new(Semaphore::new(TOTAL_WINDOW / 1024)),
+            PEER_WINDOW_CEILING,
+        ));
         let ahead: Vec<_> = (0..15).map(|_| flow.begin(1 << 20)).collect();
         let last = flow.begin(1 << 20);
         // The peer delivers 1 MiB/s: the 16 MiB queue needs 16 s, and GRACE more is allowed.
@@ -331,7 +421,10 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn three_slow_windows_strike_out_one_strike_each() {
-        let flow = Arc::new(PeerFlow::new(Arc::new(Semaphore::new(TOTAL_WINDOW / 1024))));
+        let flow = Arc::new(PeerFlow::new(
+            Arc::new(Semaphore::new(TOTAL_WINDOW / 1024)),
+            PEER_WINDOW_CEILING,
+        ));
         let many: Vec<_> = (0..10).map(|_| flow.begin(1024)).collect();
         for window in 1..=3 {
             tokio::time::advance(STALL_WINDOW).await;

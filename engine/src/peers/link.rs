@@ -76,6 +76,11 @@ pub(crate) trait Link: Send + Sync + 'static {
     fn receive_limited(&self) -> bool {
         false
     }
+    /// The round trip measured when the link was made, before any load (what its windows
+    /// are sized to, peers/flow); zero for a link with no network under it.
+    fn round_trip(&self) -> Duration {
+        Duration::ZERO
+    }
 }
 
 /// A bidirectional stream of frames.

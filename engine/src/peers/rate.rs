@@ -264,6 +264,10 @@ impl Link for ThrottledLink {
     fn receive_limited(&self) -> bool {
         self.throttle.receive_limited()
     }
+
+    fn round_trip(&self) -> Duration {
+        self.inner.round_trip()
+    }
 }
 
 #[cfg(test)]

@@ -197,3 +197,15 @@ fn every_connection_keeps_its_query_plans_whatever_is_bound() {
         "a reader"
     );
 }
+
+#[test]
+fn readers_keep_smaller_page_caches_than_the_writer() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("index.db")).unwrap();
+    let cache = |conn: &Connection| -> i64 {
+        conn.pragma_query_value(None, "cache_size", |r| r.get(0))
+            .unwrap()
+    };
+    assert_eq!(cache(&store.reads.conn), WRITER_CACHE_KIB);
+    assert_eq!(cache(&store.reader().unwrap().conn), READER_CACHE_KIB);
+}

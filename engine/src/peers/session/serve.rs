@@ -13,7 +13,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use peerfold_protocol::DeviceId;
-use peerfold_protocol::chunking::MAX_BLOCK_SIZE;
 use peerfold_protocol::wire::{self, message::Body};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -23,18 +22,16 @@ use super::{SessionContext, SessionError, kind_of};
 use crate::folder::registry::FolderRegistry;
 use crate::life::Life;
 use crate::peers::Reason;
+use crate::peers::flow::Windows;
 use crate::peers::link::{FramedStream, Link, LinkError};
 use crate::peers::punch::HolePunching;
 use crate::store::StoreHandle;
-use answer::Answer;
+use answer::{Answer, Budget};
 use lists::BlockLists;
 use refusals::{Refusals, Verdict};
 
 /// Block requests served at once per connection.
 const SERVING_CONCURRENCY: usize = 256;
-/// Bytes of block data read for one connection and not yet taken by QUIC: one largest
-/// block. (Before, 256 requests of 16 MiB each could be held at once.)
-const SERVING_BUDGET: u32 = MAX_BLOCK_SIZE;
 /// Block reads from disk at once per connection, each on a blocking thread: a peer asking
 /// for hundreds of small blocks at once kept as many threads reading.
 const DISK_READS: usize = 8;
@@ -59,7 +56,10 @@ pub(super) async fn serve_requests(
         store: context.store.clone(),
         link: link.clone(),
         peer,
-        budget: Arc::new(Semaphore::new(SERVING_BUDGET as usize)),
+        // Bytes read for the peer and not yet taken by QUIC: as much as QUIC may hold
+        // unacknowledged (a larger block takes all of it). Before, 256 requests of 16 MiB
+        // each could be held at once.
+        budget: Budget::new(Windows::for_round_trip(link.round_trip()).send as u32),
         disk_reads: Semaphore::new(DISK_READS),
         lists: BlockLists::default(),
         refusals: Mutex::new(Refusals::new(Instant::now())),
@@ -90,7 +90,7 @@ struct Serving {
     store: StoreHandle,
     link: Arc<dyn Link>,
     peer: DeviceId,
-    budget: Arc<Semaphore>,
+    budget: Budget,
     disk_reads: Semaphore,
     lists: BlockLists,
     refusals: Mutex<Refusals>,
