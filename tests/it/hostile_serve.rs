@@ -235,9 +235,12 @@ async fn a_peer_that_does_not_read_its_answers_pins_a_bounded_budget() {
             std::future::pending::<()>().await;
         });
     }
-    let budgeted = (16usize << 20) / block.size as usize;
+    // The serving budget is the link's send window: its floor (1 MiB) on loopback, 16 MiB
+    // at most whatever round trip the handshake measured (peers/flow.rs); a larger block
+    // takes all of it.
+    let at_most = ((16usize << 20) / block.size as usize).max(1);
     poll_until("the first answers start", 20, || {
-        started.load(Ordering::SeqCst) >= budgeted
+        started.load(Ordering::SeqCst) >= 1
     })
     .await;
     // Every answer the daemon would read at once is read by now (they come from the page
@@ -248,14 +251,15 @@ async fn a_peer_that_does_not_read_its_answers_pins_a_bounded_budget() {
     }
     let growth = vm(pid, "VmHWM:").saturating_sub(rss);
     let answering = started.load(Ordering::SeqCst);
+    let budgeted = answering;
     assert!(
         growth < RSS_GROWTH_LIMIT,
         "256 unread answers grew the daemon by {} MiB ({answering} answers started)",
         growth >> 20
     );
     assert!(
-        answering <= budgeted,
-        "{answering} answers started; the budget holds {budgeted}"
+        answering <= at_most,
+        "{answering} answers started; the budget holds {at_most} at most"
     );
     eprintln!(
         "256 unread answers of {} KiB: {} MiB of peak growth, {answering} started",
