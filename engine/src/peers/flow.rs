@@ -286,12 +286,17 @@ mod tests {
     use super::*;
     use crate::peers::link::memory_pair;
 
+    /// The flow of a link with `window` and the whole total to itself.
+    fn alone(window: usize) -> Arc<PeerFlow> {
+        Arc::new(PeerFlow::new(
+            Arc::new(Semaphore::new(TOTAL_WINDOW / 1024)),
+            window,
+        ))
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_peer_that_delivers_nothing_is_slow_after_one_window() {
-        let flow = Arc::new(PeerFlow::new(
-            Arc::new(Semaphore::new(TOTAL_WINDOW / 1024)),
-            PEER_WINDOW_CEILING,
-        ));
+        let flow = alone(PEER_WINDOW_CEILING);
         let _held = flow.reserve(128 << 10).await;
         let owed = flow.begin(128 << 10);
         tokio::time::advance(STALL_WINDOW / 2).await;
@@ -308,10 +313,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn slow_delivery_under_our_own_receive_limit_is_no_strike() {
-        let flow = Arc::new(PeerFlow::new(
-            Arc::new(Semaphore::new(TOTAL_WINDOW / 1024)),
-            PEER_WINDOW_CEILING,
-        ));
+        let flow = alone(PEER_WINDOW_CEILING);
         let _held = flow.reserve(128 << 10).await;
         let owed = flow.begin(128 << 10);
         tokio::time::advance(STALL_WINDOW + STALL_WINDOW / 2).await;
@@ -322,10 +324,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_fast_peer_passes_windows_but_one_silent_request_is_overdue() {
-        let flow = Arc::new(PeerFlow::new(
-            Arc::new(Semaphore::new(TOTAL_WINDOW / 1024)),
-            PEER_WINDOW_CEILING,
-        ));
+        let flow = alone(PEER_WINDOW_CEILING);
         let silent = flow.begin(1 << 20);
         for _ in 0..3 {
             // Other requests come in at 10 MiB/s.
@@ -385,10 +384,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_block_larger_than_the_window_takes_all_of_it() {
-        let flow = Arc::new(PeerFlow::new(
-            Arc::new(Semaphore::new(TOTAL_WINDOW / 1024)),
-            PEER_WINDOW_FLOOR,
-        ));
+        let flow = alone(PEER_WINDOW_FLOOR);
         let largest = flow.reserve(16 << 20).await;
         let waiting = tokio::time::timeout(Duration::from_secs(1), flow.reserve(1024)).await;
         assert!(waiting.is_err(), "the large block holds the whole window");
@@ -401,10 +397,7 @@ mod tests {
     /// its place takes no new requests, so nothing lengthens the queue again).
     #[tokio::test(start_paused = true)]
     async fn a_request_keeps_the_time_of_the_queue_it_was_sent_behind() {
-        let flow = Arc::new(PeerFlow::new(
-            Arc::new(Semaphore::new(TOTAL_WINDOW / 1024)),
-            PEER_WINDOW_CEILING,
-        ));
+        let flow = alone(PEER_WINDOW_CEILING);
         let ahead: Vec<_> = (0..15).map(|_| flow.begin(1 << 20)).collect();
         let last = flow.begin(1 << 20);
         // The peer delivers 1 MiB/s: the 16 MiB queue needs 16 s, and GRACE more is allowed.
@@ -421,10 +414,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn three_slow_windows_strike_out_one_strike_each() {
-        let flow = Arc::new(PeerFlow::new(
-            Arc::new(Semaphore::new(TOTAL_WINDOW / 1024)),
-            PEER_WINDOW_CEILING,
-        ));
+        let flow = alone(PEER_WINDOW_CEILING);
         let many: Vec<_> = (0..10).map(|_| flow.begin(1024)).collect();
         for window in 1..=3 {
             tokio::time::advance(STALL_WINDOW).await;
