@@ -86,10 +86,8 @@ fn transport_config() -> Arc<quinn::TransportConfig> {
     // sent unacknowledged (default 10 MB): the windows of a link with no round trip to
     // speak of; `QuicLink` sizes them to the handshake's round trip (peers/flow).
     let windows = Windows::for_round_trip(Duration::ZERO);
-    transport.send_window(windows.send);
-    transport.receive_window(
-        quinn::VarInt::from_u64(windows.receive).expect("a window of a few MiB is a VarInt"),
-    );
+    transport.send_window(windows.send.into());
+    transport.receive_window(windows.receive.into());
     Arc::new(transport)
 }
 

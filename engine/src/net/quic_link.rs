@@ -25,10 +25,8 @@ impl QuicLink {
     pub(super) fn new(connection: quinn::Connection) -> Self {
         let round_trip = connection.rtt();
         let windows = Windows::for_round_trip(round_trip);
-        connection.set_send_window(windows.send);
-        if let Ok(receive) = quinn::VarInt::from_u64(windows.receive) {
-            connection.set_receive_window(receive);
-        }
+        connection.set_send_window(windows.send.into());
+        connection.set_receive_window(windows.receive.into());
         Self {
             connection,
             id: next_link_id(),
@@ -100,6 +98,10 @@ impl Link for QuicLink {
         }
     }
 
+    fn round_trip(&self) -> Duration {
+        self.round_trip
+    }
+
     /// Sends the peer something its QUIC stack must acknowledge and watches for any datagram
     /// from it: a live peer's acks (within its ack delay, 25 ms by default) or its traffic
     /// are the sign of life; a dead peer sends none, and a restarted one on the same port
@@ -108,10 +110,6 @@ impl Link for QuicLink {
     /// for the peer's window still answers at once) and a Ping on a stream of its own (for
     /// a peer that takes no datagrams). The watching starts before the sending, which may
     /// wait.
-    fn round_trip(&self) -> Duration {
-        self.round_trip
-    }
-
     async fn answers(&self, within: Duration) -> bool {
         let before = self.connection.stats().udp_rx.datagrams;
         let ping = async {

@@ -20,12 +20,12 @@ use super::link::Link;
 
 /// Bytes of block data one peer may owe this device at once on a short link; a larger
 /// block takes the whole window.
-const PEER_WINDOW_FLOOR: usize = 2 << 20;
+const PEER_WINDOW_FLOOR: u32 = 2 << 20;
 /// What one peer may owe at most, however long the link.
-const PEER_WINDOW_CEILING: usize = 16 << 20;
+const PEER_WINDOW_CEILING: u32 = 16 << 20;
 /// Bytes QUIC may hold unacknowledged (or read from disk and not yet taken by QUIC) per
 /// connection on a short link.
-const SEND_WINDOW_FLOOR: u64 = 1 << 20;
+const SEND_WINDOW_FLOOR: u32 = 1 << 20;
 /// The rate the windows are sized to keep up on a long link: 1 Gbit/s.
 const SIZED_RATE: f64 = 125e6;
 /// Bytes all peers together may owe this device at once.
@@ -48,24 +48,48 @@ pub(crate) const STRIKES_TO_DISCONNECT: u32 = 3;
 pub(crate) struct Windows {
     /// What QUIC may hold unacknowledged, and what is read for the peer and not yet
     /// taken by QUIC.
-    pub(crate) send: u64,
+    pub(crate) send: u32,
     /// What the peer may send that this device has not read yet, all streams together:
     /// twice what it may owe in block data, so index traffic has room beside the blocks.
-    pub(crate) receive: u64,
+    pub(crate) receive: u32,
     /// Block data the peer may owe this device at once.
-    pub(crate) owed: usize,
+    pub(crate) owed: u32,
 }
 
 impl Windows {
     /// The windows for a link whose round trip (measured before any load) is `round_trip`.
     pub(crate) fn for_round_trip(round_trip: Duration) -> Self {
-        let in_flight = (2.0 * round_trip.as_secs_f64() * SIZED_RATE) as usize;
+        // Saturates: a round trip of hours is still the ceilings.
+        let in_flight = (2.0 * round_trip.as_secs_f64() * SIZED_RATE) as u32;
         let owed = in_flight.clamp(PEER_WINDOW_FLOOR, PEER_WINDOW_CEILING);
         Self {
-            send: (in_flight as u64).clamp(SEND_WINDOW_FLOOR, PEER_WINDOW_CEILING as u64),
-            receive: 2 * owed as u64,
+            send: in_flight.clamp(SEND_WINDOW_FLOOR, PEER_WINDOW_CEILING),
+            receive: 2 * owed,
             owed,
         }
+    }
+}
+
+/// A count of units (bytes, KiB) that holders take from, where a holder asking for more
+/// than the whole allowance takes all of it (a block larger than a window still goes).
+pub(crate) struct Allowance {
+    units: Arc<Semaphore>,
+    size: u32,
+}
+
+impl Allowance {
+    pub(crate) fn new(size: u32) -> Self {
+        Self {
+            units: Arc::new(Semaphore::new(size as usize)),
+            size,
+        }
+    }
+
+    /// Waits until `units` (at most the whole allowance) are free and holds them; `None`
+    /// once the allowance is closed, which it never is.
+    pub(crate) async fn hold(&self, units: u32) -> Option<OwnedSemaphorePermit> {
+        let units = units.min(self.size);
+        self.units.clone().acquire_many_owned(units).await.ok()
     }
 }
 
@@ -112,9 +136,8 @@ impl FlowControl {
 
 /// What one link owes and how it delivers.
 pub(crate) struct PeerFlow {
-    window: Arc<Semaphore>,
-    /// The window's size in KiB: a larger request takes all of it.
-    window_kib: u32,
+    /// In KiB.
+    window: Allowance,
     total: Arc<Semaphore>,
     /// Bytes requested and not yet received in full.
     owed: AtomicU64,
@@ -152,11 +175,9 @@ pub(crate) enum Verdict {
 }
 
 impl PeerFlow {
-    fn new(total: Arc<Semaphore>, window: usize) -> Self {
-        let window_kib = kib(window as u32);
+    fn new(total: Arc<Semaphore>, window: u32) -> Self {
         Self {
-            window: Arc::new(Semaphore::new(window_kib as usize)),
-            window_kib,
+            window: Allowance::new(kib(window)),
             total,
             owed: AtomicU64::new(0),
             delivered: Arc::new(AtomicU64::new(0)),
@@ -176,12 +197,12 @@ impl PeerFlow {
 
     /// Waits for room for `size` bytes in this peer's window and in the total.
     pub(crate) async fn reserve(&self, size: u32) -> Held {
-        let permits = kib(size).min(self.window_kib);
         // Never closed: both semaphores live as long as `self`.
-        let peer = self.window.clone().acquire_many_owned(permits).await;
+        let peer = self.window.hold(kib(size)).await;
+        let permits = peer.as_ref().map_or(0, |p| p.num_permits() as u32);
         let total = self.total.clone().acquire_many_owned(permits).await;
         match (peer, total) {
-            (Ok(peer), Ok(total)) => Held {
+            (Some(peer), Ok(total)) => Held {
                 _peer: peer,
                 _total: total,
             },
@@ -287,7 +308,7 @@ mod tests {
     use crate::peers::link::memory_pair;
 
     /// The flow of a link with `window` and the whole total to itself.
-    fn alone(window: usize) -> Arc<PeerFlow> {
+    fn alone(window: u32) -> Arc<PeerFlow> {
         Arc::new(PeerFlow::new(
             Arc::new(Semaphore::new(TOTAL_WINDOW / 1024)),
             window,
@@ -347,7 +368,7 @@ mod tests {
         let flow = control.of(&link);
         assert!(Arc::ptr_eq(&flow, &control.of(&link)));
         // A link with no round trip to speak of gets the floor.
-        let held = flow.reserve(PEER_WINDOW_FLOOR as u32 - 1024).await;
+        let held = flow.reserve(PEER_WINDOW_FLOOR - 1024).await;
         let _last_kib = flow.reserve(1024).await;
         let waiting = tokio::time::timeout(Duration::from_secs(1), flow.reserve(1024)).await;
         assert!(
@@ -369,7 +390,7 @@ mod tests {
             lan,
             Windows {
                 send: SEND_WINDOW_FLOOR,
-                receive: 2 * PEER_WINDOW_FLOOR as u64,
+                receive: 2 * PEER_WINDOW_FLOOR,
                 owed: PEER_WINDOW_FLOOR,
             }
         );
@@ -379,7 +400,21 @@ mod tests {
         assert_eq!(wan.receive, 20_000_000);
         let far = Windows::for_round_trip(Duration::from_secs(1));
         assert_eq!(far.owed, PEER_WINDOW_CEILING);
-        assert_eq!(far.send, PEER_WINDOW_CEILING as u64);
+        assert_eq!(far.send, PEER_WINDOW_CEILING);
+    }
+
+    #[tokio::test]
+    async fn a_block_larger_than_an_allowance_takes_all_of_it() {
+        let budget = Allowance::new(1 << 20);
+        let largest = budget.hold(16 << 20).await.expect("open budget");
+        assert_eq!(largest.num_permits(), 1 << 20);
+        assert!(
+            budget.units.try_acquire().is_err(),
+            "nothing left beside it"
+        );
+        drop(largest);
+        let small = budget.hold(4096).await.expect("open budget");
+        assert_eq!(small.num_permits(), 4096);
     }
 
     #[tokio::test(start_paused = true)]

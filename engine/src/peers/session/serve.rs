@@ -22,11 +22,11 @@ use super::{SessionContext, SessionError, kind_of};
 use crate::folder::registry::FolderRegistry;
 use crate::life::Life;
 use crate::peers::Reason;
-use crate::peers::flow::Windows;
+use crate::peers::flow::{Allowance, Windows};
 use crate::peers::link::{FramedStream, Link, LinkError};
 use crate::peers::punch::HolePunching;
 use crate::store::StoreHandle;
-use answer::{Answer, Budget};
+use answer::Answer;
 use lists::BlockLists;
 use refusals::{Refusals, Verdict};
 
@@ -59,7 +59,7 @@ pub(super) async fn serve_requests(
         // Bytes read for the peer and not yet taken by QUIC: as much as QUIC may hold
         // unacknowledged (a larger block takes all of it). Before, 256 requests of 16 MiB
         // each could be held at once.
-        budget: Budget::new(Windows::for_round_trip(link.round_trip()).send as u32),
+        budget: Allowance::new(Windows::for_round_trip(link.round_trip()).send),
         disk_reads: Semaphore::new(DISK_READS),
         lists: BlockLists::default(),
         refusals: Mutex::new(Refusals::new(Instant::now())),
@@ -90,7 +90,7 @@ struct Serving {
     store: StoreHandle,
     link: Arc<dyn Link>,
     peer: DeviceId,
-    budget: Budget,
+    budget: Allowance,
     disk_reads: Semaphore,
     lists: BlockLists,
     refusals: Mutex<Refusals>,

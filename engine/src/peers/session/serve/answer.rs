@@ -3,8 +3,6 @@
 //! size and hash, and nothing beyond the connection's byte budget. A block of a file changed
 //! since it was indexed is hashed before it goes out (`read_block`).
 
-use std::sync::Arc;
-
 use peerfold_protocol::DeviceId;
 use peerfold_protocol::chunking::{Block, MAX_BLOCK_SIZE};
 use peerfold_protocol::wire;
@@ -16,6 +14,7 @@ use crate::disk::scanner::walk_timestamp;
 use crate::folder::registry::FolderRegistry;
 use crate::model::entry::Timestamp;
 use crate::model::names;
+use crate::peers::flow::Allowance;
 use crate::store::StoreHandle;
 
 /// What a request gets.
@@ -29,34 +28,13 @@ pub(super) enum Answer {
     Missing,
 }
 
-/// Bytes read for one connection and not yet taken by QUIC.
-pub(super) struct Budget {
-    bytes: Arc<Semaphore>,
-    size: u32,
-}
-
-impl Budget {
-    pub(super) fn new(size: u32) -> Self {
-        Self {
-            bytes: Arc::new(Semaphore::new(size as usize)),
-            size,
-        }
-    }
-
-    /// Waits for room for `bytes`; a block larger than the whole budget takes all of it.
-    async fn hold(&self, bytes: u32) -> Option<OwnedSemaphorePermit> {
-        let bytes = bytes.min(self.size);
-        self.bytes.clone().acquire_many_owned(bytes).await.ok()
-    }
-}
-
 /// Answers `request` from `peer`; `budget` holds the bytes read for this peer and not yet
 /// sent, `disk_reads` the turns to read from disk, `lists` the block lists its requests
 /// were checked against lately.
 pub(super) async fn answer(
     folders: &FolderRegistry,
     store: &StoreHandle,
-    (budget, disk_reads): (&Budget, &Semaphore),
+    (budget, disk_reads): (&Allowance, &Semaphore),
     lists: &BlockLists,
     peer: DeviceId,
     request: &wire::Request,
@@ -158,20 +136,6 @@ fn read_block(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[tokio::test]
-    async fn a_block_larger_than_the_budget_takes_all_of_it() {
-        let budget = Budget::new(1 << 20);
-        let largest = budget.hold(16 << 20).await.expect("open budget");
-        assert_eq!(largest.num_permits(), 1 << 20);
-        assert!(
-            budget.bytes.try_acquire().is_err(),
-            "nothing left beside it"
-        );
-        drop(largest);
-        let small = budget.hold(4096).await.expect("open budget");
-        assert_eq!(small.num_permits(), 4096);
-    }
 
     /// A file of 8 KiB and its one block, with the size and time it has now.
     fn indexed_file(dir: &std::path::Path) -> (std::path::PathBuf, Block, (u64, Timestamp)) {
