@@ -15,9 +15,11 @@
 //! - `receive`: peers' index batches, checked against this device's own counters.
 //! - `tally`: the folder counters (global, local and need counts), kept with the entries.
 //! - `handle`: [`StoreHandle`].
+//! - `group_commit`: [`PulledRecords`], pulled versions recorded many to a transaction.
 
 mod clock;
 mod codec;
+mod group_commit;
 mod handle;
 mod read;
 mod receive;
@@ -37,6 +39,7 @@ use rusqlite::{Connection, ErrorCode, OpenFlags};
 use crate::model::entry::{FileKind, Timestamp};
 use crate::model::own_counters::UnissuedCounter;
 
+pub(crate) use group_commit::PulledRecords;
 pub use handle::StoreHandle;
 pub use read::ListedFile;
 

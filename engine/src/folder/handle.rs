@@ -18,7 +18,7 @@ use crate::events::{Event, EventLog, StateName};
 use crate::model::FolderType;
 use crate::model::counts::FolderSummary;
 use crate::model::refused::RefusedEntries;
-use crate::store::{FolderIdx, StoreError, StoreHandle};
+use crate::store::{FolderIdx, PulledRecords, StoreError, StoreHandle};
 
 /// A running folder, shared by its tasks and the adapters.
 pub type FolderHandle = Arc<Folder>;
@@ -32,6 +32,8 @@ pub struct Folder {
     /// This device.
     pub(crate) me: DeviceId,
     pub(crate) store: StoreHandle,
+    /// Records what the puller installed, downloads that end together in one transaction.
+    pub(crate) pulled: PulledRecords,
     pub(crate) events: Arc<EventLog>,
     /// Stops this folder's tasks (when it is removed, or the engine stops).
     pub(crate) stop: CancellationToken,
@@ -159,6 +161,7 @@ impl Folder {
             config: RwLock::new(config),
             idx,
             me,
+            pulled: PulledRecords::new(store.clone(), idx),
             store,
             events,
             stop,

@@ -137,20 +137,36 @@ impl Store {
         version: &VersionVector,
         modified_by: ShortId,
     ) -> Result<u64, StoreError> {
+        let sequences = self.record_pulled_many(folder, &[(change, version, modified_by)])?;
+        Ok(sequences[0])
+    }
+
+    /// [`Store::record_pulled`] for several pulled versions of distinct names, in one
+    /// transaction (downloads that end together share its commit); their sequence numbers,
+    /// in order.
+    pub fn record_pulled_many(
+        &mut self,
+        folder: FolderIdx,
+        pulled: &[(&LocalChange, &VersionVector, ShortId)],
+    ) -> Result<Vec<u64>, StoreError> {
         let tx = self.reads.conn.transaction()?;
         let mut clock = FolderClock::read(&tx, folder)?;
-        let previous = match change.previous {
-            Some(id) => previous_by_id(&tx, &change.name, Some(id))?,
-            None => previous_by_name(&tx, folder, &change.name)?,
-        };
-        let sequence = clock.next_sequence();
         let mut tally = Tally::new(folder);
-        let at = (folder, sequence);
-        record(&tx, &mut tally, at, change, version, modified_by, &previous)?;
+        let mut sequences = Vec::with_capacity(pulled.len());
+        for &(change, version, modified_by) in pulled {
+            let previous = match change.previous {
+                Some(id) => previous_by_id(&tx, &change.name, Some(id))?,
+                None => previous_by_name(&tx, folder, &change.name)?,
+            };
+            let sequence = clock.next_sequence();
+            let at = (folder, sequence);
+            record(&tx, &mut tally, at, change, version, modified_by, &previous)?;
+            sequences.push(sequence as u64);
+        }
         tally.commit(&tx)?;
         clock.write(&tx, folder)?;
         tx.commit()?;
-        Ok(sequence as u64)
+        Ok(sequences)
     }
 
     /// Records the versions an override or revert chose (`model::rewrite`), made by this

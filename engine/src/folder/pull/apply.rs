@@ -290,10 +290,9 @@ async fn record(
         blocks: Some(target.blocks.clone()),
         inode,
     };
-    let (idx, version, by) = (folder.idx, target.version.clone(), target.modified_by);
     folder
-        .store
-        .write(move |store| store.record_pulled(idx, &change, &version, by))
+        .pulled
+        .record(change, target.version.clone(), target.modified_by)
         .await?;
     Ok(())
 }
