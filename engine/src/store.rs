@@ -15,7 +15,7 @@
 //! - `receive`: peers' index batches, checked against this device's own counters.
 //! - `tally`: the folder counters (global, local and need counts), kept with the entries.
 //! - `handle`: [`StoreHandle`].
-//! - `group_commit`: [`PulledRecords`], pulled versions recorded many to a transaction.
+//! - `group_commit`: `PulledRecords`, pulled versions recorded many to a transaction.
 
 mod clock;
 mod codec;
