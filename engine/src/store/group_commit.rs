@@ -3,8 +3,9 @@
 //! Every pulled file ends with its record; in one transaction each, the commits (and the
 //! pages each wrote to the WAL) were 14% of a receiver's CPU pulling 20,000 small files
 //! (bench/RESULTS.md). Downloads that end while a record waits for the writer now join it:
-//! the first to queue sends the queue to the writer, and whatever has queued by the time
-//! the writer is free goes into one transaction.
+//! each caller queues its record and waits for the writer, and the first to get it commits
+//! everything queued by then in one transaction; the others find theirs done and stop
+//! waiting.
 //!
 //! Who calls it: the puller, once per file it installed (under the folder's `busy` lock,
 //! which is held until the record is written). It wakes no one.
@@ -19,10 +20,18 @@ use super::{FolderIdx, LocalChange, StoreError, StoreHandle};
 
 /// One pulled version waiting for its transaction, and who waits for its sequence number.
 struct Pending {
+    id: u64,
     change: LocalChange,
     version: VersionVector,
     modified_by: ShortId,
     done: oneshot::Sender<Result<u64, StoreError>>,
+}
+
+/// The queue, and the id the next record gets.
+#[derive(Default)]
+struct Queue {
+    pending: Vec<Pending>,
+    next_id: u64,
 }
 
 /// Records the versions one folder pulled, sharing transactions between those that end
@@ -31,7 +40,7 @@ struct Pending {
 pub(crate) struct PulledRecords {
     store: StoreHandle,
     folder: FolderIdx,
-    queue: Arc<Mutex<Vec<Pending>>>,
+    queue: Arc<Mutex<Queue>>,
 }
 
 impl PulledRecords {
@@ -53,34 +62,39 @@ impl PulledRecords {
         version: VersionVector,
         modified_by: ShortId,
     ) -> Result<u64, StoreError> {
-        let (done, result) = oneshot::channel();
-        let first = {
+        let (done, mut result) = oneshot::channel();
+        let id = {
             let mut queue = self.lock_queue();
-            queue.push(Pending {
+            let id = queue.next_id;
+            queue.next_id += 1;
+            queue.pending.push(Pending {
+                id,
                 change,
                 version,
                 modified_by,
                 done,
             });
-            queue.len() == 1
+            id
         };
-        // The queue is non-empty exactly while one writer task is on its way to take it:
-        // the first to queue starts that task. A task of its own, so a caller that is
-        // cancelled (its download aborted) never strands the others' records.
-        if first {
-            let this = self.clone();
-            tokio::spawn(async move {
-                let store = this.store.clone();
-                let _ = store.write(move |s| this.commit_queued(s)).await;
-            });
+        // A caller that goes away before its record was taken takes it back out, so it is
+        // never written later behind the caller's back.
+        let _unqueue = Unqueue { records: self, id };
+        // Every caller waits for the writer, and the first to get it takes the whole queue;
+        // those whose record it took stop waiting.
+        let this = self.clone();
+        tokio::select! {
+            biased;
+            outcome = &mut result => return outcome.unwrap_or(Err(StoreError::Cancelled)),
+            written = self.store.write(move |s| this.commit_queued(s)) => written?,
         }
+        // That transaction, or an earlier one, took this record.
         result.await.unwrap_or(Err(StoreError::Cancelled))
     }
 
     /// On the writer: takes everything queued so far and records it in one transaction. If
     /// that fails, each is recorded alone, so each caller gets its own outcome.
     fn commit_queued(&self, store: &mut super::Store) -> Result<(), StoreError> {
-        let batch = std::mem::take(&mut *self.lock_queue());
+        let batch = std::mem::take(&mut self.lock_queue().pending);
         let items: Vec<_> = batch
             .iter()
             .map(|p| (&p.change, &p.version, p.modified_by))
@@ -101,8 +115,23 @@ impl PulledRecords {
         Ok(())
     }
 
-    fn lock_queue(&self) -> std::sync::MutexGuard<'_, Vec<Pending>> {
+    fn lock_queue(&self) -> std::sync::MutexGuard<'_, Queue> {
         self.queue.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Takes a record out of the queue if it is still there when its caller goes away.
+struct Unqueue<'a> {
+    records: &'a PulledRecords,
+    id: u64,
+}
+
+impl Drop for Unqueue<'_> {
+    fn drop(&mut self) {
+        self.records
+            .lock_queue()
+            .pending
+            .retain(|p| p.id != self.id);
     }
 }
 

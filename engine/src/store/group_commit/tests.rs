@@ -74,7 +74,7 @@ async fn record_together(
         })
         .collect();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while records.lock_queue().len() < names.len() {
+    while records.lock_queue().pending.len() < names.len() {
         assert!(
             tokio::time::Instant::now() < deadline,
             "the records never queued"
@@ -102,7 +102,7 @@ async fn records_queued_while_the_writer_is_busy_commit_together_each_with_its_s
     let mut sequences: Vec<u64> = outcomes.into_iter().map(Result::unwrap).collect();
     sequences.sort_unstable();
     assert_eq!(sequences, (1..=20).collect::<Vec<u64>>());
-    assert!(records.lock_queue().is_empty());
+    assert!(records.lock_queue().pending.is_empty());
     let reader = store.reader().unwrap();
     assert_eq!(reader.sequence(folder).unwrap(), 20);
     for (i, name) in names.iter().enumerate() {
@@ -149,4 +149,33 @@ async fn a_record_that_fails_does_not_take_the_others_of_its_transaction_with_it
             "{name}"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_whose_caller_went_away_before_its_transaction_is_never_written() {
+    let (_dir, store, folder) = open();
+    let records = PulledRecords::new(store.clone(), folder);
+    let (release, holder) = hold_writer(&store);
+    let gone = {
+        let records = records.clone();
+        tokio::spawn(async move { records.record(pulled_file("gone"), version(1), PEER).await })
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while records.lock_queue().pending.is_empty() {
+        assert!(tokio::time::Instant::now() < deadline, "never queued");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    gone.abort();
+    assert!(gone.await.unwrap_err().is_cancelled());
+    assert!(records.lock_queue().pending.is_empty(), "taken back out");
+    let kept = {
+        let records = records.clone();
+        tokio::spawn(async move { records.record(pulled_file("kept"), version(1), PEER).await })
+    };
+    release.send(()).unwrap();
+    holder.join().unwrap();
+    assert_eq!(kept.await.unwrap().unwrap(), 1);
+    let reader = store.reader().unwrap();
+    assert!(reader.local_entry(folder, "gone").unwrap().is_none());
+    assert!(reader.local_entry(folder, "kept").unwrap().is_some());
 }
