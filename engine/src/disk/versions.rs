@@ -123,11 +123,22 @@ fn discard_large(root: &Path, kept: &Path) -> std::io::Result<()> {
     fs::create_dir_all(&discard)?;
     let doomed = tagged(&discard.join("version"));
     fs::rename(kept, &doomed)?;
-    std::thread::spawn(move || {
-        if let Err(e) = remove_file_if_there(&doomed) {
-            tracing::warn!(path = %doomed.display(), error = %e, "freeing a replaced version");
+    let free = {
+        let doomed = doomed.clone();
+        move || {
+            if let Err(e) = remove_file_if_there(&doomed) {
+                tracing::warn!(path = %doomed.display(), error = %e, "freeing a replaced version");
+            }
         }
-    });
+    };
+    // No thread to be had (the process is at its limit): freed here, as before.
+    if std::thread::Builder::new()
+        .name("free-version".into())
+        .spawn(free)
+        .is_err()
+    {
+        remove_file_if_there(&doomed)?;
+    }
     Ok(())
 }
 
