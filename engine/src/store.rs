@@ -109,6 +109,15 @@ pub enum StoreError {
         /// The panic's message, when it had one.
         message: String,
     },
+    /// The directory a pulled file was renamed into (or removed from) could not be synced,
+    /// so its record was not written.
+    #[error("cannot sync the directory {dir} before recording what was pulled into it: {source}")]
+    DirectorySync {
+        /// The directory.
+        dir: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
     /// A store operation on a blocking thread was dropped unrun (the runtime shut down).
     #[error("a store operation was cancelled because the runtime is shutting down")]
     Cancelled,

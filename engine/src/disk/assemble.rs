@@ -1,6 +1,7 @@
 //! Assembling a pulled file: `.peerfold.NAME.tmp` beside its target, written block by
 //! block (each already checked against its hash), flushed now and then while it grows,
-//! then fsynced, given its metadata, and renamed over the target (the directory fsynced).
+//! then fsynced, given its metadata, and renamed over the target (the directory is fsynced
+//! before the record, store/group_commit).
 //! Never in place: the target changes only by the rename. A directory in the target's place
 //! goes only when it is empty: its contents leave by their own deletions (kept as versions),
 //! never with it.
@@ -128,8 +129,9 @@ pub(crate) fn finish_metadata(file: &File, target: &FileEntry) -> std::io::Resul
 
 /// Completes the temp file and renames it over `path`: size, fsync, metadata, then
 /// `before_rename` (which keeps the replaced version), the removal of an empty directory
-/// in the way, the rename and the directory's fsync. Returns the new file's inode.
-/// Blocking: run it off the async threads.
+/// in the way, and the rename. Returns the new file's inode. The directory is synced by
+/// the record (store/group_commit: once per directory for the files recorded together),
+/// which is written only after that. Blocking: run it off the async threads.
 pub(crate) fn install(
     file: Arc<File>,
     target: &FileEntry,
@@ -146,8 +148,5 @@ pub(crate) fn install(
         remove_empty_dir(path)?;
     }
     fs::rename(temp, path)?;
-    if let Some(dir) = path.parent() {
-        File::open(dir)?.sync_all()?;
-    }
     Ok(fs::symlink_metadata(path)?.ino())
 }

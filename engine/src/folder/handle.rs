@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::counts_changed::CountsChanged;
 use crate::config::FolderConfig;
+use crate::disk::fsutil;
 use crate::disk::scanner::ScanProgress;
 use crate::events::{Event, EventLog, StateName};
 use crate::model::FolderType;
@@ -161,7 +162,7 @@ impl Folder {
             config: RwLock::new(config),
             idx,
             me,
-            pulled: PulledRecords::new(store.clone(), idx),
+            pulled: PulledRecords::new(store.clone(), idx, Arc::new(fsutil::sync_dir)),
             store,
             events,
             stop,

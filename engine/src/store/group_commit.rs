@@ -7,9 +7,16 @@
 //! everything queued by then in one transaction; the others find theirs done and stop
 //! waiting.
 //!
+//! A record is written only once the directory its file was renamed into (or removed from)
+//! is synced: an index that claims what a crash could still undo would, after the crash,
+//! take the old file for a local change. The batch syncs each of its directories once
+//! before its transaction (as Syncthing does), not each file its own.
+//!
 //! Who calls it: the puller, once per file it installed (under the folder's `busy` lock,
 //! which is held until the record is written). It wakes no one.
 
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use peerfold_protocol::ShortId;
@@ -24,6 +31,8 @@ struct Pending {
     change: LocalChange,
     version: VersionVector,
     modified_by: ShortId,
+    /// The directory to sync before the record is written.
+    sync_first: Option<PathBuf>,
     done: oneshot::Sender<Result<u64, StoreError>>,
 }
 
@@ -34,33 +43,40 @@ struct Queue {
     next_id: u64,
 }
 
+/// Makes a directory's entries durable (`fsutil::sync_dir` in the daemon).
+pub(crate) type SyncDir = Arc<dyn Fn(&Path) -> std::io::Result<()> + Send + Sync>;
+
 /// Records the versions one folder pulled, sharing transactions between those that end
 /// together. Clones share the queue.
 #[derive(Clone)]
 pub(crate) struct PulledRecords {
     store: StoreHandle,
     folder: FolderIdx,
+    sync_dir: SyncDir,
     queue: Arc<Mutex<Queue>>,
 }
 
 impl PulledRecords {
-    /// A queue for `folder`'s pulled versions.
-    pub(crate) fn new(store: StoreHandle, folder: FolderIdx) -> Self {
+    /// A queue for `folder`'s pulled versions; `sync_dir` makes a directory durable.
+    pub(crate) fn new(store: StoreHandle, folder: FolderIdx, sync_dir: SyncDir) -> Self {
         Self {
             store,
             folder,
+            sync_dir,
             queue: Arc::default(),
         }
     }
 
-    /// Records `change` as pulled (the peer's `version`, made by `modified_by`) and returns
-    /// its sequence number once its transaction committed. Names queued at once must
-    /// differ (the puller pulls a name once at a time).
+    /// Records `change` as pulled (the peer's `version`, made by `modified_by`) once the
+    /// directory `sync_first` is synced, and returns its sequence number once its
+    /// transaction committed. Names queued at once must differ (the puller pulls a name
+    /// once at a time).
     pub(crate) async fn record(
         &self,
         change: LocalChange,
         version: VersionVector,
         modified_by: ShortId,
+        sync_first: Option<PathBuf>,
     ) -> Result<u64, StoreError> {
         let (done, mut result) = oneshot::channel();
         let id = {
@@ -72,6 +88,7 @@ impl PulledRecords {
                 change,
                 version,
                 modified_by,
+                sync_first,
                 done,
             });
             id
@@ -91,11 +108,27 @@ impl PulledRecords {
         result.await.unwrap_or(Err(StoreError::Cancelled))
     }
 
-    /// On the writer: takes everything queued so far and records it in one transaction. If
-    /// that fails, each is recorded alone, so each caller gets its own outcome.
+    /// On the writer: takes everything queued so far, syncs the directories it touched
+    /// (each once) and records what they hold in one transaction. If that fails, each is
+    /// recorded alone, so each caller gets its own outcome; a record whose directory could
+    /// not be synced is not written.
     fn commit_queued(&self, store: &mut super::Store) -> Result<(), StoreError> {
         let batch = std::mem::take(&mut self.lock_queue().pending);
-        let items: Vec<_> = batch
+        let unsynced = self.sync_directories(&batch);
+        let (ready, refused): (Vec<Pending>, Vec<Pending>) = batch.into_iter().partition(|p| {
+            p.sync_first
+                .as_ref()
+                .is_none_or(|dir| !unsynced.contains_key(dir))
+        });
+        for pending in refused {
+            let dir = pending.sync_first.clone().unwrap_or_default();
+            let source = &unsynced[&dir];
+            let error = std::io::Error::new(source.kind(), source.to_string());
+            let _ = pending
+                .done
+                .send(Err(StoreError::DirectorySync { dir, source: error }));
+        }
+        let items: Vec<_> = ready
             .iter()
             .map(|p| (&p.change, &p.version, p.modified_by))
             .collect();
@@ -108,11 +141,23 @@ impl PulledRecords {
                     .collect(),
                 Err(e) => vec![Err(e)],
             };
-        for (pending, outcome) in batch.into_iter().zip(outcomes) {
+        for (pending, outcome) in ready.into_iter().zip(outcomes) {
             // A caller that went away no longer wants its answer.
             let _ = pending.done.send(outcome);
         }
         Ok(())
+    }
+
+    /// Syncs each directory of `batch` once; returns those that failed, with why.
+    fn sync_directories(&self, batch: &[Pending]) -> HashMap<PathBuf, std::io::Error> {
+        let mut done: HashMap<&Path, Option<std::io::Error>> = HashMap::new();
+        for dir in batch.iter().filter_map(|p| p.sync_first.as_deref()) {
+            done.entry(dir)
+                .or_insert_with(|| (self.sync_dir)(dir).err());
+        }
+        done.into_iter()
+            .filter_map(|(dir, error)| Some((dir.to_owned(), error?)))
+            .collect()
     }
 
     fn lock_queue(&self) -> std::sync::MutexGuard<'_, Queue> {

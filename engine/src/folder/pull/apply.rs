@@ -6,7 +6,7 @@
 use std::borrow::Cow;
 use std::fs::{self, File};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use tracing::{debug, info};
 
@@ -15,11 +15,11 @@ use super::{PullContext, PullError};
 use crate::disk::scanner::{MARKER_DIR, walk_timestamp};
 use crate::disk::{assemble, conflicts, fsutil, versions};
 use crate::events::{Event, ItemAction};
-use crate::folder::Folder;
+use crate::folder::{Folder, FolderHandle};
 use crate::model::entry::{FileEntry, FileKind, PERMISSION_BITS};
 use crate::model::names;
 use crate::model::planner::Action;
-use crate::store::LocalChange;
+use crate::store::{FolderIdx, LocalChange, StoreHandle};
 
 /// What the file at a name must still be when a download is installed over it.
 #[derive(Clone, Debug)]
@@ -32,10 +32,11 @@ pub(crate) enum Expected {
 
 impl Expected {
     /// Errors unless the file at `path` (named `name`) is still as expected: the index
-    /// holds the same entry and the disk matches it.
-    pub(crate) async fn check(
+    /// holds the same entry and the disk matches it. Blocking: it reads the index.
+    pub(crate) fn check_blocking(
         &self,
-        folder: &Folder,
+        store: &StoreHandle,
+        idx: FolderIdx,
         name: &str,
         path: &Path,
     ) -> Result<(), PullError> {
@@ -43,11 +44,7 @@ impl Expected {
             Self::Nothing if fs::symlink_metadata(path).is_err() => Ok(()),
             Self::Nothing => Err(PullError::ChangedLocally(path.display().to_string())),
             Self::Recorded(before) => {
-                let (idx, owned) = (folder.idx, name.to_owned());
-                let now = folder
-                    .store
-                    .read(move |r| r.local_entry(idx, &owned))
-                    .await?;
+                let now = store.read_blocking(|r| r.local_entry(idx, name))?;
                 let same_record = match (before, &now) {
                     (None, None) => true,
                     (Some(a), Some(b)) => a.version == b.version && a.sequence == b.sequence,
@@ -62,10 +59,51 @@ impl Expected {
     }
 }
 
+/// Where a target goes, and what must still be there when it lands.
+pub(crate) struct Prepared {
+    pub(crate) path: PathBuf,
+    pub(crate) expected: Expected,
+}
+
+/// The checks every target's action starts with: `name` is a path under `root` with no
+/// symlink or file among its parents; the local file is still what the index says (else
+/// the change waits for the next scan; after a conflict copy: nothing is there); its
+/// parent directories exist; and, unless a directory goes there (`to_directory`), a
+/// directory in its place holds nothing. Blocking: it reads the index and the disk.
+pub(crate) fn prepare(
+    store: &StoreHandle,
+    idx: FolderIdx,
+    root: &Path,
+    name: &str,
+    to_directory: bool,
+    after_conflict: bool,
+) -> Result<Prepared, PullError> {
+    let path = names::join(root, name)?;
+    if fsutil::parent_escapes(root, name) {
+        return Err(PullError::Escapes(name.to_owned()));
+    }
+    let expected = if after_conflict {
+        Expected::Nothing
+    } else {
+        let local = store.read_blocking(|r| r.local_entry(idx, name))?;
+        check_unchanged(&path, local.as_ref())?;
+        Expected::Recorded(local)
+    };
+    if let Some(parent) = path.parent() {
+        fs::create_dir_all(parent)?;
+    }
+    // Whatever takes a file's place, the file is kept (versions); a directory in the way of
+    // anything else goes only once empty.
+    if !to_directory {
+        refuse_unless_empty(&path, name)?;
+    }
+    Ok(Prepared { path, expected })
+}
+
 /// Carries out `action`. Local changes take the folder's `busy` lock; a download takes it
 /// only to install.
 pub(super) async fn execute(
-    folder: &Folder,
+    folder: &FolderHandle,
     context: &PullContext,
     action: &Action,
 ) -> Result<(), PullError> {
@@ -142,47 +180,44 @@ fn keep_losing_version(
 }
 
 async fn execute_target(
-    folder: &Folder,
+    folder: &FolderHandle,
     context: &PullContext,
     action: &Action,
     after_conflict: bool,
 ) -> Result<(), PullError> {
-    let root = folder.path();
-    let (target, sources) = match action {
-        Action::Fetch { target, sources } => (target, Some(sources)),
+    let target = match action {
+        Action::Fetch { target, sources } => {
+            // Installed under `busy`, which is held until the record is written.
+            let (path, inode, _busy) =
+                fetch::fetch(folder, context, target, sources, after_conflict).await?;
+            record(folder, target, &path, inode, path.parent()).await?;
+            debug!(name = %target.name, "pulled");
+            return Ok(());
+        }
         Action::UpdateMetadata { target }
         | Action::CreateDirectory { target }
         | Action::CreateSymlink { target }
-        | Action::Delete { target } => (target, None),
+        | Action::Delete { target } => target,
         _ => return Ok(()),
     };
-    let path = names::join(&root, &target.name)?;
-    if fsutil::parent_escapes(&root, &target.name) {
-        return Err(PullError::Escapes(target.name.clone()));
-    }
-    // Replacing or deleting: the local file must still be what the index says.
-    let expected = if after_conflict {
-        Expected::Nothing
-    } else {
-        let (idx, name) = (folder.idx, target.name.clone());
-        let local = folder
-            .store
-            .read(move |r| r.local_entry(idx, &name))
-            .await?;
-        check_unchanged(&path, local.as_ref())?;
-        Expected::Recorded(local)
+    let root = folder.path();
+    let Prepared { path, .. } = {
+        let (store, idx, root, name) = (
+            folder.store.clone(),
+            folder.idx,
+            root.clone(),
+            target.name.clone(),
+        );
+        let to_directory = !target.deleted && target.kind == FileKind::Directory;
+        tokio::task::spawn_blocking(move || {
+            prepare(&store, idx, &root, &name, to_directory, after_conflict)
+        })
+        .await
+        .map_err(std::io::Error::other)??
     };
-    if let Some(parent) = path.parent() {
-        fs::create_dir_all(parent)?;
-    }
     let config = folder.config();
     let settings = versions::Settings::of(&config);
     let on_disk = disk_version(target, &path, config.ignore_permissions);
-    // Whatever takes a file's place, the file is kept (versions); a directory in the way of
-    // anything else goes only once empty.
-    if target.deleted || target.kind != FileKind::Directory {
-        refuse_unless_empty(&path, &target.name)?;
-    }
     let inode = if target.deleted {
         versions::put_aside(&root, settings, &target.name, &path)?;
         0
@@ -203,25 +238,16 @@ async fn execute_target(
                 std::os::unix::fs::symlink(&target.symlink_target, &path)?;
                 fs::symlink_metadata(&path)?.ino()
             }
-            // A directory in the way goes when the file is installed (disk/assemble).
-            FileKind::File => match sources {
-                Some(sources) => {
-                    // Installed under `busy`, which is held until the record is written.
-                    let (inode, _busy) =
-                        fetch::fetch(folder, context, &on_disk, sources, &path, &expected).await?;
-                    record(folder, target, &path, inode).await?;
-                    debug!(name = %target.name, "pulled");
-                    return Ok(());
-                }
-                None => {
-                    let file = File::options().write(true).open(&path)?;
-                    assemble::finish_metadata(&file, &on_disk)?;
-                    file.metadata()?.ino()
-                }
-            },
+            FileKind::File => {
+                let file = File::options().write(true).open(&path)?;
+                assemble::finish_metadata(&file, &on_disk)?;
+                file.metadata()?.ino()
+            }
         }
     };
-    record(folder, target, &path, inode).await?;
+    // Changes made one at a time (under `busy` alone) are not synced directory by
+    // directory: a mass deletion would wait for a directory sync per name.
+    record(folder, target, &path, inode, None).await?;
     debug!(name = %target.name, "pulled");
     Ok(())
 }
@@ -240,7 +266,7 @@ fn refuse_unless_empty(path: &Path, name: &str) -> Result<(), PullError> {
 /// The version as written to disk. An `ignorePerms` folder keeps the mode a name already
 /// has (a new file gets 0o644, a new directory 0o755); its entry still records the peer's
 /// permissions, so nothing is announced back, and its scans do not read modes.
-fn disk_version<'a>(
+pub(crate) fn disk_version<'a>(
     target: &'a FileEntry,
     path: &Path,
     ignore_permissions: bool,
@@ -266,12 +292,14 @@ fn applied_mode(target: &FileEntry) -> u32 {
     target.permissions & PERMISSION_BITS
 }
 
-/// Records the version reached as the local entry (with the peer's version vector).
+/// Records the version reached as the local entry (with the peer's version vector), once
+/// the directory `sync_first` is synced.
 async fn record(
     folder: &Folder,
     target: &FileEntry,
     path: &Path,
     inode: u64,
+    sync_first: Option<&Path>,
 ) -> Result<(), PullError> {
     let meta = fs::symlink_metadata(path).ok();
     let change = LocalChange {
@@ -292,7 +320,12 @@ async fn record(
     };
     folder
         .pulled
-        .record(change, target.version.clone(), target.modified_by)
+        .record(
+            change,
+            target.version.clone(),
+            target.modified_by,
+            sync_first.map(Path::to_owned),
+        )
         .await?;
     Ok(())
 }
