@@ -37,6 +37,11 @@ Per transfer (A has the data and has indexed it; B starts with an empty folder):
   the worker process (1.19 always runs a monitor parent too; its RSS is printed apart);
 - CPU seconds of each daemon, and the cores used meanwhile by the rest of the machine
   ("others", i.e. noise). Each case first waits (up to 15 min) for a quiet machine.
+Each transfer starts from dropped kernel caches (`sync`, then `drop_caches`, before A's
+data is made): on an ext4 without a journal (this machine's) the inode allocator skips
+each inode freed in the last minute (six while its inode-table block is dirty) whose
+inode-table block is still cached, so the trees the previous case deleted slowed the next
+case's file creations, on A and B.
 B's tree is then compared with A's (names and BLAKE2 hashes). Edits (d) and new files (e)
 count as done when B's file has A's content (hashed when its stat changes).
 
@@ -71,7 +76,7 @@ import xml.etree.ElementTree as ET
 
 from benchlib import (
     BIN, LIVE, LOGS, NotReady, NsHTTPConnection, PB, PF, ST, ST_OPTIONS, WORK, children,
-    count_files, cpu_since, cpu_snapshot, file_hash, fmt_bytes, fmt_s,
+    count_files, cpu_since, cpu_snapshot, drop_caches, file_hash, fmt_bytes, fmt_s,
     git_info, start_run, rss_kib, set_st_options, sh, stat_sig, stop_process,
     tree_digest, tree_stats, wait_quiet)
 from sync_report import report
@@ -395,6 +400,7 @@ def transfer(kind, case, run, make):
     """Fill A, let A index it, then start B and time it until it has everything."""
     pair = kind(f"{case}-{kind.name}-{run}")
     try:
+        drop_caches()
         make(pair.root["a"])
         files, size = tree_stats(pair.root["a"])
         pair.start("a")
