@@ -9,7 +9,7 @@ use peerfold_protocol::wire;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing::warn;
 
-use super::lists::BlockLists;
+use super::lists::{BlockLists, holds};
 use crate::disk::scanner::walk_timestamp;
 use crate::folder::registry::FolderRegistry;
 use crate::model::entry::Timestamp;
@@ -65,7 +65,11 @@ pub(super) async fn answer(
     // asked before the disk: a peer learns nothing it does not already know the hash of,
     // and a wrong guess costs an index lookup, not a read.
     let (idx, name) = (folder.idx, request.name.clone());
-    let known = lists.sequence(idx, &name);
+    // The list kept for this file, held here: while the store answers, other files'
+    // requests can push it out of the cache (four lists per connection), which answered
+    // their blocks "no such file" (hundreds per 20,000 small files, each retried later).
+    let cached = lists.get(idx, &name);
+    let known = cached.as_ref().map(|(sequence, _)| *sequence);
     let listed = match store
         .read(move |r| r.local_block_list(idx, &name, known))
         .await
@@ -78,10 +82,12 @@ pub(super) async fn answer(
         }
     };
     let (sequence, indexed) = (listed.sequence, (listed.size, listed.modified));
-    if let Some(blocks) = listed.blocks {
-        lists.keep(idx, &request.name, sequence, blocks);
-    }
-    if !lists.lists(idx, &request.name, sequence, &block) {
+    let blocks = match (listed.blocks, cached) {
+        (Some(blocks), _) => lists.keep(idx, &request.name, sequence, blocks),
+        (None, Some((kept, blocks))) if kept == sequence => blocks,
+        _ => return Answer::Missing,
+    };
+    if !holds(&blocks, &block) {
         return Answer::Missing;
     }
     let Some(held) = budget.hold(block.size).await else {

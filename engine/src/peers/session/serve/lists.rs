@@ -33,16 +33,24 @@ impl BlockLists {
         self.kept.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The version whose list is kept for `name`, if any.
-    pub(super) fn sequence(&self, folder: FolderIdx, name: &str) -> Option<u64> {
+    /// The version of `name` whose list is kept, and the list. The caller keeps its own
+    /// handle on it: other files' requests may push it out of here meanwhile.
+    pub(super) fn get(&self, folder: FolderIdx, name: &str) -> Option<(u64, Arc<Vec<Block>>)> {
         self.kept()
             .iter()
             .find(|l| l.folder == folder && l.name == name)
-            .map(|l| l.sequence)
+            .map(|l| (l.sequence, l.blocks.clone()))
     }
 
     /// Keeps `blocks` as the list of version `sequence` of `name` (the oldest kept goes).
-    pub(super) fn keep(&self, folder: FolderIdx, name: &str, sequence: u64, blocks: Vec<Block>) {
+    pub(super) fn keep(
+        &self,
+        folder: FolderIdx,
+        name: &str,
+        sequence: u64,
+        blocks: Vec<Block>,
+    ) -> Arc<Vec<Block>> {
+        let blocks = Arc::new(blocks);
         let mut kept = self.kept();
         kept.retain(|l| !(l.folder == folder && l.name == name));
         if kept.len() >= KEPT {
@@ -52,30 +60,17 @@ impl BlockLists {
             folder,
             name: name.to_owned(),
             sequence,
-            blocks: Arc::new(blocks),
+            blocks: blocks.clone(),
         });
-    }
-
-    /// Whether version `sequence` of `name` lists `block` (offset, size and hash).
-    pub(super) fn lists(
-        &self,
-        folder: FolderIdx,
-        name: &str,
-        sequence: u64,
-        block: &Block,
-    ) -> bool {
-        let Some(blocks) = self
-            .kept()
-            .iter()
-            .find(|l| l.folder == folder && l.name == name && l.sequence == sequence)
-            .map(|l| l.blocks.clone())
-        else {
-            return false;
-        };
         blocks
-            .binary_search_by_key(&block.offset, |b| b.offset)
-            .is_ok_and(|i| blocks[i] == *block)
     }
+}
+
+/// Whether `blocks` (in offset order) holds `block`: its offset, size and hash.
+pub(super) fn holds(blocks: &[Block], block: &Block) -> bool {
+    blocks
+        .binary_search_by_key(&block.offset, |b| b.offset)
+        .is_ok_and(|i| blocks[i] == *block)
 }
 
 #[cfg(test)]
@@ -91,44 +86,46 @@ mod tests {
     }
 
     #[test]
-    fn a_block_counts_only_with_its_offset_size_hash_and_version() {
-        let lists = BlockLists::default();
-        let folder = FolderIdx::for_tests(1);
-        lists.keep(folder, "f", 7, vec![block(0, 10, 1), block(10, 5, 2)]);
-        assert_eq!(lists.sequence(folder, "f"), Some(7));
-        assert!(lists.lists(folder, "f", 7, &block(10, 5, 2)));
-        assert!(!lists.lists(folder, "f", 7, &block(10, 5, 3)), "wrong hash");
-        assert!(!lists.lists(folder, "f", 7, &block(10, 6, 2)), "wrong size");
-        assert!(
-            !lists.lists(folder, "f", 7, &block(5, 5, 2)),
-            "not a block start"
-        );
-        assert!(
-            !lists.lists(folder, "f", 8, &block(0, 10, 1)),
-            "another version"
-        );
-        assert!(
-            !lists.lists(FolderIdx::for_tests(2), "f", 7, &block(0, 10, 1)),
-            "another folder"
-        );
+    fn a_block_counts_only_with_its_offset_size_and_hash() {
+        let blocks = [block(0, 10, 1), block(10, 5, 2)];
+        assert!(holds(&blocks, &block(10, 5, 2)));
+        assert!(!holds(&blocks, &block(10, 5, 3)), "wrong hash");
+        assert!(!holds(&blocks, &block(10, 6, 2)), "wrong size");
+        assert!(!holds(&blocks, &block(5, 5, 2)), "not a block start");
     }
 
     #[test]
-    fn only_the_latest_few_lists_are_kept() {
-        let lists = BlockLists::default();
+    fn a_list_is_kept_per_folder_name_and_version() {
+        let kept = BlockLists::default();
         let folder = FolderIdx::for_tests(1);
-        for i in 0..=KEPT as u64 {
-            lists.keep(folder, &format!("f{i}"), i, vec![block(0, 1, 1)]);
-        }
-        assert_eq!(lists.sequence(folder, "f0"), None);
-        assert_eq!(
-            lists.sequence(folder, &format!("f{KEPT}")),
-            Some(KEPT as u64)
+        kept.keep(folder, "f", 7, vec![block(0, 10, 1)]);
+        let (sequence, blocks) = kept.get(folder, "f").unwrap();
+        assert_eq!((sequence, blocks.len()), (7, 1));
+        assert!(
+            kept.get(FolderIdx::for_tests(2), "f").is_none(),
+            "another folder"
         );
-        lists.keep(folder, "f1", 9, vec![]);
+        assert!(kept.get(folder, "g").is_none(), "another name");
+    }
+
+    #[test]
+    fn only_the_latest_few_lists_are_kept_and_a_list_taken_outlives_its_place() {
+        let kept = BlockLists::default();
+        let folder = FolderIdx::for_tests(1);
+        let first = kept.keep(folder, "f0", 0, vec![block(0, 1, 1)]);
+        for i in 1..=KEPT as u64 {
+            kept.keep(folder, &format!("f{i}"), i, vec![block(0, 1, 1)]);
+        }
+        assert!(kept.get(folder, "f0").is_none());
+        assert!(holds(&first, &block(0, 1, 1)), "the handle still lists it");
         assert_eq!(
-            lists.sequence(folder, "f1"),
-            Some(9),
+            kept.get(folder, &format!("f{KEPT}")).unwrap().0,
+            KEPT as u64
+        );
+        kept.keep(folder, "f1", 9, vec![]);
+        assert_eq!(
+            kept.get(folder, "f1").unwrap().0,
+            9,
             "a new version replaces the old"
         );
     }
