@@ -52,7 +52,16 @@ pub(super) async fn fetch<'a>(
 ) -> Result<(PathBuf, u64, RwLockReadGuard<'a, ()>), PullError> {
     let path = names::join(&folder.path(), &target.name)?;
     let temp = assemble::temp_path(&path);
-    let result = assemble_file(folder, context, target, sources, after_conflict, &temp).await;
+    let result = assemble_file(
+        folder,
+        context,
+        target,
+        sources,
+        after_conflict,
+        &path,
+        &temp,
+    )
+    .await;
     if let Err(PullError::Io(e)) = &result
         && e.kind() == std::io::ErrorKind::StorageFull
     {
@@ -126,6 +135,7 @@ async fn assemble_file<'a>(
     target: &FileEntry,
     sources: &[DeviceId],
     after_conflict: bool,
+    path: &Path,
     temp: &Path,
 ) -> Result<(u64, RwLockReadGuard<'a, ()>), PullError> {
     let Started {
@@ -144,15 +154,20 @@ async fn assemble_file<'a>(
     let sources: Arc<[DeviceId]> = sources.into();
     let file = Arc::new(file);
     let mut flusher = assemble::EarlyFlush::new(file.clone());
+    // Each fetched block: written where it belongs, counted, flushed now and then.
+    let mut land = |fetched: Option<Fetched>| -> Result<(), PullError> {
+        let written = write_fetched(&file, fetched)?;
+        progress.add(written);
+        flusher.wrote(written);
+        Ok(())
+    };
     let mut requests = tokio::task::JoinSet::new();
     // A file missing one block (most small files) waits for it here: a task of its own
     // would cost a spawn and a wake-up with nothing to overlap.
     let alone = missing.len() == 1;
     for reuse::Missing { index, block, held } in missing {
         while requests.len() >= REQUESTS_IN_FLIGHT {
-            let written = write_fetched(&file, requests.join_next().await)?;
-            progress.add(written);
-            flusher.wrote(written);
+            land(requests.join_next().await)?;
         }
         let request = BlockRequest {
             folder: folder.id.clone(),
@@ -167,17 +182,13 @@ async fn assemble_file<'a>(
             index,
         );
         if alone {
-            let written = write_fetched(&file, Some(Ok(fetching.await)))?;
-            progress.add(written);
-            flusher.wrote(written);
+            land(Some(Ok(fetching.await)))?;
         } else {
             requests.spawn(fetching);
         }
     }
     while let Some(result) = requests.join_next().await {
-        let written = write_fetched(&file, Some(result))?;
-        progress.add(written);
-        flusher.wrote(written);
+        land(Some(result))?;
     }
     flusher.finish().await;
     // The download took a while: a scan may have seen the file change meanwhile, so the
@@ -189,9 +200,8 @@ async fn assemble_file<'a>(
     // so the network goes on and the fsyncs of files pulled side by side overlap.
     let (store, idx, root) = (folder.store.clone(), folder.idx, folder.path());
     let settings = versions::Settings::of(&folder.config());
-    let temp = temp.to_owned();
+    let (path, temp) = (path.to_owned(), temp.to_owned());
     let installed = tokio::task::spawn_blocking(move || -> Result<u64, PullError> {
-        let path = names::join(&root, &on_disk.name)?;
         expected.check_blocking(&store, idx, &on_disk.name, &path)?;
         let inode = assemble::install(file, &on_disk, &temp, &path, || {
             versions::keep(&root, settings, &on_disk.name, &path).map_err(|e| match e {

@@ -115,18 +115,21 @@ impl PulledRecords {
     fn commit_queued(&self, store: &mut super::Store) -> Result<(), StoreError> {
         let batch = std::mem::take(&mut self.lock_queue().pending);
         let unsynced = self.sync_directories(&batch);
-        let (ready, refused): (Vec<Pending>, Vec<Pending>) = batch.into_iter().partition(|p| {
-            p.sync_first
+        let mut ready = Vec::with_capacity(batch.len());
+        for pending in batch {
+            let failed = pending
+                .sync_first
                 .as_ref()
-                .is_none_or(|dir| !unsynced.contains_key(dir))
-        });
-        for pending in refused {
-            let dir = pending.sync_first.clone().unwrap_or_default();
-            let source = &unsynced[&dir];
-            let error = std::io::Error::new(source.kind(), source.to_string());
-            let _ = pending
-                .done
-                .send(Err(StoreError::DirectorySync { dir, source: error }));
+                .and_then(|dir| Some((dir, unsynced.get(dir)?)));
+            let Some((dir, source)) = failed else {
+                ready.push(pending);
+                continue;
+            };
+            let error = StoreError::DirectorySync {
+                dir: dir.clone(),
+                source: std::io::Error::new(source.kind(), source.to_string()),
+            };
+            let _ = pending.done.send(Err(error));
         }
         let items: Vec<_> = ready
             .iter()
