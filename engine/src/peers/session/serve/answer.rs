@@ -3,6 +3,8 @@
 //! size and hash, and nothing beyond the connection's byte budget. A block of a file changed
 //! since it was indexed is hashed before it goes out (`read_block`).
 
+use std::sync::Arc;
+
 use peerfold_protocol::DeviceId;
 use peerfold_protocol::chunking::{Block, MAX_BLOCK_SIZE};
 use peerfold_protocol::wire;
@@ -64,46 +66,57 @@ pub(super) async fn answer(
     // Only blocks the index lists (never ignored or unindexed files, never a made-up size),
     // asked before the disk: a peer learns nothing it does not already know the hash of,
     // and a wrong guess costs an index lookup, not a read.
-    let (idx, name) = (folder.idx, request.name.clone());
+    let idx = folder.idx;
     // The list kept for this file, held here: while the store answers, other files'
     // requests can push it out of the cache (four lists per connection), which answered
     // their blocks "no such file" (hundreds per 20,000 small files, each retried later).
-    let cached = lists.get(idx, &name);
-    let known = cached.as_ref().map(|(sequence, _)| *sequence);
-    let listed = match store
-        .read(move |r| r.local_block_list(idx, &name, known))
-        .await
-    {
-        Ok(Some(listed)) => listed,
-        Ok(None) => return Answer::Missing,
-        Err(e) => {
-            warn!(error = %e, "cannot look up a requested block");
-            return Answer::Missing;
-        }
-    };
-    let (sequence, indexed) = (listed.sequence, (listed.size, listed.modified));
-    let blocks = match (listed.blocks, cached) {
-        (Some(blocks), _) => lists.keep(idx, &request.name, sequence, blocks),
-        (None, Some((kept, blocks))) if kept == sequence => blocks,
-        _ => return Answer::Missing,
-    };
-    if !holds(&blocks, &block) {
-        return Answer::Missing;
-    }
+    let cached = lists.get(idx, &request.name);
     let Some(held) = budget.hold(block.size).await else {
         return Answer::Missing;
     };
-    let skip = request.skip as usize;
     let Ok(_reading) = disk_reads.acquire().await else {
         return Answer::Missing;
     };
-    let data = tokio::task::spawn_blocking(move || read_block(&path, &block, indexed, skip))
-        .await
-        .ok()
-        .flatten();
-    match data {
-        Some(data) => Answer::Data(data, held),
-        None => Answer::Missing,
+    // The lookup and the read in one blocking turn: a thread woken per request, not two
+    // (small files are one block each, so one request each).
+    let (store, name, skip) = (store.clone(), request.name.clone(), request.skip as usize);
+    let served = tokio::task::spawn_blocking(move || {
+        let listed = store.read_blocking(|r| {
+            r.local_block_list(idx, &name, cached.as_ref().map(|(sequence, _)| *sequence))
+        })?;
+        let Some(listed) = listed else {
+            return Ok(None);
+        };
+        let (fresh, blocks) = match (listed.blocks, cached) {
+            (Some(blocks), _) => {
+                let blocks = Arc::new(blocks);
+                (Some(blocks.clone()), blocks)
+            }
+            (None, Some((kept, blocks))) if kept == listed.sequence => (None, blocks),
+            _ => return Ok(None),
+        };
+        let indexed = (listed.size, listed.modified);
+        let data = holds(&blocks, &block)
+            .then(|| read_block(&path, &block, indexed, skip))
+            .flatten();
+        Ok::<_, crate::store::StoreError>(Some((listed.sequence, fresh, data)))
+    })
+    .await;
+    match served {
+        Ok(Ok(Some((sequence, fresh, data)))) => {
+            if let Some(blocks) = fresh {
+                lists.keep(idx, &request.name, sequence, blocks);
+            }
+            match data {
+                Some(data) => Answer::Data(data, held),
+                None => Answer::Missing,
+            }
+        }
+        Ok(Ok(None)) | Err(_) => Answer::Missing,
+        Ok(Err(e)) => {
+            warn!(error = %e, "cannot look up a requested block");
+            Answer::Missing
+        }
     }
 }
 

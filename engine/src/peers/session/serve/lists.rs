@@ -48,9 +48,8 @@ impl BlockLists {
         folder: FolderIdx,
         name: &str,
         sequence: u64,
-        blocks: Vec<Block>,
-    ) -> Arc<Vec<Block>> {
-        let blocks = Arc::new(blocks);
+        blocks: Arc<Vec<Block>>,
+    ) {
         let mut kept = self.kept();
         kept.retain(|l| !(l.folder == folder && l.name == name));
         if kept.len() >= KEPT {
@@ -60,9 +59,8 @@ impl BlockLists {
             folder,
             name: name.to_owned(),
             sequence,
-            blocks: blocks.clone(),
+            blocks,
         });
-        blocks
     }
 }
 
@@ -98,7 +96,7 @@ mod tests {
     fn a_list_is_kept_per_folder_name_and_version() {
         let kept = BlockLists::default();
         let folder = FolderIdx::for_tests(1);
-        kept.keep(folder, "f", 7, vec![block(0, 10, 1)]);
+        kept.keep(folder, "f", 7, Arc::new(vec![block(0, 10, 1)]));
         let (sequence, blocks) = kept.get(folder, "f").unwrap();
         assert_eq!((sequence, blocks.len()), (7, 1));
         assert!(
@@ -112,9 +110,10 @@ mod tests {
     fn only_the_latest_few_lists_are_kept_and_a_list_taken_outlives_its_place() {
         let kept = BlockLists::default();
         let folder = FolderIdx::for_tests(1);
-        let first = kept.keep(folder, "f0", 0, vec![block(0, 1, 1)]);
+        kept.keep(folder, "f0", 0, Arc::new(vec![block(0, 1, 1)]));
+        let (_, first) = kept.get(folder, "f0").unwrap();
         for i in 1..=KEPT as u64 {
-            kept.keep(folder, &format!("f{i}"), i, vec![block(0, 1, 1)]);
+            kept.keep(folder, &format!("f{i}"), i, Arc::new(vec![block(0, 1, 1)]));
         }
         assert!(kept.get(folder, "f0").is_none());
         assert!(holds(&first, &block(0, 1, 1)), "the handle still lists it");
@@ -122,7 +121,7 @@ mod tests {
             kept.get(folder, &format!("f{KEPT}")).unwrap().0,
             KEPT as u64
         );
-        kept.keep(folder, "f1", 9, vec![]);
+        kept.keep(folder, "f1", 9, Arc::new(vec![]));
         assert_eq!(
             kept.get(folder, "f1").unwrap().0,
             9,
