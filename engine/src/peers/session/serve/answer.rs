@@ -81,33 +81,15 @@ pub(super) async fn answer(
     // (small files are one block each, so one request each).
     let (store, name, skip) = (store.clone(), request.name.clone(), request.skip as usize);
     let served = tokio::task::spawn_blocking(move || {
-        let listed = store.read_blocking(|r| {
-            r.local_block_list(idx, &name, cached.as_ref().map(|(sequence, _)| *sequence))
-        })?;
-        let Some(listed) = listed else {
-            return Ok(None);
-        };
-        let (fresh, blocks) = match (listed.blocks, cached) {
-            (Some(blocks), _) => {
-                let blocks = Arc::new(blocks);
-                (Some(blocks.clone()), blocks)
-            }
-            (None, Some((kept, blocks))) if kept == listed.sequence => (None, blocks),
-            _ => return Ok(None),
-        };
-        let indexed = (listed.size, listed.modified);
-        let data = holds(&blocks, &block)
-            .then(|| read_block(&path, &block, indexed, skip))
-            .flatten();
-        Ok::<_, crate::store::StoreError>(Some((listed.sequence, fresh, data)))
+        look_up_and_read(&store, idx, &name, cached, &path, &block, skip)
     })
     .await;
     match served {
-        Ok(Ok(Some((sequence, fresh, data)))) => {
-            if let Some(blocks) = fresh {
-                lists.keep(idx, &request.name, sequence, blocks);
+        Ok(Ok(Some(served))) => {
+            if let Some(blocks) = served.fresh_list {
+                lists.keep(idx, &request.name, served.sequence, blocks);
             }
-            match data {
+            match served.data {
                 Some(data) => Answer::Data(data, held),
                 None => Answer::Missing,
             }
@@ -118,6 +100,51 @@ pub(super) async fn answer(
             Answer::Missing
         }
     }
+}
+
+/// What one blocking turn found for a request whose file the index lists.
+struct Served {
+    /// The version of the file the index holds.
+    sequence: u64,
+    /// Its block list, when the store had to read it (not the kept one): to keep.
+    fresh_list: Option<Arc<Vec<Block>>>,
+    /// The block's bytes, if the list holds the block and the disk still has it.
+    data: Option<Vec<u8>>,
+}
+
+/// On a blocking thread: checks `block` against the index's list for `name` (the `cached`
+/// one while its version is current) and reads it if listed. `None` when the index lists
+/// no such file or the cached list is stale and the store did not return one.
+fn look_up_and_read(
+    store: &StoreHandle,
+    idx: crate::store::FolderIdx,
+    name: &str,
+    cached: Option<(u64, Arc<Vec<Block>>)>,
+    path: &std::path::Path,
+    block: &Block,
+    skip: usize,
+) -> Result<Option<Served>, crate::store::StoreError> {
+    let known = cached.as_ref().map(|(sequence, _)| *sequence);
+    let Some(listed) = store.read_blocking(|r| r.local_block_list(idx, name, known))? else {
+        return Ok(None);
+    };
+    let (fresh_list, blocks) = match (listed.blocks, cached) {
+        (Some(blocks), _) => {
+            let blocks = Arc::new(blocks);
+            (Some(blocks.clone()), blocks)
+        }
+        (None, Some((kept, blocks))) if kept == listed.sequence => (None, blocks),
+        _ => return Ok(None),
+    };
+    let indexed = (listed.size, listed.modified);
+    let data = holds(&blocks, block)
+        .then(|| read_block(path, block, indexed, skip))
+        .flatten();
+    Ok(Some(Served {
+        sequence: listed.sequence,
+        fresh_list,
+        data,
+    }))
 }
 
 /// Reads `block` of the file at `path`, without the first `skip` bytes (the requester holds
