@@ -52,8 +52,8 @@ SUBNET = "10.78.0"
 
 def rescan(pair, w):
     """Seconds an unchanged rescan of w's folder takes (the REST call returns when done)."""
-    key = pair.cli(w, "api-key").strip()
-    conn = NsHTTPConnection(pair.ns[w], "127.0.0.1", 8385, timeout=7200)
+    key = pair.key[w]
+    conn = NsHTTPConnection(pair.ns[w], "127.0.0.1", sync.PF_API_PORT, timeout=7200)
     try:
         start = time.monotonic()
         conn.request("POST", "/rest/db/scan?folder=bench", headers={"X-API-Key": key})

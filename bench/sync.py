@@ -42,7 +42,9 @@ data is made): on an ext4 without a journal (this machine's) the inode allocator
 each inode freed in the last minute (six while its inode-table block is dirty) whose
 inode-table block is still cached, so the trees the previous case deleted slowed the next
 case's file creations, on A and B.
-B's tree is then compared with A's (names and BLAKE2 hashes). Edits (d) and new files (e)
+B's tree is then compared with A's (names and BLAKE2 hashes). After (c), B's status
+calls are timed, 20 calls each (`peerfold status`, whose time includes starting the CLI's
+process; `/rest/db/status` and `/rest/db/completion` on both daemons). Edits (d) and new files (e)
 count as done when B's file has A's content (hashed when its stat changes).
 
 Completion checks are spaced by ten times their own duration (peerfold's status walked the
@@ -86,10 +88,12 @@ NS = {"a": "pfbenchA", "b": "pfbenchB"}
 IFACE = {"a": "pfbA", "b": "pfbB"}
 ADDR = {"a": "10.77.0.1", "b": "10.77.0.2"}
 PF_PORT, ST_PORT = 22100, 22000
+PF_API_PORT, ST_API_PORT = 8385, 8384  # REST, on 127.0.0.1 inside each namespace
 QR = os.path.join(BIN, "quic_raw")
 RAW_PORT = 22200
 RAW = {}  # the raw QUIC reference of this run: {"mb_s": ..., "seconds": ...}
 SETTLE = 5.0
+STATUS_CALLS = 20  # each status call timed this often on B after (c)
 
 SCALES = {
     "full": {"big": 1 << 30, "b": (20000, 4096, 65536), "c": (200000, 1024, 4096)},
@@ -248,6 +252,28 @@ class Pair:
                 raise RuntimeError(f"timed out after {timeout} s; last state: {self.describe()}")
             time.sleep(max(poll, min(10 * took, 5.0)))
 
+    def get(self, w, path):
+        """GET `path` from w's REST API (inside its namespace), as JSON."""
+        conn = NsHTTPConnection(self.ns[w], "127.0.0.1", self.api_port, timeout=60)
+        try:
+            conn.request("GET", path, headers={"X-API-Key": self.key[w]})
+            resp = conn.getresponse()
+            body = resp.read()
+            if resp.status != 200:
+                raise NotReady(f"HTTP {resp.status}: {body[:200]!r}")
+            return json.loads(body)
+        except (OSError, http.client.HTTPException, ValueError) as e:
+            raise NotReady(str(e)) from e
+        finally:
+            conn.close()
+
+    def status_calls(self, w):
+        """The calls whose duration (c) reports once B is complete, by name."""
+        return {
+            "/rest/db/status": lambda: self.get(w, "/rest/db/status?folder=bench"),
+            "/rest/db/completion": lambda: self.get(w, "/rest/db/completion?folder=bench"),
+        }
+
     def describe(self):
         out = []
         for w in self.ns:
@@ -260,6 +286,7 @@ class Pair:
 
 class PeerfoldPair(Pair):
     name = "peerfold"
+    api_port = PF_API_PORT
 
     def __init__(self, label, ns=None, addr=None):
         super().__init__(label, ns, addr)
@@ -268,6 +295,7 @@ class PeerfoldPair(Pair):
             self.cli(w, "init")
             self.cli(w, "folder", "add", "--id", "bench", "--path", self.root[w])
         self.ids = {w: self.cli(w, "id").strip() for w in self.ns}
+        self.key = {w: self.cli(w, "api-key").strip() for w in self.ns}
         for w in self.ns:
             for other in self.others(w):
                 self.cli(w, "device", "add", self.ids[other], "--address",
@@ -293,6 +321,10 @@ class PeerfoldPair(Pair):
     def folder_status(self, w):
         return self.status(w)["folders"][0]
 
+    def status_calls(self, w):
+        # The CLI's time includes starting its process.
+        return {"peerfold status": lambda: self.status(w), **super().status_calls(w)}
+
     def a_scanned(self, files, size):
         f = self.folder_status("a")
         return f["state"] == "idle" and f["local"]["files"] >= files and f["local"]["bytes"] >= size
@@ -315,7 +347,7 @@ def configure_syncthing(home, listen, root, peers):
     tree = ET.parse(path)
     cfg = tree.getroot()
     set_st_options(cfg.find("options"), listen, ST_OPTIONS)
-    cfg.find("gui/address").text = "127.0.0.1:8384"
+    cfg.find("gui/address").text = f"127.0.0.1:{ST_API_PORT}"
     defaults = cfg.find("defaults")
     # The folder, from the default folder template (which lists this device).
     folder = copy.deepcopy(defaults.find("folder"))
@@ -341,6 +373,7 @@ def configure_syncthing(home, listen, root, peers):
 
 class SyncthingPair(Pair):
     name = "syncthing"
+    api_port = ST_API_PORT
 
     def __init__(self, label, ns=None, addr=None):
         super().__init__(label, ns, addr)
@@ -358,20 +391,6 @@ class SyncthingPair(Pair):
     def start(self, w):
         self.launch(w, [ST, "serve", "--home", self.home[w], "--no-browser", "--no-restart",
                         "--no-default-folder"], {**os.environ, "STNOUPGRADE": "1"})
-
-    def get(self, w, path):
-        conn = NsHTTPConnection(self.ns[w], "127.0.0.1", 8384, timeout=60)
-        try:
-            conn.request("GET", path, headers={"X-API-Key": self.key[w]})
-            resp = conn.getresponse()
-            body = resp.read()
-            if resp.status != 200:
-                raise NotReady(f"HTTP {resp.status}: {body[:200]!r}")
-            return json.loads(body)
-        except (OSError, http.client.HTTPException, ValueError) as e:
-            raise NotReady(str(e)) from e
-        finally:
-            conn.close()
 
     def folder_status(self, w):
         return self.get(w, "/rest/db/status?folder=bench")
@@ -440,6 +459,21 @@ def pull_everything(pair, files, size):
         raise RuntimeError(f"B reported complete but its tree differs from A's "
                            f"({tree_stats(pair.root['b'])} vs {(files, size)})")
     return result
+
+
+def time_status_calls(pair, calls=STATUS_CALLS):
+    """Milliseconds B's status calls take once it holds the whole folder: {call: {"median",
+    "max"}} over `calls` calls each (peerfold keeps its counts; a status that walked the
+    index took 2.2-2.8 s at 200,000 files)."""
+    out = {}
+    for name, call in pair.status_calls("b").items():
+        took = []
+        for _ in range(calls):
+            began = time.monotonic()
+            call()
+            took.append((time.monotonic() - began) * 1000)
+        out[name] = {"median": statistics.median(took), "max": max(took)}
+    return out
 
 
 def raw_quic(size):
@@ -665,6 +699,11 @@ def main():
                         failures.append(f"run {run + 1} {case_labels[c]} {k}: {e}")
                         print(f"  FAILED: {e}", flush=True)
                         continue
+                    if c == "c":
+                        try:
+                            r["status_ms"] = time_status_calls(pair)
+                        except NotReady as e:
+                            failures.append(f"run {run + 1} status calls {k}: {e}")
                     results.setdefault((c, k), []).append(r)
                     print(f"  {fmt_s(r['seconds'])} (startup {r['startup']:.2f} s), "
                           f"{r['mb_s']:.1f} MB/s, wire {fmt_bytes(r['wire'])}, "

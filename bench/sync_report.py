@@ -61,6 +61,8 @@ def report(results, failures, case_labels, kinds, runs, raw):
                 print(f"| {k} | {med(rs, 'seconds'):.3f} s | {min(every):.3f} - "
                       f"{max(every):.3f} s | {fmt_bytes(med(rs, 'wire_per_file'))} |")
 
+    status_table(results, case_labels, kinds)
+
     if len(kinds) == 2:
         pf = lambda c: results.get((c, "peerfold"), [])  # noqa: E731
         st = lambda c: results.get((c, "syncthing"), [])  # noqa: E731
@@ -103,3 +105,18 @@ def report(results, failures, case_labels, kinds, runs, raw):
 
 def raw_share(mb_s, raw):
     return f"{100 * mb_s / raw['mb_s']:.0f}%" if raw and mb_s else "-"
+
+
+def status_table(results, case_labels, kinds):
+    """B's status calls once it holds everything of (c) (median, max of one run's calls)."""
+    rows = [(k, r["status_ms"]) for k in kinds for r in results.get(("c", k), [])[:1]
+            if r.get("status_ms")]
+    if not rows:
+        return
+    print(f"\nStatus on B once it holds {case_labels['c'][4:]} (ms, median / max of 20 "
+          f"calls; the CLI's time includes starting its process):\n")
+    print("| daemon | call | median | max |")
+    print("| --- | --- | --- | --- |")
+    for k, calls in rows:
+        for name, t in calls.items():
+            print(f"| {k} | {name} | {t['median']:.1f} | {t['max']:.1f} |")

@@ -5,7 +5,7 @@ use std::os::unix::fs::PermissionsExt;
 use peerfold_protocol::DeviceId;
 use serde_json::Value;
 
-use crate::support::Device;
+use crate::support::{Device, Running};
 
 #[test]
 fn init_prints_the_device_id_of_the_stored_certificate() {
@@ -296,4 +296,44 @@ fn corrupt_or_foreign_database_gets_advice_and_rebuilds() {
     let entries = device.ls("docs");
     assert_eq!(entries.len(), 1);
     assert_eq!(entries[0]["name"], "a.txt");
+}
+
+/// `peerfold serve` runs itself again with glibc's malloc tuned for a daemon (few arenas,
+/// freed memory given back), unless the user chose a setting of their own.
+#[test]
+fn the_daemon_runs_with_malloc_tuned_unless_the_user_set_it() {
+    let environ = |running: &Running| -> Vec<String> {
+        let raw = std::fs::read(format!("/proc/{}/environ", running.pid())).unwrap();
+        raw.split(|&b| b == 0)
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+            .collect()
+    };
+    let device = Device::init();
+    let running = device.serve();
+    let tuned = environ(&running);
+    for setting in [
+        "MALLOC_ARENA_MAX=2",
+        "MALLOC_TRIM_THRESHOLD_=65536",
+        "MALLOC_MMAP_THRESHOLD_=4194304",
+    ] {
+        assert!(
+            tuned.iter().any(|v| v == setting),
+            "{setting} missing: {tuned:?}"
+        );
+    }
+    running.stop();
+
+    let own = device.serve_with(
+        &["quic://127.0.0.1:0"],
+        "127.0.0.1:0",
+        &[("MALLOC_ARENA_MAX", "4")],
+    );
+    let kept = environ(&own);
+    assert!(kept.iter().any(|v| v == "MALLOC_ARENA_MAX=4"), "{kept:?}");
+    assert!(
+        !kept
+            .iter()
+            .any(|v| v.starts_with("MALLOC_TRIM_THRESHOLD_=")),
+        "the user's choice is left alone: {kept:?}"
+    );
 }

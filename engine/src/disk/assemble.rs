@@ -7,7 +7,7 @@
 //! never with it.
 
 use std::fs::{self, File, OpenOptions};
-use std::os::unix::fs::{FileExt, MetadataExt, PermissionsExt};
+use std::os::unix::fs::{FileExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -127,33 +127,35 @@ pub(crate) fn finish_metadata(file: &File, target: &FileEntry) -> std::io::Resul
     Ok(())
 }
 
-/// Completes the temp file and renames it over `path`: size, fsync, metadata, then
+/// Completes the temp file and renames it over `path`: size, metadata, fsync, then
 /// `before_rename` (which keeps the replaced version), the removal of an empty directory
-/// in the way, and the rename. Returns the new file's inode. The directory is synced by
-/// the record (store/group_commit: once per directory for the files recorded together),
-/// which is written only after that. Blocking: run it off the async threads.
+/// in the way, and the rename. The directory is synced by the record (store/group_commit:
+/// once per directory for the files recorded together), which is written only after that.
+/// Blocking: run it off the async threads.
 pub(crate) fn install(
     file: Arc<File>,
     target: &FileEntry,
     temp: &Path,
     path: &Path,
     before_rename: impl FnOnce() -> std::io::Result<()>,
-) -> std::io::Result<u64> {
+) -> std::io::Result<()> {
     // Every block written leaves the file at its size already; a temp file kept from an
     // earlier try may be longer. (ext4 truncates even to the same size: 2% of a receiver's
     // CPU pulling 20,000 small files.)
     if file.metadata()?.len() != target.size {
         file.set_len(target.size)?;
     }
-    file.sync_all()?;
+    // Mode and time before the fsync, so the time the record holds is the one a crash
+    // leaves (set after it, they reached the disk only with a later writeback, and the
+    // inode was written twice).
     finish_metadata(&file, target)?;
+    file.sync_all()?;
     drop(file);
     before_rename()?;
     if fs::symlink_metadata(path).is_ok_and(|m| m.is_dir()) {
         remove_empty_dir(path)?;
     }
-    fs::rename(temp, path)?;
-    Ok(fs::symlink_metadata(path)?.ino())
+    fs::rename(temp, path)
 }
 
 #[cfg(test)]

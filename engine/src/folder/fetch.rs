@@ -15,7 +15,7 @@ use tokio::sync::RwLockReadGuard;
 use tracing::{debug, warn};
 
 use super::FolderHandle;
-use super::pull::{Expected, PullContext, PullError, disk_version, prepare};
+use super::pull::{Expected, OnDisk, PullContext, PullError, disk_version, prepare};
 use crate::config::MinDiskFree;
 use crate::disk::{assemble, fsutil, reuse, versions};
 use crate::model::entry::FileEntry;
@@ -39,7 +39,7 @@ struct Started {
 
 /// Assembles `target` in its temp file, then, under the folder's `busy` lock and only if
 /// the file at its path is still as expected, renames it over that path; returns the
-/// path, the inode and the lock (held until the caller recorded what it installed). On a
+/// path, what is there now and the lock (held until the caller recorded what it installed). On a
 /// full disk the temp file is removed, so the space it took serves other files; any other
 /// failure keeps it for the next attempt to resume from. `after_conflict`: the local file
 /// was moved aside as a conflict copy, so nothing may be at the path.
@@ -49,7 +49,7 @@ pub(super) async fn fetch<'a>(
     target: &FileEntry,
     sources: &[DeviceId],
     after_conflict: bool,
-) -> Result<(PathBuf, u64, RwLockReadGuard<'a, ()>), PullError> {
+) -> Result<(PathBuf, OnDisk, RwLockReadGuard<'a, ()>), PullError> {
     let path = names::join(&folder.path(), &target.name)?;
     let temp = assemble::temp_path(&path);
     let result = assemble_file(
@@ -67,7 +67,7 @@ pub(super) async fn fetch<'a>(
     {
         let _ = fs::remove_file(&temp);
     }
-    result.map(|(inode, busy)| (path, inode, busy))
+    result.map(|(on_disk, busy)| (path, on_disk, busy))
 }
 
 /// Refuses to start a file that would leave the folder's file system (at `root`) with
@@ -137,7 +137,7 @@ async fn assemble_file<'a>(
     after_conflict: bool,
     path: &Path,
     temp: &Path,
-) -> Result<(u64, RwLockReadGuard<'a, ()>), PullError> {
+) -> Result<(OnDisk, RwLockReadGuard<'a, ()>), PullError> {
     let Started {
         expected,
         on_disk,
@@ -201,15 +201,15 @@ async fn assemble_file<'a>(
     let (store, idx, root) = (folder.store.clone(), folder.idx, folder.path());
     let settings = versions::Settings::of(&folder.config());
     let (path, temp) = (path.to_owned(), temp.to_owned());
-    let installed = tokio::task::spawn_blocking(move || -> Result<u64, PullError> {
+    let installed = tokio::task::spawn_blocking(move || -> Result<OnDisk, PullError> {
         expected.check_blocking(&store, idx, &on_disk.name, &path)?;
-        let inode = assemble::install(file, &on_disk, &temp, &path, || {
+        assemble::install(file, &on_disk, &temp, &path, || {
             versions::keep(&root, settings, &on_disk.name, &path).map_err(|e| match e {
                 versions::KeepError::Io(e) => e,
                 other => std::io::Error::other(other),
             })
         })?;
-        Ok(inode)
+        Ok(OnDisk::read(&path))
     })
     .await
     .map_err(std::io::Error::other)??;

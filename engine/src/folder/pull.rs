@@ -35,7 +35,7 @@ use crate::peers::Peers;
 use crate::store::StoreError;
 use plan::{Covered, Planned, plan};
 
-pub(crate) use apply::{Expected, disk_version, prepare};
+pub(crate) use apply::{Expected, OnDisk, disk_version, prepare};
 
 /// How often the puller looks again on its own (peers that came and went, failed blocks).
 const RETRY_EVERY: Duration = Duration::from_secs(10);

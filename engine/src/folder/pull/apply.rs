@@ -1,7 +1,9 @@
 //! Carrying out one planned action on disk, and recording what was reached. Each local
 //! change (and its record) runs under the folder's `busy` lock, so a scan never records a
 //! half-made change and a change never lands under a scan; a fetch holds it only to install
-//! the file it downloaded, never while it waits for peers.
+//! the file it downloaded, never while it waits for peers. Whatever touches the disk or the
+//! index runs on a blocking thread, one hand-off per change (a mass deletion moves every
+//! name into versions).
 
 use std::borrow::Cow;
 use std::fs::{self, File};
@@ -16,7 +18,7 @@ use crate::disk::scanner::{MARKER_DIR, walk_timestamp};
 use crate::disk::{assemble, conflicts, fsutil, versions};
 use crate::events::{Event, ItemAction};
 use crate::folder::{Folder, FolderHandle};
-use crate::model::entry::{FileEntry, FileKind, PERMISSION_BITS};
+use crate::model::entry::{FileEntry, FileKind, PERMISSION_BITS, Timestamp};
 use crate::model::names;
 use crate::model::planner::Action;
 use crate::store::{FolderIdx, LocalChange, StoreHandle};
@@ -130,7 +132,17 @@ pub(super) async fn execute(
                 return Err(PullError::Escapes(copy_name.clone()));
             }
             let busy = folder.busy.write().await;
-            keep_losing_version(folder, &root, then.name().unwrap_or_default(), copy_name)?;
+            let config = folder.config();
+            let (name, copy_name) = (
+                then.name().unwrap_or_default().to_owned(),
+                copy_name.clone(),
+            );
+            let limits = (config.max_conflicts, config.versions_max_age_days);
+            tokio::task::spawn_blocking(move || {
+                keep_losing_version(&root, limits, &name, &copy_name)
+            })
+            .await
+            .map_err(std::io::Error::other)??;
             if then.fetches() {
                 drop(busy);
                 return execute_target(folder, context, then, true).await;
@@ -148,10 +160,11 @@ pub(super) async fn execute(
 /// Keeps the local version that lost a conflict: as the conflict copy `copy_name`, then
 /// the oldest copies of the name beyond the folder's `maxConflicts` go to versions; with
 /// `maxConflicts` 0 a losing file goes to versions directly (a directory or symlink still
-/// becomes a copy: nothing is lost).
+/// becomes a copy: nothing is lost). `(max_conflicts, versions_max_age_days)` are the
+/// folder's. Blocking.
 fn keep_losing_version(
-    folder: &Folder,
     root: &Path,
+    (max_conflicts, versions_max_age_days): (i64, u64),
     name: &str,
     copy_name: &str,
 ) -> Result<(), PullError> {
@@ -159,9 +172,8 @@ fn keep_losing_version(
     let Ok(meta) = fs::symlink_metadata(&from) else {
         return Ok(());
     };
-    let config = folder.config();
-    if config.max_conflicts == 0 && meta.is_file() {
-        let keep_all = versions::Settings::trashcan(config.versions_max_age_days);
+    if max_conflicts == 0 && meta.is_file() {
+        let keep_all = versions::Settings::trashcan(versions_max_age_days);
         versions::keep(root, keep_all, name, &from)?;
         info!(%name, "kept the losing version in versions (maxConflicts is 0)");
         return Ok(());
@@ -170,12 +182,7 @@ fn keep_losing_version(
         fs::rename(&from, &to)?;
         info!(copy = %copy_name, "kept the losing version as a conflict copy");
     }
-    conflicts::limit(
-        root,
-        name,
-        config.max_conflicts,
-        config.versions_max_age_days,
-    )?;
+    conflicts::limit(root, name, max_conflicts, versions_max_age_days)?;
     Ok(())
 }
 
@@ -188,9 +195,9 @@ async fn execute_target(
     let target = match action {
         Action::Fetch { target, sources } => {
             // Installed under `busy`, which is held until the record is written.
-            let (path, inode, _busy) =
+            let (path, on_disk, _busy) =
                 fetch::fetch(folder, context, target, sources, after_conflict).await?;
-            record(folder, target, &path, inode, path.parent()).await?;
+            record(folder, target, on_disk, path.parent()).await?;
             debug!(name = %target.name, "pulled");
             return Ok(());
         }
@@ -200,28 +207,87 @@ async fn execute_target(
         | Action::Delete { target } => target,
         _ => return Ok(()),
     };
-    let root = folder.path();
-    let Prepared { path, .. } = {
-        let (store, idx, root, name) = (
-            folder.store.clone(),
-            folder.idx,
-            root.clone(),
-            target.name.clone(),
-        );
-        let to_directory = !target.deleted && target.kind == FileKind::Directory;
-        tokio::task::spawn_blocking(move || {
-            prepare(&store, idx, &root, &name, to_directory, after_conflict)
-        })
-        .await
-        .map_err(std::io::Error::other)??
-    };
     let config = folder.config();
-    let settings = versions::Settings::of(&config);
-    let on_disk = disk_version(target, &path, config.ignore_permissions);
-    let inode = if target.deleted {
-        versions::put_aside(&root, settings, &target.name, &path)?;
-        0
-    } else {
+    let change = Change {
+        store: folder.store.clone(),
+        idx: folder.idx,
+        root: folder.path(),
+        settings: versions::Settings::of(&config),
+        ignore_permissions: config.ignore_permissions,
+        target: target.clone(),
+        after_conflict,
+    };
+    let on_disk = tokio::task::spawn_blocking(move || change.apply())
+        .await
+        .map_err(std::io::Error::other)??;
+    // Changes made one at a time (under `busy` alone) are not synced directory by
+    // directory: a mass deletion would wait for a directory sync per name.
+    record(folder, target, on_disk, None).await?;
+    debug!(name = %target.name, "pulled");
+    Ok(())
+}
+
+/// What a change left on disk, read back for its record.
+pub(crate) struct OnDisk {
+    /// 0 for a deletion.
+    pub(crate) inode: u64,
+    /// A file's modification time as the disk holds it (`None`: not a file, or gone).
+    pub(crate) modified: Option<Timestamp>,
+}
+
+impl OnDisk {
+    /// Reads back what is at `path` now. Blocking.
+    pub(crate) fn read(path: &Path) -> Self {
+        let meta = fs::symlink_metadata(path).ok();
+        Self {
+            inode: meta.as_ref().map_or(0, MetadataExt::ino),
+            modified: meta.filter(|m| m.is_file()).map(|m| walk_timestamp(&m)),
+        }
+    }
+}
+
+/// A change that needs no download (a deletion, a directory, a symlink, new metadata),
+/// with what it needs to be made on a blocking thread.
+struct Change {
+    store: StoreHandle,
+    idx: FolderIdx,
+    root: PathBuf,
+    settings: versions::Settings,
+    ignore_permissions: bool,
+    target: FileEntry,
+    after_conflict: bool,
+}
+
+impl Change {
+    /// Makes the change on disk (after the checks every change starts with); returns what
+    /// is there now. Blocking: it reads the index and writes the disk.
+    fn apply(self) -> Result<OnDisk, PullError> {
+        let Self {
+            store,
+            idx,
+            root,
+            settings,
+            ignore_permissions,
+            target,
+            after_conflict,
+        } = self;
+        let to_directory = !target.deleted && target.kind == FileKind::Directory;
+        let Prepared { path, .. } = prepare(
+            &store,
+            idx,
+            &root,
+            &target.name,
+            to_directory,
+            after_conflict,
+        )?;
+        let on_disk = disk_version(&target, &path, ignore_permissions);
+        if target.deleted {
+            versions::put_aside(&root, settings, &target.name, &path)?;
+            return Ok(OnDisk {
+                inode: 0,
+                modified: None,
+            });
+        }
         match target.kind {
             FileKind::Directory => {
                 if fs::symlink_metadata(&path).is_ok_and(|m| !m.is_dir()) {
@@ -231,25 +297,18 @@ async fn execute_target(
                     fs::create_dir(&path)?;
                 }
                 fs::set_permissions(&path, fs::Permissions::from_mode(applied_mode(&on_disk)))?;
-                fs::symlink_metadata(&path)?.ino()
             }
             FileKind::Symlink => {
                 versions::put_aside(&root, settings, &target.name, &path)?;
                 std::os::unix::fs::symlink(&target.symlink_target, &path)?;
-                fs::symlink_metadata(&path)?.ino()
             }
             FileKind::File => {
                 let file = File::options().write(true).open(&path)?;
                 assemble::finish_metadata(&file, &on_disk)?;
-                file.metadata()?.ino()
             }
         }
-    };
-    // Changes made one at a time (under `busy` alone) are not synced directory by
-    // directory: a mass deletion would wait for a directory sync per name.
-    record(folder, target, &path, inode, None).await?;
-    debug!(name = %target.name, "pulled");
-    Ok(())
+        Ok(OnDisk::read(&path))
+    }
 }
 
 /// Fails with [`PullError::DirectoryNotEmpty`] if `path` is a directory holding anything
@@ -297,26 +356,24 @@ fn applied_mode(target: &FileEntry) -> u32 {
 async fn record(
     folder: &Folder,
     target: &FileEntry,
-    path: &Path,
-    inode: u64,
+    on_disk: OnDisk,
     sync_first: Option<&Path>,
 ) -> Result<(), PullError> {
-    let meta = fs::symlink_metadata(path).ok();
     let change = LocalChange {
         previous: None,
         name: target.name.clone(),
         kind: target.kind,
         size: target.size,
         permissions: applied_mode(target),
-        modified: meta
-            .as_ref()
+        modified: on_disk
+            .modified
             .filter(|_| target.kind == FileKind::File)
-            .map_or(target.modified, walk_timestamp),
+            .unwrap_or(target.modified),
         deleted: target.deleted,
         invalid: false,
         symlink_target: target.symlink_target.clone(),
         blocks: Some(target.blocks.clone()),
-        inode,
+        inode: on_disk.inode,
     };
     folder
         .pulled
