@@ -113,8 +113,9 @@ def status_table(results, case_labels, kinds):
             if r.get("status_ms")]
     if not rows:
         return
-    print(f"\nStatus on B once it holds {case_labels['c'][4:]} (ms, median / max of 20 "
-          f"calls; the CLI's time includes starting its process):\n")
+    calls = next(iter(rows[0][1].values()))["calls"]
+    print(f"\nStatus on B once it holds {case_labels['c'][4:]} (ms, median / max of {calls} "
+          f"calls each; the CLI's time includes starting its process):\n")
     print("| daemon | call | median | max |")
     print("| --- | --- | --- | --- |")
     for k, calls in rows:

@@ -365,10 +365,8 @@ async fn record(
         kind: target.kind,
         size: target.size,
         permissions: applied_mode(target),
-        modified: on_disk
-            .modified
-            .filter(|_| target.kind == FileKind::File)
-            .unwrap_or(target.modified),
+        // A file's entry takes the time the disk holds (`OnDisk` has one only for files).
+        modified: on_disk.modified.unwrap_or(target.modified),
         deleted: target.deleted,
         invalid: false,
         symlink_target: target.symlink_target.clone(),
