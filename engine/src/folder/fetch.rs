@@ -256,7 +256,7 @@ async fn from_peers(
             if bad.contains(device) || !peers.is_connected(*device) {
                 continue;
             }
-            match peers.request_block(*device, &request).await {
+            match ask(&*peers, *device, &request).await {
                 Ok(mut data) => {
                     if !held.is_empty() && held.len() + data.data.len() == block.size as usize {
                         let mut whole = std::mem::take(&mut held);
@@ -274,9 +274,8 @@ async fn from_peers(
                     warn!(device = %device.short(), name = %request.name, offset = block.offset, "block failed its hash; discarded");
                     bad.push(*device);
                 }
-                // Asked again at once, on the link that took the old one's place.
                 Err(BlockError::Moved) => {
-                    debug!(device = %device.short(), name = %request.name, offset = block.offset, "the connection moved; asking again");
+                    debug!(device = %device.short(), name = %request.name, offset = block.offset, "the connection kept moving; asking later");
                 }
                 Err(e @ (BlockError::Slow | BlockError::Overdue)) => {
                     warn!(device = %device.short(), name = %request.name, offset = block.offset, error = %e, "block request given up; other peers are asked");
@@ -290,4 +289,26 @@ async fn from_peers(
         tokio::time::sleep(Duration::from_millis(50 * (attempt + 1))).await;
     }
     Err(PullError::Unavailable(block.offset))
+}
+
+/// Times a request is asked again at once when the device's connection moved under it.
+const MOVES_FOLLOWED: usize = 4;
+
+/// Asks `device` for a block, again at once on the link that took the old one's place when
+/// the connection moved while the request waited (a move is no failure of the peer's).
+async fn ask(
+    peers: &dyn Peers,
+    device: DeviceId,
+    request: &BlockRequest,
+) -> Result<BlockData, BlockError> {
+    let mut moves = 0;
+    loop {
+        match peers.request_block(device, request).await {
+            Err(BlockError::Moved) if moves < MOVES_FOLLOWED => {
+                moves += 1;
+                debug!(device = %device.short(), name = %request.name, "the connection moved; asking again on the new link");
+            }
+            result => return result,
+        }
+    }
 }

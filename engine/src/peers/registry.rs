@@ -273,7 +273,8 @@ impl Peers for PeerRegistry {
     ) -> Result<BlockData, BlockError> {
         let link = self.link(device).ok_or(BlockError::PeerGone)?;
         let flow = self.flow.of(&link);
-        let result = request::request_block(&*link, &flow, request).await;
+        let current = || self.link(device).is_some_and(|now| now.id() == link.id());
+        let result = request::request_block(&*link, &flow, request, current).await;
         if matches!(result, Err(BlockError::Slow | BlockError::Overdue))
             && self.link(device).is_some_and(|now| now.id() != link.id())
         {
@@ -348,6 +349,45 @@ mod tests {
         another_relayed.relay();
         assert!(low.register(HIGH, another_relayed, true).await.is_none());
         assert_eq!(low.link(HIGH).unwrap().id(), direct.id());
+    }
+
+    #[tokio::test]
+    async fn a_request_given_room_only_after_its_link_lost_its_place_is_not_sent_on_it() {
+        let low = PeerRegistry::new(LOW);
+        let (relayed, _far_end) = memory_pair();
+        relayed.relay();
+        assert!(low.register(HIGH, relayed.clone(), true).await.is_some());
+        // Earlier requests fill the relayed link's window.
+        let relayed_link: Arc<dyn Link> = relayed.clone();
+        let window_full = low.flow.of(&relayed_link).reserve(u32::MAX).await;
+        let request = BlockRequest {
+            folder: "docs".into(),
+            name: "big.bin".into(),
+            block: peerfold_protocol::chunking::Block {
+                offset: 0,
+                size: 1 << 20,
+                hash: blake3::hash(b"block"),
+            },
+            skip: 0,
+        };
+        let waiting = low.request_block(HIGH, &request);
+        tokio::pin!(waiting);
+        let early = tokio::time::timeout(Duration::from_millis(50), &mut waiting).await;
+        assert!(early.is_err(), "it waits for room in the window");
+        // A direct path is punched, then the window frees up.
+        let (direct, _) = memory_pair();
+        assert!(low.register(HIGH, direct.clone(), false).await.is_some());
+        let traffic = relayed.stats();
+        drop(window_full);
+        let result = tokio::time::timeout(Duration::from_secs(5), waiting)
+            .await
+            .expect("the request did not wait for an answer on the old link");
+        assert!(
+            matches!(result, Err(BlockError::Moved)),
+            "{:?}",
+            result.map(|data| data.data.len())
+        );
+        assert_eq!(relayed.stats(), traffic, "nothing was sent on the old link");
     }
 
     #[tokio::test]

@@ -18,17 +18,24 @@ const RESPONSE_OVERHEAD: usize = 1024;
 const LOOK_EVERY: Duration = Duration::from_secs(1);
 
 /// Asks the peer on `link` for one block. The caller checks the data's hash; the data
-/// holds its room in the windows until it is dropped.
+/// holds its room in the windows until it is dropped. A request that got its room only
+/// after `link` lost its place to another (`still_current` says) is not sent: it fails
+/// as [`BlockError::Moved`], to be asked on the new link (else the requests queued behind
+/// a relay's window all went through the relay after a direct path was punched).
 pub(super) async fn request_block(
     link: &dyn Link,
     flow: &Arc<PeerFlow>,
     request: &BlockRequest,
+    still_current: impl Fn() -> bool,
 ) -> Result<BlockData, BlockError> {
     let size = request.block.size;
     // What the peer owes: the block past what the request skips (a peer that predates
     // `skip` sends it all, which the frame limit allows).
     let owed_bytes = size - request.skip.min(size);
     let held = flow.reserve(owed_bytes).await;
+    if !still_current() {
+        return Err(BlockError::Moved);
+    }
     let mut stream = link.open().await?;
     stream.recv.limit(size as usize + RESPONSE_OVERHEAD);
     stream.recv.count_into(flow.delivered.clone());

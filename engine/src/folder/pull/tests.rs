@@ -1,8 +1,9 @@
 //! The pull round against fake peers: one that refuses, one that sends bad hashes, one
 //! that vanishes mid-file, and an honest one.
 
-use std::sync::Arc;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use peerfold_protocol::DeviceId;
@@ -24,6 +25,8 @@ enum Behaviour {
     BadHashes,
     /// Answers this many requests, then is gone.
     VanishesAfter(usize),
+    /// Its connection moves under each request this many times before it is answered.
+    MovesUnderEach(usize),
 }
 
 struct FakePeer {
@@ -31,6 +34,8 @@ struct FakePeer {
     behaviour: Behaviour,
     asked: AtomicUsize,
     gone: AtomicBool,
+    /// Moves so far, by block offset.
+    moved: Mutex<HashMap<u64, usize>>,
 }
 
 impl FakePeer {
@@ -40,6 +45,7 @@ impl FakePeer {
             behaviour,
             asked: AtomicUsize::new(0),
             gone: AtomicBool::new(false),
+            moved: Mutex::default(),
         })
     }
 }
@@ -66,6 +72,16 @@ impl Peers for FakePeer {
             Behaviour::VanishesAfter(_) => {
                 self.gone.store(true, Ordering::Relaxed);
                 Err(BlockError::PeerGone)
+            }
+            Behaviour::MovesUnderEach(n) => {
+                let mut moved = self.moved.lock().unwrap();
+                let count = moved.entry(block.offset).or_default();
+                *count += 1;
+                if *count <= n {
+                    Err(BlockError::Moved)
+                } else {
+                    Ok(Bytes::copy_from_slice(data).into())
+                }
             }
         }
     }
@@ -157,6 +173,18 @@ async fn an_honest_peer_brings_the_file_and_it_is_recorded() {
     assert!(node.folder().pull_errors().is_empty());
     let info = node.folder().file_info("big.bin").await.unwrap().unwrap();
     assert_eq!(info.local.unwrap().version, info.global.unwrap().version);
+}
+
+#[tokio::test(start_paused = true)]
+async fn requests_follow_a_connection_that_moves_under_them() {
+    // Three moves under every request (a relayed link replaced by a punched one, that one
+    // by the peer's own dial...) used up all three tries of a block, and the file waited
+    // for the next pull.
+    let data = content();
+    let node = node_offered(&data);
+    pull_once(&node, FakePeer::new(&data, Behaviour::MovesUnderEach(3))).await;
+    assert!(node.folder().pull_errors().is_empty());
+    assert_eq!(std::fs::read(node.root().join("big.bin")).unwrap(), data);
 }
 
 #[tokio::test(start_paused = true)]

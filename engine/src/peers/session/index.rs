@@ -11,7 +11,7 @@ use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 use super::{SessionContext, SessionError, deltas};
-use crate::events::Event;
+use crate::events::{Event, EventLog};
 use crate::folder::FolderHandle;
 use crate::folder::refused::Malformed;
 use crate::model::announce;
@@ -155,37 +155,60 @@ pub(super) async fn receive(
             }
         }
         let index_id = their_index_ids.get(&folder_id).copied().unwrap_or(0);
-        forget_old_index(&folder, peer, index_id).await;
-        let items = entries.len();
-        let names: Option<Vec<String>> =
-            (!full).then(|| entries.iter().map(|e| e.name.clone()).collect());
-        let started = std::time::Instant::now();
-        let stored = store_in_slices(&folder, peer, index_id, entries).await;
-        debug!(entries = items, full, took = ?started.elapsed(), "stored an index batch");
-        match stored {
-            Ok(received) => folder.note_received(peer, names.as_deref(), &malformed, &received),
-            Err(e) => {
-                warn!(error = %e, "cannot store the peer's index");
-                let none = ReceivedBatch::default();
-                folder.note_received(peer, Some(&[]), &malformed, &none);
-            }
-        }
-        context.events.emit(Event::RemoteIndexUpdated {
-            device: peer,
-            folder: folder_id,
-            items,
+        // Stored and announced on a task of its own: a session replaced by a better link
+        // drops this reader wherever it waits, and a batch it had begun was then committed
+        // with nobody told (the new link's plan, made before the commit, missed its names
+        // until the next full plan, ten minutes on).
+        let (done, finished) = tokio::sync::oneshot::channel();
+        let events = context.events.clone();
+        context.life.spawn(async move {
+            store_and_announce(&folder, &events, peer, index_id, (entries, malformed), full).await;
+            let _ = done.send(());
         });
-        folder.counts_changed.notify_one();
-        match &names {
-            None => folder.replan_everything(),
-            Some(names) => folder.replan_names(names.iter().map(String::as_str)),
-        }
-        folder.pull.notify_one();
+        let _ = finished.await;
         if let Some(sequence) = base_gone {
             return Err(SessionError::DeltaBaseGone { sequence });
         }
     }
     Ok(())
+}
+
+/// Stores one batch of `peer`'s index (`full`: all of it), then tells the folder: its
+/// counts, an event, the names to plan again, and the puller.
+async fn store_and_announce(
+    folder: &FolderHandle,
+    events: &EventLog,
+    peer: DeviceId,
+    index_id: u64,
+    (entries, malformed): (Vec<FileEntry>, Malformed),
+    full: bool,
+) {
+    forget_old_index(folder, peer, index_id).await;
+    let items = entries.len();
+    let names: Option<Vec<String>> =
+        (!full).then(|| entries.iter().map(|e| e.name.clone()).collect());
+    let started = std::time::Instant::now();
+    let stored = store_in_slices(folder, peer, index_id, entries).await;
+    debug!(entries = items, full, took = ?started.elapsed(), "stored an index batch");
+    match stored {
+        Ok(received) => folder.note_received(peer, names.as_deref(), &malformed, &received),
+        Err(e) => {
+            warn!(error = %e, "cannot store the peer's index");
+            let none = ReceivedBatch::default();
+            folder.note_received(peer, Some(&[]), &malformed, &none);
+        }
+    }
+    events.emit(Event::RemoteIndexUpdated {
+        device: peer,
+        folder: folder.id.clone(),
+        items,
+    });
+    folder.counts_changed.notify_one();
+    match &names {
+        None => folder.replan_everything(),
+        Some(names) => folder.replan_names(names.iter().map(String::as_str)),
+    }
+    folder.pull.notify_one();
 }
 
 /// Stores a peer's batch in transactions of at most [`RECEIVE_SLICE`] entries, in the

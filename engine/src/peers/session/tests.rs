@@ -1,11 +1,16 @@
 //! The session over an in-memory link pair: two devices' owners, no sockets.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
+use peerfold_protocol::wire::{self, message::Body};
+
 use crate::events::Event;
+use crate::folder::Replan;
 use crate::peers::connection::run_connection;
-use crate::peers::link::{Link, memory_pair};
+use crate::peers::link::{FramedStream, Link, memory_pair};
 use crate::peers::{BlockError, BlockRequest, Peers, Reason};
+use crate::store::StoreError;
 use crate::testing::Node;
 
 /// Two nodes sharing `docs` with each other.
@@ -117,6 +122,69 @@ async fn indexes_cross_and_blocks_are_served_then_the_link_ends_cleanly() {
     );
 }
 
+/// A session replaced by a better link drops its index reader wherever it waits: a batch
+/// it had begun to store is still stored, and its names still planned and the puller
+/// woken (else the file waited for the next full plan, ten minutes on).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_begun_by_a_dropped_reader_is_still_stored_and_planned() {
+    let (a, b) = pair().await;
+    a.write_file("hello.txt", b"hello from a");
+    let entry = a.folder().file_info("hello.txt").await.unwrap().unwrap();
+    let update = wire::Message {
+        body: Some(Body::IndexUpdate(wire::IndexUpdate {
+            folder: "docs".into(),
+            files: vec![entry.local.unwrap().to_wire()],
+        })),
+    };
+    let (here, there) = tokio::io::duplex(1 << 16);
+    let (read, write) = tokio::io::split(here);
+    let mut reader = FramedStream::new(read, write, None).recv;
+    let (read, write) = tokio::io::split(there);
+    FramedStream::new(read, write, None)
+        .send
+        .send(&update)
+        .await
+        .unwrap();
+    let folder = b.folder();
+    let _ = folder.take_replan();
+    // A permit left by the set-up would pass for the wake-up.
+    let _ = tokio::time::timeout(Duration::from_millis(10), folder.pull.notified()).await;
+
+    // B's writer is busy, so the batch waits to be stored when its reader is dropped.
+    let (held, release) = std::sync::mpsc::channel::<()>();
+    let store = b.context.store.clone();
+    let holder = std::thread::spawn(move || {
+        store.write_blocking(move |_| -> Result<(), StoreError> {
+            let _ = release.recv();
+            Ok(())
+        })
+    });
+    let no_index_ids = HashMap::new();
+    let receiving = super::index::receive(&b.context, a.me, &mut reader, &no_index_ids);
+    tokio::select! {
+        result = receiving => panic!("the reader ended with the link open: {result:?}"),
+        () = tokio::time::sleep(Duration::from_millis(500)) => {}
+    }
+    held.send(()).unwrap();
+    holder.join().unwrap().unwrap();
+
+    tokio::time::timeout(Duration::from_secs(10), folder.pull.notified())
+        .await
+        .expect("the puller was woken for the batch");
+    match folder.take_replan() {
+        Replan::Names(names) => assert!(names.contains("hello.txt"), "{names:?}"),
+        Replan::Everything => {}
+    }
+    let idx = folder.idx;
+    let held_of_a = b
+        .context
+        .store
+        .read(move |r| r.remote_index_state(idx, a.me))
+        .await
+        .unwrap();
+    assert!(held_of_a.is_some_and(|(_, max)| max >= 1), "{held_of_a:?}");
+}
+
 #[tokio::test]
 async fn an_unknown_device_is_recorded_as_pending_and_turned_away() {
     let a = Node::new(&[]);
@@ -148,7 +216,7 @@ async fn a_peer_that_sends_no_hello_is_dropped_after_the_handshake_timeout() {
 
 #[test]
 fn a_hello_is_kept_cut_short_at_a_character_boundary() {
-    let kept = super::KeptHello::from(peerfold_protocol::wire::Hello {
+    let kept = super::KeptHello::from(wire::Hello {
         device_name: "é".repeat(1_000_000),
         client_name: "peerfold".into(),
         client_version: format!("x{}", "é".repeat(100)),
