@@ -69,15 +69,44 @@ impl Tally {
         device_idx: i64,
         new: Option<&FileEntry>,
     ) -> Result<(), StoreError> {
-        let mut rows = name_rows(conn, self.folder, name)?;
-        self.count(&rows, -1);
+        let rows = name_rows(conn, self.folder, name)?;
+        self.count_replaced(rows, key_of(device_idx), new);
+        Ok(())
+    }
+
+    /// [`Tally::replace`] for a peer's entry, unless the row held of that device has a
+    /// higher sequence (a later entry of the same index, stored first): returns whether
+    /// `new` is to be written.
+    pub(super) fn replace_unless_newer_held(
+        &mut self,
+        conn: &Connection,
+        device_idx: i64,
+        new: &FileEntry,
+    ) -> Result<bool, StoreError> {
+        let rows = name_rows(conn, self.folder, &new.name)?;
         let key = key_of(device_idx);
+        if rows
+            .iter()
+            .any(|(d, held)| *d == key && held.sequence > new.sequence)
+        {
+            return Ok(false);
+        }
+        self.count_replaced(rows, key, Some(new));
+        Ok(true)
+    }
+
+    fn count_replaced(
+        &mut self,
+        mut rows: Vec<(DeviceId, FileEntry)>,
+        key: DeviceId,
+        new: Option<&FileEntry>,
+    ) {
+        self.count(&rows, -1);
         rows.retain(|(d, _)| *d != key);
         if let Some(new) = new {
             rows.push((key, new.clone()));
         }
         self.count(&rows, 1);
-        Ok(())
     }
 
     fn count(&mut self, rows: &[(DeviceId, FileEntry)], sign: i64) {

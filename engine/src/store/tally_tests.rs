@@ -347,3 +347,71 @@ fn a_folder_indexed_before_the_counters_gets_them_when_the_store_opens() {
     let store = Store::open(&path).unwrap();
     assert_eq!(store.summaries(folder, &devices, ME).unwrap(), expected);
 }
+
+/// What is held of `peer` for `name`.
+fn held_of(store: &Store, folder: FolderIdx, peer: DeviceId, name: &str) -> Option<FileEntry> {
+    let mut held = None;
+    store
+        .for_names(folder, [name], ME, |entries| {
+            held = entries
+                .into_iter()
+                .find(|(d, _)| *d == peer)
+                .map(|(_, e)| e);
+            Ok::<(), StoreError>(())
+        })
+        .unwrap();
+    held
+}
+
+#[test]
+fn a_peer_entry_never_goes_back_to_an_older_one_of_the_same_index() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = Store::open(&dir.path().join("index.db")).unwrap();
+    let folder = store.ensure_folder_at("docs", NOW).unwrap();
+    let peer = PEERS[0];
+    let devices = [ME, peer];
+    let announced = |shape, sequence: u64, counter| {
+        let mut e = entry("a", shape, false);
+        e.sequence = sequence;
+        e.version = VersionVector::new()
+            .incremented(peer.short(), counter)
+            .unwrap();
+        e
+    };
+    let (older, newer) = (
+        announced(Shape::File(0), 1, 1),
+        announced(Shape::File(1), 2, 2),
+    );
+    let receive = |store: &mut Store, index_id, e: &FileEntry| {
+        store
+            .receive_remote_index_at(
+                folder,
+                peer,
+                index_id,
+                std::slice::from_ref(e),
+                ME.short(),
+                NOW,
+            )
+            .unwrap();
+    };
+    receive(&mut store, 1, &newer);
+    // A batch of the same index that the newer entry overtook (stored late by a session
+    // that a better link replaced).
+    receive(&mut store, 1, &older);
+    let held = held_of(&store, folder, peer, "a").unwrap();
+    assert_eq!((held.sequence, held.size), (2, newer.size));
+    assert_eq!(
+        store.summaries(folder, &devices, ME).unwrap(),
+        walked(&store, folder, &devices)
+    );
+    // The same entry again is stored again; a new index starts over from its own first.
+    receive(&mut store, 1, &newer);
+    let reset = announced(Shape::File(2), 1, 3);
+    receive(&mut store, 2, &reset);
+    let held = held_of(&store, folder, peer, "a").unwrap();
+    assert_eq!((held.sequence, held.size), (1, reset.size));
+    assert_eq!(
+        store.summaries(folder, &devices, ME).unwrap(),
+        walked(&store, folder, &devices)
+    );
+}

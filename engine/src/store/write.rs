@@ -396,7 +396,11 @@ pub(super) fn store_remote<'e>(
             blocks = excluded.blocks",
     )?;
     for e in entries {
-        tally.replace(tx, &e.name, device_idx, Some(e))?;
+        // Never back to an older entry: a session replaced by a better link may still be
+        // storing a batch its successor has already overtaken.
+        if !tally.replace_unless_newer_held(tx, device_idx, e)? {
+            continue;
+        }
         upsert.execute(params![
             folder.0,
             device_idx,
