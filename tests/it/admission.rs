@@ -1,7 +1,8 @@
 //! Who gets in, by Syncthing's settings (issue 16): a knocking device put in
 //! `remoteIgnoredDevices`, and a folder offer put in the offering device's `ignoredFolders`,
 //! leave the pending lists and stay out of them when they come again; a device with
-//! `allowedNetworks` is let in only from those.
+//! `allowedNetworks` is let in only from those. A peer that accepts an offered folder gets
+//! it at once.
 
 use serde_json::{Value, json};
 
@@ -148,5 +149,41 @@ fn a_refused_device_backs_off_instead_of_redialing_at_once() {
     assert!(
         (1..=8).contains(&knocks),
         "{knocks} refused attempts in 4 s"
+    );
+}
+
+/// A peer that closes the link because its configuration changed (here: it accepted the
+/// folder we offered) is dialed again at once, whatever backoff its earlier refusals built
+/// up. Before, the first sync after `peerfold accept FOLDER` waited that backoff out (32 s
+/// here, up to `reconnectionIntervalS`).
+#[test]
+fn a_peer_that_accepts_an_offered_folder_gets_it_without_waiting_out_a_backoff() {
+    let (host, stranger) = (Device::init(), Device::init());
+    let offered = stranger.add_folder("docs", "docs");
+    std::fs::write(offered.join("hello.txt"), b"hello").unwrap();
+    let running = host.serve();
+    let _knocking = knock_on(&stranger, &host, running.port);
+    let refusals = || {
+        host.log()
+            .matches("unknown device; recorded as pending")
+            .count()
+    };
+    // Five refusals: the stranger's next wait is 16 s, and the one after a link 32 s.
+    wait_until("the stranger was refused five times", 60, || {
+        refusals() >= 5
+    });
+    host.ok(["accept", &stranger.id()]);
+    let offer_pending = || host.ok(["pending"]).contains("docs");
+    wait_until("the stranger comes back and offers docs", 90, offer_pending);
+    let accepted = std::time::Instant::now();
+    let path = host.path("docs");
+    host.ok(["accept", "docs", "--path", path.to_str().unwrap()]);
+    let arrived = || std::fs::read(path.join("hello.txt")).is_ok_and(|d| d == b"hello");
+    wait_until("the offered folder's file arrives", 90, arrived);
+    // Bounds the wait, well apart from the backoff's 32 s; it measures nothing.
+    let took = accepted.elapsed();
+    assert!(
+        took.as_secs() < 16,
+        "took {took:?}: the backoff was waited out"
     );
 }

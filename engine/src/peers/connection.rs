@@ -34,32 +34,40 @@ pub(crate) async fn accept_loop(
         context.life.spawn(async move {
             let our_name = context2.config.get().device_name.clone();
             match incoming.finish(&our_name).await {
-                Ok((link, peer)) => run_connection(&context2, link, peer, false).await,
+                Ok((link, peer)) => {
+                    run_connection(&context2, link, peer, false).await;
+                }
                 Err(e) => debug!(error = %e, "incoming handshake failed"),
             }
         });
     }
 }
 
-/// Runs one link to `peer` until it ends.
+/// Runs one link to `peer` until it ends; returns why a session that ran ended, as its
+/// link says (`None` when it was refused or lost to another link).
 pub(crate) async fn run_connection(
     context: &SessionContext,
     link: Arc<dyn Link>,
     peer: DeviceId,
     dialed: bool,
-) {
+) -> Option<String> {
     let span = tracing::info_span!("peer", device = %peer.short());
     connection(context, link, peer, dialed)
         .instrument(span)
-        .await;
+        .await
 }
 
-async fn connection(context: &SessionContext, link: Arc<dyn Link>, peer: DeviceId, dialed: bool) {
+async fn connection(
+    context: &SessionContext,
+    link: Arc<dyn Link>,
+    peer: DeviceId,
+    dialed: bool,
+) -> Option<String> {
     let remote = link.remote_address();
     if !context.config.is_known(peer) && context.config.is_ignored(peer) {
         debug!(device = %peer, %remote, "ignored device; turned away");
         link.close(&Reason::UnknownDevice);
-        return;
+        return None;
     }
     if !context.config.is_known(peer) {
         info!(device = %peer, %remote, "unknown device; recorded as pending");
@@ -80,12 +88,12 @@ async fn connection(context: &SessionContext, link: Arc<dyn Link>, peer: DeviceI
                 address: remote,
             }));
         link.close(&Reason::UnknownDevice);
-        return;
+        return None;
     }
     if context.config.is_paused(peer) {
         debug!(%remote, "paused device; connection refused");
         link.close(&Reason::Paused);
-        return;
+        return None;
     }
     if context
         .config
@@ -94,7 +102,7 @@ async fn connection(context: &SessionContext, link: Arc<dyn Link>, peer: DeviceI
     {
         info!(%remote, "connection from outside the device's allowed networks; refused");
         link.close(&Reason::NotAllowedNetwork);
-        return;
+        return None;
     }
     let link = context.rates.throttle(peer, link);
     let Some(retired) = context.registry.register(peer, link.clone(), dialed).await else {
@@ -106,7 +114,7 @@ async fn connection(context: &SessionContext, link: Arc<dyn Link>, peer: DeviceI
             debug!(error = %e, "a connection that lost to another one ended");
         }
         link.close(&Reason::Duplicate);
-        return;
+        return None;
     };
     let punched = link.path() == PathKind::Direct && context.punching.opened(peer, &remote);
     if punched {
@@ -119,18 +127,24 @@ async fn connection(context: &SessionContext, link: Arc<dyn Link>, peer: DeviceI
         folder.pull.notify_one();
     }
     let result = session::run(context, link.clone(), peer, dialed, retired).await;
-    match (&result, link.close_reason()) {
+    // Read before this side closes the link, after which it reads "closed" (the peer's
+    // reason was lost, from the event too).
+    let mut reason = link.close_reason();
+    match (&result, &reason) {
         (_, Some(reason)) => info!(%reason, "disconnected"),
         (Ok(()), None) => info!("disconnected"),
         (Err(e), None) => warn!(error = %e, "connection ended"),
     }
-    if let Err(e) = result {
-        link.close(&Reason::Protocol(e.to_string()));
+    if let (Err(e), None) = (&result, &reason) {
+        let why = Reason::Protocol(e.to_string());
+        link.close(&why);
+        reason = Some(why.to_string());
     }
     if context.registry.unregister(peer, link.id()) {
         context.events.emit(Event::DeviceDisconnected {
             device: peer,
-            error: link.close_reason().unwrap_or_default(),
+            error: reason.clone().unwrap_or_default(),
         });
     }
+    reason
 }

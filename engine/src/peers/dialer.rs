@@ -19,6 +19,7 @@ use peerfold_protocol::DeviceId;
 use tokio::sync::oneshot;
 use tracing::{debug, info};
 
+use super::Reason;
 use super::address_book::AddressBook;
 use super::addresses::{AddressSource, ConfiguredAddresses};
 use super::connection::run_connection;
@@ -66,7 +67,8 @@ const PUNCH_DIAL_LIMIT: Duration = Duration::from_secs(5);
 
 /// The session of a link a dial loop made.
 struct OwnSession {
-    ended: oneshot::Receiver<()>,
+    /// Resolves when the session ends: whether the peer asked to be dialed again at once.
+    ended: oneshot::Receiver<bool>,
     started: Instant,
 }
 
@@ -222,18 +224,19 @@ impl Dialer {
             registered.borrow_and_update();
             let own_ended = async {
                 match own.as_mut() {
-                    Some(session) => {
-                        let _ = (&mut session.ended).await;
-                    }
+                    Some(session) => (&mut session.ended).await.unwrap_or(false),
                     None => std::future::pending().await,
                 }
             };
             tokio::select! {
                 biased;
                 () = life.cancelled() => return self.stop_dialing(device),
-                () = own_ended => {
+                asked_back = own_ended => {
                     let lasted = own.take().is_some_and(|s| s.started.elapsed() > LASTED);
-                    if lasted {
+                    // Whatever backoff refusals built up before: the peer let us in and
+                    // wants the link back now (the first sync after it accepted a folder
+                    // waited out that backoff, up to `reconnectionIntervalS`).
+                    if lasted || asked_back {
                         backoff = RETRY_MIN;
                         continue;
                     }
@@ -418,8 +421,11 @@ impl Dialer {
         let (done, ended) = oneshot::channel();
         let context = self.context.clone();
         self.context.life.spawn(async move {
-            run_connection(&context, link, device, true).await;
-            let _ = done.send(());
+            let ended = run_connection(&context, link, device, true).await;
+            // The peer's configuration changed (it shared a folder with us, say): it closed
+            // the link to exchange the new one, and waits for us to dial again.
+            let reconfigured = Reason::Reconfigured.to_string();
+            let _ = done.send(ended.is_some_and(|why| why.contains(&reconfigured)));
         });
         OwnSession {
             ended,
