@@ -154,7 +154,7 @@ fn a_refused_device_backs_off_instead_of_redialing_at_once() {
 
 /// A peer that closes the link because its configuration changed (here: it accepted the
 /// folder we offered) is dialed again at once, whatever backoff its earlier refusals built
-/// up. Before, the first sync after `peerfold accept FOLDER` waited that backoff out (32 s
+/// up. Before, the first sync after `peerfold accept FOLDER` waited that backoff out (16 s
 /// here, up to `reconnectionIntervalS`).
 #[test]
 fn a_peer_that_accepts_an_offered_folder_gets_it_without_waiting_out_a_backoff() {
@@ -168,7 +168,7 @@ fn a_peer_that_accepts_an_offered_folder_gets_it_without_waiting_out_a_backoff()
             .matches("unknown device; recorded as pending")
             .count()
     };
-    // Five refusals: the stranger's next wait is 16 s, and the one after a link 32 s.
+    // Five refusals: the stranger's backoff has grown to 16 s.
     wait_until("the stranger was refused five times", 60, || {
         refusals() >= 5
     });
@@ -180,10 +180,11 @@ fn a_peer_that_accepts_an_offered_folder_gets_it_without_waiting_out_a_backoff()
     host.ok(["accept", "docs", "--path", path.to_str().unwrap()]);
     let arrived = || std::fs::read(path.join("hello.txt")).is_ok_and(|d| d == b"hello");
     wait_until("the offered folder's file arrives", 90, arrived);
-    // Bounds the wait, well apart from the backoff's 32 s; it measures nothing.
+    // Bounds the wait, well apart from the backoff (16.1 s when it was waited out; about
+    // 1 s redialed at once); it measures nothing.
     let took = accepted.elapsed();
     assert!(
-        took.as_secs() < 16,
+        took.as_secs() < 8,
         "took {took:?}: the backoff was waited out"
     );
 }
