@@ -156,6 +156,8 @@ impl Dialer {
         let mut punch = PunchSchedule::default();
         // The session of the link this loop dialed last, while it runs.
         let mut own: Option<OwnSession> = None;
+        // When a peer that closed our link to reconnect was last dialed again at once.
+        let mut redialed_at_once: Option<Instant> = None;
         loop {
             // The configuration may have changed: a removed or paused device is no longer
             // dialed, and changed addresses apply from the next attempt.
@@ -235,7 +237,13 @@ impl Dialer {
                     let lasted = own.take().is_some_and(|s| s.started.elapsed() > LASTED);
                     // Whatever backoff refusals built up before: the peer let us in and
                     // wants the link back now (the first sync after it accepted a folder
-                    // waited out that backoff, up to `reconnectionIntervalS`).
+                    // waited out that backoff, up to `reconnectionIntervalS`). Once per
+                    // `LASTED`: a peer that asks it of every link is not dialed in a loop.
+                    let asked_back = asked_back
+                        && redialed_at_once.is_none_or(|at: Instant| at.elapsed() > LASTED);
+                    if asked_back {
+                        redialed_at_once = Some(Instant::now());
+                    }
                     if lasted || asked_back {
                         backoff = RETRY_MIN;
                         continue;
