@@ -127,6 +127,13 @@ fn a_device_is_let_in_only_from_its_allowed_networks() {
     wait_until("b is let in from loopback", 60, connected);
 }
 
+/// How many times `host` has turned an unknown device away.
+fn refusals_logged(host: &Device) -> usize {
+    host.log()
+        .matches("unknown device; recorded as pending")
+        .count()
+}
+
 /// A device the host does not accept backs off between attempts (0.5 s, doubling) instead
 /// of redialing the moment it is refused: before the fix it knocked hundreds of times a
 /// second, each refusal a handshake on both sides and a line in the host's log.
@@ -137,11 +144,7 @@ fn a_refused_device_backs_off_instead_of_redialing_at_once() {
     stranger.add_folder("docs", "docs");
     let running = host.serve();
     let _knocking = knock_on(&stranger, &host, running.port);
-    let refusals = || {
-        host.log()
-            .matches("unknown device; recorded as pending")
-            .count()
-    };
+    let refusals = || refusals_logged(&host);
     wait_until("the stranger knocks", 30, || refusals() > 0);
     std::thread::sleep(std::time::Duration::from_secs(4));
     // 0.5 + 1 + 2 s of backoff in 4 s: a handful of attempts, never a storm.
@@ -163,11 +166,7 @@ fn a_peer_that_accepts_an_offered_folder_gets_it_without_waiting_out_a_backoff()
     std::fs::write(offered.join("hello.txt"), b"hello").unwrap();
     let running = host.serve();
     let _knocking = knock_on(&stranger, &host, running.port);
-    let refusals = || {
-        host.log()
-            .matches("unknown device; recorded as pending")
-            .count()
-    };
+    let refusals = || refusals_logged(&host);
     // Five refusals: the stranger's backoff has grown to 16 s.
     wait_until("the stranger was refused five times", 60, || {
         refusals() >= 5
