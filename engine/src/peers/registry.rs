@@ -276,7 +276,8 @@ impl Peers for PeerRegistry {
         let current = || self.link(device).is_some_and(|now| now.id() == link.id());
         let result = request::request_block(&*link, &flow, request, current).await;
         if matches!(result, Err(BlockError::Slow | BlockError::Overdue))
-            && self.link(device).is_some_and(|now| now.id() != link.id())
+            && self.is_connected(device)
+            && !current()
         {
             // The link lost its place while the request waited on it (its queue drains
             // slowly behind what was sent before): not the peer's fault; asked again on
